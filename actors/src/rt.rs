@@ -1,0 +1,216 @@
+//! Real-time set-up of threads: CPU pinning, scheduling class, memory locking.
+//!
+//! Each data-plane thread calls [`apply`] first thing with its
+//! [`ThreadSpec`]. What the OS refuses (EPERM for SCHED_FIFO without
+//! CAP_SYS_NICE, a core outside the process's cpuset) is not fatal: the
+//! thread keeps running with what it has, a warning names the thread and
+//! what was refused — once per distinct refusal — and the refusal is kept in
+//! [`RtNotes`] for the run report.
+
+use ecomap::config::rt::{SchedSpec, ThreadSpec};
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
+
+/// Warnings about real-time settings the OS refused, for the run report.
+#[derive(Debug, Clone, Default)]
+pub struct RtNotes(Arc<Mutex<BTreeSet<String>>>);
+
+impl RtNotes {
+    /// Record a refusal; logs it the first time it is seen.
+    pub fn warn(&self, message: String) {
+        let mut set = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if !set.contains(&message) {
+            tracing::warn!("{message}");
+            set.insert(message);
+        }
+    }
+
+    /// Every distinct refusal, sorted.
+    pub fn to_vec(&self) -> Vec<String> {
+        let set = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        set.iter().cloned().collect()
+    }
+}
+
+/// What a thread actually got.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Applied {
+    /// Pinned to this core, if pinning was asked for and succeeded.
+    pub core: Option<usize>,
+    /// Whether the requested real-time class was granted.
+    pub realtime: bool,
+}
+
+/// Number of CPU cores this machine has (online), for validating rt-configs.
+pub fn available_cores() -> usize {
+    core_affinity::get_core_ids()
+        .map(|ids| ids.iter().map(|c| c.id + 1).max().unwrap_or(0))
+        .filter(|&n| n > 0)
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+}
+
+/// Pin and schedule the calling thread as `spec` says. `thread` names it in
+/// warnings.
+pub fn apply(thread: &str, spec: &ThreadSpec, notes: &RtNotes) -> Applied {
+    let mut applied = Applied {
+        core: None,
+        realtime: false,
+    };
+    if let Some(core) = spec.core {
+        if core_affinity::set_for_current(core_affinity::CoreId { id: core }) {
+            applied.core = Some(core);
+        } else {
+            notes.warn(format!(
+                "thread '{thread}': pinning to core {core} was refused ({}); it runs unpinned",
+                std::io::Error::last_os_error()
+            ));
+        }
+    }
+    let (policy, priority, label) = match spec.sched {
+        SchedSpec::Other => return applied,
+        SchedSpec::Fifo { priority } => (libc::SCHED_FIFO, priority, "SCHED_FIFO"),
+        SchedSpec::RoundRobin { priority } => (libc::SCHED_RR, priority, "SCHED_RR"),
+    };
+    let param = libc::sched_param {
+        sched_priority: priority,
+    };
+    // SAFETY: `sched_setscheduler` reads the `sched_param` we pass by
+    // pointer and only for the duration of the call; pid 0 means the calling
+    // thread, so no other thread's state is touched.
+    let rc = unsafe { libc::sched_setscheduler(0, policy, &param) };
+    if rc == 0 {
+        applied.realtime = true;
+    } else {
+        let err = std::io::Error::last_os_error();
+        let why = if err.raw_os_error() == Some(libc::EPERM) {
+            " — the process lacks CAP_SYS_NICE or an RLIMIT_RTPRIO high enough; run as root, \
+             grant `setcap cap_sys_nice+ep`, or raise `ulimit -r`"
+        } else {
+            ""
+        };
+        notes.warn(format!(
+            "thread '{thread}': {label} priority {priority} was refused ({err}){why}; it runs \
+             as SCHED_OTHER"
+        ));
+    }
+    applied
+}
+
+/// Lock all current and future pages of the process in memory, so page
+/// faults do not add latency. A refusal is recorded, not fatal.
+pub fn lock_memory(notes: &RtNotes) -> bool {
+    // SAFETY: `mlockall` takes only flags and changes the paging of this
+    // process; it has no memory-safety preconditions.
+    let rc = unsafe { libc::mlockall(libc::MCL_CURRENT | libc::MCL_FUTURE) };
+    if rc == 0 {
+        true
+    } else {
+        notes.warn(format!(
+            "mlockall was refused ({}); memory stays pageable (raise `ulimit -l` or run as root)",
+            std::io::Error::last_os_error()
+        ));
+        false
+    }
+}
+
+/// The calling thread's scheduling policy and priority as the kernel sees them.
+pub fn current_sched() -> (i32, i32) {
+    // SAFETY: pid 0 is the calling thread; `sched_getscheduler` has no
+    // pointer arguments.
+    let policy = unsafe { libc::sched_getscheduler(0) };
+    let mut param = libc::sched_param { sched_priority: 0 };
+    // SAFETY: `param` is a valid, writable `sched_param` for the call's duration.
+    unsafe { libc::sched_getparam(0, &mut param) };
+    (policy, param.sched_priority)
+}
+
+/// The cores the calling thread may run on.
+pub fn current_affinity() -> Vec<usize> {
+    // SAFETY: an all-zero `cpu_set_t` is a valid empty set.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `set` is valid and writable and its size is passed; pid 0 is
+    // the calling thread.
+    let rc = unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) };
+    if rc != 0 {
+        return Vec::new();
+    }
+    (0..libc::CPU_SETSIZE as usize)
+        // SAFETY: `i` is below CPU_SETSIZE, the set's capacity.
+        .filter(|&i| unsafe { libc::CPU_ISSET(i, &set) })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn is_root() -> bool {
+        // SAFETY: geteuid has no preconditions.
+        unsafe { libc::geteuid() == 0 }
+    }
+
+    #[test]
+    fn fifo_and_pinning_really_take_effect() {
+        let notes = RtNotes::default();
+        let spec = ThreadSpec {
+            core: Some(0),
+            sched: SchedSpec::Fifo { priority: 10 },
+        };
+        let n = notes.clone();
+        let (applied, sched, cores) = std::thread::spawn(move || {
+            let a = apply("test-fifo", &spec, &n);
+            (a, current_sched(), current_affinity())
+        })
+        .join()
+        .unwrap();
+        assert_eq!(applied.core, Some(0));
+        assert_eq!(cores, vec![0]);
+        if is_root() {
+            // The development machines and CI run as root: SCHED_FIFO must work.
+            assert!(applied.realtime, "{:?}", notes.to_vec());
+            assert_eq!(sched, (libc::SCHED_FIFO, 10));
+        } else {
+            assert!(!applied.realtime);
+            assert!(notes.to_vec()[0].contains("test-fifo"));
+        }
+    }
+
+    #[test]
+    fn refused_settings_warn_once_and_fall_back() {
+        let notes = RtNotes::default();
+        let n = notes.clone();
+        let spec = ThreadSpec {
+            core: Some(100_000),
+            sched: SchedSpec::Other,
+        };
+        let applied = std::thread::spawn(move || {
+            let a = apply("pinned-nowhere", &spec, &n);
+            apply("pinned-nowhere", &spec, &n);
+            a
+        })
+        .join()
+        .unwrap();
+        assert_eq!(applied.core, None);
+        let v = notes.to_vec();
+        assert_eq!(v.len(), 1, "{v:?}");
+        assert!(v[0].contains("'pinned-nowhere'") && v[0].contains("core 100000"));
+    }
+
+    #[test]
+    fn round_robin_is_granted_to_root() {
+        let notes = RtNotes::default();
+        let n = notes.clone();
+        let spec = ThreadSpec {
+            core: None,
+            sched: SchedSpec::RoundRobin { priority: 5 },
+        };
+        let (a, sched) = std::thread::spawn(move || (apply("rr", &spec, &n), current_sched()))
+            .join()
+            .unwrap();
+        if is_root() {
+            assert!(a.realtime);
+            assert_eq!(sched, (libc::SCHED_RR, 5));
+        }
+        assert!(available_cores() >= 1);
+    }
+}

@@ -1,0 +1,2 @@
+// Same rpath embedding as the actors crate: see actors/build.rs.
+include!("../actors/build.rs");

@@ -1,0 +1,343 @@
+//! Per-tenant accounting: outcome counters and latency histograms.
+//!
+//! Latencies are recorded in microseconds into HdrHistograms (3 significant
+//! digits, 1 µs to 1 h). The counters enforce conservation: `submitted` must
+//! equal the sum of the five outcomes once a run has drained.
+
+use crate::request::{Completion, Outcome, Request};
+use hdrhistogram::Histogram;
+use std::fmt::Write as _;
+use std::time::Duration;
+
+/// Highest latency a histogram tracks exactly: one hour, in µs. Larger
+/// values are clamped to it (and still counted).
+pub const MAX_TRACKABLE_US: u64 = 3_600_000_000;
+
+/// A latency histogram in microseconds.
+#[derive(Debug, Clone)]
+pub struct LatencyHistogram(Histogram<u64>);
+
+impl Default for LatencyHistogram {
+    fn default() -> Self {
+        LatencyHistogram(
+            Histogram::new_with_bounds(1, MAX_TRACKABLE_US, 3)
+                .expect("static histogram bounds are valid"),
+        )
+    }
+}
+
+impl LatencyHistogram {
+    /// Record one latency; values beyond one hour are clamped.
+    pub fn record(&mut self, d: Duration) {
+        let us = u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
+        self.0.saturating_record(us.max(1));
+    }
+
+    /// Number of recorded values.
+    pub fn len(&self) -> u64 {
+        self.0.len()
+    }
+
+    /// Whether nothing was recorded.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The value at quantile `q` (0..=1) in µs, or `None` when empty.
+    pub fn quantile_us(&self, q: f64) -> Option<u64> {
+        (!self.0.is_empty()).then(|| self.0.value_at_quantile(q))
+    }
+
+    /// Mean in µs, or `None` when empty.
+    pub fn mean_us(&self) -> Option<f64> {
+        (!self.0.is_empty()).then(|| self.0.mean())
+    }
+
+    /// Largest recorded value in µs, or `None` when empty.
+    pub fn max_us(&self) -> Option<u64> {
+        (!self.0.is_empty()).then(|| self.0.max())
+    }
+
+    /// Add all of `other`'s values.
+    pub fn merge(&mut self, other: &LatencyHistogram) {
+        self.0
+            .add(&other.0)
+            .expect("histograms with identical bounds always merge");
+    }
+
+    /// The underlying histogram, for formats such as `.hgrm`.
+    pub fn histogram(&self) -> &Histogram<u64> {
+        &self.0
+    }
+}
+
+/// How many requests of a tenant ended each way.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct OutcomeCounts {
+    /// Requests offered to the tenant's queue.
+    pub submitted: u64,
+    /// Finished by the deadline.
+    pub on_time: u64,
+    /// Finished after the deadline.
+    pub late: u64,
+    /// Deadline passed before the request could start.
+    pub expired: u64,
+    /// Refused at admission (queue full).
+    pub rejected: u64,
+    /// The backend failed.
+    pub failed: u64,
+}
+
+impl OutcomeCounts {
+    /// Count one outcome.
+    pub fn add(&mut self, outcome: Outcome) {
+        *self.slot(outcome) += 1;
+    }
+
+    /// The count of one outcome.
+    pub fn get(&self, outcome: Outcome) -> u64 {
+        match outcome {
+            Outcome::OnTime => self.on_time,
+            Outcome::Late => self.late,
+            Outcome::Expired => self.expired,
+            Outcome::Rejected => self.rejected,
+            Outcome::Failed => self.failed,
+        }
+    }
+
+    fn slot(&mut self, outcome: Outcome) -> &mut u64 {
+        match outcome {
+            Outcome::OnTime => &mut self.on_time,
+            Outcome::Late => &mut self.late,
+            Outcome::Expired => &mut self.expired,
+            Outcome::Rejected => &mut self.rejected,
+            Outcome::Failed => &mut self.failed,
+        }
+    }
+
+    /// Sum of the five outcomes.
+    pub fn ended(&self) -> u64 {
+        Outcome::ALL.iter().map(|&o| self.get(o)).sum()
+    }
+
+    /// Whether every submitted request ended in exactly one outcome.
+    pub fn is_conserved(&self) -> bool {
+        self.ended() == self.submitted
+    }
+
+    /// Fraction of ended requests that did not finish on time (late, expired,
+    /// rejected or failed), or 0 when none ended.
+    pub fn miss_rate(&self) -> f64 {
+        let ended = self.ended();
+        if ended == 0 {
+            0.0
+        } else {
+            (ended - self.on_time) as f64 / ended as f64
+        }
+    }
+}
+
+/// Everything recorded for one tenant.
+#[derive(Debug, Clone, Default)]
+pub struct TenantAccount {
+    /// Tenant name from the workload file.
+    pub name: String,
+    /// Outcome counters.
+    pub counts: OutcomeCounts,
+    /// Release to end of service, for served requests.
+    pub end_to_end: LatencyHistogram,
+    /// Release to start of service, for served requests.
+    pub queueing: LatencyHistogram,
+    /// Start to end of service, for served requests.
+    pub service: LatencyHistogram,
+    /// Eligible to start (see [`Completion::dispatch_latency`]), for served requests.
+    pub dispatch: LatencyHistogram,
+}
+
+impl TenantAccount {
+    /// An empty account for a tenant.
+    pub fn new(name: impl Into<String>) -> Self {
+        TenantAccount {
+            name: name.into(),
+            ..Default::default()
+        }
+    }
+
+    /// Count a request offered to the tenant.
+    pub fn record_submitted(&mut self) {
+        self.counts.submitted += 1;
+    }
+
+    /// Count a request refused at admission.
+    pub fn record_rejected(&mut self) {
+        self.counts.add(Outcome::Rejected);
+    }
+
+    /// Count a request whose deadline passed before it could start.
+    pub fn record_expired(&mut self, _request: &Request) {
+        self.counts.add(Outcome::Expired);
+    }
+
+    /// Count a request a worker ran, and record its latencies when it succeeded.
+    pub fn record_completion(&mut self, c: &Completion) {
+        let outcome = c.outcome();
+        self.counts.add(outcome);
+        if outcome != Outcome::Failed {
+            self.end_to_end.record(c.end_to_end());
+            self.queueing.record(c.queueing());
+            self.service.record(c.service());
+            self.dispatch.record(c.dispatch_latency());
+        }
+    }
+
+    /// Mean end-to-end latency of served requests, if any were served.
+    pub fn mean_end_to_end(&self) -> Option<Duration> {
+        self.end_to_end
+            .mean_us()
+            .map(|us| Duration::from_secs_f64(us / 1e6))
+    }
+}
+
+/// Format a microsecond value as milliseconds with three decimals, or `-`.
+pub fn fmt_ms(us: Option<u64>) -> String {
+    match us {
+        Some(us) => format!("{:.3}", us as f64 / 1000.0),
+        None => "-".to_string(),
+    }
+}
+
+/// A per-tenant outcome and latency table (latencies in ms).
+pub fn render_table(accounts: &[TenantAccount]) -> String {
+    let mut out = String::new();
+    let name_w = accounts
+        .iter()
+        .map(|a| a.name.len())
+        .max()
+        .unwrap_or(6)
+        .max(6);
+    let _ = writeln!(
+        out,
+        "{:<name_w$} {:>9} {:>9} {:>7} {:>7} {:>8} {:>6} | {:<7} {:>9} {:>9} {:>9} {:>9}",
+        "tenant",
+        "submitted",
+        "on_time",
+        "late",
+        "expired",
+        "rejected",
+        "failed",
+        "ms",
+        "p50",
+        "p99",
+        "p99.9",
+        "max"
+    );
+    for a in accounts {
+        let c = &a.counts;
+        let rows: [(&str, &LatencyHistogram); 3] = [
+            ("e2e", &a.end_to_end),
+            ("queue", &a.queueing),
+            ("service", &a.service),
+        ];
+        for (i, (label, h)) in rows.iter().enumerate() {
+            if i == 0 {
+                let _ = write!(
+                    out,
+                    "{:<name_w$} {:>9} {:>9} {:>7} {:>7} {:>8} {:>6} | ",
+                    a.name, c.submitted, c.on_time, c.late, c.expired, c.rejected, c.failed
+                );
+            } else {
+                let _ = write!(out, "{:<name_w$} {:>53} | ", "", "");
+            }
+            let _ = writeln!(
+                out,
+                "{:<7} {:>9} {:>9} {:>9} {:>9}",
+                label,
+                fmt_ms(h.quantile_us(0.50)),
+                fmt_ms(h.quantile_us(0.99)),
+                fmt_ms(h.quantile_us(0.999)),
+                fmt_ms(h.max_us()),
+            );
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::request::TenantId;
+    use crate::time::Timestamp;
+
+    fn completion(start_ms: u64, end_ms: u64, deadline_ms: u64, ok: bool) -> Completion {
+        let r = Request::new(
+            0,
+            TenantId(0),
+            Timestamp::ZERO,
+            Duration::from_millis(deadline_ms),
+            0,
+        );
+        Completion {
+            request: r,
+            worker: 0,
+            dispatched: Timestamp::from_nanos(start_ms * 1_000_000),
+            eligible: Timestamp::from_nanos(start_ms * 1_000_000),
+            started: Timestamp::from_nanos(start_ms * 1_000_000),
+            finished: Timestamp::from_nanos(end_ms * 1_000_000),
+            succeeded: ok,
+        }
+    }
+
+    #[test]
+    fn every_outcome_is_counted_once_and_latencies_only_for_served() {
+        let mut a = TenantAccount::new("cam");
+        for _ in 0..5 {
+            a.record_submitted();
+        }
+        a.record_completion(&completion(1, 5, 10, true));
+        a.record_completion(&completion(1, 15, 10, true));
+        a.record_completion(&completion(1, 5, 10, false));
+        a.record_rejected();
+        a.record_expired(&completion(0, 0, 1, true).request);
+        assert!(a.counts.is_conserved());
+        assert_eq!(
+            a.counts,
+            OutcomeCounts {
+                submitted: 5,
+                on_time: 1,
+                late: 1,
+                expired: 1,
+                rejected: 1,
+                failed: 1
+            }
+        );
+        assert_eq!(a.end_to_end.len(), 2);
+        assert!((a.counts.miss_rate() - 0.8).abs() < 1e-9);
+        let p50 = a.end_to_end.quantile_us(0.5).unwrap();
+        assert!((4_990..=5_010).contains(&p50), "{p50}");
+        assert_eq!(a.mean_end_to_end().map(|d| d.as_millis()), Some(10));
+    }
+
+    #[test]
+    fn table_lists_each_tenant_with_three_latency_rows() {
+        let mut a = TenantAccount::new("detector");
+        a.record_submitted();
+        a.record_completion(&completion(2, 20, 30, true));
+        let b = TenantAccount::new("idle");
+        let t = render_table(&[a, b]);
+        assert!(t.contains("detector"));
+        assert!(t.contains("20.0"), "{t}");
+        assert_eq!(t.lines().count(), 1 + 2 * 3);
+        assert!(t.lines().any(|l| l.starts_with("idle") && l.contains(" - ")));
+    }
+
+    #[test]
+    fn huge_latencies_are_clamped_not_lost() {
+        let mut h = LatencyHistogram::default();
+        h.record(Duration::from_secs(10 * 3600));
+        h.record(Duration::ZERO);
+        assert_eq!(h.len(), 2);
+        let mut g = LatencyHistogram::default();
+        g.merge(&h);
+        assert_eq!(g.len(), 2);
+    }
+}

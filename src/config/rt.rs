@@ -1,0 +1,295 @@
+//! Real-time configuration: which threads run where, and how.
+//!
+//! ```ron
+//! (
+//!     lock_memory: false,
+//!     intra_op_threads: 1,
+//!     load_generator: (core: None, sched: Fifo(priority: 70)),
+//!     dispatcher: (core: Some(0), sched: Fifo(priority: 80)),
+//!     telemetry: (sched: Fifo(priority: 10)),
+//!     workers: [
+//!         (name: "cpu0", core: Some(0), sched: Fifo(priority: 60)),
+//!         (name: "cpu1", core: Some(1), sched: Fifo(priority: 60)),
+//!     ],
+//! )
+//! ```
+
+use super::{load_ron, ConfigError};
+use serde::{Deserialize, Serialize};
+use std::collections::HashSet;
+use std::path::Path;
+
+/// A Linux scheduling class for one thread.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub enum SchedSpec {
+    /// SCHED_OTHER, the default time-sharing class.
+    #[default]
+    Other,
+    /// SCHED_FIFO at a priority 1..=99 (higher preempts lower).
+    Fifo {
+        /// 1..=99.
+        priority: i32,
+    },
+    /// SCHED_RR at a priority 1..=99.
+    RoundRobin {
+        /// 1..=99.
+        priority: i32,
+    },
+}
+
+impl SchedSpec {
+    fn validate(&self) -> Result<(), String> {
+        match self {
+            SchedSpec::Other => Ok(()),
+            SchedSpec::Fifo { priority } | SchedSpec::RoundRobin { priority } => {
+                if (1..=99).contains(priority) {
+                    Ok(())
+                } else {
+                    Err(format!(
+                        "real-time priority {priority} is out of range; use 1..=99"
+                    ))
+                }
+            }
+        }
+    }
+}
+
+/// Placement and scheduling of one thread.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ThreadSpec {
+    /// CPU core to pin to (0-based), or `None` to let the OS place it.
+    #[serde(default)]
+    pub core: Option<usize>,
+    /// Scheduling class.
+    #[serde(default)]
+    pub sched: SchedSpec,
+}
+
+/// Where a worker runs its models.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+pub enum DeviceSpec {
+    /// The CPU (libtorch's CPU kernels).
+    #[default]
+    Cpu,
+    /// CUDA device N (the Xavier's integrated GPU is CUDA device 0).
+    Cuda(usize),
+}
+
+/// One accelerator worker: an execution unit with its own thread.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkerSpec {
+    /// Name in reports, e.g. "cpu0", "gpu".
+    pub name: String,
+    /// CPU core of the worker's thread.
+    #[serde(default)]
+    pub core: Option<usize>,
+    /// Scheduling class of the worker's thread.
+    #[serde(default)]
+    pub sched: SchedSpec,
+    /// Where inference runs.
+    #[serde(default)]
+    pub device: DeviceSpec,
+    /// Tenants whose models this worker loads and serves; `None` means all.
+    #[serde(default)]
+    pub tenants: Option<Vec<String>>,
+}
+
+/// A real-time configuration file.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RtConfig {
+    /// Lock all current and future memory (`mlockall`) so page faults do not
+    /// add latency.
+    #[serde(default)]
+    pub lock_memory: bool,
+    /// libtorch intra-op threads (process-wide). 1 keeps each worker on its core.
+    #[serde(default = "one")]
+    pub intra_op_threads: usize,
+    /// The threads that release the workload's requests (one per tenant).
+    #[serde(default)]
+    pub load_generator: ThreadSpec,
+    /// The EDF dispatcher thread.
+    #[serde(default)]
+    pub dispatcher: ThreadSpec,
+    /// The telemetry (accounting) thread.
+    #[serde(default)]
+    pub telemetry: ThreadSpec,
+    /// The accelerator workers.
+    pub workers: Vec<WorkerSpec>,
+}
+
+fn one() -> usize {
+    1
+}
+
+impl RtConfig {
+    /// Read and parse a real-time configuration file (validate it separately
+    /// with [`RtConfig::validate`], which needs the machine's core count).
+    pub fn load(path: &Path) -> Result<RtConfig, ConfigError> {
+        load_ron(path, "rt-config")
+    }
+
+    /// Check every value against the machine (`available_cores`) and the
+    /// workload's tenant names.
+    pub fn validate(
+        &self,
+        path: &Path,
+        available_cores: usize,
+        tenant_names: &[&str],
+    ) -> Result<(), ConfigError> {
+        let core_check = |place: String, t: &ThreadSpec| -> Result<(), ConfigError> {
+            if let Some(c) = t.core {
+                if c >= available_cores {
+                    return Err(ConfigError::invalid(
+                        path,
+                        format!("{place}.core"),
+                        format!(
+                            "core {c} does not exist: this machine has {available_cores} \
+                             core(s), numbered 0..={}; pick one of those or use None",
+                            available_cores.saturating_sub(1)
+                        ),
+                    ));
+                }
+            }
+            t.sched
+                .validate()
+                .map_err(|m| ConfigError::invalid(path, format!("{place}.sched"), m))
+        };
+        core_check("load_generator".into(), &self.load_generator)?;
+        core_check("dispatcher".into(), &self.dispatcher)?;
+        core_check("telemetry".into(), &self.telemetry)?;
+        if self.intra_op_threads == 0 {
+            return Err(ConfigError::invalid(
+                path,
+                "intra_op_threads",
+                "must be at least 1",
+            ));
+        }
+        if self.workers.is_empty() {
+            return Err(ConfigError::invalid(
+                path,
+                "workers",
+                "no workers: add at least one (name, core, sched)",
+            ));
+        }
+        let mut names = HashSet::new();
+        let mut served = HashSet::new();
+        for (i, w) in self.workers.iter().enumerate() {
+            let place = format!("workers[{i}] \"{}\"", w.name);
+            if !names.insert(w.name.as_str()) {
+                return Err(ConfigError::invalid(
+                    path,
+                    place,
+                    "two workers share this name",
+                ));
+            }
+            core_check(
+                place.clone(),
+                &ThreadSpec {
+                    core: w.core,
+                    sched: w.sched,
+                },
+            )?;
+            match &w.tenants {
+                None => served.extend(tenant_names.iter().copied()),
+                Some(list) => {
+                    for t in list {
+                        if !tenant_names.contains(&t.as_str()) {
+                            return Err(ConfigError::invalid(
+                                path,
+                                format!("{place}.tenants"),
+                                format!(
+                                    "no tenant named {t:?} in the workload; tenants are {tenant_names:?}"
+                                ),
+                            ));
+                        }
+                        served.insert(t.as_str());
+                    }
+                }
+            }
+        }
+        if let Some(t) = tenant_names.iter().find(|t| !served.contains(*t)) {
+            return Err(ConfigError::invalid(
+                path,
+                "workers",
+                format!(
+                    "no worker serves tenant {t:?}; add it to a worker's `tenants` or set \
+                     `tenants: None` on one"
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Whether worker `w` serves tenant `name`.
+    pub fn worker_serves(&self, w: usize, name: &str) -> bool {
+        match &self.workers[w].tenants {
+            None => true,
+            Some(list) => list.iter().any(|t| t == name),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::parse_ron;
+
+    const GOOD: &str = r#"(
+        dispatcher: (core: Some(0), sched: Fifo(priority: 80)),
+        workers: [
+            (name: "a", core: Some(1), sched: Fifo(priority: 60)),
+            (name: "b", tenants: Some(["cam"])),
+        ],
+    )"#;
+
+    fn check(text: &str, cores: usize) -> Result<RtConfig, String> {
+        let p = Path::new("rt.ron");
+        let c: RtConfig = parse_ron(text, p, "rt-config").map_err(|e| e.to_string())?;
+        c.validate(p, cores, &["cam", "cls"])
+            .map_err(|e| e.to_string())?;
+        Ok(c)
+    }
+
+    #[test]
+    fn good_config_parses_with_defaults() {
+        let c = check(GOOD, 2).unwrap();
+        assert_eq!(c.intra_op_threads, 1);
+        assert!(!c.lock_memory);
+        assert_eq!(c.telemetry, ThreadSpec::default());
+        assert_eq!(c.workers[0].device, DeviceSpec::Cpu);
+        assert!(c.worker_serves(0, "cls") && !c.worker_serves(1, "cls"));
+    }
+
+    #[test]
+    fn missing_core_is_refused_with_the_machine_size() {
+        let e = check(GOOD, 1).unwrap_err();
+        assert!(
+            e.contains("workers[0] \"a\".core") && e.contains("this machine has 1 core"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn bad_priorities_names_and_tenants_are_refused() {
+        let e = check(&GOOD.replace("priority: 80", "priority: 100"), 2).unwrap_err();
+        assert!(e.contains("dispatcher.sched") && e.contains("1..=99"), "{e}");
+        let e = check(&GOOD.replace("\"b\"", "\"a\""), 2).unwrap_err();
+        assert!(e.contains("share this name"), "{e}");
+        let e = check(&GOOD.replace("[\"cam\"]", "[\"radar\"]"), 2).unwrap_err();
+        assert!(e.contains("no tenant named \"radar\""), "{e}");
+        let only_cam = GOOD.replace(
+            "(name: \"a\", core: Some(1), sched: Fifo(priority: 60)),",
+            "",
+        );
+        let e = check(&only_cam, 2).unwrap_err();
+        assert!(e.contains("no worker serves tenant \"cls\""), "{e}");
+        let e = check("(workers: [])", 2).unwrap_err();
+        assert!(e.contains("no workers"), "{e}");
+        let e = check(&GOOD.replace("Fifo(", "Deadline("), 2).unwrap_err();
+        assert!(e.contains("rt.ron:") && e.contains("Deadline"), "{e}");
+    }
+}

@@ -1,0 +1,240 @@
+//! Workload files: the tenants ecomap serves.
+//!
+//! ```ron
+//! (
+//!     seed: 7,
+//!     tenants: [
+//!         (
+//!             name: "detector",
+//!             model: Vision(MobileNetV2),
+//!             arrival: Periodic(rate_hz: 30.0, jitter: "2ms"),
+//!             deadline: "100ms",
+//!             capacity: 8,
+//!             priority: 2,
+//!         ),
+//!     ],
+//! )
+//! ```
+
+use super::{load_ron, ConfigError};
+use crate::arrival::ArrivalProcess;
+use crate::model::ModelSpec;
+use serde::{Deserialize, Serialize};
+use std::collections::HashSet;
+use std::path::Path;
+use std::time::Duration;
+
+/// One tenant: a stream of requests for one model.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TenantSpec {
+    /// Unique name, used in reports and file names.
+    pub name: String,
+    /// The model its requests run.
+    pub model: ModelSpec,
+    /// When its requests arrive.
+    pub arrival: ArrivalProcess,
+    /// Relative deadline of each request, e.g. "33ms".
+    #[serde(with = "humantime_serde")]
+    pub deadline: Duration,
+    /// Most requests the tenant may have queued (admitted, not yet started);
+    /// a submission beyond that is rejected.
+    pub capacity: usize,
+    /// Breaks ties between equal deadlines: higher goes first. Default 0.
+    #[serde(default)]
+    pub priority: u8,
+}
+
+/// A workload file.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Workload {
+    /// Seed for arrival jitter and Poisson gaps; same seed, same arrivals.
+    #[serde(default)]
+    pub seed: u64,
+    /// The tenants, at most 65,535.
+    pub tenants: Vec<TenantSpec>,
+}
+
+impl Workload {
+    /// Read, validate and resolve a workload file. Relative TorchScript paths
+    /// are taken relative to the file's folder.
+    pub fn load(path: &Path) -> Result<Workload, ConfigError> {
+        let mut w: Workload = load_ron(path, "workload")?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        for t in &mut w.tenants {
+            if let ModelSpec::TorchScript { path: p, .. } = &mut t.model {
+                if p.is_relative() {
+                    *p = base.join(&*p);
+                }
+            }
+        }
+        w.validate(path)?;
+        Ok(w)
+    }
+
+    /// Check every value; `path` is used in messages.
+    pub fn validate(&self, path: &Path) -> Result<(), ConfigError> {
+        if self.tenants.is_empty() {
+            return Err(ConfigError::invalid(
+                path,
+                "tenants",
+                "no tenants: add at least one (name, model, arrival, deadline, capacity)",
+            ));
+        }
+        if self.tenants.len() > usize::from(u16::MAX) {
+            return Err(ConfigError::invalid(
+                path,
+                "tenants",
+                format!("{} tenants; at most 65535", self.tenants.len()),
+            ));
+        }
+        let mut names = HashSet::new();
+        for (i, t) in self.tenants.iter().enumerate() {
+            let place = |field: &str| format!("tenants[{i}] \"{}\".{field}", t.name);
+            if t.name.is_empty()
+                || !t
+                    .name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            {
+                return Err(ConfigError::invalid(
+                    path,
+                    format!("tenants[{i}].name"),
+                    format!(
+                        "name {:?} must be non-empty and use only letters, digits, '-' and '_' \
+                         (it names output files)",
+                        t.name
+                    ),
+                ));
+            }
+            if !names.insert(t.name.as_str()) {
+                return Err(ConfigError::invalid(
+                    path,
+                    place("name"),
+                    "two tenants share this name; names must be unique",
+                ));
+            }
+            t.arrival
+                .validate()
+                .map_err(|m| ConfigError::invalid(path, place("arrival"), m))?;
+            if t.deadline.is_zero() {
+                return Err(ConfigError::invalid(
+                    path,
+                    place("deadline"),
+                    "deadline must be positive, e.g. \"33ms\"",
+                ));
+            }
+            if t.capacity == 0 {
+                return Err(ConfigError::invalid(
+                    path,
+                    place("capacity"),
+                    "capacity must be at least 1 (the number of requests the tenant may queue)",
+                ));
+            }
+            t.model
+                .validate()
+                .map_err(|m| ConfigError::invalid(path, place("model"), m))?;
+        }
+        Ok(())
+    }
+
+    /// The same workload with every arrival rate multiplied by `factor`.
+    pub fn scaled(&self, factor: f64) -> Workload {
+        let mut w = self.clone();
+        for t in &mut w.tenants {
+            t.arrival = t.arrival.scaled(factor);
+        }
+        w
+    }
+
+    /// Index of the tenant called `name`.
+    pub fn tenant_index(&self, name: &str) -> Option<usize> {
+        self.tenants.iter().position(|t| t.name == name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::parse_ron;
+
+    const GOOD: &str = r#"(
+        seed: 3,
+        tenants: [
+            (name: "cam", model: Synthetic(service: "1ms"),
+             arrival: Periodic(rate_hz: 30.0, jitter: "1ms"), deadline: "33ms", capacity: 4),
+            (name: "cls", model: Vision(ResNet18), arrival: Poisson(rate_hz: 5.0),
+             deadline: "200ms", capacity: 2, priority: 1),
+        ],
+    )"#;
+
+    fn parse(text: &str) -> Result<Workload, ConfigError> {
+        let p = Path::new("w.ron");
+        let w: Workload = parse_ron(text, p, "workload")?;
+        w.validate(p)?;
+        Ok(w)
+    }
+
+    #[test]
+    fn a_good_file_parses() {
+        let w = parse(GOOD).unwrap();
+        assert_eq!(w.tenants.len(), 2);
+        assert_eq!(w.tenants[0].deadline, Duration::from_millis(33));
+        assert_eq!(w.tenants[1].priority, 1);
+        assert_eq!(w.tenant_index("cls"), Some(1));
+        assert_eq!(w.scaled(2.0).tenants[1].arrival.rate_hz(), 10.0);
+    }
+
+    fn err(text: &str) -> String {
+        parse(text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn malformed_ron_names_file_line_and_column() {
+        let e = err("(\n  tenants: [\n    (name: \"a\" model: Vision(ResNet18))\n  ]\n)");
+        assert!(e.starts_with("w.ron:3:"), "{e}");
+        assert!(e.contains("hint:"), "{e}");
+    }
+
+    #[test]
+    fn unknown_model_and_field_are_named() {
+        let e = err(&GOOD.replace("ResNet18", "ResNet99"));
+        assert!(e.contains("ResNet99") && e.contains("MobileNetV2"), "{e}");
+        let e = err(&GOOD.replace("capacity: 4", "capacity: 4, colour: 1"));
+        assert!(e.contains("colour"), "{e}");
+    }
+
+    #[test]
+    fn bad_values_are_refused_with_their_place() {
+        let e = err(&GOOD.replace("rate_hz: 30.0", "rate_hz: 0.0"));
+        assert!(e.contains("tenants[0] \"cam\".arrival") && e.contains("positive"), "{e}");
+        let e = err(&GOOD.replace("rate_hz: 5.0", "rate_hz: -5.0"));
+        assert!(e.contains("tenants[1] \"cls\".arrival"), "{e}");
+        let e = err(&GOOD.replace("\"33ms\"", "\"0ms\""));
+        assert!(e.contains("deadline must be positive"), "{e}");
+        let e = err(&GOOD.replace("\"33ms\"", "\"33 parsecs\""));
+        assert!(e.contains("w.ron:"), "{e}");
+        let e = err(&GOOD.replace("capacity: 4", "capacity: 0"));
+        assert!(e.contains("capacity must be at least 1"), "{e}");
+        let e = err(&GOOD.replace("\"cls\"", "\"cam\""));
+        assert!(e.contains("share this name"), "{e}");
+        let e = err(&GOOD.replace("\"cls\"", "\"a b\""));
+        assert!(e.contains("letters, digits"), "{e}");
+        let e = err("(tenants: [])");
+        assert!(e.contains("no tenants"), "{e}");
+        let e = err(&GOOD.replace(
+            "Vision(ResNet18)",
+            "TorchScript(path: \"/nonexistent/m.pt\", input_shape: [1, 3])",
+        ));
+        assert!(e.contains("/nonexistent/m.pt does not exist"), "{e}");
+    }
+
+    #[test]
+    fn unreadable_file_is_reported() {
+        let e = Workload::load(Path::new("/nonexistent/w.ron"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("/nonexistent/w.ron: cannot read"), "{e}");
+    }
+}

@@ -1,0 +1,44 @@
+//! # ecomap core
+//!
+//! The pure half of ecomap, a runtime for carbon-aware, multi-tenant DNN
+//! inference on edge devices. Everything in this crate is plain data and
+//! deterministic logic: **no threads and no wall clock**. Time enters only as
+//! [`time::Timestamp`] values handed in by the caller, so the real-time runtime
+//! (crate `ecomap-actors`) and a simulator can drive exactly the same code.
+//!
+//! What lives here:
+//! - [`request`]: requests, outcomes and completions — the data plane's vocabulary;
+//! - [`dispatch`]: the EDF dispatch queue (O(log n) push/pop, expiry of
+//!   requests that can no longer start before their deadline);
+//! - [`accounting`]: per-tenant outcome counters and HdrHistogram latency
+//!   histograms, the run report and `.hgrm` percentile files;
+//! - [`arrival`]: periodic (with jitter) and Poisson arrival processes;
+//! - [`config`]: the RON files (workload, policy, real-time config) with
+//!   validation that says what is wrong, where, and how to fix it;
+//! - [`model`]: which DNN a tenant runs.
+//!
+//! ```
+//! use ecomap::dispatch::{DispatchQueue, QueueOrder};
+//! use ecomap::request::{Request, TenantId};
+//! use ecomap::time::Timestamp;
+//! use std::time::Duration;
+//!
+//! let mut q = DispatchQueue::new(QueueOrder::EarliestDeadline);
+//! let at = Timestamp::ZERO;
+//! q.push(Request::new(1, TenantId(0), at, Duration::from_millis(100), 0));
+//! q.push(Request::new(2, TenantId(1), at, Duration::from_millis(10), 0));
+//! // The 10 ms deadline goes first.
+//! let first = q.pop_eligible(|_| true).unwrap();
+//! assert_eq!(first.id, 2);
+//! ```
+#![warn(missing_docs, rust_2018_idioms, unreachable_pub)]
+
+pub mod accounting;
+pub mod arrival;
+pub mod config;
+pub mod dispatch;
+pub mod hgrm;
+pub mod model;
+pub mod report;
+pub mod request;
+pub mod time;

@@ -1,0 +1,117 @@
+//! Which DNN a tenant runs.
+//!
+//! A [`ModelSpec`] names a model; the backends in `ecomap-actors` load and run
+//! it. `Vision` models are the `tch::vision` builtins (randomly initialised:
+//! weights are irrelevant to latency), `TorchScript` loads a `.pt` file, and
+//! `Synthetic` spins for a fixed service time (scheduler benchmarks, hosts
+//! without libtorch).
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// A `tch::vision` builtin network. All take a 1x3x224x224 image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Serialize)]
+pub enum VisionModel {
+    /// ResNet-18.
+    ResNet18,
+    /// ResNet-34.
+    ResNet34,
+    /// ResNet-50.
+    ResNet50,
+    /// MobileNetV2.
+    MobileNetV2,
+    /// SqueezeNet 1.1.
+    SqueezeNet1_1,
+    /// EfficientNet-B0.
+    EfficientNetB0,
+}
+
+impl VisionModel {
+    /// Every builtin, for messages that list the choices.
+    pub const ALL: [VisionModel; 6] = [
+        VisionModel::ResNet18,
+        VisionModel::ResNet34,
+        VisionModel::ResNet50,
+        VisionModel::MobileNetV2,
+        VisionModel::SqueezeNet1_1,
+        VisionModel::EfficientNetB0,
+    ];
+
+    /// Input tensor shape (batch 1).
+    pub fn input_shape(self) -> [i64; 4] {
+        [1, 3, 224, 224]
+    }
+}
+
+/// What a tenant's requests run.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub enum ModelSpec {
+    /// A `tch::vision` builtin, e.g. `Vision(MobileNetV2)`.
+    Vision(VisionModel),
+    /// A TorchScript module saved with `torch.jit.save`, run on a random
+    /// input of `input_shape`. A relative path is resolved against the
+    /// workload file's folder.
+    TorchScript {
+        /// Path of the `.pt` file.
+        path: PathBuf,
+        /// Shape of the input tensor, batch dimension included.
+        input_shape: Vec<i64>,
+    },
+    /// Busy-spin for `service` per request, e.g. `Synthetic(service: "1ms")`.
+    Synthetic {
+        /// Service time of one request.
+        #[serde(with = "humantime_serde")]
+        service: Duration,
+    },
+}
+
+impl ModelSpec {
+    /// Check the parameters that can be checked without loading anything.
+    pub fn validate(&self) -> Result<(), String> {
+        match self {
+            ModelSpec::Vision(_) => Ok(()),
+            ModelSpec::TorchScript { path, input_shape } => {
+                if input_shape.is_empty() || input_shape.iter().any(|&d| d <= 0) {
+                    return Err(format!(
+                        "TorchScript input_shape must be a non-empty list of positive sizes, \
+                         got {input_shape:?}"
+                    ));
+                }
+                if !path.is_file() {
+                    return Err(format!(
+                        "TorchScript file {} does not exist or is not a file",
+                        path.display()
+                    ));
+                }
+                Ok(())
+            }
+            ModelSpec::Synthetic { service } => {
+                if service.is_zero() {
+                    Err("Synthetic service time must be positive, e.g. \"1ms\"".into())
+                } else {
+                    Ok(())
+                }
+            }
+        }
+    }
+
+    /// Whether running this model needs the libtorch backend.
+    pub fn needs_libtorch(&self) -> bool {
+        !matches!(self, ModelSpec::Synthetic { .. })
+    }
+}
+
+impl fmt::Display for ModelSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ModelSpec::Vision(v) => write!(f, "{v:?}"),
+            ModelSpec::TorchScript { path, .. } => write!(f, "TorchScript({})", path.display()),
+            ModelSpec::Synthetic { service } => {
+                write!(f, "Synthetic({})", humantime::format_duration(*service))
+            }
+        }
+    }
+}
