@@ -1,1 +1,180 @@
-fn main() {}
+//! `ecomap`: run the carbon-aware inference runtime from RON files.
+//!
+//! Exit codes: 0 success, 2 bad input (a file, a flag, a value), 1 a
+//! failure while running.
+
+use clap::{Parser, Subcommand};
+use ecomap::config::policy::Policy;
+use ecomap::config::rt::RtConfig;
+use ecomap::config::workload::Workload;
+use ecomap::config::ConfigError;
+use ecomap_actors::rt::available_cores;
+use ecomap_actors::runtime::{Runtime, StartError};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+#[derive(Parser, Debug)]
+#[command(name = "ecomap", version, about = "Carbon-aware multi-tenant DNN inference runtime")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(clap::Args, Debug)]
+struct Files {
+    /// Real-time / platform configuration (RON).
+    #[arg(long, default_value = "rt-config/host.ron")]
+    rt_config: PathBuf,
+    /// Policy (RON).
+    #[arg(long, default_value = "policies/edf.ron")]
+    policy: PathBuf,
+    /// Workload: the tenants (RON).
+    #[arg(long, default_value = "workloads/robot.ron")]
+    workload: PathBuf,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Serve the workload for a while and report per-tenant outcomes and latencies.
+    Run {
+        #[command(flatten)]
+        files: Files,
+        /// How long to release requests, e.g. 20s, 1m30s.
+        #[arg(long, default_value = "20s", value_parser = parse_duration)]
+        duration: Duration,
+        /// Multiply every tenant's arrival rate (2.0 = twice the load).
+        #[arg(long, default_value_t = 1.0, value_parser = parse_load_factor)]
+        load_factor: f64,
+        /// Folder for the per-tenant `.hgrm` latency files.
+        #[arg(long, default_value = "out")]
+        out: PathBuf,
+    },
+    /// Check the files and exit (0 when all are valid, 2 otherwise).
+    Check {
+        #[command(flatten)]
+        files: Files,
+    },
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(s)
+        .map_err(|e| format!("{e}; write a duration such as 20s, 500ms or 1m30s"))?;
+    if d.is_zero() {
+        return Err("the duration must be positive".into());
+    }
+    Ok(d)
+}
+
+fn parse_load_factor(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(f) if f.is_finite() && f > 0.0 => Ok(f),
+        _ => Err(format!("{s:?} is not a positive number")),
+    }
+}
+
+struct Loaded {
+    workload: Workload,
+    rt: RtConfig,
+    policy: Policy,
+}
+
+fn load(files: &Files) -> Result<Loaded, ConfigError> {
+    let workload = Workload::load(&files.workload)?;
+    let rt = RtConfig::load(&files.rt_config)?;
+    let names: Vec<&str> = workload.tenants.iter().map(|t| t.name.as_str()).collect();
+    rt.validate(&files.rt_config, available_cores(), &names)?;
+    let policy = Policy::load(&files.policy)?;
+    if !ecomap_actors::backend::HAS_LIBTORCH {
+        if let Some(t) = workload.tenants.iter().find(|t| t.model.needs_libtorch()) {
+            return Err(ConfigError::invalid(
+                &files.workload,
+                format!("tenant \"{}\".model", t.name),
+                format!(
+                    "{} needs libtorch, but this ecomap was built without the `tch` feature; \
+                     rebuild with default features or use a Synthetic model",
+                    t.model
+                ),
+            ));
+        }
+    }
+    Ok(Loaded {
+        workload,
+        rt,
+        policy,
+    })
+}
+
+fn run(files: &Files, duration: Duration, load_factor: f64, out: &Path) -> Result<(), ExitCode> {
+    let l = load(files).map_err(bad_input)?;
+    eprintln!(
+        "ecomap: {} tenant(s), {} worker(s), policy '{}'; loading models…",
+        l.workload.tenants.len(),
+        l.rt.workers.len(),
+        l.policy.name
+    );
+    let mut runtime = Runtime::start(&l.workload, &l.rt, &l.policy).map_err(|e| {
+        eprintln!("error: {e}");
+        match e {
+            StartError::ModelLoad { .. } => ExitCode::from(2),
+            StartError::Spawn { .. } => ExitCode::from(1),
+        }
+    })?;
+    eprintln!(
+        "ecomap: serving for {} (load factor {load_factor})…",
+        humantime::format_duration(duration)
+    );
+    let run_result = runtime.run_load(duration, load_factor);
+    let report = runtime.shutdown();
+    if let Err(e) = run_result {
+        eprintln!("error: {e}");
+        return Err(ExitCode::from(1));
+    }
+    println!("{}", report.render());
+    match report.write_hgrm(out) {
+        Ok(files) => eprintln!(
+            "ecomap: wrote {} percentile files (.hgrm, ms) to {}",
+            files.len(),
+            out.display()
+        ),
+        Err(e) => {
+            eprintln!("error: cannot write .hgrm files to {}: {e}", out.display());
+            return Err(ExitCode::from(1));
+        }
+    }
+    if !report.is_conserved() {
+        eprintln!("error: outcome counts do not add up to submissions (a bug; please report)");
+        return Err(ExitCode::from(1));
+    }
+    Ok(())
+}
+
+fn bad_input(e: ConfigError) -> ExitCode {
+    eprintln!("error: {e}");
+    ExitCode::from(2)
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+    let cli = Cli::parse();
+    let result = match &cli.command {
+        Command::Run {
+            files,
+            duration,
+            load_factor,
+            out,
+        } => run(files, *duration, *load_factor, out),
+        Command::Check { files } => load(files).map(|_| println!("ok")).map_err(bad_input),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(code) => code,
+    }
+}

@@ -1,0 +1,306 @@
+//! Wiring: builds the data plane from the three RON files and runs it.
+//!
+//! ```text
+//!  LoadGenerator ─┐ (one per tenant)
+//!                 ▼ submit (bounded, admission by capacity)
+//!           TenantQueue × T ──► EdfDispatcher ──► job (1 slot) ──► AcceleratorWorker × W
+//!                                     ▲                                   │
+//!                                     └────────── idle ◄──────────────────┤
+//!                                     │ expired                           │ completion
+//!                                     └──────────────► Telemetry ◄────────┘
+//! ```
+//!
+//! [`Runtime::start`] loads every worker's models on the worker's own
+//! pinned thread and returns only when all are ready (or with the first load
+//! error), so no request ever waits on a model load. [`Runtime::shutdown`]
+//! closes the queues, lets the dispatcher drain every admitted request,
+//! joins all threads and returns the [`RunReport`].
+
+use crate::accelerator_worker::AcceleratorWorker;
+use crate::backend::{load_model, LoadedModel};
+use crate::clock::RunClock;
+use crate::edf_dispatcher::{DispatcherStats, EdfDispatcher, Job, WorkerSlot};
+use crate::load_generator::LoadGenerator;
+use crate::rt::{self, RtNotes};
+use crate::telemetry::Telemetry;
+use crate::tenant_queue::{tenant_queue, TenantQueue};
+use ecomap::arrival::ArrivalGenerator;
+use ecomap::config::policy::Policy;
+use ecomap::config::rt::{RtConfig, ThreadSpec};
+use ecomap::config::workload::Workload;
+use ecomap::report::RunReport;
+use ecomap::request::TenantId;
+use ecomap::time::Timestamp;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+/// Capacity of the telemetry channel: enough for bursts of completions
+/// while the sink is descheduled; senders block (never drop) beyond it.
+const TELEMETRY_CAPACITY: usize = 1 << 16;
+
+/// Why the runtime could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// A worker could not load a tenant's model.
+    #[error("worker '{worker}' could not load the model of tenant '{tenant}': {reason}")]
+    ModelLoad {
+        /// Worker name.
+        worker: String,
+        /// Tenant name.
+        tenant: String,
+        /// The backend's explanation.
+        reason: String,
+    },
+    /// A thread could not be created.
+    #[error("could not start thread '{thread}': {source}")]
+    Spawn {
+        /// Thread name.
+        thread: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
+}
+
+/// A running data plane.
+pub struct Runtime {
+    clock: RunClock,
+    workload: Workload,
+    policy_name: String,
+    load_generator_spec: ThreadSpec,
+    queues: Vec<TenantQueue>,
+    dispatcher: JoinHandle<DispatcherStats>,
+    workers: Vec<JoinHandle<()>>,
+    telemetry: JoinHandle<(Vec<ecomap::accounting::TenantAccount>, Vec<ecomap::report::WorkerAccount>)>,
+    notes: RtNotes,
+    load_started: Option<Timestamp>,
+}
+
+fn spawn<T: Send + 'static>(
+    name: &str,
+    spec: ThreadSpec,
+    notes: &RtNotes,
+    body: impl FnOnce() -> T + Send + 'static,
+) -> Result<JoinHandle<T>, StartError> {
+    let notes = notes.clone();
+    let thread = name.to_string();
+    std::thread::Builder::new()
+        .name(name.chars().take(15).collect())
+        .spawn(move || {
+            rt::apply(&thread, &spec, &notes);
+            body()
+        })
+        .map_err(|source| StartError::Spawn {
+            thread: name.to_string(),
+            source,
+        })
+}
+
+impl Runtime {
+    /// Build every actor, load every model, and start serving.
+    pub fn start(workload: &Workload, rt_config: &RtConfig, policy: &Policy) -> Result<Runtime, StartError> {
+        let notes = RtNotes::default();
+        if rt_config.lock_memory {
+            rt::lock_memory(&notes);
+        }
+        #[cfg(feature = "tch")]
+        crate::backend::torch::set_intra_op_threads(rt_config.intra_op_threads);
+
+        let clock = RunClock::start();
+        let tenant_names: Vec<String> = workload.tenants.iter().map(|t| t.name.clone()).collect();
+        let worker_names: Vec<String> = rt_config.workers.iter().map(|w| w.name.clone()).collect();
+
+        let (telemetry_tx, telemetry_rx) = crossbeam_channel::bounded(TELEMETRY_CAPACITY);
+        let sink = Telemetry::new(&tenant_names, &worker_names, telemetry_rx);
+        let telemetry = spawn("telemetry", rt_config.telemetry, &notes, move || sink.run())?;
+
+        let (idle_tx, idle_rx) = crossbeam_channel::bounded(rt_config.workers.len());
+        let (ready_tx, ready_rx) = crossbeam_channel::bounded(rt_config.workers.len());
+        let mut slots = Vec::new();
+        let mut workers = Vec::new();
+        for (wi, ws) in rt_config.workers.iter().enumerate() {
+            let (job_tx, job_rx) = crossbeam_channel::bounded::<Job>(1);
+            let serves: Vec<bool> = tenant_names
+                .iter()
+                .map(|t| rt_config.worker_serves(wi, t))
+                .collect();
+            slots.push(WorkerSlot::new(job_tx, serves.clone()));
+            let specs: Vec<_> = workload.tenants.iter().map(|t| t.model.clone()).collect();
+            let names = tenant_names.clone();
+            let device = ws.device;
+            let wname = ws.name.clone();
+            let (idle, tele, ready) = (idle_tx.clone(), telemetry_tx.clone(), ready_tx.clone());
+            let spec = ThreadSpec {
+                core: ws.core,
+                sched: ws.sched,
+            };
+            workers.push(spawn(&format!("worker-{}", ws.name), spec, &notes, move || {
+                // Load on this (pinned) thread so the model's memory is
+                // first touched where it will be used.
+                let mut models: Vec<Option<Box<dyn LoadedModel>>> = Vec::new();
+                for (t, s) in specs.iter().enumerate() {
+                    if !serves[t] {
+                        models.push(None);
+                        continue;
+                    }
+                    match load_model(s, device) {
+                        Ok(m) => models.push(Some(m)),
+                        Err(e) => {
+                            let _ = ready.send(Err(StartError::ModelLoad {
+                                worker: wname.clone(),
+                                tenant: names[t].clone(),
+                                reason: e.to_string(),
+                            }));
+                            return;
+                        }
+                    }
+                }
+                let _ = ready.send(Ok(()));
+                AcceleratorWorker::new(wi, wname, models, job_rx, idle, tele, clock).run();
+            })?);
+        }
+        drop(ready_tx);
+        drop(idle_tx);
+
+        let mut queues = Vec::new();
+        let mut receivers = Vec::new();
+        for (i, t) in workload.tenants.iter().enumerate() {
+            let (q, r) = tenant_queue(TenantId(i as u16), t, clock);
+            queues.push(q);
+            receivers.push(r);
+        }
+        let dispatcher = EdfDispatcher::new(
+            policy.queue_order,
+            receivers,
+            slots,
+            idle_rx,
+            telemetry_tx,
+            clock,
+        );
+        let dispatcher = spawn("dispatcher", rt_config.dispatcher, &notes, move || dispatcher.run())?;
+
+        // Wait for every worker's models. On an error, dropping the queues
+        // lets the dispatcher and workers wind down.
+        let mut first_error = None;
+        for _ in 0..rt_config.workers.len() {
+            match ready_rx.recv() {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    first_error.get_or_insert(e);
+                }
+                Err(_) => break,
+            }
+        }
+        let runtime = Runtime {
+            clock,
+            workload: workload.clone(),
+            policy_name: policy.name.clone(),
+            load_generator_spec: rt_config.load_generator,
+            queues,
+            dispatcher,
+            workers,
+            telemetry,
+            notes,
+            load_started: None,
+        };
+        if let Some(e) = first_error {
+            runtime.shutdown();
+            return Err(e);
+        }
+        Ok(runtime)
+    }
+
+    /// The submitting handle of tenant `index` (workload order).
+    pub fn queue(&self, index: usize) -> &TenantQueue {
+        &self.queues[index]
+    }
+
+    /// The run's clock.
+    pub fn clock(&self) -> RunClock {
+        self.clock
+    }
+
+    /// Drive the workload's arrival processes for `duration` (optionally with
+    /// every rate multiplied by `load_factor`), one generator thread per
+    /// tenant, and return when all generators are done. Requests still queued
+    /// are served during [`Runtime::shutdown`].
+    pub fn run_load(&mut self, duration: Duration, load_factor: f64) -> Result<(), StartError> {
+        let workload = if (load_factor - 1.0).abs() > f64::EPSILON {
+            self.workload.scaled(load_factor)
+        } else {
+            self.workload.clone()
+        };
+        let start = self.clock.now() + Duration::from_millis(5);
+        self.load_started.get_or_insert(start);
+        let until = start + duration;
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut handles = Vec::new();
+        for (i, t) in workload.tenants.iter().enumerate() {
+            let seed = workload.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15).wrapping_add(i as u64);
+            let gen = LoadGenerator::new(
+                self.queues[i].clone(),
+                ArrivalGenerator::new(t.arrival.clone(), seed, start),
+                until,
+                self.clock,
+                stop.clone(),
+            );
+            match spawn(&format!("load-{}", t.name), self.load_generator_spec, &self.notes, move || gen.run()) {
+                Ok(h) => handles.push(h),
+                Err(e) => {
+                    stop.store(true, Ordering::Relaxed);
+                    for h in handles {
+                        let _ = h.join();
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        for h in handles {
+            let _ = h.join();
+        }
+        Ok(())
+    }
+
+    /// Stop accepting requests, drain all admitted work, join every thread
+    /// and return the report.
+    pub fn shutdown(self) -> RunReport {
+        let Runtime {
+            clock,
+            workload,
+            policy_name,
+            queues,
+            dispatcher,
+            workers,
+            telemetry,
+            notes,
+            load_started,
+            ..
+        } = self;
+        let counters: Vec<_> = queues.iter().map(|q| q.counters().clone()).collect();
+        drop(queues);
+        let _stats = dispatcher.join();
+        for w in workers {
+            let _ = w.join();
+        }
+        let (mut tenants, workers) = telemetry.join().unwrap_or_else(|_| {
+            let names: Vec<String> = workload.tenants.iter().map(|t| t.name.clone()).collect();
+            (
+                names.iter().map(ecomap::accounting::TenantAccount::new).collect(),
+                Vec::new(),
+            )
+        });
+        for (t, c) in tenants.iter_mut().zip(&counters) {
+            t.counts.submitted = c.submitted.load(Ordering::Acquire);
+            t.counts.rejected = c.rejected.load(Ordering::Acquire);
+        }
+        let end = clock.now();
+        RunReport {
+            policy: policy_name,
+            duration: end.saturating_since(load_started.unwrap_or(Timestamp::ZERO)),
+            tenants,
+            workers,
+            rt_notes: notes.to_vec(),
+        }
+    }
+}

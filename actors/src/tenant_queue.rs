@@ -1,0 +1,215 @@
+//! `TenantQueue`: one tenant's bounded admission queue.
+//!
+//! Submitting stamps the request's release time and absolute deadline and
+//! admits it if fewer than `capacity` of the tenant's requests are waiting
+//! (admitted but not yet started or expired); otherwise it is rejected with
+//! [`SubmitError::QueueFull`] — counted, and the caller knows at once. The
+//! queue is a bounded crossbeam channel whose receiving end belongs to the
+//! EDF dispatcher, which pulls requests into its deadline heap as they come.
+
+use crate::clock::RunClock;
+use crossbeam_channel::{Receiver, Sender, TrySendError};
+use ecomap::config::workload::TenantSpec;
+use ecomap::request::{Request, TenantId};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Why a submission was refused. Either way the request is counted as `rejected`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SubmitError {
+    /// The tenant already has `capacity` requests waiting.
+    #[error("tenant '{tenant}' queue is full ({capacity} waiting); request rejected")]
+    QueueFull {
+        /// Tenant name.
+        tenant: String,
+        /// Its capacity.
+        capacity: usize,
+    },
+    /// The runtime is shutting down or its dispatcher is gone.
+    #[error("tenant '{tenant}': the runtime is not accepting requests; request rejected")]
+    Closed {
+        /// Tenant name.
+        tenant: String,
+    },
+}
+
+/// Counters shared by a tenant's queue handles and the dispatcher.
+#[derive(Debug, Default)]
+pub struct TenantCounters {
+    /// Requests admitted and not yet dispatched or expired.
+    pub waiting: AtomicUsize,
+    /// Requests offered.
+    pub submitted: AtomicU64,
+    /// Requests refused.
+    pub rejected: AtomicU64,
+    next_id: AtomicU64,
+}
+
+/// The submitting side of a tenant's queue. Clone it to submit from several threads.
+#[derive(Debug, Clone)]
+pub struct TenantQueue {
+    tenant: TenantId,
+    name: Arc<str>,
+    deadline: Duration,
+    priority: u8,
+    capacity: usize,
+    tx: Sender<Request>,
+    counters: Arc<TenantCounters>,
+    clock: RunClock,
+}
+
+/// The dispatcher's side of a tenant's queue.
+#[derive(Debug)]
+pub struct TenantQueueReceiver {
+    /// The tenant.
+    pub tenant: TenantId,
+    /// Incoming admitted requests.
+    pub rx: Receiver<Request>,
+    /// Shared counters (the dispatcher decrements `waiting`).
+    pub counters: Arc<TenantCounters>,
+}
+
+/// Create tenant `id`'s queue from its spec.
+pub fn tenant_queue(
+    id: TenantId,
+    spec: &TenantSpec,
+    clock: RunClock,
+) -> (TenantQueue, TenantQueueReceiver) {
+    let (tx, rx) = crossbeam_channel::bounded(spec.capacity);
+    let counters = Arc::new(TenantCounters::default());
+    (
+        TenantQueue {
+            tenant: id,
+            name: spec.name.as_str().into(),
+            deadline: spec.deadline,
+            priority: spec.priority,
+            capacity: spec.capacity,
+            tx,
+            counters: counters.clone(),
+            clock,
+        },
+        TenantQueueReceiver {
+            tenant: id,
+            rx,
+            counters,
+        },
+    )
+}
+
+impl TenantQueue {
+    /// Submit a request released now.
+    pub fn submit(&self) -> Result<Request, SubmitError> {
+        self.counters.submitted.fetch_add(1, Ordering::Relaxed);
+        let id = self.counters.next_id.fetch_add(1, Ordering::Relaxed);
+        let prev = self.counters.waiting.fetch_add(1, Ordering::AcqRel);
+        if prev >= self.capacity {
+            self.counters.waiting.fetch_sub(1, Ordering::AcqRel);
+            self.counters.rejected.fetch_add(1, Ordering::Relaxed);
+            return Err(SubmitError::QueueFull {
+                tenant: self.name.to_string(),
+                capacity: self.capacity,
+            });
+        }
+        let request = Request::new(
+            id,
+            self.tenant,
+            self.clock.now(),
+            self.deadline,
+            self.priority,
+        );
+        match self.tx.try_send(request) {
+            Ok(()) => Ok(request),
+            Err(e) => {
+                self.counters.waiting.fetch_sub(1, Ordering::AcqRel);
+                self.counters.rejected.fetch_add(1, Ordering::Relaxed);
+                Err(match e {
+                    // Cannot happen while `waiting` bounds the channel, but
+                    // if it did the request is still counted, not lost.
+                    TrySendError::Full(_) => SubmitError::QueueFull {
+                        tenant: self.name.to_string(),
+                        capacity: self.capacity,
+                    },
+                    TrySendError::Disconnected(_) => SubmitError::Closed {
+                        tenant: self.name.to_string(),
+                    },
+                })
+            }
+        }
+    }
+
+    /// The tenant.
+    pub fn tenant(&self) -> TenantId {
+        self.tenant
+    }
+
+    /// The tenant's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Requests currently waiting (admitted, not yet started).
+    pub fn waiting(&self) -> usize {
+        self.counters.waiting.load(Ordering::Acquire)
+    }
+
+    /// Shared counters.
+    pub fn counters(&self) -> &Arc<TenantCounters> {
+        &self.counters
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ecomap::arrival::ArrivalProcess;
+    use ecomap::model::ModelSpec;
+
+    fn spec(capacity: usize) -> TenantSpec {
+        TenantSpec {
+            name: "cam".into(),
+            model: ModelSpec::Synthetic {
+                service: Duration::from_millis(1),
+            },
+            arrival: ArrivalProcess::Poisson { rate_hz: 1.0 },
+            deadline: Duration::from_millis(10),
+            capacity,
+            priority: 3,
+        }
+    }
+
+    #[test]
+    fn a_full_queue_rejects_with_a_typed_error_and_counts_it() {
+        let (q, rx) = tenant_queue(TenantId(0), &spec(2), RunClock::start());
+        let a = q.submit().unwrap();
+        q.submit().unwrap();
+        let e = q.submit().unwrap_err();
+        assert_eq!(
+            e,
+            SubmitError::QueueFull {
+                tenant: "cam".into(),
+                capacity: 2
+            }
+        );
+        assert!(e.to_string().contains("'cam' queue is full"));
+        assert_eq!(a.deadline, a.release + Duration::from_millis(10));
+        assert_eq!(a.priority, 3);
+        assert_eq!(q.waiting(), 2);
+        // The dispatcher takes one: room for one more.
+        rx.rx.try_recv().unwrap();
+        rx.counters.waiting.fetch_sub(1, Ordering::AcqRel);
+        q.submit().unwrap();
+        let c = q.counters();
+        assert_eq!(c.submitted.load(Ordering::Relaxed), 4);
+        assert_eq!(c.rejected.load(Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn a_closed_runtime_rejects_and_counts() {
+        let (q, rx) = tenant_queue(TenantId(0), &spec(2), RunClock::start());
+        drop(rx);
+        assert!(matches!(q.submit(), Err(SubmitError::Closed { .. })));
+        assert_eq!(q.counters().rejected.load(Ordering::Relaxed), 1);
+        assert_eq!(q.waiting(), 0);
+    }
+}
