@@ -57,7 +57,14 @@ pub fn apply(thread: &str, spec: &ThreadSpec, notes: &RtNotes) -> Applied {
         realtime: false,
     };
     if let Some(core) = spec.core {
-        if core_affinity::set_for_current(core_affinity::CoreId { id: core }) {
+        if core >= libc::CPU_SETSIZE as usize {
+            // core_affinity would index past the kernel's CPU set and panic.
+            notes.warn(format!(
+                "thread '{thread}': core {core} is beyond the largest CPU index Linux supports \
+                 ({}); it runs unpinned",
+                libc::CPU_SETSIZE - 1
+            ));
+        } else if core_affinity::set_for_current(core_affinity::CoreId { id: core }) {
             applied.core = Some(core);
         } else {
             notes.warn(format!(
@@ -179,21 +186,28 @@ mod tests {
     fn refused_settings_warn_once_and_fall_back() {
         let notes = RtNotes::default();
         let n = notes.clone();
-        let spec = ThreadSpec {
+        let absent = ThreadSpec {
+            core: Some(1000),
+            sched: SchedSpec::Other,
+        };
+        let impossible = ThreadSpec {
             core: Some(100_000),
             sched: SchedSpec::Other,
         };
-        let applied = std::thread::spawn(move || {
-            let a = apply("pinned-nowhere", &spec, &n);
-            apply("pinned-nowhere", &spec, &n);
-            a
+        let (a, b) = std::thread::spawn(move || {
+            let a = apply("pinned-nowhere", &absent, &n);
+            apply("pinned-nowhere", &absent, &n);
+            (a, apply("pinned-nowhere", &impossible, &n))
         })
         .join()
         .unwrap();
-        assert_eq!(applied.core, None);
+        assert_eq!((a.core, b.core), (None, None));
         let v = notes.to_vec();
-        assert_eq!(v.len(), 1, "{v:?}");
-        assert!(v[0].contains("'pinned-nowhere'") && v[0].contains("core 100000"));
+        assert_eq!(v.len(), 2, "{v:?}");
+        assert!(v
+            .iter()
+            .any(|m| m.contains("'pinned-nowhere'") && m.contains("pinning to core 1000")));
+        assert!(v.iter().any(|m| m.contains("core 100000 is beyond")), "{v:?}");
     }
 
     #[test]
