@@ -327,7 +327,9 @@ mod tests {
         assert!(t.contains("detector"));
         assert!(t.contains("20.0"), "{t}");
         assert_eq!(t.lines().count(), 1 + 2 * 3);
-        assert!(t.lines().any(|l| l.starts_with("idle") && l.contains(" - ")));
+        assert!(t
+            .lines()
+            .any(|l| l.starts_with("idle") && l.contains(" - ")));
     }
 
     #[test]

@@ -175,7 +175,9 @@ mod tests {
     #[test]
     fn bad_parameters_are_explained() {
         for rate in [0.0, -5.0, f64::NAN, f64::INFINITY] {
-            let e = ArrivalProcess::Poisson { rate_hz: rate }.validate().unwrap_err();
+            let e = ArrivalProcess::Poisson { rate_hz: rate }
+                .validate()
+                .unwrap_err();
             assert!(e.contains("rate_hz must be a positive"), "{e}");
         }
         let e = ArrivalProcess::Periodic {

@@ -228,7 +228,10 @@ mod tests {
             gone.sort();
             assert_eq!((n, gone), (2, vec![1, 2]), "{order:?}");
             assert_eq!(q.len(), 1);
-            assert_eq!(q.earliest_deadline(), Some(Timestamp::from_nanos(30_000_000)));
+            assert_eq!(
+                q.earliest_deadline(),
+                Some(Timestamp::from_nanos(30_000_000))
+            );
         }
     }
 
@@ -239,11 +242,17 @@ mod tests {
         q.push(req(2, 1, 0, 20, 0));
         q.push(req(3, 0, 0, 30, 0));
         // Only tenant 1 can be served now.
-        assert_eq!(q.pop_eligible(|r| r.tenant == TenantId(1)).map(|r| r.id), Some(2));
+        assert_eq!(
+            q.pop_eligible(|r| r.tenant == TenantId(1)).map(|r| r.id),
+            Some(2)
+        );
         assert_eq!(q.pop_eligible(|r| r.tenant == TenantId(7)), None);
         assert_eq!(q.len(), 2);
         assert_eq!(q.pop_eligible(|_| true).map(|r| r.id), Some(1));
-        assert_eq!(q.drain_all().iter().map(|r| r.id).collect::<Vec<_>>(), vec![3]);
+        assert_eq!(
+            q.drain_all().iter().map(|r| r.id).collect::<Vec<_>>(),
+            vec![3]
+        );
         assert!(q.is_empty());
     }
 
@@ -253,7 +262,13 @@ mod tests {
         let mut rng = rand::rngs::StdRng::seed_from_u64(7);
         let mut q = DispatchQueue::with_capacity(QueueOrder::EarliestDeadline, 1000);
         for id in 0..1000 {
-            q.push(req(id, 0, rng.random_range(0..1000), rng.random_range(1..1000), 0));
+            q.push(req(
+                id,
+                0,
+                rng.random_range(0..1000),
+                rng.random_range(1..1000),
+                0,
+            ));
         }
         let mut last = Timestamp::ZERO;
         while let Some(r) = q.pop_eligible(|_| true) {

@@ -92,12 +92,18 @@ mod tests {
             .filter(|l| !l.starts_with('#') && !l.trim().is_empty() && !l.contains("Value"))
             .map(|l| {
                 let f: Vec<&str> = l.split_whitespace().collect();
-                (f[0].parse().unwrap(), f[1].parse().unwrap(), f[2].parse().unwrap())
+                (
+                    f[0].parse().unwrap(),
+                    f[1].parse().unwrap(),
+                    f[2].parse().unwrap(),
+                )
             })
             .collect();
         assert!(rows.len() > 20);
         // Values and percentiles never decrease; the last row holds everything.
-        assert!(rows.windows(2).all(|w| w[0].0 <= w[1].0 && w[0].1 <= w[1].1));
+        assert!(rows
+            .windows(2)
+            .all(|w| w[0].0 <= w[1].0 && w[0].1 <= w[1].1));
         let last = rows.last().unwrap();
         assert_eq!(last.2, 1000);
         assert!((last.0 - 1000.0).abs() < 1.0, "{last:?}");

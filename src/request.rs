@@ -155,7 +155,13 @@ mod tests {
     use super::*;
 
     fn completion(finished_ms: u64, ok: bool) -> Completion {
-        let r = Request::new(1, TenantId(0), Timestamp::ZERO, Duration::from_millis(10), 0);
+        let r = Request::new(
+            1,
+            TenantId(0),
+            Timestamp::ZERO,
+            Duration::from_millis(10),
+            0,
+        );
         Completion {
             request: r,
             worker: 0,

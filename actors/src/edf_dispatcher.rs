@@ -14,8 +14,8 @@
 //! worker is idle — so a shutdown drains all admitted work.
 
 use crate::clock::RunClock;
-use crate::tenant_queue::TenantQueueReceiver;
 use crate::telemetry::TelemetryEvent;
+use crate::tenant_queue::TenantQueueReceiver;
 use crossbeam_channel::{Receiver, Select, Sender, TryRecvError};
 use ecomap::dispatch::{DispatchQueue, QueueOrder};
 use ecomap::request::Request;
@@ -157,11 +157,10 @@ impl EdfDispatcher {
                 let _ = telemetry.send(TelemetryEvent::Expired(r));
             });
             let workers = &self.workers;
-            let Some(request) = self.queue.pop_eligible(|r| {
-                workers
-                    .iter()
-                    .any(|w| w.idle && w.serves[r.tenant.index()])
-            }) else {
+            let Some(request) = self
+                .queue
+                .pop_eligible(|r| workers.iter().any(|w| w.idle && w.serves[r.tenant.index()]))
+            else {
                 break;
             };
             tenants[request.tenant.index()]
@@ -185,17 +184,17 @@ impl EdfDispatcher {
                 // and never pick that worker again.
                 self.workers[w].serves.iter_mut().for_each(|s| *s = false);
                 let now = self.clock.now();
-                let _ = self.telemetry.send(TelemetryEvent::Completed(
-                    ecomap::request::Completion {
-                        request,
-                        worker: w,
-                        dispatched: job.dispatched,
-                        eligible: job.dispatched,
-                        started: now,
-                        finished: now,
-                        succeeded: false,
-                    },
-                ));
+                let _ =
+                    self.telemetry
+                        .send(TelemetryEvent::Completed(ecomap::request::Completion {
+                            request,
+                            worker: w,
+                            dispatched: job.dispatched,
+                            eligible: job.dispatched,
+                            started: now,
+                            finished: now,
+                            succeeded: false,
+                        }));
             }
         }
     }

@@ -15,7 +15,11 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 #[derive(Parser, Debug)]
-#[command(name = "ecomap", version, about = "Carbon-aware multi-tenant DNN inference runtime")]
+#[command(
+    name = "ecomap",
+    version,
+    about = "Carbon-aware multi-tenant DNN inference runtime"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

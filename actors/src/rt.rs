@@ -137,7 +137,8 @@ pub fn current_affinity() -> Vec<usize> {
     let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
     // SAFETY: `set` is valid and writable and its size is passed; pid 0 is
     // the calling thread.
-    let rc = unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) };
+    let rc =
+        unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) };
     if rc != 0 {
         return Vec::new();
     }
@@ -207,7 +208,10 @@ mod tests {
         assert!(v
             .iter()
             .any(|m| m.contains("'pinned-nowhere'") && m.contains("pinning to core 1000")));
-        assert!(v.iter().any(|m| m.contains("core 100000 is beyond")), "{v:?}");
+        assert!(
+            v.iter().any(|m| m.contains("core 100000 is beyond")),
+            "{v:?}"
+        );
     }
 
     #[test]

@@ -72,7 +72,10 @@ pub struct Runtime {
     queues: Vec<TenantQueue>,
     dispatcher: JoinHandle<DispatcherStats>,
     workers: Vec<JoinHandle<()>>,
-    telemetry: JoinHandle<(Vec<ecomap::accounting::TenantAccount>, Vec<ecomap::report::WorkerAccount>)>,
+    telemetry: JoinHandle<(
+        Vec<ecomap::accounting::TenantAccount>,
+        Vec<ecomap::report::WorkerAccount>,
+    )>,
     notes: RtNotes,
     load_started: Option<Timestamp>,
 }
@@ -99,7 +102,11 @@ fn spawn<T: Send + 'static>(
 
 impl Runtime {
     /// Build every actor, load every model, and start serving.
-    pub fn start(workload: &Workload, rt_config: &RtConfig, policy: &Policy) -> Result<Runtime, StartError> {
+    pub fn start(
+        workload: &Workload,
+        rt_config: &RtConfig,
+        policy: &Policy,
+    ) -> Result<Runtime, StartError> {
         let notes = RtNotes::default();
         if rt_config.lock_memory {
             rt::lock_memory(&notes);
@@ -135,30 +142,35 @@ impl Runtime {
                 core: ws.core,
                 sched: ws.sched,
             };
-            workers.push(spawn(&format!("worker-{}", ws.name), spec, &notes, move || {
-                // Load on this (pinned) thread so the model's memory is
-                // first touched where it will be used.
-                let mut models: Vec<Option<Box<dyn LoadedModel>>> = Vec::new();
-                for (t, s) in specs.iter().enumerate() {
-                    if !serves[t] {
-                        models.push(None);
-                        continue;
-                    }
-                    match load_model(s, device) {
-                        Ok(m) => models.push(Some(m)),
-                        Err(e) => {
-                            let _ = ready.send(Err(StartError::ModelLoad {
-                                worker: wname.clone(),
-                                tenant: names[t].clone(),
-                                reason: e.to_string(),
-                            }));
-                            return;
+            workers.push(spawn(
+                &format!("worker-{}", ws.name),
+                spec,
+                &notes,
+                move || {
+                    // Load on this (pinned) thread so the model's memory is
+                    // first touched where it will be used.
+                    let mut models: Vec<Option<Box<dyn LoadedModel>>> = Vec::new();
+                    for (t, s) in specs.iter().enumerate() {
+                        if !serves[t] {
+                            models.push(None);
+                            continue;
+                        }
+                        match load_model(s, device) {
+                            Ok(m) => models.push(Some(m)),
+                            Err(e) => {
+                                let _ = ready.send(Err(StartError::ModelLoad {
+                                    worker: wname.clone(),
+                                    tenant: names[t].clone(),
+                                    reason: e.to_string(),
+                                }));
+                                return;
+                            }
                         }
                     }
-                }
-                let _ = ready.send(Ok(()));
-                AcceleratorWorker::new(wi, wname, models, job_rx, idle, tele, clock).run();
-            })?);
+                    let _ = ready.send(Ok(()));
+                    AcceleratorWorker::new(wi, wname, models, job_rx, idle, tele, clock).run();
+                },
+            )?);
         }
         drop(ready_tx);
         drop(idle_tx);
@@ -178,7 +190,9 @@ impl Runtime {
             telemetry_tx,
             clock,
         );
-        let dispatcher = spawn("dispatcher", rt_config.dispatcher, &notes, move || dispatcher.run())?;
+        let dispatcher = spawn("dispatcher", rt_config.dispatcher, &notes, move || {
+            dispatcher.run()
+        })?;
 
         // Wait for every worker's models. On an error, dropping the queues
         // lets the dispatcher and workers wind down.
@@ -237,7 +251,10 @@ impl Runtime {
         let stop = Arc::new(AtomicBool::new(false));
         let mut handles = Vec::new();
         for (i, t) in workload.tenants.iter().enumerate() {
-            let seed = workload.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15).wrapping_add(i as u64);
+            let seed = workload
+                .seed
+                .wrapping_mul(0x9E37_79B9_7F4A_7C15)
+                .wrapping_add(i as u64);
             let gen = LoadGenerator::new(
                 self.queues[i].clone(),
                 ArrivalGenerator::new(t.arrival.clone(), seed, start),
@@ -245,7 +262,12 @@ impl Runtime {
                 self.clock,
                 stop.clone(),
             );
-            match spawn(&format!("load-{}", t.name), self.load_generator_spec, &self.notes, move || gen.run()) {
+            match spawn(
+                &format!("load-{}", t.name),
+                self.load_generator_spec,
+                &self.notes,
+                move || gen.run(),
+            ) {
                 Ok(h) => handles.push(h),
                 Err(e) => {
                     stop.store(true, Ordering::Relaxed);
@@ -286,7 +308,10 @@ impl Runtime {
         let (mut tenants, workers) = telemetry.join().unwrap_or_else(|_| {
             let names: Vec<String> = workload.tenants.iter().map(|t| t.name.clone()).collect();
             (
-                names.iter().map(ecomap::accounting::TenantAccount::new).collect(),
+                names
+                    .iter()
+                    .map(ecomap::accounting::TenantAccount::new)
+                    .collect(),
                 Vec::new(),
             )
         });

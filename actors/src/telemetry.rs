@@ -30,7 +30,11 @@ pub struct Telemetry {
 
 impl Telemetry {
     /// A sink for the named tenants and workers, fed by `rx`.
-    pub fn new(tenant_names: &[String], worker_names: &[String], rx: Receiver<TelemetryEvent>) -> Self {
+    pub fn new(
+        tenant_names: &[String],
+        worker_names: &[String],
+        rx: Receiver<TelemetryEvent>,
+    ) -> Self {
         Telemetry {
             tenants: tenant_names.iter().map(TenantAccount::new).collect(),
             workers: worker_names

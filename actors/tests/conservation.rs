@@ -1,10 +1,10 @@
 //! Conservation under overload: every submitted request ends in exactly one
 //! counted outcome, per tenant, through the real threaded runtime.
 
+use ecomap::config::parse_ron;
 use ecomap::config::policy::Policy;
 use ecomap::config::rt::RtConfig;
 use ecomap::config::workload::Workload;
-use ecomap::config::parse_ron;
 use ecomap::dispatch::QueueOrder;
 use ecomap_actors::runtime::Runtime;
 use std::path::Path;
@@ -72,7 +72,11 @@ fn overload_conserves_every_request_per_tenant() {
     let total = |f: fn(&ecomap::accounting::OutcomeCounts) -> u64| -> u64 {
         report.tenants.iter().map(|t| f(&t.counts)).sum()
     };
-    assert!(total(|c| c.rejected) > 0, "overload must reject: {}", report.render());
+    assert!(
+        total(|c| c.rejected) > 0,
+        "overload must reject: {}",
+        report.render()
+    );
     assert!(total(|c| c.on_time) > 0);
     assert!(report.is_conserved());
 }

@@ -87,7 +87,10 @@ fn busy_worker_gets_earliest_deadline_next_and_shutdown_drains() {
     let slow = r.queues[0].submit().unwrap();
     let fast = r.queues[1].submit().unwrap();
     std::thread::sleep(Duration::from_millis(20));
-    assert!(r.jobs[0].try_recv().is_err(), "worker is busy: nothing dispatched");
+    assert!(
+        r.jobs[0].try_recv().is_err(),
+        "worker is busy: nothing dispatched"
+    );
     r.idle.send(0).unwrap();
     let j = next_job(&r.jobs[0]);
     assert_eq!((j.request.tenant, j.request.id), (TenantId(1), fast.id));
@@ -121,7 +124,10 @@ fn requests_whose_deadline_passes_while_queued_expire_and_are_reported() {
         TelemetryEvent::Expired(req) => assert_eq!(req.id, doomed.id),
         other => panic!("expected an expiry, got {other:?}"),
     }
-    assert!(r.jobs[0].try_recv().is_err(), "an expired request never starts");
+    assert!(
+        r.jobs[0].try_recv().is_err(),
+        "an expired request never starts"
+    );
     // Its queue slot is free again.
     std::thread::sleep(Duration::from_millis(5));
     assert_eq!(r.queues[0].waiting(), 0);

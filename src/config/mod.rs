@@ -65,7 +65,11 @@ impl ConfigError {
 
 /// Parse a RON string as `T`; `path` is only used in error messages and
 /// `kind` (e.g. "workload") in the hint.
-pub fn parse_ron<T: DeserializeOwned>(text: &str, path: &Path, kind: &str) -> Result<T, ConfigError> {
+pub fn parse_ron<T: DeserializeOwned>(
+    text: &str,
+    path: &Path,
+    kind: &str,
+) -> Result<T, ConfigError> {
     ron::Options::default()
         .from_str::<T>(text)
         .map_err(|e| ConfigError::Syntax {

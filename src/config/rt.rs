@@ -276,7 +276,10 @@ mod tests {
     #[test]
     fn bad_priorities_names_and_tenants_are_refused() {
         let e = check(&GOOD.replace("priority: 80", "priority: 100"), 2).unwrap_err();
-        assert!(e.contains("dispatcher.sched") && e.contains("1..=99"), "{e}");
+        assert!(
+            e.contains("dispatcher.sched") && e.contains("1..=99"),
+            "{e}"
+        );
         let e = check(&GOOD.replace("\"b\"", "\"a\""), 2).unwrap_err();
         assert!(e.contains("share this name"), "{e}");
         let e = check(&GOOD.replace("[\"cam\"]", "[\"radar\"]"), 2).unwrap_err();

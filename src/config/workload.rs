@@ -208,7 +208,10 @@ mod tests {
     #[test]
     fn bad_values_are_refused_with_their_place() {
         let e = err(&GOOD.replace("rate_hz: 30.0", "rate_hz: 0.0"));
-        assert!(e.contains("tenants[0] \"cam\".arrival") && e.contains("positive"), "{e}");
+        assert!(
+            e.contains("tenants[0] \"cam\".arrival") && e.contains("positive"),
+            "{e}"
+        );
         let e = err(&GOOD.replace("rate_hz: 5.0", "rate_hz: -5.0"));
         assert!(e.contains("tenants[1] \"cls\".arrival"), "{e}");
         let e = err(&GOOD.replace("\"33ms\"", "\"0ms\""));

@@ -1,0 +1,165 @@
+//! The `ecomap` binary: bad input gets a clear message and exit code 2,
+//! never a panic; a good run prints the table and writes `.hgrm` files.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+const WORKLOAD: &str = r#"(
+    tenants: [
+        (name: "cam", model: Synthetic(service: "1ms"),
+         arrival: Periodic(rate_hz: 50.0, jitter: "1ms"), deadline: "20ms", capacity: 4),
+    ],
+)"#;
+const RT: &str = r#"(workers: [(name: "w0", core: Some(0))])"#;
+const POLICY: &str = r#"(name: "edf", queue_order: EarliestDeadline)"#;
+
+struct Files {
+    dir: tempfile::TempDir,
+}
+
+impl Files {
+    fn new() -> Self {
+        let f = Files {
+            dir: tempfile::tempdir().unwrap(),
+        };
+        f.write("w.ron", WORKLOAD);
+        f.write("rt.ron", RT);
+        f.write("p.ron", POLICY);
+        f
+    }
+    fn write(&self, name: &str, text: &str) -> PathBuf {
+        let p = self.dir.path().join(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+    fn run(&self, extra: &[&str]) -> Output {
+        let mut args: Vec<String> = vec![
+            "run".into(),
+            "--rt-config".into(),
+            self.path("rt.ron").display().to_string(),
+            "--policy".into(),
+            self.path("p.ron").display().to_string(),
+            "--workload".into(),
+            self.path("w.ron").display().to_string(),
+            "--out".into(),
+            self.path("out").display().to_string(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        Command::new(env!("CARGO_BIN_EXE_ecomap"))
+            .args(&args)
+            .output()
+            .unwrap()
+    }
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Exit code 2, no panic, and a message containing every `needle`.
+fn assert_bad_input(o: &Output, needles: &[&str]) {
+    let e = stderr(o);
+    assert_eq!(o.status.code(), Some(2), "stderr: {e}");
+    assert!(!e.contains("panicked"), "{e}");
+    for n in needles {
+        assert!(e.contains(n), "expected {n:?} in: {e}");
+    }
+}
+
+#[test]
+fn a_short_run_prints_the_table_and_writes_hgrm_files() {
+    let f = Files::new();
+    let o = f.run(&["--duration", "1s"]);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(out.contains("submitted") && out.contains("cam"), "{out}");
+    assert!(out.contains("p99.9"));
+    let hgrm = std::fs::read_to_string(f.path("out").join("cam.hgrm")).unwrap();
+    assert!(hgrm.contains("Percentile") && hgrm.contains("Total count"));
+    assert!(Path::new(&f.path("out").join("cam.service.hgrm")).exists());
+}
+
+#[test]
+fn malformed_ron_reports_file_line_and_column() {
+    let f = Files::new();
+    let p = f.write(
+        "w.ron",
+        "(\n  tenants: [\n    (name: \"cam\" model: Synthetic(service: \"1ms\"))\n",
+    );
+    let o = f.run(&["--duration", "1s"]);
+    assert_bad_input(&o, &[&format!("{}:3:", p.display()), "hint:"]);
+}
+
+#[test]
+fn unknown_model_and_unknown_field_are_named() {
+    let f = Files::new();
+    f.write(
+        "w.ron",
+        &WORKLOAD.replace("Synthetic(service: \"1ms\")", "Vision(YoloV99)"),
+    );
+    assert_bad_input(&f.run(&[]), &["YoloV99", "ResNet18"]);
+    f.write(
+        "w.ron",
+        &WORKLOAD.replace("capacity: 4", "capacity: 4, colour: 3"),
+    );
+    assert_bad_input(&f.run(&[]), &["colour"]);
+}
+
+#[test]
+fn zero_or_negative_rates_and_deadlines_are_refused() {
+    let f = Files::new();
+    f.write("w.ron", &WORKLOAD.replace("rate_hz: 50.0", "rate_hz: 0.0"));
+    assert_bad_input(
+        &f.run(&[]),
+        &["\"cam\".arrival", "rate_hz must be a positive"],
+    );
+    f.write("w.ron", &WORKLOAD.replace("rate_hz: 50.0", "rate_hz: -3.0"));
+    assert_bad_input(&f.run(&[]), &["rate_hz must be a positive"]);
+    f.write("w.ron", &WORKLOAD.replace("\"20ms\"", "\"0s\""));
+    assert_bad_input(&f.run(&[]), &["deadline must be positive"]);
+    f.write("w.ron", &WORKLOAD.replace("\"20ms\"", "\"-5ms\""));
+    assert_bad_input(&f.run(&[]), &["w.ron:"]);
+}
+
+#[test]
+fn a_core_the_machine_lacks_is_refused() {
+    let f = Files::new();
+    f.write("rt.ron", &RT.replace("Some(0)", "Some(4096)"));
+    assert_bad_input(
+        &f.run(&[]),
+        &["core 4096 does not exist", "this machine has"],
+    );
+}
+
+#[test]
+fn durations_that_do_not_parse_are_refused() {
+    let f = Files::new();
+    for bad in ["twenty", "20 parsecs", "0s", "-1s"] {
+        let arg = format!("--duration={bad}");
+        assert_bad_input(&f.run(&[&arg]), &["--duration"]);
+    }
+    assert_bad_input(&f.run(&["--load-factor=-2"]), &["--load-factor"]);
+}
+
+#[test]
+fn a_missing_file_is_named() {
+    let f = Files::new();
+    std::fs::remove_file(f.path("p.ron")).unwrap();
+    assert_bad_input(&f.run(&[]), &["p.ron: cannot read the file"]);
+}
+
+#[test]
+fn check_accepts_the_shipped_defaults() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    for workload in ["workloads/robot.ron", "workloads/synthetic.ron"] {
+        let o = Command::new(env!("CARGO_BIN_EXE_ecomap"))
+            .current_dir(root)
+            .args(["check", "--workload", workload])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{workload}: {}", stderr(&o));
+    }
+}
