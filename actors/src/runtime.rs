@@ -122,6 +122,13 @@ impl Runtime {
         let sink = Telemetry::new(&tenant_names, &worker_names, telemetry_rx);
         let telemetry = spawn("telemetry", rt_config.telemetry, &notes, move || sink.run())?;
 
+        let mut queues = Vec::new();
+        let mut receivers = Vec::new();
+        for (i, t) in workload.tenants.iter().enumerate() {
+            let (q, r) = tenant_queue(TenantId(i as u16), t, clock);
+            queues.push(q);
+            receivers.push(r);
+        }
         let (idle_tx, idle_rx) = crossbeam_channel::bounded(rt_config.workers.len());
         let (ready_tx, ready_rx) = crossbeam_channel::bounded(rt_config.workers.len());
         let mut slots = Vec::new();
@@ -134,6 +141,12 @@ impl Runtime {
                 .collect();
             slots.push(WorkerSlot::new(job_tx, serves.clone()));
             let specs: Vec<_> = workload.tenants.iter().map(|t| t.model.clone()).collect();
+            let served_counters: Vec<_> = queues
+                .iter()
+                .zip(&serves)
+                .filter(|(_, s)| **s)
+                .map(|(q, _)| q.counters().clone())
+                .collect();
             let names = tenant_names.clone();
             let device = ws.device;
             let wname = ws.name.clone();
@@ -168,20 +181,23 @@ impl Runtime {
                         }
                     }
                     let _ = ready.send(Ok(()));
-                    AcceleratorWorker::new(wi, wname, models, job_rx, idle, tele, clock).run();
+                    AcceleratorWorker::new(
+                        wi,
+                        wname,
+                        models,
+                        job_rx,
+                        idle,
+                        tele,
+                        clock,
+                        served_counters,
+                    )
+                    .run();
                 },
             )?);
         }
         drop(ready_tx);
         drop(idle_tx);
 
-        let mut queues = Vec::new();
-        let mut receivers = Vec::new();
-        for (i, t) in workload.tenants.iter().enumerate() {
-            let (q, r) = tenant_queue(TenantId(i as u16), t, clock);
-            queues.push(q);
-            receivers.push(r);
-        }
         let dispatcher = EdfDispatcher::new(
             policy.queue_order,
             receivers,
