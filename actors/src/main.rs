@@ -120,7 +120,7 @@ fn run(files: &Files, duration: Duration, load_factor: f64, out: &Path) -> Resul
     let mut runtime = Runtime::start(&l.workload, &l.rt, &l.policy).map_err(|e| {
         eprintln!("error: {e}");
         match e {
-            StartError::ModelLoad { .. } => ExitCode::from(2),
+            StartError::ModelLoad { .. } | StartError::Config(_) => ExitCode::from(2),
             StartError::Spawn { .. } => ExitCode::from(1),
         }
     })?;

@@ -43,6 +43,9 @@ const TELEMETRY_CAPACITY: usize = 1 << 16;
 /// Why the runtime could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
+    /// The configuration is invalid for this machine or workload.
+    #[error("{0}")]
+    Config(#[from] ecomap::config::ConfigError),
     /// A worker could not load a tenant's model.
     #[error("worker '{worker}' could not load the model of tenant '{tenant}': {reason}")]
     ModelLoad {
@@ -107,6 +110,12 @@ impl Runtime {
         rt_config: &RtConfig,
         policy: &Policy,
     ) -> Result<Runtime, StartError> {
+        let names: Vec<&str> = workload.tenants.iter().map(|t| t.name.as_str()).collect();
+        rt_config.validate(
+            std::path::Path::new("<rt-config>"),
+            rt::available_cores(),
+            &names,
+        )?;
         let notes = RtNotes::default();
         if rt_config.lock_memory {
             rt::lock_memory(&notes);

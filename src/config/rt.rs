@@ -5,7 +5,7 @@
 //!     lock_memory: false,
 //!     intra_op_threads: 1,
 //!     load_generator: (core: None, sched: Fifo(priority: 70)),
-//!     dispatcher: (core: Some(0), sched: Fifo(priority: 80)),
+//!     dispatcher: (core: None, sched: Fifo(priority: 60)),
 //!     telemetry: (sched: Fifo(priority: 10)),
 //!     workers: [
 //!         (name: "cpu0", core: Some(0), sched: Fifo(priority: 60)),
@@ -39,6 +39,22 @@ pub enum SchedSpec {
 }
 
 impl SchedSpec {
+    /// The priority the kernel orders by: 0 for SCHED_OTHER, else 1..=99.
+    pub fn rank(&self) -> i32 {
+        match self {
+            SchedSpec::Other => 0,
+            SchedSpec::Fifo { priority } | SchedSpec::RoundRobin { priority } => *priority,
+        }
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            SchedSpec::Other => "SCHED_OTHER".into(),
+            SchedSpec::Fifo { priority } => format!("SCHED_FIFO {priority}"),
+            SchedSpec::RoundRobin { priority } => format!("SCHED_RR {priority}"),
+        }
+    }
+
     fn validate(&self) -> Result<(), String> {
         match self {
             SchedSpec::Other => Ok(()),
@@ -211,6 +227,7 @@ impl RtConfig {
                 }
             }
         }
+        self.check_channel_priorities(path)?;
         if let Some(t) = tenant_names.iter().find(|t| !served.contains(*t)) {
             return Err(ConfigError::invalid(
                 path,
@@ -220,6 +237,112 @@ impl RtConfig {
                      `tenants: None` on one"
                 ),
             ));
+        }
+        Ok(())
+    }
+
+    /// Refuse priority orders that can livelock the data plane.
+    ///
+    /// crossbeam's channels are lock-free, not wait-free: a receiver that
+    /// finds a write in progress spins until the writer finishes it. Under
+    /// SCHED_FIFO, a receiver with a higher priority than its sender that
+    /// wakes on the sender's core preempts it mid-write and then spins
+    /// forever, because the sender never runs again on that core. So along
+    /// every channel, the receiver's priority must not exceed the sender's
+    /// unless the two are pinned to different cores. (Seen for real: the
+    /// dispatcher at 80 spinning on a worker at 60 preempted inside `send`.)
+    fn check_channel_priorities(&self, path: &Path) -> Result<(), ConfigError> {
+        struct End<'a> {
+            name: String,
+            spec: &'a ThreadSpec,
+        }
+        let share_core = |a: &ThreadSpec, b: &ThreadSpec| match (a.core, b.core) {
+            (Some(x), Some(y)) => x == y,
+            _ => true,
+        };
+        let worker_specs: Vec<(String, ThreadSpec)> = self
+            .workers
+            .iter()
+            .map(|w| {
+                (
+                    format!("worker '{}'", w.name),
+                    ThreadSpec {
+                        core: w.core,
+                        sched: w.sched,
+                    },
+                )
+            })
+            .collect();
+        let dispatcher = End {
+            name: "dispatcher".into(),
+            spec: &self.dispatcher,
+        };
+        let mut channels: Vec<(End<'_>, End<'_>, &str)> = vec![(
+            End {
+                name: "load_generator".into(),
+                spec: &self.load_generator,
+            },
+            End {
+                name: "dispatcher".into(),
+                spec: &self.dispatcher,
+            },
+            "requests",
+        )];
+        for (name, spec) in &worker_specs {
+            channels.push((
+                End {
+                    name: name.clone(),
+                    spec,
+                },
+                End {
+                    name: dispatcher.name.clone(),
+                    spec: dispatcher.spec,
+                },
+                "idle notices",
+            ));
+            channels.push((
+                End {
+                    name: dispatcher.name.clone(),
+                    spec: dispatcher.spec,
+                },
+                End {
+                    name: name.clone(),
+                    spec,
+                },
+                "jobs",
+            ));
+            channels.push((
+                End {
+                    name: name.clone(),
+                    spec,
+                },
+                End {
+                    name: "telemetry".into(),
+                    spec: &self.telemetry,
+                },
+                "completions",
+            ));
+        }
+        for (tx, rx, what) in channels {
+            if rx.spec.sched.rank() > tx.spec.sched.rank() && share_core(tx.spec, rx.spec) {
+                return Err(ConfigError::invalid(
+                    path,
+                    rx.name.clone(),
+                    format!(
+                        "{} ({}) receives {what} from {} ({}) and may run on the same core: \
+                         a higher-priority receiver can preempt its sender in the middle of a \
+                         channel write and then spin forever waiting for it (the channels are \
+                         lock-free, not wait-free). Give {} a priority at most {}'s, or pin the \
+                         two to different cores",
+                        rx.name,
+                        rx.spec.sched.describe(),
+                        tx.name,
+                        tx.spec.sched.describe(),
+                        rx.name,
+                        tx.name
+                    ),
+                ));
+            }
         }
         Ok(())
     }
@@ -239,10 +362,11 @@ mod tests {
     use crate::config::parse_ron;
 
     const GOOD: &str = r#"(
+        load_generator: (sched: Fifo(priority: 90)),
         dispatcher: (core: Some(0), sched: Fifo(priority: 80)),
         workers: [
             (name: "a", core: Some(1), sched: Fifo(priority: 60)),
-            (name: "b", tenants: Some(["cam"])),
+            (name: "b", core: Some(1), tenants: Some(["cam"])),
         ],
     )"#;
 
@@ -262,6 +386,61 @@ mod tests {
         assert_eq!(c.telemetry, ThreadSpec::default());
         assert_eq!(c.workers[0].device, DeviceSpec::Cpu);
         assert!(c.worker_serves(0, "cls") && !c.worker_serves(1, "cls"));
+    }
+
+    #[test]
+    fn priority_inversions_along_channels_are_refused() {
+        // Dispatcher above a worker that may share its core.
+        let e = check(
+            &GOOD.replace(
+                "core: Some(1), sched: Fifo(priority: 60)",
+                "sched: Fifo(priority: 60)",
+            ),
+            2,
+        )
+        .unwrap_err();
+        assert!(
+            e.contains(
+                "dispatcher (SCHED_FIFO 80) receives idle notices from worker 'a' (SCHED_FIFO 60)"
+            ),
+            "{e}"
+        );
+        assert!(
+            e.contains("spin forever") && e.contains("different cores"),
+            "{e}"
+        );
+        // A real-time dispatcher fed by a SCHED_OTHER load generator.
+        let e = check(
+            &GOOD.replace("load_generator: (sched: Fifo(priority: 90)),", ""),
+            2,
+        )
+        .unwrap_err();
+        assert!(
+            e.contains("receives requests from load_generator (SCHED_OTHER)"),
+            "{e}"
+        );
+        // A worker above the dispatcher that feeds it jobs.
+        let e = check(
+            &GOOD.replace(
+                "core: Some(0), sched: Fifo(priority: 80)",
+                "core: Some(1), sched: Fifo(priority: 50)",
+            ),
+            2,
+        )
+        .unwrap_err();
+        assert!(
+            e.contains("worker 'a' (SCHED_FIFO 60) receives jobs from dispatcher"),
+            "{e}"
+        );
+        // Equal priorities everywhere are fine.
+        let flat = r#"(load_generator: (sched: Fifo(priority: 50)), dispatcher: (sched: Fifo(priority: 50)),
+            telemetry: (sched: Fifo(priority: 5)),
+            workers: [(name: "a", core: Some(0), sched: Fifo(priority: 50))])"#;
+        check(
+            &flat.replace("name: \"a\"", "name: \"a\", tenants: None"),
+            2,
+        )
+        .unwrap();
     }
 
     #[test]

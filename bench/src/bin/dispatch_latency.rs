@@ -74,9 +74,10 @@ fn rt_config(fifo: bool) -> RtConfig {
             core: None,
             sched: sched(70),
         },
+        // Same priority as the workers: see RtConfig's channel-priority rule.
         dispatcher: ThreadSpec {
             core: None,
-            sched: sched(80),
+            sched: sched(60),
         },
         telemetry: ThreadSpec {
             core: None,

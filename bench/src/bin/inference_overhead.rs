@@ -106,7 +106,7 @@ fn main() {
                 },
                 dispatcher: ThreadSpec {
                     core: Some(1),
-                    sched: SchedSpec::Fifo { priority: 80 },
+                    sched: SchedSpec::Fifo { priority: 50 },
                 },
                 telemetry: ThreadSpec {
                     core: Some(1),
