@@ -35,10 +35,14 @@
 
 pub mod accounting;
 pub mod arrival;
+pub mod carbon;
 pub mod config;
 pub mod dispatch;
+pub mod energy;
+pub mod governor;
 pub mod hgrm;
 pub mod model;
+pub mod platform;
 pub mod report;
 pub mod request;
 pub mod time;

@@ -10,21 +10,10 @@ use crate::backend::LoadedModel;
 use crate::clock::RunClock;
 use crate::edf_dispatcher::Job;
 use crate::telemetry::TelemetryEvent;
-use crate::tenant_queue::TenantCounters;
-use crossbeam_channel::{Receiver, Sender, TryRecvError};
+use crossbeam_channel::{Receiver, Sender};
 use ecomap::request::Completion;
 use ecomap::time::Timestamp;
 use std::panic::AssertUnwindSafe;
-use std::sync::atomic::Ordering;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
-
-/// How long a worker that has just finished polls for its next job before
-/// parking, when a request it could serve is already waiting. The
-/// dispatcher's answer is then microseconds away; polling saves the
-/// worker's wake-up, and nothing is polled when no work is pending, so an
-/// idle device stays idle.
-const HANDOFF_POLL: Duration = Duration::from_micros(50);
 
 /// The worker actor.
 pub struct AcceleratorWorker {
@@ -36,8 +25,6 @@ pub struct AcceleratorWorker {
     idle_tx: Sender<usize>,
     telemetry: Sender<TelemetryEvent>,
     clock: RunClock,
-    /// Admission counters of the tenants this worker serves (to see pending work).
-    served_counters: Vec<Arc<TenantCounters>>,
     failures_logged: u32,
 }
 
@@ -51,7 +38,6 @@ impl AcceleratorWorker {
         idle_tx: Sender<usize>,
         telemetry: Sender<TelemetryEvent>,
         clock: RunClock,
-        served_counters: Vec<Arc<TenantCounters>>,
     ) -> Self {
         AcceleratorWorker {
             index,
@@ -61,37 +47,14 @@ impl AcceleratorWorker {
             idle_tx,
             telemetry,
             clock,
-            served_counters,
             failures_logged: 0,
         }
-    }
-
-    fn work_pending(&self) -> bool {
-        self.served_counters
-            .iter()
-            .any(|c| c.waiting.load(Ordering::Acquire) > 0)
-    }
-
-    /// The next job: polled briefly when work is pending, else parked for.
-    fn next_job(&self) -> Option<Job> {
-        if self.work_pending() {
-            let until = Instant::now() + HANDOFF_POLL;
-            loop {
-                match self.jobs.try_recv() {
-                    Ok(job) => return Some(job),
-                    Err(TryRecvError::Disconnected) => return None,
-                    Err(TryRecvError::Empty) if Instant::now() >= until => break,
-                    Err(TryRecvError::Empty) => std::hint::spin_loop(),
-                }
-            }
-        }
-        self.jobs.recv().ok()
     }
 
     /// Serve jobs until the dispatcher closes the job channel.
     pub fn run(mut self) {
         let mut free_since = Timestamp::ZERO;
-        while let Some(job) = self.next_job() {
+        while let Ok(job) = self.jobs.recv() {
             let started = self.clock.now();
             let succeeded = self.serve(&job);
             let finished = self.clock.now();

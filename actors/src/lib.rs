@@ -21,6 +21,7 @@ pub mod backend;
 pub mod clock;
 pub mod edf_dispatcher;
 pub mod load_generator;
+pub mod platform;
 pub mod rt;
 pub mod runtime;
 pub mod telemetry;

@@ -150,12 +150,6 @@ impl Runtime {
                 .collect();
             slots.push(WorkerSlot::new(job_tx, serves.clone()));
             let specs: Vec<_> = workload.tenants.iter().map(|t| t.model.clone()).collect();
-            let served_counters: Vec<_> = queues
-                .iter()
-                .zip(&serves)
-                .filter(|(_, s)| **s)
-                .map(|(q, _)| q.counters().clone())
-                .collect();
             let names = tenant_names.clone();
             let device = ws.device;
             let wname = ws.name.clone();
@@ -190,17 +184,7 @@ impl Runtime {
                         }
                     }
                     let _ = ready.send(Ok(()));
-                    AcceleratorWorker::new(
-                        wi,
-                        wname,
-                        models,
-                        job_rx,
-                        idle,
-                        tele,
-                        clock,
-                        served_counters,
-                    )
-                    .run();
+                    AcceleratorWorker::new(wi, wname, models, job_rx, idle, tele, clock).run();
                 },
             )?);
         }

@@ -17,7 +17,7 @@
 use super::{load_ron, ConfigError};
 use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// A Linux scheduling class for one thread.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
@@ -113,8 +113,96 @@ pub struct WorkerSpec {
     pub tenants: Option<Vec<String>>,
 }
 
+/// One nvpmodel mode a Jetson cap can select.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct NvpMode {
+    /// `nvpmodel -m` id.
+    pub id: u32,
+    /// The mode's power budget (watts).
+    pub budget_w: f64,
+    /// Expected forward-pass slowdown relative to the fastest mode.
+    pub slowdown: f64,
+}
+
+/// One clock-cap level of a Jetson.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClockLevel {
+    /// The cap this level fits (watts).
+    pub cap_w: f64,
+    /// GPU devfreq `max_freq` (Hz).
+    pub gpu_max_hz: u64,
+    /// CPU `scaling_max_freq` (kHz).
+    pub cpu_max_khz: u64,
+    /// CPUs kept online (cpu0 always is).
+    pub cpus_online: usize,
+    /// Expected forward-pass slowdown relative to the fastest level.
+    pub slowdown: f64,
+}
+
+/// How a Jetson's cap is applied.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub enum JetsonControl {
+    /// Switch nvpmodel modes: the mode with the largest budget at or under the cap.
+    Nvpmodel {
+        /// The nvpmodel program.
+        #[serde(default = "nvpmodel")]
+        binary: String,
+        /// Modes to choose from.
+        modes: Vec<NvpMode>,
+    },
+    /// Cap clocks directly through sysfs.
+    Clocks {
+        /// Levels to choose from.
+        levels: Vec<ClockLevel>,
+        /// Number of CPUs (cpu0..cpuN-1) to manage.
+        cpus: usize,
+    },
+    /// Read power only; never change the device.
+    ReadOnly,
+}
+
+fn nvpmodel() -> String {
+    "nvpmodel".into()
+}
+
+fn sysfs_root() -> PathBuf {
+    PathBuf::from("/")
+}
+
+/// A Jetson AGX Xavier.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct JetsonSpec {
+    /// Root under which `/sys/...` is found ("/" on the device; a fixture in tests).
+    #[serde(default = "sysfs_root")]
+    pub sysfs_root: PathBuf,
+    /// How caps are applied.
+    pub control: JetsonControl,
+}
+
+/// The device whose power ecomap controls and measures.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub enum PlatformSpec {
+    /// The virtual Xavier: a table file, relative to the rt-config's folder.
+    Emulated {
+        /// The table, e.g. "xavier-emulated.ron".
+        table: PathBuf,
+    },
+    /// A real Jetson.
+    Jetson(JetsonSpec),
+    /// Linux powercap / Intel RAPL.
+    Rapl {
+        /// The zone folder, e.g. "/sys/class/powercap/intel-rapl:0".
+        zone: String,
+    },
+}
+
 /// A real-time configuration file.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RtConfig {
     /// Lock all current and future memory (`mlockall`) so page faults do not
@@ -135,6 +223,10 @@ pub struct RtConfig {
     pub telemetry: ThreadSpec,
     /// The accelerator workers.
     pub workers: Vec<WorkerSpec>,
+    /// The device's power control and sensing; `None`: no power capping or
+    /// energy accounting.
+    #[serde(default)]
+    pub platform: Option<PlatformSpec>,
 }
 
 fn one() -> usize {

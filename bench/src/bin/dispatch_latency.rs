@@ -92,6 +92,7 @@ fn rt_config(fifo: bool) -> RtConfig {
                 tenants: None,
             })
             .collect(),
+        platform: None,
     }
 }
 

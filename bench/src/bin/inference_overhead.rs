@@ -28,8 +28,8 @@ fn main() {
         /// Requests per side per round.
         #[arg(long, default_value_t = 60)]
         samples: u64,
-        /// Rounds (bare, then ecomap, alternately).
-        #[arg(long, default_value_t = 3)]
+        /// Rounds (bare then ecomap, then ecomap then bare, …).
+        #[arg(long, default_value_t = 4)]
         rounds: usize,
         /// Folder for the results table.
         #[arg(long, default_value = "out/bench")]
@@ -44,12 +44,14 @@ fn main() {
         sched: SchedSpec::Fifo { priority: 50 },
     };
     let mut table = String::from(
-        "| model | bare tch median ms | ecomap e2e median ms | ecomap service median ms | overhead (e2e vs bare) |\n\
-         |---|---:|---:|---:|---:|\n",
+        "| model | bare tch median ms | ecomap e2e median ms | ecomap service median ms | overhead (e2e vs bare) | dispatch path (e2e − service medians) |\n\
+         |---|---:|---:|---:|---:|---:|\n",
     );
     for model in [VisionModel::MobileNetV2, VisionModel::ResNet18] {
         // Period: twice a warm forward pass, so neither side queues.
-        let warm = {
+        let warm = std::thread::spawn(move || {
+            apply("warm-up", &thread, &RtNotes::default());
+            set_intra_op_threads(1);
             let net = VisionNet::new(model, tch::Device::Cpu);
             for _ in 0..3 {
                 drop(net.forward().unwrap());
@@ -57,7 +59,9 @@ fn main() {
             let t = Instant::now();
             drop(net.forward().unwrap());
             t.elapsed()
-        };
+        })
+        .join()
+        .unwrap();
         let period = warm * 2;
         let mut bare = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).unwrap();
         let mut e2e = ecomap::accounting::LatencyHistogram::default();
@@ -66,26 +70,33 @@ fn main() {
             eprintln!("{model:?}: round {}/{}", round + 1, args.rounds);
             // Bare loop on a thread set up exactly like the worker.
             let samples = args.samples;
-            let h = std::thread::spawn(move || {
-                apply("bare", &thread, &RtNotes::default());
-                let net = VisionNet::new(model, tch::Device::Cpu);
-                drop(net.forward().unwrap());
-                let mut h = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).unwrap();
-                let start = Instant::now();
-                for i in 0..samples {
-                    let next = start + period * i as u32;
-                    if let Some(d) = next.checked_duration_since(Instant::now()) {
-                        std::thread::sleep(d);
-                    }
-                    let t = Instant::now();
+            let bare_round = move || {
+                std::thread::spawn(move || {
+                    apply("bare", &thread, &RtNotes::default());
+                    // Per-thread OpenMP setting, exactly as ecomap's workers do.
+                    set_intra_op_threads(1);
+                    let net = VisionNet::new(model, tch::Device::Cpu);
                     drop(net.forward().unwrap());
-                    h.record(t.elapsed().as_micros() as u64).unwrap();
-                }
-                h
-            })
-            .join()
-            .unwrap();
-            bare.add(&h).unwrap();
+                    let mut h = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).unwrap();
+                    let start = Instant::now();
+                    for i in 0..samples {
+                        let next = start + period * i as u32;
+                        if let Some(d) = next.checked_duration_since(Instant::now()) {
+                            std::thread::sleep(d);
+                        }
+                        let t = Instant::now();
+                        drop(net.forward().unwrap());
+                        h.record(t.elapsed().as_micros() as u64).unwrap();
+                    }
+                    h
+                })
+                .join()
+                .unwrap()
+            };
+            // Alternate which side goes first, so order effects cancel.
+            if round % 2 == 0 {
+                bare.add(bare_round()).unwrap();
+            }
             // The same model served by ecomap.
             let w: Workload = parse_ron(
                 &format!(
@@ -119,6 +130,7 @@ fn main() {
                     device: Default::default(),
                     tenants: None,
                 }],
+                platform: None,
             };
             let policy = Policy {
                 name: "edf".into(),
@@ -131,13 +143,18 @@ fn main() {
             let report = runtime.shutdown();
             e2e.merge(&report.tenants[0].end_to_end);
             service.merge(&report.tenants[0].service);
+            if round % 2 == 1 {
+                bare.add(bare_round()).unwrap();
+            }
         }
         let b = bare.value_at_quantile(0.5) as f64 / 1000.0;
         let e = e2e.quantile_us(0.5).unwrap() as f64 / 1000.0;
         let s = service.quantile_us(0.5).unwrap() as f64 / 1000.0;
         table.push_str(&format!(
-            "| {model:?} | {b:.3} | {e:.3} | {s:.3} | {:+.2}% |\n",
-            100.0 * (e - b) / b
+            "| {model:?} | {b:.3} | {e:.3} | {s:.3} | {:+.2}% | {:.3} ms ({:.2}%) |\n",
+            100.0 * (e - b) / b,
+            e - s,
+            100.0 * (e - s) / e
         ));
     }
     table.push_str("\nTarget: overhead under 3% of the median.\n");

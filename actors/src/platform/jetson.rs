@@ -1,0 +1,414 @@
+//! Jetson AGX Xavier: nvpmodel modes or sysfs clock caps; INA3221 power rails.
+//!
+//! Paths (under `sysfs_root`):
+//! - GPU devfreq: `sys/devices/17000000.gv11b/devfreq/17000000.gv11b/max_freq` (Hz);
+//! - CPUs: `sys/devices/system/cpu/cpuN/cpufreq/scaling_max_freq` (kHz) and `…/cpuN/online`;
+//! - power, L4T 32 (iio, mW): `sys/bus/i2c/drivers/ina3221x/1-0040/iio:device0/in_power{0,1,2}_input`
+//!   (GPU, CPU, SOC) and `1-0041/iio:device1/in_power{0,1,2}_input` (CV, VDDRQ, SYS5V);
+//! - power, L4T 35 (hwmon): `sys/bus/i2c/drivers/ina3221/1-004{0,1}/hwmon/hwmonK/in{1,2,3}_input`
+//!   (mV) and `curr{1,2,3}_input` (mA).
+//!
+//! A write the device refuses is an error naming the file; the governor then
+//! carries on read-only.
+
+use super::{read_u64, write_value, AppliedCap, Platform, PlatformError, PowerReading};
+use ecomap::config::rt::{JetsonControl, JetsonSpec};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+const GPU_MAX_FREQ: &str = "sys/devices/17000000.gv11b/devfreq/17000000.gv11b/max_freq";
+
+/// A Jetson AGX Xavier.
+#[derive(Debug)]
+pub struct JetsonBackend {
+    spec: JetsonSpec,
+    applied: Option<AppliedCap>,
+}
+
+impl JetsonBackend {
+    /// A backend for `spec`; nothing is touched until a cap is set.
+    pub fn new(spec: JetsonSpec) -> Self {
+        JetsonBackend {
+            spec,
+            applied: None,
+        }
+    }
+
+    fn path(&self, rel: &str) -> PathBuf {
+        self.spec.sysfs_root.join(rel)
+    }
+
+    /// The power rails this device exposes, as (label, power-in-mW reader) paths.
+    fn rails(&self) -> Result<Vec<Rail>, PlatformError> {
+        // L4T 32: iio power channels in mW.
+        let mut rails = Vec::new();
+        for (addr, dev) in [("1-0040", "iio:device0"), ("1-0041", "iio:device1")] {
+            for ch in 0..3 {
+                let p = self.path(&format!(
+                    "sys/bus/i2c/drivers/ina3221x/{addr}/{dev}/in_power{ch}_input"
+                ));
+                if p.exists() {
+                    rails.push(Rail::PowerMw(p));
+                }
+            }
+        }
+        if !rails.is_empty() {
+            return Ok(rails);
+        }
+        // L4T 35: hwmon voltage (mV) and current (mA) per channel.
+        for addr in ["1-0040", "1-0041"] {
+            let dir = self.path(&format!("sys/bus/i2c/drivers/ina3221/{addr}/hwmon"));
+            let Ok(entries) = std::fs::read_dir(&dir) else {
+                continue;
+            };
+            for e in entries.flatten() {
+                for ch in 1..=3 {
+                    let v = e.path().join(format!("in{ch}_input"));
+                    let c = e.path().join(format!("curr{ch}_input"));
+                    if v.exists() && c.exists() {
+                        rails.push(Rail::VoltCurrent(v, c));
+                    }
+                }
+            }
+        }
+        if rails.is_empty() {
+            return Err(PlatformError::NoSensor(format!(
+                "no INA3221 rails under {} (looked for ina3221x iio on L4T 32 and ina3221 hwmon on L4T 35)",
+                self.spec.sysfs_root.display()
+            )));
+        }
+        Ok(rails)
+    }
+
+    fn apply_clocks(
+        &self,
+        gpu_hz: u64,
+        cpu_khz: u64,
+        online: usize,
+        cpus: usize,
+    ) -> Result<(), PlatformError> {
+        write_value(&self.path(GPU_MAX_FREQ), &gpu_hz.to_string())?;
+        for n in 0..cpus {
+            let base = format!("sys/devices/system/cpu/cpu{n}");
+            // cpu0 cannot go offline; bring others up before capping them.
+            if n > 0 {
+                write_value(
+                    &self.path(&format!("{base}/online")),
+                    if n < online { "1" } else { "0" },
+                )?;
+            }
+            if n < online.max(1) {
+                write_value(
+                    &self.path(&format!("{base}/cpufreq/scaling_max_freq")),
+                    &cpu_khz.to_string(),
+                )?;
+            }
+        }
+        Ok(())
+    }
+}
+
+enum Rail {
+    PowerMw(PathBuf),
+    VoltCurrent(PathBuf, PathBuf),
+}
+
+impl Rail {
+    fn milliwatts(&self) -> Result<f64, PlatformError> {
+        match self {
+            Rail::PowerMw(p) => Ok(read_u64(p)? as f64),
+            Rail::VoltCurrent(v, c) => Ok(read_u64(v)? as f64 * read_u64(c)? as f64 / 1000.0),
+        }
+    }
+}
+
+impl Platform for JetsonBackend {
+    fn name(&self) -> String {
+        format!("jetson ({})", self.spec.sysfs_root.display())
+    }
+
+    fn set_cap(&mut self, cap_w: f64) -> Result<AppliedCap, PlatformError> {
+        if self.applied.as_ref().is_some_and(|a| a.cap_w == cap_w) {
+            return Ok(self.applied.clone().expect("checked"));
+        }
+        let applied = match &self.spec.control {
+            JetsonControl::ReadOnly => AppliedCap {
+                cap_w,
+                level: "read-only".into(),
+                slowdown: 1.0,
+            },
+            JetsonControl::Nvpmodel { binary, modes } => {
+                let mode =
+                    pick(modes, cap_w, |m| m.budget_w).ok_or_else(|| PlatformError::Command {
+                        command: format!("{binary} -m ?"),
+                        why: "no nvpmodel modes configured".into(),
+                    })?;
+                let out = Command::new(binary)
+                    .args(["-m", &mode.id.to_string()])
+                    .output()
+                    .map_err(|e| PlatformError::Command {
+                        command: format!("{binary} -m {}", mode.id),
+                        why: e.to_string(),
+                    })?;
+                if !out.status.success() {
+                    return Err(PlatformError::Command {
+                        command: format!("{binary} -m {}", mode.id),
+                        why: format!(
+                            "exit {}: {}",
+                            out.status,
+                            String::from_utf8_lossy(&out.stderr).trim()
+                        ),
+                    });
+                }
+                AppliedCap {
+                    cap_w,
+                    level: format!("nvpmodel {}", mode.id),
+                    slowdown: mode.slowdown,
+                }
+            }
+            JetsonControl::Clocks { levels, cpus } => {
+                let l = pick(levels, cap_w, |l| l.cap_w)
+                    .ok_or_else(|| PlatformError::NoSensor("no clock levels configured".into()))?;
+                self.apply_clocks(l.gpu_max_hz, l.cpu_max_khz, l.cpus_online, *cpus)?;
+                AppliedCap {
+                    cap_w,
+                    level: format!("gpu {} MHz", l.gpu_max_hz / 1_000_000),
+                    slowdown: l.slowdown,
+                }
+            }
+        };
+        tracing::info!("jetson: cap {cap_w} W → {}", applied.level);
+        self.applied = Some(applied.clone());
+        Ok(applied)
+    }
+
+    fn current_cap(&self) -> Option<&AppliedCap> {
+        self.applied.as_ref()
+    }
+
+    fn read_power(
+        &mut self,
+        _dt: Duration,
+        _utilisation: f64,
+    ) -> Result<PowerReading, PlatformError> {
+        let mut mw = 0.0;
+        for r in self.rails()? {
+            mw += r.milliwatts()?;
+        }
+        Ok(PowerReading {
+            watts: mw / 1000.0,
+            measured: true,
+        })
+    }
+
+    fn max_cap_w(&self) -> f64 {
+        match &self.spec.control {
+            JetsonControl::Nvpmodel { modes, .. } => {
+                modes.iter().map(|m| m.budget_w).fold(0.0, f64::max)
+            }
+            JetsonControl::Clocks { levels, .. } => {
+                levels.iter().map(|l| l.cap_w).fold(0.0, f64::max)
+            }
+            JetsonControl::ReadOnly => f64::INFINITY,
+        }
+    }
+}
+
+/// The entry with the largest budget at or under `cap`, else the smallest.
+fn pick<T>(items: &[T], cap: f64, budget: impl Fn(&T) -> f64) -> Option<&T> {
+    items
+        .iter()
+        .filter(|i| budget(i) <= cap)
+        .max_by(|a, b| budget(a).total_cmp(&budget(b)))
+        .or_else(|| items.iter().min_by(|a, b| budget(a).total_cmp(&budget(b))))
+}
+
+/// Lay out a fake Xavier sysfs tree under `root` (for tests and dry runs):
+/// GPU devfreq, `cpus` CPUs and INA3221 rails in the L4T 32 (iio) layout
+/// with the given milliwatts, or the L4T 35 (hwmon) layout when `hwmon`.
+pub fn write_fixture(
+    root: &Path,
+    cpus: usize,
+    rails_mw: [u64; 6],
+    hwmon: bool,
+) -> std::io::Result<()> {
+    let gpu = root.join(GPU_MAX_FREQ);
+    std::fs::create_dir_all(gpu.parent().expect("has parent"))?;
+    std::fs::write(&gpu, "1377000000\n")?;
+    std::fs::write(
+        gpu.with_file_name("available_frequencies"),
+        "114750000 216750000 318750000 420750000 522750000 624750000 675750000 828750000 905250000 1032750000 1198500000 1236750000 1338750000 1377000000\n",
+    )?;
+    for n in 0..cpus {
+        let d = root.join(format!("sys/devices/system/cpu/cpu{n}/cpufreq"));
+        std::fs::create_dir_all(&d)?;
+        std::fs::write(d.join("scaling_max_freq"), "2265600\n")?;
+        std::fs::write(d.parent().expect("has parent").join("online"), "1\n")?;
+    }
+    for (i, (addr, dev)) in [("1-0040", "iio:device0"), ("1-0041", "iio:device1")]
+        .iter()
+        .enumerate()
+    {
+        for ch in 0..3 {
+            let mw = rails_mw[i * 3 + ch];
+            if hwmon {
+                let d = root.join(format!(
+                    "sys/bus/i2c/drivers/ina3221/{addr}/hwmon/hwmon{}",
+                    i + 1
+                ));
+                std::fs::create_dir_all(&d)?;
+                // 5 V rails: mV and mA such that V×I = the power.
+                std::fs::write(d.join(format!("in{}_input", ch + 1)), "5000\n")?;
+                std::fs::write(
+                    d.join(format!("curr{}_input", ch + 1)),
+                    format!("{}\n", mw / 5),
+                )?;
+            } else {
+                let d = root.join(format!("sys/bus/i2c/drivers/ina3221x/{addr}/{dev}"));
+                std::fs::create_dir_all(&d)?;
+                std::fs::write(d.join(format!("in_power{ch}_input")), format!("{mw}\n"))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ecomap::config::rt::{ClockLevel, NvpMode};
+
+    fn clocks(root: &Path) -> JetsonBackend {
+        JetsonBackend::new(JetsonSpec {
+            sysfs_root: root.to_path_buf(),
+            control: JetsonControl::Clocks {
+                cpus: 8,
+                levels: vec![
+                    ClockLevel {
+                        cap_w: 30.0,
+                        gpu_max_hz: 1_377_000_000,
+                        cpu_max_khz: 2_265_600,
+                        cpus_online: 8,
+                        slowdown: 1.0,
+                    },
+                    ClockLevel {
+                        cap_w: 15.0,
+                        gpu_max_hz: 675_750_000,
+                        cpu_max_khz: 1_190_400,
+                        cpus_online: 4,
+                        slowdown: 2.0,
+                    },
+                ],
+            },
+        })
+    }
+
+    #[test]
+    fn clock_caps_write_the_real_files() {
+        let dir = tempfile::tempdir().unwrap();
+        write_fixture(dir.path(), 8, [1000, 2000, 3000, 400, 500, 600], false).unwrap();
+        let mut j = clocks(dir.path());
+        let a = j.set_cap(20.0).unwrap();
+        assert_eq!((a.slowdown, a.level.as_str()), (2.0, "gpu 675 MHz"));
+        let read = |rel: &str| std::fs::read_to_string(dir.path().join(rel)).unwrap();
+        assert_eq!(read(GPU_MAX_FREQ), "675750000");
+        assert_eq!(
+            read("sys/devices/system/cpu/cpu3/cpufreq/scaling_max_freq"),
+            "1190400"
+        );
+        assert_eq!(read("sys/devices/system/cpu/cpu5/online"), "0");
+        assert_eq!(read("sys/devices/system/cpu/cpu1/online"), "1");
+        j.set_cap(30.0).unwrap();
+        assert_eq!(read(GPU_MAX_FREQ), "1377000000");
+        assert_eq!(read("sys/devices/system/cpu/cpu5/online"), "1");
+        assert_eq!(j.max_cap_w(), 30.0);
+    }
+
+    #[test]
+    fn power_is_the_sum_of_the_ina3221_rails_on_both_l4t_layouts() {
+        for hwmon in [false, true] {
+            let dir = tempfile::tempdir().unwrap();
+            write_fixture(dir.path(), 2, [1000, 2000, 3000, 400, 500, 600], hwmon).unwrap();
+            let mut j = clocks(dir.path());
+            let p = j.read_power(Duration::from_secs(1), 0.0).unwrap();
+            assert!((p.watts - 7.5).abs() < 1e-9, "hwmon={hwmon}: {p:?}");
+            assert!(p.measured);
+        }
+        let empty = tempfile::tempdir().unwrap();
+        let e = clocks(empty.path())
+            .read_power(Duration::from_secs(1), 0.0)
+            .unwrap_err();
+        assert!(e.to_string().contains("no INA3221 rails"), "{e}");
+    }
+
+    #[test]
+    fn an_unwritable_file_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        write_fixture(dir.path(), 2, [0; 6], false).unwrap();
+        // Root may write any mode; a directory in the file's place is refused.
+        let gpu = dir.path().join(GPU_MAX_FREQ);
+        std::fs::remove_file(&gpu).unwrap();
+        std::fs::create_dir(&gpu).unwrap();
+        let e = clocks(dir.path()).set_cap(15.0).unwrap_err().to_string();
+        assert!(e.contains("max_freq: write 675750000 failed"), "{e}");
+    }
+
+    #[test]
+    fn nvpmodel_modes_run_the_command_and_report_its_failure() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("calls");
+        let ok = dir.path().join("nvpmodel");
+        std::fs::write(
+            &ok,
+            format!("#!/bin/sh\necho \"$@\" >> {}\n", log.display()),
+        )
+        .unwrap();
+        let bad = dir.path().join("nvpmodel-bad");
+        std::fs::write(&bad, "#!/bin/sh\necho 'NVPM ERROR: bad mode' >&2\nexit 3\n").unwrap();
+        for f in [&ok, &bad] {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(f, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        let modes = vec![
+            NvpMode {
+                id: 0,
+                budget_w: 40.0,
+                slowdown: 1.0,
+            },
+            NvpMode {
+                id: 3,
+                budget_w: 30.0,
+                slowdown: 1.6,
+            },
+            NvpMode {
+                id: 2,
+                budget_w: 15.0,
+                slowdown: 2.0,
+            },
+        ];
+        let mut j = JetsonBackend::new(JetsonSpec {
+            sysfs_root: dir.path().to_path_buf(),
+            control: JetsonControl::Nvpmodel {
+                binary: ok.display().to_string(),
+                modes: modes.clone(),
+            },
+        });
+        assert_eq!(j.set_cap(20.0).unwrap().level, "nvpmodel 2");
+        assert_eq!(j.set_cap(20.0).unwrap().level, "nvpmodel 2"); // idempotent: no second call
+        assert_eq!(j.set_cap(35.0).unwrap().slowdown, 1.6);
+        assert_eq!(std::fs::read_to_string(&log).unwrap(), "-m 2\n-m 3\n");
+        let mut j = JetsonBackend::new(JetsonSpec {
+            sysfs_root: dir.path().to_path_buf(),
+            control: JetsonControl::Nvpmodel {
+                binary: bad.display().to_string(),
+                modes,
+            },
+        });
+        let e = j.set_cap(40.0).unwrap_err().to_string();
+        assert!(
+            e.contains("-m 0` failed") && e.contains("NVPM ERROR: bad mode"),
+            "{e}"
+        );
+    }
+}

@@ -1,0 +1,149 @@
+//! Platform backends: set a power cap, read the cap, read power.
+//!
+//! - [`emulated::EmulatedBackend`]: the virtual Xavier (`rt-config/xavier-emulated.ron`)
+//!   for hosts without power control — caps select a modelled performance
+//!   level, workers are throttled to its speed, power is modelled;
+//! - [`jetson::JetsonBackend`]: Jetson AGX Xavier — `nvpmodel -m N`, or
+//!   clock caps through sysfs; power from the INA3221 rails (iio on L4T 32,
+//!   hwmon on L4T 35);
+//! - [`rapl::RaplBackend`]: Linux powercap (Intel RAPL) — power limit and
+//!   `energy_uj` with wrap-around.
+//!
+//! Every sysfs path is taken under a configurable root, so tests run the
+//! real code against a fake tree with the real layout.
+
+pub mod emulated;
+pub mod jetson;
+pub mod rapl;
+
+use ecomap::config::rt::PlatformSpec;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// A platform operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum PlatformError {
+    /// A sysfs (or other) file could not be read or written.
+    #[error("{}: {action} failed: {source}", path.display())]
+    File {
+        /// The file.
+        path: PathBuf,
+        /// "write 1377000000", "read".
+        action: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// A file's content was not what the driver writes.
+    #[error("{}: unexpected content {content:?}: {why}", path.display())]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// What was read.
+        content: String,
+        /// What was expected.
+        why: String,
+    },
+    /// A command (nvpmodel) failed.
+    #[error("`{command}` failed: {why}")]
+    Command {
+        /// The command line.
+        command: String,
+        /// Its error or stderr.
+        why: String,
+    },
+    /// Nothing to read power from.
+    #[error("no power sensor found: {0}")]
+    NoSensor(String),
+}
+
+/// A cap as applied.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AppliedCap {
+    /// The cap asked for (watts).
+    pub cap_w: f64,
+    /// What it became on the device (a mode or level name).
+    pub level: String,
+    /// Expected slowdown of a forward pass relative to full speed.
+    pub slowdown: f64,
+}
+
+/// Average power over an interval.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PowerReading {
+    /// Watts.
+    pub watts: f64,
+    /// True when read from a sensor, false when modelled.
+    pub measured: bool,
+}
+
+/// One device's power control and power sensing.
+pub trait Platform: Send {
+    /// Name in reports.
+    fn name(&self) -> String;
+
+    /// Apply a cap. Idempotent: applying the cap in force again does nothing.
+    fn set_cap(&mut self, cap_w: f64) -> Result<AppliedCap, PlatformError>;
+
+    /// The cap in force, if one was applied.
+    fn current_cap(&self) -> Option<&AppliedCap>;
+
+    /// Average power over the last `dt`; `utilisation` (0..=1, the share of
+    /// worker time busy) feeds modelled backends and is ignored by sensors.
+    fn read_power(&mut self, dt: Duration, utilisation: f64)
+        -> Result<PowerReading, PlatformError>;
+
+    /// Whether workers must be throttled by the cap's slowdown (only the
+    /// emulated device: a real device slows down by itself).
+    fn throttles_workers(&self) -> bool {
+        false
+    }
+
+    /// The largest cap the device supports (its uncapped state).
+    fn max_cap_w(&self) -> f64;
+}
+
+/// Read a sysfs file as trimmed text.
+pub(crate) fn read_text(path: &Path) -> Result<String, PlatformError> {
+    std::fs::read_to_string(path)
+        .map(|s| s.trim().to_string())
+        .map_err(|source| PlatformError::File {
+            path: path.to_path_buf(),
+            action: "read".into(),
+            source,
+        })
+}
+
+/// Read a sysfs file holding one integer.
+pub(crate) fn read_u64(path: &Path) -> Result<u64, PlatformError> {
+    let s = read_text(path)?;
+    s.parse().map_err(|_| PlatformError::Parse {
+        path: path.to_path_buf(),
+        content: s,
+        why: "expected an unsigned integer".into(),
+    })
+}
+
+/// Write a value to a sysfs file.
+pub(crate) fn write_value(path: &Path, value: &str) -> Result<(), PlatformError> {
+    std::fs::write(path, value).map_err(|source| PlatformError::File {
+        path: path.to_path_buf(),
+        action: format!("write {value}"),
+        source,
+    })
+}
+
+/// Build the backend an rt-config names; relative paths are resolved
+/// against `base` (the rt-config's folder).
+pub fn from_spec(spec: &PlatformSpec, base: &Path) -> Result<Box<dyn Platform>, String> {
+    match spec {
+        PlatformSpec::Emulated { table } => {
+            let path = base.join(table);
+            let t = ecomap::platform::EmulatedPlatform::load(&path).map_err(|e| e.to_string())?;
+            Ok(Box::new(emulated::EmulatedBackend::new(t)))
+        }
+        PlatformSpec::Jetson(j) => Ok(Box::new(jetson::JetsonBackend::new(j.clone()))),
+        PlatformSpec::Rapl { zone } => rapl::RaplBackend::open(Path::new(zone))
+            .map(|r| Box::new(r) as Box<dyn Platform>)
+            .map_err(|e| e.to_string()),
+    }
+}

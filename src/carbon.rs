@@ -1,0 +1,402 @@
+//! Grid carbon-intensity traces.
+//!
+//! Reads the three formats real traces come in, with the `csv` crate and
+//! `chrono` for timestamps:
+//! - Electricity Maps exports: `Datetime (UTC)` and
+//!   `Carbon Intensity gCO₂eq/kWh (direct)` (the ASCII spelling `gCO2eq` is
+//!   accepted too);
+//! - the EIA-derived format: `timestamp` and `avg_CI`;
+//! - plain: `timestamp` and `gco2_per_kwh`.
+//!
+//! Fatal problems (unreadable file, unknown header, no usable row,
+//! timestamps that go backwards, a negative intensity) are errors naming the
+//! file and line. An empty or malformed row is a warning with its line; the
+//! last good value is held for it and marked stale, so the trace keeps its
+//! hourly grid and a replay knows which hours were filled in.
+
+use chrono::{DateTime, NaiveDateTime, Utc};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// The column layout of a trace file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TraceFormat {
+    /// Electricity Maps export.
+    ElectricityMaps,
+    /// EIA-derived (`timestamp`, `avg_CI`).
+    Eia,
+    /// `timestamp,gco2_per_kwh`.
+    Plain,
+}
+
+/// One hour (or whatever the trace's step is) of intensity.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TraceSample {
+    /// Start of the interval, UTC.
+    pub at: DateTime<Utc>,
+    /// Grid carbon intensity, gCO2eq/kWh.
+    pub gco2_per_kwh: f64,
+    /// True when the row was empty or malformed and the previous value is held.
+    pub stale: bool,
+}
+
+/// A trace could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum TraceError {
+    /// The file could not be read.
+    #[error("{}: cannot read the carbon trace: {source}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The header matches none of the supported formats.
+    #[error(
+        "{}: unknown carbon-trace header {header:?}; expected one of: Electricity Maps \
+         (`Datetime (UTC)`, `Carbon Intensity gCO₂eq/kWh (direct)`), EIA (`timestamp`, `avg_CI`), \
+         or plain (`timestamp`, `gco2_per_kwh`)",
+        path.display()
+    )]
+    UnknownHeader {
+        /// The file.
+        path: PathBuf,
+        /// The header found.
+        header: Vec<String>,
+    },
+    /// No row had a usable value.
+    #[error("{}: the carbon trace has no usable rows (header only, or every row empty)", path.display())]
+    NoRows {
+        /// The file.
+        path: PathBuf,
+    },
+    /// A timestamp is not after the one before it.
+    #[error(
+        "{}:{line}: timestamp {at} is not after the previous row's {previous}; traces must be \
+         in increasing time order",
+        path.display()
+    )]
+    NonMonotonic {
+        /// The file.
+        path: PathBuf,
+        /// 1-based line.
+        line: u64,
+        /// This row's time.
+        at: DateTime<Utc>,
+        /// The previous row's time.
+        previous: DateTime<Utc>,
+    },
+    /// An intensity below zero.
+    #[error("{}:{line}: negative carbon intensity {value} gCO2eq/kWh; intensities are ≥ 0", path.display())]
+    Negative {
+        /// The file.
+        path: PathBuf,
+        /// 1-based line.
+        line: u64,
+        /// The value.
+        value: f64,
+    },
+}
+
+/// A parsed trace.
+#[derive(Debug, Clone)]
+pub struct CarbonTrace {
+    /// Where it came from.
+    pub path: PathBuf,
+    /// Its layout.
+    pub format: TraceFormat,
+    /// Samples in time order (stale ones included).
+    pub samples: Vec<TraceSample>,
+    /// Warnings about empty or malformed rows (`file:line: …`).
+    pub warnings: Vec<String>,
+}
+
+fn parse_time(s: &str) -> Option<DateTime<Utc>> {
+    let s = s.trim();
+    if let Ok(t) = DateTime::parse_from_rfc3339(s) {
+        return Some(t.with_timezone(&Utc));
+    }
+    if let Ok(t) = DateTime::parse_from_str(s, "%Y-%m-%d %H:%M:%S%:z") {
+        return Some(t.with_timezone(&Utc));
+    }
+    for f in ["%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M"] {
+        if let Ok(t) = NaiveDateTime::parse_from_str(s, f) {
+            return Some(t.and_utc());
+        }
+    }
+    None
+}
+
+impl CarbonTrace {
+    /// Read a trace file.
+    pub fn load(path: &Path) -> Result<CarbonTrace, TraceError> {
+        let file = std::fs::File::open(path).map_err(|source| TraceError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::parse(file, path)
+    }
+
+    /// Parse a trace from any reader; `path` is used in messages.
+    pub fn parse<R: std::io::Read>(reader: R, path: &Path) -> Result<CarbonTrace, TraceError> {
+        let mut rdr = csv::ReaderBuilder::new()
+            .flexible(true)
+            .trim(csv::Trim::All)
+            .from_reader(reader);
+        let header: Vec<String> = rdr
+            .headers()
+            .map_err(|e| TraceError::Read {
+                path: path.to_path_buf(),
+                source: std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string()),
+            })?
+            .iter()
+            .map(str::to_string)
+            .collect();
+        let col = |names: &[&str]| header.iter().position(|h| names.contains(&h.as_str()));
+        let (format, t_col, v_col) = if let (Some(t), Some(v)) = (
+            col(&["Datetime (UTC)"]),
+            col(&[
+                "Carbon Intensity gCO₂eq/kWh (direct)",
+                "Carbon Intensity gCO2eq/kWh (direct)",
+            ]),
+        ) {
+            (TraceFormat::ElectricityMaps, t, v)
+        } else if let (Some(t), Some(v)) = (col(&["timestamp"]), col(&["avg_CI"])) {
+            (TraceFormat::Eia, t, v)
+        } else if let (Some(t), Some(v)) = (col(&["timestamp"]), col(&["gco2_per_kwh"])) {
+            (TraceFormat::Plain, t, v)
+        } else {
+            return Err(TraceError::UnknownHeader {
+                path: path.to_path_buf(),
+                header,
+            });
+        };
+        let mut samples: Vec<TraceSample> = Vec::new();
+        let mut warnings = Vec::new();
+        let mut last_good: Option<f64> = None;
+        for (i, record) in rdr.records().enumerate() {
+            let line = record
+                .as_ref()
+                .ok()
+                .and_then(|r| r.position().map(|p| p.line()))
+                .unwrap_or(i as u64 + 2);
+            let record = match record {
+                Ok(r) => r,
+                Err(e) => {
+                    warnings.push(format!(
+                        "{}:{line}: unreadable row ({e}); skipped",
+                        path.display()
+                    ));
+                    continue;
+                }
+            };
+            let Some(at) = record.get(t_col).and_then(parse_time) else {
+                warnings.push(format!(
+                    "{}:{line}: no valid timestamp ({:?}); row skipped",
+                    path.display(),
+                    record.get(t_col).unwrap_or("")
+                ));
+                continue;
+            };
+            if let Some(prev) = samples.last() {
+                if at <= prev.at {
+                    return Err(TraceError::NonMonotonic {
+                        path: path.to_path_buf(),
+                        line,
+                        at,
+                        previous: prev.at,
+                    });
+                }
+            }
+            let raw = record.get(v_col).unwrap_or("");
+            match raw.parse::<f64>() {
+                Ok(v) if v.is_finite() && v < 0.0 => {
+                    return Err(TraceError::Negative {
+                        path: path.to_path_buf(),
+                        line,
+                        value: v,
+                    })
+                }
+                Ok(v) if v.is_finite() => {
+                    last_good = Some(v);
+                    samples.push(TraceSample {
+                        at,
+                        gco2_per_kwh: v,
+                        stale: false,
+                    });
+                }
+                _ => match last_good {
+                    Some(v) => {
+                        warnings.push(format!(
+                            "{}:{line}: {} intensity {raw:?} at {at}; holding the last good value \
+                             {v} gCO2eq/kWh (marked stale)",
+                            path.display(),
+                            if raw.is_empty() { "empty" } else { "malformed" }
+                        ));
+                        samples.push(TraceSample {
+                            at,
+                            gco2_per_kwh: v,
+                            stale: true,
+                        });
+                    }
+                    None => warnings.push(format!(
+                        "{}:{line}: {} intensity {raw:?} before any good value; row skipped",
+                        path.display(),
+                        if raw.is_empty() { "empty" } else { "malformed" }
+                    )),
+                },
+            }
+        }
+        if samples.is_empty() {
+            return Err(TraceError::NoRows {
+                path: path.to_path_buf(),
+            });
+        }
+        Ok(CarbonTrace {
+            path: path.to_path_buf(),
+            format,
+            samples,
+            warnings,
+        })
+    }
+
+    /// Time from the first sample to the last.
+    pub fn span(&self) -> Duration {
+        let first = self.samples[0].at;
+        let last = self.samples[self.samples.len() - 1].at;
+        (last - first).to_std().unwrap_or(Duration::ZERO)
+    }
+
+    /// The sample in force `offset` after the first sample (a step function;
+    /// past the end the last sample holds).
+    pub fn sample_at(&self, offset: Duration) -> TraceSample {
+        let t = self.samples[0].at
+            + chrono::Duration::from_std(offset).unwrap_or(chrono::Duration::MAX);
+        let i = self.samples.partition_point(|s| s.at <= t);
+        self.samples[i.saturating_sub(1)]
+    }
+
+    /// Mean intensity over all samples.
+    pub fn mean(&self) -> f64 {
+        self.samples.iter().map(|s| s.gco2_per_kwh).sum::<f64>() / self.samples.len() as f64
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<CarbonTrace, TraceError> {
+        CarbonTrace::parse(text.as_bytes(), Path::new("t.csv"))
+    }
+
+    #[test]
+    fn reads_all_three_formats() {
+        let em = parse(
+            "Datetime (UTC),Country,Zone Name,Zone Id,Carbon Intensity gCO₂eq/kWh (direct),Carbon Intensity gCO₂eq/kWh (LCA)\n\
+             2023-01-01 00:00:00,Great Britain,Great Britain,GB,62.55,91.44\n\
+             2023-01-01 01:00:00,Great Britain,Great Britain,GB,65.09,94.66\n",
+        )
+        .unwrap();
+        assert_eq!(em.format, TraceFormat::ElectricityMaps);
+        assert_eq!(em.samples[1].gco2_per_kwh, 65.09);
+        let eia = parse(
+            "timestamp,WND,avg_CI\n2022-01-01 00:00:00+00:00,3130.0,222.29\n2022-01-01 01:00:00+00:00,1,260.9\n",
+        )
+        .unwrap();
+        assert_eq!(eia.format, TraceFormat::Eia);
+        assert_eq!(eia.span(), Duration::from_secs(3600));
+        let plain =
+            parse("timestamp,gco2_per_kwh\n2024-05-01T00:00:00Z,100\n2024-05-01T01:00:00Z,300\n")
+                .unwrap();
+        assert_eq!(plain.format, TraceFormat::Plain);
+        assert_eq!(
+            plain.sample_at(Duration::from_secs(1800)).gco2_per_kwh,
+            100.0
+        );
+        assert_eq!(
+            plain.sample_at(Duration::from_secs(3600)).gco2_per_kwh,
+            300.0
+        );
+        assert_eq!(
+            plain.sample_at(Duration::from_secs(99_999)).gco2_per_kwh,
+            300.0
+        );
+        assert_eq!(plain.mean(), 200.0);
+    }
+
+    #[test]
+    fn empty_rows_hold_the_last_value_and_warn_with_the_line() {
+        let t = parse(
+            "timestamp,WND,avg_CI\n2022-01-01 00:00:00+00:00,1,200\n2022-01-01 01:00:00+00:00,,\n\
+             2022-01-01 02:00:00+00:00,1,abc\n2022-01-01 03:00:00+00:00,1,250\n",
+        )
+        .unwrap();
+        assert_eq!(t.samples.len(), 4);
+        assert!(t.samples[1].stale && t.samples[2].stale && !t.samples[3].stale);
+        assert_eq!(t.samples[2].gco2_per_kwh, 200.0);
+        assert_eq!(t.warnings.len(), 2);
+        assert!(
+            t.warnings[0].starts_with("t.csv:3: empty intensity"),
+            "{:?}",
+            t.warnings
+        );
+        assert!(t.warnings[1].starts_with("t.csv:4: malformed intensity \"abc\""));
+    }
+
+    #[test]
+    fn fatal_problems_name_file_and_line() {
+        let e = parse("time,value\n2022-01-01 00:00:00,1\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("unknown carbon-trace header") && e.contains("avg_CI"),
+            "{e}"
+        );
+        let e = parse("timestamp,avg_CI\n").unwrap_err().to_string();
+        assert!(e.contains("no usable rows"), "{e}");
+        let e = parse("timestamp,avg_CI\n2022-01-01 00:00:00+00:00,,\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("no usable rows"), "{e}");
+        let e =
+            parse("timestamp,avg_CI\n2022-01-01 01:00:00+00:00,1\n2022-01-01 00:00:00+00:00,2\n")
+                .unwrap_err()
+                .to_string();
+        assert!(
+            e.starts_with("t.csv:3: timestamp") && e.contains("increasing"),
+            "{e}"
+        );
+        let e = parse("timestamp,gco2_per_kwh\n2022-01-01T00:00:00Z,-5\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("t.csv:2: negative carbon intensity -5"),
+            "{e}"
+        );
+        let e = CarbonTrace::load(Path::new("/nonexistent.csv"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("/nonexistent.csv: cannot read"), "{e}");
+    }
+
+    #[test]
+    fn reads_the_shared_real_traces() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data/carbon");
+        if !root.exists() {
+            eprintln!("skipping: {} not present", root.display());
+            return;
+        }
+        let ciso = CarbonTrace::load(&root.join("eia_2022/CISO_2022_hourly_avgCI.csv")).unwrap();
+        assert_eq!(ciso.format, TraceFormat::Eia);
+        assert_eq!(ciso.samples.len(), 8760);
+        // The README: CISO has 3 empty rows.
+        assert_eq!(ciso.samples.iter().filter(|s| s.stale).count(), 3);
+        assert_eq!(ciso.warnings.len(), 3);
+        let gb = CarbonTrace::load(&root.join("electricitymaps_2023/GB_2023_hourly.csv")).unwrap();
+        assert_eq!(gb.format, TraceFormat::ElectricityMaps);
+        assert_eq!(gb.samples.len(), 8760);
+        assert_eq!(gb.samples[0].gco2_per_kwh, 62.55);
+        assert!(gb.warnings.is_empty());
+    }
+}

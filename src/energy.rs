@@ -1,0 +1,132 @@
+//! Energy and carbon accounting.
+//!
+//! The energy meter hands the ledger one interval at a time: its length,
+//! the device's average power over it (measured or modelled), the grid's
+//! carbon intensity, the cap in force and each tenant's busy time in it.
+//!
+//! - energy (J) = power × time;
+//! - carbon (g) = energy (kWh) × intensity (gCO2eq/kWh), integrated interval by interval;
+//! - each interval's carbon is attributed to tenants by their share of the
+//!   interval's busy time; an interval with no busy time is `idle` carbon;
+//! - carbon-delay product CDP = carbon (g) × mean end-to-end latency (s),
+//!   per tenant and in total (lower is better: it rewards cutting carbon
+//!   without paying for it in latency).
+
+use std::time::Duration;
+
+/// Joules in a kilowatt-hour.
+pub const J_PER_KWH: f64 = 3.6e6;
+
+/// Accumulated energy and carbon of a run.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct EnergyLedger {
+    /// Total energy, joules.
+    pub energy_j: f64,
+    /// Total carbon, grams CO2eq.
+    pub carbon_g: f64,
+    /// Carbon attributed to each tenant, grams.
+    pub tenant_carbon_g: Vec<f64>,
+    /// Carbon of intervals in which no tenant was busy, grams.
+    pub idle_carbon_g: f64,
+    /// Time spent at each cap (watts, time), in order of first use.
+    pub time_at_cap: Vec<(f64, Duration)>,
+    /// Time accounted.
+    pub elapsed: Duration,
+}
+
+impl EnergyLedger {
+    /// A ledger for `tenants` tenants.
+    pub fn new(tenants: usize) -> Self {
+        EnergyLedger {
+            tenant_carbon_g: vec![0.0; tenants],
+            ..Default::default()
+        }
+    }
+
+    /// Account one interval.
+    pub fn record(
+        &mut self,
+        dt: Duration,
+        power_w: f64,
+        gco2_per_kwh: f64,
+        cap_w: f64,
+        tenant_busy: &[Duration],
+    ) {
+        let energy = power_w.max(0.0) * dt.as_secs_f64();
+        let carbon = energy / J_PER_KWH * gco2_per_kwh.max(0.0);
+        self.energy_j += energy;
+        self.carbon_g += carbon;
+        self.elapsed += dt;
+        let busy: f64 = tenant_busy.iter().map(Duration::as_secs_f64).sum();
+        if busy > 0.0 {
+            for (acc, b) in self.tenant_carbon_g.iter_mut().zip(tenant_busy) {
+                *acc += carbon * b.as_secs_f64() / busy;
+            }
+        } else {
+            self.idle_carbon_g += carbon;
+        }
+        match self.time_at_cap.iter_mut().find(|(c, _)| *c == cap_w) {
+            Some((_, t)) => *t += dt,
+            None => self.time_at_cap.push((cap_w, dt)),
+        }
+    }
+
+    /// Mean power over the run, watts.
+    pub fn mean_power_w(&self) -> f64 {
+        if self.elapsed.is_zero() {
+            0.0
+        } else {
+            self.energy_j / self.elapsed.as_secs_f64()
+        }
+    }
+}
+
+/// Carbon-delay product: grams × seconds of mean end-to-end latency.
+pub fn cdp(carbon_g: f64, mean_latency: Duration) -> f64 {
+    carbon_g * mean_latency.as_secs_f64()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn carbon_integrates_power_and_intensity_and_is_attributed_by_busy_time() {
+        let mut l = EnergyLedger::new(2);
+        // 36 W for 100 s = 3600 J = 1 Wh = 0.001 kWh; at 500 g/kWh → 0.5 g.
+        l.record(
+            Duration::from_secs(100),
+            36.0,
+            500.0,
+            40.0,
+            &[Duration::from_secs(30), Duration::from_secs(10)],
+        );
+        assert!((l.energy_j - 3600.0).abs() < 1e-9);
+        assert!((l.carbon_g - 0.5).abs() < 1e-12);
+        assert!((l.tenant_carbon_g[0] - 0.375).abs() < 1e-12);
+        assert!((l.tenant_carbon_g[1] - 0.125).abs() < 1e-12);
+        // An idle interval at another cap.
+        l.record(
+            Duration::from_secs(100),
+            36.0,
+            100.0,
+            15.0,
+            &[Duration::ZERO; 2],
+        );
+        assert!((l.idle_carbon_g - 0.1).abs() < 1e-12);
+        let attributed: f64 = l.tenant_carbon_g.iter().sum::<f64>() + l.idle_carbon_g;
+        assert!(
+            (attributed - l.carbon_g).abs() < 1e-12,
+            "carbon is conserved"
+        );
+        assert_eq!(
+            l.time_at_cap,
+            vec![
+                (40.0, Duration::from_secs(100)),
+                (15.0, Duration::from_secs(100))
+            ]
+        );
+        assert!((l.mean_power_w() - 36.0).abs() < 1e-9);
+        assert!((cdp(2.0, Duration::from_millis(250)) - 0.5).abs() < 1e-12);
+    }
+}
