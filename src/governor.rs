@@ -111,7 +111,7 @@ impl CapRule {
             } => {
                 positive(*low_carbon_cap_w, "low_carbon_cap_w")?;
                 positive(*high_carbon_cap_w, "high_carbon_cap_w")?;
-                if !(low_gco2 < high_gco2) {
+                if low_gco2.is_nan() || high_gco2.is_nan() || low_gco2 >= high_gco2 {
                     return Err(format!(
                         "low_gco2 ({low_gco2}) must be below high_gco2 ({high_gco2})"
                     ));
@@ -238,8 +238,9 @@ impl Governor {
             Some(_) if was_stale => self.change(now, target, CapReason::Intensity(gco2), gco2),
             Some(_) => {
                 let dwelt = now.saturating_since(self.last_change) >= self.policy.min_dwell;
-                let moved =
-                    !((gco2 - self.intensity_at_change).abs() < self.policy.hysteresis_gco2);
+                // NaN (no intensity at the last change, e.g. the fallback) counts as moved.
+                let change = (gco2 - self.intensity_at_change).abs();
+                let moved = change.is_nan() || change >= self.policy.hysteresis_gco2;
                 if dwelt && moved {
                     self.change(now, target, CapReason::Intensity(gco2), gco2)
                 } else {

@@ -1,6 +1,7 @@
 //! The run report: what happened to every request, per tenant and per worker.
 
-use crate::accounting::{render_table, TenantAccount};
+use crate::accounting::{render_table, LatencyHistogram, TenantAccount};
+use crate::energy::{cdp, EnergyLedger};
 use crate::hgrm::percentile_distribution;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -17,6 +18,25 @@ pub struct WorkerAccount {
     pub busy: Duration,
 }
 
+/// Energy and carbon of a run.
+#[derive(Debug, Clone, Default)]
+pub struct EnergyReport {
+    /// The platform backend.
+    pub platform: String,
+    /// Whether power was read from a sensor (true) or modelled (false).
+    pub power_measured: bool,
+    /// Where intensity came from.
+    pub carbon_source: String,
+    /// The totals and attribution.
+    pub ledger: EnergyLedger,
+    /// Cap changes applied: (run seconds, watts, level, reason).
+    pub cap_changes: Vec<(f64, f64, String, String)>,
+    /// Times the governor fell back because intensity was stale or missing.
+    pub staleness_events: u32,
+    /// Warnings of the control plane (provider errors, refused writes).
+    pub notes: Vec<String>,
+}
+
 /// Everything a run produced.
 #[derive(Debug, Clone, Default)]
 pub struct RunReport {
@@ -30,6 +50,8 @@ pub struct RunReport {
     pub workers: Vec<WorkerAccount>,
     /// Real-time settings the OS refused (empty when everything was granted).
     pub rt_notes: Vec<String>,
+    /// Energy and carbon, when a platform and a carbon source were configured.
+    pub energy: Option<EnergyReport>,
 }
 
 impl RunReport {
@@ -74,8 +96,72 @@ impl RunReport {
                 let _ = writeln!(out, "  - {n}");
             }
         }
+        if let Some(e) = &self.energy {
+            out.push_str(&self.render_energy(e));
+        }
         if !self.is_conserved() {
             out.push_str("\nWARNING: outcome counts do not add up to submissions\n");
+        }
+        out
+    }
+
+    fn render_energy(&self, e: &EnergyReport) -> String {
+        let mut out = String::new();
+        let l = &e.ledger;
+        let kind = if e.power_measured {
+            "MEASURED"
+        } else {
+            "MODELLED"
+        };
+        let _ = writeln!(
+            out,
+            "\nenergy and carbon — platform {}; power {kind}; intensity from {}",
+            e.platform, e.carbon_source
+        );
+        let _ = writeln!(
+            out,
+            "  energy {:.1} J ({kind}), mean power {:.2} W, carbon {:.4} g CO2eq",
+            l.energy_j,
+            l.mean_power_w(),
+            l.carbon_g
+        );
+        let mut all = LatencyHistogram::default();
+        for t in &self.tenants {
+            all.merge(&t.end_to_end);
+        }
+        let mean = |h: &LatencyHistogram| {
+            h.mean_us()
+                .map_or(Duration::ZERO, |us| Duration::from_secs_f64(us / 1e6))
+        };
+        let _ = writeln!(
+            out,
+            "  CDP (carbon × mean end-to-end latency) {:.6} g·s",
+            cdp(l.carbon_g, mean(&all))
+        );
+        for (t, g) in self.tenants.iter().zip(&l.tenant_carbon_g) {
+            let _ = writeln!(
+                out,
+                "  tenant {:<12} carbon {:.4} g  CDP {:.6} g·s",
+                t.name,
+                g,
+                cdp(*g, mean(&t.end_to_end))
+            );
+        }
+        let _ = writeln!(out, "  idle (unattributed) carbon {:.4} g", l.idle_carbon_g);
+        let caps: Vec<String> = l
+            .time_at_cap
+            .iter()
+            .map(|(c, d)| format!("{c} W: {:.1} s", d.as_secs_f64()))
+            .collect();
+        let _ = writeln!(out, "  time at each cap: {}", caps.join(", "));
+        let _ = writeln!(
+            out,
+            "  cap changes: {}; staleness events: {}",
+            e.cap_changes.len(),
+            e.staleness_events
+        );
+        for n in &e.notes {
+            let _ = writeln!(out, "  note: {n}");
         }
         out
     }
@@ -120,6 +206,7 @@ mod tests {
                 busy: Duration::from_secs(1),
             }],
             rt_notes: vec!["thread 'x': SCHED_FIFO refused".into()],
+            energy: None,
         };
         assert!(r.is_conserved());
         let text = r.render();
@@ -131,5 +218,40 @@ mod tests {
         assert!(std::fs::read_to_string(&files[0])
             .unwrap()
             .contains("Total count"));
+    }
+
+    #[test]
+    fn energy_section_labels_modelled_power_and_gives_cdp() {
+        let mut t = TenantAccount::new("cam");
+        t.end_to_end.record(Duration::from_millis(100));
+        let mut ledger = EnergyLedger::new(1);
+        ledger.record(
+            Duration::from_secs(100),
+            36.0,
+            500.0,
+            40.0,
+            &[Duration::from_secs(1)],
+        );
+        let r = RunReport {
+            policy: "p".into(),
+            duration: Duration::from_secs(100),
+            tenants: vec![t],
+            energy: Some(EnergyReport {
+                platform: "emulated".into(),
+                power_measured: false,
+                carbon_source: "trace".into(),
+                ledger,
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let text = r.render();
+        assert!(text.contains("power MODELLED"), "{text}");
+        assert!(text.contains("carbon 0.5000 g"), "{text}");
+        assert!(
+            text.contains("CDP (carbon × mean end-to-end latency) 0.050000 g·s"),
+            "{text}"
+        );
+        assert!(text.contains("40 W: 100.0 s"), "{text}");
     }
 }

@@ -14,6 +14,51 @@ use crossbeam_channel::{Receiver, Sender};
 use ecomap::request::Completion;
 use ecomap::time::Timestamp;
 use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Busy time counters the energy meter reads: per worker and per tenant,
+/// in nanoseconds, including emulated throttling (a slower clock keeps a
+/// unit busy for longer).
+#[derive(Debug)]
+pub struct BusyCounters {
+    /// `workers[w]`: worker `w`'s busy nanoseconds.
+    pub workers: Vec<AtomicU64>,
+    /// `tenants[t]`: nanoseconds spent serving tenant `t`.
+    pub tenants: Vec<AtomicU64>,
+}
+
+impl BusyCounters {
+    /// Zeroed counters.
+    pub fn new(workers: usize, tenants: usize) -> Arc<Self> {
+        Arc::new(BusyCounters {
+            workers: (0..workers).map(|_| AtomicU64::new(0)).collect(),
+            tenants: (0..tenants).map(|_| AtomicU64::new(0)).collect(),
+        })
+    }
+
+    /// Snapshot: (per-worker, per-tenant) busy time so far.
+    pub fn snapshot(&self) -> (Vec<Duration>, Vec<Duration>) {
+        let read = |v: &[AtomicU64]| {
+            v.iter()
+                .map(|a| Duration::from_nanos(a.load(Ordering::Relaxed)))
+                .collect()
+        };
+        (read(&self.workers), read(&self.tenants))
+    }
+}
+
+/// A worker's channels.
+#[derive(Debug)]
+pub struct WorkerLinks {
+    /// Jobs from the dispatcher (1 slot).
+    pub jobs: Receiver<Job>,
+    /// "I am idle" notices to the dispatcher.
+    pub idle: Sender<usize>,
+    /// Completions to telemetry.
+    pub telemetry: Sender<TelemetryEvent>,
+}
 
 /// The worker actor.
 pub struct AcceleratorWorker {
@@ -25,28 +70,29 @@ pub struct AcceleratorWorker {
     idle_tx: Sender<usize>,
     telemetry: Sender<TelemetryEvent>,
     clock: RunClock,
+    busy: Arc<BusyCounters>,
     failures_logged: u32,
 }
 
 impl AcceleratorWorker {
-    /// A worker with its models loaded.
+    /// A worker with its models loaded, wired to the dispatcher and telemetry.
     pub fn new(
         index: usize,
         name: String,
         models: Vec<Option<Box<dyn LoadedModel>>>,
-        jobs: Receiver<Job>,
-        idle_tx: Sender<usize>,
-        telemetry: Sender<TelemetryEvent>,
+        links: WorkerLinks,
         clock: RunClock,
+        busy: Arc<BusyCounters>,
     ) -> Self {
         AcceleratorWorker {
             index,
             name,
             models,
-            jobs,
-            idle_tx,
-            telemetry,
+            jobs: links.jobs,
+            idle_tx: links.idle,
+            telemetry: links.telemetry,
             clock,
+            busy,
             failures_logged: 0,
         }
     }
@@ -57,7 +103,16 @@ impl AcceleratorWorker {
         while let Ok(job) = self.jobs.recv() {
             let started = self.clock.now();
             let succeeded = self.serve(&job);
+            if job.throttle > 1.0 {
+                // Emulated lower clock: stretch the pass by duty-cycling —
+                // the unit stays busy (accounted below) but the core sleeps.
+                let ran = self.clock.now().saturating_since(started);
+                std::thread::sleep(ran.mul_f64(job.throttle - 1.0));
+            }
             let finished = self.clock.now();
+            let busy = finished.saturating_since(started).as_nanos() as u64;
+            self.busy.workers[self.index].fetch_add(busy, Ordering::Relaxed);
+            self.busy.tenants[job.request.tenant.index()].fetch_add(busy, Ordering::Relaxed);
             // Idle first: the dispatcher can hand over the next job while we
             // report this one.
             let _ = self.idle_tx.send(self.index);

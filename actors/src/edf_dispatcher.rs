@@ -29,6 +29,20 @@ pub struct Job {
     pub request: Request,
     /// When the dispatcher handed it over.
     pub dispatched: Timestamp,
+    /// Stretch the forward pass by this factor (≥ 1): the emulated
+    /// platform's slowdown at the current cap; 1 on real devices.
+    pub throttle: f64,
+}
+
+/// What the power governor tells the data plane when the cap changes.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PowerState {
+    /// The cap in force (watts).
+    pub cap_w: f64,
+    /// Expected forward-pass slowdown at this cap (for feasibility checks).
+    pub slowdown: f64,
+    /// Factor the workers must stretch each forward pass by (emulation only).
+    pub throttle: f64,
 }
 
 /// The dispatcher's view of one worker.
@@ -75,6 +89,8 @@ pub struct EdfDispatcher {
     telemetry: Sender<TelemetryEvent>,
     clock: RunClock,
     stats: DispatcherStats,
+    power_rx: Option<Receiver<PowerState>>,
+    power: Option<PowerState>,
 }
 
 impl EdfDispatcher {
@@ -97,7 +113,15 @@ impl EdfDispatcher {
             telemetry,
             clock,
             stats: DispatcherStats::default(),
+            power_rx: None,
+            power: None,
         }
+    }
+
+    /// Listen for power-state updates from the governor on `rx`.
+    pub fn with_power_updates(mut self, rx: Receiver<PowerState>) -> Self {
+        self.power_rx = Some(rx);
+        self
     }
 
     /// Run until every tenant queue is closed and all work is drained.
@@ -110,6 +134,8 @@ impl EdfDispatcher {
         let tenant_ops: Vec<usize> = tenants.iter().map(|t| sel.recv(&t.rx)).collect();
         let idle_rx = self.idle_rx.clone();
         sel.recv(&idle_rx);
+        let power_rx = self.power_rx.take();
+        let mut power_op = power_rx.as_ref().map(|rx| sel.recv(rx));
         loop {
             if open_count == 0 && self.queue.is_empty() && self.workers.iter().all(|w| w.idle) {
                 break;
@@ -135,6 +161,20 @@ impl EdfDispatcher {
             }
             while let Ok(w) = idle_rx.try_recv() {
                 self.workers[w].idle = true;
+            }
+            if let (Some(rx), Some(op)) = (&power_rx, power_op) {
+                loop {
+                    match rx.try_recv() {
+                        Ok(p) => self.power = Some(p),
+                        Err(TryRecvError::Empty) => break,
+                        Err(TryRecvError::Disconnected) => {
+                            // The control plane ended; keep the last state.
+                            sel.remove(op);
+                            power_op = None;
+                            break;
+                        }
+                    }
+                }
             }
             self.stats.max_queued = self.stats.max_queued.max(self.queue.len());
             self.dispatch(&tenants);
@@ -175,6 +215,7 @@ impl EdfDispatcher {
             let job = Job {
                 request,
                 dispatched: self.clock.now(),
+                throttle: self.power.map_or(1.0, |p| p.throttle),
             };
             self.workers[w].idle = false;
             self.stats.dispatched += 1;

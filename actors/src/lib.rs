@@ -18,10 +18,15 @@
 
 pub mod accelerator_worker;
 pub mod backend;
+pub mod carbon_http;
+pub mod carbon_monitor;
 pub mod clock;
+pub mod control_plane;
 pub mod edf_dispatcher;
+pub mod energy_meter;
 pub mod load_generator;
 pub mod platform;
+pub mod power_governor;
 pub mod rt;
 pub mod runtime;
 pub mod telemetry;

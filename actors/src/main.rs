@@ -4,7 +4,7 @@
 //! failure while running.
 
 use clap::{Parser, Subcommand};
-use ecomap::config::policy::Policy;
+use ecomap::config::policy::{CarbonSource, Policy};
 use ecomap::config::rt::RtConfig;
 use ecomap::config::workload::Workload;
 use ecomap::config::ConfigError;
@@ -36,6 +36,12 @@ struct Files {
     /// Workload: the tenants (RON).
     #[arg(long, default_value = "workloads/robot.ron")]
     workload: PathBuf,
+    /// Replay this carbon-intensity CSV instead of the policy's carbon source.
+    #[arg(long)]
+    carbon_trace: Option<PathBuf>,
+    /// Trace seconds per run second for --carbon-trace (360 = one trace hour per 10 s).
+    #[arg(long, value_parser = parse_positive)]
+    carbon_speedup: Option<f64>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -53,6 +59,9 @@ enum Command {
         /// Folder for the per-tenant `.hgrm` latency files.
         #[arg(long, default_value = "out")]
         out: PathBuf,
+        /// Write per-second rows (time, intensity, cap, power, queue depths) to this CSV.
+        #[arg(long)]
+        timeline: Option<PathBuf>,
     },
     /// Check the files and exit (0 when all are valid, 2 otherwise).
     Check {
@@ -68,6 +77,10 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
         return Err("the duration must be positive".into());
     }
     Ok(d)
+}
+
+fn parse_positive(s: &str) -> Result<f64, String> {
+    parse_load_factor(s)
 }
 
 fn parse_load_factor(s: &str) -> Result<f64, String> {
@@ -88,7 +101,22 @@ fn load(files: &Files) -> Result<Loaded, ConfigError> {
     let rt = RtConfig::load(&files.rt_config)?;
     let names: Vec<&str> = workload.tenants.iter().map(|t| t.name.as_str()).collect();
     rt.validate(&files.rt_config, available_cores(), &names)?;
-    let policy = Policy::load(&files.policy)?;
+    let mut policy = Policy::load(&files.policy)?;
+    if let Some(trace) = &files.carbon_trace {
+        let speedup = files.carbon_speedup.unwrap_or(match &policy.carbon {
+            Some(CarbonSource::Trace { speedup, .. }) => *speedup,
+            _ => 360.0,
+        });
+        policy.carbon = Some(CarbonSource::Trace {
+            path: trace.clone(),
+            speedup,
+            start_offset: Duration::ZERO,
+        });
+    } else if let (Some(s), Some(CarbonSource::Trace { speedup, .. })) =
+        (files.carbon_speedup, policy.carbon.as_mut())
+    {
+        *speedup = s;
+    }
     if !ecomap_actors::backend::HAS_LIBTORCH {
         if let Some(t) = workload.tenants.iter().find(|t| t.model.needs_libtorch()) {
             return Err(ConfigError::invalid(
@@ -109,7 +137,13 @@ fn load(files: &Files) -> Result<Loaded, ConfigError> {
     })
 }
 
-fn run(files: &Files, duration: Duration, load_factor: f64, out: &Path) -> Result<(), ExitCode> {
+fn run(
+    files: &Files,
+    duration: Duration,
+    load_factor: f64,
+    out: &Path,
+    timeline: Option<&Path>,
+) -> Result<(), ExitCode> {
     let l = load(files).map_err(bad_input)?;
     eprintln!(
         "ecomap: {} tenant(s), {} worker(s), policy '{}'; loading models…",
@@ -120,7 +154,9 @@ fn run(files: &Files, duration: Duration, load_factor: f64, out: &Path) -> Resul
     let mut runtime = Runtime::start(&l.workload, &l.rt, &l.policy).map_err(|e| {
         eprintln!("error: {e}");
         match e {
-            StartError::ModelLoad { .. } | StartError::Config(_) => ExitCode::from(2),
+            StartError::ModelLoad { .. } | StartError::Config(_) | StartError::Control(_) => {
+                ExitCode::from(2)
+            }
             StartError::Spawn { .. } => ExitCode::from(1),
         }
     })?;
@@ -129,7 +165,7 @@ fn run(files: &Files, duration: Duration, load_factor: f64, out: &Path) -> Resul
         humantime::format_duration(duration)
     );
     let run_result = runtime.run_load(duration, load_factor);
-    let report = runtime.shutdown();
+    let (report, rows) = runtime.shutdown_with_timeline();
     if let Err(e) = run_result {
         eprintln!("error: {e}");
         return Err(ExitCode::from(1));
@@ -144,6 +180,23 @@ fn run(files: &Files, duration: Duration, load_factor: f64, out: &Path) -> Resul
         Err(e) => {
             eprintln!("error: cannot write .hgrm files to {}: {e}", out.display());
             return Err(ExitCode::from(1));
+        }
+    }
+    if let Some(path) = timeline {
+        let names: Vec<String> = l.workload.tenants.iter().map(|t| t.name.clone()).collect();
+        if rows.is_empty() {
+            eprintln!(
+                "ecomap: no timeline to write: the rt-config has no `platform`, so nothing was metered"
+            );
+        } else if let Err(e) = ecomap_actors::control_plane::write_timeline(path, &rows, &names) {
+            eprintln!("error: {e}");
+            return Err(ExitCode::from(1));
+        } else {
+            eprintln!(
+                "ecomap: wrote {} timeline rows to {}",
+                rows.len(),
+                path.display()
+            );
         }
     }
     if !report.is_conserved() {
@@ -174,8 +227,16 @@ fn main() -> ExitCode {
             duration,
             load_factor,
             out,
-        } => run(files, *duration, *load_factor, out),
-        Command::Check { files } => load(files).map(|_| println!("ok")).map_err(bad_input),
+            timeline,
+        } => run(files, *duration, *load_factor, out, timeline.as_deref()),
+        Command::Check { files } => load(files).map_err(bad_input).and_then(|l| {
+            ecomap_actors::control_plane::ControlPlan::prepare(&l.policy, &l.rt)
+                .map(|_| println!("ok"))
+                .map_err(|e| {
+                    eprintln!("error: {e}");
+                    ExitCode::from(2)
+                })
+        }),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

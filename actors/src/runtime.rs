@@ -16,10 +16,13 @@
 //! closes the queues, lets the dispatcher drain every admitted request,
 //! joins all threads and returns the [`RunReport`].
 
-use crate::accelerator_worker::AcceleratorWorker;
+use crate::accelerator_worker::{AcceleratorWorker, BusyCounters, WorkerLinks};
 use crate::backend::{load_model, LoadedModel};
 use crate::clock::RunClock;
+use crate::control_plane::{ControlPlan, ControlPlane};
+use crate::edf_dispatcher::PowerState;
 use crate::edf_dispatcher::{DispatcherStats, EdfDispatcher, Job, WorkerSlot};
+use crate::energy_meter::TimelineRow;
 use crate::load_generator::LoadGenerator;
 use crate::rt::{self, RtNotes};
 use crate::telemetry::Telemetry;
@@ -56,6 +59,9 @@ pub enum StartError {
         /// The backend's explanation.
         reason: String,
     },
+    /// The control plane's inputs are unusable (carbon trace, platform, token).
+    #[error("{0}")]
+    Control(String),
     /// A thread could not be created.
     #[error("could not start thread '{thread}': {source}")]
     Spawn {
@@ -81,6 +87,10 @@ pub struct Runtime {
     )>,
     notes: RtNotes,
     load_started: Option<Timestamp>,
+    busy: Arc<BusyCounters>,
+    control_plan: Option<ControlPlan>,
+    control: Option<ControlPlane>,
+    power_tx: crossbeam_channel::Sender<PowerState>,
 }
 
 fn spawn<T: Send + 'static>(
@@ -116,6 +126,8 @@ impl Runtime {
             rt::available_cores(),
             &names,
         )?;
+        // Everything that can fail on bad input, before any thread starts.
+        let control_plan = ControlPlan::prepare(policy, rt_config).map_err(StartError::Control)?;
         let notes = RtNotes::default();
         if rt_config.lock_memory {
             rt::lock_memory(&notes);
@@ -138,6 +150,7 @@ impl Runtime {
             queues.push(q);
             receivers.push(r);
         }
+        let busy = BusyCounters::new(rt_config.workers.len(), workload.tenants.len());
         let (idle_tx, idle_rx) = crossbeam_channel::bounded(rt_config.workers.len());
         let (ready_tx, ready_rx) = crossbeam_channel::bounded(rt_config.workers.len());
         let mut slots = Vec::new();
@@ -158,11 +171,21 @@ impl Runtime {
                 core: ws.core,
                 sched: ws.sched,
             };
+            let intra_op_threads = rt_config.intra_op_threads;
+            let worker_busy = busy.clone();
             workers.push(spawn(
                 &format!("worker-{}", ws.name),
                 spec,
                 &notes,
                 move || {
+                    // libtorch's intra-op thread count is an OpenMP setting
+                    // of the calling thread: set it here, not only in main,
+                    // or a worker pinned to one core could run several
+                    // OpenMP threads on it.
+                    #[cfg(feature = "tch")]
+                    crate::backend::torch::set_intra_op_threads(intra_op_threads);
+                    #[cfg(not(feature = "tch"))]
+                    let _ = intra_op_threads;
                     // Load on this (pinned) thread so the model's memory is
                     // first touched where it will be used.
                     let mut models: Vec<Option<Box<dyn LoadedModel>>> = Vec::new();
@@ -184,13 +207,26 @@ impl Runtime {
                         }
                     }
                     let _ = ready.send(Ok(()));
-                    AcceleratorWorker::new(wi, wname, models, job_rx, idle, tele, clock).run();
+                    AcceleratorWorker::new(
+                        wi,
+                        wname,
+                        models,
+                        WorkerLinks {
+                            jobs: job_rx,
+                            idle,
+                            telemetry: tele,
+                        },
+                        clock,
+                        worker_busy,
+                    )
+                    .run();
                 },
             )?);
         }
         drop(ready_tx);
         drop(idle_tx);
 
+        let (power_tx, power_rx) = crossbeam_channel::bounded(16);
         let dispatcher = EdfDispatcher::new(
             policy.queue_order,
             receivers,
@@ -198,7 +234,8 @@ impl Runtime {
             idle_rx,
             telemetry_tx,
             clock,
-        );
+        )
+        .with_power_updates(power_rx);
         let dispatcher = spawn("dispatcher", rt_config.dispatcher, &notes, move || {
             dispatcher.run()
         })?;
@@ -226,6 +263,10 @@ impl Runtime {
             telemetry,
             notes,
             load_started: None,
+            busy,
+            control_plan,
+            control: None,
+            power_tx,
         };
         if let Some(e) = first_error {
             runtime.shutdown();
@@ -254,6 +295,22 @@ impl Runtime {
         } else {
             self.workload.clone()
         };
+        if let Some(plan) = self.control_plan.take() {
+            let queues = self.queues.iter().map(|q| q.counters().clone()).collect();
+            self.control = Some(
+                ControlPlane::start(
+                    plan,
+                    self.power_tx.clone(),
+                    self.busy.clone(),
+                    queues,
+                    self.clock,
+                    Duration::from_secs(1),
+                )
+                .map_err(StartError::Control)?,
+            );
+            // Let the governor apply its first cap before the first release.
+            std::thread::sleep(Duration::from_millis(100));
+        }
         let start = self.clock.now() + Duration::from_millis(5);
         self.load_started.get_or_insert(start);
         let until = start + duration;
@@ -296,6 +353,12 @@ impl Runtime {
     /// Stop accepting requests, drain all admitted work, join every thread
     /// and return the report.
     pub fn shutdown(self) -> RunReport {
+        self.shutdown_with_timeline().0
+    }
+
+    /// [`Runtime::shutdown`], also returning the per-second timeline (empty
+    /// without a control plane).
+    pub fn shutdown_with_timeline(self) -> (RunReport, Vec<TimelineRow>) {
         let Runtime {
             clock,
             workload,
@@ -306,8 +369,11 @@ impl Runtime {
             telemetry,
             notes,
             load_started,
+            control,
+            power_tx,
             ..
         } = self;
+        drop(power_tx);
         let counters: Vec<_> = queues.iter().map(|q| q.counters().clone()).collect();
         drop(queues);
         let _stats = dispatcher.join();
@@ -328,13 +394,23 @@ impl Runtime {
             t.counts.submitted = c.submitted.load(Ordering::Acquire);
             t.counts.rejected = c.rejected.load(Ordering::Acquire);
         }
+        // The control plane outlives the drain so its energy is counted.
+        let outcome = control.map(ControlPlane::stop);
         let end = clock.now();
-        RunReport {
-            policy: policy_name,
-            duration: end.saturating_since(load_started.unwrap_or(Timestamp::ZERO)),
-            tenants,
-            workers,
-            rt_notes: notes.to_vec(),
-        }
+        let (energy, timeline) = match outcome {
+            Some(o) => (Some(o.report), o.timeline),
+            None => (None, Vec::new()),
+        };
+        (
+            RunReport {
+                policy: policy_name,
+                duration: end.saturating_since(load_started.unwrap_or(Timestamp::ZERO)),
+                tenants,
+                workers,
+                rt_notes: notes.to_vec(),
+                energy,
+            },
+            timeline,
+        )
     }
 }

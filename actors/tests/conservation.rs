@@ -44,8 +44,8 @@ fn run(order: QueueOrder, load_factor: f64) -> ecomap::report::RunReport {
         rt.workers[1].core = None;
     }
     let policy = Policy {
-        name: format!("{order:?}"),
         queue_order: order,
+        ..Policy::edf(&format!("{order:?}"))
     };
     let mut runtime = Runtime::start(&w, &rt, &policy).unwrap();
     runtime

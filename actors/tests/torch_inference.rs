@@ -130,10 +130,7 @@ fn the_runtime_serves_a_real_model_end_to_end() {
         "rt",
     )
     .unwrap();
-    let policy = Policy {
-        name: "edf".into(),
-        queue_order: ecomap::dispatch::QueueOrder::EarliestDeadline,
-    };
+    let policy = Policy::edf("edf");
     let mut runtime = ecomap_actors::runtime::Runtime::start(&w, &rt, &policy).unwrap();
     runtime.run_load(Duration::from_secs(2), 1.0).unwrap();
     let report = runtime.shutdown();
@@ -171,10 +168,7 @@ fn a_model_that_fails_to_load_stops_start_up_with_its_names() {
     .unwrap();
     let rt: RtConfig =
         parse_ron(r#"(workers: [(name: "cpu0")])"#, Path::new("rt.ron"), "rt").unwrap();
-    let policy = Policy {
-        name: "edf".into(),
-        queue_order: ecomap::dispatch::QueueOrder::EarliestDeadline,
-    };
+    let policy = Policy::edf("edf");
     let e = ecomap_actors::runtime::Runtime::start(&w, &rt, &policy)
         .err()
         .unwrap()

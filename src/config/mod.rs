@@ -70,7 +70,9 @@ pub fn parse_ron<T: DeserializeOwned>(
     path: &Path,
     kind: &str,
 ) -> Result<T, ConfigError> {
+    // IMPLICIT_SOME: optional fields may be written without `Some(...)`.
     ron::Options::default()
+        .with_default_extension(ron::extensions::Extensions::IMPLICIT_SOME)
         .from_str::<T>(text)
         .map_err(|e| ConfigError::Syntax {
             path: path.to_path_buf(),

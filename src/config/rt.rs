@@ -237,7 +237,13 @@ impl RtConfig {
     /// Read and parse a real-time configuration file (validate it separately
     /// with [`RtConfig::validate`], which needs the machine's core count).
     pub fn load(path: &Path) -> Result<RtConfig, ConfigError> {
-        load_ron(path, "rt-config")
+        let mut c: RtConfig = load_ron(path, "rt-config")?;
+        if let Some(PlatformSpec::Emulated { table }) = &mut c.platform {
+            if table.is_relative() {
+                *table = path.parent().unwrap_or(Path::new(".")).join(&*table);
+            }
+        }
+        Ok(c)
     }
 
     /// Check every value against the machine (`available_cores`) and the

@@ -21,7 +21,6 @@ use ecomap::accounting::LatencyHistogram;
 use ecomap::config::policy::Policy;
 use ecomap::config::rt::{RtConfig, SchedSpec, ThreadSpec, WorkerSpec};
 use ecomap::config::{parse_ron, workload::Workload};
-use ecomap::dispatch::QueueOrder;
 use ecomap::hgrm::percentile_distribution;
 use ecomap_actors::runtime::Runtime;
 use ecomap_bench::{parse_cyclictest_histogram, summary_us, CpuHog};
@@ -108,10 +107,7 @@ fn run_ecomap(
     seconds: u64,
     utilisation: f64,
 ) -> (Histogram<u64>, Histogram<u64>, String) {
-    let policy = Policy {
-        name: "edf".into(),
-        queue_order: QueueOrder::EarliestDeadline,
-    };
+    let policy = Policy::edf("edf");
     let mut rt = Runtime::start(&workload(utilisation), &rt_config(fifo), &policy)
         .expect("synthetic runtime starts");
     rt.run_load(Duration::from_secs(seconds), 1.0)

@@ -14,7 +14,6 @@ fn main() {
     use ecomap::config::policy::Policy;
     use ecomap::config::rt::{RtConfig, SchedSpec, ThreadSpec, WorkerSpec};
     use ecomap::config::{parse_ron, workload::Workload};
-    use ecomap::dispatch::QueueOrder;
     use ecomap::model::VisionModel;
     use ecomap_actors::backend::torch::{set_intra_op_threads, VisionNet};
     use ecomap_actors::rt::{apply, RtNotes};
@@ -132,10 +131,7 @@ fn main() {
                 }],
                 platform: None,
             };
-            let policy = Policy {
-                name: "edf".into(),
-                queue_order: QueueOrder::EarliestDeadline,
-            };
+            let policy = Policy::edf("edf");
             let mut runtime = Runtime::start(&w, &rt, &policy).unwrap();
             runtime
                 .run_load(period * samples as u32 - period / 2, 1.0)

@@ -1,0 +1,174 @@
+//! `CarbonMonitor` (actix): follows the grid's carbon intensity and tells
+//! the power governor.
+//!
+//! Sources (policy `carbon`, or `ecomap run --carbon-trace`):
+//! - `Trace`: a CSV replayed against the run's clock at `speedup` trace
+//!   seconds per run second, from `start_offset`; rows the trace marks stale
+//!   (held over an empty row) are passed on as stale;
+//! - `Http`: a live provider polled on its own thread (blocking HTTP never
+//!   stalls the actix arbiter); errors are logged and counted, never fatal;
+//! - `Fixed`: a constant.
+
+use crate::carbon_http::ProviderClient;
+use crate::clock::RunClock;
+use actix::prelude::*;
+use ecomap::carbon::CarbonTrace;
+use ecomap::time::Timestamp;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// One intensity observation.
+#[derive(Debug, Clone, Copy, PartialEq, Message)]
+#[rtype(result = "()")]
+pub struct CarbonReading {
+    /// gCO2eq/kWh.
+    pub gco2_per_kwh: f64,
+    /// Run time it was observed.
+    pub observed: Timestamp,
+    /// The source itself marks it stale (a held value).
+    pub stale: bool,
+}
+
+/// Where readings come from.
+pub enum MonitorSource {
+    /// A constant.
+    Fixed(f64),
+    /// A trace replay.
+    Trace {
+        /// The trace.
+        trace: CarbonTrace,
+        /// Trace seconds per run second.
+        speedup: f64,
+        /// Trace position at run time zero.
+        start_offset: Duration,
+    },
+    /// A live provider.
+    Http {
+        /// The client.
+        client: ProviderClient,
+        /// Poll period (run time).
+        poll: Duration,
+    },
+}
+
+/// The carbon monitor actor.
+pub struct CarbonMonitor {
+    source: Option<MonitorSource>,
+    governor: Recipient<CarbonReading>,
+    clock: RunClock,
+    tick: Duration,
+    stop: Arc<AtomicBool>,
+    notes: Arc<Mutex<Vec<String>>>,
+}
+
+impl CarbonMonitor {
+    /// A monitor sending readings to `governor`; trace and fixed sources
+    /// are sampled every `tick` of run time. Provider errors go to `notes`.
+    pub fn new(
+        source: MonitorSource,
+        governor: Recipient<CarbonReading>,
+        clock: RunClock,
+        tick: Duration,
+        notes: Arc<Mutex<Vec<String>>>,
+    ) -> Self {
+        CarbonMonitor {
+            source: Some(source),
+            governor,
+            clock,
+            tick,
+            stop: Arc::new(AtomicBool::new(false)),
+            notes,
+        }
+    }
+
+    fn sample(&self) -> Option<CarbonReading> {
+        let now = self.clock.now();
+        match self.source.as_ref()? {
+            MonitorSource::Fixed(g) => Some(CarbonReading {
+                gco2_per_kwh: *g,
+                observed: now,
+                stale: false,
+            }),
+            MonitorSource::Trace {
+                trace,
+                speedup,
+                start_offset,
+            } => {
+                let s = trace.sample_at(*start_offset + now.since_epoch().mul_f64(*speedup));
+                Some(CarbonReading {
+                    gco2_per_kwh: s.gco2_per_kwh,
+                    observed: now,
+                    stale: s.stale,
+                })
+            }
+            MonitorSource::Http { .. } => None,
+        }
+    }
+}
+
+impl Actor for CarbonMonitor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        if let Some(MonitorSource::Http { .. }) = &self.source {
+            let Some(MonitorSource::Http { client, poll }) = self.source.take() else {
+                return;
+            };
+            let governor = self.governor.clone();
+            let clock = self.clock;
+            let stop = self.stop.clone();
+            let notes = self.notes.clone();
+            // Blocking HTTP on its own thread; readings cross to the actor
+            // system through the governor's recipient.
+            let spawned = std::thread::Builder::new()
+                .name("carbon-http".into())
+                .spawn(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        let started = clock.now();
+                        match client.fetch_with_retries(3, Duration::from_millis(500)) {
+                            Ok(g) => governor.do_send(CarbonReading {
+                                gco2_per_kwh: g,
+                                observed: clock.now(),
+                                stale: false,
+                            }),
+                            Err(e) => {
+                                tracing::warn!("carbon monitor: {e}");
+                                let mut n = notes.lock().unwrap_or_else(|p| p.into_inner());
+                                if n.len() < 20 {
+                                    n.push(format!("provider error: {e}"));
+                                }
+                            }
+                        }
+                        // Sleep out the poll period in small steps so a stop is prompt.
+                        let next = started + poll;
+                        while clock.now() < next && !stop.load(Ordering::Relaxed) {
+                            std::thread::sleep(Duration::from_millis(20));
+                        }
+                    }
+                });
+            if let Err(e) = spawned {
+                tracing::warn!("carbon monitor: cannot start the HTTP poller: {e}");
+            }
+            return;
+        }
+        if let Some(r) = self.sample() {
+            self.governor.do_send(r);
+        }
+        ctx.run_interval(self.tick, |act, _| {
+            if let Some(r) = act.sample() {
+                act.governor.do_send(r);
+            }
+        });
+    }
+
+    fn stopped(&mut self, _ctx: &mut Self::Context) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+impl Drop for CarbonMonitor {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}

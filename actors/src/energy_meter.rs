@@ -1,0 +1,171 @@
+//! `EnergyMeter` (actix): turns the device's power into joules and grams.
+//!
+//! Every interval it reads how long each worker and tenant was busy (the
+//! workers' atomic counters), asks the platform for the interval's power
+//! (a sensor, or the model fed with the utilisation), takes the intensity
+//! and cap in force from the governor, and records the interval in the
+//! core's [`EnergyLedger`] plus one timeline row.
+
+use crate::accelerator_worker::BusyCounters;
+use crate::control_plane::ControlShared;
+use crate::tenant_queue::TenantCounters;
+use actix::prelude::*;
+use ecomap::energy::EnergyLedger;
+use ecomap::time::Timestamp;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// One timeline row (one interval).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TimelineRow {
+    /// Run seconds at the interval's end.
+    pub t_s: f64,
+    /// Intensity in force (gCO2eq/kWh), if known.
+    pub gco2_per_kwh: Option<f64>,
+    /// Cap in force (watts).
+    pub cap_w: f64,
+    /// Device level name.
+    pub level: String,
+    /// Average power over the interval (watts).
+    pub power_w: f64,
+    /// Share of worker time busy over the interval.
+    pub utilisation: f64,
+    /// Requests waiting per tenant at the interval's end.
+    pub queue_depths: Vec<usize>,
+}
+
+/// The meter's state (shared with the runtime for the final partial interval).
+pub struct Meter {
+    shared: Arc<ControlShared>,
+    busy: Arc<BusyCounters>,
+    queues: Vec<Arc<TenantCounters>>,
+    last_t: Timestamp,
+    last_workers: Vec<Duration>,
+    last_tenants: Vec<Duration>,
+    /// The totals.
+    pub ledger: EnergyLedger,
+    /// One row per interval.
+    pub timeline: Vec<TimelineRow>,
+    /// Whether power came from a sensor (None until the first reading).
+    pub measured: Option<bool>,
+    power_errors: u32,
+}
+
+impl Meter {
+    /// A meter starting at `start`.
+    pub fn new(
+        shared: Arc<ControlShared>,
+        busy: Arc<BusyCounters>,
+        queues: Vec<Arc<TenantCounters>>,
+        start: Timestamp,
+    ) -> Self {
+        let (w, t) = busy.snapshot();
+        let tenants = t.len();
+        Meter {
+            shared,
+            busy,
+            queues,
+            last_t: start,
+            last_workers: w,
+            last_tenants: t,
+            ledger: EnergyLedger::new(tenants),
+            timeline: Vec::new(),
+            measured: None,
+            power_errors: 0,
+        }
+    }
+
+    /// Account the interval from the last sample to `now`.
+    pub fn sample(&mut self, now: Timestamp) {
+        let dt = now.saturating_since(self.last_t);
+        if dt.is_zero() {
+            return;
+        }
+        let (w, t) = self.busy.snapshot();
+        let worker_busy: Duration = w
+            .iter()
+            .zip(&self.last_workers)
+            .map(|(a, b)| a.saturating_sub(*b))
+            .sum();
+        let tenant_busy: Vec<Duration> = t
+            .iter()
+            .zip(&self.last_tenants)
+            .map(|(a, b)| a.saturating_sub(*b))
+            .collect();
+        let utilisation = (worker_busy.as_secs_f64() / (dt.as_secs_f64() * w.len().max(1) as f64))
+            .clamp(0.0, 1.0);
+        let reading = self.shared.platform().read_power(dt, utilisation);
+        let (gco2, cap_w, level) = self.shared.snapshot();
+        match reading {
+            Ok(r) => {
+                self.measured = Some(r.measured);
+                self.ledger
+                    .record(dt, r.watts, gco2.unwrap_or(0.0), cap_w, &tenant_busy);
+                self.timeline.push(TimelineRow {
+                    t_s: now.since_epoch().as_secs_f64(),
+                    gco2_per_kwh: gco2,
+                    cap_w,
+                    level,
+                    power_w: r.watts,
+                    utilisation,
+                    queue_depths: self
+                        .queues
+                        .iter()
+                        .map(|q| q.waiting.load(Ordering::Relaxed))
+                        .collect(),
+                });
+            }
+            Err(e) => {
+                self.power_errors += 1;
+                if self.power_errors <= 3 {
+                    let msg = format!(
+                        "power reading failed for {:.1} s of the run (not counted in energy): {e}",
+                        dt.as_secs_f64()
+                    );
+                    tracing::warn!("energy meter: {msg}");
+                    self.shared.note(msg);
+                }
+            }
+        }
+        self.last_t = now;
+        self.last_workers = w;
+        self.last_tenants = t;
+    }
+}
+
+/// The energy meter actor: samples the shared [`Meter`] every interval.
+pub struct EnergyMeter {
+    meter: Arc<Mutex<Meter>>,
+    clock: crate::clock::RunClock,
+    interval: Duration,
+}
+
+impl EnergyMeter {
+    /// An actor sampling `meter` every `interval`.
+    pub fn new(
+        meter: Arc<Mutex<Meter>>,
+        clock: crate::clock::RunClock,
+        interval: Duration,
+    ) -> Self {
+        EnergyMeter {
+            meter,
+            clock,
+            interval,
+        }
+    }
+}
+
+impl Actor for EnergyMeter {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.run_interval(self.interval, |act, _| {
+            let now = act.clock.now();
+            act.meter
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .sample(now);
+        });
+    }
+}

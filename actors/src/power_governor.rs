@@ -1,0 +1,157 @@
+//! `PowerGovernor` (actix): sets the device's power cap from the grid's
+//! carbon intensity.
+//!
+//! It feeds each [`CarbonReading`] (and, every tick, the reading's growing
+//! age) to the core's [`Governor`] rule, applies what it decides through the
+//! [`Platform`] backend — idempotently, logging each change — and tells the
+//! data plane the new cap and slowdown with a non-blocking `try_send` (a
+//! full channel is retried on the next tick; the dispatcher is never
+//! blocked). If the platform refuses a cap (e.g. an unwritable sysfs file),
+//! the governor says so once and carries on read-only.
+
+use crate::carbon_monitor::CarbonReading;
+use crate::clock::RunClock;
+use crate::control_plane::ControlShared;
+use crate::edf_dispatcher::PowerState;
+use crate::platform::AppliedCap;
+use actix::prelude::*;
+use crossbeam_channel::Sender;
+use ecomap::governor::{CapReason, Governor};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The power governor actor.
+pub struct PowerGovernor {
+    rule: Option<Governor>,
+    max_staleness: Duration,
+    shared: Arc<ControlShared>,
+    latest: Option<CarbonReading>,
+    power_tx: Sender<PowerState>,
+    unsent: Option<PowerState>,
+    clock: RunClock,
+    tick: Duration,
+    read_only: bool,
+}
+
+impl PowerGovernor {
+    /// A governor applying `rule` (none: hold the device at its maximum
+    /// cap), publishing to the data plane on `power_tx`.
+    pub fn new(
+        rule: Option<Governor>,
+        max_staleness: Duration,
+        shared: Arc<ControlShared>,
+        power_tx: Sender<PowerState>,
+        clock: RunClock,
+        tick: Duration,
+    ) -> Self {
+        PowerGovernor {
+            rule,
+            max_staleness,
+            shared,
+            latest: None,
+            power_tx,
+            unsent: None,
+            clock,
+            tick,
+            read_only: false,
+        }
+    }
+
+    fn decide(&mut self) {
+        let now = self.clock.now();
+        let Some(rule) = &mut self.rule else {
+            return;
+        };
+        // Before the first reading, give the source `max_staleness` to answer.
+        if self.latest.is_none() && now.since_epoch() < self.max_staleness {
+            return;
+        }
+        let sample = self.latest.map(|r| {
+            let age = if r.stale {
+                Duration::MAX
+            } else {
+                now.saturating_since(r.observed)
+            };
+            (r.gco2_per_kwh, age)
+        });
+        if let Some(d) = rule.on_sample(now, sample) {
+            let reason = match d.reason {
+                CapReason::Initial => "initial".to_string(),
+                CapReason::Intensity(g) => format!("intensity {g:.1} gCO2/kWh"),
+                CapReason::Stale => {
+                    self.shared.note_staleness();
+                    "intensity stale or missing: fallback cap".to_string()
+                }
+            };
+            self.apply(d.cap_w, reason);
+        }
+    }
+
+    /// Apply a cap through the platform and tell the data plane.
+    pub fn apply(&mut self, cap_w: f64, reason: String) {
+        if self.read_only {
+            return;
+        }
+        let result = {
+            let mut p = self.shared.platform();
+            p.set_cap(cap_w).map(|a| (a, p.throttles_workers()))
+        };
+        match result {
+            Ok((applied, throttles)) => {
+                tracing::info!(
+                    "power governor: cap {cap_w} W ({}, slowdown {:.2}) — {reason}",
+                    applied.level,
+                    applied.slowdown
+                );
+                self.shared.record_cap(self.clock.now(), &applied, reason);
+                self.publish(&applied, throttles);
+            }
+            Err(e) => {
+                let msg = format!(
+                    "cannot apply cap {cap_w} W: {e}; the governor continues read-only (power is \
+                     still measured, the cap is no longer changed)"
+                );
+                tracing::warn!("power governor: {msg}");
+                self.shared.note(msg);
+                self.read_only = true;
+            }
+        }
+    }
+
+    fn publish(&mut self, applied: &AppliedCap, throttles: bool) {
+        let state = PowerState {
+            cap_w: applied.cap_w,
+            slowdown: applied.slowdown,
+            throttle: if throttles { applied.slowdown } else { 1.0 },
+        };
+        self.unsent = self.power_tx.try_send(state).err().map(|e| e.into_inner());
+    }
+}
+
+impl Actor for PowerGovernor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        // Start uncapped; the rule takes over with the first reading.
+        let max = self.shared.platform().max_cap_w();
+        if max.is_finite() {
+            self.apply(max, "start: uncapped".into());
+        }
+        ctx.run_interval(self.tick, |act, _| {
+            if let Some(s) = act.unsent.take() {
+                act.unsent = act.power_tx.try_send(s).err().map(|e| e.into_inner());
+            }
+            act.decide();
+        });
+    }
+}
+
+impl Handler<CarbonReading> for PowerGovernor {
+    type Result = ();
+
+    fn handle(&mut self, msg: CarbonReading, _ctx: &mut Self::Context) {
+        self.latest = Some(msg);
+        self.shared.set_intensity(msg.gco2_per_kwh, msg.stale);
+        self.decide();
+    }
+}
