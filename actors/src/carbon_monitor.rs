@@ -11,11 +11,12 @@
 
 use crate::carbon_http::ProviderClient;
 use crate::clock::RunClock;
+use crate::control_plane::ControlShared;
 use actix::prelude::*;
 use ecomap::carbon::CarbonTrace;
 use ecomap::time::Timestamp;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// One intensity observation.
@@ -59,18 +60,18 @@ pub struct CarbonMonitor {
     clock: RunClock,
     tick: Duration,
     stop: Arc<AtomicBool>,
-    notes: Arc<Mutex<Vec<String>>>,
+    shared: Arc<ControlShared>,
 }
 
 impl CarbonMonitor {
     /// A monitor sending readings to `governor`; trace and fixed sources
-    /// are sampled every `tick` of run time. Provider errors go to `notes`.
+    /// are sampled every `tick` of run time. Provider errors are noted in `shared`.
     pub fn new(
         source: MonitorSource,
         governor: Recipient<CarbonReading>,
         clock: RunClock,
         tick: Duration,
-        notes: Arc<Mutex<Vec<String>>>,
+        shared: Arc<ControlShared>,
     ) -> Self {
         CarbonMonitor {
             source: Some(source),
@@ -78,7 +79,7 @@ impl CarbonMonitor {
             clock,
             tick,
             stop: Arc::new(AtomicBool::new(false)),
-            notes,
+            shared,
         }
     }
 
@@ -115,31 +116,22 @@ impl Actor for CarbonMonitor {
             let Some(MonitorSource::Http { client, poll }) = self.source.take() else {
                 return;
             };
-            let governor = self.governor.clone();
+            // The poller holds this actor's address, which keeps the actor
+            // alive until the system stops (then `stopped` ends the poller).
+            let me = ctx.address();
             let clock = self.clock;
             let stop = self.stop.clone();
-            let notes = self.notes.clone();
-            // Blocking HTTP on its own thread; readings cross to the actor
-            // system through the governor's recipient.
+            // Blocking HTTP on its own thread; answers come back as messages.
             let spawned = std::thread::Builder::new()
                 .name("carbon-http".into())
                 .spawn(move || {
                     while !stop.load(Ordering::Relaxed) {
                         let started = clock.now();
-                        match client.fetch_with_retries(3, Duration::from_millis(500)) {
-                            Ok(g) => governor.do_send(CarbonReading {
-                                gco2_per_kwh: g,
-                                observed: clock.now(),
-                                stale: false,
-                            }),
-                            Err(e) => {
-                                tracing::warn!("carbon monitor: {e}");
-                                let mut n = notes.lock().unwrap_or_else(|p| p.into_inner());
-                                if n.len() < 20 {
-                                    n.push(format!("provider error: {e}"));
-                                }
-                            }
-                        }
+                        let result = client.fetch_with_retries(3, Duration::from_millis(500));
+                        me.do_send(ProviderAnswer {
+                            result,
+                            observed: clock.now(),
+                        });
                         // Sleep out the poll period in small steps so a stop is prompt.
                         let next = started + poll;
                         while clock.now() < next && !stop.load(Ordering::Relaxed) {
@@ -164,6 +156,36 @@ impl Actor for CarbonMonitor {
 
     fn stopped(&mut self, _ctx: &mut Self::Context) {
         self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// What one poll of a live provider gave.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct ProviderAnswer {
+    /// The intensity, or every attempt's error.
+    pub result: Result<f64, String>,
+    /// When the poll ended (run time).
+    pub observed: Timestamp,
+}
+
+impl Handler<ProviderAnswer> for CarbonMonitor {
+    type Result = ();
+
+    fn handle(&mut self, msg: ProviderAnswer, _ctx: &mut Self::Context) {
+        match msg.result {
+            Ok(g) => self.governor.do_send(CarbonReading {
+                gco2_per_kwh: g,
+                observed: msg.observed,
+                stale: false,
+            }),
+            Err(e) => {
+                // Never fatal: the governor sees the intensity go stale and
+                // falls back to its conservative cap.
+                tracing::warn!("carbon monitor: {e}");
+                self.shared.note(format!("provider error: {e}"));
+            }
+        }
     }
 }
 

@@ -109,10 +109,6 @@ impl ControlPlan {
     /// Check and load what the policy and rt-config ask for. `None` when no
     /// platform is configured (no power control, no energy accounting).
     pub fn prepare(policy: &Policy, rt: &RtConfig) -> Result<Option<ControlPlan>, String> {
-        let Some(spec) = &rt.platform else {
-            return Ok(None);
-        };
-        let platform = crate::platform::from_spec(spec, std::path::Path::new(""))?;
         let (source, source_name) = match &policy.carbon {
             None => (None, "none (carbon not tracked)".to_string()),
             Some(CarbonSource::Fixed { gco2_per_kwh }) => (
@@ -162,6 +158,18 @@ impl ControlPlan {
                 )
             }
         };
+        let Some(spec) = &rt.platform else {
+            if source.is_some() || policy.governor.is_some() {
+                return Err(
+                    "the policy tracks carbon or governs power, but the rt-config has no \
+                     `platform` to cap or meter; add one, e.g. \
+                     `platform: Emulated(table: \"xavier-emulated.ron\")`"
+                        .into(),
+                );
+            }
+            return Ok(None);
+        };
+        let platform = crate::platform::from_spec(spec, std::path::Path::new(""))?;
         let (governor, max_staleness) = match &policy.governor {
             Some(g) => (Some(Governor::new(g.clone())), g.max_staleness),
             None => (None, Duration::MAX),
@@ -217,9 +225,6 @@ impl ControlPlane {
         let (sys_tx, sys_rx) = crossbeam_channel::bounded(1);
         let (sh, me) = (shared.clone(), meter.clone());
         let (source, governor, max_staleness) = (plan.source, plan.governor, plan.max_staleness);
-        let notes_sink = Arc::new(Mutex::new(Vec::new()));
-        let notes_for_monitor = notes_sink.clone();
-        let sh_notes = shared.clone();
         let thread = std::thread::Builder::new()
             .name("control-plane".into())
             .spawn(move || {
@@ -240,7 +245,7 @@ impl ControlPlane {
                             gov.recipient(),
                             clock,
                             Duration::from_millis(50),
-                            notes_for_monitor,
+                            sh.clone(),
                         )
                         .start();
                     }
@@ -248,13 +253,6 @@ impl ControlPlane {
                     let _ = sys_tx.send(actix::System::current());
                 });
                 let _ = runner.run();
-                for n in notes_sink
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .drain(..)
-                {
-                    sh_notes.note(n);
-                }
             })
             .map_err(|e| format!("cannot start the control-plane thread: {e}"))?;
         let system = sys_rx

@@ -151,13 +151,114 @@ fn a_missing_file_is_named() {
     assert_bad_input(&f.run(&[]), &["p.ron: cannot read the file"]);
 }
 
+/// An rt-config with the emulated platform, so carbon is tracked.
+fn with_platform(f: &Files) {
+    let table = Path::new(env!("CARGO_MANIFEST_DIR")).join("../rt-config/xavier-emulated.ron");
+    f.write(
+        "rt.ron",
+        &format!(
+            r#"(platform: Emulated(table: "{}"), workers: [(name: "w0", core: Some(0))])"#,
+            table.display()
+        ),
+    );
+}
+
+#[test]
+fn bad_carbon_traces_stop_start_up_with_exit_2_before_any_work() {
+    let f = Files::new();
+    with_platform(&f);
+    let cases: [(&str, &str, &str); 5] = [
+        (
+            "header.csv",
+            "time,value\n2023-01-01 00:00:00,5\n",
+            "unknown carbon-trace header",
+        ),
+        ("empty.csv", "timestamp,gco2_per_kwh\n", "no usable rows"),
+        (
+            "backwards.csv",
+            "timestamp,gco2_per_kwh\n2023-01-01T01:00:00Z,5\n2023-01-01T00:00:00Z,6\n",
+            "backwards.csv:3: timestamp",
+        ),
+        (
+            "negative.csv",
+            "timestamp,gco2_per_kwh\n2023-01-01T00:00:00Z,-40\n",
+            "negative carbon intensity -40",
+        ),
+        ("missing.csv", "", "cannot read the carbon trace"),
+    ];
+    for (name, text, needle) in cases {
+        let path = if name == "missing.csv" {
+            f.path("missing.csv")
+        } else {
+            f.write(name, text)
+        };
+        let o = f.run(&["--carbon-trace", path.to_str().unwrap(), "--duration", "5s"]);
+        assert_bad_input(&o, &[needle]);
+        assert!(!stderr(&o).contains("serving for"), "{name}: work started");
+    }
+}
+
+#[test]
+fn a_trace_run_reports_energy_carbon_and_writes_the_timeline() {
+    let f = Files::new();
+    with_platform(&f);
+    let trace = f.write(
+        "t.csv",
+        "timestamp,WND,avg_CI\n2022-01-01 00:00:00+00:00,1,100\n2022-01-01 01:00:00+00:00,1,\n2022-01-01 02:00:00+00:00,1,500\n",
+    );
+    let o = f.run(&[
+        "--carbon-trace",
+        trace.to_str().unwrap(),
+        "--carbon-speedup",
+        "3600",
+        "--duration",
+        "2s",
+        "--timeline",
+        f.path("tl.csv").to_str().unwrap(),
+    ]);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        out.contains("power MODELLED") && out.contains("carbon "),
+        "{out}"
+    );
+    assert!(out.contains("CDP"), "{out}");
+    // The empty row is reported with its line and held.
+    assert!(
+        stderr(&o).contains("t.csv:3: empty intensity"),
+        "{}",
+        stderr(&o)
+    );
+    let tl = std::fs::read_to_string(f.path("tl.csv")).unwrap();
+    assert!(
+        tl.starts_with("t_s,gco2_per_kwh,cap_w,level,power_w,utilisation,queue_cam"),
+        "{tl}"
+    );
+    assert!(tl.lines().count() >= 2);
+}
+
+#[test]
+fn carbon_without_a_platform_is_refused() {
+    let f = Files::new();
+    let trace = f.write("t.csv", "timestamp,gco2_per_kwh\n2023-01-01T00:00:00Z,5\n");
+    assert_bad_input(
+        &f.run(&["--carbon-trace", trace.to_str().unwrap()]),
+        &["no `platform`"],
+    );
+}
+
 #[test]
 fn check_accepts_the_shipped_defaults() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
-    for workload in ["workloads/robot.ron", "workloads/synthetic.ron"] {
+    for (workload, policy) in [
+        ("workloads/robot.ron", "policies/edf.ron"),
+        ("workloads/synthetic.ron", "policies/fifo.ron"),
+        ("workloads/robot.ron", "policies/ecomap-power.ron"),
+        ("workloads/robot.ron", "policies/carbon-agnostic.ron"),
+    ] {
         let o = Command::new(env!("CARGO_BIN_EXE_ecomap"))
             .current_dir(root)
-            .args(["check", "--workload", workload])
+            .args(["check", "--workload", workload, "--policy", policy])
             .output()
             .unwrap();
         assert!(o.status.success(), "{workload}: {}", stderr(&o));

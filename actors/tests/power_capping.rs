@@ -1,0 +1,160 @@
+//! Carbon-driven power capping through the real runtime on the emulated
+//! Xavier: the cap follows the intensity, workers really slow down, energy
+//! and carbon are accounted, and a failing provider never stops serving.
+
+use ecomap::config::parse_ron;
+use ecomap::config::policy::Policy;
+use ecomap::config::rt::RtConfig;
+use ecomap::config::workload::Workload;
+use ecomap_actors::runtime::Runtime;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// These tests time real workers pinned to core 0: run them one at a time.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn table() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../rt-config/xavier-emulated.ron")
+}
+
+fn workload() -> Workload {
+    parse_ron(
+        r#"(tenants: [
+            (name: "cam", model: Synthetic(service: "4ms"), arrival: Periodic(rate_hz: 20.0),
+             deadline: "100ms", capacity: 4),
+        ])"#,
+        Path::new("w.ron"),
+        "workload",
+    )
+    .unwrap()
+}
+
+fn rt() -> RtConfig {
+    parse_ron(
+        &format!(
+            r#"(platform: Emulated(table: "{}"),
+                workers: [(name: "w0", core: Some(0))])"#,
+            table().display()
+        ),
+        Path::new("rt.ron"),
+        "rt",
+    )
+    .unwrap()
+}
+
+fn policy(carbon: &str) -> Policy {
+    parse_ron(
+        &format!(
+            r#"(name: "test", carbon: {carbon},
+                governor: (
+                    rule: Thresholds(bands: [(below: 200.0, cap_w: 40.0)], otherwise_w: 10.0),
+                    max_staleness: "1s", fallback_cap_w: 15.0))"#
+        ),
+        Path::new("p.ron"),
+        "policy",
+    )
+    .unwrap()
+}
+
+fn run(p: &Policy, secs: u64) -> ecomap::report::RunReport {
+    let mut r = Runtime::start(&workload(), &rt(), p).unwrap();
+    r.run_load(Duration::from_secs(secs), 1.0).unwrap();
+    r.shutdown()
+}
+
+#[test]
+fn a_dirty_grid_caps_the_device_and_really_slows_the_workers() {
+    let _serial = serial();
+    let clean = run(&policy("Fixed(gco2_per_kwh: 100.0)"), 2);
+    let dirty = run(&policy("Fixed(gco2_per_kwh: 600.0)"), 2);
+    let p50 = |r: &ecomap::report::RunReport| r.tenants[0].service.quantile_us(0.5).unwrap() as f64;
+    // MODE_10W's slowdown is 2.539 (xavier-emulated.ron).
+    let ratio = p50(&dirty) / p50(&clean);
+    assert!((2.2..2.9).contains(&ratio), "service p50 ratio {ratio}");
+    let (ec, ed) = (clean.energy.clone().unwrap(), dirty.energy.clone().unwrap());
+    assert!(!ed.power_measured, "emulated power is modelled");
+    assert!(
+        ed.cap_changes
+            .iter()
+            .any(|c| c.1 == 10.0 && c.2 == "MODE_10W"),
+        "{:?}",
+        ed.cap_changes
+    );
+    assert!(
+        ec.cap_changes.iter().all(|c| c.1 == 40.0),
+        "{:?}",
+        ec.cap_changes
+    );
+    assert!(ed.ledger.time_at_cap.iter().any(|(c, _)| *c == 10.0));
+    // Same work at a lower cap: lower modelled power; carbon follows intensity.
+    assert!(ed.ledger.mean_power_w() < ec.ledger.mean_power_w());
+    assert!(ec.ledger.carbon_g > 0.0 && ed.ledger.carbon_g > 0.0);
+    let attributed: f64 = ed.ledger.tenant_carbon_g.iter().sum::<f64>() + ed.ledger.idle_carbon_g;
+    assert!((attributed - ed.ledger.carbon_g).abs() < 1e-9);
+    assert!(dirty.is_conserved() && clean.is_conserved());
+    assert!(dirty.render().contains("power MODELLED"));
+}
+
+#[test]
+fn a_failing_provider_falls_back_and_the_runtime_keeps_serving() {
+    let _serial = serial();
+    let srv = tiny_http::Server::http("127.0.0.1:0").unwrap();
+    let base = format!("http://{}", srv.server_addr().to_ip().unwrap());
+    std::thread::spawn(move || {
+        while let Ok(Some(req)) = srv.recv_timeout(Duration::from_secs(10)) {
+            let _ = req.respond(tiny_http::Response::from_string("down").with_status_code(500));
+        }
+    });
+    let p = policy(&format!(
+        r#"Http(provider: UkNationalGrid, base_url: "{base}", poll: "200ms", timeout: "200ms")"#
+    ));
+    let report = run(&p, 3);
+    let e = report.energy.clone().unwrap();
+    assert!(e.staleness_events >= 1, "{e:?}");
+    assert!(
+        e.cap_changes
+            .iter()
+            .any(|c| c.1 == 15.0 && c.3.contains("stale")),
+        "{:?}",
+        e.cap_changes
+    );
+    assert!(
+        e.notes.iter().any(|n| n.contains("HTTP 500")),
+        "{:?}",
+        e.notes
+    );
+    let c = report.tenants[0].counts;
+    assert!(c.on_time > 30, "serving went on: {c:?}");
+    assert!(report.is_conserved());
+}
+
+#[test]
+fn a_trace_drives_the_cap_across_bands() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let trace = dir.path().join("t.csv");
+    // Hour 0 clean, hour 1 dirty; at 3600x one trace hour is one second.
+    std::fs::write(
+        &trace,
+        "timestamp,gco2_per_kwh\n2024-01-01T00:00:00Z,100\n2024-01-01T01:00:00Z,700\n2024-01-01T02:00:00Z,700\n",
+    )
+    .unwrap();
+    let p = policy(&format!(
+        r#"Trace(path: "{}", speedup: 3600.0)"#,
+        trace.display()
+    ));
+    let mut r = Runtime::start(&workload(), &rt(), &p).unwrap();
+    r.run_load(Duration::from_secs(3), 1.0).unwrap();
+    let (report, timeline) = r.shutdown_with_timeline();
+    let e = report.energy.unwrap();
+    let caps: Vec<f64> = e.cap_changes.iter().map(|c| c.1).collect();
+    assert!(caps.windows(2).any(|w| w == [40.0, 10.0]), "{caps:?}");
+    assert!(timeline.len() >= 2);
+    assert!(timeline
+        .iter()
+        .any(|row| row.gco2_per_kwh == Some(700.0) && row.cap_w == 10.0));
+}
