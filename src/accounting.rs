@@ -152,6 +152,8 @@ pub struct TenantAccount {
     pub service: LatencyHistogram,
     /// Eligible to start (see [`Completion::dispatch_latency`]), for served requests.
     pub dispatch: LatencyHistogram,
+    /// `served_by_variant[v]`: requests served (on time or late) by variant `v`.
+    pub served_by_variant: Vec<u64>,
 }
 
 impl TenantAccount {
@@ -187,6 +189,11 @@ impl TenantAccount {
             self.queueing.record(c.queueing());
             self.service.record(c.service());
             self.dispatch.record(c.dispatch_latency());
+            let v = usize::from(c.variant);
+            if self.served_by_variant.len() <= v {
+                self.served_by_variant.resize(v + 1, 0);
+            }
+            self.served_by_variant[v] += 1;
         }
     }
 
@@ -284,6 +291,7 @@ mod tests {
             started: Timestamp::from_nanos(start_ms * 1_000_000),
             finished: Timestamp::from_nanos(end_ms * 1_000_000),
             succeeded: ok,
+            variant: 0,
         }
     }
 

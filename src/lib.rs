@@ -36,6 +36,7 @@
 pub mod accounting;
 pub mod arrival;
 pub mod carbon;
+pub mod catalog;
 pub mod config;
 pub mod dispatch;
 pub mod energy;
@@ -43,6 +44,7 @@ pub mod governor;
 pub mod hgrm;
 pub mod model;
 pub mod platform;
+pub mod quality;
 pub mod report;
 pub mod request;
 pub mod time;

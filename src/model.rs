@@ -60,6 +60,9 @@ pub enum ModelSpec {
         /// Shape of the input tensor, batch dimension included.
         input_shape: Vec<i64>,
     },
+    /// Any variant of a family of the workload's model catalog, e.g.
+    /// `Family("imagenet-classifier")`; the quality policy picks which.
+    Family(String),
     /// Busy-spin for `service` per request, e.g. `Synthetic(service: "1ms")`.
     Synthetic {
         /// Service time of one request.
@@ -72,7 +75,7 @@ impl ModelSpec {
     /// Check the parameters that can be checked without loading anything.
     pub fn validate(&self) -> Result<(), String> {
         match self {
-            ModelSpec::Vision(_) => Ok(()),
+            ModelSpec::Vision(_) | ModelSpec::Family(_) => Ok(()),
             ModelSpec::TorchScript { path, input_shape } => {
                 if input_shape.is_empty() || input_shape.iter().any(|&d| d <= 0) {
                     return Err(format!(
@@ -108,6 +111,7 @@ impl fmt::Display for ModelSpec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             ModelSpec::Vision(v) => write!(f, "{v:?}"),
+            ModelSpec::Family(name) => write!(f, "Family({name})"),
             ModelSpec::TorchScript { path, .. } => write!(f, "TorchScript({})", path.display()),
             ModelSpec::Synthetic { service } => {
                 write!(f, "Synthetic({})", humantime::format_duration(*service))

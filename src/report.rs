@@ -37,6 +37,59 @@ pub struct EnergyReport {
     pub notes: Vec<String>,
 }
 
+/// Mixed-quality serving: which variants served, and the swaps.
+#[derive(Debug, Clone, Default)]
+pub struct QualityReport {
+    /// Per tenant: each variant's name and published top-1 accuracy.
+    pub variants: Vec<Vec<(String, Option<f64>)>>,
+    /// Every swap, in order.
+    pub swaps: Vec<crate::quality::Swap>,
+    /// Per tenant: time spent on each variant.
+    pub time_in_variant: Vec<Vec<Duration>>,
+}
+
+impl QualityReport {
+    /// Per tenant time on each variant, from the swaps between `start` and `end`.
+    pub fn time_in_variants(
+        variant_counts: &[usize],
+        swaps: &[crate::quality::Swap],
+        start: crate::time::Timestamp,
+        end: crate::time::Timestamp,
+    ) -> Vec<Vec<Duration>> {
+        variant_counts
+            .iter()
+            .enumerate()
+            .map(|(t, &n)| {
+                let mut times = vec![Duration::ZERO; n.max(1)];
+                let (mut active, mut since) = (0usize, start);
+                for s in swaps.iter().filter(|s| s.tenant == t) {
+                    times[active] += s.at.saturating_since(since.max(start));
+                    active = s.to;
+                    since = s.at;
+                }
+                times[active] += end.saturating_since(since.max(start));
+                times
+            })
+            .collect()
+    }
+
+    /// Mean published top-1 accuracy of the requests tenant `t` served, if
+    /// every variant that served has a published figure.
+    pub fn mean_accuracy(&self, t: usize, served_by_variant: &[u64]) -> Option<f64> {
+        let total: u64 = served_by_variant.iter().sum();
+        if total == 0 {
+            return None;
+        }
+        let mut sum = 0.0;
+        for (v, &n) in served_by_variant.iter().enumerate() {
+            if n > 0 {
+                sum += n as f64 * self.variants.get(t)?.get(v)?.1?;
+            }
+        }
+        Some(sum / total as f64)
+    }
+}
+
 /// Everything a run produced.
 #[derive(Debug, Clone, Default)]
 pub struct RunReport {
@@ -52,6 +105,8 @@ pub struct RunReport {
     pub rt_notes: Vec<String>,
     /// Energy and carbon, when a platform and a carbon source were configured.
     pub energy: Option<EnergyReport>,
+    /// Model variants and swaps, when tenants have model families.
+    pub quality: Option<QualityReport>,
 }
 
 impl RunReport {
@@ -99,8 +154,78 @@ impl RunReport {
         if let Some(e) = &self.energy {
             out.push_str(&self.render_energy(e));
         }
+        if let Some(q) = &self.quality {
+            out.push_str(&self.render_quality(q));
+        }
         if !self.is_conserved() {
             out.push_str("\nWARNING: outcome counts do not add up to submissions\n");
+        }
+        out
+    }
+
+    fn render_quality(&self, q: &QualityReport) -> String {
+        let mut out = String::from(
+            "\nmodel variants (top-1: published ImageNet accuracy of the architecture)\n",
+        );
+        for (t, acc) in self.tenants.iter().enumerate() {
+            let Some(vars) = q.variants.get(t) else {
+                continue;
+            };
+            let swaps = q.swaps.iter().filter(|s| s.tenant == t).count();
+            let mean = q
+                .mean_accuracy(t, &acc.served_by_variant)
+                .map_or("-".to_string(), |a| format!("{a:.2}%"));
+            let _ = writeln!(
+                out,
+                "  tenant {:<12} swaps {swaps:>3}  mean top-1 of served {mean}",
+                acc.name
+            );
+            for (v, (name, top1)) in vars.iter().enumerate() {
+                let served = acc.served_by_variant.get(v).copied().unwrap_or(0);
+                let time = q
+                    .time_in_variant
+                    .get(t)
+                    .and_then(|x| x.get(v))
+                    .map_or(0.0, |d| d.as_secs_f64());
+                let _ = writeln!(
+                    out,
+                    "    {v}: {name:<16} top-1 {:>7}  served {served:>6}  time {time:>7.1} s",
+                    top1.map_or("-".into(), |a| format!("{a:.2}%"))
+                );
+            }
+        }
+        if !q.swaps.is_empty() {
+            out.push_str("  swaps (run time: tenant from → to, reason):\n");
+            for s in &q.swaps {
+                let name = |v: usize| {
+                    q.variants
+                        .get(s.tenant)
+                        .and_then(|x| x.get(v))
+                        .map_or("?".to_string(), |x| x.0.clone())
+                };
+                let why = match &s.reason {
+                    crate::quality::SwapReason::PredictedMiss {
+                        predicted_s,
+                        budget_s,
+                    } => format!(
+                        "predicted {:.1} ms > {:.1} ms to the deadline",
+                        predicted_s * 1e3,
+                        budget_s * 1e3
+                    ),
+                    crate::quality::SwapReason::MissRate(r) => {
+                        format!("recent miss rate {:.1}%", r * 100.0)
+                    }
+                    crate::quality::SwapReason::Slack => "sustained slack".to_string(),
+                };
+                let _ = writeln!(
+                    out,
+                    "    {:>8.3} s  {}: {} → {}  ({why})",
+                    s.at.since_epoch().as_secs_f64(),
+                    self.tenants.get(s.tenant).map_or("?", |t| t.name.as_str()),
+                    name(s.from),
+                    name(s.to)
+                );
+            }
         }
         out
     }
@@ -207,6 +332,7 @@ mod tests {
             }],
             rt_notes: vec!["thread 'x': SCHED_FIFO refused".into()],
             energy: None,
+            quality: None,
         };
         assert!(r.is_conserved());
         let text = r.render();

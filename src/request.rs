@@ -115,6 +115,8 @@ pub struct Completion {
     pub finished: Timestamp,
     /// Whether the backend succeeded.
     pub succeeded: bool,
+    /// Which variant of the tenant's model family served it (0 = heaviest).
+    pub variant: u8,
 }
 
 impl Completion {
@@ -170,6 +172,7 @@ mod tests {
             started: Timestamp::from_nanos(2_000_000),
             finished: Timestamp::from_nanos(finished_ms * 1_000_000),
             succeeded: ok,
+            variant: 0,
         }
     }
 

@@ -8,7 +8,7 @@
 
 use crate::backend::LoadedModel;
 use crate::clock::RunClock;
-use crate::edf_dispatcher::Job;
+use crate::edf_dispatcher::{Job, WorkerDone};
 use crate::telemetry::TelemetryEvent;
 use crossbeam_channel::{Receiver, Sender};
 use ecomap::request::Completion;
@@ -54,8 +54,8 @@ impl BusyCounters {
 pub struct WorkerLinks {
     /// Jobs from the dispatcher (1 slot).
     pub jobs: Receiver<Job>,
-    /// "I am idle" notices to the dispatcher.
-    pub idle: Sender<usize>,
+    /// "Done, idle again" notices to the dispatcher.
+    pub idle: Sender<WorkerDone>,
     /// Completions to telemetry.
     pub telemetry: Sender<TelemetryEvent>,
 }
@@ -64,10 +64,10 @@ pub struct WorkerLinks {
 pub struct AcceleratorWorker {
     index: usize,
     name: String,
-    /// `models[t]`: tenant `t`'s model, if this worker serves it.
-    models: Vec<Option<Box<dyn LoadedModel>>>,
+    /// `models[t][v]`: variant `v` of tenant `t`'s model (empty if not served).
+    models: Vec<Vec<Box<dyn LoadedModel>>>,
     jobs: Receiver<Job>,
-    idle_tx: Sender<usize>,
+    idle_tx: Sender<WorkerDone>,
     telemetry: Sender<TelemetryEvent>,
     clock: RunClock,
     busy: Arc<BusyCounters>,
@@ -79,7 +79,7 @@ impl AcceleratorWorker {
     pub fn new(
         index: usize,
         name: String,
-        models: Vec<Option<Box<dyn LoadedModel>>>,
+        models: Vec<Vec<Box<dyn LoadedModel>>>,
         links: WorkerLinks,
         clock: RunClock,
         busy: Arc<BusyCounters>,
@@ -115,7 +115,14 @@ impl AcceleratorWorker {
             self.busy.tenants[job.request.tenant.index()].fetch_add(busy, Ordering::Relaxed);
             // Idle first: the dispatcher can hand over the next job while we
             // report this one.
-            let _ = self.idle_tx.send(self.index);
+            let _ = self.idle_tx.send(WorkerDone {
+                worker: self.index,
+                tenant: job.request.tenant.index(),
+                variant: job.variant,
+                service: finished.saturating_since(started),
+                throttle: job.throttle,
+                missed: !succeeded || finished > job.request.deadline,
+            });
             let completion = Completion {
                 request: job.request,
                 worker: self.index,
@@ -124,6 +131,7 @@ impl AcceleratorWorker {
                 started,
                 finished,
                 succeeded,
+                variant: u8::try_from(job.variant).unwrap_or(u8::MAX),
             };
             free_since = finished;
             let _ = self.telemetry.send(TelemetryEvent::Completed(completion));
@@ -132,10 +140,10 @@ impl AcceleratorWorker {
 
     fn serve(&mut self, job: &Job) -> bool {
         let t = job.request.tenant.index();
-        let Some(Some(model)) = self.models.get_mut(t) else {
+        let Some(model) = self.models.get_mut(t).and_then(|m| m.get_mut(job.variant)) else {
             self.log_failure(format!(
-                "worker '{}' got a request of tenant #{t} whose model it does not hold",
-                self.name
+                "worker '{}' got a request of tenant #{t} (variant {}) whose model it does not hold",
+                self.name, job.variant
             ));
             return false;
         };

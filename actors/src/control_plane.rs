@@ -313,6 +313,7 @@ pub fn write_timeline(
     .map(|s| s.to_string())
     .collect();
     header.extend(tenant_names.iter().map(|n| format!("queue_{n}")));
+    header.extend(tenant_names.iter().map(|n| format!("variant_{n}")));
     w.write_record(&header).map_err(|e| err(&e))?;
     for r in rows {
         let mut rec = vec![
@@ -324,6 +325,7 @@ pub fn write_timeline(
             format!("{:.4}", r.utilisation),
         ];
         rec.extend(r.queue_depths.iter().map(|d| d.to_string()));
+        rec.extend(r.variants.iter().map(|v| v.to_string()));
         w.write_record(&rec).map_err(|e| err(&e))?;
     }
     w.flush().map_err(|e| err(&e))

@@ -32,6 +32,25 @@ pub struct Job {
     /// Stretch the forward pass by this factor (≥ 1): the emulated
     /// platform's slowdown at the current cap; 1 on real devices.
     pub throttle: f64,
+    /// Which variant of the tenant's family to run (0 = heaviest).
+    pub variant: usize,
+}
+
+/// A worker's "done, and idle again" notice.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct WorkerDone {
+    /// The worker, now idle.
+    pub worker: usize,
+    /// Tenant of the request it finished.
+    pub tenant: usize,
+    /// Variant that served it.
+    pub variant: usize,
+    /// Its service time (throttle included).
+    pub service: std::time::Duration,
+    /// The throttle it ran under.
+    pub throttle: f64,
+    /// Whether it finished after its deadline (or failed).
+    pub missed: bool,
 }
 
 /// What the power governor tells the data plane when the cap changes.
@@ -67,7 +86,7 @@ impl WorkerSlot {
 }
 
 /// Counts kept by the dispatcher.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct DispatcherStats {
     /// Requests handed to workers.
     pub dispatched: u64,
@@ -77,6 +96,8 @@ pub struct DispatcherStats {
     pub wakeups: u64,
     /// Largest number of requests queued at once.
     pub max_queued: usize,
+    /// Model swaps decided, in order.
+    pub swaps: Vec<ecomap::quality::Swap>,
 }
 
 /// The EDF dispatcher actor.
@@ -85,12 +106,13 @@ pub struct EdfDispatcher {
     queue: DispatchQueue,
     tenants: Vec<TenantQueueReceiver>,
     workers: Vec<WorkerSlot>,
-    idle_rx: Receiver<usize>,
+    idle_rx: Receiver<WorkerDone>,
     telemetry: Sender<TelemetryEvent>,
     clock: RunClock,
     stats: DispatcherStats,
     power_rx: Option<Receiver<PowerState>>,
     power: Option<PowerState>,
+    quality: Option<ecomap::quality::QualityController>,
 }
 
 impl EdfDispatcher {
@@ -100,7 +122,7 @@ impl EdfDispatcher {
         order: QueueOrder,
         tenants: Vec<TenantQueueReceiver>,
         workers: Vec<WorkerSlot>,
-        idle_rx: Receiver<usize>,
+        idle_rx: Receiver<WorkerDone>,
         telemetry: Sender<TelemetryEvent>,
         clock: RunClock,
     ) -> Self {
@@ -115,7 +137,14 @@ impl EdfDispatcher {
             stats: DispatcherStats::default(),
             power_rx: None,
             power: None,
+            quality: None,
         }
+    }
+
+    /// Pick each request's model variant with `controller`.
+    pub fn with_quality(mut self, controller: ecomap::quality::QualityController) -> Self {
+        self.quality = Some(controller);
+        self
     }
 
     /// Listen for power-state updates from the governor on `rx`.
@@ -159,8 +188,17 @@ impl EdfDispatcher {
                     }
                 }
             }
-            while let Ok(w) = idle_rx.try_recv() {
-                self.workers[w].idle = true;
+            while let Ok(done) = idle_rx.try_recv() {
+                self.workers[done.worker].idle = true;
+                if let Some(q) = &mut self.quality {
+                    q.record(
+                        done.tenant,
+                        done.variant,
+                        done.service,
+                        done.throttle,
+                        done.missed,
+                    );
+                }
             }
             if let (Some(rx), Some(op)) = (&power_rx, power_op) {
                 loop {
@@ -179,6 +217,9 @@ impl EdfDispatcher {
             self.stats.max_queued = self.stats.max_queued.max(self.queue.len());
             self.dispatch(&tenants);
         }
+        if let Some(q) = self.quality.take() {
+            self.stats.swaps = q.swaps;
+        }
         self.stats
     }
 
@@ -187,7 +228,11 @@ impl EdfDispatcher {
             let now = self.clock.now();
             let telemetry = &self.telemetry;
             let stats = &mut self.stats;
+            let quality = &mut self.quality;
             self.queue.drain_expired(now, |r| {
+                if let Some(q) = quality.as_mut() {
+                    q.record_miss(r.tenant.index());
+                }
                 tenants[r.tenant.index()]
                     .counters
                     .waiting
@@ -212,10 +257,25 @@ impl EdfDispatcher {
                 .iter()
                 .position(|w| w.idle && w.serves[request.tenant.index()])
                 .expect("pop_eligible found an idle worker serving this tenant");
+            let throttle = self.power.map_or(1.0, |p| p.throttle);
+            let now = self.clock.now();
+            let t = request.tenant.index();
+            let variant = match &mut self.quality {
+                Some(q) => {
+                    let v = q.choose(t, now, request.deadline, throttle);
+                    tenants[t]
+                        .counters
+                        .active_variant
+                        .store(v, Ordering::Relaxed);
+                    v
+                }
+                None => 0,
+            };
             let job = Job {
                 request,
-                dispatched: self.clock.now(),
-                throttle: self.power.map_or(1.0, |p| p.throttle),
+                dispatched: now,
+                throttle,
+                variant,
             };
             self.workers[w].idle = false;
             self.stats.dispatched += 1;
@@ -235,6 +295,7 @@ impl EdfDispatcher {
                             started: now,
                             finished: now,
                             succeeded: false,
+                            variant: u8::try_from(job.variant).unwrap_or(u8::MAX),
                         }));
             }
         }

@@ -33,6 +33,8 @@ pub struct TimelineRow {
     pub utilisation: f64,
     /// Requests waiting per tenant at the interval's end.
     pub queue_depths: Vec<usize>,
+    /// Model variant each tenant is served by at the interval's end.
+    pub variants: Vec<usize>,
 }
 
 /// The meter's state (shared with the runtime for the final partial interval).
@@ -113,6 +115,11 @@ impl Meter {
                         .queues
                         .iter()
                         .map(|q| q.waiting.load(Ordering::Relaxed))
+                        .collect(),
+                    variants: self
+                        .queues
+                        .iter()
+                        .map(|q| q.active_variant.load(Ordering::Relaxed))
                         .collect(),
                 });
             }

@@ -154,9 +154,10 @@ fn run(
     let mut runtime = Runtime::start(&l.workload, &l.rt, &l.policy).map_err(|e| {
         eprintln!("error: {e}");
         match e {
-            StartError::ModelLoad { .. } | StartError::Config(_) | StartError::Control(_) => {
-                ExitCode::from(2)
-            }
+            StartError::ModelLoad { .. }
+            | StartError::Config(_)
+            | StartError::Control(_)
+            | StartError::MemoryBudget { .. } => ExitCode::from(2),
             StartError::Spawn { .. } => ExitCode::from(1),
         }
     })?;

@@ -92,6 +92,15 @@ impl PowerGovernor {
         if self.read_only {
             return;
         }
+        // Idempotent: the cap in force is not applied (or logged) again.
+        if self
+            .shared
+            .platform()
+            .current_cap()
+            .is_some_and(|a| a.cap_w == cap_w)
+        {
+            return;
+        }
         let result = {
             let mut p = self.shared.platform();
             p.set_cap(cap_w).map(|a| (a, p.throttles_workers()))

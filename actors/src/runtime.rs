@@ -31,7 +31,8 @@ use ecomap::arrival::ArrivalGenerator;
 use ecomap::config::policy::Policy;
 use ecomap::config::rt::{RtConfig, ThreadSpec};
 use ecomap::config::workload::Workload;
-use ecomap::report::RunReport;
+use ecomap::quality::QualityController;
+use ecomap::report::{QualityReport, RunReport};
 use ecomap::request::TenantId;
 use ecomap::time::Timestamp;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -58,6 +59,20 @@ pub enum StartError {
         tenant: String,
         /// The backend's explanation.
         reason: String,
+    },
+    /// A worker's models do not fit the rt-config's memory budget.
+    #[error(
+        "worker '{worker}' needs {needed_mb:.1} MB for the parameters of every model variant it \
+         serves, over the rt-config's memory_budget_mb of {budget_mb:.1}; raise the budget, give \
+         the tenants fewer variants, or spread them over more workers"
+    )]
+    MemoryBudget {
+        /// Worker name.
+        worker: String,
+        /// Megabytes needed.
+        needed_mb: f64,
+        /// The budget.
+        budget_mb: f64,
     },
     /// The control plane's inputs are unusable (carbon trace, platform, token).
     #[error("{0}")]
@@ -162,7 +177,9 @@ impl Runtime {
                 .map(|t| rt_config.worker_serves(wi, t))
                 .collect();
             slots.push(WorkerSlot::new(job_tx, serves.clone()));
-            let specs: Vec<_> = workload.tenants.iter().map(|t| t.model.clone()).collect();
+            let specs: Vec<Vec<ecomap::catalog::Variant>> =
+                workload.tenants.iter().map(|t| t.variants()).collect();
+            let budget_mb = rt_config.memory_budget_mb;
             let names = tenant_names.clone();
             let device = ws.device;
             let wname = ws.name.clone();
@@ -188,25 +205,53 @@ impl Runtime {
                     let _ = intra_op_threads;
                     // Load on this (pinned) thread so the model's memory is
                     // first touched where it will be used.
-                    let mut models: Vec<Option<Box<dyn LoadedModel>>> = Vec::new();
-                    for (t, s) in specs.iter().enumerate() {
-                        if !serves[t] {
-                            models.push(None);
-                            continue;
-                        }
-                        match load_model(s, device) {
-                            Ok(m) => models.push(Some(m)),
-                            Err(e) => {
-                                let _ = ready.send(Err(StartError::ModelLoad {
-                                    worker: wname.clone(),
-                                    tenant: names[t].clone(),
-                                    reason: e.to_string(),
-                                }));
-                                return;
+                    // Every variant a tenant may need is loaded now, and
+                    // timed once warm: the quality controller's first estimates.
+                    let mut models: Vec<Vec<Box<dyn LoadedModel>>> = Vec::new();
+                    let mut warm = Vec::new();
+                    let mut param_bytes = 0u64;
+                    for (t, variants) in specs.iter().enumerate() {
+                        let mut loaded = Vec::new();
+                        if serves[t] {
+                            for (v, variant) in variants.iter().enumerate() {
+                                let timed = load_model(&variant.model, device).and_then(|mut m| {
+                                    m.run()?;
+                                    let t0 = std::time::Instant::now();
+                                    m.run()?;
+                                    Ok((m, t0.elapsed()))
+                                });
+                                match timed {
+                                    Ok((m, took)) => {
+                                        param_bytes += m.parameter_bytes();
+                                        warm.push((t, v, took));
+                                        loaded.push(m);
+                                    }
+                                    Err(e) => {
+                                        let _ = ready.send(Err(StartError::ModelLoad {
+                                            worker: wname.clone(),
+                                            tenant: format!(
+                                                "{} (variant {})",
+                                                names[t], variant.name
+                                            ),
+                                            reason: e.to_string(),
+                                        }));
+                                        return;
+                                    }
+                                }
                             }
                         }
+                        models.push(loaded);
                     }
-                    let _ = ready.send(Ok(()));
+                    let needed_mb = param_bytes as f64 / 1e6;
+                    if let Some(budget) = budget_mb.filter(|b| needed_mb > *b) {
+                        let _ = ready.send(Err(StartError::MemoryBudget {
+                            worker: wname.clone(),
+                            needed_mb,
+                            budget_mb: budget,
+                        }));
+                        return;
+                    }
+                    let _ = ready.send(Ok(warm));
                     AcceleratorWorker::new(
                         wi,
                         wname,
@@ -226,6 +271,42 @@ impl Runtime {
         drop(ready_tx);
         drop(idle_tx);
 
+        // Wait for every worker's models. On an error, dropping the queues
+        // lets the dispatcher and workers wind down.
+        let mut first_error = None;
+        let mut warm = Vec::new();
+        for _ in 0..rt_config.workers.len() {
+            match ready_rx.recv() {
+                Ok(Ok(w)) => warm.extend(w),
+                Ok(Err(e)) => {
+                    first_error.get_or_insert(e);
+                }
+                Err(_) => break,
+            }
+        }
+        if let Some(e) = first_error {
+            // Closing the job channels ends the workers; telemetry follows.
+            drop(slots);
+            drop(telemetry_tx);
+            for w in workers {
+                let _ = w.join();
+            }
+            let _ = telemetry.join();
+            return Err(e);
+        }
+        let quality = policy.quality.clone().map(|qp| {
+            let counts: Vec<usize> = workload
+                .tenants
+                .iter()
+                .map(|t| t.variants().len())
+                .collect();
+            let deadlines: Vec<Duration> = workload.tenants.iter().map(|t| t.deadline).collect();
+            let mut c = QualityController::new(qp, &counts, &deadlines);
+            for (t, v, took) in &warm {
+                c.seed_estimate(*t, *v, *took);
+            }
+            c
+        });
         let (power_tx, power_rx) = crossbeam_channel::bounded(16);
         let dispatcher = EdfDispatcher::new(
             policy.queue_order,
@@ -236,22 +317,14 @@ impl Runtime {
             clock,
         )
         .with_power_updates(power_rx);
+        let dispatcher = match quality {
+            Some(q) => dispatcher.with_quality(q),
+            None => dispatcher,
+        };
         let dispatcher = spawn("dispatcher", rt_config.dispatcher, &notes, move || {
             dispatcher.run()
         })?;
 
-        // Wait for every worker's models. On an error, dropping the queues
-        // lets the dispatcher and workers wind down.
-        let mut first_error = None;
-        for _ in 0..rt_config.workers.len() {
-            match ready_rx.recv() {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => {
-                    first_error.get_or_insert(e);
-                }
-                Err(_) => break,
-            }
-        }
         let runtime = Runtime {
             clock,
             workload: workload.clone(),
@@ -268,10 +341,6 @@ impl Runtime {
             control: None,
             power_tx,
         };
-        if let Some(e) = first_error {
-            runtime.shutdown();
-            return Err(e);
-        }
         Ok(runtime)
     }
 
@@ -376,7 +445,7 @@ impl Runtime {
         drop(power_tx);
         let counters: Vec<_> = queues.iter().map(|q| q.counters().clone()).collect();
         drop(queues);
-        let _stats = dispatcher.join();
+        let stats = dispatcher.join().unwrap_or_default();
         for w in workers {
             let _ = w.join();
         }
@@ -397,6 +466,29 @@ impl Runtime {
         // The control plane outlives the drain so its energy is counted.
         let outcome = control.map(ControlPlane::stop);
         let end = clock.now();
+        let variant_counts: Vec<usize> = workload
+            .tenants
+            .iter()
+            .map(|t| t.variants().len())
+            .collect();
+        let quality =
+            (variant_counts.iter().any(|&n| n > 1) || !stats.swaps.is_empty()).then(|| {
+                let start = load_started.unwrap_or(Timestamp::ZERO);
+                QualityReport {
+                    variants: workload
+                        .tenants
+                        .iter()
+                        .map(|t| t.variants().into_iter().map(|v| (v.name, v.top1)).collect())
+                        .collect(),
+                    time_in_variant: QualityReport::time_in_variants(
+                        &variant_counts,
+                        &stats.swaps,
+                        start,
+                        end,
+                    ),
+                    swaps: stats.swaps,
+                }
+            });
         let (energy, timeline) = match outcome {
             Some(o) => (Some(o.report), o.timeline),
             None => (None, Vec::new()),
@@ -409,6 +501,7 @@ impl Runtime {
                 workers,
                 rt_notes: notes.to_vec(),
                 energy,
+                quality,
             },
             timeline,
         )

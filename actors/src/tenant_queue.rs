@@ -43,6 +43,8 @@ pub struct TenantCounters {
     pub submitted: AtomicU64,
     /// Requests refused.
     pub rejected: AtomicU64,
+    /// The model variant the tenant is served by now (0 = heaviest).
+    pub active_variant: AtomicUsize,
     next_id: AtomicU64,
 }
 
@@ -175,6 +177,7 @@ mod tests {
             deadline: Duration::from_millis(10),
             capacity,
             priority: 3,
+            resolved: Vec::new(),
         }
     }
 

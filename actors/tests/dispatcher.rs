@@ -7,7 +7,7 @@ use ecomap::dispatch::QueueOrder;
 use ecomap::model::ModelSpec;
 use ecomap::request::TenantId;
 use ecomap_actors::clock::RunClock;
-use ecomap_actors::edf_dispatcher::{EdfDispatcher, Job, WorkerSlot};
+use ecomap_actors::edf_dispatcher::{EdfDispatcher, Job, WorkerDone, WorkerSlot};
 use ecomap_actors::telemetry::TelemetryEvent;
 use ecomap_actors::tenant_queue::{tenant_queue, TenantQueue};
 use std::time::Duration;
@@ -22,13 +22,14 @@ fn tenant(name: &str, deadline_ms: u64) -> TenantSpec {
         deadline: Duration::from_millis(deadline_ms),
         capacity: 8,
         priority: 0,
+        resolved: Vec::new(),
     }
 }
 
 struct Rig {
     queues: Vec<TenantQueue>,
     jobs: Vec<Receiver<Job>>,
-    idle: Sender<usize>,
+    idle: Sender<WorkerDone>,
     telemetry: Receiver<TelemetryEvent>,
     handle: std::thread::JoinHandle<ecomap_actors::edf_dispatcher::DispatcherStats>,
 }
@@ -69,6 +70,18 @@ fn rig(tenants: &[TenantSpec], serves: &[Vec<bool>]) -> Rig {
     }
 }
 
+/// Worker `w` finished a request and is idle again.
+fn done(w: usize) -> WorkerDone {
+    WorkerDone {
+        worker: w,
+        tenant: 0,
+        variant: 0,
+        service: Duration::from_millis(1),
+        throttle: 1.0,
+        missed: false,
+    }
+}
+
 fn next_job(rx: &Receiver<Job>) -> Job {
     rx.recv_timeout(Duration::from_secs(5))
         .expect("a job within 5 s")
@@ -91,10 +104,10 @@ fn busy_worker_gets_earliest_deadline_next_and_shutdown_drains() {
         r.jobs[0].try_recv().is_err(),
         "worker is busy: nothing dispatched"
     );
-    r.idle.send(0).unwrap();
+    r.idle.send(done(0)).unwrap();
     let j = next_job(&r.jobs[0]);
     assert_eq!((j.request.tenant, j.request.id), (TenantId(1), fast.id));
-    r.idle.send(0).unwrap();
+    r.idle.send(done(0)).unwrap();
     let j = next_job(&r.jobs[0]);
     assert_eq!((j.request.tenant, j.request.id), (TenantId(0), slow.id));
     // Closing the queues with an idle worker ends the dispatcher.
@@ -105,7 +118,7 @@ fn busy_worker_gets_earliest_deadline_next_and_shutdown_drains() {
         ..
     } = r;
     drop(queues);
-    idle.send(0).unwrap();
+    idle.send(done(0)).unwrap();
     let stats = handle.join().unwrap();
     assert_eq!(stats.dispatched, 3);
     assert_eq!(stats.expired, 0);
@@ -119,7 +132,7 @@ fn requests_whose_deadline_passes_while_queued_expire_and_are_reported() {
     let doomed = r.queues[0].submit().unwrap();
     std::thread::sleep(Duration::from_millis(15));
     assert_eq!(r.queues[0].waiting(), 1);
-    r.idle.send(0).unwrap();
+    r.idle.send(done(0)).unwrap();
     match r.telemetry.recv_timeout(Duration::from_secs(5)).unwrap() {
         TelemetryEvent::Expired(req) => assert_eq!(req.id, doomed.id),
         other => panic!("expected an expiry, got {other:?}"),
@@ -150,6 +163,6 @@ fn a_request_goes_only_to_a_worker_that_holds_its_model() {
     // A request of a goes to worker 0 while b's waits.
     r.queues[0].submit().unwrap();
     assert_eq!(next_job(&r.jobs[0]).request.tenant, TenantId(0));
-    r.idle.send(1).unwrap();
+    r.idle.send(done(1)).unwrap();
     assert_eq!(next_job(&r.jobs[1]).request.tenant, TenantId(1));
 }

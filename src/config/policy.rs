@@ -120,6 +120,9 @@ pub struct Policy {
     /// How the power cap follows the intensity; `None`: the device stays uncapped.
     #[serde(default)]
     pub governor: Option<GovernorPolicy>,
+    /// When to swap tenants' models for lighter variants; `None`: never.
+    #[serde(default)]
+    pub quality: Option<crate::quality::QualityPolicy>,
 }
 
 fn edf() -> QueueOrder {
@@ -134,6 +137,7 @@ impl Policy {
             queue_order: QueueOrder::EarliestDeadline,
             carbon: None,
             governor: None,
+            quality: None,
         }
     }
 }
@@ -153,6 +157,10 @@ impl Policy {
                     *t = path.parent().unwrap_or(Path::new(".")).join(&*t);
                 }
             }
+        }
+        if let Some(q) = &p.quality {
+            q.validate()
+                .map_err(|m| ConfigError::invalid(path, "quality", m))?;
         }
         if let Some(g) = &p.governor {
             g.validate()

@@ -227,6 +227,10 @@ pub struct RtConfig {
     /// energy accounting.
     #[serde(default)]
     pub platform: Option<PlatformSpec>,
+    /// Most megabytes of model parameters one worker may hold (all variants
+    /// of all its tenants); `None`: no limit.
+    #[serde(default)]
+    pub memory_budget_mb: Option<f64>,
 }
 
 fn one() -> usize {

@@ -18,6 +18,7 @@
 
 use super::{load_ron, ConfigError};
 use crate::arrival::ArrivalProcess;
+use crate::catalog::{Catalog, Variant};
 use crate::model::ModelSpec;
 use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
@@ -43,6 +44,25 @@ pub struct TenantSpec {
     /// Breaks ties between equal deadlines: higher goes first. Default 0.
     #[serde(default)]
     pub priority: u8,
+    /// The variants it may be served by, heaviest first (resolved from the
+    /// catalog for a `Family`; else the one `model`).
+    #[serde(skip)]
+    pub resolved: Vec<Variant>,
+}
+
+impl TenantSpec {
+    /// The variants this tenant may be served by, heaviest first.
+    pub fn variants(&self) -> Vec<Variant> {
+        if self.resolved.is_empty() {
+            vec![Variant {
+                name: self.model.to_string(),
+                model: self.model.clone(),
+                top1: None,
+            }]
+        } else {
+            self.resolved.clone()
+        }
+    }
 }
 
 /// A workload file.
@@ -52,6 +72,10 @@ pub struct Workload {
     /// Seed for arrival jitter and Poisson gaps; same seed, same arrivals.
     #[serde(default)]
     pub seed: u64,
+    /// Model catalog for tenants whose model is a `Family`, relative to
+    /// this file's folder, e.g. "../policies/models.ron".
+    #[serde(default)]
+    pub catalog: Option<std::path::PathBuf>,
     /// The tenants, at most 65,535.
     pub tenants: Vec<TenantSpec>,
 }
@@ -69,8 +93,46 @@ impl Workload {
                 }
             }
         }
+        w.resolve_families(path)?;
         w.validate(path)?;
         Ok(w)
+    }
+
+    /// Resolve `Family` models against the catalog.
+    fn resolve_families(&mut self, path: &Path) -> Result<(), ConfigError> {
+        if !self
+            .tenants
+            .iter()
+            .any(|t| matches!(t.model, ModelSpec::Family(_)))
+        {
+            return Ok(());
+        }
+        let Some(cat_path) = &self.catalog else {
+            return Err(ConfigError::invalid(
+                path,
+                "catalog",
+                "a tenant names a model Family, but the workload has no `catalog`; add e.g. \
+                 `catalog: \"../policies/models.ron\"`",
+            ));
+        };
+        let base = path.parent().unwrap_or(Path::new("."));
+        let catalog = Catalog::load(&base.join(cat_path))?;
+        for (i, t) in self.tenants.iter_mut().enumerate() {
+            if let ModelSpec::Family(name) = &t.model {
+                let f = catalog.family(name).ok_or_else(|| {
+                    ConfigError::invalid(
+                        path,
+                        format!("tenants[{i}] \"{}\".model", t.name),
+                        format!(
+                            "no family {name:?} in the catalog; it has {:?}",
+                            catalog.families.iter().map(|f| &f.name).collect::<Vec<_>>()
+                        ),
+                    )
+                })?;
+                t.resolved = f.variants.clone();
+            }
+        }
+        Ok(())
     }
 
     /// Check every value; `path` is used in messages.

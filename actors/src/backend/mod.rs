@@ -62,6 +62,12 @@ pub fn load_model(
 ) -> Result<Box<dyn LoadedModel>, BackendError> {
     match spec {
         ModelSpec::Synthetic { .. } => synthetic::SyntheticBackend.load(spec, device),
+        ModelSpec::Family(name) => Err(BackendError::Load {
+            model: spec.to_string(),
+            reason: format!(
+                "family {name:?} was not resolved to its variants (the workload needs a `catalog`)"
+            ),
+        }),
         #[cfg(feature = "tch")]
         _ => torch::TorchBackend.load(spec, device),
         #[cfg(not(feature = "tch"))]

@@ -163,6 +163,12 @@ impl Backend for TorchBackend {
                 Ok(Box::new(net))
             }
             ModelSpec::Synthetic { .. } => super::synthetic::SyntheticBackend.load(spec, dev),
+            ModelSpec::Family(name) => Err(BackendError::Load {
+                model: spec.to_string(),
+                reason: format!(
+                    "family {name:?} was not resolved to its variants (the workload needs a `catalog`)"
+                ),
+            }),
         }
     }
 }

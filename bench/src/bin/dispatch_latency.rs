@@ -92,6 +92,7 @@ fn rt_config(fifo: bool) -> RtConfig {
             })
             .collect(),
         platform: None,
+        memory_budget_mb: None,
     }
 }
 

@@ -130,6 +130,7 @@ fn main() {
                     tenants: None,
                 }],
                 platform: None,
+                memory_budget_mb: None,
             };
             let policy = Policy::edf("edf");
             let mut runtime = Runtime::start(&w, &rt, &policy).unwrap();

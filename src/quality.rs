@@ -1,0 +1,466 @@
+//! Mixed-quality models: when to swap a tenant's model for a lighter
+//! variant of the same family, and when to go back.
+//!
+//! Pure logic, owned by the dispatcher. Per tenant it keeps, for every
+//! variant, an estimate of the forward-pass time *at full speed* (service
+//! divided by the throttle it ran under, so estimates survive cap changes):
+//! an exponentially weighted mean and a high percentile of recent samples,
+//! the larger of the two used as the prediction. It also keeps the tenant's
+//! recent hit/miss record.
+//!
+//! - **Degrade** one step when the active variant's predicted finish for the
+//!   request being dispatched is past its deadline, or the recent miss rate
+//!   is above `miss_rate_threshold`.
+//! - **Upgrade** one step after `upgrade_after` of continuous slack: the
+//!   heavier variant's prediction plus the tenant's usual wait before
+//!   dispatch fits within `slack_fraction` of the deadline, and recent misses
+//!   are at most half the threshold.
+//! - `min_dwell` between swaps and the slack margin are the hysteresis that
+//!   stops flapping. Swaps apply between requests; every swap is recorded
+//!   with its reason.
+
+use crate::time::Timestamp;
+use serde::{Deserialize, Serialize};
+use std::collections::VecDeque;
+use std::time::Duration;
+
+/// The `quality` section of a policy file.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct QualityPolicy {
+    /// Whether swapping is on (false keeps every tenant on its heaviest variant).
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Degrade when more than this share of the recent window missed.
+    pub miss_rate_threshold: f64,
+    /// Recent requests considered for the miss rate and the percentile.
+    #[serde(default = "window")]
+    pub window: usize,
+    /// Weight of a new sample in the moving average (0..1].
+    #[serde(default = "alpha")]
+    pub ewma_alpha: f64,
+    /// Percentile of recent service times used as the tail prediction (0..1).
+    #[serde(default = "tail")]
+    pub tail_quantile: f64,
+    /// Upgrade only when the heavier variant fits in this share of the deadline.
+    #[serde(default = "slack")]
+    pub slack_fraction: f64,
+    /// Continuous slack needed before an upgrade, e.g. "3s".
+    #[serde(with = "humantime_serde")]
+    pub upgrade_after: Duration,
+    /// Least time between two swaps of a tenant, e.g. "500ms".
+    #[serde(default, with = "humantime_serde")]
+    pub min_dwell: Duration,
+}
+
+fn yes() -> bool {
+    true
+}
+fn window() -> usize {
+    50
+}
+fn alpha() -> f64 {
+    0.2
+}
+fn tail() -> f64 {
+    0.9
+}
+fn slack() -> f64 {
+    0.6
+}
+
+impl QualityPolicy {
+    /// Check the values.
+    pub fn validate(&self) -> Result<(), String> {
+        if !(0.0..=1.0).contains(&self.miss_rate_threshold) {
+            return Err(format!(
+                "miss_rate_threshold must be in 0..=1, got {}",
+                self.miss_rate_threshold
+            ));
+        }
+        if self.window == 0 {
+            return Err("window must be at least 1".into());
+        }
+        if !(self.ewma_alpha > 0.0 && self.ewma_alpha <= 1.0) {
+            return Err(format!(
+                "ewma_alpha must be in (0, 1], got {}",
+                self.ewma_alpha
+            ));
+        }
+        if !(self.tail_quantile > 0.0 && self.tail_quantile < 1.0) {
+            return Err(format!(
+                "tail_quantile must be in (0, 1), got {}",
+                self.tail_quantile
+            ));
+        }
+        if !(self.slack_fraction > 0.0 && self.slack_fraction <= 1.0) {
+            return Err(format!(
+                "slack_fraction must be in (0, 1], got {}",
+                self.slack_fraction
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Service-time estimate of one variant, at full speed.
+#[derive(Debug, Clone, Default)]
+pub struct ServiceEstimate {
+    ewma_s: Option<f64>,
+    recent: VecDeque<f64>,
+}
+
+impl ServiceEstimate {
+    fn record(&mut self, secs: f64, alpha: f64, window: usize) {
+        self.ewma_s = Some(match self.ewma_s {
+            None => secs,
+            Some(m) => m + alpha * (secs - m),
+        });
+        if self.recent.len() == window {
+            self.recent.pop_front();
+        }
+        self.recent.push_back(secs);
+    }
+
+    /// max(EWMA, tail percentile) in seconds, if anything was measured.
+    pub fn predict(&self, q: f64) -> Option<f64> {
+        let m = self.ewma_s?;
+        let mut v: Vec<f64> = self.recent.iter().copied().collect();
+        v.sort_by(f64::total_cmp);
+        let idx = ((v.len() as f64 - 1.0) * q).round() as usize;
+        Some(m.max(v[idx.min(v.len() - 1)]))
+    }
+}
+
+/// Why a tenant swapped.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SwapReason {
+    /// Predicted finish past the deadline.
+    PredictedMiss {
+        /// Predicted service (s), throttle included.
+        predicted_s: f64,
+        /// Time left to the deadline (s).
+        budget_s: f64,
+    },
+    /// Recent miss rate above the threshold.
+    MissRate(f64),
+    /// Sustained slack.
+    Slack,
+}
+
+/// One recorded swap.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Swap {
+    /// Run time.
+    pub at: Timestamp,
+    /// Tenant index.
+    pub tenant: usize,
+    /// Variant index before.
+    pub from: usize,
+    /// Variant index after.
+    pub to: usize,
+    /// Why.
+    pub reason: SwapReason,
+}
+
+/// One tenant's state.
+#[derive(Debug, Clone)]
+struct TenantQuality {
+    active: usize,
+    estimates: Vec<ServiceEstimate>,
+    outcomes: VecDeque<bool>,
+    last_swap: Option<Timestamp>,
+    slack_since: Option<Timestamp>,
+    deadline: Duration,
+    /// Moving average of how long requests waited before dispatch (s).
+    wait_ewma_s: f64,
+}
+
+/// The per-tenant variant controller.
+#[derive(Debug, Clone)]
+pub struct QualityController {
+    policy: QualityPolicy,
+    tenants: Vec<TenantQuality>,
+    /// Every swap so far.
+    pub swaps: Vec<Swap>,
+}
+
+impl QualityController {
+    /// A controller for tenants with `variants[t]` variants and relative
+    /// deadlines `deadlines[t]`; everyone starts on variant 0 (the heaviest).
+    pub fn new(policy: QualityPolicy, variants: &[usize], deadlines: &[Duration]) -> Self {
+        QualityController {
+            tenants: variants
+                .iter()
+                .zip(deadlines)
+                .map(|(&n, &d)| TenantQuality {
+                    active: 0,
+                    estimates: vec![ServiceEstimate::default(); n.max(1)],
+                    outcomes: VecDeque::new(),
+                    last_swap: None,
+                    slack_since: None,
+                    deadline: d,
+                    wait_ewma_s: 0.0,
+                })
+                .collect(),
+            policy,
+            swaps: Vec::new(),
+        }
+    }
+
+    /// The variant tenant `t` uses now.
+    pub fn active(&self, t: usize) -> usize {
+        self.tenants[t].active
+    }
+
+    /// Seed variant `v`'s estimate, e.g. from a warm-up pass at load time.
+    pub fn seed_estimate(&mut self, t: usize, v: usize, full_speed: Duration) {
+        let p = &self.policy;
+        if let Some(e) = self.tenants[t].estimates.get_mut(v) {
+            e.record(full_speed.as_secs_f64(), p.ewma_alpha, p.window);
+        }
+    }
+
+    /// Record a finished request of tenant `t` served by variant `v`:
+    /// its service time, the throttle it ran under, and whether it missed.
+    pub fn record(&mut self, t: usize, v: usize, service: Duration, throttle: f64, missed: bool) {
+        let p = &self.policy;
+        let q = &mut self.tenants[t];
+        if let Some(e) = q.estimates.get_mut(v) {
+            e.record(
+                service.as_secs_f64() / throttle.max(1.0),
+                p.ewma_alpha,
+                p.window,
+            );
+        }
+        if q.outcomes.len() == p.window {
+            q.outcomes.pop_front();
+        }
+        q.outcomes.push_back(missed);
+    }
+
+    /// Count a request that never ran (expired) as a miss.
+    pub fn record_miss(&mut self, t: usize) {
+        let w = self.policy.window;
+        let q = &mut self.tenants[t];
+        if q.outcomes.len() == w {
+            q.outcomes.pop_front();
+        }
+        q.outcomes.push_back(true);
+    }
+
+    fn miss_rate(&self, t: usize) -> f64 {
+        let o = &self.tenants[t].outcomes;
+        if o.is_empty() {
+            0.0
+        } else {
+            o.iter().filter(|m| **m).count() as f64 / o.len() as f64
+        }
+    }
+
+    /// Decide tenant `t`'s variant for a request being dispatched `now`
+    /// with absolute deadline `deadline`, under `throttle` (the slowdown in
+    /// force). Returns the variant to use.
+    pub fn choose(
+        &mut self,
+        t: usize,
+        now: Timestamp,
+        deadline: Timestamp,
+        throttle: f64,
+    ) -> usize {
+        if !self.policy.enabled {
+            return self.tenants[t].active;
+        }
+        let miss_rate = self.miss_rate(t);
+        let p = self.policy.clone();
+        let q = &mut self.tenants[t];
+        let n = q.estimates.len();
+        let dwelt = q
+            .last_swap
+            .is_none_or(|s| now.saturating_since(s) >= p.min_dwell);
+        let budget = deadline.saturating_since(now).as_secs_f64();
+        // Time this request already waited: deadline - budget = now - release.
+        let waited = (q.deadline.as_secs_f64() - budget).max(0.0);
+        q.wait_ewma_s += p.ewma_alpha * (waited - q.wait_ewma_s);
+        let predict = |v: usize| {
+            q.estimates[v]
+                .predict(p.tail_quantile)
+                .map(|s| s * throttle.max(1.0))
+        };
+        // Degrade?
+        if q.active + 1 < n && dwelt {
+            let predicted = predict(q.active);
+            let reason = match predicted {
+                Some(s) if s > budget => Some(SwapReason::PredictedMiss {
+                    predicted_s: s,
+                    budget_s: budget,
+                }),
+                _ if miss_rate > p.miss_rate_threshold => Some(SwapReason::MissRate(miss_rate)),
+                _ => None,
+            };
+            if let Some(reason) = reason {
+                let from = q.active;
+                q.active += 1;
+                q.last_swap = Some(now);
+                q.slack_since = None;
+                // The lighter variant starts with a clean record.
+                q.outcomes.clear();
+                self.swaps.push(Swap {
+                    at: now,
+                    tenant: t,
+                    from,
+                    to: from + 1,
+                    reason,
+                });
+                return self.tenants[t].active;
+            }
+        }
+        // Upgrade?
+        if q.active > 0 {
+            let heavier = predict(q.active - 1);
+            // The heavier variant must fit, after the usual wait, in a
+            // fraction of the deadline — the margin that stops flapping.
+            let fits = heavier
+                .is_some_and(|s| s + q.wait_ewma_s <= p.slack_fraction * q.deadline.as_secs_f64())
+                && miss_rate <= p.miss_rate_threshold / 2.0;
+            if fits {
+                let since = *q.slack_since.get_or_insert(now);
+                if now.saturating_since(since) >= p.upgrade_after && dwelt {
+                    let from = q.active;
+                    q.active -= 1;
+                    q.last_swap = Some(now);
+                    q.slack_since = None;
+                    q.outcomes.clear();
+                    self.swaps.push(Swap {
+                        at: now,
+                        tenant: t,
+                        from,
+                        to: from - 1,
+                        reason: SwapReason::Slack,
+                    });
+                }
+            } else {
+                q.slack_since = None;
+            }
+        }
+        self.tenants[t].active
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy() -> QualityPolicy {
+        QualityPolicy {
+            enabled: true,
+            miss_rate_threshold: 0.05,
+            window: 20,
+            ewma_alpha: 0.2,
+            tail_quantile: 0.9,
+            slack_fraction: 0.6,
+            upgrade_after: Duration::from_secs(2),
+            min_dwell: Duration::from_millis(500),
+        }
+    }
+
+    fn ms(x: u64) -> Duration {
+        Duration::from_millis(x)
+    }
+
+    fn at(ms: u64) -> Timestamp {
+        Timestamp::from_nanos(ms * 1_000_000)
+    }
+
+    /// Heavy 60 ms, light 20 ms, deadline 100 ms.
+    fn controller(p: QualityPolicy) -> QualityController {
+        let mut c = QualityController::new(p, &[2], &[ms(100)]);
+        c.seed_estimate(0, 0, ms(60));
+        c.seed_estimate(0, 1, ms(20));
+        c
+    }
+
+    #[test]
+    fn degrades_when_the_cap_makes_the_deadline_unreachable_and_recovers_after_slack() {
+        let mut c = controller(policy());
+        // Full speed: 60 ms fits 100 ms.
+        assert_eq!(c.choose(0, at(0), at(100), 1.0), 0);
+        // Throttle 2.5 (10 W): 150 ms predicted > 100 ms budget.
+        assert_eq!(c.choose(0, at(1000), at(1100), 2.5), 1);
+        assert!(matches!(
+            c.swaps[0].reason,
+            SwapReason::PredictedMiss { .. }
+        ));
+        // Back at full speed: 60 ms ≤ 0.6 × 100 ms, but only after 2 s of slack.
+        let mut t = 1600;
+        while t < 3500 {
+            assert_eq!(c.choose(0, at(t), at(t + 100), 1.0), 1, "at {t}");
+            t += 100;
+        }
+        assert_eq!(c.choose(0, at(3700), at(3800), 1.0), 0);
+        assert_eq!(c.swaps.len(), 2);
+        assert_eq!(c.swaps[1].reason, SwapReason::Slack);
+    }
+
+    #[test]
+    fn a_high_miss_rate_degrades_even_when_predictions_look_fine() {
+        let mut c = controller(policy());
+        for _ in 0..10 {
+            c.record(0, 0, ms(50), 1.0, true);
+        }
+        assert_eq!(c.choose(0, at(0), at(100), 1.0), 1);
+        assert!(matches!(c.swaps[0].reason, SwapReason::MissRate(r) if r == 1.0));
+    }
+
+    #[test]
+    fn noisy_latencies_near_the_edge_do_not_flap() {
+        let mut c = controller(policy());
+        // Cap at 1.6x: heavy predicted ~96 ms of a 100 ms budget: fits, no swap;
+        // noise pushes some samples over, the miss rate stays under 5%.
+        let mut swaps_seen = 0;
+        for i in 0..400u64 {
+            let noise = [0u64, 3, 6, 1, 8, 2][(i % 6) as usize];
+            let service = ms(55 + noise);
+            let missed = i % 40 == 0;
+            c.record(0, c.active(0), service.mul_f64(1.6), 1.6, missed);
+            c.choose(
+                0,
+                at(i * 33),
+                at(i * 33 + 100),
+                if i < 200 { 1.6 } else { 1.0 },
+            );
+            swaps_seen = c.swaps.len();
+        }
+        assert!(swaps_seen <= 2, "{:?}", c.swaps);
+    }
+
+    #[test]
+    fn a_family_of_one_never_degrades_and_disabled_never_swaps() {
+        let mut c = QualityController::new(policy(), &[1], &[ms(10)]);
+        c.seed_estimate(0, 0, ms(50));
+        for _ in 0..30 {
+            c.record(0, 0, ms(50), 1.0, true);
+        }
+        assert_eq!(c.choose(0, at(0), at(10), 3.0), 0);
+        assert!(c.swaps.is_empty());
+        let mut p = policy();
+        p.enabled = false;
+        let mut c = controller(p);
+        assert_eq!(c.choose(0, at(0), at(100), 5.0), 0);
+        assert!(c.swaps.is_empty());
+    }
+
+    #[test]
+    fn estimates_are_normalised_by_the_throttle() {
+        let mut c = controller(policy());
+        for _ in 0..50 {
+            c.record(0, 0, ms(150), 2.5, false); // 60 ms at full speed
+        }
+        // At full speed the heavy variant still fits: no swap.
+        assert_eq!(c.choose(0, at(0), at(100), 1.0), 0);
+        let mut bad = policy();
+        bad.window = 0;
+        assert!(bad.validate().is_err());
+        assert!(policy().validate().is_ok());
+    }
+}
