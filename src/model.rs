@@ -51,6 +51,16 @@ impl VisionModel {
 pub enum ModelSpec {
     /// A `tch::vision` builtin, e.g. `Vision(MobileNetV2)`.
     Vision(VisionModel),
+    /// A `tch::vision` builtin fed a smaller (or larger) square image, e.g.
+    /// `VisionAt(model: MobileNetV2, size: 128)`: the same network at a
+    /// lower resolution, a cheaper variant. All builtins end in global
+    /// pooling, so any size from 32 up works.
+    VisionAt {
+        /// The network.
+        model: VisionModel,
+        /// Input height and width in pixels.
+        size: i64,
+    },
     /// A TorchScript module saved with `torch.jit.save`, run on a random
     /// input of `input_shape`. A relative path is resolved against the
     /// workload file's folder.
@@ -76,6 +86,15 @@ impl ModelSpec {
     pub fn validate(&self) -> Result<(), String> {
         match self {
             ModelSpec::Vision(_) | ModelSpec::Family(_) => Ok(()),
+            ModelSpec::VisionAt { size, .. } => {
+                if (32..=1024).contains(size) {
+                    Ok(())
+                } else {
+                    Err(format!(
+                        "VisionAt size must be 32..=1024 pixels, got {size}"
+                    ))
+                }
+            }
             ModelSpec::TorchScript { path, input_shape } => {
                 if input_shape.is_empty() || input_shape.iter().any(|&d| d <= 0) {
                     return Err(format!(
@@ -111,6 +130,7 @@ impl fmt::Display for ModelSpec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             ModelSpec::Vision(v) => write!(f, "{v:?}"),
+            ModelSpec::VisionAt { model, size } => write!(f, "{model:?}@{size}"),
             ModelSpec::Family(name) => write!(f, "Family({name})"),
             ModelSpec::TorchScript { path, .. } => write!(f, "TorchScript({})", path.display()),
             ModelSpec::Synthetic { service } => {

@@ -15,8 +15,8 @@
 //!   heavier variant's prediction plus the tenant's usual wait before
 //!   dispatch fits within `slack_fraction` of the deadline, and recent misses
 //!   are at most half the threshold.
-//! - `min_dwell` between swaps and the slack margin are the hysteresis that
-//!   stops flapping. Swaps apply between requests; every swap is recorded
+//! - `min_dwell` since the last swap before an upgrade, and the slack
+//!   margin, are the hysteresis that stops flapping; degrades never wait. Swaps apply between requests; every swap is recorded
 //!   with its reason.
 
 use crate::time::Timestamp;
@@ -287,8 +287,9 @@ impl QualityController {
                 .predict(p.tail_quantile)
                 .map(|s| s * throttle.max(1.0))
         };
-        // Degrade?
-        if q.active + 1 < n && dwelt {
+        // Degrade? No dwell: stepping down is what keeps deadlines, and it
+        // cannot oscillate by itself (only upgrades wait out `min_dwell`).
+        if q.active + 1 < n {
             let predicted = predict(q.active);
             let reason = match predicted {
                 Some(s) if s > budget => Some(SwapReason::PredictedMiss {

@@ -97,6 +97,9 @@ pub struct RunReport {
     pub policy: String,
     /// Wall time from the first release to the end of the drain.
     pub duration: Duration,
+    /// Run time (since the runtime's clock started) of the first release;
+    /// swaps and cap changes are stamped on the same clock.
+    pub load_start: crate::time::Timestamp,
     /// Per-tenant accounts, in workload order.
     pub tenants: Vec<TenantAccount>,
     /// Per-worker busy time.
@@ -324,6 +327,7 @@ mod tests {
         let r = RunReport {
             policy: "edf".into(),
             duration: Duration::from_secs(2),
+            load_start: Default::default(),
             tenants: vec![t],
             workers: vec![WorkerAccount {
                 name: "cpu0".into(),

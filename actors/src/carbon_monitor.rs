@@ -2,8 +2,9 @@
 //! the power governor.
 //!
 //! Sources (policy `carbon`, or `ecomap run --carbon-trace`):
-//! - `Trace`: a CSV replayed against the run's clock at `speedup` trace
-//!   seconds per run second, from `start_offset`; rows the trace marks stale
+//! - `Trace`: a CSV replayed at `speedup` trace seconds per run second,
+//!   from `start_offset`, starting when the monitor starts (just before the
+//!   first release, after models are loaded); rows the trace marks stale
 //!   (held over an empty row) are passed on as stale;
 //! - `Http`: a live provider polled on its own thread (blocking HTTP never
 //!   stalls the actix arbiter); errors are logged and counted, never fatal;
@@ -61,6 +62,9 @@ pub struct CarbonMonitor {
     tick: Duration,
     stop: Arc<AtomicBool>,
     shared: Arc<ControlShared>,
+    /// Run time at which a trace replay starts (its `start_offset`): the
+    /// monitor's start, so model loading does not eat into the trace.
+    origin: Timestamp,
 }
 
 impl CarbonMonitor {
@@ -80,6 +84,7 @@ impl CarbonMonitor {
             tick,
             stop: Arc::new(AtomicBool::new(false)),
             shared,
+            origin: clock.now(),
         }
     }
 
@@ -96,7 +101,8 @@ impl CarbonMonitor {
                 speedup,
                 start_offset,
             } => {
-                let s = trace.sample_at(*start_offset + now.since_epoch().mul_f64(*speedup));
+                let elapsed = now.saturating_since(self.origin);
+                let s = trace.sample_at(*start_offset + elapsed.mul_f64(*speedup));
                 Some(CarbonReading {
                     gco2_per_kwh: s.gco2_per_kwh,
                     observed: now,

@@ -31,10 +31,10 @@ struct Files {
     #[arg(long, default_value = "rt-config/host.ron")]
     rt_config: PathBuf,
     /// Policy (RON).
-    #[arg(long, default_value = "policies/edf.ron")]
+    #[arg(long, default_value = "policies/ecomap.ron")]
     policy: PathBuf,
     /// Workload: the tenants (RON).
-    #[arg(long, default_value = "workloads/robot.ron")]
+    #[arg(long, default_value = "workloads/robot-mixed.ron")]
     workload: PathBuf,
     /// Replay this carbon-intensity CSV instead of the policy's carbon source.
     #[arg(long)]

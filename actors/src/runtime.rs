@@ -497,6 +497,7 @@ impl Runtime {
             RunReport {
                 policy: policy_name,
                 duration: end.saturating_since(load_started.unwrap_or(Timestamp::ZERO)),
+                load_start: load_started.unwrap_or(Timestamp::ZERO),
                 tenants,
                 workers,
                 rt_notes: notes.to_vec(),

@@ -248,6 +248,56 @@ fn carbon_without_a_platform_is_refused() {
 }
 
 #[test]
+fn bad_model_catalogs_and_families_exit_2() {
+    let f = Files::new();
+    let family = WORKLOAD.replace("tenants: [", "catalog: \"models.ron\",\n    tenants: [");
+    let family = family.replace("Synthetic(service: \"1ms\")", "Family(\"fam\")");
+    f.write("w.ron", &family);
+    f.write(
+        "models.ron",
+        r#"(families: [(name: "fam", variants: [
+            (name: "ts", model: TorchScript(path: "gone.pt", input_shape: [1, 3, 8, 8]))])])"#,
+    );
+    assert_bad_input(&f.run(&[]), &["models.ron", "gone.pt does not exist"]);
+    f.write(
+        "models.ron",
+        r#"(families: [(name: "fam", variants: [(name: "x", model: Vision(ResNet9000))])])"#,
+    );
+    assert_bad_input(&f.run(&[]), &["models.ron", "ResNet9000"]);
+    f.write(
+        "models.ron",
+        r#"(families: [(name: "other", variants: [(name: "x", model: Synthetic(service: "1ms"))])])"#,
+    );
+    assert_bad_input(&f.run(&[]), &["no family \"fam\" in the catalog"]);
+    f.write("w.ron", &family.replace("catalog: \"models.ron\",", ""));
+    assert_bad_input(&f.run(&[]), &["no `catalog`"]);
+}
+
+#[test]
+fn a_family_of_one_variant_serves_without_swaps() {
+    let f = Files::new();
+    let family = WORKLOAD
+        .replace("tenants: [", "catalog: \"models.ron\",\n    tenants: [")
+        .replace("Synthetic(service: \"1ms\")", "Family(\"solo\")");
+    f.write("w.ron", &family);
+    f.write(
+        "models.ron",
+        r#"(families: [(name: "solo", variants: [(name: "spin", model: Synthetic(service: "1ms"), top1: 50.0)])])"#,
+    );
+    f.write(
+        "p.ron",
+        r#"(name: "q", quality: (miss_rate_threshold: 0.01, upgrade_after: "1s"))"#,
+    );
+    let o = f.run(&["--duration", "1s"]);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        out.contains("swaps   0  mean top-1 of served 50.00%"),
+        "{out}"
+    );
+}
+
+#[test]
 fn check_accepts_the_shipped_defaults() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
     for (workload, policy) in [
@@ -255,6 +305,7 @@ fn check_accepts_the_shipped_defaults() {
         ("workloads/synthetic.ron", "policies/fifo.ron"),
         ("workloads/robot.ron", "policies/ecomap-power.ron"),
         ("workloads/robot.ron", "policies/carbon-agnostic.ron"),
+        ("workloads/robot-mixed.ron", "policies/ecomap.ron"),
     ] {
         let o = Command::new(env!("CARGO_BIN_EXE_ecomap"))
             .current_dir(root)

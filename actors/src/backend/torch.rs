@@ -56,10 +56,15 @@ impl VisionNet {
     /// computes the same numbers (and takes the same time: random values
     /// can decide how many denormals a pass meets).
     pub fn new(model: VisionModel, device: Device) -> Self {
+        Self::with_input(model, model.input_shape(), device)
+    }
+
+    /// Build `model` on `device` fed a random input of `shape`.
+    pub fn with_input(model: VisionModel, shape: [i64; 4], device: Device) -> Self {
         tch::manual_seed(0x5EED_0000 + model as i64);
         let vs = nn::VarStore::new(device);
         let net = build_vision(model, &vs);
-        let input = Tensor::randn(model.input_shape(), (Kind::Float, device));
+        let input = Tensor::randn(shape, (Kind::Float, device));
         VisionNet { vs, net, input }
     }
 
@@ -134,18 +139,19 @@ impl Backend for TorchBackend {
                 });
             }
         }
+        // Building a network can panic inside tch on exotic failures (e.g.
+        // out of device memory); turn that into an error.
+        let vision = |m: VisionModel, shape: [i64; 4]| {
+            std::panic::catch_unwind(move || VisionNet::with_input(m, shape, d))
+                .map(|n| Box::new(n) as Box<dyn LoadedModel>)
+                .map_err(|_| BackendError::Load {
+                    model: spec.to_string(),
+                    reason: "libtorch failed while building the network".into(),
+                })
+        };
         match spec {
-            ModelSpec::Vision(m) => {
-                // Building a network can panic inside tch on exotic failures
-                // (e.g. out of device memory); turn that into an error.
-                let m = *m;
-                std::panic::catch_unwind(move || VisionNet::new(m, d))
-                    .map(|n| Box::new(n) as Box<dyn LoadedModel>)
-                    .map_err(|_| BackendError::Load {
-                        model: spec.to_string(),
-                        reason: "libtorch failed while building the network".into(),
-                    })
-            }
+            ModelSpec::Vision(m) => vision(*m, m.input_shape()),
+            ModelSpec::VisionAt { model, size } => vision(*model, [1, 3, *size, *size]),
             ModelSpec::TorchScript { path, input_shape } => {
                 let mut module =
                     CModule::load_on_device(path, d).map_err(|e| BackendError::Load {

@@ -100,7 +100,10 @@ fn main() {
             .quality
             .clone()
             .expect("families give a quality report");
-        // Run seconds are measured from the clock's epoch; the load starts ~0.2 s in.
+        // Swaps are stamped on the runtime's clock; the trace (and so the
+        // cap schedule) starts ~0.1 s before the first release.
+        let origin = report.load_start.since_epoch().as_secs_f64() - 0.1;
+        let (drop_s, rise_s) = (origin + drop_s, origin + rise_s);
         for (t, acc) in report.tenants.iter().enumerate() {
             let c = acc.counts;
             let miss = 1.0 - c.on_time as f64 / c.submitted.max(1) as f64;
