@@ -229,11 +229,12 @@ impl Runtime {
                                     Err(e) => {
                                         let _ = ready.send(Err(StartError::ModelLoad {
                                             worker: wname.clone(),
-                                            tenant: format!(
-                                                "{} (variant {})",
-                                                names[t], variant.name
-                                            ),
-                                            reason: e.to_string(),
+                                            tenant: names[t].clone(),
+                                            reason: if variants.len() > 1 {
+                                                format!("variant {}: {e}", variant.name)
+                                            } else {
+                                                e.to_string()
+                                            },
                                         }));
                                         return;
                                     }
@@ -471,24 +472,25 @@ impl Runtime {
             .iter()
             .map(|t| t.variants().len())
             .collect();
-        let quality =
-            (variant_counts.iter().any(|&n| n > 1) || !stats.swaps.is_empty()).then(|| {
-                let start = load_started.unwrap_or(Timestamp::ZERO);
-                QualityReport {
-                    variants: workload
-                        .tenants
-                        .iter()
-                        .map(|t| t.variants().into_iter().map(|v| (v.name, v.top1)).collect())
-                        .collect(),
-                    time_in_variant: QualityReport::time_in_variants(
-                        &variant_counts,
-                        &stats.swaps,
-                        start,
-                        end,
-                    ),
-                    swaps: stats.swaps,
-                }
-            });
+        // Tenants with a model family (even of one variant) get the section.
+        let has_families = workload.tenants.iter().any(|t| !t.resolved.is_empty());
+        let quality = (has_families || !stats.swaps.is_empty()).then(|| {
+            let start = load_started.unwrap_or(Timestamp::ZERO);
+            QualityReport {
+                variants: workload
+                    .tenants
+                    .iter()
+                    .map(|t| t.variants().into_iter().map(|v| (v.name, v.top1)).collect())
+                    .collect(),
+                time_in_variant: QualityReport::time_in_variants(
+                    &variant_counts,
+                    &stats.swaps,
+                    start,
+                    end,
+                ),
+                swaps: stats.swaps,
+            }
+        });
         let (energy, timeline) = match outcome {
             Some(o) => (Some(o.report), o.timeline),
             None => (None, Vec::new()),
