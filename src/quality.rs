@@ -271,13 +271,36 @@ impl QualityController {
         if !self.policy.enabled {
             return self.tenants[t].active;
         }
+        if let Some((to, reason)) = self.decide(t, now, deadline, throttle) {
+            let q = &mut self.tenants[t];
+            let from = q.active;
+            q.active = to;
+            q.last_swap = Some(now);
+            q.slack_since = None;
+            // The new variant starts with a clean record.
+            q.outcomes.clear();
+            self.swaps.push(Swap {
+                at: now,
+                tenant: t,
+                from,
+                to,
+                reason,
+            });
+        }
+        self.tenants[t].active
+    }
+
+    /// The swap to make now, if any.
+    fn decide(
+        &mut self,
+        t: usize,
+        now: Timestamp,
+        deadline: Timestamp,
+        throttle: f64,
+    ) -> Option<(usize, SwapReason)> {
         let miss_rate = self.miss_rate(t);
-        let p = self.policy.clone();
+        let p = &self.policy;
         let q = &mut self.tenants[t];
-        let n = q.estimates.len();
-        let dwelt = q
-            .last_swap
-            .is_none_or(|s| now.saturating_since(s) >= p.min_dwell);
         let budget = deadline.saturating_since(now).as_secs_f64();
         // Time this request already waited: deadline - budget = now - release.
         let waited = (q.deadline.as_secs_f64() - budget).max(0.0);
@@ -289,62 +312,39 @@ impl QualityController {
         };
         // Degrade? No dwell: stepping down is what keeps deadlines, and it
         // cannot oscillate by itself (only upgrades wait out `min_dwell`).
-        if q.active + 1 < n {
-            let predicted = predict(q.active);
-            let reason = match predicted {
-                Some(s) if s > budget => Some(SwapReason::PredictedMiss {
-                    predicted_s: s,
-                    budget_s: budget,
-                }),
-                _ if miss_rate > p.miss_rate_threshold => Some(SwapReason::MissRate(miss_rate)),
-                _ => None,
-            };
-            if let Some(reason) = reason {
-                let from = q.active;
-                q.active += 1;
-                q.last_swap = Some(now);
-                q.slack_since = None;
-                // The lighter variant starts with a clean record.
-                q.outcomes.clear();
-                self.swaps.push(Swap {
-                    at: now,
-                    tenant: t,
-                    from,
-                    to: from + 1,
-                    reason,
-                });
-                return self.tenants[t].active;
-            }
-        }
-        // Upgrade?
-        if q.active > 0 {
-            let heavier = predict(q.active - 1);
-            // The heavier variant must fit, after the usual wait, in a
-            // fraction of the deadline — the margin that stops flapping.
-            let fits = heavier
-                .is_some_and(|s| s + q.wait_ewma_s <= p.slack_fraction * q.deadline.as_secs_f64())
-                && miss_rate <= p.miss_rate_threshold / 2.0;
-            if fits {
-                let since = *q.slack_since.get_or_insert(now);
-                if now.saturating_since(since) >= p.upgrade_after && dwelt {
-                    let from = q.active;
-                    q.active -= 1;
-                    q.last_swap = Some(now);
-                    q.slack_since = None;
-                    q.outcomes.clear();
-                    self.swaps.push(Swap {
-                        at: now,
-                        tenant: t,
-                        from,
-                        to: from - 1,
-                        reason: SwapReason::Slack,
-                    });
+        if q.active + 1 < q.estimates.len() {
+            match predict(q.active) {
+                Some(s) if s > budget => {
+                    let reason = SwapReason::PredictedMiss {
+                        predicted_s: s,
+                        budget_s: budget,
+                    };
+                    return Some((q.active + 1, reason));
                 }
-            } else {
-                q.slack_since = None;
+                _ if miss_rate > p.miss_rate_threshold => {
+                    return Some((q.active + 1, SwapReason::MissRate(miss_rate)));
+                }
+                _ => {}
             }
         }
-        self.tenants[t].active
+        // Upgrade? The heavier variant must fit, after the usual wait, in a
+        // fraction of the deadline — the margin that stops flapping.
+        if q.active == 0 {
+            return None;
+        }
+        let fits = predict(q.active - 1)
+            .is_some_and(|s| s + q.wait_ewma_s <= p.slack_fraction * q.deadline.as_secs_f64())
+            && miss_rate <= p.miss_rate_threshold / 2.0;
+        if !fits {
+            q.slack_since = None;
+            return None;
+        }
+        let since = *q.slack_since.get_or_insert(now);
+        let dwelt = q
+            .last_swap
+            .is_none_or(|s| now.saturating_since(s) >= p.min_dwell);
+        (now.saturating_since(since) >= p.upgrade_after && dwelt)
+            .then_some((q.active - 1, SwapReason::Slack))
     }
 }
 
