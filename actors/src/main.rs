@@ -54,7 +54,7 @@ enum Command {
         #[arg(long, default_value = "20s", value_parser = parse_duration)]
         duration: Duration,
         /// Multiply every tenant's arrival rate (2.0 = twice the load).
-        #[arg(long, default_value_t = 1.0, value_parser = parse_load_factor)]
+        #[arg(long, default_value_t = 1.0, value_parser = parse_positive)]
         load_factor: f64,
         /// Folder for the per-tenant `.hgrm` latency files.
         #[arg(long, default_value = "out")]
@@ -80,10 +80,6 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 }
 
 fn parse_positive(s: &str) -> Result<f64, String> {
-    parse_load_factor(s)
-}
-
-fn parse_load_factor(s: &str) -> Result<f64, String> {
     match s.parse::<f64>() {
         Ok(f) if f.is_finite() && f > 0.0 => Ok(f),
         _ => Err(format!("{s:?} is not a positive number")),

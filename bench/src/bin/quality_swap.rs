@@ -46,9 +46,10 @@ fn trace(dir: &Path, phase_h: u64, dirty: f64) -> PathBuf {
         } else {
             100.0
         };
-        csv.push_str(&format!("2024-01-01T00:00:00Z,{g}\n").replace(
-            "2024-01-01T00:00:00Z",
-            &format!("2024-01-{:02}T{:02}:00:00Z", 1 + h / 24, h % 24),
+        csv.push_str(&format!(
+            "2024-01-{:02}T{:02}:00:00Z,{g}\n",
+            1 + h / 24,
+            h % 24
         ));
     }
     let p = dir.join("cap-schedule.csv");
