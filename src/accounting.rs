@@ -152,6 +152,10 @@ pub struct TenantAccount {
     pub service: LatencyHistogram,
     /// Eligible to start (see [`Completion::dispatch_latency`]), for served requests.
     pub dispatch: LatencyHistogram,
+    /// The part of `dispatch` for requests released while their worker was
+    /// free (it had to be woken): the wake-up path, as opposed to a worker
+    /// taking queued work the moment it finishes.
+    pub dispatch_woken: LatencyHistogram,
     /// `served_by_variant[v]`: requests served (on time or late) by variant `v`.
     pub served_by_variant: Vec<u64>,
 }
@@ -180,6 +184,12 @@ impl TenantAccount {
         self.counts.add(Outcome::Expired);
     }
 
+    /// Count a request that never ran because no worker could take it
+    /// (the workers holding its model died): a `failed` outcome.
+    pub fn record_unserved(&mut self, _request: &Request) {
+        self.counts.add(Outcome::Failed);
+    }
+
     /// Count a request a worker ran, and record its latencies when it succeeded.
     pub fn record_completion(&mut self, c: &Completion) {
         let outcome = c.outcome();
@@ -189,6 +199,9 @@ impl TenantAccount {
             self.queueing.record(c.queueing());
             self.service.record(c.service());
             self.dispatch.record(c.dispatch_latency());
+            if c.eligible == c.request.release {
+                self.dispatch_woken.record(c.dispatch_latency());
+            }
             let v = usize::from(c.variant);
             if self.served_by_variant.len() <= v {
                 self.served_by_variant.resize(v + 1, 0);

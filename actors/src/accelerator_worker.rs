@@ -1,17 +1,20 @@
 //! `AcceleratorWorker`: one execution unit running real inference.
 //!
 //! A worker owns the loaded models of the tenants it serves (loaded on its
-//! own pinned thread, before serving starts), takes one [`Job`] at a time
-//! from its 1-slot channel, runs the forward pass, tells the dispatcher it is
-//! idle, and reports a [`Completion`] to telemetry. A backend error or a
-//! panic inside a forward pass becomes a `failed` outcome; the worker lives on.
+//! own pinned thread, before serving starts). Whenever it is free it runs a
+//! step of the shared EDF dispatcher, which hands it the earliest-deadline
+//! request it can serve; it runs that forward pass and reports a
+//! [`Completion`] to telemetry. With nothing to do it sleeps on its
+//! tenants' queues and its doorbell, so a release wakes it directly. A
+//! backend error or a panic inside a forward pass becomes a `failed`
+//! outcome; the worker lives on.
 
 use crate::backend::LoadedModel;
 use crate::clock::RunClock;
-use crate::edf_dispatcher::{Job, WorkerDone};
+use crate::edf_dispatcher::{Job, Next, SharedDispatcher, WorkerDone, WorkerEvent};
 use crate::telemetry::TelemetryEvent;
-use crossbeam_channel::{Receiver, Sender};
-use ecomap::request::Completion;
+use crossbeam_channel::{Receiver, Select, Sender};
+use ecomap::request::{Completion, Request};
 use ecomap::time::Timestamp;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -49,13 +52,16 @@ impl BusyCounters {
     }
 }
 
-/// A worker's channels.
+/// A worker's links to the rest of the data plane.
 #[derive(Debug)]
 pub struct WorkerLinks {
-    /// Jobs from the dispatcher (1 slot).
-    pub jobs: Receiver<Job>,
-    /// "Done, idle again" notices to the dispatcher.
-    pub idle: Sender<WorkerDone>,
+    /// The dispatcher whose steps this worker runs when it is free.
+    pub dispatcher: SharedDispatcher,
+    /// The queues of the tenants it serves, as `(tenant index, receiver)`:
+    /// it sleeps on them when idle, so a release wakes it directly.
+    pub requests: Vec<(usize, Receiver<Request>)>,
+    /// Rung by another worker's step when work is queued for this one.
+    pub doorbell: Receiver<()>,
     /// Completions to telemetry.
     pub telemetry: Sender<TelemetryEvent>,
 }
@@ -66,12 +72,28 @@ pub struct AcceleratorWorker {
     name: String,
     /// `models[t][v]`: variant `v` of tenant `t`'s model (empty if not served).
     models: Vec<Vec<Box<dyn LoadedModel>>>,
-    jobs: Receiver<Job>,
-    idle_tx: Sender<WorkerDone>,
-    telemetry: Sender<TelemetryEvent>,
+    links: WorkerLinks,
+    /// `open[i]`: whether `links.requests[i]` may still deliver requests.
+    open: Vec<bool>,
     clock: RunClock,
     busy: Arc<BusyCounters>,
     failures_logged: u32,
+}
+
+/// Tells the dispatcher if the worker's thread unwinds outside a forward
+/// pass (a bug), so the other workers neither wait for it at shutdown nor
+/// leave its tenants' requests uncounted.
+struct LostGuard {
+    dispatcher: SharedDispatcher,
+    worker: usize,
+}
+
+impl Drop for LostGuard {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.dispatcher.lock().worker_lost(self.worker);
+        }
+    }
 }
 
 impl AcceleratorWorker {
@@ -84,57 +106,117 @@ impl AcceleratorWorker {
         clock: RunClock,
         busy: Arc<BusyCounters>,
     ) -> Self {
+        let open = vec![true; links.requests.len()];
         AcceleratorWorker {
             index,
             name,
             models,
-            jobs: links.jobs,
-            idle_tx: links.idle,
-            telemetry: links.telemetry,
+            links,
+            open,
             clock,
             busy,
             failures_logged: 0,
         }
     }
 
-    /// Serve jobs until the dispatcher closes the job channel.
+    /// Serve until the dispatcher says every queue is closed and drained.
     pub fn run(mut self) {
+        let _guard = LostGuard {
+            dispatcher: self.links.dispatcher.clone(),
+            worker: self.index,
+        };
+        let mut event = WorkerEvent::Woke;
         let mut free_since = Timestamp::ZERO;
-        while let Ok(job) = self.jobs.recv() {
-            let started = self.clock.now();
-            let succeeded = self.serve(&job);
-            if job.throttle > 1.0 {
-                // Emulated lower clock: stretch the pass by duty-cycling —
-                // the unit stays busy (accounted below) but the core sleeps.
-                let ran = self.clock.now().saturating_since(started);
-                std::thread::sleep(ran.mul_f64(job.throttle - 1.0));
+        // A completion is sent to telemetry after the next forward pass (or
+        // before sleeping), not between two passes: waking the telemetry
+        // thread costs microseconds the next request would wait for.
+        let mut pending: Option<Completion> = None;
+        loop {
+            match self.links.dispatcher.next_job(self.index, event) {
+                Next::Run(job) => {
+                    let started = self.clock.now();
+                    let succeeded = self.serve(&job);
+                    if job.throttle > 1.0 {
+                        // Emulated lower clock: stretch the pass by
+                        // duty-cycling — the unit stays busy (accounted
+                        // below) but the core sleeps.
+                        let ran = self.clock.now().saturating_since(started);
+                        std::thread::sleep(ran.mul_f64(job.throttle - 1.0));
+                    }
+                    let finished = self.clock.now();
+                    let busy = finished.saturating_since(started).as_nanos() as u64;
+                    self.busy.workers[self.index].fetch_add(busy, Ordering::Relaxed);
+                    self.busy.tenants[job.request.tenant.index()]
+                        .fetch_add(busy, Ordering::Relaxed);
+                    self.flush(&mut pending);
+                    pending = Some(Completion {
+                        request: job.request,
+                        worker: self.index,
+                        dispatched: job.dispatched,
+                        eligible: job.request.release.max(free_since),
+                        started,
+                        finished,
+                        succeeded,
+                        variant: u8::try_from(job.variant).unwrap_or(u8::MAX),
+                    });
+                    free_since = finished;
+                    event = WorkerEvent::Finished(WorkerDone {
+                        tenant: job.request.tenant.index(),
+                        variant: job.variant,
+                        service: finished.saturating_since(started),
+                        throttle: job.throttle,
+                        missed: !succeeded || finished > job.request.deadline,
+                    });
+                }
+                Next::Wait => {
+                    self.flush(&mut pending);
+                    event = self.sleep();
+                }
+                Next::Exit => {
+                    self.flush(&mut pending);
+                    break;
+                }
             }
-            let finished = self.clock.now();
-            let busy = finished.saturating_since(started).as_nanos() as u64;
-            self.busy.workers[self.index].fetch_add(busy, Ordering::Relaxed);
-            self.busy.tenants[job.request.tenant.index()].fetch_add(busy, Ordering::Relaxed);
-            // Idle first: the dispatcher can hand over the next job while we
-            // report this one.
-            let _ = self.idle_tx.send(WorkerDone {
-                worker: self.index,
-                tenant: job.request.tenant.index(),
-                variant: job.variant,
-                service: finished.saturating_since(started),
-                throttle: job.throttle,
-                missed: !succeeded || finished > job.request.deadline,
-            });
-            let completion = Completion {
-                request: job.request,
-                worker: self.index,
-                dispatched: job.dispatched,
-                eligible: job.request.release.max(free_since),
-                started,
-                finished,
-                succeeded,
-                variant: u8::try_from(job.variant).unwrap_or(u8::MAX),
-            };
-            free_since = finished;
-            let _ = self.telemetry.send(TelemetryEvent::Completed(completion));
+        }
+    }
+
+    fn flush(&self, pending: &mut Option<Completion>) {
+        if let Some(c) = pending.take() {
+            // Blocking send: telemetry never loses an outcome.
+            let _ = self.links.telemetry.send(TelemetryEvent::Completed(c));
+        }
+    }
+
+    /// Sleep until a request arrives on one of this worker's queues (taking
+    /// it), a queue closes, or the doorbell rings. crossbeam wakes one
+    /// sleeping receiver per message, so one release wakes one worker.
+    fn sleep(&mut self) -> WorkerEvent {
+        let mut sel = Select::new();
+        let doorbell = sel.recv(&self.links.doorbell);
+        let mut ops = Vec::with_capacity(self.links.requests.len());
+        for (i, (_, rx)) in self.links.requests.iter().enumerate() {
+            if self.open[i] {
+                ops.push((sel.recv(rx), i));
+            }
+        }
+        let oper = sel.select();
+        let index = oper.index();
+        if index == doorbell {
+            // Disconnected cannot happen while this worker holds the
+            // dispatcher (which holds the sender); either way: step.
+            let _ = oper.recv(&self.links.doorbell);
+            return WorkerEvent::Woke;
+        }
+        let Some(&(_, i)) = ops.iter().find(|(op, _)| *op == index) else {
+            return WorkerEvent::Woke;
+        };
+        match oper.recv(&self.links.requests[i].1) {
+            Ok(request) => WorkerEvent::Received(request),
+            Err(_) => {
+                // Closed: stop listening to it; the step notices too.
+                self.open[i] = false;
+                WorkerEvent::Woke
+            }
         }
     }
 

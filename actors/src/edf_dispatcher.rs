@@ -1,26 +1,84 @@
-//! `EdfDispatcher`: moves admitted requests from the tenant queues to free
-//! accelerator workers, earliest deadline first.
+//! `EdfDispatcher`: hands admitted requests to free accelerator workers,
+//! earliest deadline first.
 //!
-//! It owns the core's [`DispatchQueue`] and a view of which workers are
-//! idle. It sleeps in a `crossbeam_channel::Select` over every tenant queue
-//! and the workers' "idle" channel, and on each wake-up:
-//! 1. pulls every newly admitted request into the deadline heap;
-//! 2. marks workers that reported idle;
-//! 3. while a worker is idle: drops (as `expired`) requests whose deadline
-//!    has passed, pops the earliest-deadline request some idle worker can
-//!    serve, and hands it over on that worker's 1-slot job channel.
+//! The dispatcher owns the core's [`DispatchQueue`] (the deadline heap), the
+//! receiving ends of the tenant queues, its view of which workers are idle,
+//! the power state and the quality controller. It is an actor without a
+//! thread of its own: the worker that has just become free runs one
+//! dispatch step ([`EdfDispatcher::next_job`]) under the dispatcher's lock,
+//! and takes the job that step picks for it. So
+//! - a request released while a worker is idle reaches that worker in one
+//!   wake-up (the tenant queue's send wakes the worker, which dispatches to
+//!   itself), not two (sender → dispatcher thread → worker);
+//! - a request queued behind busy workers starts in no wake-up at all: the
+//!   worker that finishes takes it in the same breath.
 //!
-//! It ends once every tenant queue is closed, the heap is empty and every
-//! worker is idle — so a shutdown drains all admitted work.
+//! Those two hops were most of the runtime's dispatch latency under load
+//! (docs/results.md §2). One step:
+//! 1. records the caller's finished job (for the quality controller) or
+//!    queues the request the caller was woken with;
+//! 2. pulls every newly admitted request into the deadline heap, and the
+//!    latest power state;
+//! 3. drops (as `expired`) every request whose deadline has passed;
+//! 4. pops the earliest-deadline request the caller holds the model for,
+//!    choosing its model variant;
+//! 5. rings the doorbell of every other idle worker that now has work (or
+//!    must notice that every queue closed), so nothing waits for a worker
+//!    that is asleep.
+//!
+//! No thread ever waits long for the lock: steps are O(log n) and only
+//! workers take it. Idle workers sleep in a `crossbeam_channel::Select` over
+//! their tenants' queues and their doorbell (see `accelerator_worker`), so
+//! crossbeam wakes exactly one of them per request.
+//!
+//! A worker is told to exit once every tenant queue is closed and the heap
+//! holds nothing it can serve; [`EdfDispatcher::finish`] then counts anything
+//! no worker could take (a worker died) as `failed`, never silently.
+//!
+//! ```
+//! use crossbeam_channel::bounded;
+//! use ecomap::config::workload::Workload;
+//! use ecomap::dispatch::QueueOrder;
+//! use ecomap::request::TenantId;
+//! use ecomap_actors::clock::RunClock;
+//! use ecomap_actors::edf_dispatcher::{EdfDispatcher, Next, WorkerEvent, WorkerSlot};
+//! use ecomap_actors::tenant_queue::tenant_queue;
+//!
+//! let workload: Workload = ecomap::config::parse_ron(
+//!     r#"(tenants: [(name: "cam", model: Synthetic(service: "1ms"),
+//!         arrival: Periodic(rate_hz: 30.0), deadline: "33ms", capacity: 4)])"#,
+//!     std::path::Path::new("example"),
+//!     "workload",
+//! )
+//! .unwrap();
+//! let clock = RunClock::start();
+//! let (queue, receiver) = tenant_queue(TenantId(0), &workload.tenants[0], clock);
+//! let (doorbell, _ring) = bounded(1);
+//! let (telemetry, _events) = bounded(16);
+//! let mut dispatcher = EdfDispatcher::new(
+//!     QueueOrder::EarliestDeadline,
+//!     vec![receiver],
+//!     vec![WorkerSlot::new(doorbell, vec![true])],
+//!     telemetry,
+//!     clock,
+//! );
+//! let request = queue.submit().unwrap();
+//! // Worker 0 is free: the step hands it the request.
+//! match dispatcher.next_job(0, WorkerEvent::Woke) {
+//!     Next::Run(job) => assert_eq!(job.request.id, request.id),
+//!     other => panic!("expected a job, got {other:?}"),
+//! }
+//! ```
 
 use crate::clock::RunClock;
 use crate::telemetry::TelemetryEvent;
 use crate::tenant_queue::TenantQueueReceiver;
-use crossbeam_channel::{Receiver, Select, Sender, TryRecvError};
+use crossbeam_channel::{Receiver, Sender, TryRecvError};
 use ecomap::dispatch::{DispatchQueue, QueueOrder};
 use ecomap::request::Request;
 use ecomap::time::Timestamp;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, MutexGuard};
 
 /// A request handed to a worker.
 #[derive(Debug, Clone, Copy)]
@@ -36,11 +94,9 @@ pub struct Job {
     pub variant: usize,
 }
 
-/// A worker's "done, and idle again" notice.
+/// What a worker reports about the job it just finished.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct WorkerDone {
-    /// The worker, now idle.
-    pub worker: usize,
     /// Tenant of the request it finished.
     pub tenant: usize,
     /// Variant that served it.
@@ -51,6 +107,28 @@ pub struct WorkerDone {
     pub throttle: f64,
     /// Whether it finished after its deadline (or failed).
     pub missed: bool,
+}
+
+/// Why a worker runs a dispatch step.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum WorkerEvent {
+    /// It starts serving, or its doorbell rang, or one of its queues closed.
+    Woke,
+    /// It finished a job and is free.
+    Finished(WorkerDone),
+    /// It was woken by (and took) this request from a tenant queue.
+    Received(Request),
+}
+
+/// What the worker does after a dispatch step.
+#[derive(Debug, Clone, Copy)]
+pub enum Next {
+    /// Run this job.
+    Run(Job),
+    /// Nothing for you: sleep until a queue or the doorbell wakes you.
+    Wait,
+    /// Every queue is closed and nothing is left for you: end.
+    Exit,
 }
 
 /// What the power governor tells the data plane when the cap changes.
@@ -67,20 +145,23 @@ pub struct PowerState {
 /// The dispatcher's view of one worker.
 #[derive(Debug)]
 pub struct WorkerSlot {
-    /// The worker's job channel (capacity 1; only written while it is idle).
-    pub jobs: Sender<Job>,
+    /// Wakes the worker when it sleeps and work arrives for it (1 slot; a
+    /// full doorbell has already been rung).
+    pub doorbell: Sender<()>,
     /// `serves[t]`: whether it holds tenant `t`'s model.
     pub serves: Vec<bool>,
     idle: bool,
+    gone: bool,
 }
 
 impl WorkerSlot {
-    /// A worker, idle, serving the tenants marked in `serves`.
-    pub fn new(jobs: Sender<Job>, serves: Vec<bool>) -> Self {
+    /// A worker, not yet started, serving the tenants marked in `serves`.
+    pub fn new(doorbell: Sender<()>, serves: Vec<bool>) -> Self {
         WorkerSlot {
-            jobs,
+            doorbell,
             serves,
-            idle: true,
+            idle: false,
+            gone: false,
         }
     }
 }
@@ -92,21 +173,28 @@ pub struct DispatcherStats {
     pub dispatched: u64,
     /// Requests dropped because their deadline passed before they started.
     pub expired: u64,
-    /// Wake-ups of the dispatcher loop.
-    pub wakeups: u64,
+    /// Requests no worker could take (their workers died); counted `failed`.
+    pub unserved: u64,
+    /// Dispatch steps run.
+    pub steps: u64,
+    /// Doorbells rung (a worker woken by another's step).
+    pub doorbells: u64,
     /// Largest number of requests queued at once.
     pub max_queued: usize,
     /// Model swaps decided, in order.
     pub swaps: Vec<ecomap::quality::Swap>,
 }
 
-/// The EDF dispatcher actor.
+/// The EDF dispatcher: state plus the step the workers run.
 #[derive(Debug)]
 pub struct EdfDispatcher {
     queue: DispatchQueue,
+    /// `queued[t]`: tenant `t`'s requests in the heap.
+    queued: Vec<usize>,
     tenants: Vec<TenantQueueReceiver>,
+    open: Vec<bool>,
+    open_count: usize,
     workers: Vec<WorkerSlot>,
-    idle_rx: Receiver<WorkerDone>,
     telemetry: Sender<TelemetryEvent>,
     clock: RunClock,
     stats: DispatcherStats,
@@ -116,22 +204,24 @@ pub struct EdfDispatcher {
 }
 
 impl EdfDispatcher {
-    /// A dispatcher over these tenant queues and workers. Workers announce
-    /// they are idle again by sending their index on `idle_rx`.
+    /// A dispatcher over these tenant queues and workers, reporting
+    /// expiries to `telemetry`.
     pub fn new(
         order: QueueOrder,
         tenants: Vec<TenantQueueReceiver>,
         workers: Vec<WorkerSlot>,
-        idle_rx: Receiver<WorkerDone>,
         telemetry: Sender<TelemetryEvent>,
         clock: RunClock,
     ) -> Self {
         let capacity = tenants.iter().map(|t| t.rx.capacity().unwrap_or(0)).sum();
+        let n = tenants.len();
         EdfDispatcher {
             queue: DispatchQueue::with_capacity(order, capacity),
+            queued: vec![0; n],
             tenants,
+            open: vec![true; n],
+            open_count: n,
             workers,
-            idle_rx,
             telemetry,
             clock,
             stats: DispatcherStats::default(),
@@ -141,55 +231,29 @@ impl EdfDispatcher {
         }
     }
 
-    /// Pick each request's model variant with `controller`.
-    pub fn with_quality(mut self, controller: ecomap::quality::QualityController) -> Self {
+    /// Pick each request's model variant with `controller` from now on.
+    pub fn set_quality(&mut self, controller: ecomap::quality::QualityController) {
         self.quality = Some(controller);
-        self
     }
 
-    /// Listen for power-state updates from the governor on `rx`.
+    /// Take power-state updates from the governor on `rx`.
     pub fn with_power_updates(mut self, rx: Receiver<PowerState>) -> Self {
         self.power_rx = Some(rx);
         self
     }
 
-    /// Run until every tenant queue is closed and all work is drained.
-    pub fn run(mut self) -> DispatcherStats {
-        let mut open: Vec<bool> = vec![true; self.tenants.len()];
-        let mut open_count = self.tenants.len();
-        // Borrow the receivers for the Select separately from `self`.
-        let tenants = std::mem::take(&mut self.tenants);
-        let mut sel = Select::new();
-        let tenant_ops: Vec<usize> = tenants.iter().map(|t| sel.recv(&t.rx)).collect();
-        let idle_rx = self.idle_rx.clone();
-        sel.recv(&idle_rx);
-        let power_rx = self.power_rx.take();
-        let mut power_op = power_rx.as_ref().map(|rx| sel.recv(rx));
-        loop {
-            if open_count == 0 && self.queue.is_empty() && self.workers.iter().all(|w| w.idle) {
-                break;
-            }
-            sel.ready();
-            self.stats.wakeups += 1;
-            for (i, t) in tenants.iter().enumerate() {
-                if !open[i] {
-                    continue;
-                }
-                loop {
-                    match t.rx.try_recv() {
-                        Ok(r) => self.queue.push(r),
-                        Err(TryRecvError::Empty) => break,
-                        Err(TryRecvError::Disconnected) => {
-                            open[i] = false;
-                            open_count -= 1;
-                            sel.remove(tenant_ops[i]);
-                            break;
-                        }
-                    }
-                }
-            }
-            while let Ok(done) = idle_rx.try_recv() {
-                self.workers[done.worker].idle = true;
+    /// Counts so far.
+    pub fn stats(&self) -> &DispatcherStats {
+        &self.stats
+    }
+
+    /// One dispatch step on behalf of free worker `worker` (see the module
+    /// documentation): returns its next job, or tells it to wait or exit.
+    pub fn next_job(&mut self, worker: usize, event: WorkerEvent) -> Next {
+        self.stats.steps += 1;
+        match event {
+            WorkerEvent::Woke => {}
+            WorkerEvent::Finished(done) => {
                 if let Some(q) = &mut self.quality {
                     q.record(
                         done.tenant,
@@ -200,22 +264,61 @@ impl EdfDispatcher {
                     );
                 }
             }
-            if let (Some(rx), Some(op)) = (&power_rx, power_op) {
-                loop {
-                    match rx.try_recv() {
-                        Ok(p) => self.power = Some(p),
-                        Err(TryRecvError::Empty) => break,
-                        Err(TryRecvError::Disconnected) => {
-                            // The control plane ended; keep the last state.
-                            sel.remove(op);
-                            power_op = None;
-                            break;
-                        }
-                    }
-                }
+            WorkerEvent::Received(r) => self.enqueue(r),
+        }
+        self.workers[worker].idle = true;
+        self.pull_arrivals();
+        self.pull_power();
+        self.stats.max_queued = self.stats.max_queued.max(self.queue.len());
+        let job = self.take_for(worker);
+        if job.is_some() {
+            self.workers[worker].idle = false;
+        }
+        self.ring_idle_workers(worker);
+        match job {
+            Some(job) => Next::Run(job),
+            None if self.open_count == 0 && !self.has_work_for(worker) => {
+                self.workers[worker].gone = true;
+                self.workers[worker].idle = false;
+                Next::Exit
             }
-            self.stats.max_queued = self.stats.max_queued.max(self.queue.len());
-            self.dispatch(&tenants);
+            None => Next::Wait,
+        }
+    }
+
+    /// Worker `worker` is gone for good (its thread ended abnormally):
+    /// never pick it again, and wake the others in case they must exit.
+    pub fn worker_lost(&mut self, worker: usize) {
+        self.workers[worker].gone = true;
+        self.workers[worker].idle = false;
+        self.workers[worker]
+            .serves
+            .iter_mut()
+            .for_each(|s| *s = false);
+        self.ring_all();
+    }
+
+    /// Ring every live worker's doorbell (e.g. after the queues closed, so
+    /// sleeping workers notice).
+    pub fn ring_all(&mut self) {
+        for w in self.workers.iter().filter(|w| !w.gone) {
+            let _ = w.doorbell.try_send(());
+        }
+    }
+
+    /// End of the run, after every worker has exited: count whatever is
+    /// still queued — requests no live worker could serve — as `failed`, and
+    /// return the counts.
+    pub fn finish(mut self) -> DispatcherStats {
+        self.pull_arrivals();
+        for r in self.queue.drain_all() {
+            self.tenants[r.tenant.index()]
+                .counters
+                .waiting
+                .fetch_sub(1, Ordering::AcqRel);
+            self.stats.unserved += 1;
+            // Blocking send: telemetry never loses an outcome.
+            let _ = self.telemetry.send(TelemetryEvent::Unserved(r));
         }
         if let Some(q) = self.quality.take() {
             self.stats.swaps = q.swaps;
@@ -223,81 +326,145 @@ impl EdfDispatcher {
         self.stats
     }
 
-    fn dispatch(&mut self, tenants: &[TenantQueueReceiver]) {
-        while !self.queue.is_empty() && self.workers.iter().any(|w| w.idle) {
-            let now = self.clock.now();
-            let telemetry = &self.telemetry;
-            let stats = &mut self.stats;
-            let quality = &mut self.quality;
-            self.queue.drain_expired(now, |r| {
-                if let Some(q) = quality.as_mut() {
-                    q.record_miss(r.tenant.index());
+    fn enqueue(&mut self, r: Request) {
+        self.queued[r.tenant.index()] += 1;
+        self.queue.push(r);
+    }
+
+    fn pull_arrivals(&mut self) {
+        for i in 0..self.tenants.len() {
+            if !self.open[i] {
+                continue;
+            }
+            loop {
+                match self.tenants[i].rx.try_recv() {
+                    Ok(r) => self.enqueue(r),
+                    Err(TryRecvError::Empty) => break,
+                    Err(TryRecvError::Disconnected) => {
+                        self.open[i] = false;
+                        self.open_count -= 1;
+                        break;
+                    }
                 }
-                tenants[r.tenant.index()]
-                    .counters
-                    .waiting
-                    .fetch_sub(1, Ordering::AcqRel);
-                stats.expired += 1;
-                // Blocking send: telemetry never loses an outcome.
-                let _ = telemetry.send(TelemetryEvent::Expired(r));
-            });
-            let workers = &self.workers;
-            let Some(request) = self
-                .queue
-                .pop_eligible(|r| workers.iter().any(|w| w.idle && w.serves[r.tenant.index()]))
-            else {
-                break;
-            };
-            tenants[request.tenant.index()]
-                .counters
-                .waiting
-                .fetch_sub(1, Ordering::AcqRel);
-            let w = self
-                .workers
-                .iter()
-                .position(|w| w.idle && w.serves[request.tenant.index()])
-                .expect("pop_eligible found an idle worker serving this tenant");
-            let throttle = self.power.map_or(1.0, |p| p.throttle);
-            let now = self.clock.now();
-            let t = request.tenant.index();
-            let variant = match &mut self.quality {
-                Some(q) => {
-                    let v = q.choose(t, now, request.deadline, throttle);
-                    tenants[t]
-                        .counters
-                        .active_variant
-                        .store(v, Ordering::Relaxed);
-                    v
-                }
-                None => 0,
-            };
-            let job = Job {
-                request,
-                dispatched: now,
-                throttle,
-                variant,
-            };
-            self.workers[w].idle = false;
-            self.stats.dispatched += 1;
-            if self.workers[w].jobs.send(job).is_err() {
-                // The worker thread is gone (it panicked outside a forward
-                // pass). Count the request as failed rather than lose it,
-                // and never pick that worker again.
-                self.workers[w].serves.iter_mut().for_each(|s| *s = false);
-                let now = self.clock.now();
-                let _ =
-                    self.telemetry
-                        .send(TelemetryEvent::Completed(ecomap::request::Completion {
-                            request,
-                            worker: w,
-                            dispatched: job.dispatched,
-                            eligible: job.dispatched,
-                            started: now,
-                            finished: now,
-                            succeeded: false,
-                            variant: u8::try_from(job.variant).unwrap_or(u8::MAX),
-                        }));
             }
         }
+    }
+
+    fn pull_power(&mut self) {
+        let Some(rx) = &self.power_rx else { return };
+        loop {
+            match rx.try_recv() {
+                Ok(p) => self.power = Some(p),
+                Err(TryRecvError::Empty) => break,
+                Err(TryRecvError::Disconnected) => {
+                    // The control plane ended; keep the last state.
+                    self.power_rx = None;
+                    break;
+                }
+            }
+        }
+    }
+
+    fn has_work_for(&self, worker: usize) -> bool {
+        let serves = &self.workers[worker].serves;
+        self.queued
+            .iter()
+            .zip(serves)
+            .any(|(&n, &served)| served && n > 0)
+    }
+
+    fn ring_idle_workers(&mut self, caller: usize) {
+        for i in 0..self.workers.len() {
+            let w = &self.workers[i];
+            if i == caller || !w.idle || w.gone {
+                continue;
+            }
+            if self.open_count == 0 || self.has_work_for(i) {
+                // Full means already rung and not yet heard: one is enough.
+                if self.workers[i].doorbell.try_send(()).is_ok() {
+                    self.stats.doorbells += 1;
+                }
+            }
+        }
+    }
+
+    /// Drop expired requests, then pop the earliest-deadline request
+    /// `worker` can serve and make it a job.
+    fn take_for(&mut self, worker: usize) -> Option<Job> {
+        let now = self.clock.now();
+        let EdfDispatcher {
+            queue,
+            queued,
+            tenants,
+            telemetry,
+            stats,
+            quality,
+            workers,
+            ..
+        } = self;
+        queue.drain_expired(now, |r| {
+            let t = r.tenant.index();
+            if let Some(q) = quality.as_mut() {
+                q.record_miss(t);
+            }
+            queued[t] -= 1;
+            tenants[t].counters.waiting.fetch_sub(1, Ordering::AcqRel);
+            stats.expired += 1;
+            // Blocking send: telemetry never loses an outcome.
+            let _ = telemetry.send(TelemetryEvent::Expired(r));
+        });
+        let serves = &workers[worker].serves;
+        let request = queue.pop_eligible(|r| serves[r.tenant.index()])?;
+        let t = request.tenant.index();
+        queued[t] -= 1;
+        tenants[t].counters.waiting.fetch_sub(1, Ordering::AcqRel);
+        let throttle = self.power.map_or(1.0, |p| p.throttle);
+        let variant = match &mut self.quality {
+            Some(q) => {
+                let v = q.choose(t, now, request.deadline, throttle);
+                self.tenants[t]
+                    .counters
+                    .active_variant
+                    .store(v, Ordering::Relaxed);
+                v
+            }
+            None => 0,
+        };
+        self.stats.dispatched += 1;
+        Some(Job {
+            request,
+            dispatched: now,
+            throttle,
+            variant,
+        })
+    }
+}
+
+/// The dispatcher shared by the workers that run its steps.
+#[derive(Debug, Clone)]
+pub struct SharedDispatcher(Arc<Mutex<EdfDispatcher>>);
+
+impl SharedDispatcher {
+    /// Share `dispatcher`.
+    pub fn new(dispatcher: EdfDispatcher) -> Self {
+        SharedDispatcher(Arc::new(Mutex::new(dispatcher)))
+    }
+
+    /// Lock it. A worker that panicked while holding the lock left the
+    /// state consistent between steps (a step's only panics would be
+    /// bugs), so a poisoned lock is used as is rather than halting serving.
+    pub fn lock(&self) -> MutexGuard<'_, EdfDispatcher> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// [`EdfDispatcher::next_job`] under the lock.
+    pub fn next_job(&self, worker: usize, event: WorkerEvent) -> Next {
+        self.lock().next_job(worker, event)
+    }
+
+    /// Take the dispatcher back once every worker is done with it; `None`
+    /// if a clone is still alive somewhere.
+    pub fn into_inner(self) -> Option<EdfDispatcher> {
+        Arc::into_inner(self.0).map(|m| m.into_inner().unwrap_or_else(|e| e.into_inner()))
     }
 }

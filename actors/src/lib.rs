@@ -8,7 +8,8 @@
 //! rt-config, bounded crossbeam channels):
 //! - [`load_generator`]: releases each tenant's requests (stands in for sensors);
 //! - [`tenant_queue`]: per-tenant bounded admission;
-//! - [`edf_dispatcher`]: earliest-deadline-first hand-off to idle workers;
+//! - [`edf_dispatcher`]: earliest-deadline-first choice of each worker's next
+//!   job, run by the worker that becomes free (no thread of its own);
 //! - [`accelerator_worker`]: real inference through a [`backend`];
 //! - [`telemetry`]: outcome counters and latency histograms.
 //!

@@ -3,25 +3,25 @@
 //! ```text
 //!  LoadGenerator ─┐ (one per tenant)
 //!                 ▼ submit (bounded, admission by capacity)
-//!           TenantQueue × T ──► EdfDispatcher ──► job (1 slot) ──► AcceleratorWorker × W
-//!                                     ▲                                   │
-//!                                     └────────── idle ◄──────────────────┤
-//!                                     │ expired                           │ completion
-//!                                     └──────────────► Telemetry ◄────────┘
+//!           TenantQueue × T ──── wakes one idle worker ────► AcceleratorWorker × W
+//!                                                               │  when free: one step of
+//!                         EdfDispatcher (shared, no thread) ◄───┤  the dispatcher → next job
+//!                            │ doorbell to other idle workers ──┘
+//!                            │ expired                          │ completion
+//!                            └──────────────► Telemetry ◄───────┘
 //! ```
 //!
 //! [`Runtime::start`] loads every worker's models on the worker's own
 //! pinned thread and returns only when all are ready (or with the first load
 //! error), so no request ever waits on a model load. [`Runtime::shutdown`]
-//! closes the queues, lets the dispatcher drain every admitted request,
-//! joins all threads and returns the [`RunReport`].
+//! closes the queues, lets the workers drain every admitted request, joins
+//! all threads and returns the [`RunReport`].
 
 use crate::accelerator_worker::{AcceleratorWorker, BusyCounters, WorkerLinks};
 use crate::backend::{load_model, LoadedModel};
 use crate::clock::RunClock;
 use crate::control_plane::{ControlPlan, ControlPlane};
-use crate::edf_dispatcher::PowerState;
-use crate::edf_dispatcher::{DispatcherStats, EdfDispatcher, Job, WorkerSlot};
+use crate::edf_dispatcher::{EdfDispatcher, PowerState, SharedDispatcher, WorkerSlot};
 use crate::energy_meter::TimelineRow;
 use crate::load_generator::LoadGenerator;
 use crate::rt::{self, RtNotes};
@@ -94,7 +94,7 @@ pub struct Runtime {
     policy_name: String,
     load_generator_spec: ThreadSpec,
     queues: Vec<TenantQueue>,
-    dispatcher: JoinHandle<DispatcherStats>,
+    dispatcher: SharedDispatcher,
     workers: Vec<JoinHandle<()>>,
     telemetry: JoinHandle<(
         Vec<ecomap::accounting::TenantAccount>,
@@ -166,24 +166,66 @@ impl Runtime {
             receivers.push(r);
         }
         let busy = BusyCounters::new(rt_config.workers.len(), workload.tenants.len());
-        let (idle_tx, idle_rx) = crossbeam_channel::bounded(rt_config.workers.len());
         let (ready_tx, ready_rx) = crossbeam_channel::bounded(rt_config.workers.len());
+        let serves: Vec<Vec<bool>> = (0..rt_config.workers.len())
+            .map(|wi| {
+                tenant_names
+                    .iter()
+                    .map(|t| rt_config.worker_serves(wi, t))
+                    .collect()
+            })
+            .collect();
         let mut slots = Vec::new();
+        let mut doorbells = Vec::new();
+        for s in &serves {
+            let (tx, rx) = crossbeam_channel::bounded(1);
+            slots.push(WorkerSlot::new(tx, s.clone()));
+            doorbells.push(rx);
+        }
+        let worker_requests: Vec<Vec<_>> = serves
+            .iter()
+            .map(|s| {
+                receivers
+                    .iter()
+                    .enumerate()
+                    .filter(|(t, _)| s[*t])
+                    .map(|(t, r)| (t, r.rx.clone()))
+                    .collect()
+            })
+            .collect();
+        let (power_tx, power_rx) = crossbeam_channel::bounded(16);
+        let dispatcher = SharedDispatcher::new(
+            EdfDispatcher::new(
+                policy.queue_order,
+                receivers,
+                slots,
+                telemetry_tx.clone(),
+                clock,
+            )
+            .with_power_updates(power_rx),
+        );
         let mut workers = Vec::new();
-        for (wi, ws) in rt_config.workers.iter().enumerate() {
-            let (job_tx, job_rx) = crossbeam_channel::bounded::<Job>(1);
-            let serves: Vec<bool> = tenant_names
-                .iter()
-                .map(|t| rt_config.worker_serves(wi, t))
-                .collect();
-            slots.push(WorkerSlot::new(job_tx, serves.clone()));
+        for (((wi, ws), requests), doorbell) in rt_config
+            .workers
+            .iter()
+            .enumerate()
+            .zip(worker_requests)
+            .zip(doorbells)
+        {
+            let serves = serves[wi].clone();
             let specs: Vec<Vec<ecomap::catalog::Variant>> =
                 workload.tenants.iter().map(|t| t.variants()).collect();
             let budget_mb = rt_config.memory_budget_mb;
             let names = tenant_names.clone();
             let device = ws.device;
             let wname = ws.name.clone();
-            let (idle, tele, ready) = (idle_tx.clone(), telemetry_tx.clone(), ready_tx.clone());
+            let (tele, ready) = (telemetry_tx.clone(), ready_tx.clone());
+            let links = WorkerLinks {
+                dispatcher: dispatcher.clone(),
+                requests,
+                doorbell,
+                telemetry: tele,
+            };
             let spec = ThreadSpec {
                 core: ws.core,
                 sched: ws.sched,
@@ -253,27 +295,15 @@ impl Runtime {
                         return;
                     }
                     let _ = ready.send(Ok(warm));
-                    AcceleratorWorker::new(
-                        wi,
-                        wname,
-                        models,
-                        WorkerLinks {
-                            jobs: job_rx,
-                            idle,
-                            telemetry: tele,
-                        },
-                        clock,
-                        worker_busy,
-                    )
-                    .run();
+                    AcceleratorWorker::new(wi, wname, models, links, clock, worker_busy).run();
                 },
             )?);
         }
         drop(ready_tx);
-        drop(idle_tx);
+        drop(telemetry_tx);
 
-        // Wait for every worker's models. On an error, dropping the queues
-        // lets the dispatcher and workers wind down.
+        // Wait for every worker's models. On an error, closing the queues
+        // lets the workers that did load wind down.
         let mut first_error = None;
         let mut warm = Vec::new();
         for _ in 0..rt_config.workers.len() {
@@ -286,11 +316,15 @@ impl Runtime {
             }
         }
         if let Some(e) = first_error {
-            // Closing the job channels ends the workers; telemetry follows.
-            drop(slots);
-            drop(telemetry_tx);
+            // Closed queues and a ring end the workers; telemetry follows
+            // once the last sender (the dispatcher) is gone.
+            drop(queues);
+            dispatcher.lock().ring_all();
             for w in workers {
                 let _ = w.join();
+            }
+            if let Some(d) = dispatcher.into_inner() {
+                d.finish();
             }
             let _ = telemetry.join();
             return Err(e);
@@ -308,23 +342,9 @@ impl Runtime {
             }
             c
         });
-        let (power_tx, power_rx) = crossbeam_channel::bounded(16);
-        let dispatcher = EdfDispatcher::new(
-            policy.queue_order,
-            receivers,
-            slots,
-            idle_rx,
-            telemetry_tx,
-            clock,
-        )
-        .with_power_updates(power_rx);
-        let dispatcher = match quality {
-            Some(q) => dispatcher.with_quality(q),
-            None => dispatcher,
-        };
-        let dispatcher = spawn("dispatcher", rt_config.dispatcher, &notes, move || {
-            dispatcher.run()
-        })?;
+        if let Some(q) = quality {
+            dispatcher.lock().set_quality(q);
+        }
 
         let runtime = Runtime {
             clock,
@@ -446,10 +466,16 @@ impl Runtime {
         drop(power_tx);
         let counters: Vec<_> = queues.iter().map(|q| q.counters().clone()).collect();
         drop(queues);
-        let stats = dispatcher.join().unwrap_or_default();
+        // Workers asleep on queues of other tenants learn of the close here.
+        dispatcher.lock().ring_all();
         for w in workers {
             let _ = w.join();
         }
+        // Every worker has ended, so this is the last handle.
+        let stats = dispatcher
+            .into_inner()
+            .map(EdfDispatcher::finish)
+            .unwrap_or_default();
         let (mut tenants, workers) = telemetry.join().unwrap_or_else(|_| {
             let names: Vec<String> = workload.tenants.iter().map(|t| t.name.clone()).collect();
             (

@@ -1,7 +1,7 @@
 //! `Telemetry`: the accounting sink of the data plane.
 //!
-//! Workers send a [`Completion`] per request they ran and the dispatcher an
-//! expiry notice per request it dropped; telemetry records them into the
+//! Workers send a [`Completion`] per request they ran, and the dispatcher
+//! (run by the workers) an expiry notice per request it dropped; telemetry records them into the
 //! per-tenant HdrHistograms and counters (the core's [`TenantAccount`]) off
 //! the critical path. Its channel is bounded; senders block rather than drop
 //! an event, so no outcome is ever lost.
@@ -18,6 +18,9 @@ pub enum TelemetryEvent {
     Completed(Completion),
     /// The dispatcher dropped a request whose deadline passed before it started.
     Expired(Request),
+    /// No live worker could take the request (the workers holding its model
+    /// died): counted as `failed`.
+    Unserved(Request),
 }
 
 /// The accounting sink.
@@ -58,6 +61,7 @@ impl Telemetry {
                 w.busy += c.service();
             }
             TelemetryEvent::Expired(r) => self.tenants[r.tenant.index()].record_expired(&r),
+            TelemetryEvent::Unserved(r) => self.tenants[r.tenant.index()].record_unserved(&r),
         }
     }
 

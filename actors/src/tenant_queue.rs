@@ -5,7 +5,9 @@
 //! (admitted but not yet started or expired); otherwise it is rejected with
 //! [`SubmitError::QueueFull`] — counted, and the caller knows at once. The
 //! queue is a bounded crossbeam channel whose receiving end belongs to the
-//! EDF dispatcher, which pulls requests into its deadline heap as they come.
+//! EDF dispatcher, which pulls requests into its deadline heap; the idle
+//! workers that serve the tenant sleep on it too, so a submission wakes one
+//! of them directly.
 
 use crate::clock::RunClock;
 use crossbeam_channel::{Receiver, Sender, TrySendError};

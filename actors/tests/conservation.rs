@@ -28,7 +28,6 @@ const WORKLOAD: &str = r#"(
 // requests expire and get rejected.
 const RT: &str = r#"(
     load_generator: (sched: Fifo(priority: 70)),
-    dispatcher: (sched: Fifo(priority: 50)),
     telemetry: (sched: Fifo(priority: 5)),
     workers: [
         (name: "w0", core: Some(0), sched: Fifo(priority: 50)),

@@ -1,13 +1,16 @@
-//! The EDF dispatcher against hand-driven workers: order, expiry, eligibility.
+//! The EDF dispatcher's step, driven by hand-played workers: order, expiry,
+//! eligibility, doorbells and the end of a run.
 
-use crossbeam_channel::{bounded, Receiver, Sender};
+use crossbeam_channel::{bounded, Receiver};
 use ecomap::arrival::ArrivalProcess;
 use ecomap::config::workload::TenantSpec;
 use ecomap::dispatch::QueueOrder;
 use ecomap::model::ModelSpec;
-use ecomap::request::TenantId;
+use ecomap::request::{Request, TenantId};
 use ecomap_actors::clock::RunClock;
-use ecomap_actors::edf_dispatcher::{EdfDispatcher, Job, WorkerDone, WorkerSlot};
+use ecomap_actors::edf_dispatcher::{
+    EdfDispatcher, Job, Next, WorkerDone, WorkerEvent, WorkerSlot,
+};
 use ecomap_actors::telemetry::TelemetryEvent;
 use ecomap_actors::tenant_queue::{tenant_queue, TenantQueue};
 use std::time::Duration;
@@ -28,141 +31,225 @@ fn tenant(name: &str, deadline_ms: u64) -> TenantSpec {
 
 struct Rig {
     queues: Vec<TenantQueue>,
-    jobs: Vec<Receiver<Job>>,
-    idle: Sender<WorkerDone>,
+    /// What a sleeping worker listens on: clones of the queues' receivers.
+    requests: Vec<Receiver<Request>>,
+    doorbells: Vec<Receiver<()>>,
     telemetry: Receiver<TelemetryEvent>,
-    handle: std::thread::JoinHandle<ecomap_actors::edf_dispatcher::DispatcherStats>,
+    dispatcher: EdfDispatcher,
 }
 
 /// A dispatcher over `tenants` and workers whose `serves` masks are given;
 /// the test plays the workers.
 fn rig(tenants: &[TenantSpec], serves: &[Vec<bool>]) -> Rig {
     let clock = RunClock::start();
-    let (mut queues, mut receivers) = (Vec::new(), Vec::new());
+    let (mut queues, mut receivers, mut requests) = (Vec::new(), Vec::new(), Vec::new());
     for (i, t) in tenants.iter().enumerate() {
         let (q, r) = tenant_queue(TenantId(i as u16), t, clock);
         queues.push(q);
+        requests.push(r.rx.clone());
         receivers.push(r);
     }
-    let (mut slots, mut jobs) = (Vec::new(), Vec::new());
+    let (mut slots, mut doorbells) = (Vec::new(), Vec::new());
     for s in serves {
         let (tx, rx) = bounded(1);
         slots.push(WorkerSlot::new(tx, s.clone()));
-        jobs.push(rx);
+        doorbells.push(rx);
     }
-    let (idle, idle_rx) = bounded(serves.len());
     let (tel_tx, telemetry) = bounded(1024);
-    let d = EdfDispatcher::new(
+    let dispatcher = EdfDispatcher::new(
         QueueOrder::EarliestDeadline,
         receivers,
         slots,
-        idle_rx,
         tel_tx,
         clock,
     );
-    let handle = std::thread::spawn(move || d.run());
     Rig {
         queues,
-        jobs,
-        idle,
+        requests,
+        doorbells,
         telemetry,
-        handle,
+        dispatcher,
     }
 }
 
-/// Worker `w` finished a request and is idle again.
-fn done(w: usize) -> WorkerDone {
-    WorkerDone {
-        worker: w,
+/// A worker finished a request of tenant 0 on time.
+fn done() -> WorkerEvent {
+    WorkerEvent::Finished(WorkerDone {
         tenant: 0,
         variant: 0,
         service: Duration::from_millis(1),
         throttle: 1.0,
         missed: false,
+    })
+}
+
+fn job(next: Next) -> Job {
+    match next {
+        Next::Run(job) => job,
+        other => panic!("expected a job, got {other:?}"),
     }
 }
 
-fn next_job(rx: &Receiver<Job>) -> Job {
-    rx.recv_timeout(Duration::from_secs(5))
-        .expect("a job within 5 s")
+fn rang(doorbell: &Receiver<()>) -> bool {
+    doorbell.try_recv().is_ok()
 }
 
 #[test]
-fn busy_worker_gets_earliest_deadline_next_and_shutdown_drains() {
-    let r = rig(
+fn a_free_worker_takes_the_earliest_deadline_and_the_end_drains() {
+    let mut r = rig(
         &[tenant("slow", 500), tenant("fast", 50)],
         &[vec![true, true]],
     );
+    assert!(matches!(
+        r.dispatcher.next_job(0, WorkerEvent::Woke),
+        Next::Wait
+    ));
     // The idle worker takes the first request at once.
     let first = r.queues[0].submit().unwrap();
-    assert_eq!(next_job(&r.jobs[0]).request.id, first.id);
-    // While it is busy, a long- and a short-deadline request queue up.
+    assert_eq!(
+        job(r.dispatcher.next_job(0, WorkerEvent::Woke)).request.id,
+        first.id
+    );
+    // While it is busy, a long- and a short-deadline request queue up; the
+    // worker takes the short one when it finishes, without any wake-up.
     let slow = r.queues[0].submit().unwrap();
     let fast = r.queues[1].submit().unwrap();
-    std::thread::sleep(Duration::from_millis(20));
-    assert!(
-        r.jobs[0].try_recv().is_err(),
-        "worker is busy: nothing dispatched"
-    );
-    r.idle.send(done(0)).unwrap();
-    let j = next_job(&r.jobs[0]);
+    let j = job(r.dispatcher.next_job(0, done()));
     assert_eq!((j.request.tenant, j.request.id), (TenantId(1), fast.id));
-    r.idle.send(done(0)).unwrap();
-    let j = next_job(&r.jobs[0]);
+    assert_eq!(r.queues[1].waiting(), 0);
+    let j = job(r.dispatcher.next_job(0, done()));
     assert_eq!((j.request.tenant, j.request.id), (TenantId(0), slow.id));
-    // Closing the queues with an idle worker ends the dispatcher.
+    assert!(matches!(r.dispatcher.next_job(0, done()), Next::Wait));
+    // Closed queues and nothing left: the worker is told to end.
     let Rig {
         queues,
-        idle,
-        handle,
+        mut dispatcher,
         ..
     } = r;
     drop(queues);
-    idle.send(done(0)).unwrap();
-    let stats = handle.join().unwrap();
-    assert_eq!(stats.dispatched, 3);
-    assert_eq!(stats.expired, 0);
+    assert!(matches!(
+        dispatcher.next_job(0, WorkerEvent::Woke),
+        Next::Exit
+    ));
+    let stats = dispatcher.finish();
+    assert_eq!((stats.dispatched, stats.expired, stats.unserved), (3, 0, 0));
+}
+
+#[test]
+fn a_request_a_worker_was_woken_with_joins_the_deadline_order() {
+    let mut r = rig(
+        &[tenant("slow", 500), tenant("fast", 50)],
+        &[vec![true, true]],
+    );
+    // The worker was woken by (and took) the slow request from its queue,
+    // but a faster one was admitted meanwhile: EDF still holds.
+    let slow = r.queues[0].submit().unwrap();
+    let taken = r.requests[0].try_recv().unwrap();
+    assert_eq!(taken.id, slow.id);
+    let fast = r.queues[1].submit().unwrap();
+    let j = job(r.dispatcher.next_job(0, WorkerEvent::Received(taken)));
+    assert_eq!(j.request.id, fast.id);
+    let j = job(r.dispatcher.next_job(0, done()));
+    assert_eq!(j.request.id, slow.id);
 }
 
 #[test]
 fn requests_whose_deadline_passes_while_queued_expire_and_are_reported() {
-    let r = rig(&[tenant("t", 5)], &[vec![true]]);
+    let mut r = rig(&[tenant("t", 5)], &[vec![true]]);
     r.queues[0].submit().unwrap();
-    next_job(&r.jobs[0]);
+    job(r.dispatcher.next_job(0, WorkerEvent::Woke));
     let doomed = r.queues[0].submit().unwrap();
     std::thread::sleep(Duration::from_millis(15));
     assert_eq!(r.queues[0].waiting(), 1);
-    r.idle.send(done(0)).unwrap();
-    match r.telemetry.recv_timeout(Duration::from_secs(5)).unwrap() {
+    assert!(
+        matches!(r.dispatcher.next_job(0, done()), Next::Wait),
+        "an expired request never starts"
+    );
+    match r.telemetry.try_recv().unwrap() {
         TelemetryEvent::Expired(req) => assert_eq!(req.id, doomed.id),
         other => panic!("expected an expiry, got {other:?}"),
     }
-    assert!(
-        r.jobs[0].try_recv().is_err(),
-        "an expired request never starts"
-    );
     // Its queue slot is free again.
-    std::thread::sleep(Duration::from_millis(5));
     assert_eq!(r.queues[0].waiting(), 0);
+    assert_eq!(r.dispatcher.stats().expired, 1);
 }
 
 #[test]
-fn a_request_goes_only_to_a_worker_that_holds_its_model() {
+fn a_request_goes_only_to_a_worker_that_holds_its_model_and_wakes_it() {
     // Worker 0 serves only tenant 0, worker 1 only tenant 1.
-    let r = rig(
+    let mut r = rig(
         &[tenant("a", 1000), tenant("b", 1000)],
         &[vec![true, false], vec![false, true]],
     );
+    assert!(matches!(
+        r.dispatcher.next_job(0, WorkerEvent::Woke),
+        Next::Wait
+    ));
     r.queues[1].submit().unwrap();
-    assert_eq!(next_job(&r.jobs[1]).request.tenant, TenantId(1));
-    // Worker 1 is now busy; another request of b must wait for it even
-    // though worker 0 is idle.
+    let j = job(r.dispatcher.next_job(1, WorkerEvent::Woke));
+    assert_eq!(j.request.tenant, TenantId(1));
+    // Worker 1 is now busy; another request of b waits for it even if
+    // worker 0, idle, runs a step — and worker 0 is not woken for it.
     r.queues[1].submit().unwrap();
-    std::thread::sleep(Duration::from_millis(20));
-    assert!(r.jobs[0].try_recv().is_err());
-    // A request of a goes to worker 0 while b's waits.
+    assert!(matches!(
+        r.dispatcher.next_job(0, WorkerEvent::Woke),
+        Next::Wait
+    ));
+    assert!(!rang(&r.doorbells[0]) && !rang(&r.doorbells[1]));
+    // A request of a, pulled in by worker 1's next step, is for worker 0,
+    // which is asleep: worker 1's step rings it.
     r.queues[0].submit().unwrap();
-    assert_eq!(next_job(&r.jobs[0]).request.tenant, TenantId(0));
-    r.idle.send(done(1)).unwrap();
-    assert_eq!(next_job(&r.jobs[1]).request.tenant, TenantId(1));
+    let j = job(r.dispatcher.next_job(1, done()));
+    assert_eq!(j.request.tenant, TenantId(1));
+    assert!(
+        rang(&r.doorbells[0]),
+        "the idle worker that serves a is woken"
+    );
+    assert!(!rang(&r.doorbells[1]));
+    assert_eq!(
+        job(r.dispatcher.next_job(0, WorkerEvent::Woke))
+            .request
+            .tenant,
+        TenantId(0)
+    );
+}
+
+#[test]
+fn closing_the_queues_wakes_sleeping_workers_and_leftovers_are_counted_failed() {
+    // Worker 1 alone serves tenant b, and is lost with a request of b queued.
+    let mut r = rig(
+        &[tenant("a", 1000), tenant("b", 1000)],
+        &[vec![true, false], vec![false, true]],
+    );
+    assert!(matches!(
+        r.dispatcher.next_job(0, WorkerEvent::Woke),
+        Next::Wait
+    ));
+    r.queues[1].submit().unwrap();
+    job(r.dispatcher.next_job(1, WorkerEvent::Woke));
+    r.queues[1].submit().unwrap();
+    r.dispatcher.worker_lost(1);
+    assert!(rang(&r.doorbells[0]));
+    let Rig {
+        queues,
+        mut dispatcher,
+        doorbells,
+        telemetry,
+        ..
+    } = r;
+    drop(queues);
+    // Worker 0 steps (its doorbell rang): everything is closed and nothing
+    // is for it, so it ends.
+    assert!(matches!(
+        dispatcher.next_job(0, WorkerEvent::Woke),
+        Next::Exit
+    ));
+    assert!(!rang(&doorbells[0]));
+    let stats = dispatcher.finish();
+    assert_eq!(stats.unserved, 1);
+    let unserved: Vec<_> = telemetry
+        .try_iter()
+        .filter(|e| matches!(e, TelemetryEvent::Unserved(_)))
+        .collect();
+    assert_eq!(unserved.len(), 1);
 }

@@ -124,7 +124,7 @@ fn the_runtime_serves_a_real_model_end_to_end() {
     )
     .unwrap();
     let rt: RtConfig = parse_ron(
-        r#"(load_generator: (sched: Fifo(priority: 40)), dispatcher: (sched: Fifo(priority: 40)),
+        r#"(load_generator: (sched: Fifo(priority: 40)),
             workers: [(name: "cpu0", core: Some(0), sched: Fifo(priority: 40))])"#,
         Path::new("rt.ron"),
         "rt",

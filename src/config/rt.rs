@@ -5,7 +5,6 @@
 //!     lock_memory: false,
 //!     intra_op_threads: 1,
 //!     load_generator: (core: None, sched: Fifo(priority: 70)),
-//!     dispatcher: (core: None, sched: Fifo(priority: 60)),
 //!     telemetry: (sched: Fifo(priority: 10)),
 //!     workers: [
 //!         (name: "cpu0", core: Some(0), sched: Fifo(priority: 60)),
@@ -215,9 +214,11 @@ pub struct RtConfig {
     /// The threads that release the workload's requests (one per tenant).
     #[serde(default)]
     pub load_generator: ThreadSpec,
-    /// The EDF dispatcher thread.
+    /// Not a setting any more: the EDF dispatcher has no thread of its own
+    /// (the worker that becomes free runs it). Accepted only so that an
+    /// older file gets an explanation instead of a bare "unknown field".
     #[serde(default)]
-    pub dispatcher: ThreadSpec,
+    pub dispatcher: Option<ThreadSpec>,
     /// The telemetry (accounting) thread.
     #[serde(default)]
     pub telemetry: ThreadSpec,
@@ -276,8 +277,16 @@ impl RtConfig {
                 .validate()
                 .map_err(|m| ConfigError::invalid(path, format!("{place}.sched"), m))
         };
+        if self.dispatcher.is_some() {
+            return Err(ConfigError::invalid(
+                path,
+                "dispatcher",
+                "there is no dispatcher thread to place any more: the EDF dispatcher runs on \
+                 whichever worker becomes free, so a request reaches a worker in one wake-up \
+                 (docs/architecture.md); delete the `dispatcher` line",
+            ));
+        }
         core_check("load_generator".into(), &self.load_generator)?;
-        core_check("dispatcher".into(), &self.dispatcher)?;
         core_check("telemetry".into(), &self.telemetry)?;
         if self.intra_op_threads == 0 {
             return Err(ConfigError::invalid(
@@ -351,8 +360,10 @@ impl RtConfig {
     /// wakes on the sender's core preempts it mid-write and then spins
     /// forever, because the sender never runs again on that core. So along
     /// every channel, the receiver's priority must not exceed the sender's
-    /// unless the two are pinned to different cores. (Seen for real: the
-    /// dispatcher at 80 spinning on a worker at 60 preempted inside `send`.)
+    /// unless the two are pinned to different cores. (Seen for real: a
+    /// dispatcher thread at 80 spinning on a worker at 60 preempted inside
+    /// `send`.) The channels: load generators → workers (requests), workers →
+    /// telemetry (completions, expiries), worker → worker (doorbells).
     fn check_channel_priorities(&self, path: &Path) -> Result<(), ConfigError> {
         struct End<'a> {
             name: String,
@@ -375,55 +386,51 @@ impl RtConfig {
                 )
             })
             .collect();
-        let dispatcher = End {
-            name: "dispatcher".into(),
-            spec: &self.dispatcher,
+        let generator = End {
+            name: "load_generator".into(),
+            spec: &self.load_generator,
         };
-        let mut channels: Vec<(End<'_>, End<'_>, &str)> = vec![(
-            End {
-                name: "load_generator".into(),
-                spec: &self.load_generator,
-            },
-            End {
-                name: "dispatcher".into(),
-                spec: &self.dispatcher,
-            },
-            "requests",
-        )];
-        for (name, spec) in &worker_specs {
+        let telemetry = End {
+            name: "telemetry".into(),
+            spec: &self.telemetry,
+        };
+        let mut channels: Vec<(&End<'_>, End<'_>, &str)> = Vec::new();
+        let workers: Vec<End<'_>> = worker_specs
+            .iter()
+            .map(|(name, spec)| End {
+                name: name.clone(),
+                spec,
+            })
+            .collect();
+        for (i, w) in workers.iter().enumerate() {
             channels.push((
+                &generator,
                 End {
-                    name: name.clone(),
-                    spec,
+                    name: w.name.clone(),
+                    spec: w.spec,
                 },
-                End {
-                    name: dispatcher.name.clone(),
-                    spec: dispatcher.spec,
-                },
-                "idle notices",
+                "requests",
             ));
             channels.push((
+                w,
                 End {
-                    name: dispatcher.name.clone(),
-                    spec: dispatcher.spec,
-                },
-                End {
-                    name: name.clone(),
-                    spec,
-                },
-                "jobs",
-            ));
-            channels.push((
-                End {
-                    name: name.clone(),
-                    spec,
-                },
-                End {
-                    name: "telemetry".into(),
-                    spec: &self.telemetry,
+                    name: telemetry.name.clone(),
+                    spec: telemetry.spec,
                 },
                 "completions",
             ));
+            for (j, other) in workers.iter().enumerate() {
+                if i != j {
+                    channels.push((
+                        other,
+                        End {
+                            name: w.name.clone(),
+                            spec: w.spec,
+                        },
+                        "doorbell rings",
+                    ));
+                }
+            }
         }
         for (tx, rx, what) in channels {
             if rx.spec.sched.rank() > tx.spec.sched.rank() && share_core(tx.spec, rx.spec) {
@@ -465,10 +472,9 @@ mod tests {
 
     const GOOD: &str = r#"(
         load_generator: (sched: Fifo(priority: 90)),
-        dispatcher: (core: Some(0), sched: Fifo(priority: 80)),
         workers: [
             (name: "a", core: Some(1), sched: Fifo(priority: 60)),
-            (name: "b", core: Some(1), tenants: Some(["cam"])),
+            (name: "b", core: Some(0), tenants: Some(["cam"])),
         ],
     )"#;
 
@@ -492,18 +498,15 @@ mod tests {
 
     #[test]
     fn priority_inversions_along_channels_are_refused() {
-        // Dispatcher above a worker that may share its core.
+        // A real-time worker fed by a SCHED_OTHER load generator.
         let e = check(
-            &GOOD.replace(
-                "core: Some(1), sched: Fifo(priority: 60)",
-                "sched: Fifo(priority: 60)",
-            ),
+            &GOOD.replace("load_generator: (sched: Fifo(priority: 90)),", ""),
             2,
         )
         .unwrap_err();
         assert!(
             e.contains(
-                "dispatcher (SCHED_FIFO 80) receives idle notices from worker 'a' (SCHED_FIFO 60)"
+                "worker 'a' (SCHED_FIFO 60) receives requests from load_generator (SCHED_OTHER)"
             ),
             "{e}"
         );
@@ -511,38 +514,45 @@ mod tests {
             e.contains("spin forever") && e.contains("different cores"),
             "{e}"
         );
-        // A real-time dispatcher fed by a SCHED_OTHER load generator.
-        let e = check(
-            &GOOD.replace("load_generator: (sched: Fifo(priority: 90)),", ""),
-            2,
-        )
-        .unwrap_err();
+        // Two workers on one core: the real-time one receives the other's doorbell rings.
+        let e = check(&GOOD.replace("core: Some(0)", "core: Some(1)"), 2).unwrap_err();
         assert!(
-            e.contains("receives requests from load_generator (SCHED_OTHER)"),
+            e.contains("worker 'a' (SCHED_FIFO 60) receives doorbell rings from worker 'b'"),
             "{e}"
         );
-        // A worker above the dispatcher that feeds it jobs.
+        // Telemetry above the workers that send it completions.
         let e = check(
             &GOOD.replace(
-                "core: Some(0), sched: Fifo(priority: 80)",
-                "core: Some(1), sched: Fifo(priority: 50)",
+                "workers:",
+                "telemetry: (sched: Fifo(priority: 70)), workers:",
             ),
             2,
         )
         .unwrap_err();
         assert!(
-            e.contains("worker 'a' (SCHED_FIFO 60) receives jobs from dispatcher"),
+            e.contains("telemetry (SCHED_FIFO 70) receives completions from worker 'a'"),
             "{e}"
         );
         // Equal priorities everywhere are fine.
-        let flat = r#"(load_generator: (sched: Fifo(priority: 50)), dispatcher: (sched: Fifo(priority: 50)),
+        let flat = r#"(load_generator: (sched: Fifo(priority: 50)),
             telemetry: (sched: Fifo(priority: 5)),
-            workers: [(name: "a", core: Some(0), sched: Fifo(priority: 50))])"#;
-        check(
-            &flat.replace("name: \"a\"", "name: \"a\", tenants: None"),
+            workers: [(name: "a", core: Some(0), sched: Fifo(priority: 50)),
+                      (name: "b", core: Some(0), sched: Fifo(priority: 50))])"#;
+        check(flat, 2).unwrap();
+    }
+
+    #[test]
+    fn a_dispatcher_thread_setting_is_explained_not_ignored() {
+        let e = check(
+            &GOOD.replace("workers:", "dispatcher: (core: Some(0)), workers:"),
             2,
         )
-        .unwrap();
+        .unwrap_err();
+        assert!(
+            e.contains("dispatcher") && e.contains("runs on whichever worker becomes free"),
+            "{e}"
+        );
+        assert!(e.contains("delete the `dispatcher` line"), "{e}");
     }
 
     #[test]
@@ -556,9 +566,9 @@ mod tests {
 
     #[test]
     fn bad_priorities_names_and_tenants_are_refused() {
-        let e = check(&GOOD.replace("priority: 80", "priority: 100"), 2).unwrap_err();
+        let e = check(&GOOD.replace("priority: 90", "priority: 100"), 2).unwrap_err();
         assert!(
-            e.contains("dispatcher.sched") && e.contains("1..=99"),
+            e.contains("load_generator.sched") && e.contains("1..=99"),
             "{e}"
         );
         let e = check(&GOOD.replace("\"b\"", "\"a\""), 2).unwrap_err();
