@@ -375,6 +375,12 @@ impl Runtime {
         self.clock
     }
 
+    /// Busy time per worker and per tenant so far, bumped by each worker
+    /// the moment a forward pass ends (what the energy meter reads).
+    pub fn busy_counters(&self) -> Arc<BusyCounters> {
+        self.busy.clone()
+    }
+
     /// Drive the workload's arrival processes for `duration` (optionally with
     /// every rate multiplied by `load_factor`), one generator thread per
     /// tenant, and return when all generators are done. Requests still queued
