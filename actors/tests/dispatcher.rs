@@ -174,9 +174,9 @@ fn requests_whose_deadline_passes_while_queued_expire_and_are_reported() {
     assert_eq!(r.dispatcher.stats().expired, 1);
 }
 
-#[test]
-fn a_request_goes_only_to_a_worker_that_holds_its_model_and_wakes_it() {
-    // Worker 0 serves only tenant 0, worker 1 only tenant 1.
+/// Tenants a and b; worker 0 serves only a, worker 1 only b. Worker 0 has
+/// started and, with nothing to do, sleeps; worker 1 has not run a step yet.
+fn split_rig() -> Rig {
     let mut r = rig(
         &[tenant("a", 1000), tenant("b", 1000)],
         &[vec![true, false], vec![false, true]],
@@ -185,6 +185,12 @@ fn a_request_goes_only_to_a_worker_that_holds_its_model_and_wakes_it() {
         r.dispatcher.next_job(0, WorkerEvent::Woke),
         Next::Wait
     ));
+    r
+}
+
+#[test]
+fn a_request_goes_only_to_a_worker_that_holds_its_model_and_wakes_it() {
+    let mut r = split_rig();
     r.queues[1].submit().unwrap();
     let j = job(r.dispatcher.next_job(1, WorkerEvent::Woke));
     assert_eq!(j.request.tenant, TenantId(1));
@@ -217,14 +223,7 @@ fn a_request_goes_only_to_a_worker_that_holds_its_model_and_wakes_it() {
 #[test]
 fn closing_the_queues_wakes_sleeping_workers_and_leftovers_are_counted_failed() {
     // Worker 1 alone serves tenant b, and is lost with a request of b queued.
-    let mut r = rig(
-        &[tenant("a", 1000), tenant("b", 1000)],
-        &[vec![true, false], vec![false, true]],
-    );
-    assert!(matches!(
-        r.dispatcher.next_job(0, WorkerEvent::Woke),
-        Next::Wait
-    ));
+    let mut r = split_rig();
     r.queues[1].submit().unwrap();
     job(r.dispatcher.next_job(1, WorkerEvent::Woke));
     r.queues[1].submit().unwrap();

@@ -45,6 +45,23 @@ impl Drop for CpuHog {
     }
 }
 
+/// The median of `v` (sorted in place); the mean of the middle two for an
+/// even count.
+///
+/// ```
+/// assert_eq!(ecomap_bench::median(&mut [3.0, 1.0, 2.0]), 2.0);
+/// assert_eq!(ecomap_bench::median(&mut [4.0, 1.0, 2.0, 3.0]), 2.5);
+/// ```
+pub fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
 /// p50, p99, p99.9 and max of a µs histogram, formatted as µs.
 pub fn summary_us(h: &Histogram<u64>) -> [String; 4] {
     if h.is_empty() {

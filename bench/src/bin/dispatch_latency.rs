@@ -26,7 +26,7 @@ use ecomap::config::rt::{RtConfig, SchedSpec, ThreadSpec, WorkerSpec};
 use ecomap::config::{parse_ron, workload::Workload};
 use ecomap::hgrm::percentile_distribution;
 use ecomap_actors::runtime::Runtime;
-use ecomap_bench::{parse_cyclictest_histogram, summary_us, CpuHog};
+use ecomap_bench::{median, parse_cyclictest_histogram, summary_us, CpuHog};
 use hdrhistogram::Histogram;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -310,14 +310,4 @@ fn main() {
     }
     println!("{table}");
     std::fs::write(args.out.join("dispatch_latency.md"), &table).expect("write results");
-}
-
-fn median(v: &mut [f64]) -> f64 {
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    }
 }

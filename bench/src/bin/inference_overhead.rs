@@ -36,6 +36,7 @@ fn main() {
     use ecomap_actors::backend::torch::{set_intra_op_threads, VisionNet};
     use ecomap_actors::rt::{apply, RtNotes};
     use ecomap_actors::runtime::Runtime;
+    use ecomap_bench::median;
     use hdrhistogram::Histogram;
     use std::path::Path;
     use std::time::{Duration, Instant};
@@ -54,16 +55,6 @@ fn main() {
         /// Folder for the results table.
         #[arg(long, default_value = "out/bench")]
         out: std::path::PathBuf,
-    }
-
-    fn median(v: &mut [f64]) -> f64 {
-        v.sort_by(f64::total_cmp);
-        let n = v.len();
-        if n % 2 == 1 {
-            v[n / 2]
-        } else {
-            (v[n / 2 - 1] + v[n / 2]) / 2.0
-        }
     }
 
     let args = Args::parse();
