@@ -57,9 +57,9 @@ impl BusyCounters {
 pub struct WorkerLinks {
     /// The dispatcher whose steps this worker runs when it is free.
     pub dispatcher: SharedDispatcher,
-    /// The queues of the tenants it serves, as `(tenant index, receiver)`:
-    /// it sleeps on them when idle, so a release wakes it directly.
-    pub requests: Vec<(usize, Receiver<Request>)>,
+    /// The queues of the tenants it serves: it sleeps on them when idle, so
+    /// a release wakes it directly.
+    pub requests: Vec<Receiver<Request>>,
     /// Rung by another worker's step when work is queued for this one.
     pub doorbell: Receiver<()>,
     /// Completions to telemetry.
@@ -194,7 +194,7 @@ impl AcceleratorWorker {
         let mut sel = Select::new();
         let doorbell = sel.recv(&self.links.doorbell);
         let mut ops = Vec::with_capacity(self.links.requests.len());
-        for (i, (_, rx)) in self.links.requests.iter().enumerate() {
+        for (i, rx) in self.links.requests.iter().enumerate() {
             if self.open[i] {
                 ops.push((sel.recv(rx), i));
             }
@@ -210,7 +210,7 @@ impl AcceleratorWorker {
         let Some(&(_, i)) = ops.iter().find(|(op, _)| *op == index) else {
             return WorkerEvent::Woke;
         };
-        match oper.recv(&self.links.requests[i].1) {
+        match oper.recv(&self.links.requests[i]) {
             Ok(request) => WorkerEvent::Received(request),
             Err(_) => {
                 // Closed: stop listening to it; the step notices too.

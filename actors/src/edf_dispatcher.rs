@@ -14,7 +14,7 @@
 //!   worker that finishes takes it in the same breath.
 //!
 //! Those two hops were most of the runtime's dispatch latency under load
-//! (docs/results.md §2). One step:
+//! (docs/results.md §1). One step:
 //! 1. records the caller's finished job (for the quality controller) or
 //!    queues the request the caller was woken with;
 //! 2. pulls every newly admitted request into the deadline heap, and the

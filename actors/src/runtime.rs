@@ -187,9 +187,9 @@ impl Runtime {
             .map(|s| {
                 receivers
                     .iter()
-                    .enumerate()
-                    .filter(|(t, _)| s[*t])
-                    .map(|(t, r)| (t, r.rx.clone()))
+                    .zip(s)
+                    .filter(|(_, &served)| served)
+                    .map(|(r, _)| r.rx.clone())
                     .collect()
             })
             .collect();

@@ -1,9 +1,9 @@
 //! `Telemetry`: the accounting sink of the data plane.
 //!
 //! Workers send a [`Completion`] per request they ran, and the dispatcher
-//! (run by the workers) an expiry notice per request it dropped; telemetry records them into the
-//! per-tenant HdrHistograms and counters (the core's [`TenantAccount`]) off
-//! the critical path. Its channel is bounded; senders block rather than drop
+//! (run by the workers) an expiry notice per request it dropped; telemetry
+//! records them into the per-tenant HdrHistograms and counters (the core's
+//! [`TenantAccount`]) off the critical path. Its channel is bounded; senders block rather than drop
 //! an event, so no outcome is ever lost.
 
 use crossbeam_channel::Receiver;

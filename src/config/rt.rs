@@ -365,75 +365,46 @@ impl RtConfig {
     /// `send`.) The channels: load generators → workers (requests), workers →
     /// telemetry (completions, expiries), worker → worker (doorbells).
     fn check_channel_priorities(&self, path: &Path) -> Result<(), ConfigError> {
-        struct End<'a> {
+        struct End {
             name: String,
-            spec: &'a ThreadSpec,
+            spec: ThreadSpec,
         }
         let share_core = |a: &ThreadSpec, b: &ThreadSpec| match (a.core, b.core) {
             (Some(x), Some(y)) => x == y,
             _ => true,
         };
-        let worker_specs: Vec<(String, ThreadSpec)> = self
-            .workers
-            .iter()
-            .map(|w| {
-                (
-                    format!("worker '{}'", w.name),
-                    ThreadSpec {
-                        core: w.core,
-                        sched: w.sched,
-                    },
-                )
-            })
-            .collect();
         let generator = End {
             name: "load_generator".into(),
-            spec: &self.load_generator,
+            spec: self.load_generator,
         };
         let telemetry = End {
             name: "telemetry".into(),
-            spec: &self.telemetry,
+            spec: self.telemetry,
         };
-        let mut channels: Vec<(&End<'_>, End<'_>, &str)> = Vec::new();
-        let workers: Vec<End<'_>> = worker_specs
+        let workers: Vec<End> = self
+            .workers
             .iter()
-            .map(|(name, spec)| End {
-                name: name.clone(),
-                spec,
+            .map(|w| End {
+                name: format!("worker '{}'", w.name),
+                spec: ThreadSpec {
+                    core: w.core,
+                    sched: w.sched,
+                },
             })
             .collect();
+        // (sender, receiver, what flows)
+        let mut channels: Vec<(&End, &End, &str)> = Vec::new();
         for (i, w) in workers.iter().enumerate() {
-            channels.push((
-                &generator,
-                End {
-                    name: w.name.clone(),
-                    spec: w.spec,
-                },
-                "requests",
-            ));
-            channels.push((
-                w,
-                End {
-                    name: telemetry.name.clone(),
-                    spec: telemetry.spec,
-                },
-                "completions",
-            ));
+            channels.push((&generator, w, "requests"));
+            channels.push((w, &telemetry, "completions"));
             for (j, other) in workers.iter().enumerate() {
                 if i != j {
-                    channels.push((
-                        other,
-                        End {
-                            name: w.name.clone(),
-                            spec: w.spec,
-                        },
-                        "doorbell rings",
-                    ));
+                    channels.push((other, w, "doorbell rings"));
                 }
             }
         }
         for (tx, rx, what) in channels {
-            if rx.spec.sched.rank() > tx.spec.sched.rank() && share_core(tx.spec, rx.spec) {
+            if rx.spec.sched.rank() > tx.spec.sched.rank() && share_core(&tx.spec, &rx.spec) {
                 return Err(ConfigError::invalid(
                     path,
                     rx.name.clone(),

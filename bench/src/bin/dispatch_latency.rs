@@ -35,9 +35,9 @@ use std::time::Duration;
 #[derive(Parser, Debug)]
 struct Args {
     /// Seconds of load per configuration (and of cyclictest per case).
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
     seconds: u64,
-    /// Utilisation of the two workers by the offered load.
+    /// Utilisation of the two workers by the offered load, in (0, 1).
     #[arg(long, default_value_t = 0.7)]
     utilisation: f64,
     /// Extra paired runs (ecomap SCHED_FIFO, then cyclictest, both under the
@@ -179,6 +179,13 @@ fn run_cyclictest(seconds: u64) -> Result<Histogram<u64>, String> {
 
 fn main() {
     let args = Args::parse();
+    if !(args.utilisation > 0.0 && args.utilisation < 1.0) {
+        eprintln!(
+            "--utilisation {} is out of range: give a fraction in (0, 1), e.g. 0.7",
+            args.utilisation
+        );
+        std::process::exit(2);
+    }
     std::fs::create_dir_all(&args.out).expect("create output folder");
     let cores = ecomap_actors::rt::available_cores();
     if cores < 2 {

@@ -5,10 +5,10 @@
 //! the machine's noise (this is a shared VM whose speed drifts by 2x over
 //! minutes) hits both alike: one driver thread, pinned and SCHED_FIFO like
 //! the worker, releases an ecomap request (as a sensor would: `submit`
-//! stamps the release), sleeps until the worker's pass has ended (polling
-//! the runtime's busy counter every 200 µs; at equal priority the poll
-//! never preempts the worker), then runs one bare forward pass on its own
-//! copy of the network, and repeats. Each side has the core to itself.
+//! stamps the release), sleeps until the worker's pass has ended (1.3 bare
+//! passes, then polling the runtime's busy counter every 200 µs; at equal
+//! priority a poll never preempts the worker), then runs one bare forward
+//! pass on its own copy of the network, and repeats. Each side has the core to itself.
 //! Compared: the median of the bare passes vs the median of ecomap's
 //! end-to-end latency (release to finish: queue hand-off, dispatch step,
 //! worker wake-up, forward pass). Target: under 3%.
@@ -44,13 +44,13 @@ fn main() {
     #[derive(Parser, Debug)]
     struct Args {
         /// Requests per side per round.
-        #[arg(long, default_value_t = 30)]
+        #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..))]
         samples: u32,
         /// Rounds, each with freshly built networks on both sides.
-        #[arg(long, default_value_t = 12)]
-        rounds: usize,
-        /// Only this model (MobileNetV2 or ResNet18); both when absent.
-        #[arg(long)]
+        #[arg(long, default_value_t = 12, value_parser = clap::value_parser!(u64).range(1..))]
+        rounds: u64,
+        /// Only this model; both when absent.
+        #[arg(long, value_parser = ["MobileNetV2", "ResNet18"], ignore_case = true)]
         model: Option<String>,
         /// Folder for the results table.
         #[arg(long, default_value = "out/bench")]

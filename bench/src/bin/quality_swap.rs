@@ -26,8 +26,9 @@ use std::time::Duration;
 
 #[derive(Parser, Debug)]
 struct Args {
-    /// Seconds per phase (clean, dirty is twice this, clean).
-    #[arg(long, default_value_t = 10)]
+    /// Seconds per phase (clean, dirty is twice this, clean), 1..=150 (the
+    /// crafted trace is one hour per second and fits in January).
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=150))]
     phase_s: u64,
     /// Intensity of the dirty phase (gCO2/kWh): 400 selects the 15 W band
     /// of policies/ecomap.ron, 600 the 10 W band.
@@ -66,6 +67,13 @@ fn run(workload: &Workload, rt: &RtConfig, policy: &Policy, secs: u64) -> RunRep
 
 fn main() {
     let args = Args::parse();
+    if !(args.dirty_gco2.is_finite() && args.dirty_gco2 >= 0.0) {
+        eprintln!(
+            "--dirty-gco2 {} is not an intensity: give gCO2/kWh ≥ 0, e.g. 400",
+            args.dirty_gco2
+        );
+        std::process::exit(2);
+    }
     std::fs::create_dir_all(&args.out).expect("create output folder");
     let workload = Workload::load(Path::new("workloads/robot-mixed.ron")).expect("workload");
     let rt = RtConfig::load(Path::new("rt-config/host.ron")).expect("rt-config");
