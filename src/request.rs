@@ -78,6 +78,12 @@ impl Outcome {
         Outcome::Failed,
     ];
 
+    /// Whether this outcome counts against the tenant's deadline record
+    /// (anything but `on_time`); the quality controller's miss test.
+    pub fn is_miss(self) -> bool {
+        self != Outcome::OnTime
+    }
+
     /// Lower-case name used in reports.
     pub fn name(self) -> &'static str {
         match self {

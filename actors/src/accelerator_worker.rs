@@ -14,6 +14,7 @@ use crate::clock::RunClock;
 use crate::edf_dispatcher::{Job, Next, SharedDispatcher, WorkerDone, WorkerEvent};
 use crate::telemetry::TelemetryEvent;
 use crossbeam_channel::{Receiver, Select, Sender};
+use ecomap::dispatch::StepEffects;
 use ecomap::request::{Completion, Request};
 use ecomap::time::Timestamp;
 use std::panic::AssertUnwindSafe;
@@ -131,8 +132,11 @@ impl AcceleratorWorker {
         // before sleeping), not between two passes: waking the telemetry
         // thread costs microseconds the next request would wait for.
         let mut pending: Option<Completion> = None;
+        // The step's effects (expiries, doorbells), reused so a step never
+        // allocates once the buffers have grown.
+        let mut fx = StepEffects::default();
         loop {
-            match self.links.dispatcher.next_job(self.index, event) {
+            match self.links.dispatcher.next_job(self.index, event, &mut fx) {
                 Next::Run(job) => {
                     let started = self.clock.now();
                     let succeeded = self.serve(&job);
@@ -149,7 +153,7 @@ impl AcceleratorWorker {
                     self.busy.tenants[job.request.tenant.index()]
                         .fetch_add(busy, Ordering::Relaxed);
                     self.flush(&mut pending);
-                    pending = Some(Completion {
+                    let completion = Completion {
                         request: job.request,
                         worker: self.index,
                         dispatched: job.dispatched,
@@ -158,14 +162,15 @@ impl AcceleratorWorker {
                         finished,
                         succeeded,
                         variant: u8::try_from(job.variant).unwrap_or(u8::MAX),
-                    });
+                    };
+                    pending = Some(completion);
                     free_since = finished;
                     event = WorkerEvent::Finished(WorkerDone {
                         tenant: job.request.tenant.index(),
                         variant: job.variant,
-                        service: finished.saturating_since(started),
+                        service: completion.service(),
                         throttle: job.throttle,
-                        missed: !succeeded || finished > job.request.deadline,
+                        missed: completion.outcome().is_miss(),
                     });
                 }
                 Next::Wait => {

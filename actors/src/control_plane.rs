@@ -163,7 +163,7 @@ impl ControlPlan {
                 return Err(
                     "the policy tracks carbon or governs power, but the rt-config has no \
                      `platform` to cap or meter; add one, e.g. \
-                     `platform: Emulated(table: \"xavier-emulated.ron\")`"
+                     `platform: Emulated(device: \"devices/xavier.ron\")`"
                         .into(),
                 );
             }

@@ -1,12 +1,15 @@
 //! `EdfDispatcher`: hands admitted requests to free accelerator workers,
 //! earliest deadline first.
 //!
-//! The dispatcher owns the core's [`DispatchQueue`] (the deadline heap), the
-//! receiving ends of the tenant queues, its view of which workers are idle,
-//! the power state and the quality controller. It is an actor without a
-//! thread of its own: the worker that has just become free runs one
-//! dispatch step ([`EdfDispatcher::next_job`]) under the dispatcher's lock,
-//! and takes the job that step picks for it. So
+//! A thin adapter around the core's pure dispatch step
+//! ([`ecomap::dispatch::DispatchCore`], which the simulator drives too): it
+//! adds the receiving ends of the tenant queues, the run's clock, the power
+//! state from the governor, and the channels that carry the step's effects
+//! (expiries to telemetry, doorbells to idle workers). It is an actor
+//! without a thread of its own: the worker that has just become free runs
+//! one dispatch step under the dispatcher's lock ([`SharedDispatcher::next_job`]),
+//! takes the job that step picks for it, and — after dropping the lock —
+//! delivers the step's effects. So
 //! - a request released while a worker is idle reaches that worker in one
 //!   wake-up (the tenant queue's send wakes the worker, which dispatches to
 //!   itself), not two (sender → dispatcher thread → worker);
@@ -14,20 +17,15 @@
 //!   worker that finishes takes it in the same breath.
 //!
 //! Those two hops were most of the runtime's dispatch latency under load
-//! (docs/results.md §1). One step:
-//! 1. records the caller's finished job (for the quality controller) or
-//!    queues the request the caller was woken with;
-//! 2. pulls every newly admitted request into the deadline heap, and the
-//!    latest power state;
-//! 3. drops (as `expired`) every request whose deadline has passed;
-//! 4. pops the earliest-deadline request the caller holds the model for,
-//!    choosing its model variant;
-//! 5. rings the doorbell of every other idle worker that now has work (or
-//!    must notice that every queue closed), so nothing waits for a worker
-//!    that is asleep.
+//! (docs/results.md §1). Under the lock the adapter pulls every newly
+//! admitted request and the latest power state into the core and runs the
+//! core's step (see `ecomap::dispatch::step` for what it decides); the
+//! blocking telemetry sends of expiries and the doorbells happen after the
+//! lock is dropped, so no worker ever waits for the lock behind a thread
+//! blocked on a channel.
 //!
-//! No thread ever waits long for the lock: steps are O(log n) and only
-//! workers take it. Idle workers sleep in a `crossbeam_channel::Select` over
+//! No thread ever waits long for the lock: steps are O(log n), perform no
+//! I/O, and only workers take it. Idle workers sleep in a `crossbeam_channel::Select` over
 //! their tenants' queues and their doorbell (see `accelerator_worker`), so
 //! crossbeam wakes exactly one of them per request.
 //!
@@ -74,62 +72,12 @@ use crate::clock::RunClock;
 use crate::telemetry::TelemetryEvent;
 use crate::tenant_queue::TenantQueueReceiver;
 use crossbeam_channel::{Receiver, Sender, TryRecvError};
-use ecomap::dispatch::{DispatchQueue, QueueOrder};
+use ecomap::dispatch::{DispatchCore, QueueOrder, StepEffects};
 use ecomap::request::Request;
-use ecomap::time::Timestamp;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-/// A request handed to a worker.
-#[derive(Debug, Clone, Copy)]
-pub struct Job {
-    /// The request.
-    pub request: Request,
-    /// When the dispatcher handed it over.
-    pub dispatched: Timestamp,
-    /// Stretch the forward pass by this factor (≥ 1): the emulated
-    /// platform's slowdown at the current cap; 1 on real devices.
-    pub throttle: f64,
-    /// Which variant of the tenant's family to run (0 = heaviest).
-    pub variant: usize,
-}
-
-/// What a worker reports about the job it just finished.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct WorkerDone {
-    /// Tenant of the request it finished.
-    pub tenant: usize,
-    /// Variant that served it.
-    pub variant: usize,
-    /// Its service time (throttle included).
-    pub service: std::time::Duration,
-    /// The throttle it ran under.
-    pub throttle: f64,
-    /// Whether it finished after its deadline (or failed).
-    pub missed: bool,
-}
-
-/// Why a worker runs a dispatch step.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum WorkerEvent {
-    /// It starts serving, or its doorbell rang, or one of its queues closed.
-    Woke,
-    /// It finished a job and is free.
-    Finished(WorkerDone),
-    /// It was woken by (and took) this request from a tenant queue.
-    Received(Request),
-}
-
-/// What the worker does after a dispatch step.
-#[derive(Debug, Clone, Copy)]
-pub enum Next {
-    /// Run this job.
-    Run(Job),
-    /// Nothing for you: sleep until a queue or the doorbell wakes you.
-    Wait,
-    /// Every queue is closed and nothing is left for you: end.
-    Exit,
-}
+pub use ecomap::dispatch::{Job, JobDone as WorkerDone, Next, StepEvent as WorkerEvent};
 
 /// What the power governor tells the data plane when the cap changes.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -142,7 +90,8 @@ pub struct PowerState {
     pub throttle: f64,
 }
 
-/// The dispatcher's view of one worker.
+/// The dispatcher's view of one worker: how to wake it, and which tenants
+/// it serves.
 #[derive(Debug)]
 pub struct WorkerSlot {
     /// Wakes the worker when it sleeps and work arrives for it (1 slot; a
@@ -150,19 +99,12 @@ pub struct WorkerSlot {
     pub doorbell: Sender<()>,
     /// `serves[t]`: whether it holds tenant `t`'s model.
     pub serves: Vec<bool>,
-    idle: bool,
-    gone: bool,
 }
 
 impl WorkerSlot {
     /// A worker, not yet started, serving the tenants marked in `serves`.
     pub fn new(doorbell: Sender<()>, serves: Vec<bool>) -> Self {
-        WorkerSlot {
-            doorbell,
-            serves,
-            idle: false,
-            gone: false,
-        }
+        WorkerSlot { doorbell, serves }
     }
 }
 
@@ -185,22 +127,40 @@ pub struct DispatcherStats {
     pub swaps: Vec<ecomap::quality::Swap>,
 }
 
-/// The EDF dispatcher: state plus the step the workers run.
+/// Where a step's effects go: telemetry and the workers' doorbells. Shared
+/// (cloned senders) so effects are delivered without the dispatcher's lock.
+#[derive(Debug, Clone)]
+struct Outbox {
+    telemetry: Sender<TelemetryEvent>,
+    doorbells: Arc<[Sender<()>]>,
+    /// Doorbells rung so far (counted without the lock).
+    rung: Arc<AtomicU64>,
+}
+
+impl Outbox {
+    /// Carry out a step's effects. Blocking telemetry sends: telemetry never
+    /// loses an outcome. A full doorbell has already been rung: one is enough.
+    fn deliver(&self, fx: &StepEffects) {
+        for &r in &fx.expired {
+            let _ = self.telemetry.send(TelemetryEvent::Expired(r));
+        }
+        for &w in &fx.wake {
+            if self.doorbells[w].try_send(()).is_ok() {
+                self.rung.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+/// The EDF dispatcher: the core's step plus the channels around it.
 #[derive(Debug)]
 pub struct EdfDispatcher {
-    queue: DispatchQueue,
-    /// `queued[t]`: tenant `t`'s requests in the heap.
-    queued: Vec<usize>,
+    core: DispatchCore,
     tenants: Vec<TenantQueueReceiver>,
     open: Vec<bool>,
-    open_count: usize,
-    workers: Vec<WorkerSlot>,
-    telemetry: Sender<TelemetryEvent>,
+    outbox: Outbox,
     clock: RunClock,
-    stats: DispatcherStats,
     power_rx: Option<Receiver<PowerState>>,
-    power: Option<PowerState>,
-    quality: Option<ecomap::quality::QualityController>,
 }
 
 impl EdfDispatcher {
@@ -213,27 +173,26 @@ impl EdfDispatcher {
         telemetry: Sender<TelemetryEvent>,
         clock: RunClock,
     ) -> Self {
-        let capacity = tenants.iter().map(|t| t.rx.capacity().unwrap_or(0)).sum();
         let n = tenants.len();
+        let (doorbells, serves): (Vec<_>, Vec<_>) =
+            workers.into_iter().map(|w| (w.doorbell, w.serves)).unzip();
         EdfDispatcher {
-            queue: DispatchQueue::with_capacity(order, capacity),
-            queued: vec![0; n],
+            core: DispatchCore::new(order, n, serves),
             tenants,
             open: vec![true; n],
-            open_count: n,
-            workers,
-            telemetry,
+            outbox: Outbox {
+                telemetry,
+                doorbells: doorbells.into(),
+                rung: Arc::new(AtomicU64::new(0)),
+            },
             clock,
-            stats: DispatcherStats::default(),
             power_rx: None,
-            power: None,
-            quality: None,
         }
     }
 
     /// Pick each request's model variant with `controller` from now on.
     pub fn set_quality(&mut self, controller: ecomap::quality::QualityController) {
-        self.quality = Some(controller);
+        self.core.set_quality(controller);
     }
 
     /// Take power-state updates from the governor on `rx`.
@@ -243,67 +202,64 @@ impl EdfDispatcher {
     }
 
     /// Counts so far.
-    pub fn stats(&self) -> &DispatcherStats {
-        &self.stats
+    pub fn stats(&self) -> DispatcherStats {
+        let s = self.core.stats();
+        DispatcherStats {
+            dispatched: s.dispatched,
+            expired: s.expired,
+            unserved: 0,
+            steps: s.steps,
+            doorbells: self.outbox.rung.load(Ordering::Relaxed),
+            max_queued: s.max_queued,
+            swaps: s.swaps.clone(),
+        }
     }
 
-    /// One dispatch step on behalf of free worker `worker` (see the module
-    /// documentation): returns its next job, or tells it to wait or exit.
+    /// One dispatch step on behalf of free worker `worker`, effects
+    /// delivered at once (for callers that hold no lock, e.g. tests).
     pub fn next_job(&mut self, worker: usize, event: WorkerEvent) -> Next {
-        self.stats.steps += 1;
-        match event {
-            WorkerEvent::Woke => {}
-            WorkerEvent::Finished(done) => {
-                if let Some(q) = &mut self.quality {
-                    q.record(
-                        done.tenant,
-                        done.variant,
-                        done.service,
-                        done.throttle,
-                        done.missed,
-                    );
-                }
-            }
-            WorkerEvent::Received(r) => self.enqueue(r),
-        }
-        self.workers[worker].idle = true;
+        let mut fx = StepEffects::default();
+        let next = self.step(worker, event, &mut fx);
+        self.outbox.deliver(&fx);
+        next
+    }
+
+    /// One dispatch step on behalf of free worker `worker`: pull new
+    /// requests and the power state into the core, run its step, and
+    /// account what it dispatched or expired. The effects are left in `fx`
+    /// for the caller to deliver.
+    fn step(&mut self, worker: usize, event: WorkerEvent, fx: &mut StepEffects) -> Next {
+        // The request a worker was woken with left its channel already.
         self.pull_arrivals();
         self.pull_power();
-        self.stats.max_queued = self.stats.max_queued.max(self.queue.len());
-        let job = self.take_for(worker);
-        if job.is_some() {
-            self.workers[worker].idle = false;
+        let next = self.core.step(worker, event, self.clock.now(), fx);
+        for r in &fx.expired {
+            self.release_slot(r);
         }
-        self.ring_idle_workers(worker);
-        match job {
-            Some(job) => Next::Run(job),
-            None if self.open_count == 0 && !self.has_work_for(worker) => {
-                self.workers[worker].gone = true;
-                self.workers[worker].idle = false;
-                Next::Exit
-            }
-            None => Next::Wait,
+        if let Next::Run(job) = &next {
+            self.release_slot(&job.request);
+            self.tenants[job.request.tenant.index()]
+                .counters
+                .active_variant
+                .store(job.variant, Ordering::Relaxed);
         }
+        next
     }
 
     /// Worker `worker` is gone for good (its thread ended abnormally):
     /// never pick it again, and wake the others in case they must exit.
     pub fn worker_lost(&mut self, worker: usize) {
-        self.workers[worker].gone = true;
-        self.workers[worker].idle = false;
-        self.workers[worker]
-            .serves
-            .iter_mut()
-            .for_each(|s| *s = false);
-        self.ring_all();
+        let mut fx = StepEffects::default();
+        self.core.unit_lost(worker, &mut fx);
+        self.outbox.deliver(&fx);
     }
 
     /// Ring every live worker's doorbell (e.g. after the queues closed, so
     /// sleeping workers notice).
     pub fn ring_all(&mut self) {
-        for w in self.workers.iter().filter(|w| !w.gone) {
-            let _ = w.doorbell.try_send(());
-        }
+        let mut fx = StepEffects::default();
+        self.core.wake_all(&mut fx);
+        self.outbox.deliver(&fx);
     }
 
     /// End of the run, after every worker has exited: count whatever is
@@ -311,24 +267,41 @@ impl EdfDispatcher {
     /// return the counts.
     pub fn finish(mut self) -> DispatcherStats {
         self.pull_arrivals();
-        for r in self.queue.drain_all() {
-            self.tenants[r.tenant.index()]
+        let doorbells = self.outbox.rung.load(Ordering::Relaxed);
+        let EdfDispatcher {
+            core,
+            tenants,
+            outbox,
+            ..
+        } = self;
+        let (left, s) = core.finish();
+        for r in &left {
+            tenants[r.tenant.index()]
                 .counters
                 .waiting
                 .fetch_sub(1, Ordering::AcqRel);
-            self.stats.unserved += 1;
             // Blocking send: telemetry never loses an outcome.
-            let _ = self.telemetry.send(TelemetryEvent::Unserved(r));
+            let _ = outbox.telemetry.send(TelemetryEvent::Unserved(*r));
         }
-        if let Some(q) = self.quality.take() {
-            self.stats.swaps = q.swaps;
+        DispatcherStats {
+            dispatched: s.dispatched,
+            expired: s.expired,
+            unserved: left.len() as u64,
+            steps: s.steps,
+            doorbells,
+            max_queued: s.max_queued,
+            swaps: s.swaps,
         }
-        self.stats
     }
 
-    fn enqueue(&mut self, r: Request) {
-        self.queued[r.tenant.index()] += 1;
-        self.queue.push(r);
+    /// The request left the tenant's queue (dispatched or expired): its
+    /// admission slot is free again.
+    fn release_slot(&self, r: &Request) {
+        let prev = self.tenants[r.tenant.index()]
+            .counters
+            .waiting
+            .fetch_sub(1, Ordering::AcqRel);
+        debug_assert!(prev > 0, "a queued request held an admission slot");
     }
 
     fn pull_arrivals(&mut self) {
@@ -338,11 +311,11 @@ impl EdfDispatcher {
             }
             loop {
                 match self.tenants[i].rx.try_recv() {
-                    Ok(r) => self.enqueue(r),
+                    Ok(r) => self.core.admit(r),
                     Err(TryRecvError::Empty) => break,
                     Err(TryRecvError::Disconnected) => {
                         self.open[i] = false;
-                        self.open_count -= 1;
+                        self.core.close(i);
                         break;
                     }
                 }
@@ -352,9 +325,10 @@ impl EdfDispatcher {
 
     fn pull_power(&mut self) {
         let Some(rx) = &self.power_rx else { return };
+        let mut latest = None;
         loop {
             match rx.try_recv() {
-                Ok(p) => self.power = Some(p),
+                Ok(p) => latest = Some(p),
                 Err(TryRecvError::Empty) => break,
                 Err(TryRecvError::Disconnected) => {
                     // The control plane ended; keep the last state.
@@ -363,108 +337,52 @@ impl EdfDispatcher {
                 }
             }
         }
-    }
-
-    fn has_work_for(&self, worker: usize) -> bool {
-        let serves = &self.workers[worker].serves;
-        self.queued
-            .iter()
-            .zip(serves)
-            .any(|(&n, &served)| served && n > 0)
-    }
-
-    fn ring_idle_workers(&mut self, caller: usize) {
-        for i in 0..self.workers.len() {
-            let w = &self.workers[i];
-            if i == caller || !w.idle || w.gone {
-                continue;
-            }
-            if self.open_count == 0 || self.has_work_for(i) {
-                // Full means already rung and not yet heard: one is enough.
-                if self.workers[i].doorbell.try_send(()).is_ok() {
-                    self.stats.doorbells += 1;
-                }
-            }
+        if let Some(p) = latest {
+            self.core.set_throttle_all(p.throttle.max(1.0));
         }
-    }
-
-    /// Drop expired requests, then pop the earliest-deadline request
-    /// `worker` can serve and make it a job.
-    fn take_for(&mut self, worker: usize) -> Option<Job> {
-        let now = self.clock.now();
-        let EdfDispatcher {
-            queue,
-            queued,
-            tenants,
-            telemetry,
-            stats,
-            quality,
-            workers,
-            ..
-        } = self;
-        queue.drain_expired(now, |r| {
-            let t = r.tenant.index();
-            if let Some(q) = quality.as_mut() {
-                q.record_miss(t);
-            }
-            queued[t] -= 1;
-            tenants[t].counters.waiting.fetch_sub(1, Ordering::AcqRel);
-            stats.expired += 1;
-            // Blocking send: telemetry never loses an outcome.
-            let _ = telemetry.send(TelemetryEvent::Expired(r));
-        });
-        let serves = &workers[worker].serves;
-        let request = queue.pop_eligible(|r| serves[r.tenant.index()])?;
-        let t = request.tenant.index();
-        queued[t] -= 1;
-        tenants[t].counters.waiting.fetch_sub(1, Ordering::AcqRel);
-        let throttle = self.power.map_or(1.0, |p| p.throttle);
-        let variant = match &mut self.quality {
-            Some(q) => {
-                let v = q.choose(t, now, request.deadline, throttle);
-                self.tenants[t]
-                    .counters
-                    .active_variant
-                    .store(v, Ordering::Relaxed);
-                v
-            }
-            None => 0,
-        };
-        self.stats.dispatched += 1;
-        Some(Job {
-            request,
-            dispatched: now,
-            throttle,
-            variant,
-        })
     }
 }
 
 /// The dispatcher shared by the workers that run its steps.
 #[derive(Debug, Clone)]
-pub struct SharedDispatcher(Arc<Mutex<EdfDispatcher>>);
+pub struct SharedDispatcher {
+    inner: Arc<Mutex<EdfDispatcher>>,
+    outbox: Outbox,
+}
 
 impl SharedDispatcher {
     /// Share `dispatcher`.
     pub fn new(dispatcher: EdfDispatcher) -> Self {
-        SharedDispatcher(Arc::new(Mutex::new(dispatcher)))
+        let outbox = dispatcher.outbox.clone();
+        SharedDispatcher {
+            inner: Arc::new(Mutex::new(dispatcher)),
+            outbox,
+        }
     }
 
     /// Lock it. A worker that panicked while holding the lock left the
     /// state consistent between steps (a step's only panics would be
     /// bugs), so a poisoned lock is used as is rather than halting serving.
     pub fn lock(&self) -> MutexGuard<'_, EdfDispatcher> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner())
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// [`EdfDispatcher::next_job`] under the lock.
-    pub fn next_job(&self, worker: usize, event: WorkerEvent) -> Next {
-        self.lock().next_job(worker, event)
+    /// One dispatch step for `worker`: the step under the lock, then its
+    /// effects delivered with the lock dropped.
+    pub fn next_job(&self, worker: usize, event: WorkerEvent, fx: &mut StepEffects) -> Next {
+        let next = self.lock().step(worker, event, fx);
+        // The lock is dropped here, before any send: a blocking telemetry
+        // send (telemetry full) or a doorbell must never hold up the other
+        // workers' steps.
+        self.outbox.deliver(fx);
+        next
     }
 
     /// Take the dispatcher back once every worker is done with it; `None`
     /// if a clone is still alive somewhere.
     pub fn into_inner(self) -> Option<EdfDispatcher> {
-        Arc::into_inner(self.0).map(|m| m.into_inner().unwrap_or_else(|e| e.into_inner()))
+        let SharedDispatcher { inner, outbox } = self;
+        drop(outbox);
+        Arc::into_inner(inner).map(|m| m.into_inner().unwrap_or_else(|e| e.into_inner()))
     }
 }

@@ -107,7 +107,7 @@ impl TenantQueue {
         self.counters.submitted.fetch_add(1, Ordering::Relaxed);
         let id = self.counters.next_id.fetch_add(1, Ordering::Relaxed);
         let prev = self.counters.waiting.fetch_add(1, Ordering::AcqRel);
-        if prev >= self.capacity {
+        if !ecomap::dispatch::admission::admits(prev, self.capacity) {
             self.counters.waiting.fetch_sub(1, Ordering::AcqRel);
             self.counters.rejected.fetch_add(1, Ordering::Relaxed);
             return Err(SubmitError::QueueFull {

@@ -153,11 +153,11 @@ fn a_missing_file_is_named() {
 
 /// An rt-config with the emulated platform, so carbon is tracked.
 fn with_platform(f: &Files) {
-    let table = Path::new(env!("CARGO_MANIFEST_DIR")).join("../rt-config/xavier-emulated.ron");
+    let table = Path::new(env!("CARGO_MANIFEST_DIR")).join("../rt-config/devices/xavier.ron");
     f.write(
         "rt.ron",
         &format!(
-            r#"(platform: Emulated(table: "{}"), workers: [(name: "w0", core: Some(0))])"#,
+            r#"(platform: Emulated(device: "{}"), workers: [(name: "w0", core: Some(0))])"#,
             table.display()
         ),
     );

@@ -18,7 +18,7 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
 }
 
 fn table() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../rt-config/xavier-emulated.ron")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../rt-config/devices/xavier.ron")
 }
 
 fn workload() -> Workload {
@@ -36,7 +36,7 @@ fn workload() -> Workload {
 fn rt() -> RtConfig {
     parse_ron(
         &format!(
-            r#"(platform: Emulated(table: "{}"),
+            r#"(platform: Emulated(device: "{}"),
                 workers: [(name: "w0", core: Some(0))])"#,
             table().display()
         ),
@@ -72,9 +72,12 @@ fn a_dirty_grid_caps_the_device_and_really_slows_the_workers() {
     let clean = run(&policy("Fixed(gco2_per_kwh: 100.0)"), 2);
     let dirty = run(&policy("Fixed(gco2_per_kwh: 600.0)"), 2);
     let p50 = |r: &ecomap::report::RunReport| r.tenants[0].service.quantile_us(0.5).unwrap() as f64;
-    // MODE_10W's slowdown is 2.539 (xavier-emulated.ron).
+    // MODE_10W's GPU slowdown is 2.03 (devices/xavier.ron; the exact value
+    // is tested in the core with no clock). Wall-clock service times on a
+    // shared machine only bound it from below: a loaded core stretches the
+    // clean run too, never the throttle away.
     let ratio = p50(&dirty) / p50(&clean);
-    assert!((2.2..2.9).contains(&ratio), "service p50 ratio {ratio}");
+    assert!(ratio > 1.3, "service p50 ratio {ratio}");
     let (ec, ed) = (clean.energy.clone().unwrap(), dirty.energy.clone().unwrap());
     assert!(!ed.power_measured, "emulated power is modelled");
     assert!(

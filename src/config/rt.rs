@@ -186,10 +186,13 @@ pub struct JetsonSpec {
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub enum PlatformSpec {
-    /// The virtual Xavier: a table file, relative to the rt-config's folder.
+    /// A virtual device (the simulator's device model): a device
+    /// description file, relative to the rt-config's folder. Caps select its
+    /// modes; workers are throttled to the slowdown of the unit they stand
+    /// for (`emulated_unit`); power is modelled.
     Emulated {
-        /// The table, e.g. "xavier-emulated.ron".
-        table: PathBuf,
+        /// The description, e.g. "devices/xavier.ron".
+        device: PathBuf,
     },
     /// A real Jetson.
     Jetson(JetsonSpec),
@@ -243,7 +246,7 @@ impl RtConfig {
     /// with [`RtConfig::validate`], which needs the machine's core count).
     pub fn load(path: &Path) -> Result<RtConfig, ConfigError> {
         let mut c: RtConfig = load_ron(path, "rt-config")?;
-        if let Some(PlatformSpec::Emulated { table }) = &mut c.platform {
+        if let Some(PlatformSpec::Emulated { device: table }) = &mut c.platform {
             if table.is_relative() {
                 *table = path.parent().unwrap_or(Path::new(".")).join(&*table);
             }

@@ -1,21 +1,29 @@
-//! The emulated platform: the virtual Xavier of `rt-config/xavier-emulated.ron`.
+//! The emulated platform: a virtual device from the core's device model
+//! (e.g. `rt-config/devices/xavier.ron`), the same model the simulator uses.
 
 use super::{AppliedCap, Platform, PlatformError, PowerReading};
-use ecomap::platform::EmulatedPlatform;
+use ecomap::device::spec::UnitKind;
+use ecomap::device::{DeviceModel, ModeId};
 use std::time::Duration;
 
-/// Caps select modelled levels; power is modelled from utilisation.
+/// Caps select the device's modes; the workers stand for one of its units
+/// (its `emulated_unit`) and are throttled to that unit's slowdown; power
+/// is modelled from their utilisation.
 #[derive(Debug)]
 pub struct EmulatedBackend {
-    table: EmulatedPlatform,
+    device: DeviceModel,
+    kind: UnitKind,
+    mode: ModeId,
     applied: Option<AppliedCap>,
 }
 
 impl EmulatedBackend {
-    /// A backend over `table`, uncapped until a cap is set.
-    pub fn new(table: EmulatedPlatform) -> Self {
+    /// A backend over `device`, at its reference mode until a cap is set.
+    pub fn new(device: DeviceModel) -> Self {
         EmulatedBackend {
-            table,
+            kind: device.emulated_kind(),
+            mode: device.reference_mode(),
+            device,
             applied: None,
         }
     }
@@ -23,15 +31,15 @@ impl EmulatedBackend {
 
 impl Platform for EmulatedBackend {
     fn name(&self) -> String {
-        format!("emulated: {}", self.table.name)
+        format!("emulated: {}", self.device.name())
     }
 
     fn set_cap(&mut self, cap_w: f64) -> Result<AppliedCap, PlatformError> {
-        let level = self.table.level_for_cap(cap_w);
+        self.mode = self.device.mode_for_cap(cap_w);
         let applied = AppliedCap {
             cap_w,
-            level: level.name.clone(),
-            slowdown: level.slowdown,
+            level: self.device.modes()[self.mode].name.clone(),
+            slowdown: self.device.slowdown(self.mode, self.kind).max(1.0),
         };
         self.applied = Some(applied.clone());
         Ok(applied)
@@ -46,12 +54,11 @@ impl Platform for EmulatedBackend {
         _dt: Duration,
         utilisation: f64,
     ) -> Result<PowerReading, PlatformError> {
-        let cap = self
-            .applied
-            .as_ref()
-            .map_or(self.table.max_cap_w(), |a| a.cap_w);
+        // The workers together stand for one unit: their mean utilisation
+        // is that unit's busy fraction.
+        let u = utilisation.clamp(0.0, 1.0);
         Ok(PowerReading {
-            watts: self.table.level_for_cap(cap).power_w(utilisation),
+            watts: self.device.idle_w(self.mode) + u * self.device.busy_w(self.mode, self.kind),
             measured: false,
         })
     }
@@ -61,6 +68,6 @@ impl Platform for EmulatedBackend {
     }
 
     fn max_cap_w(&self) -> f64 {
-        self.table.max_cap_w()
+        self.device.max_cap_w()
     }
 }

@@ -1,6 +1,6 @@
 //! Platform backends: set a power cap, read the cap, read power.
 //!
-//! - [`emulated::EmulatedBackend`]: the virtual Xavier (`rt-config/xavier-emulated.ron`)
+//! - [`emulated::EmulatedBackend`]: the virtual Xavier (`rt-config/devices/xavier.ron`)
 //!   for hosts without power control — caps select a modelled performance
 //!   level, workers are throttled to its speed, power is modelled;
 //! - [`jetson::JetsonBackend`]: Jetson AGX Xavier — `nvpmodel -m N`, or
@@ -136,10 +136,10 @@ pub(crate) fn write_value(path: &Path, value: &str) -> Result<(), PlatformError>
 /// against `base` (the rt-config's folder).
 pub fn from_spec(spec: &PlatformSpec, base: &Path) -> Result<Box<dyn Platform>, String> {
     match spec {
-        PlatformSpec::Emulated { table } => {
-            let path = base.join(table);
-            let t = ecomap::platform::EmulatedPlatform::load(&path).map_err(|e| e.to_string())?;
-            Ok(Box::new(emulated::EmulatedBackend::new(t)))
+        PlatformSpec::Emulated { device } => {
+            let path = base.join(device);
+            let d = ecomap::device::DeviceModel::load(&path).map_err(|e| e.to_string())?;
+            Ok(Box::new(emulated::EmulatedBackend::new(d)))
         }
         PlatformSpec::Jetson(j) => Ok(Box::new(jetson::JetsonBackend::new(j.clone()))),
         PlatformSpec::Rapl { zone } => rapl::RaplBackend::open(Path::new(zone))

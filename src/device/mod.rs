@@ -1,0 +1,328 @@
+//! The device model: a virtual device with execution units and power
+//! modes, shared by the simulator and the runtime's emulated platform.
+//!
+//! For a unit of kind `k` at mode `m`, a model variant's mean service time
+//! is its cost at the reference mode × `(f_ref,k / f_m,k)^α_k` — the unit's
+//! *slowdown* at `m` — stretched by `contention` for each other unit busy
+//! when it starts, and drawn log-normal with the kind's coefficient of
+//! variation. Power is `idle_w(m) + Σ_units busy_fraction × busy_w(m, k)`.
+//! The description file ([`spec::DeviceSpec`], e.g.
+//! `rt-config/devices/xavier.ron`) cites the source of every number; the
+//! figures this model produces are **modelled**, and reports say so.
+
+pub mod spec;
+
+use crate::config::{load_ron, ConfigError};
+use spec::{DeviceSpec, ModeSpec, ModelCost, UnitKind};
+use std::collections::HashMap;
+use std::path::Path;
+
+/// A validated device description with its look-ups.
+#[derive(Debug, Clone)]
+pub struct DeviceModel {
+    spec: DeviceSpec,
+    reference: usize,
+    models: HashMap<String, usize>,
+}
+
+/// Index of a mode in [`DeviceModel::modes`].
+pub type ModeId = usize;
+
+impl DeviceModel {
+    /// Read and validate a description file.
+    pub fn load(path: &Path) -> Result<DeviceModel, ConfigError> {
+        let spec: DeviceSpec = load_ron(path, "device description")?;
+        DeviceModel::new(spec).map_err(|(place, m)| ConfigError::invalid(path, place, m))
+    }
+
+    /// Validate a description: `Err((place, message))` says what to fix.
+    pub fn new(spec: DeviceSpec) -> Result<DeviceModel, (String, String)> {
+        let positive = |x: f64| x.is_finite() && x > 0.0;
+        let non_negative = |x: f64| x.is_finite() && x >= 0.0;
+        if spec.units.is_empty() {
+            return Err(("units".into(), "no units: add at least one".into()));
+        }
+        let mut names = std::collections::HashSet::new();
+        for (i, u) in spec.units.iter().enumerate() {
+            if !names.insert(&u.name) {
+                return Err((
+                    format!("units[{i}]"),
+                    format!("two units are named {:?}", u.name),
+                ));
+            }
+        }
+        if spec.modes.is_empty() {
+            return Err(("modes".into(), "no modes: add at least one".into()));
+        }
+        for (i, m) in spec.modes.iter().enumerate() {
+            let place = format!("modes[{i}] \"{}\"", m.name);
+            for k in UnitKind::ALL {
+                if !positive(m.clocks_mhz.get(k)) || !non_negative(m.busy_w.get(k)) {
+                    return Err((
+                        place,
+                        format!(
+                            "clocks_mhz.{0} must be positive and busy_w.{0} ≥ 0",
+                            k.name()
+                        ),
+                    ));
+                }
+            }
+            if !non_negative(m.idle_w) || m.cap_w.is_some_and(|c| !positive(c)) {
+                return Err((place, "idle_w must be ≥ 0 and cap_w positive".into()));
+            }
+            if let Some(budget) = m.budget_w {
+                let full = spec.units.iter().map(|u| m.busy_w.get(u.kind)).sum::<f64>() + m.idle_w
+                    - spec.board_w;
+                // 2% slack for rounding in the file's figures.
+                if full > budget * 1.02 {
+                    return Err((
+                        place,
+                        format!(
+                            "modelled full-load module power {full:.2} W (idle_w + every unit's \
+                             busy_w − board_w) exceeds the mode's budget {budget} W; lower busy_w"
+                        ),
+                    ));
+                }
+            }
+        }
+        let reference = spec
+            .modes
+            .iter()
+            .position(|m| m.name == spec.reference_mode)
+            .ok_or_else(|| {
+                (
+                    "reference_mode".to_string(),
+                    format!("no mode named {:?}", spec.reference_mode),
+                )
+            })?;
+        for k in UnitKind::ALL {
+            if !non_negative(spec.clock_exponent.get(k)) || !non_negative(spec.service_cv.get(k)) {
+                return Err((
+                    "clock_exponent / service_cv".into(),
+                    format!("{} values must be ≥ 0", k.name()),
+                ));
+            }
+        }
+        if !non_negative(spec.contention) || !non_negative(spec.board_w) {
+            return Err(("contention / board_w".into(), "must be ≥ 0".into()));
+        }
+        if let Some(u) = &spec.emulated_unit {
+            if !spec.units.iter().any(|x| &x.name == u) {
+                return Err(("emulated_unit".into(), format!("no unit named {u:?}")));
+            }
+        }
+        let mut models = HashMap::new();
+        for (i, c) in spec.models.iter().enumerate() {
+            let place = format!("models[{i}] \"{}\"", c.name);
+            if UnitKind::ALL.iter().all(|&k| c.ms(k).is_none()) {
+                return Err((
+                    place,
+                    "no unit kind can run it: give gpu_ms, dla_ms or cpu_ms".into(),
+                ));
+            }
+            if UnitKind::ALL
+                .iter()
+                .any(|&k| c.ms(k).is_some_and(|x| !positive(x)))
+            {
+                return Err((place, "service times must be positive milliseconds".into()));
+            }
+            if models.insert(c.name.clone(), i).is_some() {
+                return Err((place, "two entries share this name".into()));
+            }
+        }
+        Ok(DeviceModel {
+            spec,
+            reference,
+            models,
+        })
+    }
+
+    /// The description.
+    pub fn spec(&self) -> &DeviceSpec {
+        &self.spec
+    }
+
+    /// Name in reports.
+    pub fn name(&self) -> &str {
+        &self.spec.name
+    }
+
+    /// The modes.
+    pub fn modes(&self) -> &[ModeSpec] {
+        &self.spec.modes
+    }
+
+    /// The mode with this name.
+    pub fn mode_by_name(&self, name: &str) -> Option<ModeId> {
+        self.spec.modes.iter().position(|m| m.name == name)
+    }
+
+    /// The reference (fastest) mode.
+    pub fn reference_mode(&self) -> ModeId {
+        self.reference
+    }
+
+    /// The mode a power cap selects: the highest `cap_w` at or under the
+    /// cap, or the lowest-capped mode when the cap is below all of them.
+    /// Modes without `cap_w` are never selected by a cap.
+    pub fn mode_for_cap(&self, cap_w: f64) -> ModeId {
+        let capped = || {
+            self.spec
+                .modes
+                .iter()
+                .enumerate()
+                .filter_map(|(i, m)| m.cap_w.map(|c| (i, c)))
+        };
+        capped()
+            .filter(|&(_, c)| c <= cap_w)
+            .max_by(|a, b| a.1.total_cmp(&b.1))
+            .or_else(|| capped().min_by(|a, b| a.1.total_cmp(&b.1)))
+            .map_or(self.reference, |(i, _)| i)
+    }
+
+    /// The largest cap any mode has (the uncapped device).
+    pub fn max_cap_w(&self) -> f64 {
+        self.spec
+            .modes
+            .iter()
+            .filter_map(|m| m.cap_w)
+            .fold(0.0, f64::max)
+    }
+
+    /// How many times longer a pass takes on a unit of `kind` at `mode` than
+    /// at the reference mode.
+    pub fn slowdown(&self, mode: ModeId, kind: UnitKind) -> f64 {
+        let f_ref = self.spec.modes[self.reference].clocks_mhz.get(kind);
+        let f = self.spec.modes[mode].clocks_mhz.get(kind);
+        (f_ref / f).powf(self.spec.clock_exponent.get(kind))
+    }
+
+    /// The cost entry of a model variant.
+    pub fn model(&self, variant: &str) -> Option<&ModelCost> {
+        self.models.get(variant).map(|&i| &self.spec.models[i])
+    }
+
+    /// Mean service time (s) of `variant` on a unit of `kind` at `mode`,
+    /// without contention; `None` if that kind cannot run it.
+    pub fn service_s(&self, variant: &str, kind: UnitKind, mode: ModeId) -> Option<f64> {
+        let ms = self.model(variant)?.ms(kind)?;
+        Some(ms / 1000.0 * self.slowdown(mode, kind))
+    }
+
+    /// Stretch of a job that starts while `others_busy` other units run.
+    pub fn contention_factor(&self, others_busy: usize) -> f64 {
+        1.0 + self.spec.contention * others_busy as f64
+    }
+
+    /// Modelled wall power (W) at `mode` with each unit busy for the given
+    /// fraction of the time (`busy[u]` in [0, 1], one per unit).
+    pub fn power_w(&self, mode: ModeId, busy: &[f64]) -> f64 {
+        let m = &self.spec.modes[mode];
+        m.idle_w
+            + self
+                .spec
+                .units
+                .iter()
+                .zip(busy)
+                .map(|(u, b)| b.clamp(0.0, 1.0) * m.busy_w.get(u.kind))
+                .sum::<f64>()
+    }
+
+    /// Modelled wall power with every unit idle.
+    pub fn idle_w(&self, mode: ModeId) -> f64 {
+        self.spec.modes[mode].idle_w
+    }
+
+    /// Wall power one busy unit of `kind` adds at `mode`.
+    pub fn busy_w(&self, mode: ModeId, kind: UnitKind) -> f64 {
+        self.spec.modes[mode].busy_w.get(kind)
+    }
+
+    /// The unit the runtime's workers stand for under emulation.
+    pub fn emulated_kind(&self) -> UnitKind {
+        let name = self.spec.emulated_unit.as_deref();
+        self.spec
+            .units
+            .iter()
+            .find(|u| Some(u.name.as_str()) == name)
+            .unwrap_or(&self.spec.units[0])
+            .kind
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::PathBuf;
+
+    fn shipped(name: &str) -> DeviceModel {
+        let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("rt-config/devices")
+            .join(name);
+        DeviceModel::load(&p).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn the_shipped_xavier_loads_and_is_calibrated_on_mlperf_maxq() {
+        let x = shipped("xavier.ron");
+        let maxn = x.mode_by_name("MAXN").unwrap();
+        let maxq = x.mode_by_name("MLPERF_MAXQ").unwrap();
+        assert_eq!(x.reference_mode(), maxn);
+        assert_eq!(x.slowdown(maxn, UnitKind::Gpu), 1.0);
+        // MLPerf v1.0 ResNet-50 SingleStream: 1.951 ms MaxP vs 3.172 ms
+        // MaxQ (1.626x); SSD-MobileNet 1.728x. The fitted exponent lands
+        // between the two.
+        let s = x.slowdown(maxq, UnitKind::Gpu);
+        assert!((1.60..=1.75).contains(&s), "MaxQ GPU slowdown {s}");
+        // Wall power at MaxQ: idle ≈ 9.6 W, GPU + both DLAs busy ≈ 23.3–25.4 W
+        // (mlperf_power_agx_xavier_maxq.csv, v1.0 Offline rows).
+        let units = x.spec().units.len();
+        let mut busy = vec![0.0; units];
+        assert!((x.power_w(maxq, &busy) - 9.6).abs() < 0.2);
+        for (b, u) in busy.iter_mut().zip(&x.spec().units) {
+            if u.kind != UnitKind::Cpu {
+                *b = 1.0;
+            }
+        }
+        let full = x.power_w(maxq, &busy);
+        assert!((23.3..=25.4).contains(&full), "MaxQ full load {full} W");
+        // Caps select modes; slower modes are slower and cheaper.
+        let m10 = x.mode_for_cap(10.0);
+        assert_eq!(x.modes()[m10].name, "MODE_10W");
+        assert_eq!(x.mode_for_cap(1.0), m10);
+        assert_eq!(x.mode_for_cap(1000.0), maxn);
+        assert!(x.slowdown(m10, UnitKind::Gpu) > s);
+        assert!(x.power_w(m10, &busy) < full);
+        assert!(
+            x.service_s("resnet50", UnitKind::Dla, maxn).unwrap()
+                > x.service_s("resnet50", UnitKind::Gpu, maxn).unwrap()
+        );
+    }
+
+    #[test]
+    fn the_shipped_host_description_loads() {
+        let h = shipped("host.ron");
+        assert!(h.spec().units.iter().all(|u| u.kind == UnitKind::Cpu));
+        assert!(
+            h.service_s("resnet50", UnitKind::Cpu, h.reference_mode())
+                .unwrap()
+                > 0.05
+        );
+    }
+
+    #[test]
+    fn a_mode_over_its_budget_is_refused() {
+        let mut spec = shipped("xavier.ron").spec().clone();
+        let i = spec
+            .modes
+            .iter()
+            .position(|m| m.name == "MODE_10W")
+            .unwrap();
+        spec.modes[i].busy_w.gpu = 50.0;
+        let (place, msg) = DeviceModel::new(spec).unwrap_err();
+        assert!(
+            place.contains("MODE_10W") && msg.contains("budget"),
+            "{place}: {msg}"
+        );
+    }
+}

@@ -1,0 +1,157 @@
+//! The device description file: units, power modes, model costs.
+//!
+//! Every number in a shipped description cites its source in a comment
+//! beside it: MEASURED (a measurement in `../shared/data/`), PUBLISHED (a
+//! published table or fact) or MODELLED (our assumption, and why).
+
+use serde::{Deserialize, Serialize};
+
+/// What kind of execution unit a unit is; speeds and power scale per kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Serialize)]
+pub enum UnitKind {
+    /// The integrated GPU.
+    Gpu,
+    /// A deep-learning accelerator core (NVDLA).
+    Dla,
+    /// A CPU core running inference.
+    Cpu,
+}
+
+impl UnitKind {
+    /// All kinds, in table order.
+    pub const ALL: [UnitKind; 3] = [UnitKind::Gpu, UnitKind::Dla, UnitKind::Cpu];
+
+    /// Index into per-kind arrays.
+    pub fn index(self) -> usize {
+        match self {
+            UnitKind::Gpu => 0,
+            UnitKind::Dla => 1,
+            UnitKind::Cpu => 2,
+        }
+    }
+
+    /// Lower-case name.
+    pub fn name(self) -> &'static str {
+        match self {
+            UnitKind::Gpu => "gpu",
+            UnitKind::Dla => "dla",
+            UnitKind::Cpu => "cpu",
+        }
+    }
+}
+
+/// One value per unit kind.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PerKind {
+    /// GPU.
+    pub gpu: f64,
+    /// Each DLA core.
+    pub dla: f64,
+    /// Each CPU core.
+    pub cpu: f64,
+}
+
+impl PerKind {
+    /// The value for `kind`.
+    pub fn get(&self, kind: UnitKind) -> f64 {
+        match kind {
+            UnitKind::Gpu => self.gpu,
+            UnitKind::Dla => self.dla,
+            UnitKind::Cpu => self.cpu,
+        }
+    }
+}
+
+/// One execution unit.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct UnitSpec {
+    /// Name tenants refer to, e.g. "gpu", "dla0".
+    pub name: String,
+    /// Its kind.
+    pub kind: UnitKind,
+}
+
+/// One power mode (an nvpmodel mode on a Jetson).
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModeSpec {
+    /// Name, e.g. "MODE_15W".
+    pub name: String,
+    /// The power cap (watts) that selects this mode under a cap rule: the
+    /// highest `cap_w` at or under the cap wins. `None`: selectable only by
+    /// name (planners, static policies).
+    #[serde(default)]
+    pub cap_w: Option<f64>,
+    /// The module's power budget (watts), if the mode has one; the modelled
+    /// full-load power minus `board_w` must fit it.
+    #[serde(default)]
+    pub budget_w: Option<f64>,
+    /// Clock caps in MHz per unit kind.
+    pub clocks_mhz: PerKind,
+    /// Wall power with every unit idle (watts).
+    pub idle_w: f64,
+    /// Wall power added by one busy unit of each kind (watts).
+    pub busy_w: PerKind,
+}
+
+/// Service time of one model variant on each kind of unit at the
+/// reference mode, in milliseconds; `None` where the kind cannot run it.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelCost {
+    /// The variant's name in the model catalog, e.g. "resnet50".
+    pub name: String,
+    /// On the GPU.
+    #[serde(default)]
+    pub gpu_ms: Option<f64>,
+    /// On one DLA core.
+    #[serde(default)]
+    pub dla_ms: Option<f64>,
+    /// On one CPU core.
+    #[serde(default)]
+    pub cpu_ms: Option<f64>,
+}
+
+impl ModelCost {
+    /// Milliseconds on `kind` at the reference mode.
+    pub fn ms(&self, kind: UnitKind) -> Option<f64> {
+        match kind {
+            UnitKind::Gpu => self.gpu_ms,
+            UnitKind::Dla => self.dla_ms,
+            UnitKind::Cpu => self.cpu_ms,
+        }
+    }
+}
+
+/// A device description file.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeviceSpec {
+    /// Name in reports.
+    pub name: String,
+    /// The execution units.
+    pub units: Vec<UnitSpec>,
+    /// The power modes.
+    pub modes: Vec<ModeSpec>,
+    /// The mode the model costs are given at (usually the fastest).
+    pub reference_mode: String,
+    /// Service time ∝ (f_reference / f_mode)^exponent, per kind.
+    pub clock_exponent: PerKind,
+    /// Coefficient of variation of one service time, per kind (log-normal).
+    pub service_cv: PerKind,
+    /// Each other busy unit stretches a starting job by this fraction
+    /// (shared memory bandwidth).
+    #[serde(default)]
+    pub contention: f64,
+    /// Wall power that is not the module's (carrier board, fan, supply loss).
+    #[serde(default)]
+    pub board_w: f64,
+    /// Which unit the runtime's workers stand for when this device is
+    /// emulated on a host (`platform: Emulated(...)`); default: the first.
+    #[serde(default)]
+    pub emulated_unit: Option<String>,
+    /// Model costs at the reference mode.
+    pub models: Vec<ModelCost>,
+}

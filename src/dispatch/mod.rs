@@ -1,0 +1,16 @@
+//! The data plane's decisions: which request runs next, where, as which
+//! variant — and which requests are admitted at all.
+//!
+//! - [`queue`]: the EDF deadline heap (O(log n) push/pop, expiry);
+//! - [`admission`]: the per-tenant admission rule;
+//! - [`step`]: the dispatch step, a pure state machine driven by events with
+//!   timestamps passed in. The runtime's `EdfDispatcher` (crate
+//!   `ecomap-actors`) and the simulator ([`crate::sim`]) both call it, so
+//!   the decisions exist once.
+
+pub mod admission;
+pub mod queue;
+pub mod step;
+
+pub use queue::{DispatchQueue, QueueOrder};
+pub use step::{DispatchCore, DispatchStats, Job, JobDone, Next, StepEffects, StepEvent};

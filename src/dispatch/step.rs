@@ -1,0 +1,584 @@
+//! The dispatch step: a pure state machine that decides, each time an
+//! execution unit is free, what it runs next.
+//!
+//! Everything the EDF dispatcher decides lives here, with time passed in:
+//! the runtime (`ecomap_actors::edf_dispatcher`, which adds channels, the
+//! clock and a lock) and the simulator ([`crate::sim`]) drive the very same
+//! code. One [`DispatchCore::step`] on behalf of free unit `u`:
+//! 1. records `u`'s finished job (for the quality controller), or queues the
+//!    request `u` was woken with;
+//! 2. drops (as `expired`) every queued request whose deadline has passed —
+//!    it can no longer finish in time, so it must not start;
+//! 3. pops the earliest-deadline request `u` can serve and chooses its model
+//!    variant (quality controller);
+//! 4. lists every *other* idle unit that now has work (or must notice that
+//!    every tenant closed), so the caller wakes it;
+//! 5. tells `u` to run the job, wait, or exit (every tenant closed and
+//!    nothing left that `u` can serve).
+//!
+//! The step performs no I/O: expiries and wake-ups are returned in
+//! [`StepEffects`] for the caller to carry out — in the runtime after the
+//! dispatcher's lock is dropped, so no thread ever blocks on a channel while
+//! holding it.
+//!
+//! ```
+//! use ecomap::dispatch::{DispatchCore, Next, QueueOrder, StepEffects, StepEvent};
+//! use ecomap::request::{Request, TenantId};
+//! use ecomap::time::Timestamp;
+//! use std::time::Duration;
+//!
+//! // One tenant, one unit that serves it.
+//! let mut core = DispatchCore::new(QueueOrder::EarliestDeadline, 1, vec![vec![true]]);
+//! let mut fx = StepEffects::default();
+//! let now = Timestamp::ZERO;
+//! assert!(matches!(core.step(0, StepEvent::Woke, now, &mut fx), Next::Wait));
+//! let r = Request::new(0, TenantId(0), now, Duration::from_millis(33), 0);
+//! match core.step(0, StepEvent::Received(r), now, &mut fx) {
+//!     Next::Run(job) => assert_eq!(job.request.id, 0),
+//!     other => panic!("expected a job, got {other:?}"),
+//! }
+//! ```
+
+use super::queue::{DispatchQueue, QueueOrder};
+use crate::quality::{QualityController, Swap};
+use crate::request::Request;
+use crate::time::Timestamp;
+use std::time::Duration;
+
+/// A request handed to a unit.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Job {
+    /// The request.
+    pub request: Request,
+    /// When the step handed it over.
+    pub dispatched: Timestamp,
+    /// The unit's slowdown at the current power mode (≥ 1; 1 at full speed).
+    /// The emulated platform stretches the pass by it; the quality
+    /// controller divides it out of measured service times.
+    pub throttle: f64,
+    /// Which variant of the tenant's family to run (0 = heaviest).
+    pub variant: usize,
+}
+
+/// What a unit reports about the job it just finished.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct JobDone {
+    /// Tenant of the request it finished.
+    pub tenant: usize,
+    /// Variant that served it.
+    pub variant: usize,
+    /// Its service time (throttle included).
+    pub service: Duration,
+    /// The throttle it ran under.
+    pub throttle: f64,
+    /// Whether it finished after its deadline or failed
+    /// ([`crate::request::Outcome::is_miss`]).
+    pub missed: bool,
+}
+
+/// Why a unit runs a dispatch step.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum StepEvent {
+    /// It starts serving, or was woken (doorbell), or a queue closed.
+    Woke,
+    /// It finished a job and is free.
+    Finished(JobDone),
+    /// It was woken by (and took) this admitted request.
+    Received(Request),
+}
+
+/// What the unit does after a step.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Next {
+    /// Run this job.
+    Run(Job),
+    /// Nothing for it: sleep until a request or a wake-up arrives.
+    Wait,
+    /// Every tenant is closed and nothing is left for it: end.
+    Exit,
+}
+
+/// Side effects of a step, for the caller to carry out. Reuse one value
+/// across steps: the step clears it first, so it allocates only while the
+/// buffers grow.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct StepEffects {
+    /// Requests dropped because their deadline passed before they started.
+    pub expired: Vec<Request>,
+    /// Other idle units to wake: they have work, or must notice the end.
+    pub wake: Vec<usize>,
+}
+
+impl StepEffects {
+    fn clear(&mut self) {
+        self.expired.clear();
+        self.wake.clear();
+    }
+}
+
+/// Counts kept by the step.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct DispatchStats {
+    /// Requests handed to units.
+    pub dispatched: u64,
+    /// Requests dropped because their deadline passed before they started.
+    pub expired: u64,
+    /// Steps run.
+    pub steps: u64,
+    /// Wake-ups asked for (another unit woken by a step).
+    pub wakes: u64,
+    /// Largest number of requests queued at once.
+    pub max_queued: usize,
+    /// Model swaps decided, in order.
+    pub swaps: Vec<Swap>,
+}
+
+#[derive(Debug, Clone)]
+struct UnitSlot {
+    /// `serves[t]`: whether the unit holds tenant `t`'s model.
+    serves: Vec<bool>,
+    /// Waiting for work (it ran a step that gave it none, or has not yet
+    /// taken the job its last step was about to give it).
+    idle: bool,
+    /// Exited or lost; never picked again.
+    gone: bool,
+    /// Slowdown at the current power mode.
+    throttle: f64,
+}
+
+/// The dispatcher's state: the deadline heap, per-tenant counts, the units'
+/// idle set and the quality controller.
+#[derive(Debug)]
+pub struct DispatchCore {
+    queue: DispatchQueue,
+    /// `queued[t]`: tenant `t`'s requests in the heap.
+    queued: Vec<usize>,
+    open: Vec<bool>,
+    open_count: usize,
+    units: Vec<UnitSlot>,
+    quality: Option<QualityController>,
+    stats: DispatchStats,
+}
+
+impl DispatchCore {
+    /// A core for `tenants` tenants and one unit per entry of `serves`
+    /// (`serves[u][t]`: unit `u` holds tenant `t`'s model). Units start
+    /// neither idle nor busy: each runs a [`StepEvent::Woke`] step first.
+    pub fn new(order: QueueOrder, tenants: usize, serves: Vec<Vec<bool>>) -> Self {
+        debug_assert!(serves.iter().all(|s| s.len() == tenants));
+        DispatchCore {
+            queue: DispatchQueue::with_capacity(order, 64),
+            queued: vec![0; tenants],
+            open: vec![true; tenants],
+            open_count: tenants,
+            units: serves
+                .into_iter()
+                .map(|serves| UnitSlot {
+                    serves,
+                    idle: false,
+                    gone: false,
+                    throttle: 1.0,
+                })
+                .collect(),
+            quality: None,
+            stats: DispatchStats::default(),
+        }
+    }
+
+    /// Pick each request's model variant with `controller` from now on.
+    pub fn set_quality(&mut self, controller: QualityController) {
+        self.quality = Some(controller);
+    }
+
+    /// The quality controller, if any.
+    pub fn quality(&self) -> Option<&QualityController> {
+        self.quality.as_ref()
+    }
+
+    /// The quality controller, mutably (e.g. to pin variants from a plan).
+    pub fn quality_mut(&mut self) -> Option<&mut QualityController> {
+        self.quality.as_mut()
+    }
+
+    /// Set unit `u`'s slowdown at the power mode now in force (≥ 1).
+    pub fn set_throttle(&mut self, u: usize, throttle: f64) {
+        debug_assert!(throttle.is_finite() && throttle > 0.0);
+        self.units[u].throttle = throttle;
+    }
+
+    /// Set every unit's slowdown (a device whose units all slow alike).
+    pub fn set_throttle_all(&mut self, throttle: f64) {
+        for u in 0..self.units.len() {
+            self.set_throttle(u, throttle);
+        }
+    }
+
+    /// Counts so far.
+    pub fn stats(&self) -> &DispatchStats {
+        &self.stats
+    }
+
+    /// Number of units.
+    pub fn units(&self) -> usize {
+        self.units.len()
+    }
+
+    /// Whether unit `u` is idle (waiting for work).
+    pub fn is_idle(&self, u: usize) -> bool {
+        self.units[u].idle
+    }
+
+    /// Whether unit `u` holds tenant `t`'s model and is still serving.
+    pub fn serves(&self, u: usize, t: usize) -> bool {
+        let unit = &self.units[u];
+        !unit.gone && unit.serves[t]
+    }
+
+    /// Tenant `t`'s requests queued in the heap.
+    pub fn queued(&self, t: usize) -> usize {
+        self.queued[t]
+    }
+
+    /// Requests queued in the heap, all tenants.
+    pub fn queued_total(&self) -> usize {
+        self.queue.len()
+    }
+
+    /// The first idle unit that serves tenant `t`, if any: the one to hand a
+    /// newly admitted request of `t` to.
+    pub fn idle_unit_for(&self, t: usize) -> Option<usize> {
+        self.units
+            .iter()
+            .position(|u| u.idle && !u.gone && u.serves[t])
+    }
+
+    /// Queue an admitted request (one that was not handed to a unit
+    /// directly).
+    pub fn admit(&mut self, r: Request) {
+        let t = r.tenant.index();
+        debug_assert!(self.open[t], "a closed tenant admits nothing");
+        self.queued[t] += 1;
+        self.queue.push(r);
+        self.stats.max_queued = self.stats.max_queued.max(self.queue.len());
+    }
+
+    /// Tenant `t` will submit nothing more.
+    pub fn close(&mut self, t: usize) {
+        if std::mem::replace(&mut self.open[t], false) {
+            self.open_count -= 1;
+        }
+    }
+
+    /// Whether every tenant is closed.
+    pub fn all_closed(&self) -> bool {
+        self.open_count == 0
+    }
+
+    /// One dispatch step on behalf of free unit `u` at `now` (see the module
+    /// documentation). Expiries and wake-ups land in `fx`.
+    pub fn step(
+        &mut self,
+        u: usize,
+        event: StepEvent,
+        now: Timestamp,
+        fx: &mut StepEffects,
+    ) -> Next {
+        debug_assert!(
+            !self.units[u].gone,
+            "a unit that exited or was lost never steps"
+        );
+        fx.clear();
+        self.stats.steps += 1;
+        match event {
+            StepEvent::Woke => {}
+            StepEvent::Finished(done) => {
+                debug_assert!(!self.units[u].idle, "only a busy unit finishes a job");
+                if let Some(q) = &mut self.quality {
+                    q.record(
+                        done.tenant,
+                        done.variant,
+                        done.service,
+                        done.throttle,
+                        done.missed,
+                    );
+                }
+            }
+            StepEvent::Received(r) => self.admit(r),
+        }
+        self.units[u].idle = true;
+        self.expire(now, fx);
+        let job = self.take_for(u, now);
+        if job.is_some() {
+            self.units[u].idle = false;
+        }
+        self.wake_idle_units(u, fx);
+        match job {
+            Some(job) => Next::Run(job),
+            None if self.open_count == 0 && !self.has_work_for(u) => {
+                let unit = &mut self.units[u];
+                unit.gone = true;
+                unit.idle = false;
+                Next::Exit
+            }
+            None => Next::Wait,
+        }
+    }
+
+    /// Unit `u` is gone for good (its thread died): never pick it again;
+    /// `fx.wake` lists the live units, which may now have to exit.
+    pub fn unit_lost(&mut self, u: usize, fx: &mut StepEffects) {
+        fx.clear();
+        let unit = &mut self.units[u];
+        unit.gone = true;
+        unit.idle = false;
+        unit.serves.iter_mut().for_each(|s| *s = false);
+        self.wake_all(fx);
+    }
+
+    /// List every live unit in `fx.wake` (e.g. after the tenants closed, so
+    /// sleeping units notice).
+    pub fn wake_all(&self, fx: &mut StepEffects) {
+        fx.wake
+            .extend((0..self.units.len()).filter(|&i| !self.units[i].gone));
+    }
+
+    /// End of the run: whatever is still queued (requests no live unit
+    /// could take), and the counts.
+    pub fn finish(mut self) -> (Vec<Request>, DispatchStats) {
+        let left = self.queue.drain_all();
+        if let Some(q) = self.quality.take() {
+            self.stats.swaps = q.swaps;
+        }
+        (left, self.stats)
+    }
+
+    fn has_work_for(&self, u: usize) -> bool {
+        let unit = &self.units[u];
+        !unit.gone
+            && self
+                .queued
+                .iter()
+                .zip(&unit.serves)
+                .any(|(&n, &served)| served && n > 0)
+    }
+
+    fn wake_idle_units(&mut self, caller: usize, fx: &mut StepEffects) {
+        for i in 0..self.units.len() {
+            let w = &self.units[i];
+            if i == caller || !w.idle || w.gone {
+                continue;
+            }
+            if self.open_count == 0 || self.has_work_for(i) {
+                fx.wake.push(i);
+                self.stats.wakes += 1;
+            }
+        }
+    }
+
+    fn expire(&mut self, now: Timestamp, fx: &mut StepEffects) {
+        let DispatchCore {
+            queue,
+            queued,
+            quality,
+            stats,
+            ..
+        } = self;
+        queue.drain_expired(now, |r| {
+            let t = r.tenant.index();
+            if let Some(q) = quality.as_mut() {
+                q.record_miss(t);
+            }
+            debug_assert!(queued[t] > 0);
+            queued[t] -= 1;
+            stats.expired += 1;
+            fx.expired.push(r);
+        });
+    }
+
+    /// Pop the earliest-deadline request unit `u` can serve and make it a job.
+    fn take_for(&mut self, u: usize, now: Timestamp) -> Option<Job> {
+        let serves = &self.units[u].serves;
+        let request = self.queue.pop_eligible(|r| serves[r.tenant.index()])?;
+        let t = request.tenant.index();
+        debug_assert!(self.queued[t] > 0);
+        self.queued[t] -= 1;
+        let throttle = self.units[u].throttle;
+        let variant = match &mut self.quality {
+            Some(q) => q.choose(t, now, request.deadline, throttle),
+            None => 0,
+        };
+        self.stats.dispatched += 1;
+        Some(Job {
+            request,
+            dispatched: now,
+            throttle,
+            variant,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::request::TenantId;
+
+    fn ms(x: u64) -> Timestamp {
+        Timestamp::from_nanos(x * 1_000_000)
+    }
+
+    fn req(id: u64, tenant: u16, release_ms: u64, deadline_ms: u64) -> Request {
+        Request::new(
+            id,
+            TenantId(tenant),
+            ms(release_ms),
+            Duration::from_millis(deadline_ms),
+            0,
+        )
+    }
+
+    fn done(tenant: usize) -> StepEvent {
+        StepEvent::Finished(JobDone {
+            tenant,
+            variant: 0,
+            service: Duration::from_millis(1),
+            throttle: 1.0,
+            missed: false,
+        })
+    }
+
+    fn run(next: Next) -> Job {
+        match next {
+            Next::Run(j) => j,
+            other => panic!("expected a job, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_free_unit_takes_the_earliest_deadline_and_exits_when_all_close() {
+        let mut c = DispatchCore::new(QueueOrder::EarliestDeadline, 2, vec![vec![true, true]]);
+        let mut fx = StepEffects::default();
+        assert_eq!(c.step(0, StepEvent::Woke, ms(0), &mut fx), Next::Wait);
+        assert!(c.is_idle(0));
+        assert_eq!(c.idle_unit_for(1), Some(0));
+        let j = run(c.step(0, StepEvent::Received(req(1, 0, 0, 500)), ms(0), &mut fx));
+        assert_eq!(j.request.id, 1);
+        assert!(!c.is_idle(0));
+        // Queued while busy: the later, shorter deadline goes first.
+        c.admit(req(2, 0, 1, 500));
+        c.admit(req(3, 1, 2, 50));
+        assert_eq!(run(c.step(0, done(0), ms(3), &mut fx)).request.id, 3);
+        assert_eq!(run(c.step(0, done(1), ms(4), &mut fx)).request.id, 2);
+        assert_eq!(c.step(0, done(0), ms(5), &mut fx), Next::Wait);
+        c.close(0);
+        assert_eq!(c.step(0, StepEvent::Woke, ms(6), &mut fx), Next::Wait);
+        c.close(1);
+        c.close(1); // idempotent
+        assert!(c.all_closed());
+        assert_eq!(c.step(0, StepEvent::Woke, ms(7), &mut fx), Next::Exit);
+        let (left, stats) = c.finish();
+        assert!(left.is_empty());
+        assert_eq!((stats.dispatched, stats.expired, stats.steps), (3, 0, 7));
+    }
+
+    #[test]
+    fn requests_past_their_deadline_expire_instead_of_starting() {
+        let mut c = DispatchCore::new(QueueOrder::EarliestDeadline, 1, vec![vec![true]]);
+        let mut fx = StepEffects::default();
+        run(c.step(0, StepEvent::Received(req(1, 0, 0, 10)), ms(0), &mut fx));
+        c.admit(req(2, 0, 1, 5)); // deadline 6 ms
+        c.admit(req(3, 0, 2, 50)); // deadline 52 ms
+        let j = run(c.step(0, done(0), ms(6), &mut fx));
+        assert_eq!(j.request.id, 3, "the expired request never starts");
+        assert_eq!(fx.expired.iter().map(|r| r.id).collect::<Vec<_>>(), vec![2]);
+        assert_eq!(c.stats().expired, 1);
+        assert_eq!(c.queued(0), 0);
+        // The effects are cleared by the next step.
+        assert_eq!(c.step(0, done(0), ms(7), &mut fx), Next::Wait);
+        assert!(fx.expired.is_empty());
+    }
+
+    #[test]
+    fn only_a_unit_holding_the_model_gets_a_request_and_idle_ones_are_woken() {
+        // Unit 0 serves tenant a only, unit 1 tenant b only.
+        let mut c = DispatchCore::new(
+            QueueOrder::EarliestDeadline,
+            2,
+            vec![vec![true, false], vec![false, true]],
+        );
+        let mut fx = StepEffects::default();
+        assert_eq!(c.step(0, StepEvent::Woke, ms(0), &mut fx), Next::Wait);
+        let j = run(c.step(1, StepEvent::Received(req(1, 1, 0, 100)), ms(0), &mut fx));
+        assert_eq!(j.request.tenant, TenantId(1));
+        // Another b waits for unit 1 even though unit 0 is idle, and unit 0
+        // is not woken for it.
+        c.admit(req(2, 1, 1, 100));
+        assert_eq!(c.step(0, StepEvent::Woke, ms(1), &mut fx), Next::Wait);
+        assert!(fx.wake.is_empty());
+        assert_eq!(c.idle_unit_for(1), None);
+        // An a queued while unit 1 steps: unit 1 takes its b and wakes unit 0.
+        c.admit(req(3, 0, 2, 100));
+        let j = run(c.step(1, done(1), ms(2), &mut fx));
+        assert_eq!(j.request.id, 2);
+        assert_eq!(fx.wake, vec![0]);
+        assert_eq!(
+            run(c.step(0, StepEvent::Woke, ms(2), &mut fx)).request.id,
+            3
+        );
+        assert_eq!(c.stats().wakes, 1);
+    }
+
+    #[test]
+    fn a_lost_unit_is_never_picked_and_its_leftovers_are_returned() {
+        let mut c = DispatchCore::new(
+            QueueOrder::EarliestDeadline,
+            2,
+            vec![vec![true, false], vec![false, true]],
+        );
+        let mut fx = StepEffects::default();
+        assert_eq!(c.step(0, StepEvent::Woke, ms(0), &mut fx), Next::Wait);
+        run(c.step(1, StepEvent::Received(req(1, 1, 0, 100)), ms(0), &mut fx));
+        c.admit(req(2, 1, 1, 100));
+        c.unit_lost(1, &mut fx);
+        assert_eq!(fx.wake, vec![0]);
+        assert!(!c.serves(1, 1));
+        c.close(0);
+        c.close(1);
+        // Unit 0 cannot serve b: it exits, and b's request is left over.
+        assert_eq!(c.step(0, StepEvent::Woke, ms(2), &mut fx), Next::Exit);
+        let (left, _) = c.finish();
+        assert_eq!(left.iter().map(|r| r.id).collect::<Vec<_>>(), vec![2]);
+    }
+
+    #[test]
+    fn closing_wakes_idle_units_so_they_can_exit() {
+        let mut c = DispatchCore::new(
+            QueueOrder::EarliestDeadline,
+            1,
+            vec![vec![true], vec![true]],
+        );
+        let mut fx = StepEffects::default();
+        assert_eq!(c.step(0, StepEvent::Woke, ms(0), &mut fx), Next::Wait);
+        assert_eq!(c.step(1, StepEvent::Woke, ms(0), &mut fx), Next::Wait);
+        c.close(0);
+        assert_eq!(c.step(1, StepEvent::Woke, ms(1), &mut fx), Next::Exit);
+        assert_eq!(fx.wake, vec![0], "the other idle unit must notice the end");
+        assert_eq!(c.step(0, StepEvent::Woke, ms(1), &mut fx), Next::Exit);
+    }
+
+    #[test]
+    fn the_job_carries_the_units_throttle() {
+        let mut c = DispatchCore::new(
+            QueueOrder::EarliestDeadline,
+            1,
+            vec![vec![true], vec![true]],
+        );
+        c.set_throttle(1, 2.5);
+        let mut fx = StepEffects::default();
+        let j = run(c.step(1, StepEvent::Received(req(1, 0, 0, 100)), ms(0), &mut fx));
+        assert_eq!(j.throttle, 2.5);
+        c.set_throttle_all(1.0);
+        c.admit(req(2, 0, 0, 100));
+        let j = run(c.step(1, done(0), ms(1), &mut fx));
+        assert_eq!(j.throttle, 1.0);
+    }
+}
