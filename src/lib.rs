@@ -47,4 +47,5 @@ pub mod model;
 pub mod quality;
 pub mod report;
 pub mod request;
+pub mod sim;
 pub mod time;

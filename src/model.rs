@@ -20,6 +20,10 @@ pub enum VisionModel {
     ResNet34,
     /// ResNet-50.
     ResNet50,
+    /// ResNet-101.
+    ResNet101,
+    /// ResNet-152.
+    ResNet152,
     /// MobileNetV2.
     MobileNetV2,
     /// SqueezeNet 1.1.
@@ -30,10 +34,12 @@ pub enum VisionModel {
 
 impl VisionModel {
     /// Every builtin, for messages that list the choices.
-    pub const ALL: [VisionModel; 6] = [
+    pub const ALL: [VisionModel; 8] = [
         VisionModel::ResNet18,
         VisionModel::ResNet34,
         VisionModel::ResNet50,
+        VisionModel::ResNet101,
+        VisionModel::ResNet152,
         VisionModel::MobileNetV2,
         VisionModel::SqueezeNet1_1,
         VisionModel::EfficientNetB0,

@@ -70,6 +70,21 @@ fn slack() -> f64 {
 }
 
 impl QualityPolicy {
+    /// Swapping off: every tenant stays on the variant it is set to (by
+    /// [`QualityController::set_active`], e.g. from a planner).
+    pub fn disabled() -> Self {
+        QualityPolicy {
+            enabled: false,
+            miss_rate_threshold: 1.0,
+            window: window(),
+            ewma_alpha: alpha(),
+            tail_quantile: tail(),
+            slack_fraction: slack(),
+            upgrade_after: Duration::ZERO,
+            min_dwell: Duration::ZERO,
+        }
+    }
+
     /// Check the values.
     pub fn validate(&self) -> Result<(), String> {
         if !(0.0..=1.0).contains(&self.miss_rate_threshold) {
@@ -108,6 +123,10 @@ impl QualityPolicy {
 pub struct ServiceEstimate {
     ewma_s: Option<f64>,
     recent: VecDeque<f64>,
+    /// (quantile, prediction) computed since the last sample: a dispatch
+    /// asks for the same prediction many times between samples, and the
+    /// percentile needs a sort.
+    cached: std::cell::Cell<Option<(f64, f64)>>,
 }
 
 impl ServiceEstimate {
@@ -120,15 +139,23 @@ impl ServiceEstimate {
             self.recent.pop_front();
         }
         self.recent.push_back(secs);
+        self.cached.set(None);
     }
 
     /// max(EWMA, tail percentile) in seconds, if anything was measured.
     pub fn predict(&self, q: f64) -> Option<f64> {
         let m = self.ewma_s?;
+        if let Some((cq, p)) = self.cached.get() {
+            if cq == q {
+                return Some(p);
+            }
+        }
         let mut v: Vec<f64> = self.recent.iter().copied().collect();
-        v.sort_by(f64::total_cmp);
-        let idx = ((v.len() as f64 - 1.0) * q).round() as usize;
-        Some(m.max(v[idx.min(v.len() - 1)]))
+        let idx = (((v.len() as f64 - 1.0) * q).round() as usize).min(v.len() - 1);
+        let (_, nth, _) = v.select_nth_unstable_by(idx, f64::total_cmp);
+        let p = m.max(*nth);
+        self.cached.set(Some((q, p)));
+        Some(p)
     }
 }
 
@@ -146,6 +173,8 @@ pub enum SwapReason {
     MissRate(f64),
     /// Sustained slack.
     Slack,
+    /// A planner chose it.
+    Planned,
 }
 
 /// One recorded swap.
@@ -206,6 +235,26 @@ impl QualityController {
             policy,
             swaps: Vec::new(),
         }
+    }
+
+    /// Put tenant `t` on variant `v` (a planner's choice), recording the swap.
+    pub fn set_active(&mut self, t: usize, v: usize, now: Timestamp) {
+        let q = &mut self.tenants[t];
+        debug_assert!(v < q.estimates.len(), "variant {v} of tenant {t} exists");
+        if q.active == v {
+            return;
+        }
+        let from = std::mem::replace(&mut q.active, v);
+        q.last_swap = Some(now);
+        q.slack_since = None;
+        q.outcomes.clear();
+        self.swaps.push(Swap {
+            at: now,
+            tenant: t,
+            from,
+            to: v,
+            reason: SwapReason::Planned,
+        });
     }
 
     /// The variant tenant `t` uses now.

@@ -219,6 +219,7 @@ impl RunReport {
                         format!("recent miss rate {:.1}%", r * 100.0)
                     }
                     crate::quality::SwapReason::Slack => "sustained slack".to_string(),
+                    crate::quality::SwapReason::Planned => "planned".to_string(),
                 };
                 let _ = writeln!(
                     out,

@@ -30,5 +30,6 @@ pub mod platform;
 pub mod power_governor;
 pub mod rt;
 pub mod runtime;
+pub mod simulate;
 pub mod telemetry;
 pub mod tenant_queue;

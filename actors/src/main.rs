@@ -68,6 +68,85 @@ enum Command {
         #[command(flatten)]
         files: Files,
     },
+    /// Replay carbon traces through the decision code on a simulated device,
+    /// policy by policy; writes OUT/summary.csv and OUT/timeline/*.csv.
+    Simulate {
+        /// Policies: names in policies/ (e.g. max-perf,ecomap) or paths.
+        #[arg(long, value_delimiter = ',', default_value = "max-perf,efficient-static,ecomap-power,quality-only,clover,carbon-buckets,ecomap,oracle")]
+        policies: Vec<String>,
+        /// Carbon-intensity CSVs (EIA, Electricity Maps, or timestamp,gco2_per_kwh).
+        #[arg(long, value_delimiter = ',', default_value = "../shared/data/carbon/electricitymaps_2023/US-CAL-CISO_2023_hourly.csv")]
+        traces: Vec<PathBuf>,
+        /// Workload (RON).
+        #[arg(long, default_value = "workloads/xavier-robot.ron")]
+        workload: PathBuf,
+        /// Device description (RON).
+        #[arg(long, default_value = "rt-config/devices/xavier.ron")]
+        device: PathBuf,
+        /// How much trace to replay: 3d, 30d, 1y (= 8760 h), 36h, …
+        #[arg(long, default_value = "3d", value_parser = parse_span)]
+        span: usize,
+        /// Where to start: an offset from the trace's first row (0s, 30days)
+        /// or a UTC date (2023-06-01).
+        #[arg(long, default_value = "0s", value_parser = parse_start)]
+        start: ecomap_actors::simulate::StartAt,
+        /// Seed of arrivals and service-time draws.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Simulated time per trace hour (e.g. 2m), or `full`. Default: full
+        /// up to 3 days of span, 2m beyond.
+        #[arg(long, value_parser = parse_sample)]
+        sample: Option<Sample>,
+        /// Output folder.
+        #[arg(long, default_value = "out/sim")]
+        out: PathBuf,
+        /// Runs in parallel (default: the cores available).
+        #[arg(long)]
+        jobs: Option<usize>,
+    },
+}
+
+/// `--sample`: all of every hour, or this much of it.
+#[derive(Debug, Clone, Copy)]
+enum Sample {
+    Full,
+    Part(Duration),
+}
+
+fn parse_span(s: &str) -> Result<usize, String> {
+    if matches!(s, "1y" | "1year" | "year") {
+        return Ok(ecomap_actors::simulate::YEAR_H);
+    }
+    let d = humantime::parse_duration(s)
+        .map_err(|e| format!("{e}; write a span such as 3d, 30d, 36h or 1y"))?;
+    let h = d.as_secs() / 3600;
+    if h == 0 || d.as_secs() % 3600 != 0 {
+        return Err(format!(
+            "the span must be a positive whole number of hours (the traces are hourly), got {s:?}"
+        ));
+    }
+    usize::try_from(h).map_err(|_| "span too long".into())
+}
+
+fn parse_start(s: &str) -> Result<ecomap_actors::simulate::StartAt, String> {
+    if let Ok(date) = chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d") {
+        return Ok(ecomap_actors::simulate::StartAt::Date(date));
+    }
+    humantime::parse_duration(s)
+        .map(ecomap_actors::simulate::StartAt::Offset)
+        .map_err(|e| format!("{e}; write an offset such as 0s or 30days, or a date such as 2023-06-01"))
+}
+
+fn parse_sample(s: &str) -> Result<Sample, String> {
+    if s == "full" {
+        return Ok(Sample::Full);
+    }
+    let d = humantime::parse_duration(s)
+        .map_err(|e| format!("{e}; write `full` or a duration such as 2m"))?;
+    if d.is_zero() || d > Duration::from_secs(3600) {
+        return Err(format!("--sample must be in (0, 1h] or `full`, got {s:?}"));
+    }
+    Ok(Sample::Part(d))
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -98,6 +177,14 @@ fn load(files: &Files) -> Result<Loaded, ConfigError> {
     let names: Vec<&str> = workload.tenants.iter().map(|t| t.name.as_str()).collect();
     rt.validate(&files.rt_config, available_cores(), &names)?;
     let mut policy = Policy::load(&files.policy)?;
+    if policy.plan.is_some() {
+        return Err(ConfigError::invalid(
+            &files.policy,
+            "plan",
+            "planner policies (`plan: …`) run in `ecomap simulate` only for now; use a policy \
+             with a `governor` (e.g. policies/ecomap.ron) for `ecomap run`",
+        ));
+    }
     if let Some(trace) = &files.carbon_trace {
         let speedup = files.carbon_speedup.unwrap_or(match &policy.carbon {
             Some(CarbonSource::Trace { speedup, .. }) => *speedup,
@@ -203,6 +290,26 @@ fn run(
     Ok(())
 }
 
+fn simulate_command(args: &ecomap_actors::simulate::SimulateArgs) -> Result<(), ExitCode> {
+    let t0 = std::time::Instant::now();
+    match ecomap_actors::simulate::run_simulate(args) {
+        Ok(rows) => {
+            print!("{}", ecomap_actors::simulate::render_rows(&rows));
+            eprintln!(
+                "ecomap: wrote {} and {} in {:.1} s",
+                args.out.join("summary.csv").display(),
+                args.out.join("timeline").display(),
+                t0.elapsed().as_secs_f64()
+            );
+            Ok(())
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            Err(ExitCode::from(if e.is_bad_input() { 2 } else { 1 }))
+        }
+    }
+}
+
 fn bad_input(e: ConfigError) -> ExitCode {
     eprintln!("error: {e}");
     ExitCode::from(2)
@@ -226,6 +333,38 @@ fn main() -> ExitCode {
             out,
             timeline,
         } => run(files, *duration, *load_factor, out, timeline.as_deref()),
+        Command::Simulate {
+            policies,
+            traces,
+            workload,
+            device,
+            span,
+            start,
+            seed,
+            sample,
+            out,
+            jobs,
+        } => {
+            let args = ecomap_actors::simulate::SimulateArgs {
+                policies: policies.clone(),
+                traces: traces.clone(),
+                workload: workload.clone(),
+                device: device.clone(),
+                hours: *span,
+                start: *start,
+                seed: *seed,
+                sample: match sample {
+                    Some(Sample::Full) => None,
+                    Some(Sample::Part(d)) => Some(*d),
+                    None if *span <= 72 => None,
+                    None => Some(Duration::from_secs(120)),
+                },
+                out: out.clone(),
+                jobs: jobs.unwrap_or_else(|| available_cores().max(1)),
+                policy_dir: PathBuf::from("policies"),
+            };
+            simulate_command(&args)
+        }
         Command::Check { files } => load(files).map_err(bad_input).and_then(|l| {
             ecomap_actors::control_plane::ControlPlan::prepare(&l.policy, &l.rt)
                 .map(|_| println!("ok"))

@@ -179,7 +179,8 @@ mod tests {
             deadline: Duration::from_millis(10),
             capacity,
             priority: 3,
-            resolved: Vec::new(),
+            units: None,
+        resolved: Vec::new(),
         }
     }
 

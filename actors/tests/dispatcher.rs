@@ -25,6 +25,7 @@ fn tenant(name: &str, deadline_ms: u64) -> TenantSpec {
         deadline: Duration::from_millis(deadline_ms),
         capacity: 8,
         priority: 0,
+        units: None,
         resolved: Vec::new(),
     }
 }

@@ -123,6 +123,100 @@ pub struct Policy {
     /// When to swap tenants' models for lighter variants; `None`: never.
     #[serde(default)]
     pub quality: Option<crate::quality::QualityPolicy>,
+    /// An hourly planner that picks the power mode (and, for some, every
+    /// tenant's variant) itself, instead of the governor's cap rule.
+    /// Simulator only for now: `ecomap run` refuses it.
+    #[serde(default)]
+    pub plan: Option<PlanPolicy>,
+}
+
+/// Hourly planners (the simulator's baselines and bound).
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub enum PlanPolicy {
+    /// One named mode for the whole run.
+    Static {
+        /// Mode name in the device description, e.g. "MAXN".
+        mode: String,
+    },
+    /// The lowest-power mode that meets every deadline at the workload's
+    /// load with the heaviest variants, fixed for the run (carbon-blind).
+    EfficientStatic,
+    /// After Clover (SC'23): each period, if the intensity moved more than
+    /// `min_change` (relative) since the last plan, re-optimise mode and
+    /// variants by simulated annealing on
+    /// `lambda · carbon/carbon_ref − (1 − lambda) · accuracy/accuracy_max`
+    /// subject to the predicted latency fitting every deadline.
+    Clover {
+        /// Weight of carbon against accuracy, in [0, 1].
+        lambda: f64,
+        /// Intensity (gCO2/kWh) that normalises carbon.
+        reference_gco2: f64,
+        /// Relative intensity change that triggers a re-plan, e.g. 0.05.
+        #[serde(default = "five_percent")]
+        min_change: f64,
+        /// Annealing steps per plan.
+        #[serde(default = "iterations")]
+        iterations: u32,
+    },
+    /// Like the Azure carbon-aware KEDA operator: the day-ahead window's
+    /// min..max intensity split into as many equal buckets as `modes`; the
+    /// bucket of the current intensity picks the mode (first = cleanest).
+    CarbonBuckets {
+        /// Look-ahead window, e.g. "24h".
+        #[serde(with = "humantime_serde")]
+        window: Duration,
+        /// Modes from the cleanest bucket to the dirtiest.
+        modes: Vec<String>,
+    },
+    /// Clairvoyant bound: knows the whole trace; per hour the mode and
+    /// variants that minimise carbon subject to every deadline, at the
+    /// same mean accuracy as the `ecomap` policy over the span.
+    Oracle,
+}
+
+fn five_percent() -> f64 {
+    0.05
+}
+
+fn iterations() -> u32 {
+    400
+}
+
+impl PlanPolicy {
+    /// Check the values.
+    pub fn validate(&self) -> Result<(), String> {
+        match self {
+            PlanPolicy::Clover {
+                lambda,
+                reference_gco2,
+                min_change,
+                iterations,
+            } => {
+                if !(0.0..=1.0).contains(lambda) {
+                    return Err(format!("lambda must be in [0, 1], got {lambda}"));
+                }
+                if !(reference_gco2.is_finite() && *reference_gco2 > 0.0) {
+                    return Err(format!("reference_gco2 must be positive, got {reference_gco2}"));
+                }
+                if !(min_change.is_finite() && *min_change >= 0.0) {
+                    return Err(format!("min_change must be ≥ 0, got {min_change}"));
+                }
+                if *iterations == 0 {
+                    return Err("iterations must be at least 1".into());
+                }
+                Ok(())
+            }
+            PlanPolicy::CarbonBuckets { window, modes } => {
+                if window.is_zero() || modes.is_empty() {
+                    Err("window must be positive and modes non-empty".into())
+                } else {
+                    Ok(())
+                }
+            }
+            PlanPolicy::Static { .. } | PlanPolicy::EfficientStatic | PlanPolicy::Oracle => Ok(()),
+        }
+    }
 }
 
 fn edf() -> QueueOrder {
@@ -138,6 +232,7 @@ impl Policy {
             carbon: None,
             governor: None,
             quality: None,
+            plan: None,
         }
     }
 }
@@ -161,6 +256,10 @@ impl Policy {
         if let Some(q) = &p.quality {
             q.validate()
                 .map_err(|m| ConfigError::invalid(path, "quality", m))?;
+        }
+        if let Some(pl) = &p.plan {
+            pl.validate()
+                .map_err(|m| ConfigError::invalid(path, "plan", m))?;
         }
         if let Some(g) = &p.governor {
             g.validate()

@@ -44,6 +44,12 @@ pub struct TenantSpec {
     /// Breaks ties between equal deadlines: higher goes first. Default 0.
     #[serde(default)]
     pub priority: u8,
+    /// Execution units of a simulated device that may serve it, by name
+    /// (`ecomap simulate --device`), e.g. `Some(["gpu"])`; `None`: every unit
+    /// that can run all its variants. The runtime maps tenants to workers
+    /// in the rt-config instead and ignores this.
+    #[serde(default)]
+    pub units: Option<Vec<String>>,
     /// The variants it may be served by, heaviest first (resolved from the
     /// catalog for a `Family`; else the one `model`).
     #[serde(skip)]

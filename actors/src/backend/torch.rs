@@ -36,6 +36,8 @@ pub fn build_vision(model: VisionModel, vs: &nn::VarStore) -> Box<dyn ModuleT + 
         VisionModel::ResNet18 => Box::new(tch::vision::resnet::resnet18(&p, 1000)),
         VisionModel::ResNet34 => Box::new(tch::vision::resnet::resnet34(&p, 1000)),
         VisionModel::ResNet50 => Box::new(tch::vision::resnet::resnet50(&p, 1000)),
+        VisionModel::ResNet101 => Box::new(tch::vision::resnet::resnet101(&p, 1000)),
+        VisionModel::ResNet152 => Box::new(tch::vision::resnet::resnet152(&p, 1000)),
         VisionModel::MobileNetV2 => Box::new(tch::vision::mobilenet::v2(&p, 1000)),
         VisionModel::SqueezeNet1_1 => Box::new(tch::vision::squeezenet::v1_1(&p, 1000)),
         VisionModel::EfficientNetB0 => Box::new(tch::vision::efficientnet::b0(&p, 1000)),

@@ -1,0 +1,336 @@
+//! `ecomap simulate`: run the core's simulator over traces × policies, in
+//! parallel, and write `summary.csv` and per-run timelines.
+//!
+//! The simulation itself is pure and single-threaded ([`ecomap::sim`]);
+//! this module owns the threads (one run per thread at a time), the
+//! progress bar and the files. Runs are independent and each is
+//! deterministic, so the output does not depend on the thread count.
+
+use ecomap::carbon::{CarbonTrace, TraceError};
+use ecomap::config::policy::{PlanPolicy, Policy};
+use ecomap::config::workload::Workload;
+use ecomap::config::ConfigError;
+use ecomap::device::DeviceModel;
+use ecomap::sim::output::{summary_rows, write_summary, write_timeline, SummaryRow};
+use ecomap::sim::{simulate, SimError, SimResult, SimSetup};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
+
+/// Hours in the one-year span (`--span 1y`): the traces hold 8760 rows.
+pub const YEAR_H: usize = 8760;
+
+/// What `ecomap simulate` was asked to do.
+#[derive(Debug, Clone)]
+pub struct SimulateArgs {
+    /// Policy names (`policies/<name>.ron`) or paths.
+    pub policies: Vec<String>,
+    /// Carbon traces.
+    pub traces: Vec<PathBuf>,
+    /// Workload file.
+    pub workload: PathBuf,
+    /// Device description.
+    pub device: PathBuf,
+    /// Trace hours to simulate.
+    pub hours: usize,
+    /// Where to start, as an offset from each trace's first row.
+    pub start: StartAt,
+    /// Seed.
+    pub seed: u64,
+    /// Simulated time per trace hour (`None`: all of it).
+    pub sample: Option<Duration>,
+    /// Output folder.
+    pub out: PathBuf,
+    /// Parallel runs.
+    pub jobs: usize,
+    /// Folder that policy names resolve in.
+    pub policy_dir: PathBuf,
+}
+
+/// Where a span starts.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum StartAt {
+    /// This long after the trace's first row.
+    Offset(Duration),
+    /// At this UTC date (00:00).
+    Date(chrono::NaiveDate),
+}
+
+/// Why `simulate` stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum SimulateError {
+    /// A policy name or path that does not resolve.
+    #[error(
+        "unknown policy {name:?}: no file {} (name a file in {}, e.g. ecomap, or give a path)",
+        path.display(), dir.display()
+    )]
+    UnknownPolicy {
+        /// As given.
+        name: String,
+        /// Where it was looked for.
+        path: PathBuf,
+        /// The policies folder.
+        dir: PathBuf,
+    },
+    /// A bad file.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// A bad trace.
+    #[error(transparent)]
+    Trace(#[from] TraceError),
+    /// The simulation cannot run as asked.
+    #[error(transparent)]
+    Sim(#[from] SimError),
+    /// A start date outside a trace.
+    #[error("{}: --start {date} is outside the trace ({first} …)", trace.display())]
+    StartOutside {
+        /// The trace.
+        trace: PathBuf,
+        /// The date asked for.
+        date: chrono::NaiveDate,
+        /// The trace's first row.
+        first: String,
+    },
+    /// Output could not be written.
+    #[error("cannot write {}: {source}", path.display())]
+    Write {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+impl SimulateError {
+    /// Bad input (exit 2) rather than a failure while running (exit 1).
+    pub fn is_bad_input(&self) -> bool {
+        !matches!(self, SimulateError::Write { .. })
+    }
+}
+
+/// Resolve a policy name or path.
+pub fn resolve_policy(name: &str, dir: &Path) -> Result<Policy, SimulateError> {
+    let as_path = PathBuf::from(name);
+    let path = if name.ends_with(".ron") || as_path.components().count() > 1 {
+        as_path
+    } else {
+        dir.join(format!("{name}.ron"))
+    };
+    if !path.is_file() {
+        return Err(SimulateError::UnknownPolicy {
+            name: name.into(),
+            path,
+            dir: dir.into(),
+        });
+    }
+    Ok(Policy::load(&path)?)
+}
+
+/// A trace's file stem, for tables and file names.
+pub fn trace_name(path: &Path) -> String {
+    path.file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| path.display().to_string())
+}
+
+struct RunSpec {
+    trace: usize,
+    policy: usize,
+}
+
+/// Run everything and write the outputs; returns the summary rows.
+pub fn run_simulate(args: &SimulateArgs) -> Result<Vec<SummaryRow>, SimulateError> {
+    // Load and check every input before any work.
+    let workload = Workload::load(&args.workload)?;
+    let device = DeviceModel::load(&args.device)?;
+    ecomap::sim::analyse(&workload, &device)?;
+    let mut policies = Vec::new();
+    for name in &args.policies {
+        policies.push(resolve_policy(name, &args.policy_dir)?);
+    }
+    let mut traces = Vec::new();
+    let mut starts = Vec::new();
+    for path in &args.traces {
+        let t = CarbonTrace::load(path)?;
+        let start = match args.start {
+            StartAt::Offset(d) => d,
+            StartAt::Date(date) => {
+                let first = t.samples[0].at;
+                let at = date.and_hms_opt(0, 0, 0).expect("midnight exists").and_utc();
+                (at - first)
+                    .to_std()
+                    .map_err(|_| SimulateError::StartOutside {
+                        trace: path.clone(),
+                        date,
+                        first: first.to_string(),
+                    })?
+            }
+        };
+        let needed = start + Duration::from_secs((args.hours.max(1) as u64 - 1) * 3600);
+        if needed > t.span() {
+            return Err(SimError::Span(format!(
+                "{}: the trace covers {} hours, but --span asks for {} hours from hour {}; \
+                 shorten --span or move --start",
+                path.display(),
+                t.span().as_secs() / 3600 + 1,
+                args.hours,
+                start.as_secs() / 3600
+            ))
+            .into());
+        }
+        traces.push(t);
+        starts.push(start);
+    }
+    // The oracle must match `ecomap`'s accuracy on the same trace: make
+    // sure an `ecomap` run exists (run it even if not asked for).
+    let needs_oracle = policies
+        .iter()
+        .any(|p| matches!(p.plan, Some(PlanPolicy::Oracle)));
+    let ecomap_index = match policies.iter().position(|p| p.name == "ecomap") {
+        Some(i) => Some(i),
+        None if needs_oracle => {
+            policies.push(resolve_policy("ecomap", &args.policy_dir)?);
+            Some(policies.len() - 1)
+        }
+        None => None,
+    };
+    let asked = args.policies.len();
+    let is_oracle = |p: &Policy| matches!(p.plan, Some(PlanPolicy::Oracle));
+    let mut first_wave = Vec::new();
+    let mut second_wave = Vec::new();
+    for trace in 0..traces.len() {
+        for (policy, p) in policies.iter().enumerate() {
+            let spec = RunSpec { trace, policy };
+            if is_oracle(p) {
+                second_wave.push(spec);
+            } else {
+                first_wave.push(spec);
+            }
+        }
+    }
+    let total_hours = (first_wave.len() + second_wave.len()) as u64 * args.hours as u64;
+    let bar = indicatif::ProgressBar::new(total_hours);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{elapsed_precise} [{bar:40}] {pos}/{len} trace-hours ({eta} left) {msg}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let results: Mutex<Vec<Option<SimResult>>> =
+        Mutex::new((0..traces.len() * policies.len()).map(|_| None).collect());
+    let setup = |spec: &RunSpec, target: Option<f64>| SimSetup {
+        workload: &workload,
+        device: &device,
+        policy: &policies[spec.policy],
+        trace: &traces[spec.trace],
+        start: starts[spec.trace],
+        hours: args.hours,
+        sample: args.sample,
+        seed: args.seed,
+        accuracy_target: target,
+    };
+    let run_wave = |wave: &[RunSpec], targets: &[Option<f64>]| -> Result<(), SimulateError> {
+        let next = AtomicUsize::new(0);
+        let error: Mutex<Option<SimulateError>> = Mutex::new(None);
+        std::thread::scope(|s| {
+            for _ in 0..args.jobs.max(1) {
+                s.spawn(|| loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(spec) = wave.get(i) else { break };
+                    let st = setup(spec, targets[spec.trace]);
+                    match simulate(&st, |_| bar.inc(1)) {
+                        Ok(r) => {
+                            let slot = spec.trace * policies.len() + spec.policy;
+                            results.lock().unwrap_or_else(|e| e.into_inner())[slot] = Some(r);
+                        }
+                        Err(e) => {
+                            *error.lock().unwrap_or_else(|e| e.into_inner()) = Some(e.into());
+                            break;
+                        }
+                    }
+                });
+            }
+        });
+        match error.into_inner().unwrap_or_else(|e| e.into_inner()) {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    };
+    run_wave(&first_wave, &vec![None; traces.len()])?;
+    let ecomap_accuracy = |trace: usize| -> Option<f64> {
+        let i = ecomap_index?;
+        let results = results.lock().unwrap_or_else(|e| e.into_inner());
+        let r = results[trace * policies.len() + i].as_ref()?;
+        let row = summary_rows("", "", r).into_iter().next()?;
+        row.accuracy_pct.is_finite().then_some(row.accuracy_pct)
+    };
+    let targets: Vec<Option<f64>> = (0..traces.len()).map(ecomap_accuracy).collect();
+    run_wave(&second_wave, &targets)?;
+    bar.finish_and_clear();
+    // Write, in a fixed order: traces × policies as asked.
+    let results = results.into_inner().unwrap_or_else(|e| e.into_inner());
+    let timeline_dir = args.out.join("timeline");
+    std::fs::create_dir_all(&timeline_dir).map_err(|source| SimulateError::Write {
+        path: timeline_dir.clone(),
+        source,
+    })?;
+    let names: Vec<String> = workload.tenants.iter().map(|t| t.name.clone()).collect();
+    let mut rows = Vec::new();
+    for (ti, path) in args.traces.iter().enumerate() {
+        let tname = trace_name(path);
+        for (pi, p) in policies.iter().enumerate().take(asked) {
+            let r = results[ti * policies.len() + pi]
+                .as_ref()
+                .expect("every run finished or returned an error");
+            rows.extend(summary_rows(&tname, &p.name, r));
+            let file = timeline_dir.join(format!("{tname}__{}.csv", p.name));
+            let f = std::fs::File::create(&file).map_err(|source| SimulateError::Write {
+                path: file.clone(),
+                source,
+            })?;
+            write_timeline(std::io::BufWriter::new(f), r, &names).map_err(|e| {
+                SimulateError::Write {
+                    path: file.clone(),
+                    source: std::io::Error::other(e),
+                }
+            })?;
+        }
+    }
+    let summary = args.out.join("summary.csv");
+    let f = std::fs::File::create(&summary).map_err(|source| SimulateError::Write {
+        path: summary.clone(),
+        source,
+    })?;
+    write_summary(std::io::BufWriter::new(f), &rows).map_err(|e| SimulateError::Write {
+        path: summary.clone(),
+        source: std::io::Error::other(e),
+    })?;
+    Ok(rows)
+}
+
+/// Render the all-tenant rows as a plain table for the terminal.
+pub fn render_rows(rows: &[SummaryRow]) -> String {
+    let mut s = format!(
+        "{:<28} {:<17} {:>10} {:>7} {:>12} {:>10} {:>9} {:>9} {:>11} {:>7}\n",
+        "trace", "policy", "submitted", "miss%", "energy_kJ", "carbon_g", "mean_ms", "p99_ms",
+        "cdp_g_s", "acc%"
+    );
+    for r in rows.iter().filter(|r| r.tenant == "all") {
+        s.push_str(&format!(
+            "{:<28} {:<17} {:>10} {:>7.2} {:>12.1} {:>10.2} {:>9.2} {:>9.2} {:>11.5} {:>7.2}\n",
+            r.trace,
+            r.policy,
+            r.submitted,
+            r.miss_pct,
+            r.energy_j / 1000.0,
+            r.carbon_g,
+            r.mean_e2e_ms,
+            r.p99_e2e_ms,
+            r.cdp_g_s,
+            r.accuracy_pct
+        ));
+    }
+    s.push_str("energy and carbon are MODELLED (device model); latencies simulated\n");
+    s
+}

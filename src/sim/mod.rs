@@ -1,0 +1,593 @@
+//! The simulator: a deterministic discrete-event replay of a workload on a
+//! device model under a policy and a carbon trace.
+//!
+//! It runs the runtime's own decision code — the admission rule, the
+//! dispatch step ([`crate::dispatch::DispatchCore`]), the governor, the
+//! quality controller, the energy ledger — on simulated time: arrivals from
+//! the workload's processes, service times from the device model
+//! ([`crate::device`]), one hour of trace per hour of simulated time.
+//! Planner policies (baselines and the clairvoyant bound) decide through
+//! [`plan`].
+//!
+//! **Sampling.** Intensity changes hourly and the decisions under test act
+//! per hour, so a long span may simulate only the first `sample` of every
+//! trace hour and extrapolate that hour's energy from it; request counts
+//! are those simulated. `sample: None` simulates every second.
+//!
+//! No threads, no wall clock: same inputs and seed, same result, bit for
+//! bit.
+
+pub mod output;
+pub mod plan;
+
+use crate::accounting::TenantAccount;
+use crate::arrival::ArrivalGenerator;
+use crate::carbon::CarbonTrace;
+use crate::config::policy::Policy;
+use crate::config::workload::Workload;
+use crate::device::spec::UnitKind;
+use crate::device::{DeviceModel, ModeId};
+use crate::dispatch::admission::admits;
+use crate::dispatch::{DispatchCore, Job, JobDone, Next, StepEffects, StepEvent};
+use crate::energy::EnergyLedger;
+use crate::governor::Governor;
+use crate::model::ModelSpec;
+use crate::quality::{QualityController, QualityPolicy};
+use crate::request::{Completion, Request, TenantId};
+use crate::time::Timestamp;
+use plan::{Analysis, Candidate, Planner, TenantModel};
+use rand::rngs::SmallRng;
+use rand::SeedableRng;
+use rand_distr::{Distribution, StandardNormal};
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::time::Duration;
+
+/// Seconds in a trace hour.
+const HOUR_S: u64 = 3600;
+
+/// Why a simulation cannot run.
+#[derive(Debug, thiserror::Error)]
+pub enum SimError {
+    /// A tenant names a unit the device does not have.
+    #[error("tenant '{tenant}' names unit {unit:?}, but the device has {units:?}; fix `units` in the workload")]
+    UnknownUnit {
+        /// Tenant.
+        tenant: String,
+        /// The unit named.
+        unit: String,
+        /// The device's units.
+        units: Vec<String>,
+    },
+    /// No unit of the device can run every variant of a tenant.
+    #[error(
+        "tenant '{tenant}': no unit of device '{device}' can run variant {variant:?}; add it to the \
+         device's `models` (with gpu_ms / dla_ms / cpu_ms) or change the tenant's `units`"
+    )]
+    NoCost {
+        /// Tenant.
+        tenant: String,
+        /// Variant name.
+        variant: String,
+        /// Device name.
+        device: String,
+    },
+    /// A policy names a mode the device lacks.
+    #[error("no mode {mode:?} in device '{device}'; it has {modes:?}")]
+    UnknownMode {
+        /// The mode named.
+        mode: String,
+        /// Device name.
+        device: String,
+        /// Its modes.
+        modes: Vec<String>,
+    },
+    /// The span is empty or the trace too short.
+    #[error("{0}")]
+    Span(String),
+}
+
+/// What to simulate.
+#[derive(Debug, Clone)]
+pub struct SimSetup<'a> {
+    /// The tenants.
+    pub workload: &'a Workload,
+    /// The device.
+    pub device: &'a DeviceModel,
+    /// The policy.
+    pub policy: &'a Policy,
+    /// The carbon trace.
+    pub trace: &'a CarbonTrace,
+    /// Where in the trace the span starts (from its first row).
+    pub start: Duration,
+    /// Trace hours to simulate.
+    pub hours: usize,
+    /// Simulated time per trace hour; `None`: the whole hour.
+    pub sample: Option<Duration>,
+    /// Seed of arrivals and service-time draws.
+    pub seed: u64,
+    /// The oracle's required mean accuracy (%); `None`: the most accurate.
+    pub accuracy_target: Option<f64>,
+}
+
+/// One trace hour of a run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HourRow {
+    /// Hour index in the span.
+    pub hour: usize,
+    /// UTC start of the hour (trace time).
+    pub at: chrono::DateTime<chrono::Utc>,
+    /// Intensity, gCO2eq/kWh.
+    pub gco2_per_kwh: f64,
+    /// Mode in force.
+    pub mode: String,
+    /// Modelled mean power, watts.
+    pub power_w: f64,
+    /// Energy of the hour, joules (modelled).
+    pub energy_j: f64,
+    /// Carbon of the hour, grams.
+    pub carbon_g: f64,
+    /// Requests simulated in the hour.
+    pub submitted: u64,
+    /// Of which on time.
+    pub on_time: u64,
+    /// Each tenant's variant at the end of the hour.
+    pub variants: Vec<usize>,
+}
+
+/// What a run produced.
+#[derive(Debug, Clone)]
+pub struct SimResult {
+    /// Per-tenant outcomes and latency histograms (simulated requests).
+    pub tenants: Vec<TenantAccount>,
+    /// Energy and carbon over the whole span (extrapolated when sampled).
+    pub ledger: EnergyLedger,
+    /// Per-hour timeline.
+    pub hours: Vec<HourRow>,
+    /// Model swaps.
+    pub swaps: usize,
+    /// Simulated time.
+    pub simulated: Duration,
+    /// Published accuracy (%) of each tenant's variants.
+    pub top1: Vec<Vec<Option<f64>>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Event {
+    /// Unit `u` finished its job.
+    Finish(usize),
+    /// Wake unit `u` (another unit's step found work for it).
+    Wake(usize),
+    /// Tenant `t`'s next request is released.
+    Arrival(usize),
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Running {
+    job: Job,
+    started: Timestamp,
+    finishes: Timestamp,
+}
+
+/// The simulation of one policy on one trace.
+struct Engine<'a> {
+    setup: &'a SimSetup<'a>,
+    analysis: Analysis,
+    core: DispatchCore,
+    kinds: Vec<UnitKind>,
+    running: Vec<Option<Running>>,
+    busy_units: usize,
+    events: BinaryHeap<Reverse<(Timestamp, u64, Event)>>,
+    seq: u64,
+    gens: Vec<ArrivalGenerator>,
+    next_id: Vec<u64>,
+    window_end: Timestamp,
+    fx: StepEffects,
+    rng: SmallRng,
+    sigma: Vec<f64>,
+    mode: ModeId,
+    accounts: Vec<TenantAccount>,
+    /// Busy time in the current window, per unit and per tenant (ns).
+    unit_busy_ns: Vec<u64>,
+    tenant_busy_ns: Vec<u64>,
+}
+
+impl<'a> Engine<'a> {
+    fn push(&mut self, at: Timestamp, e: Event) {
+        self.seq += 1;
+        self.events.push(Reverse((at, self.seq, e)));
+    }
+
+    /// Service time of a job on unit `u`: the device model's mean at the
+    /// mode, stretched by contention, drawn log-normal.
+    fn draw_service(&mut self, u: usize, job: &Job) -> Duration {
+        let t = job.request.tenant.index();
+        let mean = self.analysis.tenants[t].cost_s[job.variant][u] * self.analysis.slowdown[self.mode][u]
+            * self.setup.device.contention_factor(self.busy_units);
+        let sigma = self.sigma[u];
+        let s = if sigma > 0.0 {
+            let z: f64 = StandardNormal.sample(&mut self.rng);
+            mean * (sigma * z - 0.5 * sigma * sigma).exp()
+        } else {
+            mean
+        };
+        Duration::from_nanos((s * 1e9) as u64)
+    }
+
+    fn step(&mut self, u: usize, event: StepEvent, now: Timestamp) {
+        let mut fx = std::mem::take(&mut self.fx);
+        let next = self.core.step(u, event, now, &mut fx);
+        for r in &fx.expired {
+            self.accounts[r.tenant.index()].record_expired(r);
+        }
+        for &w in &fx.wake {
+            self.push(now, Event::Wake(w));
+        }
+        self.fx = fx;
+        if let Next::Run(job) = next {
+            debug_assert!(self.running[u].is_none(), "a unit runs one job at a time");
+            let service = self.draw_service(u, &job);
+            let finishes = now + service;
+            self.running[u] = Some(Running {
+                job,
+                started: now,
+                finishes,
+            });
+            self.busy_units += 1;
+            self.push(finishes, Event::Finish(u));
+        }
+    }
+
+    fn arrival(&mut self, t: usize, now: Timestamp) {
+        let spec = &self.setup.workload.tenants[t];
+        let account = &mut self.accounts[t];
+        account.record_submitted();
+        if admits(self.core.queued(t), spec.capacity) {
+            let id = self.next_id[t];
+            self.next_id[t] += 1;
+            let r = Request::new(id, TenantId(t as u16), now, spec.deadline, spec.priority);
+            match self.core.idle_unit_for(t) {
+                Some(u) => self.step(u, StepEvent::Received(r), now),
+                None => self.core.admit(r),
+            }
+        } else {
+            account.record_rejected();
+        }
+        let next = self.gens[t].next_release();
+        if next < self.window_end {
+            self.push(next, Event::Arrival(t));
+        }
+    }
+
+    fn finish(&mut self, u: usize, now: Timestamp) {
+        let run = self.running[u].take().expect("a finish event has a running job");
+        debug_assert_eq!(run.finishes, now);
+        self.busy_units -= 1;
+        let c = Completion {
+            request: run.job.request,
+            worker: u,
+            dispatched: run.job.dispatched,
+            eligible: run.job.dispatched,
+            started: run.started,
+            finished: now,
+            succeeded: true,
+            variant: u8::try_from(run.job.variant).unwrap_or(u8::MAX),
+        };
+        let t = c.request.tenant.index();
+        self.accounts[t].record_completion(&c);
+        let busy = c.service().as_nanos() as u64;
+        self.unit_busy_ns[u] += busy;
+        self.tenant_busy_ns[t] += busy;
+        let done = JobDone {
+            tenant: t,
+            variant: run.job.variant,
+            service: c.service(),
+            throttle: run.job.throttle,
+            missed: c.outcome().is_miss(),
+        };
+        self.step(u, StepEvent::Finished(done), now);
+    }
+
+    /// Run one window: releases in [start, start + length), then drain.
+    /// Returns when the last event happened.
+    fn run_window(&mut self, start: Timestamp, length: Duration, hour: u64) -> Timestamp {
+        self.window_end = start + length;
+        for (t, spec) in self.setup.workload.tenants.iter().enumerate() {
+            let seed = mix(self.setup.seed ^ mix(hour) ^ mix(t as u64 + 0x51));
+            self.gens[t] = ArrivalGenerator::new(spec.arrival.clone(), seed, start);
+            let first = self.gens[t].next_release();
+            if first < self.window_end {
+                self.push(first, Event::Arrival(t));
+            }
+        }
+        let mut last = start;
+        while let Some(Reverse((at, _, e))) = self.events.pop() {
+            last = at;
+            match e {
+                Event::Arrival(t) => self.arrival(t, at),
+                Event::Finish(u) => self.finish(u, at),
+                Event::Wake(u) => {
+                    if self.core.is_idle(u) {
+                        self.step(u, StepEvent::Woke, at);
+                    }
+                }
+            }
+        }
+        debug_assert_eq!(self.core.queued_total(), 0, "a window ends drained");
+        last
+    }
+
+    fn set_mode(&mut self, mode: ModeId) {
+        self.mode = mode;
+        for u in 0..self.kinds.len() {
+            self.core.set_throttle(u, self.analysis.slowdown[mode][u].max(1.0));
+        }
+    }
+}
+
+/// SplitMix64: decorrelates seeds derived from small integers.
+fn mix(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// Build the analytic view of a workload on a device: each tenant's
+/// units and costs. Also validates that the device can run the workload.
+pub fn analyse(workload: &Workload, device: &DeviceModel) -> Result<Analysis, SimError> {
+    let units = &device.spec().units;
+    let unit_names: Vec<String> = units.iter().map(|u| u.name.clone()).collect();
+    let mut tenants = Vec::new();
+    for t in &workload.tenants {
+        let variants = t.variants();
+        let cost = |v: &crate::catalog::Variant, u: usize| -> Option<f64> {
+            match &v.model {
+                ModelSpec::Synthetic { service } => Some(service.as_secs_f64()),
+                _ => device
+                    .model(&v.name)
+                    .and_then(|c| c.ms(units[u].kind))
+                    .map(|ms| ms / 1000.0),
+            }
+        };
+        let allowed: Vec<usize> = match &t.units {
+            Some(names) => names
+                .iter()
+                .map(|n| {
+                    unit_names
+                        .iter()
+                        .position(|x| x == n)
+                        .ok_or_else(|| SimError::UnknownUnit {
+                            tenant: t.name.clone(),
+                            unit: n.clone(),
+                            units: unit_names.clone(),
+                        })
+                })
+                .collect::<Result<_, _>>()?,
+            None => (0..units.len())
+                .filter(|&u| variants.iter().all(|v| cost(v, u).is_some()))
+                .collect(),
+        };
+        let missing = variants
+            .iter()
+            .find(|v| allowed.is_empty() || allowed.iter().any(|&u| cost(v, u).is_none()));
+        if let Some(v) = missing {
+            return Err(SimError::NoCost {
+                tenant: t.name.clone(),
+                variant: v.name.clone(),
+                device: device.name().to_string(),
+            });
+        }
+        tenants.push(TenantModel {
+            rate_hz: t.arrival.rate_hz(),
+            deadline_s: t.deadline.as_secs_f64(),
+            units: allowed,
+            cost_s: variants
+                .iter()
+                .map(|v| (0..units.len()).map(|u| cost(v, u).unwrap_or(f64::INFINITY)).collect())
+                .collect(),
+            top1: variants.iter().map(|v| v.top1.unwrap_or(0.0)).collect(),
+        });
+    }
+    let slowdown = (0..device.modes().len())
+        .map(|m| units.iter().map(|u| device.slowdown(m, u.kind)).collect())
+        .collect();
+    Ok(Analysis {
+        device: device.clone(),
+        tenants,
+        slowdown,
+    })
+}
+
+/// The span's hourly intensities.
+pub fn hourly_intensity(trace: &CarbonTrace, start: Duration, hours: usize) -> Vec<f64> {
+    (0..hours)
+        .map(|h| {
+            trace
+                .sample_at(start + Duration::from_secs(h as u64 * HOUR_S))
+                .gco2_per_kwh
+        })
+        .collect()
+}
+
+/// Simulate one policy on one trace. `progress` is called after each hour.
+pub fn simulate(setup: &SimSetup<'_>, mut progress: impl FnMut(usize)) -> Result<SimResult, SimError> {
+    if setup.hours == 0 {
+        return Err(SimError::Span("the span is empty: simulate at least one hour".into()));
+    }
+    let needed = setup.start + Duration::from_secs((setup.hours as u64 - 1) * HOUR_S);
+    if needed > setup.trace.span() {
+        return Err(SimError::Span(format!(
+            "{}: the trace covers {} h, but the span needs {} h from offset {} h",
+            setup.trace.path.display(),
+            setup.trace.span().as_secs() / HOUR_S + 1,
+            setup.hours,
+            setup.start.as_secs() / HOUR_S
+        )));
+    }
+    let device = setup.device;
+    let workload = setup.workload;
+    let analysis = analyse(workload, device)?;
+    let n = workload.tenants.len();
+    let units = device.spec().units.len();
+    let hourly = hourly_intensity(setup.trace, setup.start, setup.hours);
+    let mut planner = setup
+        .policy
+        .plan
+        .as_ref()
+        .map(|p| Planner::new(p, &analysis, &hourly, setup.accuracy_target))
+        .transpose()?;
+    let mut governor = setup.policy.governor.clone().map(Governor::new);
+    let serves: Vec<Vec<bool>> = (0..units)
+        .map(|u| analysis.tenants.iter().map(|t| t.units.contains(&u)).collect())
+        .collect();
+    let mut core = DispatchCore::new(setup.policy.queue_order, n, serves);
+    let variants: Vec<usize> = analysis.tenants.iter().map(|t| t.top1.len()).collect();
+    let deadlines: Vec<Duration> = workload.tenants.iter().map(|t| t.deadline).collect();
+    let quality_policy = match (&setup.policy.quality, &planner) {
+        (Some(q), _) => Some(q.clone()),
+        (None, Some(_)) => Some(QualityPolicy::disabled()),
+        (None, None) => None,
+    };
+    if let Some(q) = quality_policy {
+        let mut c = QualityController::new(q, &variants, &deadlines);
+        // Seed each variant's estimate at full speed from the device model,
+        // as the runtime seeds it from a warm-up pass.
+        for (t, tm) in analysis.tenants.iter().enumerate() {
+            for v in 0..tm.top1.len() {
+                let s = tm.units.iter().map(|&u| tm.cost_s[v][u]).fold(0.0, f64::max);
+                c.seed_estimate(t, v, Duration::from_secs_f64(s));
+            }
+        }
+        core.set_quality(c);
+    }
+    let kinds: Vec<UnitKind> = device.spec().units.iter().map(|u| u.kind).collect();
+    let sigma = kinds
+        .iter()
+        .map(|&k| {
+            let cv = device.spec().service_cv.get(k);
+            (1.0 + cv * cv).ln().sqrt()
+        })
+        .collect();
+    let mut engine = Engine {
+        setup,
+        analysis,
+        core,
+        kinds,
+        running: vec![None; units],
+        busy_units: 0,
+        events: BinaryHeap::with_capacity(64),
+        seq: 0,
+        gens: workload
+            .tenants
+            .iter()
+            .map(|t| ArrivalGenerator::new(t.arrival.clone(), 0, Timestamp::ZERO))
+            .collect(),
+        next_id: vec![0; n],
+        window_end: Timestamp::ZERO,
+        fx: StepEffects::default(),
+        rng: SmallRng::seed_from_u64(mix(setup.seed ^ 0xd1ce)),
+        sigma,
+        mode: device.reference_mode(),
+        accounts: workload.tenants.iter().map(|t| TenantAccount::new(&t.name)).collect(),
+        unit_busy_ns: vec![0; units],
+        tenant_busy_ns: vec![0; n],
+    };
+    engine.set_mode(device.reference_mode());
+    for u in 0..units {
+        engine.step(u, StepEvent::Woke, Timestamp::ZERO);
+    }
+    let window = setup
+        .sample
+        .unwrap_or(Duration::from_secs(HOUR_S))
+        .min(Duration::from_secs(HOUR_S));
+    let mut ledger = EnergyLedger::new(n);
+    let mut hours = Vec::with_capacity(setup.hours);
+    let mut simulated = Duration::ZERO;
+    for (h, &gco2) in hourly.iter().enumerate() {
+        let start = Timestamp::from_nanos(h as u64 * HOUR_S * 1_000_000_000);
+        // Decide the hour's mode (and variants).
+        let mut mode = engine.mode;
+        if let Some(p) = planner.as_mut() {
+            if let Some(c) = p.decide(&engine.analysis, h, &hourly) {
+                mode = c.mode;
+                apply_variants(&mut engine.core, &c, start);
+            }
+        } else if let Some(g) = governor.as_mut() {
+            if let Some(d) = g.on_sample(start, Some((gco2, Duration::ZERO))) {
+                mode = device.mode_for_cap(d.cap_w);
+            }
+        }
+        engine.set_mode(mode);
+        let before: (u64, u64) = engine.accounts.iter().fold((0, 0), |a, t| {
+            (a.0 + t.counts.submitted, a.1 + t.counts.on_time)
+        });
+        engine.unit_busy_ns.iter_mut().for_each(|b| *b = 0);
+        engine.tenant_busy_ns.iter_mut().for_each(|b| *b = 0);
+        let last = engine.run_window(start, window, h as u64);
+        let elapsed = last.saturating_since(start).max(window);
+        simulated += elapsed;
+        // Energy of the window, extrapolated to the hour.
+        let secs = elapsed.as_secs_f64();
+        let busy: Vec<f64> = engine
+            .unit_busy_ns
+            .iter()
+            .map(|&b| b as f64 / 1e9 / secs)
+            .collect();
+        let power_w = device.power_w(mode, &busy);
+        let scale = HOUR_S as f64 / secs;
+        let tenant_busy: Vec<Duration> = engine
+            .tenant_busy_ns
+            .iter()
+            .map(|&b| Duration::from_secs_f64(b as f64 / 1e9 * scale))
+            .collect();
+        let cap_w = device.modes()[mode].cap_w.unwrap_or(0.0);
+        let carbon_before = ledger.carbon_g;
+        ledger.record(Duration::from_secs(HOUR_S), power_w, gco2, cap_w, &tenant_busy);
+        let after: (u64, u64) = engine.accounts.iter().fold((0, 0), |a, t| {
+            (a.0 + t.counts.submitted, a.1 + t.counts.on_time)
+        });
+        hours.push(HourRow {
+            hour: h,
+            at: setup
+                .trace
+                .sample_at(setup.start + Duration::from_secs(h as u64 * HOUR_S))
+                .at,
+            gco2_per_kwh: gco2,
+            mode: device.modes()[mode].name.clone(),
+            power_w,
+            energy_j: power_w * HOUR_S as f64,
+            carbon_g: ledger.carbon_g - carbon_before,
+            submitted: after.0 - before.0,
+            on_time: after.1 - before.1,
+            variants: (0..n)
+                .map(|t| engine.core.quality().map_or(0, |q| q.active(t)))
+                .collect(),
+        });
+        progress(h);
+    }
+    let top1 = workload
+        .tenants
+        .iter()
+        .map(|t| t.variants().iter().map(|v| v.top1).collect())
+        .collect();
+    let Engine { core, accounts, .. } = engine;
+    let (left, stats) = core.finish();
+    debug_assert!(left.is_empty(), "every window drains");
+    Ok(SimResult {
+        tenants: accounts,
+        ledger,
+        hours,
+        swaps: stats.swaps.len(),
+        simulated,
+        top1,
+    })
+}
+
+fn apply_variants(core: &mut DispatchCore, c: &Candidate, now: Timestamp) {
+    if let Some(q) = core.quality_mut() {
+        for (t, &v) in c.variants.iter().enumerate() {
+            q.set_active(t, v, now);
+        }
+    }
+}

@@ -1,0 +1,428 @@
+//! Hourly planners and the analytic predictor they share.
+//!
+//! A [`Candidate`] is a power mode plus one variant per tenant. The
+//! [`Analysis`] predicts, without simulating, whether a candidate meets
+//! every deadline at the workload's load, the device's mean power, and the
+//! mean accuracy of what it serves. The predictor is deliberately simple
+//! (utilisation and a one-job-ahead response bound per unit, MODELLED);
+//! the simulator then measures what the plan really does.
+
+use super::SimError;
+use crate::config::policy::PlanPolicy;
+use crate::device::{DeviceModel, ModeId};
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+
+/// Largest predicted utilisation of a unit that counts as feasible: the
+/// rest is headroom for jitter and service-time tails (MODELLED).
+pub const MAX_UTILISATION: f64 = 0.85;
+
+/// A power mode and one variant per tenant.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Candidate {
+    /// The mode.
+    pub mode: ModeId,
+    /// `variants[t]`: tenant `t`'s variant (0 = heaviest).
+    pub variants: Vec<usize>,
+}
+
+/// What the predictor says of a candidate.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Prediction {
+    /// Every unit under [`MAX_UTILISATION`] and every tenant's response
+    /// bound within its deadline.
+    pub feasible: bool,
+    /// Mean device power, watts (modelled).
+    pub power_w: f64,
+    /// Request-weighted mean published accuracy of the chosen variants (%).
+    pub accuracy: f64,
+}
+
+/// One tenant as the predictor sees it.
+#[derive(Debug, Clone)]
+pub(crate) struct TenantModel {
+    pub(crate) rate_hz: f64,
+    pub(crate) deadline_s: f64,
+    pub(crate) units: Vec<usize>,
+    /// `cost_s[v][u]`: service of variant `v` on unit `u` at the reference
+    /// mode (∞ where the unit cannot run it).
+    pub(crate) cost_s: Vec<Vec<f64>>,
+    pub(crate) top1: Vec<f64>,
+}
+
+/// The analytic predictor over one workload on one device.
+#[derive(Debug, Clone)]
+pub struct Analysis {
+    pub(crate) device: DeviceModel,
+    pub(crate) tenants: Vec<TenantModel>,
+    /// `slowdown[m][u]`.
+    pub(crate) slowdown: Vec<Vec<f64>>,
+}
+
+impl Analysis {
+    /// Predict a candidate.
+    pub fn predict(&self, c: &Candidate) -> Prediction {
+        let units = self.device.spec().units.len();
+        let mut util = vec![0.0; units];
+        // Per unit: the longest service of each tenant on it, for the
+        // one-job-ahead response bound.
+        let mut sum_service = vec![0.0; units];
+        let mut service = Vec::with_capacity(self.tenants.len());
+        for (t, tm) in self.tenants.iter().enumerate() {
+            let v = c.variants[t];
+            let share = 1.0 / tm.units.len() as f64;
+            let mut worst: f64 = 0.0;
+            for &u in &tm.units {
+                let s = tm.cost_s[v][u] * self.slowdown[c.mode][u];
+                util[u] += tm.rate_hz * share * s;
+                sum_service[u] += s;
+                worst = worst.max(s);
+            }
+            service.push(worst);
+        }
+        // Shared memory bandwidth: a job is stretched by the other units
+        // expected to be busy (their utilisation).
+        let total: f64 = util.iter().sum();
+        let stretch: Vec<f64> = util
+            .iter()
+            .map(|&u| self.device.contention_factor(0) + self.contention() * (total - u))
+            .collect();
+        let mut feasible = true;
+        for u in 0..units {
+            util[u] *= stretch[u];
+            feasible &= util[u] <= MAX_UTILISATION;
+        }
+        for (t, tm) in self.tenants.iter().enumerate() {
+            for &u in &tm.units {
+                // Its own job, plus one job of every other tenant on the unit
+                // that may be ahead of it (non-preemptive EDF), stretched.
+                let own = service[t];
+                let bound = (own + (sum_service[u] - own).max(0.0)) * stretch[u];
+                feasible &= bound <= tm.deadline_s;
+            }
+        }
+        let power_w = self.device.power_w(c.mode, &util);
+        let (mut acc, mut rate) = (0.0, 0.0);
+        for (t, tm) in self.tenants.iter().enumerate() {
+            acc += tm.rate_hz * tm.top1[c.variants[t]];
+            rate += tm.rate_hz;
+        }
+        Prediction {
+            feasible,
+            power_w,
+            accuracy: if rate > 0.0 { acc / rate } else { 0.0 },
+        }
+    }
+
+    fn contention(&self) -> f64 {
+        self.device.contention_factor(1) - 1.0
+    }
+
+    /// The heaviest variants at `mode`.
+    pub fn heaviest(&self, mode: ModeId) -> Candidate {
+        Candidate {
+            mode,
+            variants: vec![0; self.tenants.len()],
+        }
+    }
+
+    /// Every candidate, modes × variants (for small spaces).
+    pub fn all_candidates(&self) -> Vec<Candidate> {
+        let mut out = Vec::new();
+        let counts: Vec<usize> = self.tenants.iter().map(|t| t.top1.len()).collect();
+        for mode in 0..self.device.modes().len() {
+            let mut v = vec![0; counts.len()];
+            loop {
+                out.push(Candidate {
+                    mode,
+                    variants: v.clone(),
+                });
+                // Odometer increment.
+                let mut i = 0;
+                while i < v.len() {
+                    v[i] += 1;
+                    if v[i] < counts[i] {
+                        break;
+                    }
+                    v[i] = 0;
+                    i += 1;
+                }
+                if i == v.len() {
+                    break;
+                }
+            }
+        }
+        out
+    }
+
+    /// The lowest-power mode whose heaviest variants are feasible; `None`
+    /// when no mode is.
+    pub fn efficient_static(&self) -> Option<Candidate> {
+        (0..self.device.modes().len())
+            .map(|m| self.heaviest(m))
+            .map(|c| {
+                let p = self.predict(&c);
+                (c, p)
+            })
+            .filter(|(_, p)| p.feasible)
+            .min_by(|a, b| a.1.power_w.total_cmp(&b.1.power_w))
+            .map(|(c, _)| c)
+    }
+
+    fn max_accuracy(&self) -> f64 {
+        self.predict(&self.heaviest(self.device.reference_mode()))
+            .accuracy
+    }
+}
+
+/// A planner's running state.
+#[derive(Debug)]
+pub enum Planner {
+    /// A fixed candidate for the whole run (static mode or efficient-static).
+    Fixed(Candidate),
+    /// Clover-style re-optimisation.
+    Clover {
+        /// Weight of carbon.
+        lambda: f64,
+        /// Normalising intensity.
+        reference_gco2: f64,
+        /// Relative change that triggers a re-plan.
+        min_change: f64,
+        /// Annealing steps.
+        iterations: u32,
+        /// Intensity at the last plan.
+        last_gco2: Option<f64>,
+        /// The plan in force.
+        current: Candidate,
+    },
+    /// Carbon buckets over a look-ahead window; `modes` cleanest first.
+    Buckets {
+        /// Look-ahead in hours.
+        window_h: usize,
+        /// Mode per bucket.
+        modes: Vec<ModeId>,
+    },
+    /// Clairvoyant schedule, one candidate per hour.
+    Oracle(Vec<Candidate>),
+}
+
+impl Planner {
+    /// Build a planner. `hourly` is the span's intensity per hour (the
+    /// trace, which only the look-ahead and clairvoyant planners read);
+    /// `accuracy_target` is the oracle's required mean accuracy.
+    pub fn new(
+        policy: &PlanPolicy,
+        analysis: &Analysis,
+        hourly: &[f64],
+        accuracy_target: Option<f64>,
+    ) -> Result<Planner, SimError> {
+        let mode = |name: &str| {
+            analysis
+                .device
+                .mode_by_name(name)
+                .ok_or_else(|| SimError::UnknownMode {
+                    mode: name.to_string(),
+                    device: analysis.device.name().to_string(),
+                    modes: analysis.device.modes().iter().map(|m| m.name.clone()).collect(),
+                })
+        };
+        Ok(match policy {
+            PlanPolicy::Static { mode: m } => Planner::Fixed(analysis.heaviest(mode(m)?)),
+            PlanPolicy::EfficientStatic => Planner::Fixed(
+                analysis
+                    .efficient_static()
+                    .unwrap_or_else(|| analysis.heaviest(analysis.device.reference_mode())),
+            ),
+            PlanPolicy::Clover {
+                lambda,
+                reference_gco2,
+                min_change,
+                iterations,
+            } => Planner::Clover {
+                lambda: *lambda,
+                reference_gco2: *reference_gco2,
+                min_change: *min_change,
+                iterations: *iterations,
+                last_gco2: None,
+                current: analysis.heaviest(analysis.device.reference_mode()),
+            },
+            PlanPolicy::CarbonBuckets { window, modes } => Planner::Buckets {
+                window_h: (window.as_secs() / 3600).max(1) as usize,
+                modes: modes.iter().map(|m| mode(m)).collect::<Result<_, _>>()?,
+            },
+            PlanPolicy::Oracle => Planner::Oracle(oracle_schedule(
+                analysis,
+                hourly,
+                accuracy_target.unwrap_or_else(|| analysis.max_accuracy()),
+            )),
+        })
+    }
+
+    /// The plan for hour `h` (intensity `hourly[h]`); `None` keeps the
+    /// plan in force.
+    pub fn decide(&mut self, analysis: &Analysis, h: usize, hourly: &[f64]) -> Option<Candidate> {
+        let gco2 = hourly[h];
+        match self {
+            Planner::Fixed(c) => (h == 0).then(|| c.clone()),
+            Planner::Clover {
+                lambda,
+                reference_gco2,
+                min_change,
+                iterations,
+                last_gco2,
+                current,
+            } => {
+                let moved = last_gco2
+                    .is_none_or(|last| (gco2 - last).abs() > *min_change * last.max(1e-9));
+                if !moved {
+                    return None;
+                }
+                *last_gco2 = Some(gco2);
+                let objective = Objective {
+                    lambda: *lambda,
+                    carbon_scale: gco2
+                        / (*reference_gco2
+                            * analysis
+                                .predict(&analysis.heaviest(analysis.device.reference_mode()))
+                                .power_w),
+                    accuracy_scale: 1.0 / analysis.max_accuracy(),
+                };
+                *current = anneal(analysis, current.clone(), &objective, *iterations, h as u64);
+                Some(current.clone())
+            }
+            Planner::Buckets { window_h, modes } => {
+                let end = (h + *window_h).min(hourly.len());
+                let w = &hourly[h..end];
+                let lo = w.iter().copied().fold(f64::INFINITY, f64::min);
+                let hi = w.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+                let n = modes.len();
+                let bucket = if hi > lo {
+                    (((gco2 - lo) / (hi - lo) * n as f64) as usize).min(n - 1)
+                } else {
+                    0
+                };
+                Some(analysis.heaviest(modes[bucket]))
+            }
+            Planner::Oracle(schedule) => schedule.get(h).cloned(),
+        }
+    }
+}
+
+struct Objective {
+    lambda: f64,
+    carbon_scale: f64,
+    accuracy_scale: f64,
+}
+
+impl Objective {
+    fn value(&self, p: &Prediction) -> f64 {
+        if !p.feasible {
+            return f64::INFINITY;
+        }
+        self.lambda * p.power_w * self.carbon_scale
+            - (1.0 - self.lambda) * p.accuracy * self.accuracy_scale
+    }
+}
+
+/// Simulated annealing over candidates (Clover's search): a neighbour
+/// changes the mode or one tenant's variant by one step.
+fn anneal(
+    analysis: &Analysis,
+    start: Candidate,
+    objective: &Objective,
+    iterations: u32,
+    seed: u64,
+) -> Candidate {
+    let mut rng = SmallRng::seed_from_u64(0x5eed_c10e ^ seed);
+    let modes = analysis.device.modes().len();
+    let mut current = start;
+    let mut f_current = objective.value(&analysis.predict(&current));
+    let (mut best, mut f_best) = (current.clone(), f_current);
+    let mut temperature = 0.05;
+    for _ in 0..iterations {
+        let mut next = current.clone();
+        let which = rng.random_range(0..=next.variants.len());
+        if which == next.variants.len() {
+            next.mode = rng.random_range(0..modes);
+        } else {
+            let n = analysis.tenants[which].top1.len();
+            if n > 1 {
+                let v = next.variants[which] as i64 + if rng.random_bool(0.5) { 1 } else { -1 };
+                next.variants[which] = v.clamp(0, n as i64 - 1) as usize;
+            }
+        }
+        let f_next = objective.value(&analysis.predict(&next));
+        let accept = f_next <= f_current
+            || (f_next.is_finite()
+                && rng.random::<f64>() < ((f_current - f_next) / temperature).exp());
+        if accept {
+            current = next;
+            f_current = f_next;
+            if f_current < f_best {
+                best = current.clone();
+                f_best = f_current;
+            }
+        }
+        temperature *= 0.99;
+    }
+    best
+}
+
+/// Per hour, the feasible candidate minimising `intensity × power − μ ×
+/// accuracy`, with μ found by bisection so the span's mean predicted
+/// accuracy reaches `target` (or the most accurate feasible schedule when
+/// it cannot).
+fn oracle_schedule(analysis: &Analysis, hourly: &[f64], target: f64) -> Vec<Candidate> {
+    let mut options: Vec<(Candidate, Prediction)> = analysis
+        .all_candidates()
+        .into_iter()
+        .map(|c| {
+            let p = analysis.predict(&c);
+            (c, p)
+        })
+        .filter(|(_, p)| p.feasible)
+        .collect();
+    if options.is_empty() {
+        let c = analysis.heaviest(analysis.device.reference_mode());
+        return vec![c; hourly.len()];
+    }
+    // Keep the Pareto front in (power, accuracy): nothing else can win.
+    options.sort_by(|a, b| {
+        a.1.power_w
+            .total_cmp(&b.1.power_w)
+            .then(b.1.accuracy.total_cmp(&a.1.accuracy))
+    });
+    let mut front: Vec<(Candidate, Prediction)> = Vec::new();
+    for o in options {
+        if front.last().is_none_or(|f| o.1.accuracy > f.1.accuracy) {
+            front.push(o);
+        }
+    }
+    let pick = |mu: f64, g: f64| -> usize {
+        (0..front.len())
+            .min_by(|&a, &b| {
+                let f = |i: usize| g * front[i].1.power_w - mu * front[i].1.accuracy;
+                f(a).total_cmp(&f(b))
+            })
+            .expect("front is non-empty")
+    };
+    let mean_acc = |mu: f64| {
+        hourly.iter().map(|&g| front[pick(mu, g)].1.accuracy).sum::<f64>() / hourly.len() as f64
+    };
+    let (mut lo, mut hi) = (0.0, 1.0);
+    while mean_acc(hi) < target && hi < 1e12 {
+        hi *= 4.0;
+    }
+    for _ in 0..60 {
+        let mid = 0.5 * (lo + hi);
+        if mean_acc(mid) >= target {
+            hi = mid;
+        } else {
+            lo = mid;
+        }
+    }
+    hourly
+        .iter()
+        .map(|&g| front[pick(hi, g)].0.clone())
+        .collect()
+}
