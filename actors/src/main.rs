@@ -72,10 +72,18 @@ enum Command {
     /// policy by policy; writes OUT/summary.csv and OUT/timeline/*.csv.
     Simulate {
         /// Policies: names in policies/ (e.g. max-perf,ecomap) or paths.
-        #[arg(long, value_delimiter = ',', default_value = "max-perf,efficient-static,ecomap-power,quality-only,clover,carbon-buckets,ecomap,oracle")]
+        #[arg(
+            long,
+            value_delimiter = ',',
+            default_value = "max-perf,efficient-static,ecomap-power,quality-only,clover,carbon-buckets,ecomap,oracle"
+        )]
         policies: Vec<String>,
         /// Carbon-intensity CSVs (EIA, Electricity Maps, or timestamp,gco2_per_kwh).
-        #[arg(long, value_delimiter = ',', default_value = "../shared/data/carbon/electricitymaps_2023/US-CAL-CISO_2023_hourly.csv")]
+        #[arg(
+            long,
+            value_delimiter = ',',
+            default_value = "../shared/data/carbon/electricitymaps_2023/US-CAL-CISO_2023_hourly.csv"
+        )]
         traces: Vec<PathBuf>,
         /// Workload (RON).
         #[arg(long, default_value = "workloads/xavier-robot.ron")]
@@ -134,7 +142,9 @@ fn parse_start(s: &str) -> Result<ecomap_actors::simulate::StartAt, String> {
     }
     humantime::parse_duration(s)
         .map(ecomap_actors::simulate::StartAt::Offset)
-        .map_err(|e| format!("{e}; write an offset such as 0s or 30days, or a date such as 2023-06-01"))
+        .map_err(|e| {
+            format!("{e}; write an offset such as 0s or 30days, or a date such as 2023-06-01")
+        })
 }
 
 fn parse_sample(s: &str) -> Result<Sample, String> {

@@ -157,7 +157,10 @@ pub fn run_simulate(args: &SimulateArgs) -> Result<Vec<SummaryRow>, SimulateErro
             StartAt::Offset(d) => d,
             StartAt::Date(date) => {
                 let first = t.samples[0].at;
-                let at = date.and_hms_opt(0, 0, 0).expect("midnight exists").and_utc();
+                let at = date
+                    .and_hms_opt(0, 0, 0)
+                    .expect("midnight exists")
+                    .and_utc();
                 (at - first)
                     .to_std()
                     .map_err(|_| SimulateError::StartOutside {
@@ -313,8 +316,16 @@ pub fn run_simulate(args: &SimulateArgs) -> Result<Vec<SummaryRow>, SimulateErro
 pub fn render_rows(rows: &[SummaryRow]) -> String {
     let mut s = format!(
         "{:<28} {:<17} {:>10} {:>7} {:>12} {:>10} {:>9} {:>9} {:>11} {:>7}\n",
-        "trace", "policy", "submitted", "miss%", "energy_kJ", "carbon_g", "mean_ms", "p99_ms",
-        "cdp_g_s", "acc%"
+        "trace",
+        "policy",
+        "submitted",
+        "miss%",
+        "energy_kJ",
+        "carbon_g",
+        "mean_ms",
+        "p99_ms",
+        "cdp_g_s",
+        "acc%"
     );
     for r in rows.iter().filter(|r| r.tenant == "all") {
         s.push_str(&format!(

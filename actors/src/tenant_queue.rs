@@ -180,7 +180,7 @@ mod tests {
             capacity,
             priority: 3,
             units: None,
-        resolved: Vec::new(),
+            resolved: Vec::new(),
         }
     }
 

@@ -197,7 +197,9 @@ impl PlanPolicy {
                     return Err(format!("lambda must be in [0, 1], got {lambda}"));
                 }
                 if !(reference_gco2.is_finite() && *reference_gco2 > 0.0) {
-                    return Err(format!("reference_gco2 must be positive, got {reference_gco2}"));
+                    return Err(format!(
+                        "reference_gco2 must be positive, got {reference_gco2}"
+                    ));
                 }
                 if !(min_change.is_finite() && *min_change >= 0.0) {
                     return Err(format!("min_change must be ≥ 0, got {min_change}"));

@@ -202,7 +202,8 @@ impl<'a> Engine<'a> {
     /// mode, stretched by contention, drawn log-normal.
     fn draw_service(&mut self, u: usize, job: &Job) -> Duration {
         let t = job.request.tenant.index();
-        let mean = self.analysis.tenants[t].cost_s[job.variant][u] * self.analysis.slowdown[self.mode][u]
+        let mean = self.analysis.tenants[t].cost_s[job.variant][u]
+            * self.analysis.slowdown[self.mode][u]
             * self.setup.device.contention_factor(self.busy_units);
         let sigma = self.sigma[u];
         let s = if sigma > 0.0 {
@@ -260,7 +261,9 @@ impl<'a> Engine<'a> {
     }
 
     fn finish(&mut self, u: usize, now: Timestamp) {
-        let run = self.running[u].take().expect("a finish event has a running job");
+        let run = self.running[u]
+            .take()
+            .expect("a finish event has a running job");
         debug_assert_eq!(run.finishes, now);
         self.busy_units -= 1;
         let c = Completion {
@@ -320,7 +323,8 @@ impl<'a> Engine<'a> {
     fn set_mode(&mut self, mode: ModeId) {
         self.mode = mode;
         for u in 0..self.kinds.len() {
-            self.core.set_throttle(u, self.analysis.slowdown[mode][u].max(1.0));
+            self.core
+                .set_throttle(u, self.analysis.slowdown[mode][u].max(1.0));
         }
     }
 }
@@ -384,7 +388,11 @@ pub fn analyse(workload: &Workload, device: &DeviceModel) -> Result<Analysis, Si
             units: allowed,
             cost_s: variants
                 .iter()
-                .map(|v| (0..units.len()).map(|u| cost(v, u).unwrap_or(f64::INFINITY)).collect())
+                .map(|v| {
+                    (0..units.len())
+                        .map(|u| cost(v, u).unwrap_or(f64::INFINITY))
+                        .collect()
+                })
                 .collect(),
             top1: variants.iter().map(|v| v.top1.unwrap_or(0.0)).collect(),
         });
@@ -411,9 +419,14 @@ pub fn hourly_intensity(trace: &CarbonTrace, start: Duration, hours: usize) -> V
 }
 
 /// Simulate one policy on one trace. `progress` is called after each hour.
-pub fn simulate(setup: &SimSetup<'_>, mut progress: impl FnMut(usize)) -> Result<SimResult, SimError> {
+pub fn simulate(
+    setup: &SimSetup<'_>,
+    mut progress: impl FnMut(usize),
+) -> Result<SimResult, SimError> {
     if setup.hours == 0 {
-        return Err(SimError::Span("the span is empty: simulate at least one hour".into()));
+        return Err(SimError::Span(
+            "the span is empty: simulate at least one hour".into(),
+        ));
     }
     let needed = setup.start + Duration::from_secs((setup.hours as u64 - 1) * HOUR_S);
     if needed > setup.trace.span() {
@@ -439,7 +452,13 @@ pub fn simulate(setup: &SimSetup<'_>, mut progress: impl FnMut(usize)) -> Result
         .transpose()?;
     let mut governor = setup.policy.governor.clone().map(Governor::new);
     let serves: Vec<Vec<bool>> = (0..units)
-        .map(|u| analysis.tenants.iter().map(|t| t.units.contains(&u)).collect())
+        .map(|u| {
+            analysis
+                .tenants
+                .iter()
+                .map(|t| t.units.contains(&u))
+                .collect()
+        })
         .collect();
     let mut core = DispatchCore::new(setup.policy.queue_order, n, serves);
     let variants: Vec<usize> = analysis.tenants.iter().map(|t| t.top1.len()).collect();
@@ -455,7 +474,11 @@ pub fn simulate(setup: &SimSetup<'_>, mut progress: impl FnMut(usize)) -> Result
         // as the runtime seeds it from a warm-up pass.
         for (t, tm) in analysis.tenants.iter().enumerate() {
             for v in 0..tm.top1.len() {
-                let s = tm.units.iter().map(|&u| tm.cost_s[v][u]).fold(0.0, f64::max);
+                let s = tm
+                    .units
+                    .iter()
+                    .map(|&u| tm.cost_s[v][u])
+                    .fold(0.0, f64::max);
                 c.seed_estimate(t, v, Duration::from_secs_f64(s));
             }
         }
@@ -489,7 +512,11 @@ pub fn simulate(setup: &SimSetup<'_>, mut progress: impl FnMut(usize)) -> Result
         rng: SmallRng::seed_from_u64(mix(setup.seed ^ 0xd1ce)),
         sigma,
         mode: device.reference_mode(),
-        accounts: workload.tenants.iter().map(|t| TenantAccount::new(&t.name)).collect(),
+        accounts: workload
+            .tenants
+            .iter()
+            .map(|t| TenantAccount::new(&t.name))
+            .collect(),
         unit_busy_ns: vec![0; units],
         tenant_busy_ns: vec![0; n],
     };
@@ -543,7 +570,13 @@ pub fn simulate(setup: &SimSetup<'_>, mut progress: impl FnMut(usize)) -> Result
             .collect();
         let cap_w = device.modes()[mode].cap_w.unwrap_or(0.0);
         let carbon_before = ledger.carbon_g;
-        ledger.record(Duration::from_secs(HOUR_S), power_w, gco2, cap_w, &tenant_busy);
+        ledger.record(
+            Duration::from_secs(HOUR_S),
+            power_w,
+            gco2,
+            cap_w,
+            &tenant_busy,
+        );
         let after: (u64, u64) = engine.accounts.iter().fold((0, 0), |a, t| {
             (a.0 + t.counts.submitted, a.1 + t.counts.on_time)
         });

@@ -73,7 +73,11 @@ fn row(
     (acc_sum, acc_n): (f64, u64),
 ) -> SummaryRow {
     let c = &acc.counts;
-    let mean = acc.end_to_end.mean_us().map(|us| us / 1000.0).unwrap_or(f64::NAN);
+    let mean = acc
+        .end_to_end
+        .mean_us()
+        .map(|us| us / 1000.0)
+        .unwrap_or(f64::NAN);
     SummaryRow {
         trace: trace.into(),
         policy: policy.into(),

@@ -223,7 +223,12 @@ impl Planner {
                 .ok_or_else(|| SimError::UnknownMode {
                     mode: name.to_string(),
                     device: analysis.device.name().to_string(),
-                    modes: analysis.device.modes().iter().map(|m| m.name.clone()).collect(),
+                    modes: analysis
+                        .device
+                        .modes()
+                        .iter()
+                        .map(|m| m.name.clone())
+                        .collect(),
                 })
         };
         Ok(match policy {
@@ -272,8 +277,8 @@ impl Planner {
                 last_gco2,
                 current,
             } => {
-                let moved = last_gco2
-                    .is_none_or(|last| (gco2 - last).abs() > *min_change * last.max(1e-9));
+                let moved =
+                    last_gco2.is_none_or(|last| (gco2 - last).abs() > *min_change * last.max(1e-9));
                 if !moved {
                     return None;
                 }
@@ -407,7 +412,11 @@ fn oracle_schedule(analysis: &Analysis, hourly: &[f64], target: f64) -> Vec<Cand
             .expect("front is non-empty")
     };
     let mean_acc = |mu: f64| {
-        hourly.iter().map(|&g| front[pick(mu, g)].1.accuracy).sum::<f64>() / hourly.len() as f64
+        hourly
+            .iter()
+            .map(|&g| front[pick(mu, g)].1.accuracy)
+            .sum::<f64>()
+            / hourly.len() as f64
     };
     let (mut lo, mut hi) = (0.0, 1.0);
     while mean_acc(hi) < target && hi < 1e12 {

@@ -1,0 +1,252 @@
+//! `ecomap simulate` end to end: determinism, the summary's columns, and
+//! bad input (exit 2 with a message that says what to fix).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// A small hourly trace in the plain `timestamp,gco2_per_kwh` format: a
+/// clean night, a dirty day.
+fn trace(dir: &Path) -> PathBuf {
+    let mut s = String::from("timestamp,gco2_per_kwh\n");
+    for h in 0..12 {
+        let g = if h < 6 { 120.0 } else { 480.0 };
+        s.push_str(&format!("2023-05-01 {h:02}:00:00,{g}\n"));
+    }
+    let p = dir.join("trace.csv");
+    std::fs::write(&p, s).unwrap();
+    p
+}
+
+fn simulate(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_ecomap"))
+        .current_dir(root())
+        .arg("simulate")
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn run_small(out: &Path, trace: &Path, seed: &str) -> Output {
+    simulate(&[
+        "--policies",
+        "max-perf,ecomap",
+        "--traces",
+        trace.to_str().unwrap(),
+        "--span",
+        "6h",
+        "--sample",
+        "30s",
+        "--seed",
+        seed,
+        "--jobs",
+        "2",
+        "--out",
+        out.to_str().unwrap(),
+    ])
+}
+
+fn read(p: &Path) -> String {
+    std::fs::read_to_string(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+}
+
+#[test]
+fn same_seed_gives_byte_identical_tables_and_the_summary_has_its_columns() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = trace(dir.path());
+    let (a, b, c) = (
+        dir.path().join("a"),
+        dir.path().join("b"),
+        dir.path().join("c"),
+    );
+    for (out, seed) in [(&a, "7"), (&b, "7"), (&c, "8")] {
+        let o = run_small(out, &t, seed);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+    let files = [
+        "summary.csv",
+        "timeline/trace__max-perf.csv",
+        "timeline/trace__ecomap.csv",
+    ];
+    for f in files {
+        assert_eq!(
+            read(&a.join(f)),
+            read(&b.join(f)),
+            "{f} differs between equal seeds"
+        );
+    }
+    assert_ne!(
+        read(&a.join("summary.csv")),
+        read(&c.join("summary.csv")),
+        "another seed draws other arrivals and service times"
+    );
+    let summary = read(&a.join("summary.csv"));
+    let header: Vec<&str> = summary.lines().next().unwrap().split(',').collect();
+    for col in [
+        "trace",
+        "policy",
+        "submitted",
+        "on_time",
+        "late",
+        "expired",
+        "rejected",
+        "miss_pct",
+        "energy_j",
+        "carbon_g",
+        "mean_e2e_ms",
+        "p99_e2e_ms",
+        "cdp_g_s",
+        "accuracy_pct",
+    ] {
+        assert!(header.contains(&col), "summary.csv lacks {col}: {header:?}");
+    }
+    // One "all" row and one per tenant (six) for each of two policies.
+    let rows: Vec<Vec<&str>> = summary
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').collect())
+        .collect();
+    assert_eq!(rows.len(), 2 * 7);
+    let col = |name: &str| header.iter().position(|h| *h == name).unwrap();
+    for r in &rows {
+        // Every request in exactly one outcome.
+        let n = |c: &str| r[col(c)].parse::<u64>().unwrap();
+        assert_eq!(
+            n("submitted"),
+            n("on_time") + n("late") + n("expired") + n("rejected") + n("failed"),
+            "{r:?}"
+        );
+    }
+    let all: Vec<&Vec<&str>> = rows.iter().filter(|r| r[col("tenant")] == "all").collect();
+    let carbon = |r: &Vec<&str>| r[col("carbon_g")].parse::<f64>().unwrap();
+    assert!(
+        carbon(all[1]) < carbon(all[0]),
+        "ecomap emits less than max-perf"
+    );
+    // The timeline has one row per trace hour, and the dirty hours run a
+    // lower mode under ecomap.
+    let tl = read(&a.join("timeline/trace__ecomap.csv"));
+    let lines: Vec<&str> = tl.lines().collect();
+    assert_eq!(lines.len(), 1 + 6);
+    assert!(lines[1].contains("MODE_15W"), "{}", lines[1]);
+}
+
+fn assert_exit_2(o: &Output, needles: &[&str]) {
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "stderr: {err}");
+    for n in needles {
+        assert!(err.contains(n), "stderr lacks {n:?}: {err}");
+    }
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+#[test]
+fn bad_input_is_named_and_exits_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = trace(dir.path());
+    let ts = t.to_str().unwrap();
+    let out = dir.path().join("o");
+    let os = out.to_str().unwrap();
+    assert_exit_2(
+        &simulate(&[
+            "--policies",
+            "no-such-policy",
+            "--traces",
+            ts,
+            "--span",
+            "6h",
+            "--out",
+            os,
+        ]),
+        &["unknown policy \"no-such-policy\"", "no-such-policy.ron"],
+    );
+    assert_exit_2(
+        &simulate(&[
+            "--traces",
+            "/nonexistent/trace.csv",
+            "--span",
+            "6h",
+            "--out",
+            os,
+        ]),
+        &["/nonexistent/trace.csv"],
+    );
+    let garbage = dir.path().join("garbage.csv");
+    std::fs::write(&garbage, "when,what\nyesterday,lots\n").unwrap();
+    assert_exit_2(
+        &simulate(&[
+            "--traces",
+            garbage.to_str().unwrap(),
+            "--span",
+            "6h",
+            "--out",
+            os,
+        ]),
+        &["unknown carbon-trace header"],
+    );
+    assert_exit_2(
+        &simulate(&["--traces", ts, "--span", "soon", "--out", os]),
+        &["span"],
+    );
+    assert_exit_2(
+        &simulate(&["--traces", ts, "--span", "90m", "--out", os]),
+        &["whole number of hours"],
+    );
+    assert_exit_2(
+        &simulate(&[
+            "--policies",
+            "max-perf",
+            "--traces",
+            ts,
+            "--span",
+            "30d",
+            "--out",
+            os,
+        ]),
+        &["trace covers 12 hours", "--span"],
+    );
+    assert_exit_2(
+        &simulate(&["--traces", ts, "--sample", "2h", "--out", os]),
+        &["--sample"],
+    );
+    // A tenant on a unit the device lacks.
+    let w = dir.path().join("w.ron");
+    std::fs::write(
+        &w,
+        r#"(tenants: [(name: "cam", model: Synthetic(service: "2ms"), units: Some(["tpu"]),
+            arrival: Periodic(rate_hz: 30.0), deadline: "33ms", capacity: 4)])"#,
+    )
+    .unwrap();
+    assert_exit_2(
+        &simulate(&[
+            "--traces",
+            ts,
+            "--span",
+            "6h",
+            "--workload",
+            w.to_str().unwrap(),
+            "--out",
+            os,
+        ]),
+        &["unit \"tpu\"", "gpu"],
+    );
+}
+
+#[test]
+fn ecomap_run_refuses_a_planner_policy() {
+    let o = Command::new(env!("CARGO_BIN_EXE_ecomap"))
+        .current_dir(root())
+        .args([
+            "check",
+            "--policy",
+            "policies/oracle.ron",
+            "--workload",
+            "workloads/synthetic.ron",
+        ])
+        .output()
+        .unwrap();
+    assert_exit_2(&o, &["oracle.ron", "plan", "ecomap simulate"]);
+}

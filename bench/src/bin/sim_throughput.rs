@@ -1,0 +1,180 @@
+//! Simulator speed and memory, and sampled-vs-full agreement.
+//!
+//! On one core (this thread pinned), the default Xavier workload under the
+//! `ecomap` policy on one trace:
+//! 1. simulated requests per second of wall time, full simulation of a span
+//!    (median of `--repeats` runs), and peak RSS after 3 days and after 30;
+//! 2. the same month simulated in full and sampled (`--sample` of every
+//!    hour): carbon, miss % and accuracy side by side, and their difference.
+//!
+//! ```sh
+//! cargo run --release -p ecomap-bench --bin sim_throughput -- --days 3 --repeats 3
+//! ```
+
+use clap::Parser;
+use ecomap::carbon::CarbonTrace;
+use ecomap::config::policy::Policy;
+use ecomap::config::workload::Workload;
+use ecomap::device::DeviceModel;
+use ecomap::sim::output::summary_rows;
+use ecomap::sim::{simulate, SimSetup};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+#[derive(Parser, Debug)]
+struct Args {
+    /// Days simulated in full for the speed figure.
+    #[arg(long, default_value_t = 3)]
+    days: usize,
+    /// Speed runs (the median is reported).
+    #[arg(long, default_value_t = 3)]
+    repeats: usize,
+    /// Sampled seconds per hour for the agreement check.
+    #[arg(long, default_value_t = 120)]
+    sample_s: u64,
+    /// Days of the agreement check (full vs sampled).
+    #[arg(long, default_value_t = 30)]
+    check_days: usize,
+    /// Policy file.
+    #[arg(long, default_value = "policies/ecomap.ron")]
+    policy: PathBuf,
+    /// Trace.
+    #[arg(
+        long,
+        default_value = "../shared/data/carbon/eia_2022/CISO_2022_hourly_avgCI.csv"
+    )]
+    trace: PathBuf,
+}
+
+fn peak_rss_kb() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    if args.days == 0 || args.repeats == 0 || args.check_days == 0 || args.sample_s == 0 {
+        eprintln!("error: --days, --repeats, --check-days and --sample-s must be at least 1");
+        return ExitCode::from(2);
+    }
+    if let Some(core) = core_affinity::get_core_ids().and_then(|c| c.into_iter().next()) {
+        core_affinity::set_for_current(core);
+    }
+    let load = || -> Result<_, String> {
+        let w = Workload::load(std::path::Path::new("workloads/xavier-robot.ron"))
+            .map_err(|e| e.to_string())?;
+        let d = DeviceModel::load(std::path::Path::new("rt-config/devices/xavier.ron"))
+            .map_err(|e| e.to_string())?;
+        let p = Policy::load(&args.policy).map_err(|e| e.to_string())?;
+        let t = CarbonTrace::load(&args.trace).map_err(|e| e.to_string())?;
+        Ok((w, d, p, t))
+    };
+    let (workload, device, policy, trace) = match load() {
+        Ok(x) => x,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let setup = |hours: usize, sample: Option<Duration>| SimSetup {
+        workload: &workload,
+        device: &device,
+        policy: &policy,
+        trace: &trace,
+        start: Duration::ZERO,
+        hours,
+        sample,
+        seed: 1,
+        accuracy_target: None,
+    };
+    let mut rates = Vec::new();
+    let mut rss_after_short = 0;
+    for _ in 0..args.repeats {
+        let t0 = Instant::now();
+        let r = match simulate(&setup(args.days * 24, None), |_| {}) {
+            Ok(r) => r,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::from(2);
+            }
+        };
+        let secs = t0.elapsed().as_secs_f64();
+        let n: u64 = r.tenants.iter().map(|t| t.counts.submitted).sum();
+        rates.push(n as f64 / secs);
+        rss_after_short = peak_rss_kb();
+        println!(
+            "full {} d: {n} requests in {secs:.2} s = {:.2} M simulated requests/s (one core)",
+            args.days,
+            n as f64 / secs / 1e6
+        );
+    }
+    rates.sort_by(f64::total_cmp);
+    println!(
+        "median: {:.2} M simulated requests/s; peak RSS after {} d: {} MB",
+        rates[rates.len() / 2] / 1e6,
+        args.days,
+        rss_after_short / 1024
+    );
+    let hours = args.check_days * 24;
+    let t0 = Instant::now();
+    let full = simulate(&setup(hours, None), |_| {}).expect("checked above");
+    let t_full = t0.elapsed().as_secs_f64();
+    let rss_after_long = peak_rss_kb();
+    let t0 = Instant::now();
+    let sampled = simulate(
+        &setup(hours, Some(Duration::from_secs(args.sample_s))),
+        |_| {},
+    )
+    .expect("checked above");
+    let t_sampled = t0.elapsed().as_secs_f64();
+    println!(
+        "peak RSS after a further full {} d run: {} MB (flat in the span: histograms and counters only)",
+        args.check_days,
+        rss_after_long / 1024
+    );
+    let f = &summary_rows("", "", &full)[0];
+    let s = &summary_rows("", "", &sampled)[0];
+    let rel = |a: f64, b: f64| 100.0 * (b - a) / a;
+    println!(
+        "{} d, full ({t_full:.1} s) vs sampled {} s/h ({t_sampled:.1} s):",
+        args.check_days, args.sample_s
+    );
+    println!(
+        "  carbon_g   {:>12.3} {:>12.3}  ({:+.2}%)",
+        f.carbon_g,
+        s.carbon_g,
+        rel(f.carbon_g, s.carbon_g)
+    );
+    println!(
+        "  energy_j   {:>12.0} {:>12.0}  ({:+.2}%)",
+        f.energy_j,
+        s.energy_j,
+        rel(f.energy_j, s.energy_j)
+    );
+    println!(
+        "  miss_pct   {:>12.4} {:>12.4}  ({:+.4} points)",
+        f.miss_pct,
+        s.miss_pct,
+        s.miss_pct - f.miss_pct
+    );
+    println!(
+        "  mean_e2e   {:>12.3} {:>12.3}  ({:+.2}%)",
+        f.mean_e2e_ms,
+        s.mean_e2e_ms,
+        rel(f.mean_e2e_ms, s.mean_e2e_ms)
+    );
+    println!(
+        "  accuracy   {:>12.3} {:>12.3}  ({:+.3} points)",
+        f.accuracy_pct,
+        s.accuracy_pct,
+        s.accuracy_pct - f.accuracy_pct
+    );
+    ExitCode::SUCCESS
+}
