@@ -6,6 +6,8 @@
 //! progress bar and the files. Runs are independent and each is
 //! deterministic, so the output does not depend on the thread count.
 
+pub mod plots;
+
 use ecomap::carbon::{CarbonTrace, TraceError};
 use ecomap::config::policy::{PlanPolicy, Policy};
 use ecomap::config::workload::Workload;
@@ -300,6 +302,28 @@ pub fn run_simulate(args: &SimulateArgs) -> Result<Vec<SummaryRow>, SimulateErro
             })?;
         }
     }
+    let trace_names: Vec<String> = args.traces.iter().map(|p| trace_name(p)).collect();
+    let per_trace: Vec<Vec<(&str, &SimResult)>> = (0..args.traces.len())
+        .map(|ti| {
+            policies
+                .iter()
+                .enumerate()
+                .take(asked)
+                .filter_map(|(pi, p)| {
+                    results[ti * policies.len() + pi]
+                        .as_ref()
+                        .map(|r| (p.name.as_str(), r))
+                })
+                .collect()
+        })
+        .collect();
+    let plot_dir = args.out.join("plots");
+    plots::write_plots(&plot_dir, &trace_names, &per_trace, &names, &rows).map_err(|e| {
+        SimulateError::Write {
+            path: plot_dir.clone(),
+            source: std::io::Error::other(e.to_string()),
+        }
+    })?;
     let summary = args.out.join("summary.csv");
     let f = std::fs::File::create(&summary).map_err(|source| SimulateError::Write {
         path: summary.clone(),
