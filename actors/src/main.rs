@@ -62,6 +62,10 @@ enum Command {
         /// Write per-second rows (time, intensity, cap, power, queue depths) to this CSV.
         #[arg(long)]
         timeline: Option<PathBuf>,
+        /// Write the run's totals in `ecomap simulate`'s summary.csv columns
+        /// (one `all` row, one per tenant) to this CSV, to compare the two.
+        #[arg(long)]
+        summary: Option<PathBuf>,
     },
     /// Check the files and exit (0 when all are valid, 2 otherwise).
     Check {
@@ -236,6 +240,7 @@ fn run(
     load_factor: f64,
     out: &Path,
     timeline: Option<&Path>,
+    summary: Option<&Path>,
 ) -> Result<(), ExitCode> {
     let l = load(files).map_err(bad_input)?;
     eprintln!(
@@ -293,6 +298,13 @@ fn run(
             );
         }
     }
+    if let Some(path) = summary {
+        if let Err(e) = write_run_summary(path, &report, &l) {
+            eprintln!("error: cannot write {}: {e}", path.display());
+            return Err(ExitCode::from(1));
+        }
+        eprintln!("ecomap: wrote the run's summary row(s) to {}", path.display());
+    }
     if !report.is_conserved() {
         eprintln!("error: outcome counts do not add up to submissions (a bug; please report)");
         return Err(ExitCode::from(1));
@@ -320,6 +332,49 @@ fn simulate_command(args: &ecomap_actors::simulate::SimulateArgs) -> Result<(), 
     }
 }
 
+/// The run's totals in the simulator's summary columns.
+fn write_run_summary(
+    path: &Path,
+    report: &ecomap::report::RunReport,
+    l: &Loaded,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let top1: Vec<Vec<Option<f64>>> = l
+        .workload
+        .tenants
+        .iter()
+        .map(|t| t.variants().iter().map(|v| v.top1).collect())
+        .collect();
+    let (energy_j, carbon_g, tenant_carbon) = report.energy.as_ref().map_or(
+        (0.0, 0.0, Vec::new()),
+        |e| (e.ledger.energy_j, e.ledger.carbon_g, e.ledger.tenant_carbon_g.clone()),
+    );
+    let trace = match &l.policy.carbon {
+        Some(CarbonSource::Trace { path, .. }) => ecomap_actors::simulate::trace_name(path),
+        Some(CarbonSource::Fixed { gco2_per_kwh }) => format!("fixed-{gco2_per_kwh}"),
+        Some(CarbonSource::Http { .. }) => "live".into(),
+        None => "none".into(),
+    };
+    let rows = ecomap::sim::output::totals_rows(
+        &trace,
+        &l.policy.name,
+        &ecomap::sim::output::RunTotals {
+            tenants: &report.tenants,
+            energy_j,
+            carbon_g,
+            tenant_carbon_g: &tenant_carbon,
+            top1: &top1,
+            swaps: report.quality.as_ref().map_or(0, |q| q.swaps.len()),
+            span_h: 0,
+            simulated_s: report.duration.as_secs_f64(),
+        },
+    );
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)?;
+    }
+    ecomap::sim::output::write_summary(std::fs::File::create(path)?, &rows)?;
+    Ok(())
+}
+
 fn bad_input(e: ConfigError) -> ExitCode {
     eprintln!("error: {e}");
     ExitCode::from(2)
@@ -342,7 +397,15 @@ fn main() -> ExitCode {
             load_factor,
             out,
             timeline,
-        } => run(files, *duration, *load_factor, out, timeline.as_deref()),
+            summary,
+        } => run(
+            files,
+            *duration,
+            *load_factor,
+            out,
+            timeline.as_deref(),
+            summary.as_deref(),
+        ),
         Command::Simulate {
             policies,
             traces,

@@ -43,6 +43,9 @@ pub struct SummaryRow {
     pub cdp_g_s: f64,
     /// Mean published accuracy of the variants that served, over served requests (%).
     pub accuracy_pct: f64,
+    /// Share of served requests per variant, heaviest first, e.g.
+    /// "0.700/0.300" (tenant rows).
+    pub variant_shares: String,
     /// Model swaps (all-tenant rows).
     pub swaps: usize,
     /// Trace hours in the span.
@@ -106,14 +109,65 @@ fn row(
         } else {
             acc_sum / acc_n as f64
         },
+        variant_shares: if tenant == "all" {
+            String::new()
+        } else {
+            let served: u64 = acc.served_by_variant.iter().sum();
+            acc.served_by_variant
+                .iter()
+                .map(|&k| format!("{:.3}", k as f64 / served.max(1) as f64))
+                .collect::<Vec<_>>()
+                .join("/")
+        },
         swaps: 0,
         span_h: 0,
         simulated_s: 0.0,
     }
 }
 
+/// What a summary is made of: per-tenant accounts, energy and carbon, the
+/// variants' published accuracy. Both the simulator and `ecomap run
+/// --summary` fill it, so their tables compare column for column.
+#[derive(Debug, Clone, Copy)]
+pub struct RunTotals<'a> {
+    /// Per-tenant outcomes and histograms.
+    pub tenants: &'a [TenantAccount],
+    /// Total energy, joules (0 when not metered).
+    pub energy_j: f64,
+    /// Total carbon, grams.
+    pub carbon_g: f64,
+    /// Carbon attributed to each tenant (empty when not metered).
+    pub tenant_carbon_g: &'a [f64],
+    /// `top1[t][v]`: published accuracy of tenant `t`'s variant `v`.
+    pub top1: &'a [Vec<Option<f64>>],
+    /// Model swaps.
+    pub swaps: usize,
+    /// Trace hours covered.
+    pub span_h: usize,
+    /// Seconds simulated (or run).
+    pub simulated_s: f64,
+}
+
 /// The summary rows of one run: "all" first, then each tenant.
 pub fn summary_rows(trace: &str, policy: &str, r: &SimResult) -> Vec<SummaryRow> {
+    totals_rows(
+        trace,
+        policy,
+        &RunTotals {
+            tenants: &r.tenants,
+            energy_j: r.ledger.energy_j,
+            carbon_g: r.ledger.carbon_g,
+            tenant_carbon_g: &r.ledger.tenant_carbon_g,
+            top1: &r.top1,
+            swaps: r.swaps,
+            span_h: r.hours.len(),
+            simulated_s: r.simulated.as_secs_f64(),
+        },
+    )
+}
+
+/// Summary rows from run totals: "all" first, then each tenant.
+pub fn totals_rows(trace: &str, policy: &str, r: &RunTotals<'_>) -> Vec<SummaryRow> {
     let mut all = TenantAccount::new("all");
     let (mut sum, mut n) = (0.0, 0);
     for (t, acc) in r.tenants.iter().enumerate() {
@@ -125,39 +179,28 @@ pub fn summary_rows(trace: &str, policy: &str, r: &SimResult) -> Vec<SummaryRow>
         a.rejected += c.rejected;
         a.failed += c.failed;
         all.end_to_end.merge(&acc.end_to_end);
-        let (s, k) = accuracy(acc, &r.top1[t]);
+        let (s, k) = accuracy(acc, r.top1.get(t).map_or(&[], Vec::as_slice));
         sum += s;
         n += k;
     }
-    let mut rows = vec![row(
-        trace,
-        policy,
-        "all",
-        &all,
-        r.ledger.energy_j,
-        r.ledger.carbon_g,
-        (sum, n),
-    )];
+    let mut rows = vec![row(trace, policy, "all", &all, r.energy_j, r.carbon_g, (sum, n))];
     rows[0].swaps = r.swaps;
     for (t, acc) in r.tenants.iter().enumerate() {
-        let share = if r.ledger.carbon_g > 0.0 {
-            r.ledger.tenant_carbon_g[t] / r.ledger.carbon_g
-        } else {
-            0.0
-        };
+        let carbon = r.tenant_carbon_g.get(t).copied().unwrap_or(0.0);
+        let share = if r.carbon_g > 0.0 { carbon / r.carbon_g } else { 0.0 };
         rows.push(row(
             trace,
             policy,
             &acc.name,
             acc,
-            r.ledger.energy_j * share,
-            r.ledger.tenant_carbon_g[t],
-            accuracy(acc, &r.top1[t]),
+            r.energy_j * share,
+            carbon,
+            accuracy(acc, r.top1.get(t).map_or(&[], Vec::as_slice)),
         ));
     }
     for x in &mut rows {
-        x.span_h = r.hours.len();
-        x.simulated_s = r.simulated.as_secs_f64();
+        x.span_h = r.span_h;
+        x.simulated_s = r.simulated_s;
     }
     rows
 }

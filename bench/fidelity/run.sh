@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Fidelity: the simulator with the host's device description
+# (rt-config/devices/host.ron) against `ecomap run` on this host, same
+# workload, policy and seed, 60 s each. Prints both summary rows side by
+# side. Run on an otherwise idle machine, as root (SCHED_FIFO), after
+# `scripts/setup.sh && . ./env.sh && cargo build --release`.
+#   bench/fidelity/run.sh [seconds]
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+secs=${1:-60}
+out=out/fidelity
+mkdir -p "$out"
+trace=../shared/data/carbon/electricitymaps_2023/US-CAL-CISO_2023_hourly.csv
+pairs=(
+    "policies/edf.ron workloads/robot.ron"
+    "policies/quality-only.ron workloads/robot-mixed.ron"
+    "bench/fidelity/capped-15w.ron workloads/robot.ron"
+)
+for pair in "${pairs[@]}"; do
+    read -r policy workload <<<"$pair"
+    name=$(basename "$policy" .ron)
+    target/release/ecomap run --rt-config rt-config/host.ron --policy "$policy" \
+        --workload "$workload" --duration "${secs}s" --out "$out/$name-hgrm" \
+        --summary "$out/$name-run.csv" >"$out/$name-run.txt"
+    target/release/ecomap simulate --device rt-config/devices/host.ron --workload "$workload" \
+        --policies "$policy" --traces "$trace" --span 1h --sample "${secs}s" --seed 1 \
+        --out "$out/$name-sim" >/dev/null
+done
+python3 - "$out" <<'PY'
+import csv, sys, os
+out = sys.argv[1]
+cols = ["submitted", "miss_pct", "mean_e2e_ms", "p99_e2e_ms", "energy_j", "accuracy_pct"]
+for name in ["edf", "quality-only", "capped-15w"]:
+    run = list(csv.DictReader(open(os.path.join(out, f"{name}-run.csv"))))
+    sim = list(csv.DictReader(open(os.path.join(out, f"{name}-sim", "summary.csv"))))
+    print(f"\n{name}: measured (ecomap run) vs simulated (host.ron)")
+    print(f"{'tenant':<12} " + " ".join(f"{c:>22}" for c in cols))
+    for r, s in zip(run, sim):
+        cells = []
+        for c in cols:
+            a, b = float(r[c] or "nan"), float(s[c] or "nan")
+            if c == "energy_j":  # run: the whole run; sim: per hour extrapolated
+                b = b * float(r["simulated_s"]) / 3600.0
+            cells.append(f"{a:>10.2f} / {b:>9.2f}")
+        print(f"{r['tenant']:<12} " + " ".join(f"{x:>22}" for x in cells))
+        if r["variant_shares"].count("/"):
+            print(f"{'':<12} variant shares (heaviest first): measured {r['variant_shares']}, simulated {s['variant_shares']}")
+PY
