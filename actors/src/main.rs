@@ -303,7 +303,10 @@ fn run(
             eprintln!("error: cannot write {}: {e}", path.display());
             return Err(ExitCode::from(1));
         }
-        eprintln!("ecomap: wrote the run's summary row(s) to {}", path.display());
+        eprintln!(
+            "ecomap: wrote the run's summary row(s) to {}",
+            path.display()
+        );
     }
     if !report.is_conserved() {
         eprintln!("error: outcome counts do not add up to submissions (a bug; please report)");
@@ -344,10 +347,14 @@ fn write_run_summary(
         .iter()
         .map(|t| t.variants().iter().map(|v| v.top1).collect())
         .collect();
-    let (energy_j, carbon_g, tenant_carbon) = report.energy.as_ref().map_or(
-        (0.0, 0.0, Vec::new()),
-        |e| (e.ledger.energy_j, e.ledger.carbon_g, e.ledger.tenant_carbon_g.clone()),
-    );
+    let (energy_j, carbon_g, tenant_carbon) =
+        report.energy.as_ref().map_or((0.0, 0.0, Vec::new()), |e| {
+            (
+                e.ledger.energy_j,
+                e.ledger.carbon_g,
+                e.ledger.tenant_carbon_g.clone(),
+            )
+        });
     let trace = match &l.policy.carbon {
         Some(CarbonSource::Trace { path, .. }) => ecomap_actors::simulate::trace_name(path),
         Some(CarbonSource::Fixed { gco2_per_kwh }) => format!("fixed-{gco2_per_kwh}"),

@@ -624,3 +624,119 @@ fn apply_variants(core: &mut DispatchCore, c: &Candidate, now: Timestamp) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::parse_ron;
+    use std::path::{Path, PathBuf};
+
+    fn xavier() -> DeviceModel {
+        let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("rt-config/devices/xavier.ron");
+        DeviceModel::load(&p).unwrap()
+    }
+
+    fn workload(text: &str) -> Workload {
+        let w: Workload = parse_ron(text, Path::new("w.ron"), "workload").unwrap();
+        w.validate(Path::new("w.ron")).unwrap();
+        w
+    }
+
+    fn trace(hours: usize, g: impl Fn(usize) -> f64) -> CarbonTrace {
+        let mut s = String::from("timestamp,gco2_per_kwh\n");
+        for h in 0..hours {
+            s.push_str(&format!(
+                "2023-01-{:02} {:02}:00:00,{}\n",
+                1 + h / 24,
+                h % 24,
+                g(h)
+            ));
+        }
+        CarbonTrace::parse(s.as_bytes(), Path::new("t.csv")).unwrap()
+    }
+
+    fn policy(text: &str) -> Policy {
+        parse_ron(text, Path::new("p.ron"), "policy").unwrap()
+    }
+
+    const TWO_CAMS: &str = r#"(tenants: [
+        (name: "a", model: Synthetic(service: "6ms"), units: Some(["gpu"]),
+         arrival: Periodic(rate_hz: 30.0, jitter: "1ms"), deadline: "33ms", capacity: 4),
+        (name: "b", model: Synthetic(service: "20ms"), units: Some(["dla0"]),
+         arrival: Poisson(rate_hz: 10.0), deadline: "100ms", capacity: 2),
+    ])"#;
+
+    fn run(w: &Workload, p: &Policy, t: &CarbonTrace, seed: u64) -> SimResult {
+        let d = xavier();
+        simulate(
+            &SimSetup {
+                workload: w,
+                device: &d,
+                policy: p,
+                trace: t,
+                start: Duration::ZERO,
+                hours: 4,
+                sample: Some(Duration::from_secs(60)),
+                seed,
+                accuracy_target: None,
+            },
+            |_| {},
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn every_request_ends_in_one_outcome_and_runs_replay_exactly() {
+        let w = workload(TWO_CAMS);
+        let p = policy(r#"(name: "edf")"#);
+        let t = trace(6, |_| 100.0);
+        let a = run(&w, &p, &t, 3);
+        let b = run(&w, &p, &t, 3);
+        for (x, y) in a.tenants.iter().zip(&b.tenants) {
+            assert!(x.counts.is_conserved(), "{:?}", x.counts);
+            assert_eq!(x.counts, y.counts);
+            assert_eq!(x.end_to_end.mean_us(), y.end_to_end.mean_us());
+        }
+        assert_eq!(a.ledger, b.ledger);
+        // 4 windows of 60 s at 30 Hz.
+        assert_eq!(a.tenants[0].counts.submitted, 4 * 60 * 30);
+        assert_eq!(a.hours.len(), 4);
+        assert!(a.ledger.energy_j > 0.0);
+    }
+
+    #[test]
+    fn the_governor_picks_modes_from_the_trace_and_slower_modes_stretch_service() {
+        let w = workload(TWO_CAMS);
+        let p = policy(
+            r#"(name: "g", governor: (rule: Thresholds(bands: [(below: 200.0, cap_w: 40.0)],
+                otherwise_w: 10.0), max_staleness: "2h", fallback_cap_w: 10.0))"#,
+        );
+        let t = trace(6, |h| if h < 2 { 100.0 } else { 500.0 });
+        let r = run(&w, &p, &t, 1);
+        let modes: Vec<&str> = r.hours.iter().map(|h| h.mode.as_str()).collect();
+        assert_eq!(modes, ["MAXN", "MAXN", "MODE_10W", "MODE_10W"]);
+        assert!(r.hours[3].power_w < r.hours[0].power_w);
+        // GPU slowdown at MODE_10W ≈ 2.03: the 6 ms tenant's service p50
+        // lies between the two speeds' means.
+        let p50 = r.tenants[0].service.quantile_us(0.5).unwrap() as f64 / 1000.0;
+        assert!((6.0..12.5).contains(&p50), "{p50}");
+        let carbon: f64 = r.hours.iter().map(|h| h.carbon_g).sum();
+        assert!((carbon - r.ledger.carbon_g).abs() < 1e-9);
+    }
+
+    #[test]
+    fn a_unit_the_device_lacks_is_a_clear_error() {
+        let w = workload(
+            r#"(tenants: [(name: "a", model: Vision(ResNet50), units: Some(["npu"]),
+                arrival: Periodic(rate_hz: 1.0), deadline: "1s", capacity: 1)])"#,
+        );
+        let e = analyse(&w, &xavier()).unwrap_err();
+        assert!(e.to_string().contains("\"npu\""), "{e}");
+        let w = workload(
+            r#"(tenants: [(name: "a", model: Vision(EfficientNetB0),
+                arrival: Periodic(rate_hz: 1.0), deadline: "1s", capacity: 1)])"#,
+        );
+        let e = analyse(&w, &xavier()).unwrap_err();
+        assert!(e.to_string().contains("EfficientNetB0"), "{e}");
+    }
+}

@@ -183,11 +183,23 @@ pub fn totals_rows(trace: &str, policy: &str, r: &RunTotals<'_>) -> Vec<SummaryR
         sum += s;
         n += k;
     }
-    let mut rows = vec![row(trace, policy, "all", &all, r.energy_j, r.carbon_g, (sum, n))];
+    let mut rows = vec![row(
+        trace,
+        policy,
+        "all",
+        &all,
+        r.energy_j,
+        r.carbon_g,
+        (sum, n),
+    )];
     rows[0].swaps = r.swaps;
     for (t, acc) in r.tenants.iter().enumerate() {
         let carbon = r.tenant_carbon_g.get(t).copied().unwrap_or(0.0);
-        let share = if r.carbon_g > 0.0 { carbon / r.carbon_g } else { 0.0 };
+        let share = if r.carbon_g > 0.0 {
+            carbon / r.carbon_g
+        } else {
+            0.0
+        };
         rows.push(row(
             trace,
             policy,

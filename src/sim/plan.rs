@@ -435,3 +435,124 @@ fn oracle_schedule(analysis: &Analysis, hourly: &[f64], target: f64) -> Vec<Cand
         .map(|&g| front[pick(hi, g)].0.clone())
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::parse_ron;
+    use crate::config::workload::Workload;
+    use std::path::{Path, PathBuf};
+
+    fn analysis(text: &str) -> Analysis {
+        let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("rt-config/devices/xavier.ron");
+        let d = DeviceModel::load(&p).unwrap();
+        let w: Workload = parse_ron(text, Path::new("w.ron"), "workload").unwrap();
+        crate::sim::analyse(&w, &d).unwrap()
+    }
+
+    /// One GPU tenant: 12 ms at MAXN, 30 Hz, 33 ms deadline — feasible at
+    /// MAXN (36%), 30 W, MaxQ and 15 W (≈ 61%); 10 W needs 24 ms × 30 = 73%
+    /// and a 24 ms response: also feasible. 60 Hz at 10 W is not.
+    fn one(rate: f64) -> Analysis {
+        analysis(&format!(
+            r#"(tenants: [(name: "a", model: Synthetic(service: "12ms"), units: Some(["gpu"]),
+                arrival: Periodic(rate_hz: {rate}), deadline: "33ms", capacity: 4)])"#
+        ))
+    }
+
+    #[test]
+    fn efficient_static_picks_the_lowest_power_feasible_mode() {
+        let a = one(30.0);
+        let c = a.efficient_static().unwrap();
+        assert_eq!(a.device.modes()[c.mode].name, "MODE_10W");
+        let a = one(60.0);
+        let c = a.efficient_static().unwrap();
+        let p = a.predict(&c);
+        assert!(p.feasible);
+        assert_ne!(a.device.modes()[c.mode].name, "MODE_10W");
+        // Every mode that draws less is infeasible.
+        for m in 0..a.device.modes().len() {
+            let q = a.predict(&a.heaviest(m));
+            if q.power_w < p.power_w {
+                assert!(!q.feasible, "{}", a.device.modes()[m].name);
+            }
+        }
+    }
+
+    #[test]
+    fn an_infeasible_workload_has_no_efficient_static_plan_and_the_oracle_falls_back() {
+        let a = one(200.0); // 12 ms × 200 Hz = 240% of the GPU at MAXN
+        assert!(a.efficient_static().is_none());
+        let s = oracle_schedule(&a, &[100.0, 500.0], 0.0);
+        assert_eq!(s, vec![a.heaviest(a.device.reference_mode()); 2]);
+    }
+
+    #[test]
+    fn the_oracle_never_plans_a_predicted_miss_and_meets_its_accuracy() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("w.ron");
+        let catalog = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("policies/models.ron");
+        std::fs::write(
+            &file,
+            format!(
+                r#"(catalog: "{}", tenants: [
+                (name: "cam", model: Family("imagenet-resnet-deep"), units: Some(["gpu"]),
+                 arrival: Periodic(rate_hz: 60.0), deadline: "33ms", capacity: 4)])"#,
+                catalog.display()
+            ),
+        )
+        .unwrap();
+        let w = Workload::load(&file).unwrap();
+        let d = DeviceModel::load(
+            &PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("rt-config/devices/xavier.ron"),
+        )
+        .unwrap();
+        let a = crate::sim::analyse(&w, &d).unwrap();
+        let hourly: Vec<f64> = (0..48)
+            .map(|h| if h % 24 < 12 { 50.0 } else { 600.0 })
+            .collect();
+        let s = oracle_schedule(&a, &hourly, 0.0);
+        assert!(s.iter().all(|c| a.predict(c).feasible));
+        // With no accuracy to keep, every hour runs the cheapest feasible plan.
+        let cheapest = s[0].clone();
+        assert!(s.iter().all(|c| *c == cheapest));
+        // Asked for the heaviest variant's accuracy, it keeps it every hour.
+        let best = a.predict(&a.heaviest(0)).accuracy;
+        let s = oracle_schedule(&a, &hourly, best);
+        assert!(s
+            .iter()
+            .all(|c| c.variants[0] == 0 && a.predict(c).feasible));
+        // Halfway between, it degrades in the dirty hours, not the clean ones.
+        let mid = 0.5 * (best + a.predict(&cheapest).accuracy);
+        let s = oracle_schedule(&a, &hourly, mid);
+        let mean: f64 = s.iter().map(|c| a.predict(c).accuracy).sum::<f64>() / s.len() as f64;
+        assert!(mean >= mid - 1e-9, "{mean} < {mid}");
+        let acc = |h: usize| a.predict(&s[h]).accuracy;
+        assert!(
+            acc(0) >= acc(12),
+            "clean hour {} vs dirty hour {}",
+            acc(0),
+            acc(12)
+        );
+    }
+
+    #[test]
+    fn clover_replans_only_when_the_intensity_moves() {
+        let a = one(30.0);
+        let policy = PlanPolicy::Clover {
+            lambda: 0.5,
+            reference_gco2: 300.0,
+            min_change: 0.05,
+            iterations: 200,
+        };
+        let hourly = [300.0, 305.0, 400.0];
+        let mut p = Planner::new(&policy, &a, &hourly, None).unwrap();
+        let first = p.decide(&a, 0, &hourly).expect("the first hour plans");
+        assert!(a.predict(&first).feasible);
+        assert!(
+            p.decide(&a, 1, &hourly).is_none(),
+            "a 1.7% move keeps the plan"
+        );
+        assert!(p.decide(&a, 2, &hourly).is_some());
+    }
+}

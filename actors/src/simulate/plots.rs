@@ -29,11 +29,7 @@ fn colour(i: usize) -> RGBColor {
 }
 
 /// Intensity over the span, and each policy's mean modelled power per day.
-fn carbon_and_power(
-    path: &Path,
-    trace: &str,
-    runs: &[(&str, &SimResult)],
-) -> PlotResult<()> {
+fn carbon_and_power(path: &Path, trace: &str, runs: &[(&str, &SimResult)]) -> PlotResult<()> {
     let root = SVGBackend::new(path, (1100, 560)).into_drawing_area();
     root.fill(&WHITE)?;
     let (top, bottom) = root.split_vertically(260);
@@ -45,7 +41,10 @@ fn carbon_and_power(
         .map(|h| h.gco2_per_kwh)
         .fold(1.0, f64::max);
     let mut c = ChartBuilder::on(&top)
-        .caption(format!("{trace}: grid carbon intensity"), ("sans-serif", 18))
+        .caption(
+            format!("{trace}: grid carbon intensity"),
+            ("sans-serif", 18),
+        )
         .margin(10)
         .x_label_area_size(30)
         .y_label_area_size(60)
@@ -88,7 +87,10 @@ fn carbon_and_power(
         .x_label_area_size(30)
         .y_label_area_size(60)
         .build_cartesian_2d(0.0..hours / 24.0, 0.0..p_max * 1.1)?;
-    c.configure_mesh().x_desc("day of span").y_desc("W").draw()?;
+    c.configure_mesh()
+        .x_desc("day of span")
+        .y_desc("W")
+        .draw()?;
     for (i, (name, r)) in runs.iter().enumerate() {
         let col = colour(i);
         c.draw_series(LineSeries::new(daily(r), &col))?
@@ -105,7 +107,13 @@ fn carbon_and_power(
 }
 
 /// Each tenant's variant (0 = heaviest) per hour under one policy.
-fn variants(path: &Path, trace: &str, policy: &str, r: &SimResult, tenants: &[String]) -> PlotResult<()> {
+fn variants(
+    path: &Path,
+    trace: &str,
+    policy: &str,
+    r: &SimResult,
+    tenants: &[String],
+) -> PlotResult<()> {
     let root = SVGBackend::new(path, (1100, 420)).into_drawing_area();
     root.fill(&WHITE)?;
     let hours = r.hours.len() as f64;
@@ -219,7 +227,10 @@ fn policy_bars(path: &Path, rows: &[SummaryRow]) -> PlotResult<bool> {
             policies.push(&r.policy);
         }
     }
-    let base = |trace: &str| all.iter().find(|r| r.trace == trace && r.policy == "max-perf");
+    let base = |trace: &str| {
+        all.iter()
+            .find(|r| r.trace == trace && r.policy == "max-perf")
+    };
     let mut bars = Vec::new();
     for p in &policies {
         let ratios: Vec<(f64, f64)> = all
