@@ -163,6 +163,10 @@ impl CarbonTrace {
             (TraceFormat::ElectricityMaps, t, v)
         } else if let (Some(t), Some(v)) = (col(&["timestamp"]), col(&["avg_CI"])) {
             (TraceFormat::Eia, t, v)
+        } else if let (Some(0), Some(v)) = (col(&[""]), col(&["avg_CI"])) {
+            // The EIA-derived file of one region (WAAT) was written with an
+            // unnamed index column where the others say `timestamp`.
+            (TraceFormat::Eia, 0, v)
         } else if let (Some(t), Some(v)) = (col(&["timestamp"]), col(&["gco2_per_kwh"])) {
             (TraceFormat::Plain, t, v)
         } else {
@@ -353,6 +357,9 @@ mod tests {
             e.contains("unknown carbon-trace header") && e.contains("avg_CI"),
             "{e}"
         );
+        let unnamed = parse(",WND,avg_CI\n2022-01-01 00:00:00+00:00,107.0,57.88\n").unwrap();
+        assert_eq!(unnamed.format, TraceFormat::Eia);
+        assert_eq!(unnamed.samples[0].gco2_per_kwh, 57.88);
         let e = parse("timestamp,avg_CI\n").unwrap_err().to_string();
         assert!(e.contains("no usable rows"), "{e}");
         let e = parse("timestamp,avg_CI\n2022-01-01 00:00:00+00:00,,\n")
