@@ -10,9 +10,12 @@
 //! [`plan`].
 //!
 //! **Sampling.** Intensity changes hourly and the decisions under test act
-//! per hour, so a long span may simulate only the first `sample` of every
-//! trace hour and extrapolate that hour's energy from it; request counts
-//! are those simulated. `sample: None` simulates every second.
+//! per hour, so a long span may simulate only `sample` of simulated time
+//! per trace hour — the trace replayed `3600 / sample` times faster, as
+//! `ecomap run --carbon-speedup` replays it, with no gaps: queues, arrival
+//! phases and the controllers' clocks carry over from hour to hour — and
+//! extrapolate each hour's energy from its window; request counts are those
+//! simulated. `sample: None` simulates every second of every hour.
 //!
 //! No threads, no wall clock: same inputs and seed, same result, bit for
 //! bit.
@@ -181,7 +184,8 @@ struct Engine<'a> {
     seq: u64,
     gens: Vec<ArrivalGenerator>,
     next_id: Vec<u64>,
-    window_end: Timestamp,
+    /// Releases stop here.
+    span_end: Timestamp,
     fx: StepEffects,
     rng: SmallRng,
     sigma: Vec<f64>,
@@ -255,7 +259,7 @@ impl<'a> Engine<'a> {
             account.record_rejected();
         }
         let next = self.gens[t].next_release();
-        if next < self.window_end {
+        if next < self.span_end {
             self.push(next, Event::Arrival(t));
         }
     }
@@ -291,21 +295,30 @@ impl<'a> Engine<'a> {
         self.step(u, StepEvent::Finished(done), now);
     }
 
-    /// Run one window: releases in [start, start + length), then drain.
-    /// Returns when the last event happened.
-    fn run_window(&mut self, start: Timestamp, length: Duration, hour: u64) -> Timestamp {
-        self.window_end = start + length;
+    /// Start every tenant's arrivals at time zero; releases stop at
+    /// `span_end`.
+    fn start_arrivals(&mut self, span_end: Timestamp) {
+        self.span_end = span_end;
         for (t, spec) in self.setup.workload.tenants.iter().enumerate() {
-            let seed = mix(self.setup.seed ^ mix(hour) ^ mix(t as u64 + 0x51));
-            self.gens[t] = ArrivalGenerator::new(spec.arrival.clone(), seed, start);
+            let seed = mix(self.setup.seed ^ mix(t as u64 + 0x51));
+            self.gens[t] = ArrivalGenerator::new(spec.arrival.clone(), seed, Timestamp::ZERO);
             let first = self.gens[t].next_release();
-            if first < self.window_end {
+            if first < span_end {
                 self.push(first, Event::Arrival(t));
             }
         }
-        let mut last = start;
-        while let Some(Reverse((at, _, e))) = self.events.pop() {
-            last = at;
+    }
+
+    /// Process every event before `until` (all of them when `None`: the
+    /// drain after the last release). Returns the time of the last event.
+    fn run_until(&mut self, until: Option<Timestamp>) -> Option<Timestamp> {
+        let mut last = None;
+        while let Some(Reverse((at, _, _))) = self.events.peek() {
+            if until.is_some_and(|u| *at >= u) {
+                break;
+            }
+            let Reverse((at, _, e)) = self.events.pop().expect("peeked");
+            last = Some(at);
             match e {
                 Event::Arrival(t) => self.arrival(t, at),
                 Event::Finish(u) => self.finish(u, at),
@@ -316,7 +329,6 @@ impl<'a> Engine<'a> {
                 }
             }
         }
-        debug_assert_eq!(self.core.queued_total(), 0, "a window ends drained");
         last
     }
 
@@ -507,7 +519,7 @@ pub fn simulate(
             .map(|t| ArrivalGenerator::new(t.arrival.clone(), 0, Timestamp::ZERO))
             .collect(),
         next_id: vec![0; n],
-        window_end: Timestamp::ZERO,
+        span_end: Timestamp::ZERO,
         fx: StepEffects::default(),
         rng: SmallRng::seed_from_u64(mix(setup.seed ^ 0xd1ce)),
         sigma,
@@ -531,8 +543,14 @@ pub fn simulate(
     let mut ledger = EnergyLedger::new(n);
     let mut hours = Vec::with_capacity(setup.hours);
     let mut simulated = Duration::ZERO;
+    // Simulated time runs on without gaps: hour h of the trace is the
+    // window [h·window, (h+1)·window). With sampling this is the trace
+    // replayed `3600 / window` times faster, as `ecomap run
+    // --carbon-speedup` replays it — queues, arrival phases and the quality
+    // controller's clocks carry over from one hour to the next.
+    engine.start_arrivals(Timestamp::ZERO + window * setup.hours as u32);
     for (h, &gco2) in hourly.iter().enumerate() {
-        let start = Timestamp::from_nanos(h as u64 * HOUR_S * 1_000_000_000);
+        let start = Timestamp::ZERO + window * h as u32;
         // Decide the hour's mode (and variants).
         let mut mode = engine.mode;
         if let Some(p) = planner.as_mut() {
@@ -551,8 +569,11 @@ pub fn simulate(
         });
         engine.unit_busy_ns.iter_mut().for_each(|b| *b = 0);
         engine.tenant_busy_ns.iter_mut().for_each(|b| *b = 0);
-        let last = engine.run_window(start, window, h as u64);
-        let elapsed = last.saturating_since(start).max(window);
+        let end = start + window;
+        let last_hour = h + 1 == setup.hours;
+        // The last hour also drains what is still queued or running.
+        let last = engine.run_until((!last_hour).then_some(end));
+        let elapsed = last.map_or(window, |l| l.saturating_since(start).max(window));
         simulated += elapsed;
         // Energy of the window, extrapolated to the hour.
         let secs = elapsed.as_secs_f64();
