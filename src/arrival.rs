@@ -82,6 +82,15 @@ impl ArrivalProcess {
     }
 }
 
+/// The arrival seed of tenant `tenant` of a workload seeded `workload_seed`:
+/// the runtime's load generators and the simulator derive it the same way,
+/// so both release the same arrival sequence.
+pub fn tenant_seed(workload_seed: u64, tenant: usize) -> u64 {
+    workload_seed
+        .wrapping_mul(0x9E37_79B9_7F4A_7C15)
+        .wrapping_add(tenant as u64)
+}
+
 /// Produces release times of one arrival process.
 #[derive(Debug, Clone)]
 pub struct ArrivalGenerator {

@@ -4,6 +4,11 @@
 //! the inference backends. Decisions and bookkeeping are delegated to the
 //! pure `ecomap` core crate, so the simulator and this runtime share them.
 //!
+//! The tree says what is where: [`dataplane`], [`controlplane`],
+//! [`platform`] (power control and sensing), [`backend`] (inference),
+//! [`simulate`] (the simulator's runs, tables and plots), [`runtime`] (wiring),
+//! [`rt`] (real-time set-up).
+//!
 //! Data plane (dedicated OS threads, pinned and SCHED_FIFO per the
 //! rt-config, bounded crossbeam channels):
 //! - [`load_generator`]: releases each tenant's requests (stands in for sensors);
@@ -17,19 +22,15 @@
 //! settings. See `docs/architecture.md`.
 #![warn(missing_docs, rust_2018_idioms, unreachable_pub)]
 
-pub mod accelerator_worker;
 pub mod backend;
-pub mod carbon_http;
-pub mod carbon_monitor;
 pub mod clock;
-pub mod control_plane;
-pub mod edf_dispatcher;
-pub mod energy_meter;
-pub mod load_generator;
+pub mod controlplane;
+pub mod dataplane;
 pub mod platform;
-pub mod power_governor;
 pub mod rt;
 pub mod runtime;
 pub mod simulate;
-pub mod telemetry;
-pub mod tenant_queue;
+
+// The actors under their short paths (`ecomap_actors::edf_dispatcher`, …).
+pub use controlplane::{carbon_http, carbon_monitor, control_plane, energy_meter, power_governor};
+pub use dataplane::{accelerator_worker, edf_dispatcher, load_generator, telemetry, tenant_queue};

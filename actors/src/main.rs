@@ -79,7 +79,7 @@ enum Command {
         #[arg(
             long,
             value_delimiter = ',',
-            default_value = "max-perf,efficient-static,ecomap-power,quality-only,clover,carbon-buckets,ecomap,oracle"
+            default_value = "max-perf,efficient-static,ecomap-power,quality-only,lowest-mode,clover,carbon-buckets,ecomap,oracle"
         )]
         policies: Vec<String>,
         /// Carbon-intensity CSVs (EIA, Electricity Maps, or timestamp,gco2_per_kwh).
@@ -102,8 +102,10 @@ enum Command {
         /// or a UTC date (2023-06-01).
         #[arg(long, default_value = "0s", value_parser = parse_start)]
         start: ecomap_actors::simulate::StartAt,
-        /// Seed of arrivals and service-time draws.
-        #[arg(long, default_value_t = 1)]
+        /// Seed: XORed into the workload's seed for arrivals (0, the default,
+        /// releases the same arrivals as `ecomap run`), and seeds the
+        /// service-time draws.
+        #[arg(long, default_value_t = 0)]
         seed: u64,
         /// Simulated time per trace hour (e.g. 2m), or `full`. Default: full
         /// up to 3 days of span, 2m beyond.

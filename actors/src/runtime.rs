@@ -413,10 +413,7 @@ impl Runtime {
         let stop = Arc::new(AtomicBool::new(false));
         let mut handles = Vec::new();
         for (i, t) in workload.tenants.iter().enumerate() {
-            let seed = workload
-                .seed
-                .wrapping_mul(0x9E37_79B9_7F4A_7C15)
-                .wrapping_add(i as u64);
+            let seed = ecomap::arrival::tenant_seed(workload.seed, i);
             let gen = LoadGenerator::new(
                 self.queues[i].clone(),
                 ArrivalGenerator::new(t.arrival.clone(), seed, start),

@@ -4,7 +4,7 @@
 # workload, policy and seed, 60 s each. Prints both summary rows side by
 # side. Run on an otherwise idle machine, as root (SCHED_FIFO), after
 # `scripts/setup.sh && . ./env.sh && cargo build --release`.
-#   bench/fidelity/run.sh [seconds]
+#   bench/fidelity/run.sh [seconds]     (SIM_ONLY=1: re-simulate, keep the measured runs)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 secs=${1:-60}
@@ -19,11 +19,13 @@ pairs=(
 for pair in "${pairs[@]}"; do
     read -r policy workload <<<"$pair"
     name=$(basename "$policy" .ron)
+    if [ -z "${SIM_ONLY:-}" ]; then
     target/release/ecomap run --rt-config rt-config/host.ron --policy "$policy" \
         --workload "$workload" --duration "${secs}s" --out "$out/$name-hgrm" \
         --summary "$out/$name-run.csv" >"$out/$name-run.txt"
+    fi
     target/release/ecomap simulate --device rt-config/devices/host.ron --workload "$workload" \
-        --policies "$policy" --traces "$trace" --span 1h --sample "${secs}s" --seed 1 \
+        --policies "$policy" --traces "$trace" --span 1h --sample "${secs}s" --seed 0 \
         --out "$out/$name-sim" >/dev/null
 done
 python3 - "$out" <<'PY'

@@ -107,7 +107,8 @@ pub struct SimSetup<'a> {
     pub hours: usize,
     /// Simulated time per trace hour; `None`: the whole hour.
     pub sample: Option<Duration>,
-    /// Seed of arrivals and service-time draws.
+    /// Varies arrivals (XORed into the workload's seed; 0 keeps it) and
+    /// seeds the service-time draws.
     pub seed: u64,
     /// The oracle's required mean accuracy (%); `None`: the most accurate.
     pub accuracy_target: Option<f64>,
@@ -300,7 +301,9 @@ impl<'a> Engine<'a> {
     fn start_arrivals(&mut self, span_end: Timestamp) {
         self.span_end = span_end;
         for (t, spec) in self.setup.workload.tenants.iter().enumerate() {
-            let seed = mix(self.setup.seed ^ mix(t as u64 + 0x51));
+            // `seed` 0 keeps the workload's own seed: the arrivals `ecomap
+            // run` releases for the same workload.
+            let seed = crate::arrival::tenant_seed(self.setup.workload.seed ^ self.setup.seed, t);
             self.gens[t] = ArrivalGenerator::new(spec.arrival.clone(), seed, Timestamp::ZERO);
             let first = self.gens[t].next_release();
             if first < span_end {

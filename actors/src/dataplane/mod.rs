@@ -1,0 +1,17 @@
+//! The data plane: requests from release to outcome, on dedicated pinned
+//! (SCHED_FIFO per the rt-config) threads joined by bounded crossbeam
+//! channels. The decisions are the core's (`ecomap::dispatch`); these
+//! actors move requests and own the threads.
+//!
+//! - [`load_generator`]: releases each tenant's requests (stands in for sensors);
+//! - [`tenant_queue`]: per-tenant bounded admission;
+//! - [`edf_dispatcher`]: the core's dispatch step behind a lock, run by the
+//!   worker that becomes free (no thread of its own);
+//! - [`accelerator_worker`]: real inference through a [`crate::backend`];
+//! - [`telemetry`]: outcome counters and latency histograms.
+
+pub mod accelerator_worker;
+pub mod edf_dispatcher;
+pub mod load_generator;
+pub mod telemetry;
+pub mod tenant_queue;
