@@ -41,17 +41,21 @@ impl ArrivalProcess {
         }
     }
 
-    /// The same process with its rate multiplied by `factor` (for overload tests).
-    pub fn scaled(&self, factor: f64) -> ArrivalProcess {
-        match self.clone() {
-            ArrivalProcess::Periodic { rate_hz, jitter } => ArrivalProcess::Periodic {
-                rate_hz: rate_hz * factor,
-                jitter: jitter.min(Duration::from_secs_f64(1.0 / (rate_hz * factor)) / 2),
+    /// The same process with its rate multiplied by `factor` (for overload
+    /// tests); the jitter shrinks to at most half the new period. The
+    /// result is validated: a factor that takes the rate out of range is
+    /// an error that says so, never a panic.
+    pub fn scaled(&self, factor: f64) -> Result<ArrivalProcess, String> {
+        let rate = self.rate_hz() * factor;
+        let scaled = match self.clone() {
+            ArrivalProcess::Periodic { jitter, .. } => ArrivalProcess::Periodic {
+                rate_hz: rate,
+                jitter: Duration::try_from_secs_f64(0.5 / rate)
+                    .map_or(jitter, |half_period| jitter.min(half_period)),
             },
-            ArrivalProcess::Poisson { rate_hz } => ArrivalProcess::Poisson {
-                rate_hz: rate_hz * factor,
-            },
-        }
+            ArrivalProcess::Poisson { .. } => ArrivalProcess::Poisson { rate_hz: rate },
+        };
+        scaled.validate().map(|()| scaled)
     }
 
     /// Check the parameters; the message says what to change.
@@ -60,6 +64,12 @@ impl ArrivalProcess {
         if !(rate.is_finite() && rate > 0.0) {
             return Err(format!(
                 "rate_hz must be a positive number of requests per second, got {rate}"
+            ));
+        }
+        if rate < MIN_RATE_HZ {
+            return Err(format!(
+                "rate_hz {rate} is below {MIN_RATE_HZ} (one request per 11.6 days); give a \
+                 larger rate"
             ));
         }
         if rate > 1e6 {
@@ -90,6 +100,10 @@ pub fn tenant_seed(workload_seed: u64, tenant: usize) -> u64 {
         .wrapping_mul(0x9E37_79B9_7F4A_7C15)
         .wrapping_add(tenant as u64)
 }
+
+/// The least rate a tenant may have (requests per second): one request per
+/// 11.6 days. Below it, periods overflow the clock.
+pub const MIN_RATE_HZ: f64 = 1e-6;
 
 /// Produces release times of one arrival process.
 #[derive(Debug, Clone)]
@@ -200,7 +214,8 @@ mod tests {
             rate_hz: 100.0,
             jitter: Duration::from_millis(9),
         }
-        .scaled(2.0);
+        .scaled(2.0)
+            .unwrap();
         assert_eq!(scaled.rate_hz(), 200.0);
         scaled.validate().unwrap();
     }

@@ -274,8 +274,13 @@ impl CarbonTrace {
     /// The sample in force `offset` after the first sample (a step function;
     /// past the end the last sample holds).
     pub fn sample_at(&self, offset: Duration) -> TraceSample {
-        let t = self.samples[0].at
-            + chrono::Duration::from_std(offset).unwrap_or(chrono::Duration::MAX);
+        // Past the representable range the last sample holds, as past the end.
+        let t = chrono::Duration::from_std(offset)
+            .ok()
+            .and_then(|d| self.samples[0].at.checked_add_signed(d));
+        let Some(t) = t else {
+            return self.samples[self.samples.len() - 1];
+        };
         let i = self.samples.partition_point(|s| s.at <= t);
         self.samples[i.saturating_sub(1)]
     }
@@ -357,6 +362,10 @@ mod tests {
             e.contains("unknown carbon-trace header") && e.contains("avg_CI"),
             "{e}"
         );
+        // Offsets past what the calendar can hold saturate to the last row.
+        let two = parse("timestamp,gco2_per_kwh\n2023-01-01 00:00:00,1\n2023-01-01 01:00:00,2\n")
+            .unwrap();
+        assert_eq!(two.sample_at(Duration::MAX).gco2_per_kwh, 2.0);
         let unnamed = parse(",WND,avg_CI\n2022-01-01 00:00:00+00:00,107.0,57.88\n").unwrap();
         assert_eq!(unnamed.format, TraceFormat::Eia);
         assert_eq!(unnamed.samples[0].gco2_per_kwh, 57.88);

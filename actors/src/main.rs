@@ -216,6 +216,12 @@ fn load(files: &Files) -> Result<Loaded, ConfigError> {
     {
         *speedup = s;
     }
+    // The flags may have replaced the policy's values: check them again.
+    if let Some(c) = &policy.carbon {
+        c.validate().map_err(|m| {
+            ConfigError::invalid(&files.policy, "carbon (with --carbon-trace / --carbon-speedup)", m)
+        })?;
+    }
     if !ecomap_actors::backend::HAS_LIBTORCH {
         if let Some(t) = workload.tenants.iter().find(|t| t.model.needs_libtorch()) {
             return Err(ConfigError::invalid(
@@ -245,6 +251,12 @@ fn run(
     summary: Option<&Path>,
 ) -> Result<(), ExitCode> {
     let l = load(files).map_err(bad_input)?;
+    // A load factor that takes a tenant's rate out of range is bad input,
+    // found before anything starts.
+    if let Err(m) = l.workload.scaled(load_factor) {
+        eprintln!("error: --load-factor {load_factor}: {m}");
+        return Err(ExitCode::from(2));
+    }
     eprintln!(
         "ecomap: {} tenant(s), {} worker(s), policy '{}'; loading models…",
         l.workload.tenants.len(),

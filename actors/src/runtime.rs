@@ -256,11 +256,20 @@ impl Runtime {
                         let mut loaded = Vec::new();
                         if serves[t] {
                             for (v, variant) in variants.iter().enumerate() {
-                                let timed = load_model(&variant.model, device).and_then(|mut m| {
-                                    m.run()?;
-                                    let t0 = std::time::Instant::now();
-                                    m.run()?;
-                                    Ok((m, t0.elapsed()))
+                                // A backend that panics while loading must fail
+                                // start-up with an error, not leave it waiting.
+                                let timed = std::panic::catch_unwind(
+                                    std::panic::AssertUnwindSafe(|| {
+                                        load_model(&variant.model, device).and_then(|mut m| {
+                                            m.run()?;
+                                            let t0 = std::time::Instant::now();
+                                            m.run()?;
+                                            Ok((m, t0.elapsed()))
+                                        })
+                                    }),
+                                )
+                                .unwrap_or_else(|_| {
+                                    Err(crate::backend::BackendError::Panicked)
                                 });
                                 match timed {
                                     Ok((m, took)) => {
@@ -387,7 +396,13 @@ impl Runtime {
     /// are served during [`Runtime::shutdown`].
     pub fn run_load(&mut self, duration: Duration, load_factor: f64) -> Result<(), StartError> {
         let workload = if (load_factor - 1.0).abs() > f64::EPSILON {
-            self.workload.scaled(load_factor)
+            self.workload.scaled(load_factor).map_err(|m| {
+                StartError::Config(ecomap::config::ConfigError::invalid(
+                    std::path::Path::new("--load-factor"),
+                    "load_factor",
+                    m,
+                ))
+            })?
         } else {
             self.workload.clone()
         };

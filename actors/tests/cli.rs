@@ -142,6 +142,25 @@ fn durations_that_do_not_parse_are_refused() {
         assert_bad_input(&f.run(&[&arg]), &["--duration"]);
     }
     assert_bad_input(&f.run(&["--load-factor=-2"]), &["--load-factor"]);
+    // Positive, but it takes every rate below one request per 11.6 days.
+    assert_bad_input(
+        &f.run(&["--load-factor=1e-25"]),
+        &["--load-factor", "below"],
+    );
+}
+
+#[test]
+fn an_absurd_trace_speedup_is_refused_before_any_work() {
+    let f = Files::new();
+    with_platform(&f);
+    let trace = f.write(
+        "t.csv",
+        "timestamp,gco2_per_kwh\n2023-01-01 00:00:00,100\n2023-01-01 01:00:00,200\n",
+    );
+    assert_bad_input(
+        &f.run(&["--carbon-trace", trace.to_str().unwrap(), "--carbon-speedup", "1e20"]),
+        &["speedup must be in"],
+    );
 }
 
 #[test]

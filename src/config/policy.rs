@@ -66,6 +66,9 @@ pub enum CarbonSource {
     },
 }
 
+/// Fastest trace replay: a year of trace in about 3 s of run.
+pub const MAX_SPEEDUP: f64 = 1e7;
+
 fn default_speedup() -> f64 {
     360.0
 }
@@ -86,11 +89,12 @@ impl CarbonSource {
                 }
             }
             CarbonSource::Trace { speedup, .. } => {
-                if speedup.is_finite() && *speedup > 0.0 {
+                if speedup.is_finite() && *speedup > 0.0 && *speedup <= MAX_SPEEDUP {
                     Ok(())
                 } else {
                     Err(format!(
-                        "speedup must be positive (trace seconds per run second), got {speedup}"
+                        "speedup must be in (0, {MAX_SPEEDUP}] trace seconds per run second (at \
+                         most a year of trace in 3 s), got {speedup}"
                     ))
                 }
             }

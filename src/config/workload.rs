@@ -25,6 +25,9 @@ use std::collections::HashSet;
 use std::path::Path;
 use std::time::Duration;
 
+/// Most requests one tenant may queue (its channel is allocated up front).
+pub const MAX_CAPACITY: usize = 1 << 20;
+
 /// One tenant: a stream of requests for one model.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -193,6 +196,17 @@ impl Workload {
                     "deadline must be positive, e.g. \"33ms\"",
                 ));
             }
+            if t.capacity > MAX_CAPACITY {
+                return Err(ConfigError::invalid(
+                    path,
+                    place("capacity"),
+                    format!(
+                        "capacity {} is above {MAX_CAPACITY}; a tenant queue that long holds \
+                         requests whose deadlines pass long before they start",
+                        t.capacity
+                    ),
+                ));
+            }
             if t.capacity == 0 {
                 return Err(ConfigError::invalid(
                     path,
@@ -207,13 +221,16 @@ impl Workload {
         Ok(())
     }
 
-    /// The same workload with every arrival rate multiplied by `factor`.
-    pub fn scaled(&self, factor: f64) -> Workload {
+    /// The same workload with every arrival rate multiplied by `factor`;
+    /// `Err` says which tenant's rate the factor takes out of range.
+    pub fn scaled(&self, factor: f64) -> Result<Workload, String> {
         let mut w = self.clone();
         for t in &mut w.tenants {
-            t.arrival = t.arrival.scaled(factor);
+            t.arrival = t.arrival.scaled(factor).map_err(|m| {
+                format!("load factor {factor} gives tenant '{}' an invalid arrival rate: {m}", t.name)
+            })?;
         }
-        w
+        Ok(w)
     }
 
     /// Index of the tenant called `name`.
@@ -251,7 +268,9 @@ mod tests {
         assert_eq!(w.tenants[0].deadline, Duration::from_millis(33));
         assert_eq!(w.tenants[1].priority, 1);
         assert_eq!(w.tenant_index("cls"), Some(1));
-        assert_eq!(w.scaled(2.0).tenants[1].arrival.rate_hz(), 10.0);
+        assert_eq!(w.scaled(2.0).unwrap().tenants[1].arrival.rate_hz(), 10.0);
+        let e = w.scaled(1e-25).unwrap_err();
+        assert!(e.contains("load factor") && e.contains("below"), "{e}");
     }
 
     fn err(text: &str) -> String {

@@ -29,6 +29,9 @@ pub enum BackendError {
     /// A forward pass failed.
     #[error("inference failed: {0}")]
     Run(String),
+    /// The backend panicked while loading or warming the model up.
+    #[error("the backend panicked while loading the model")]
+    Panicked,
 }
 
 /// A model ready to serve requests, owned by one worker thread.

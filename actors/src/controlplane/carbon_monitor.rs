@@ -102,7 +102,12 @@ impl CarbonMonitor {
                 start_offset,
             } => {
                 let elapsed = now.saturating_since(self.origin);
-                let s = trace.sample_at(*start_offset + elapsed.mul_f64(*speedup));
+                // Saturating: an absurd speedup holds the last sample
+                // instead of overflowing the clock.
+                let offset = Duration::try_from_secs_f64(elapsed.as_secs_f64() * *speedup)
+                    .unwrap_or(Duration::MAX)
+                    .saturating_add(*start_offset);
+                let s = trace.sample_at(offset);
                 Some(CarbonReading {
                     gco2_per_kwh: s.gco2_per_kwh,
                     observed: now,
