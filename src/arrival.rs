@@ -215,7 +215,7 @@ mod tests {
             jitter: Duration::from_millis(9),
         }
         .scaled(2.0)
-            .unwrap();
+        .unwrap();
         assert_eq!(scaled.rate_hz(), 200.0);
         scaled.validate().unwrap();
     }

@@ -219,7 +219,11 @@ fn load(files: &Files) -> Result<Loaded, ConfigError> {
     // The flags may have replaced the policy's values: check them again.
     if let Some(c) = &policy.carbon {
         c.validate().map_err(|m| {
-            ConfigError::invalid(&files.policy, "carbon (with --carbon-trace / --carbon-speedup)", m)
+            ConfigError::invalid(
+                &files.policy,
+                "carbon (with --carbon-trace / --carbon-speedup)",
+                m,
+            )
         })?;
     }
     if !ecomap_actors::backend::HAS_LIBTORCH {
@@ -277,7 +281,12 @@ fn run(
         "ecomap: serving for {} (load factor {load_factor})…",
         humantime::format_duration(duration)
     );
-    let run_result = runtime.run_load(duration, load_factor);
+    let signals = Signals::install();
+    let run_result = runtime.run_load_interruptible(duration, load_factor, &signals.any);
+    let interrupted = matches!(run_result, Ok(true));
+    if interrupted {
+        eprintln!("ecomap: interrupted: stopped releasing; draining what is queued, then the report (again to quit at once)");
+    }
     let (report, rows) = runtime.shutdown_with_timeline();
     if let Err(e) = run_result {
         eprintln!("error: {e}");
@@ -326,7 +335,49 @@ fn run(
         eprintln!("error: outcome counts do not add up to submissions (a bug; please report)");
         return Err(ExitCode::from(1));
     }
+    if interrupted {
+        return Err(signals.exit_code());
+    }
     Ok(())
+}
+
+/// SIGINT / SIGTERM: the first asks for a graceful stop (stop releasing,
+/// drain, report), a second one exits at once.
+struct Signals {
+    /// Set by either signal.
+    any: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// Set by SIGTERM (exit 143 rather than 130).
+    term: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Signals {
+    fn install() -> Signals {
+        use signal_hook::consts::{SIGINT, SIGTERM};
+        use signal_hook::flag;
+        let any = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let term = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        // Order matters: the conditional exit runs first, so it fires only
+        // if an earlier signal already set `any`.
+        let installed = flag::register_conditional_shutdown(SIGINT, 130, any.clone())
+            .and_then(|_| flag::register_conditional_shutdown(SIGTERM, 143, any.clone()))
+            .and_then(|_| flag::register(SIGINT, any.clone()))
+            .and_then(|_| flag::register(SIGTERM, any.clone()))
+            .and_then(|_| flag::register(SIGTERM, term.clone()));
+        if let Err(e) = installed {
+            // The run still works; only Ctrl-C falls back to the default.
+            eprintln!("ecomap: warning: cannot install signal handlers ({e}); Ctrl-C ends the run without a report");
+        }
+        Signals { any, term }
+    }
+
+    /// 128 + the signal number, as shells report a signal's end.
+    fn exit_code(&self) -> ExitCode {
+        ExitCode::from(if self.term.load(std::sync::atomic::Ordering::Relaxed) {
+            143
+        } else {
+            130
+        })
+    }
 }
 
 fn simulate_command(args: &ecomap_actors::simulate::SimulateArgs) -> Result<(), ExitCode> {

@@ -258,19 +258,18 @@ impl Runtime {
                             for (v, variant) in variants.iter().enumerate() {
                                 // A backend that panics while loading must fail
                                 // start-up with an error, not leave it waiting.
-                                let timed = std::panic::catch_unwind(
-                                    std::panic::AssertUnwindSafe(|| {
+                                let timed =
+                                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                                         load_model(&variant.model, device).and_then(|mut m| {
                                             m.run()?;
                                             let t0 = std::time::Instant::now();
                                             m.run()?;
                                             Ok((m, t0.elapsed()))
                                         })
-                                    }),
-                                )
-                                .unwrap_or_else(|_| {
-                                    Err(crate::backend::BackendError::Panicked)
-                                });
+                                    }))
+                                    .unwrap_or_else(|_| {
+                                        Err(crate::backend::BackendError::Panicked)
+                                    });
                                 match timed {
                                     Ok((m, took)) => {
                                         param_bytes += m.parameter_bytes();
@@ -395,6 +394,20 @@ impl Runtime {
     /// tenant, and return when all generators are done. Requests still queued
     /// are served during [`Runtime::shutdown`].
     pub fn run_load(&mut self, duration: Duration, load_factor: f64) -> Result<(), StartError> {
+        self.run_load_interruptible(duration, load_factor, &AtomicBool::new(false))
+            .map(|_| ())
+    }
+
+    /// [`Runtime::run_load`], ended early when `interrupt` becomes true
+    /// (e.g. set by a SIGINT handler): the generators stop releasing within
+    /// 50 ms and the call returns `Ok(true)`; queued requests are still
+    /// served during [`Runtime::shutdown`].
+    pub fn run_load_interruptible(
+        &mut self,
+        duration: Duration,
+        load_factor: f64,
+        interrupt: &AtomicBool,
+    ) -> Result<bool, StartError> {
         let workload = if (load_factor - 1.0).abs() > f64::EPSILON {
             self.workload.scaled(load_factor).map_err(|m| {
                 StartError::Config(ecomap::config::ConfigError::invalid(
@@ -452,10 +465,19 @@ impl Runtime {
                 }
             }
         }
+        // Wait for the generators, watching for an interrupt.
+        let mut interrupted = false;
+        while !handles.iter().all(|h| h.is_finished()) {
+            if !interrupted && interrupt.load(Ordering::Relaxed) {
+                interrupted = true;
+                stop.store(true, Ordering::Relaxed);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
         for h in handles {
             let _ = h.join();
         }
-        Ok(())
+        Ok(interrupted || interrupt.load(Ordering::Relaxed))
     }
 
     /// Stop accepting requests, drain all admitted work, join every thread

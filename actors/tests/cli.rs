@@ -158,7 +158,12 @@ fn an_absurd_trace_speedup_is_refused_before_any_work() {
         "timestamp,gco2_per_kwh\n2023-01-01 00:00:00,100\n2023-01-01 01:00:00,200\n",
     );
     assert_bad_input(
-        &f.run(&["--carbon-trace", trace.to_str().unwrap(), "--carbon-speedup", "1e20"]),
+        &f.run(&[
+            "--carbon-trace",
+            trace.to_str().unwrap(),
+            "--carbon-speedup",
+            "1e20",
+        ]),
         &["speedup must be in"],
     );
 }
@@ -332,5 +337,52 @@ fn check_accepts_the_shipped_defaults() {
             .output()
             .unwrap();
         assert!(o.status.success(), "{workload}: {}", stderr(&o));
+    }
+}
+
+/// Start `ecomap run` for a minute, send it `signal` once after 1.5 s, and
+/// return its output.
+fn interrupt_a_run(f: &Files, signal: libc::c_int) -> (Output, std::time::Duration) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ecomap"))
+        .args([
+            "run",
+            "--rt-config",
+            f.path("rt.ron").to_str().unwrap(),
+            "--policy",
+            f.path("p.ron").to_str().unwrap(),
+            "--workload",
+            f.path("w.ron").to_str().unwrap(),
+            "--out",
+            f.path("out").to_str().unwrap(),
+            "--duration",
+            "60s",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let t0 = std::time::Instant::now();
+    // Wait until it serves (models load fast: a synthetic workload).
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    // SAFETY: kill(2) on our own child's pid, which has not been reaped.
+    let rc = unsafe { libc::kill(child.id() as libc::pid_t, signal) };
+    assert_eq!(rc, 0);
+    let out = child.wait_with_output().unwrap();
+    (out, t0.elapsed())
+}
+
+#[test]
+fn a_signal_stops_the_run_drains_and_reports_with_an_interrupted_status() {
+    for (signal, code) in [(libc::SIGINT, 130), (libc::SIGTERM, 143)] {
+        let f = Files::new();
+        let (o, took) = interrupt_a_run(&f, signal);
+        let out = String::from_utf8_lossy(&o.stdout);
+        assert_eq!(o.status.code(), Some(code), "{}", stderr(&o));
+        assert!(took < std::time::Duration::from_secs(30), "took {took:?}");
+        assert!(stderr(&o).contains("interrupted"), "{}", stderr(&o));
+        // The full report, the histograms, and every request counted once.
+        assert!(out.contains("cam") && out.contains("on_time"), "{out}");
+        assert!(!out.contains("do not add up"), "{out}");
+        assert!(f.path("out/cam.hgrm").exists());
     }
 }

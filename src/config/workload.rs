@@ -227,7 +227,10 @@ impl Workload {
         let mut w = self.clone();
         for t in &mut w.tenants {
             t.arrival = t.arrival.scaled(factor).map_err(|m| {
-                format!("load factor {factor} gives tenant '{}' an invalid arrival rate: {m}", t.name)
+                format!(
+                    "load factor {factor} gives tenant '{}' an invalid arrival rate: {m}",
+                    t.name
+                )
             })?;
         }
         Ok(w)

@@ -12,6 +12,9 @@ use ecomap::time::Timestamp;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
+/// Longest a generator sleeps without looking at its stop flag.
+const STOP_CHECK: std::time::Duration = std::time::Duration::from_millis(50);
+
 /// The load generator actor for one tenant.
 #[derive(Debug)]
 pub struct LoadGenerator {
@@ -49,7 +52,22 @@ impl LoadGenerator {
             if t >= self.until || self.stop.load(Ordering::Relaxed) {
                 break;
             }
-            self.clock.sleep_until(t);
+            // Long gaps are slept in slices so a stop (e.g. Ctrl-C) is
+            // noticed within one slice; the last slice ends exactly at `t`.
+            loop {
+                let slice = self.clock.now() + STOP_CHECK;
+                if slice >= t {
+                    self.clock.sleep_until(t);
+                    break;
+                }
+                self.clock.sleep_until(slice);
+                if self.stop.load(Ordering::Relaxed) {
+                    return offered;
+                }
+            }
+            if self.stop.load(Ordering::Relaxed) {
+                break;
+            }
             // Rejections are counted by the queue; the sensor carries on.
             let _ = self.queue.submit();
             offered += 1;
