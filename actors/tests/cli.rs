@@ -343,7 +343,7 @@ fn check_accepts_the_shipped_defaults() {
 /// Start `ecomap run` for a minute, send it `signal` once after 1.5 s, and
 /// return its output.
 fn interrupt_a_run(f: &Files, signal: libc::c_int) -> (Output, std::time::Duration) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ecomap"))
+    let child = Command::new(env!("CARGO_BIN_EXE_ecomap"))
         .args([
             "run",
             "--rt-config",
