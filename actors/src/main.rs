@@ -406,12 +406,7 @@ fn write_run_summary(
     report: &ecomap::report::RunReport,
     l: &Loaded,
 ) -> Result<(), Box<dyn std::error::Error>> {
-    let top1: Vec<Vec<Option<f64>>> = l
-        .workload
-        .tenants
-        .iter()
-        .map(|t| t.variants().iter().map(|v| v.top1).collect())
-        .collect();
+    let top1 = l.workload.top1_table();
     let (energy_j, carbon_g, tenant_carbon) =
         report.energy.as_ref().map_or((0.0, 0.0, Vec::new()), |e| {
             (

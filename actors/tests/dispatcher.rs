@@ -253,3 +253,28 @@ fn closing_the_queues_wakes_sleeping_workers_and_leftovers_are_counted_failed() 
         .collect();
     assert_eq!(unserved.len(), 1);
 }
+
+#[test]
+fn a_request_taken_from_a_queue_that_then_closed_is_still_served() {
+    // Worker 0 takes a request from the channel; the sender goes away
+    // before worker 0's step, and another step has seen the channel close.
+    let r = rig(&[tenant("t", 500)], &[vec![true], vec![true]]);
+    let Rig {
+        queues,
+        requests,
+        mut dispatcher,
+        ..
+    } = r;
+    let sent = queues[0].submit().unwrap();
+    let taken = requests[0].try_recv().unwrap();
+    drop(queues);
+    assert!(matches!(
+        dispatcher.next_job(1, WorkerEvent::Woke),
+        Next::Exit
+    ));
+    let j = job(dispatcher.next_job(0, WorkerEvent::Received(taken)));
+    assert_eq!(j.request.id, sent.id);
+    assert!(matches!(dispatcher.next_job(0, done()), Next::Exit));
+    let stats = dispatcher.finish();
+    assert_eq!((stats.dispatched, stats.unserved), (1, 0));
+}

@@ -266,6 +266,14 @@ impl Policy {
         if let Some(pl) = &p.plan {
             pl.validate()
                 .map_err(|m| ConfigError::invalid(path, "plan", m))?;
+            if p.governor.is_some() {
+                return Err(ConfigError::invalid(
+                    path,
+                    "plan",
+                    "a policy with a `plan` chooses the power mode itself; remove its `governor` \
+                     (or the `plan`)",
+                ));
+            }
         }
         if let Some(g) = &p.governor {
             g.validate()

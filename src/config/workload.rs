@@ -236,6 +236,14 @@ impl Workload {
         Ok(w)
     }
 
+    /// `top1[t][v]`: published accuracy of tenant `t`'s variant `v`, if known.
+    pub fn top1_table(&self) -> Vec<Vec<Option<f64>>> {
+        self.tenants
+            .iter()
+            .map(|t| t.variants().iter().map(|v| v.top1).collect())
+            .collect()
+    }
+
     /// Index of the tenant called `name`.
     pub fn tenant_index(&self, name: &str) -> Option<usize> {
         self.tenants.iter().position(|t| t.name == name)

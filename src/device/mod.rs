@@ -17,6 +17,23 @@ use spec::{DeviceSpec, ModeSpec, ModelCost, UnitKind};
 use std::collections::HashMap;
 use std::path::Path;
 
+/// What is wrong with a device description, and where.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{place}: {message}")]
+pub struct InvalidDevice {
+    /// The field, e.g. `modes[2] "MODE_10W"`.
+    pub place: String,
+    /// What to fix.
+    pub message: String,
+}
+
+fn invalid(place: impl ToString, message: impl ToString) -> InvalidDevice {
+    InvalidDevice {
+        place: place.to_string(),
+        message: message.to_string(),
+    }
+}
+
 /// A validated device description with its look-ups.
 #[derive(Debug, Clone)]
 pub struct DeviceModel {
@@ -32,33 +49,33 @@ impl DeviceModel {
     /// Read and validate a description file.
     pub fn load(path: &Path) -> Result<DeviceModel, ConfigError> {
         let spec: DeviceSpec = load_ron(path, "device description")?;
-        DeviceModel::new(spec).map_err(|(place, m)| ConfigError::invalid(path, place, m))
+        DeviceModel::new(spec).map_err(|e| ConfigError::invalid(path, e.place, e.message))
     }
 
-    /// Validate a description: `Err((place, message))` says what to fix.
-    pub fn new(spec: DeviceSpec) -> Result<DeviceModel, (String, String)> {
+    /// Validate a description: `Err(invalid(place, message))` says what to fix.
+    pub fn new(spec: DeviceSpec) -> Result<DeviceModel, InvalidDevice> {
         let positive = |x: f64| x.is_finite() && x > 0.0;
         let non_negative = |x: f64| x.is_finite() && x >= 0.0;
         if spec.units.is_empty() {
-            return Err(("units".into(), "no units: add at least one".into()));
+            return Err(invalid("units", "no units: add at least one"));
         }
         let mut names = std::collections::HashSet::new();
         for (i, u) in spec.units.iter().enumerate() {
             if !names.insert(&u.name) {
-                return Err((
+                return Err(invalid(
                     format!("units[{i}]"),
                     format!("two units are named {:?}", u.name),
                 ));
             }
         }
         if spec.modes.is_empty() {
-            return Err(("modes".into(), "no modes: add at least one".into()));
+            return Err(invalid("modes", "no modes: add at least one"));
         }
         for (i, m) in spec.modes.iter().enumerate() {
             let place = format!("modes[{i}] \"{}\"", m.name);
             for k in UnitKind::ALL {
                 if !positive(m.clocks_mhz.get(k)) || !non_negative(m.busy_w.get(k)) {
-                    return Err((
+                    return Err(invalid(
                         place,
                         format!(
                             "clocks_mhz.{0} must be positive and busy_w.{0} ≥ 0",
@@ -68,14 +85,14 @@ impl DeviceModel {
                 }
             }
             if !non_negative(m.idle_w) || m.cap_w.is_some_and(|c| !positive(c)) {
-                return Err((place, "idle_w must be ≥ 0 and cap_w positive".into()));
+                return Err(invalid(place, "idle_w must be ≥ 0 and cap_w positive"));
             }
             if let Some(budget) = m.budget_w {
                 let full = spec.units.iter().map(|u| m.busy_w.get(u.kind)).sum::<f64>() + m.idle_w
                     - spec.board_w;
                 // 2% slack for rounding in the file's figures.
                 if full > budget * 1.02 {
-                    return Err((
+                    return Err(invalid(
                         place,
                         format!(
                             "modelled full-load module power {full:.2} W (idle_w + every unit's \
@@ -90,44 +107,66 @@ impl DeviceModel {
             .iter()
             .position(|m| m.name == spec.reference_mode)
             .ok_or_else(|| {
-                (
-                    "reference_mode".to_string(),
+                invalid(
+                    "reference_mode",
                     format!("no mode named {:?}", spec.reference_mode),
                 )
             })?;
+        let fastest = &spec.modes[reference].clocks_mhz;
+        for m in &spec.modes {
+            for k in UnitKind::ALL {
+                if m.clocks_mhz.get(k) > fastest.get(k) {
+                    return Err(invalid(
+                        "reference_mode",
+                        format!(
+                            "the reference mode {:?} must be the fastest, but mode {:?} clocks \
+                             the {} higher ({} > {} MHz); costs are given at the reference mode",
+                            spec.reference_mode,
+                            m.name,
+                            k.name(),
+                            m.clocks_mhz.get(k),
+                            fastest.get(k)
+                        ),
+                    ));
+                }
+            }
+        }
         for k in UnitKind::ALL {
             if !non_negative(spec.clock_exponent.get(k)) || !non_negative(spec.service_cv.get(k)) {
-                return Err((
-                    "clock_exponent / service_cv".into(),
+                return Err(invalid(
+                    "clock_exponent / service_cv",
                     format!("{} values must be ≥ 0", k.name()),
                 ));
             }
         }
         if !non_negative(spec.contention) || !non_negative(spec.board_w) {
-            return Err(("contention / board_w".into(), "must be ≥ 0".into()));
+            return Err(invalid("contention / board_w", "must be ≥ 0"));
         }
         if let Some(u) = &spec.emulated_unit {
             if !spec.units.iter().any(|x| &x.name == u) {
-                return Err(("emulated_unit".into(), format!("no unit named {u:?}")));
+                return Err(invalid("emulated_unit", format!("no unit named {u:?}")));
             }
         }
         let mut models = HashMap::new();
         for (i, c) in spec.models.iter().enumerate() {
             let place = format!("models[{i}] \"{}\"", c.name);
             if UnitKind::ALL.iter().all(|&k| c.ms(k).is_none()) {
-                return Err((
+                return Err(invalid(
                     place,
-                    "no unit kind can run it: give gpu_ms, dla_ms or cpu_ms".into(),
+                    "no unit kind can run it: give gpu_ms, dla_ms or cpu_ms",
                 ));
             }
             if UnitKind::ALL
                 .iter()
                 .any(|&k| c.ms(k).is_some_and(|x| !positive(x)))
             {
-                return Err((place, "service times must be positive milliseconds".into()));
+                return Err(invalid(
+                    place,
+                    "service times must be positive milliseconds",
+                ));
             }
             if models.insert(c.name.clone(), i).is_some() {
-                return Err((place, "two entries share this name".into()));
+                return Err(invalid(place, "two entries share this name"));
             }
         }
         Ok(DeviceModel {
@@ -228,25 +267,14 @@ impl DeviceModel {
                 .sum::<f64>()
     }
 
-    /// Modelled wall power with every unit idle.
-    pub fn idle_w(&self, mode: ModeId) -> f64 {
-        self.spec.modes[mode].idle_w
-    }
-
-    /// Wall power one busy unit of `kind` adds at `mode`.
-    pub fn busy_w(&self, mode: ModeId, kind: UnitKind) -> f64 {
-        self.spec.modes[mode].busy_w.get(kind)
-    }
-
-    /// The unit the runtime's workers stand for under emulation.
-    pub fn emulated_kind(&self) -> UnitKind {
+    /// Index of the unit the runtime's workers stand for under emulation.
+    pub fn emulated_unit(&self) -> usize {
         let name = self.spec.emulated_unit.as_deref();
         self.spec
             .units
             .iter()
-            .find(|u| Some(u.name.as_str()) == name)
-            .unwrap_or(&self.spec.units[0])
-            .kind
+            .position(|u| Some(u.name.as_str()) == name)
+            .unwrap_or(0)
     }
 }
 
@@ -319,10 +347,10 @@ mod tests {
             .position(|m| m.name == "MODE_10W")
             .unwrap();
         spec.modes[i].busy_w.gpu = 50.0;
-        let (place, msg) = DeviceModel::new(spec).unwrap_err();
+        let e = DeviceModel::new(spec).unwrap_err();
         assert!(
-            place.contains("MODE_10W") && msg.contains("budget"),
-            "{place}: {msg}"
+            e.place.contains("MODE_10W") && e.message.contains("budget"),
+            "{e}"
         );
     }
 }

@@ -218,11 +218,6 @@ impl DispatchCore {
         &self.stats
     }
 
-    /// Number of units.
-    pub fn units(&self) -> usize {
-        self.units.len()
-    }
-
     /// Whether unit `u` is idle (waiting for work).
     pub fn is_idle(&self, u: usize) -> bool {
         self.units[u].idle
@@ -239,11 +234,6 @@ impl DispatchCore {
         self.queued[t]
     }
 
-    /// Requests queued in the heap, all tenants.
-    pub fn queued_total(&self) -> usize {
-        self.queue.len()
-    }
-
     /// The first idle unit that serves tenant `t`, if any: the one to hand a
     /// newly admitted request of `t` to.
     pub fn idle_unit_for(&self, t: usize) -> Option<usize> {
@@ -253,10 +243,11 @@ impl DispatchCore {
     }
 
     /// Queue an admitted request (one that was not handed to a unit
-    /// directly).
+    /// directly). A request released before its tenant closed may arrive
+    /// after [`DispatchCore::close`] (a unit took it from the channel while
+    /// another saw the channel close): it is served like any other.
     pub fn admit(&mut self, r: Request) {
         let t = r.tenant.index();
-        debug_assert!(self.open[t], "a closed tenant admits nothing");
         self.queued[t] += 1;
         self.queue.push(r);
         self.stats.max_queued = self.stats.max_queued.max(self.queue.len());
@@ -332,14 +323,23 @@ impl DispatchCore {
         unit.gone = true;
         unit.idle = false;
         unit.serves.iter_mut().for_each(|s| *s = false);
-        self.wake_all(fx);
+        self.push_wake_all(fx);
     }
 
-    /// List every live unit in `fx.wake` (e.g. after the tenants closed, so
+    /// Set `fx` to wake every live unit (e.g. after the tenants closed, so
     /// sleeping units notice).
-    pub fn wake_all(&self, fx: &mut StepEffects) {
-        fx.wake
-            .extend((0..self.units.len()).filter(|&i| !self.units[i].gone));
+    pub fn wake_all(&mut self, fx: &mut StepEffects) {
+        fx.clear();
+        self.push_wake_all(fx);
+    }
+
+    fn push_wake_all(&mut self, fx: &mut StepEffects) {
+        for i in 0..self.units.len() {
+            if !self.units[i].gone {
+                fx.wake.push(i);
+                self.stats.wakes += 1;
+            }
+        }
     }
 
     /// End of the run: whatever is still queued (requests no live unit

@@ -28,7 +28,6 @@ use crate::arrival::ArrivalGenerator;
 use crate::carbon::CarbonTrace;
 use crate::config::policy::Policy;
 use crate::config::workload::Workload;
-use crate::device::spec::UnitKind;
 use crate::device::{DeviceModel, ModeId};
 use crate::dispatch::admission::admits;
 use crate::dispatch::{DispatchCore, Job, JobDone, Next, StepEffects, StepEvent};
@@ -85,9 +84,57 @@ pub enum SimError {
         /// Its modes.
         modes: Vec<String>,
     },
-    /// The span is empty or the trace too short.
-    #[error("{0}")]
-    Span(String),
+    /// The span is empty.
+    #[error("the span is empty: simulate at least one hour")]
+    EmptySpan,
+    /// The trace does not cover the span.
+    #[error(
+        "{}: the trace covers {covers_h} hours, but the span needs {needs_h} hours from hour \
+         {from_h}; shorten --span or move --start",
+        trace.display()
+    )]
+    TraceTooShort {
+        /// The trace.
+        trace: std::path::PathBuf,
+        /// Hours it covers.
+        covers_h: u64,
+        /// Hours the span needs.
+        needs_h: u64,
+        /// Where the span starts (hours from the first row).
+        from_h: u64,
+    },
+    /// The clairvoyant planner's search space is too large to enumerate.
+    #[error(
+        "the oracle would enumerate {candidates} mode × variant combinations (at most \
+         {max}); use fewer tenants or variants per family"
+    )]
+    SearchSpace {
+        /// Combinations.
+        candidates: u128,
+        /// The limit.
+        max: u128,
+    },
+}
+
+/// Check that `trace` covers `hours` trace hours from `start`.
+pub fn check_span(trace: &CarbonTrace, start: Duration, hours: usize) -> Result<(), SimError> {
+    if hours == 0 {
+        return Err(SimError::EmptySpan);
+    }
+    let too_short = || SimError::TraceTooShort {
+        trace: trace.path.clone(),
+        covers_h: trace.span().as_secs() / HOUR_S + 1,
+        needs_h: hours as u64,
+        from_h: start.as_secs() / HOUR_S,
+    };
+    let needed = (hours as u64 - 1)
+        .checked_mul(HOUR_S)
+        .and_then(|s| start.checked_add(Duration::from_secs(s)))
+        .ok_or_else(too_short)?;
+    if needed > trace.span() {
+        return Err(too_short());
+    }
+    Ok(())
 }
 
 /// What to simulate.
@@ -178,7 +225,6 @@ struct Engine<'a> {
     setup: &'a SimSetup<'a>,
     analysis: Analysis,
     core: DispatchCore,
-    kinds: Vec<UnitKind>,
     running: Vec<Option<Running>>,
     busy_units: usize,
     events: BinaryHeap<Reverse<(Timestamp, u64, Event)>>,
@@ -337,9 +383,9 @@ impl<'a> Engine<'a> {
 
     fn set_mode(&mut self, mode: ModeId) {
         self.mode = mode;
-        for u in 0..self.kinds.len() {
-            self.core
-                .set_throttle(u, self.analysis.slowdown[mode][u].max(1.0));
+        for u in 0..self.running.len() {
+            // The reference mode is the fastest (checked on load): ≥ 1.
+            self.core.set_throttle(u, self.analysis.slowdown[mode][u]);
         }
     }
 }
@@ -409,7 +455,7 @@ pub fn analyse(workload: &Workload, device: &DeviceModel) -> Result<Analysis, Si
                         .collect()
                 })
                 .collect(),
-            top1: variants.iter().map(|v| v.top1.unwrap_or(0.0)).collect(),
+            top1: variants.iter().map(|v| v.top1).collect(),
         });
     }
     let slowdown = (0..device.modes().len())
@@ -438,21 +484,7 @@ pub fn simulate(
     setup: &SimSetup<'_>,
     mut progress: impl FnMut(usize),
 ) -> Result<SimResult, SimError> {
-    if setup.hours == 0 {
-        return Err(SimError::Span(
-            "the span is empty: simulate at least one hour".into(),
-        ));
-    }
-    let needed = setup.start + Duration::from_secs((setup.hours as u64 - 1) * HOUR_S);
-    if needed > setup.trace.span() {
-        return Err(SimError::Span(format!(
-            "{}: the trace covers {} h, but the span needs {} h from offset {} h",
-            setup.trace.path.display(),
-            setup.trace.span().as_secs() / HOUR_S + 1,
-            setup.hours,
-            setup.start.as_secs() / HOUR_S
-        )));
-    }
+    check_span(setup.trace, setup.start, setup.hours)?;
     let device = setup.device;
     let workload = setup.workload;
     let analysis = analyse(workload, device)?;
@@ -499,11 +531,12 @@ pub fn simulate(
         }
         core.set_quality(c);
     }
-    let kinds: Vec<UnitKind> = device.spec().units.iter().map(|u| u.kind).collect();
-    let sigma = kinds
+    let sigma = device
+        .spec()
+        .units
         .iter()
-        .map(|&k| {
-            let cv = device.spec().service_cv.get(k);
+        .map(|u| {
+            let cv = device.spec().service_cv.get(u.kind);
             (1.0 + cv * cv).ln().sqrt()
         })
         .collect();
@@ -511,7 +544,6 @@ pub fn simulate(
         setup,
         analysis,
         core,
-        kinds,
         running: vec![None; units],
         busy_units: 0,
         events: BinaryHeap::with_capacity(64),
@@ -559,7 +591,11 @@ pub fn simulate(
         if let Some(p) = planner.as_mut() {
             if let Some(c) = p.decide(&engine.analysis, h, &hourly) {
                 mode = c.mode;
-                apply_variants(&mut engine.core, &c, start);
+                // Mode-only planners leave variants to the quality
+                // controller (or the heaviest, when the policy has none).
+                if p.pins_variants() {
+                    apply_variants(&mut engine.core, &c, start);
+                }
             }
         } else if let Some(g) = governor.as_mut() {
             if let Some(d) = g.on_sample(start, Some((gco2, Duration::ZERO))) {
@@ -623,11 +659,7 @@ pub fn simulate(
         });
         progress(h);
     }
-    let top1 = workload
-        .tenants
-        .iter()
-        .map(|t| t.variants().iter().map(|v| v.top1).collect())
-        .collect();
+    let top1 = workload.top1_table();
     let Engine { core, accounts, .. } = engine;
     let (left, stats) = core.finish();
     debug_assert!(left.is_empty(), "every window drains");

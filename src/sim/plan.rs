@@ -34,7 +34,8 @@ pub struct Prediction {
     pub feasible: bool,
     /// Mean device power, watts (modelled).
     pub power_w: f64,
-    /// Request-weighted mean published accuracy of the chosen variants (%).
+    /// Request-weighted mean published accuracy of the chosen variants (%),
+    /// over tenants whose variants have one (0 when none has).
     pub accuracy: f64,
 }
 
@@ -47,7 +48,9 @@ pub(crate) struct TenantModel {
     /// `cost_s[v][u]`: service of variant `v` on unit `u` at the reference
     /// mode (∞ where the unit cannot run it).
     pub(crate) cost_s: Vec<Vec<f64>>,
-    pub(crate) top1: Vec<f64>,
+    /// Published accuracy per variant; `None` where unknown (such a
+    /// tenant is left out of accuracy, as in the summary).
+    pub(crate) top1: Vec<Option<f64>>,
 }
 
 /// The analytic predictor over one workload on one device.
@@ -64,21 +67,16 @@ impl Analysis {
     pub fn predict(&self, c: &Candidate) -> Prediction {
         let units = self.device.spec().units.len();
         let mut util = vec![0.0; units];
-        // Per unit: the longest service of each tenant on it, for the
-        // one-job-ahead response bound.
+        // Per unit: one job of every tenant on it, for the response bound.
         let mut sum_service = vec![0.0; units];
-        let mut service = Vec::with_capacity(self.tenants.len());
         for (t, tm) in self.tenants.iter().enumerate() {
             let v = c.variants[t];
             let share = 1.0 / tm.units.len() as f64;
-            let mut worst: f64 = 0.0;
             for &u in &tm.units {
                 let s = tm.cost_s[v][u] * self.slowdown[c.mode][u];
                 util[u] += tm.rate_hz * share * s;
                 sum_service[u] += s;
-                worst = worst.max(s);
             }
-            service.push(worst);
         }
         // Shared memory bandwidth: a job is stretched by the other units
         // expected to be busy (their utilisation).
@@ -92,20 +90,21 @@ impl Analysis {
             util[u] *= stretch[u];
             feasible &= util[u] <= MAX_UTILISATION;
         }
-        for (t, tm) in self.tenants.iter().enumerate() {
+        for tm in &self.tenants {
             for &u in &tm.units {
-                // Its own job, plus one job of every other tenant on the unit
-                // that may be ahead of it (non-preemptive EDF), stretched.
-                let own = service[t];
-                let bound = (own + (sum_service[u] - own).max(0.0)) * stretch[u];
-                feasible &= bound <= tm.deadline_s;
+                // Its own job plus one job of every other tenant on the unit
+                // that may be ahead of it (non-preemptive EDF), all on this
+                // unit, stretched.
+                feasible &= sum_service[u] * stretch[u] <= tm.deadline_s;
             }
         }
         let power_w = self.device.power_w(c.mode, &util);
         let (mut acc, mut rate) = (0.0, 0.0);
         for (t, tm) in self.tenants.iter().enumerate() {
-            acc += tm.rate_hz * tm.top1[c.variants[t]];
-            rate += tm.rate_hz;
+            if let Some(a) = tm.top1[c.variants[t]] {
+                acc += tm.rate_hz * a;
+                rate += tm.rate_hz;
+            }
         }
         Prediction {
             feasible,
@@ -255,12 +254,18 @@ impl Planner {
                 window_h: (window.as_secs() / 3600).max(1) as usize,
                 modes: modes.iter().map(|m| mode(m)).collect::<Result<_, _>>()?,
             },
-            PlanPolicy::Oracle => Planner::Oracle(oracle_schedule(
+            PlanPolicy::Oracle => Planner::Oracle(oracle_schedule_checked(
                 analysis,
                 hourly,
                 accuracy_target.unwrap_or_else(|| analysis.max_accuracy()),
-            )),
+            )?),
         })
+    }
+
+    /// Whether its plans choose variants too (Clover, the oracle); the
+    /// others choose the mode only.
+    pub fn pins_variants(&self) -> bool {
+        matches!(self, Planner::Clover { .. } | Planner::Oracle(_))
     }
 
     /// The plan for hour `h` (intensity `hourly[h]`); `None` keeps the
@@ -371,6 +376,48 @@ fn anneal(
         temperature *= 0.99;
     }
     best
+}
+
+/// The largest search space the oracle enumerates.
+pub const MAX_ORACLE_CANDIDATES: u128 = 2_000_000;
+
+fn oracle_schedule_checked(
+    analysis: &Analysis,
+    hourly: &[f64],
+    target: f64,
+) -> Result<Vec<Candidate>, SimError> {
+    let candidates = analysis
+        .tenants
+        .iter()
+        .fold(analysis.device.modes().len() as u128, |n, t| {
+            n.saturating_mul(t.top1.len() as u128)
+        });
+    if candidates > MAX_ORACLE_CANDIDATES {
+        return Err(SimError::SearchSpace {
+            candidates,
+            max: MAX_ORACLE_CANDIDATES,
+        });
+    }
+    Ok(oracle_schedule(analysis, hourly, target))
+}
+
+/// The modes a plan names must exist on the device (checked before any run).
+pub fn check_modes(policy: &PlanPolicy, device: &DeviceModel) -> Result<(), SimError> {
+    let names: Vec<&String> = match policy {
+        PlanPolicy::Static { mode } => vec![mode],
+        PlanPolicy::CarbonBuckets { modes, .. } => modes.iter().collect(),
+        _ => Vec::new(),
+    };
+    for m in names {
+        if device.mode_by_name(m).is_none() {
+            return Err(SimError::UnknownMode {
+                mode: m.clone(),
+                device: device.name().to_string(),
+                modes: device.modes().iter().map(|x| x.name.clone()).collect(),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// Per hour, the feasible candidate minimising `intensity × power − μ ×

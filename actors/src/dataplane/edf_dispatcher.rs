@@ -127,6 +127,20 @@ pub struct DispatcherStats {
     pub swaps: Vec<ecomap::quality::Swap>,
 }
 
+impl DispatcherStats {
+    fn from_core(s: ecomap::dispatch::DispatchStats, outbox: &Outbox, unserved: u64) -> Self {
+        DispatcherStats {
+            dispatched: s.dispatched,
+            expired: s.expired,
+            unserved,
+            steps: s.steps,
+            doorbells: outbox.rung.load(Ordering::Relaxed),
+            max_queued: s.max_queued,
+            swaps: s.swaps,
+        }
+    }
+}
+
 /// Where a step's effects go: telemetry and the workers' doorbells. Shared
 /// (cloned senders) so effects are delivered without the dispatcher's lock.
 #[derive(Debug, Clone)]
@@ -203,16 +217,7 @@ impl EdfDispatcher {
 
     /// Counts so far.
     pub fn stats(&self) -> DispatcherStats {
-        let s = self.core.stats();
-        DispatcherStats {
-            dispatched: s.dispatched,
-            expired: s.expired,
-            unserved: 0,
-            steps: s.steps,
-            doorbells: self.outbox.rung.load(Ordering::Relaxed),
-            max_queued: s.max_queued,
-            swaps: s.swaps.clone(),
-        }
+        DispatcherStats::from_core(self.core.stats().clone(), &self.outbox, 0)
     }
 
     /// One dispatch step on behalf of free worker `worker`, effects
@@ -229,7 +234,15 @@ impl EdfDispatcher {
     /// account what it dispatched or expired. The effects are left in `fx`
     /// for the caller to deliver.
     fn step(&mut self, worker: usize, event: WorkerEvent, fx: &mut StepEffects) -> Next {
-        // The request a worker was woken with left its channel already.
+        // The request a worker was woken with left its channel already:
+        // queue it first, in release order before anything pulled now.
+        let event = match event {
+            WorkerEvent::Received(r) => {
+                self.core.admit(r);
+                WorkerEvent::Woke
+            }
+            other => other,
+        };
         self.pull_arrivals();
         self.pull_power();
         let next = self.core.step(worker, event, self.clock.now(), fx);
@@ -255,7 +268,9 @@ impl EdfDispatcher {
     }
 
     /// Ring every live worker's doorbell (e.g. after the queues closed, so
-    /// sleeping workers notice).
+    /// sleeping workers notice). Doorbells are `try_send`s that never block,
+    /// so ringing with the lock held (as `worker_lost` and shutdown do)
+    /// holds up no one.
     pub fn ring_all(&mut self) {
         let mut fx = StepEffects::default();
         self.core.wake_all(&mut fx);
@@ -267,7 +282,6 @@ impl EdfDispatcher {
     /// return the counts.
     pub fn finish(mut self) -> DispatcherStats {
         self.pull_arrivals();
-        let doorbells = self.outbox.rung.load(Ordering::Relaxed);
         let EdfDispatcher {
             core,
             tenants,
@@ -283,15 +297,7 @@ impl EdfDispatcher {
             // Blocking send: telemetry never loses an outcome.
             let _ = outbox.telemetry.send(TelemetryEvent::Unserved(*r));
         }
-        DispatcherStats {
-            dispatched: s.dispatched,
-            expired: s.expired,
-            unserved: left.len() as u64,
-            steps: s.steps,
-            doorbells,
-            max_queued: s.max_queued,
-            swaps: s.swaps,
-        }
+        DispatcherStats::from_core(s, &outbox, left.len() as u64)
     }
 
     /// The request left the tenant's queue (dispatched or expired): its

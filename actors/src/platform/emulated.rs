@@ -13,6 +13,9 @@ use std::time::Duration;
 pub struct EmulatedBackend {
     device: DeviceModel,
     kind: UnitKind,
+    /// Busy fraction per device unit; only the emulated unit's is set.
+    busy: Vec<f64>,
+    unit: usize,
     mode: ModeId,
     applied: Option<AppliedCap>,
 }
@@ -20,8 +23,11 @@ pub struct EmulatedBackend {
 impl EmulatedBackend {
     /// A backend over `device`, at its reference mode until a cap is set.
     pub fn new(device: DeviceModel) -> Self {
+        let unit = device.emulated_unit();
         EmulatedBackend {
-            kind: device.emulated_kind(),
+            kind: device.spec().units[unit].kind,
+            busy: vec![0.0; device.spec().units.len()],
+            unit,
             mode: device.reference_mode(),
             device,
             applied: None,
@@ -56,9 +62,9 @@ impl Platform for EmulatedBackend {
     ) -> Result<PowerReading, PlatformError> {
         // The workers together stand for one unit: their mean utilisation
         // is that unit's busy fraction.
-        let u = utilisation.clamp(0.0, 1.0);
+        self.busy[self.unit] = utilisation;
         Ok(PowerReading {
-            watts: self.device.idle_w(self.mode) + u * self.device.busy_w(self.mode, self.kind),
+            watts: self.device.power_w(self.mode, &self.busy),
             measured: false,
         })
     }

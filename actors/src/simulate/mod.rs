@@ -149,7 +149,11 @@ pub fn run_simulate(args: &SimulateArgs) -> Result<Vec<SummaryRow>, SimulateErro
     ecomap::sim::analyse(&workload, &device)?;
     let mut policies = Vec::new();
     for name in &args.policies {
-        policies.push(resolve_policy(name, &args.policy_dir)?);
+        let p = resolve_policy(name, &args.policy_dir)?;
+        if let Some(plan) = &p.plan {
+            ecomap::sim::plan::check_modes(plan, &device)?;
+        }
+        policies.push(p);
     }
     let mut traces = Vec::new();
     let mut starts = Vec::new();
@@ -172,18 +176,7 @@ pub fn run_simulate(args: &SimulateArgs) -> Result<Vec<SummaryRow>, SimulateErro
                     })?
             }
         };
-        let needed = start + Duration::from_secs((args.hours.max(1) as u64 - 1) * 3600);
-        if needed > t.span() {
-            return Err(SimError::Span(format!(
-                "{}: the trace covers {} hours, but --span asks for {} hours from hour {}; \
-                 shorten --span or move --start",
-                path.display(),
-                t.span().as_secs() / 3600 + 1,
-                args.hours,
-                start.as_secs() / 3600
-            ))
-            .into());
-        }
+        ecomap::sim::check_span(&t, start, args.hours)?;
         traces.push(t);
         starts.push(start);
     }
@@ -302,6 +295,15 @@ pub fn run_simulate(args: &SimulateArgs) -> Result<Vec<SummaryRow>, SimulateErro
             })?;
         }
     }
+    let summary = args.out.join("summary.csv");
+    let f = std::fs::File::create(&summary).map_err(|source| SimulateError::Write {
+        path: summary.clone(),
+        source,
+    })?;
+    write_summary(std::io::BufWriter::new(f), &rows).map_err(|e| SimulateError::Write {
+        path: summary.clone(),
+        source: std::io::Error::other(e),
+    })?;
     let trace_names: Vec<String> = args.traces.iter().map(|p| trace_name(p)).collect();
     let per_trace: Vec<Vec<(&str, &SimResult)>> = (0..args.traces.len())
         .map(|ti| {
@@ -323,15 +325,6 @@ pub fn run_simulate(args: &SimulateArgs) -> Result<Vec<SummaryRow>, SimulateErro
             path: plot_dir.clone(),
             source: std::io::Error::other(e.to_string()),
         }
-    })?;
-    let summary = args.out.join("summary.csv");
-    let f = std::fs::File::create(&summary).map_err(|source| SimulateError::Write {
-        path: summary.clone(),
-        source,
-    })?;
-    write_summary(std::io::BufWriter::new(f), &rows).map_err(|e| SimulateError::Write {
-        path: summary.clone(),
-        source: std::io::Error::other(e),
     })?;
     Ok(rows)
 }
