@@ -84,6 +84,8 @@ pub struct OutcomeCounts {
     pub expired: u64,
     /// Refused at admission (queue full).
     pub rejected: u64,
+    /// Dropped before starting: predicted to finish past the deadline.
+    pub shed: u64,
     /// The backend failed.
     pub failed: u64,
 }
@@ -101,6 +103,7 @@ impl OutcomeCounts {
             Outcome::Late => self.late,
             Outcome::Expired => self.expired,
             Outcome::Rejected => self.rejected,
+            Outcome::Shed => self.shed,
             Outcome::Failed => self.failed,
         }
     }
@@ -111,11 +114,12 @@ impl OutcomeCounts {
             Outcome::Late => &mut self.late,
             Outcome::Expired => &mut self.expired,
             Outcome::Rejected => &mut self.rejected,
+            Outcome::Shed => &mut self.shed,
             Outcome::Failed => &mut self.failed,
         }
     }
 
-    /// Sum of the five outcomes.
+    /// Sum of every outcome.
     pub fn ended(&self) -> u64 {
         Outcome::ALL.iter().map(|&o| self.get(o)).sum()
     }
@@ -126,7 +130,7 @@ impl OutcomeCounts {
     }
 
     /// Fraction of ended requests that did not finish on time (late, expired,
-    /// rejected or failed), or 0 when none ended.
+    /// rejected, shed or failed), or 0 when none ended.
     pub fn miss_rate(&self) -> f64 {
         let ended = self.ended();
         if ended == 0 {
@@ -184,6 +188,12 @@ impl TenantAccount {
         self.counts.add(Outcome::Expired);
     }
 
+    /// Count a request dropped before it started because it was predicted
+    /// to finish past its deadline.
+    pub fn record_shed(&mut self, _request: &Request) {
+        self.counts.add(Outcome::Shed);
+    }
+
     /// Count a request that never ran because no worker could take it
     /// (the workers holding its model died): a `failed` outcome.
     pub fn record_unserved(&mut self, _request: &Request) {
@@ -237,13 +247,14 @@ pub fn render_table(accounts: &[TenantAccount]) -> String {
         .max(6);
     let _ = writeln!(
         out,
-        "{:<name_w$} {:>9} {:>9} {:>7} {:>7} {:>8} {:>6} | {:<7} {:>9} {:>9} {:>9} {:>9}",
+        "{:<name_w$} {:>9} {:>9} {:>7} {:>7} {:>8} {:>6} {:>6} | {:<7} {:>9} {:>9} {:>9} {:>9}",
         "tenant",
         "submitted",
         "on_time",
         "late",
         "expired",
         "rejected",
+        "shed",
         "failed",
         "ms",
         "p50",
@@ -262,11 +273,11 @@ pub fn render_table(accounts: &[TenantAccount]) -> String {
             if i == 0 {
                 let _ = write!(
                     out,
-                    "{:<name_w$} {:>9} {:>9} {:>7} {:>7} {:>8} {:>6} | ",
-                    a.name, c.submitted, c.on_time, c.late, c.expired, c.rejected, c.failed
+                    "{:<name_w$} {:>9} {:>9} {:>7} {:>7} {:>8} {:>6} {:>6} | ",
+                    a.name, c.submitted, c.on_time, c.late, c.expired, c.rejected, c.shed, c.failed
                 );
             } else {
-                let _ = write!(out, "{:<name_w$} {:>53} | ", "", "");
+                let _ = write!(out, "{:<name_w$} {:>60} | ", "", "");
             }
             let _ = writeln!(
                 out,
@@ -319,20 +330,23 @@ mod tests {
         a.record_completion(&completion(1, 5, 10, false));
         a.record_rejected();
         a.record_expired(&completion(0, 0, 1, true).request);
+        a.record_submitted();
+        a.record_shed(&completion(0, 0, 1, true).request);
         assert!(a.counts.is_conserved());
         assert_eq!(
             a.counts,
             OutcomeCounts {
-                submitted: 5,
+                submitted: 6,
                 on_time: 1,
                 late: 1,
                 expired: 1,
                 rejected: 1,
+                shed: 1,
                 failed: 1
             }
         );
         assert_eq!(a.end_to_end.len(), 2);
-        assert!((a.counts.miss_rate() - 0.8).abs() < 1e-9);
+        assert!((a.counts.miss_rate() - 5.0 / 6.0).abs() < 1e-9);
         let p50 = a.end_to_end.quantile_us(0.5).unwrap();
         assert!((4_990..=5_010).contains(&p50), "{p50}");
         assert_eq!(a.mean_end_to_end().map(|d| d.as_millis()), Some(10));

@@ -130,7 +130,8 @@ pub struct ServiceEstimate {
 }
 
 impl ServiceEstimate {
-    fn record(&mut self, secs: f64, alpha: f64, window: usize) {
+    /// Add a full-speed service sample (seconds).
+    pub fn record(&mut self, secs: f64, alpha: f64, window: usize) {
         self.ewma_s = Some(match self.ewma_s {
             None => secs,
             Some(m) => m + alpha * (secs - m),

@@ -64,17 +64,22 @@ pub enum Outcome {
     Expired,
     /// Refused at submission because the tenant's queue was full.
     Rejected,
+    /// Dropped before it started: its predicted finish was past its
+    /// deadline (feasibility shedding), so serving it would only have made
+    /// later requests late too.
+    Shed,
     /// A worker tried to serve it and the inference backend returned an error.
     Failed,
 }
 
 impl Outcome {
     /// All outcomes, in report order.
-    pub const ALL: [Outcome; 5] = [
+    pub const ALL: [Outcome; 6] = [
         Outcome::OnTime,
         Outcome::Late,
         Outcome::Expired,
         Outcome::Rejected,
+        Outcome::Shed,
         Outcome::Failed,
     ];
 
@@ -91,6 +96,7 @@ impl Outcome {
             Outcome::Late => "late",
             Outcome::Expired => "expired",
             Outcome::Rejected => "rejected",
+            Outcome::Shed => "shed",
             Outcome::Failed => "failed",
         }
     }

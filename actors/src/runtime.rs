@@ -350,8 +350,15 @@ impl Runtime {
             }
             c
         });
-        if let Some(q) = quality {
-            dispatcher.lock().set_quality(q);
+        {
+            let mut d = dispatcher.lock();
+            if let Some(q) = quality {
+                d.set_quality(q);
+            }
+            d.set_shedding(workload.shed_mask(policy.shedding));
+            for (t, v, took) in &warm {
+                d.seed_service(*t, *v, *took);
+            }
         }
 
         let runtime = Runtime {

@@ -26,6 +26,7 @@ fn tenant(name: &str, deadline_ms: u64) -> TenantSpec {
         capacity: 8,
         priority: 0,
         units: None,
+        shed: None,
         resolved: Vec::new(),
     }
 }

@@ -127,6 +127,12 @@ pub struct Policy {
     /// When to swap tenants' models for lighter variants; `None`: never.
     #[serde(default)]
     pub quality: Option<crate::quality::QualityPolicy>,
+    /// Feasibility shedding: drop a request before it starts when its
+    /// predicted finish (the variant's recent service, at the current
+    /// speed) is past its deadline, counted as `shed`. A tenant's `shed`
+    /// in the workload overrides it. Default: off.
+    #[serde(default)]
+    pub shedding: bool,
     /// An hourly planner that picks the power mode (and, for some, every
     /// tenant's variant) itself, instead of the governor's cap rule.
     /// Simulator only for now: `ecomap run` refuses it.
@@ -238,6 +244,7 @@ impl Policy {
             carbon: None,
             governor: None,
             quality: None,
+            shedding: false,
             plan: None,
         }
     }

@@ -53,6 +53,11 @@ pub struct TenantSpec {
     /// in the rt-config instead and ignores this.
     #[serde(default)]
     pub units: Option<Vec<String>>,
+    /// Whether requests of this tenant that are predicted to miss are shed
+    /// (dropped before they start); `None`: the policy's `shedding`. Set
+    /// `Some(false)` for a tenant that wants late results rather than none.
+    #[serde(default)]
+    pub shed: Option<bool>,
     /// The variants it may be served by, heaviest first (resolved from the
     /// catalog for a `Family`; else the one `model`).
     #[serde(skip)]
@@ -234,6 +239,15 @@ impl Workload {
             })?;
         }
         Ok(w)
+    }
+
+    /// Which tenants shed requests predicted to miss, given the policy's
+    /// default.
+    pub fn shed_mask(&self, policy_default: bool) -> Vec<bool> {
+        self.tenants
+            .iter()
+            .map(|t| t.shed.unwrap_or(policy_default))
+            .collect()
     }
 
     /// `top1[t][v]`: published accuracy of tenant `t`'s variant `v`, if known.

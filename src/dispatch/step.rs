@@ -10,7 +10,11 @@
 //! 2. drops (as `expired`) every queued request whose deadline has passed —
 //!    it can no longer finish in time, so it must not start;
 //! 3. pops the earliest-deadline request `u` can serve and chooses its model
-//!    variant (quality controller);
+//!    variant (quality controller); with feasibility shedding on for its
+//!    tenant, a request whose predicted finish (now + the variant's recent
+//!    service at the unit's current speed) is past its deadline is dropped
+//!    as `shed` instead, and the next one considered — serving it would
+//!    only make the requests behind it late too (Clockwork's lesson);
 //! 4. lists every *other* idle unit that now has work (or must notice that
 //!    every tenant closed), so the caller wakes it;
 //! 5. tells `u` to run the job, wait, or exit (every tenant closed and
@@ -40,7 +44,7 @@
 //! ```
 
 use super::queue::{DispatchQueue, QueueOrder};
-use crate::quality::{QualityController, Swap};
+use crate::quality::{QualityController, ServiceEstimate, Swap};
 use crate::request::Request;
 use crate::time::Timestamp;
 use std::time::Duration;
@@ -105,6 +109,8 @@ pub enum Next {
 pub struct StepEffects {
     /// Requests dropped because their deadline passed before they started.
     pub expired: Vec<Request>,
+    /// Requests dropped because they were predicted to finish too late.
+    pub shed: Vec<Request>,
     /// Other idle units to wake: they have work, or must notice the end.
     pub wake: Vec<usize>,
 }
@@ -112,6 +118,7 @@ pub struct StepEffects {
 impl StepEffects {
     fn clear(&mut self) {
         self.expired.clear();
+        self.shed.clear();
         self.wake.clear();
     }
 }
@@ -123,6 +130,8 @@ pub struct DispatchStats {
     pub dispatched: u64,
     /// Requests dropped because their deadline passed before they started.
     pub expired: u64,
+    /// Requests shed: predicted to finish past their deadline.
+    pub shed: u64,
     /// Steps run.
     pub steps: u64,
     /// Wake-ups asked for (another unit woken by a step).
@@ -157,8 +166,21 @@ pub struct DispatchCore {
     open_count: usize,
     units: Vec<UnitSlot>,
     quality: Option<QualityController>,
+    /// `shed[t]`: whether tenant `t`'s hopeless requests are shed.
+    shed: Vec<bool>,
+    /// `service[t][v]`: full-speed service estimate of tenant `t`'s variant
+    /// `v`, for shedding (kept whether or not a quality controller runs).
+    service: Vec<Vec<ServiceEstimate>>,
     stats: DispatchStats,
 }
+
+/// Recent samples kept per variant for the shedding estimate.
+const SHED_WINDOW: usize = 20;
+/// Weight of a new sample in the shedding estimate's moving average.
+const SHED_ALPHA: f64 = 0.2;
+/// The estimate's tail: a request is shed when even a typical-to-slow pass
+/// (max of the moving average and this percentile) cannot make it.
+const SHED_QUANTILE: f64 = 0.5;
 
 impl DispatchCore {
     /// A core for `tenants` tenants and one unit per entry of `serves`
@@ -181,8 +203,31 @@ impl DispatchCore {
                 })
                 .collect(),
             quality: None,
+            shed: vec![false; tenants],
+            service: vec![Vec::new(); tenants],
             stats: DispatchStats::default(),
         }
+    }
+
+    /// Shed the hopeless requests of the tenants marked in `mask` (one
+    /// entry per tenant).
+    pub fn set_shedding(&mut self, mask: Vec<bool>) {
+        debug_assert_eq!(mask.len(), self.shed.len());
+        self.shed = mask;
+    }
+
+    /// Seed the shedding estimate of tenant `t`'s variant `v` with a
+    /// full-speed service time (e.g. a warm-up pass, or the device model).
+    pub fn seed_service(&mut self, t: usize, v: usize, full_speed: Duration) {
+        self.record_service(t, v, full_speed.as_secs_f64());
+    }
+
+    fn record_service(&mut self, t: usize, v: usize, secs: f64) {
+        let per_variant = &mut self.service[t];
+        if per_variant.len() <= v {
+            per_variant.resize_with(v + 1, ServiceEstimate::default);
+        }
+        per_variant[v].record(secs, SHED_ALPHA, SHED_WINDOW);
     }
 
     /// Pick each request's model variant with `controller` from now on.
@@ -284,6 +329,11 @@ impl DispatchCore {
             StepEvent::Woke => {}
             StepEvent::Finished(done) => {
                 debug_assert!(!self.units[u].idle, "only a busy unit finishes a job");
+                self.record_service(
+                    done.tenant,
+                    done.variant,
+                    done.service.as_secs_f64() / done.throttle.max(1.0),
+                );
                 if let Some(q) = &mut self.quality {
                     q.record(
                         done.tenant,
@@ -298,7 +348,7 @@ impl DispatchCore {
         }
         self.units[u].idle = true;
         self.expire(now, fx);
-        let job = self.take_for(u, now);
+        let job = self.take_for(u, now, fx);
         if job.is_some() {
             self.units[u].idle = false;
         }
@@ -395,25 +445,51 @@ impl DispatchCore {
         });
     }
 
-    /// Pop the earliest-deadline request unit `u` can serve and make it a job.
-    fn take_for(&mut self, u: usize, now: Timestamp) -> Option<Job> {
-        let serves = &self.units[u].serves;
-        let request = self.queue.pop_eligible(|r| serves[r.tenant.index()])?;
-        let t = request.tenant.index();
-        debug_assert!(self.queued[t] > 0);
-        self.queued[t] -= 1;
-        let throttle = self.units[u].throttle;
-        let variant = match &mut self.quality {
-            Some(q) => q.choose(t, now, request.deadline, throttle),
-            None => 0,
+    /// Pop the earliest-deadline request unit `u` can serve and make it a
+    /// job, shedding on the way the ones predicted to finish too late.
+    fn take_for(&mut self, u: usize, now: Timestamp, fx: &mut StepEffects) -> Option<Job> {
+        loop {
+            let serves = &self.units[u].serves;
+            let request = self.queue.pop_eligible(|r| serves[r.tenant.index()])?;
+            let t = request.tenant.index();
+            debug_assert!(self.queued[t] > 0);
+            self.queued[t] -= 1;
+            let throttle = self.units[u].throttle;
+            // The quality controller may degrade first: shed only what even
+            // the variant it chose cannot serve in time.
+            let variant = match &mut self.quality {
+                Some(q) => q.choose(t, now, request.deadline, throttle),
+                None => 0,
+            };
+            if self.shed[t] && self.hopeless(&request, variant, throttle, now) {
+                if let Some(q) = &mut self.quality {
+                    q.record_miss(t);
+                }
+                self.stats.shed += 1;
+                fx.shed.push(request);
+                continue;
+            }
+            self.stats.dispatched += 1;
+            return Some(Job {
+                request,
+                dispatched: now,
+                throttle,
+                variant,
+            });
+        }
+    }
+
+    /// Whether `r`, started now as `variant` at `throttle`, is predicted to
+    /// finish past its deadline. Unknown service: not hopeless.
+    fn hopeless(&self, r: &Request, variant: usize, throttle: f64, now: Timestamp) -> bool {
+        let Some(full_speed) = self.service[r.tenant.index()]
+            .get(variant)
+            .and_then(|e| e.predict(SHED_QUANTILE))
+        else {
+            return false;
         };
-        self.stats.dispatched += 1;
-        Some(Job {
-            request,
-            dispatched: now,
-            throttle,
-            variant,
-        })
+        let finish = now + Duration::from_secs_f64(full_speed * throttle.max(1.0));
+        finish > r.deadline
     }
 }
 
@@ -580,5 +656,81 @@ mod tests {
         c.admit(req(2, 0, 0, 100));
         let j = run(c.step(1, done(0), ms(1), &mut fx));
         assert_eq!(j.throttle, 1.0);
+    }
+
+    #[test]
+    fn shedding_drops_what_cannot_finish_in_time_and_serves_the_rest() {
+        for shedding in [true, false] {
+            let mut c = DispatchCore::new(QueueOrder::EarliestDeadline, 1, vec![vec![true]]);
+            c.set_shedding(vec![shedding]);
+            c.seed_service(0, 0, Duration::from_millis(10));
+            let mut fx = StepEffects::default();
+            run(c.step(0, StepEvent::Received(req(1, 0, 0, 100)), ms(0), &mut fx));
+            c.admit(req(2, 0, 1, 14)); // deadline 15 ms
+            c.admit(req(3, 0, 2, 60)); // deadline 62 ms
+                                       // At 10 ms a 10 ms pass would end at 20 > 15: hopeless.
+            let j = run(c.step(0, done(0), ms(10), &mut fx));
+            if shedding {
+                assert_eq!(j.request.id, 3);
+                assert_eq!(fx.shed.iter().map(|r| r.id).collect::<Vec<_>>(), vec![2]);
+                assert_eq!((c.stats().shed, c.queued(0)), (1, 0));
+            } else {
+                assert_eq!(j.request.id, 2, "without shedding EDF serves it, late");
+                assert!(fx.shed.is_empty());
+            }
+        }
+    }
+
+    #[test]
+    fn shedding_follows_the_units_speed_and_waits_for_an_estimate() {
+        let mut c = DispatchCore::new(QueueOrder::EarliestDeadline, 1, vec![vec![true]]);
+        c.set_shedding(vec![true]);
+        let mut fx = StepEffects::default();
+        // No estimate yet: nothing is shed.
+        run(c.step(0, StepEvent::Received(req(1, 0, 0, 1)), ms(0), &mut fx));
+        // The finished pass took 8 ms at throttle 2: 4 ms at full speed.
+        c.set_throttle(0, 2.0);
+        c.admit(req(2, 0, 8, 9)); // deadline 17 ms; 8 ms at throttle 2 ends at 16
+        let done_slow = StepEvent::Finished(JobDone {
+            tenant: 0,
+            variant: 0,
+            service: Duration::from_millis(8),
+            throttle: 2.0,
+            missed: true,
+        });
+        assert_eq!(run(c.step(0, done_slow, ms(8), &mut fx)).request.id, 2);
+        // At throttle 3 a pass takes 12 ms: started at 9 ms it would end at
+        // 21 ms, past the 19 ms deadline.
+        c.set_throttle(0, 3.0);
+        c.admit(req(3, 0, 9, 10));
+        assert_eq!(c.step(0, done(0), ms(9), &mut fx), Next::Wait);
+        assert_eq!(fx.shed.len(), 1);
+    }
+
+    #[test]
+    fn the_quality_controller_degrades_before_anything_is_shed() {
+        use crate::quality::QualityPolicy;
+        let mut c = DispatchCore::new(QueueOrder::EarliestDeadline, 1, vec![vec![true]]);
+        let mut q = QualityController::new(
+            QualityPolicy {
+                enabled: true,
+                miss_rate_threshold: 0.5,
+                upgrade_after: Duration::from_secs(10),
+                ..QualityPolicy::disabled()
+            },
+            &[2],
+            &[Duration::from_millis(20)],
+        );
+        q.seed_estimate(0, 0, Duration::from_millis(10));
+        q.seed_estimate(0, 1, Duration::from_millis(2));
+        c.set_quality(q);
+        c.set_shedding(vec![true]);
+        c.seed_service(0, 0, Duration::from_millis(10));
+        c.seed_service(0, 1, Duration::from_millis(2));
+        let mut fx = StepEffects::default();
+        // 5 ms left: the heavy variant cannot make it, the light one can.
+        let j = run(c.step(0, StepEvent::Received(req(1, 0, 0, 5)), ms(0), &mut fx));
+        assert!(fx.shed.is_empty());
+        assert_eq!(j.variant, 1, "served by the light variant, not shed");
     }
 }

@@ -272,6 +272,9 @@ impl<'a> Engine<'a> {
         for r in &fx.expired {
             self.accounts[r.tenant.index()].record_expired(r);
         }
+        for r in &fx.shed {
+            self.accounts[r.tenant.index()].record_shed(r);
+        }
         for &w in &fx.wake {
             self.push(now, Event::Wake(w));
         }
@@ -508,6 +511,17 @@ pub fn simulate(
         })
         .collect();
     let mut core = DispatchCore::new(setup.policy.queue_order, n, serves);
+    core.set_shedding(workload.shed_mask(setup.policy.shedding));
+    for (t, tm) in analysis.tenants.iter().enumerate() {
+        for v in 0..tm.top1.len() {
+            let s = tm
+                .units
+                .iter()
+                .map(|&u| tm.cost_s[v][u])
+                .fold(0.0, f64::max);
+            core.seed_service(t, v, Duration::from_secs_f64(s));
+        }
+    }
     let variants: Vec<usize> = analysis.tenants.iter().map(|t| t.top1.len()).collect();
     let deadlines: Vec<Duration> = workload.tenants.iter().map(|t| t.deadline).collect();
     let quality_policy = match (&setup.policy.quality, &planner) {

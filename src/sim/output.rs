@@ -27,6 +27,8 @@ pub struct SummaryRow {
     pub expired: u64,
     /// Refused at admission.
     pub rejected: u64,
+    /// Dropped before starting: predicted to finish past the deadline.
+    pub shed: u64,
     /// Backend failures (none in simulation unless modelled).
     pub failed: u64,
     /// Percent of submitted not on time.
@@ -90,6 +92,7 @@ fn row(
         late: c.late,
         expired: c.expired,
         rejected: c.rejected,
+        shed: c.shed,
         failed: c.failed,
         miss_pct: if c.submitted == 0 {
             0.0
@@ -177,6 +180,7 @@ pub fn totals_rows(trace: &str, policy: &str, r: &RunTotals<'_>) -> Vec<SummaryR
         a.late += c.late;
         a.expired += c.expired;
         a.rejected += c.rejected;
+        a.shed += c.shed;
         a.failed += c.failed;
         all.end_to_end.merge(&acc.end_to_end);
         let (s, k) = accuracy(acc, r.top1.get(t).map_or(&[], Vec::as_slice));

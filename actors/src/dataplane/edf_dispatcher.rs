@@ -115,6 +115,8 @@ pub struct DispatcherStats {
     pub dispatched: u64,
     /// Requests dropped because their deadline passed before they started.
     pub expired: u64,
+    /// Requests shed: predicted to finish past their deadline.
+    pub shed: u64,
     /// Requests no worker could take (their workers died); counted `failed`.
     pub unserved: u64,
     /// Dispatch steps run.
@@ -132,6 +134,7 @@ impl DispatcherStats {
         DispatcherStats {
             dispatched: s.dispatched,
             expired: s.expired,
+            shed: s.shed,
             unserved,
             steps: s.steps,
             doorbells: outbox.rung.load(Ordering::Relaxed),
@@ -157,6 +160,9 @@ impl Outbox {
     fn deliver(&self, fx: &StepEffects) {
         for &r in &fx.expired {
             let _ = self.telemetry.send(TelemetryEvent::Expired(r));
+        }
+        for &r in &fx.shed {
+            let _ = self.telemetry.send(TelemetryEvent::Shed(r));
         }
         for &w in &fx.wake {
             if self.doorbells[w].try_send(()).is_ok() {
@@ -209,6 +215,17 @@ impl EdfDispatcher {
         self.core.set_quality(controller);
     }
 
+    /// Shed the hopeless requests of the tenants marked in `mask`.
+    pub fn set_shedding(&mut self, mask: Vec<bool>) {
+        self.core.set_shedding(mask);
+    }
+
+    /// Seed the shedding estimate of tenant `t`'s variant `v` (a warm-up
+    /// pass's time).
+    pub fn seed_service(&mut self, t: usize, v: usize, full_speed: std::time::Duration) {
+        self.core.seed_service(t, v, full_speed);
+    }
+
     /// Take power-state updates from the governor on `rx`.
     pub fn with_power_updates(mut self, rx: Receiver<PowerState>) -> Self {
         self.power_rx = Some(rx);
@@ -246,7 +263,7 @@ impl EdfDispatcher {
         self.pull_arrivals();
         self.pull_power();
         let next = self.core.step(worker, event, self.clock.now(), fx);
-        for r in &fx.expired {
+        for r in fx.expired.iter().chain(&fx.shed) {
             self.release_slot(r);
         }
         if let Next::Run(job) = &next {

@@ -18,6 +18,8 @@ pub enum TelemetryEvent {
     Completed(Completion),
     /// The dispatcher dropped a request whose deadline passed before it started.
     Expired(Request),
+    /// The dispatcher shed a request predicted to finish past its deadline.
+    Shed(Request),
     /// No live worker could take the request (the workers holding its model
     /// died): counted as `failed`.
     Unserved(Request),
@@ -61,6 +63,7 @@ impl Telemetry {
                 w.busy += c.service();
             }
             TelemetryEvent::Expired(r) => self.tenants[r.tenant.index()].record_expired(&r),
+            TelemetryEvent::Shed(r) => self.tenants[r.tenant.index()].record_shed(&r),
             TelemetryEvent::Unserved(r) => self.tenants[r.tenant.index()].record_unserved(&r),
         }
     }

@@ -180,6 +180,7 @@ mod tests {
             capacity,
             priority: 3,
             units: None,
+            shed: None,
             resolved: Vec::new(),
         }
     }
