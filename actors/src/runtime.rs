@@ -21,7 +21,8 @@ use crate::accelerator_worker::{AcceleratorWorker, BusyCounters, WorkerLinks};
 use crate::backend::{load_model, LoadedModel};
 use crate::clock::RunClock;
 use crate::control_plane::{ControlPlan, ControlPlane};
-use crate::edf_dispatcher::{EdfDispatcher, PowerState, SharedDispatcher, WorkerSlot};
+use crate::dataplane::power_cell::PowerCell;
+use crate::edf_dispatcher::{EdfDispatcher, SharedDispatcher, WorkerSlot};
 use crate::energy_meter::TimelineRow;
 use crate::load_generator::LoadGenerator;
 use crate::rt::{self, RtNotes};
@@ -105,7 +106,7 @@ pub struct Runtime {
     busy: Arc<BusyCounters>,
     control_plan: Option<ControlPlan>,
     control: Option<ControlPlane>,
-    power_tx: crossbeam_channel::Sender<PowerState>,
+    power: PowerCell,
 }
 
 fn spawn<T: Send + 'static>(
@@ -193,7 +194,7 @@ impl Runtime {
                     .collect()
             })
             .collect();
-        let (power_tx, power_rx) = crossbeam_channel::bounded(16);
+        let power = PowerCell::new();
         let dispatcher = SharedDispatcher::new(
             EdfDispatcher::new(
                 policy.queue_order,
@@ -202,7 +203,7 @@ impl Runtime {
                 telemetry_tx.clone(),
                 clock,
             )
-            .with_power_updates(power_rx),
+            .with_power_updates(power.clone()),
         );
         let mut workers = Vec::new();
         for (((wi, ws), requests), doorbell) in rt_config
@@ -375,7 +376,7 @@ impl Runtime {
             busy,
             control_plan,
             control: None,
-            power_tx,
+            power,
         };
         Ok(runtime)
     }
@@ -431,7 +432,7 @@ impl Runtime {
             self.control = Some(
                 ControlPlane::start(
                     plan,
-                    self.power_tx.clone(),
+                    self.power.clone(),
                     self.busy.clone(),
                     queues,
                     self.clock,
@@ -507,10 +508,8 @@ impl Runtime {
             notes,
             load_started,
             control,
-            power_tx,
             ..
         } = self;
-        drop(power_tx);
         let counters: Vec<_> = queues.iter().map(|q| q.counters().clone()).collect();
         drop(queues);
         // Workers asleep on queues of other tenants learn of the close here.

@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! CarbonMonitor ──CarbonReading──► PowerGovernor ──set_cap──► Platform backend
-//!                                        │ PowerState (try_send)        ▲ read_power
+//!                                        │ PowerCell (atomic store)     ▲ read_power
 //!                                        ▼                              │
 //!                                  EdfDispatcher ──Job{throttle}──►  EnergyMeter ◄── worker busy counters
 //! ```
@@ -15,13 +15,12 @@ use crate::accelerator_worker::BusyCounters;
 use crate::carbon_http::ProviderClient;
 use crate::carbon_monitor::{CarbonMonitor, MonitorSource};
 use crate::clock::RunClock;
-use crate::edf_dispatcher::PowerState;
+use crate::dataplane::power_cell::PowerCell;
 use crate::energy_meter::{EnergyMeter, Meter, TimelineRow};
 use crate::platform::{AppliedCap, Platform};
 use crate::power_governor::PowerGovernor;
 use crate::tenant_queue::TenantCounters;
 use actix::prelude::*;
-use crossbeam_channel::Sender;
 use ecomap::carbon::CarbonTrace;
 use ecomap::config::policy::{CarbonSource, Policy};
 use ecomap::config::rt::RtConfig;
@@ -206,7 +205,7 @@ impl ControlPlane {
     /// Start the actors on their own thread.
     pub fn start(
         plan: ControlPlan,
-        power_tx: Sender<PowerState>,
+        power: PowerCell,
         busy: Arc<BusyCounters>,
         queues: Vec<Arc<TenantCounters>>,
         clock: RunClock,
@@ -234,7 +233,7 @@ impl ControlPlane {
                         governor,
                         max_staleness,
                         sh.clone(),
-                        power_tx,
+                        power,
                         clock,
                         Duration::from_millis(50),
                     )

@@ -4,18 +4,16 @@
 //! It feeds each [`CarbonReading`] (and, every tick, the reading's growing
 //! age) to the core's [`Governor`] rule, applies what it decides through the
 //! [`Platform`] backend — idempotently, logging each change — and tells the
-//! data plane the new cap and slowdown with a non-blocking `try_send` (a
-//! full channel is retried on the next tick; the dispatcher is never
-//! blocked). If the platform refuses a cap (e.g. an unwritable sysfs file),
+//! data plane the new cap and throttle through a [`PowerCell`] (one atomic
+//! word: no channel a real-time worker could spin on). If the platform refuses a cap (e.g. an unwritable sysfs file),
 //! the governor says so once and carries on read-only.
 
 use crate::carbon_monitor::CarbonReading;
 use crate::clock::RunClock;
 use crate::control_plane::ControlShared;
-use crate::edf_dispatcher::PowerState;
+use crate::dataplane::power_cell::PowerCell;
 use crate::platform::AppliedCap;
 use actix::prelude::*;
-use crossbeam_channel::Sender;
 use ecomap::governor::{CapReason, Governor};
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,8 +24,7 @@ pub struct PowerGovernor {
     max_staleness: Duration,
     shared: Arc<ControlShared>,
     latest: Option<CarbonReading>,
-    power_tx: Sender<PowerState>,
-    unsent: Option<PowerState>,
+    power: PowerCell,
     clock: RunClock,
     tick: Duration,
     read_only: bool,
@@ -35,12 +32,12 @@ pub struct PowerGovernor {
 
 impl PowerGovernor {
     /// A governor applying `rule` (none: hold the device at its maximum
-    /// cap), publishing to the data plane on `power_tx`.
+    /// cap), publishing to the data plane through `power`.
     pub fn new(
         rule: Option<Governor>,
         max_staleness: Duration,
         shared: Arc<ControlShared>,
-        power_tx: Sender<PowerState>,
+        power: PowerCell,
         clock: RunClock,
         tick: Duration,
     ) -> Self {
@@ -49,8 +46,7 @@ impl PowerGovernor {
             max_staleness,
             shared,
             latest: None,
-            power_tx,
-            unsent: None,
+            power,
             clock,
             tick,
             read_only: false,
@@ -128,12 +124,12 @@ impl PowerGovernor {
     }
 
     fn publish(&mut self, applied: &AppliedCap, throttles: bool) {
-        let state = PowerState {
-            cap_w: applied.cap_w,
-            slowdown: applied.slowdown,
-            throttle: if throttles { applied.slowdown } else { 1.0 },
+        let throttle = if throttles {
+            applied.slowdown.max(1.0)
+        } else {
+            1.0
         };
-        self.unsent = self.power_tx.try_send(state).err().map(|e| e.into_inner());
+        self.power.publish(applied.cap_w, throttle);
     }
 }
 
@@ -146,12 +142,7 @@ impl Actor for PowerGovernor {
         if max.is_finite() {
             self.apply(max, "start: uncapped".into());
         }
-        ctx.run_interval(self.tick, |act, _| {
-            if let Some(s) = act.unsent.take() {
-                act.unsent = act.power_tx.try_send(s).err().map(|e| e.into_inner());
-            }
-            act.decide();
-        });
+        ctx.run_interval(self.tick, |act, _| act.decide());
     }
 }
 

@@ -69,26 +69,16 @@
 //! ```
 
 use crate::clock::RunClock;
+use crate::dataplane::power_cell::PowerCell;
 use crate::telemetry::TelemetryEvent;
 use crate::tenant_queue::TenantQueueReceiver;
-use crossbeam_channel::{Receiver, Sender, TryRecvError};
+use crossbeam_channel::{Sender, TryRecvError};
 use ecomap::dispatch::{DispatchCore, QueueOrder, StepEffects};
 use ecomap::request::Request;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 pub use ecomap::dispatch::{Job, JobDone as WorkerDone, Next, StepEvent as WorkerEvent};
-
-/// What the power governor tells the data plane when the cap changes.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct PowerState {
-    /// The cap in force (watts).
-    pub cap_w: f64,
-    /// Expected forward-pass slowdown at this cap (for feasibility checks).
-    pub slowdown: f64,
-    /// Factor the workers must stretch each forward pass by (emulation only).
-    pub throttle: f64,
-}
 
 /// The dispatcher's view of one worker: how to wake it, and which tenants
 /// it serves.
@@ -180,7 +170,7 @@ pub struct EdfDispatcher {
     open: Vec<bool>,
     outbox: Outbox,
     clock: RunClock,
-    power_rx: Option<Receiver<PowerState>>,
+    power: Option<PowerCell>,
 }
 
 impl EdfDispatcher {
@@ -206,7 +196,7 @@ impl EdfDispatcher {
                 rung: Arc::new(AtomicU64::new(0)),
             },
             clock,
-            power_rx: None,
+            power: None,
         }
     }
 
@@ -226,9 +216,9 @@ impl EdfDispatcher {
         self.core.seed_service(t, v, full_speed);
     }
 
-    /// Take power-state updates from the governor on `rx`.
-    pub fn with_power_updates(mut self, rx: Receiver<PowerState>) -> Self {
-        self.power_rx = Some(rx);
+    /// Read the governor's power state from `cell` at every step.
+    pub fn with_power_updates(mut self, cell: PowerCell) -> Self {
+        self.power = Some(cell);
         self
     }
 
@@ -347,20 +337,7 @@ impl EdfDispatcher {
     }
 
     fn pull_power(&mut self) {
-        let Some(rx) = &self.power_rx else { return };
-        let mut latest = None;
-        loop {
-            match rx.try_recv() {
-                Ok(p) => latest = Some(p),
-                Err(TryRecvError::Empty) => break,
-                Err(TryRecvError::Disconnected) => {
-                    // The control plane ended; keep the last state.
-                    self.power_rx = None;
-                    break;
-                }
-            }
-        }
-        if let Some(p) = latest {
+        if let Some(p) = self.power.as_ref().and_then(PowerCell::latest) {
             self.core.set_throttle_all(p.throttle.max(1.0));
         }
     }

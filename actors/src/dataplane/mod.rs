@@ -8,10 +8,12 @@
 //! - [`edf_dispatcher`]: the core's dispatch step behind a lock, run by the
 //!   worker that becomes free (no thread of its own);
 //! - [`accelerator_worker`]: real inference through a [`crate::backend`];
-//! - [`telemetry`]: outcome counters and latency histograms.
+//! - [`telemetry`]: outcome counters and latency histograms;
+//! - [`power_cell`]: the governor's power state, published without a channel.
 
 pub mod accelerator_worker;
 pub mod edf_dispatcher;
 pub mod load_generator;
+pub mod power_cell;
 pub mod telemetry;
 pub mod tenant_queue;
