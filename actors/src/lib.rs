@@ -23,6 +23,7 @@
 #![warn(missing_docs, rust_2018_idioms, unreachable_pub)]
 
 pub mod backend;
+pub mod cli_args;
 pub mod clock;
 pub mod controlplane;
 pub mod dataplane;

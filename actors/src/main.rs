@@ -120,66 +120,9 @@ enum Command {
     },
 }
 
-/// `--sample`: all of every hour, or this much of it.
-#[derive(Debug, Clone, Copy)]
-enum Sample {
-    Full,
-    Part(Duration),
-}
-
-fn parse_span(s: &str) -> Result<usize, String> {
-    if matches!(s, "1y" | "1year" | "year") {
-        return Ok(ecomap_actors::simulate::YEAR_H);
-    }
-    let d = humantime::parse_duration(s)
-        .map_err(|e| format!("{e}; write a span such as 3d, 30d, 36h or 1y"))?;
-    let h = d.as_secs() / 3600;
-    if h == 0 || d.as_secs() % 3600 != 0 {
-        return Err(format!(
-            "the span must be a positive whole number of hours (the traces are hourly), got {s:?}"
-        ));
-    }
-    usize::try_from(h).map_err(|_| "span too long".into())
-}
-
-fn parse_start(s: &str) -> Result<ecomap_actors::simulate::StartAt, String> {
-    if let Ok(date) = chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d") {
-        return Ok(ecomap_actors::simulate::StartAt::Date(date));
-    }
-    humantime::parse_duration(s)
-        .map(ecomap_actors::simulate::StartAt::Offset)
-        .map_err(|e| {
-            format!("{e}; write an offset such as 0s or 30days, or a date such as 2023-06-01")
-        })
-}
-
-fn parse_sample(s: &str) -> Result<Sample, String> {
-    if s == "full" {
-        return Ok(Sample::Full);
-    }
-    let d = humantime::parse_duration(s)
-        .map_err(|e| format!("{e}; write `full` or a duration such as 2m"))?;
-    if d.is_zero() || d > Duration::from_secs(3600) {
-        return Err(format!("--sample must be in (0, 1h] or `full`, got {s:?}"));
-    }
-    Ok(Sample::Part(d))
-}
-
-fn parse_duration(s: &str) -> Result<Duration, String> {
-    let d = humantime::parse_duration(s)
-        .map_err(|e| format!("{e}; write a duration such as 20s, 500ms or 1m30s"))?;
-    if d.is_zero() {
-        return Err("the duration must be positive".into());
-    }
-    Ok(d)
-}
-
-fn parse_positive(s: &str) -> Result<f64, String> {
-    match s.parse::<f64>() {
-        Ok(f) if f.is_finite() && f > 0.0 => Ok(f),
-        _ => Err(format!("{s:?} is not a positive number")),
-    }
-}
+use ecomap_actors::cli_args::{
+    parse_duration, parse_positive, parse_sample, parse_span, parse_start, Sample,
+};
 
 struct Loaded {
     workload: Workload,

@@ -1,0 +1,112 @@
+//! Parsers of the `ecomap` command line's values (clap `value_parser`s),
+//! here rather than in the binary so they are tested: every string gives
+//! a value or a message that says what to write instead — never a panic.
+
+use std::time::Duration;
+
+/// `--sample`: all of every hour, or this much of it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Sample {
+    /// Every second of every hour.
+    Full,
+    /// This much simulated time per trace hour.
+    Part(Duration),
+}
+
+pub fn parse_span(s: &str) -> Result<usize, String> {
+    if matches!(s, "1y" | "1year" | "year") {
+        return Ok(crate::simulate::YEAR_H);
+    }
+    let d = humantime::parse_duration(s)
+        .map_err(|e| format!("{e}; write a span such as 3d, 30d, 36h or 1y"))?;
+    let h = d.as_secs() / 3600;
+    if h == 0 || d.as_secs() % 3600 != 0 {
+        return Err(format!(
+            "the span must be a positive whole number of hours (the traces are hourly), got {s:?}"
+        ));
+    }
+    usize::try_from(h).map_err(|_| "span too long".into())
+}
+
+pub fn parse_start(s: &str) -> Result<crate::simulate::StartAt, String> {
+    if let Ok(date) = chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d") {
+        return Ok(crate::simulate::StartAt::Date(date));
+    }
+    humantime::parse_duration(s)
+        .map(crate::simulate::StartAt::Offset)
+        .map_err(|e| {
+            format!("{e}; write an offset such as 0s or 30days, or a date such as 2023-06-01")
+        })
+}
+
+pub fn parse_sample(s: &str) -> Result<Sample, String> {
+    if s == "full" {
+        return Ok(Sample::Full);
+    }
+    let d = humantime::parse_duration(s)
+        .map_err(|e| format!("{e}; write `full` or a duration such as 2m"))?;
+    if d.is_zero() || d > Duration::from_secs(3600) {
+        return Err(format!("--sample must be in (0, 1h] or `full`, got {s:?}"));
+    }
+    Ok(Sample::Part(d))
+}
+
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(s)
+        .map_err(|e| format!("{e}; write a duration such as 20s, 500ms or 1m30s"))?;
+    if d.is_zero() {
+        return Err("the duration must be positive".into());
+    }
+    Ok(d)
+}
+
+pub fn parse_positive(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(f) if f.is_finite() && f > 0.0 => Ok(f),
+        _ => Err(format!("{s:?} is not a positive number")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn values_parse_and_bad_ones_say_why() {
+        assert_eq!(parse_span("1y"), Ok(crate::simulate::YEAR_H));
+        assert_eq!(parse_span("3d"), Ok(72));
+        assert!(parse_span("90m")
+            .unwrap_err()
+            .contains("whole number of hours"));
+        assert_eq!(parse_sample("full"), Ok(Sample::Full));
+        assert!(parse_sample("2h").unwrap_err().contains("--sample"));
+        assert!(parse_positive("-1").is_err() && parse_positive("NaN").is_err());
+        assert!(parse_duration("0s").unwrap_err().contains("positive"));
+        assert!(matches!(
+            parse_start("2023-06-01"),
+            Ok(crate::simulate::StartAt::Date(_))
+        ));
+    }
+
+    proptest! {
+        #[test]
+        fn no_string_makes_a_parser_panic(s in "\\PC{0,40}") {
+            let _ = parse_span(&s);
+            let _ = parse_start(&s);
+            let _ = parse_sample(&s);
+            let _ = parse_duration(&s);
+            let _ = parse_positive(&s);
+        }
+
+        #[test]
+        fn no_number_makes_a_parser_panic(x in any::<f64>(), n in any::<u64>()) {
+            for s in [format!("{x}"), format!("{x:e}"), format!("{n}h"), format!("{n}s"), format!("{n}y")] {
+                let _ = parse_span(&s);
+                let _ = parse_sample(&s);
+                let _ = parse_positive(&s);
+                let _ = parse_duration(&s);
+            }
+        }
+    }
+}
