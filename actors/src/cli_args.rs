@@ -13,6 +13,7 @@ pub enum Sample {
     Part(Duration),
 }
 
+/// `--span`: whole trace hours, e.g. `3d`, `36h`, or `1y` (8760 h).
 pub fn parse_span(s: &str) -> Result<usize, String> {
     if matches!(s, "1y" | "1year" | "year") {
         return Ok(crate::simulate::YEAR_H);
@@ -28,6 +29,7 @@ pub fn parse_span(s: &str) -> Result<usize, String> {
     usize::try_from(h).map_err(|_| "span too long".into())
 }
 
+/// `--start`: an offset from the trace's first row (`30days`) or a UTC date (`2023-06-01`).
 pub fn parse_start(s: &str) -> Result<crate::simulate::StartAt, String> {
     if let Ok(date) = chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d") {
         return Ok(crate::simulate::StartAt::Date(date));
@@ -39,6 +41,7 @@ pub fn parse_start(s: &str) -> Result<crate::simulate::StartAt, String> {
         })
 }
 
+/// `--sample`: `full`, or simulated time per trace hour in (0, 1 h].
 pub fn parse_sample(s: &str) -> Result<Sample, String> {
     if s == "full" {
         return Ok(Sample::Full);
@@ -51,6 +54,7 @@ pub fn parse_sample(s: &str) -> Result<Sample, String> {
     Ok(Sample::Part(d))
 }
 
+/// `--duration`: a positive duration such as `20s` or `1m30s`.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let d = humantime::parse_duration(s)
         .map_err(|e| format!("{e}; write a duration such as 20s, 500ms or 1m30s"))?;
@@ -60,6 +64,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(d)
 }
 
+/// A positive, finite number (`--load-factor`, `--carbon-speedup`).
 pub fn parse_positive(s: &str) -> Result<f64, String> {
     match s.parse::<f64>() {
         Ok(f) if f.is_finite() && f > 0.0 => Ok(f),
