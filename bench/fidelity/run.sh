@@ -4,6 +4,11 @@
 # workload, policy and seed, 60 s each. Prints both summary rows side by
 # side. Run on an otherwise idle machine, as root (SCHED_FIFO), after
 # `scripts/setup.sh && . ./env.sh && cargo build --release`.
+#
+# The shared VM's speed drifts by ±25% over hours, so the script first
+# re-measures the solo service medians (bench/fidelity/calibrate-host.ron
+# on one worker, 40 s) and simulates with host.ron's service times replaced
+# by those (out/fidelity/host-now.ron); CALIBRATE=0 uses host.ron as is.
 #   bench/fidelity/run.sh [seconds]     (SIM_ONLY=1: re-simulate, keep the measured runs)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -11,6 +16,34 @@ secs=${1:-60}
 out=out/fidelity
 mkdir -p "$out"
 trace=../shared/data/carbon/electricitymaps_2023/US-CAL-CISO_2023_hourly.csv
+device=rt-config/devices/host.ron
+if [ "${CALIBRATE:-1}" != 0 ] && [ -z "${SIM_ONLY:-}" ]; then
+    target/release/ecomap run --rt-config bench/fidelity/one-worker.ron --policy policies/fifo.ron \
+        --workload bench/fidelity/calibrate-host.ron --duration 40s --out "$out/calib" >"$out/calib.txt"
+fi
+if [ "${CALIBRATE:-1}" != 0 ] && [ -d "$out/calib" ]; then
+    # host.ron with every cpu_ms replaced by the solo median just measured.
+    python3 - "$out/calib" rt-config/devices/host.ron "$out/host-now.ron" <<'PY'
+import re, sys, os
+calib, src, dst = sys.argv[1:]
+def p50(name):
+    for line in open(os.path.join(calib, f"{name}.service.hgrm")):
+        f = line.split()
+        if len(f) == 4 and f[1].startswith("0.5"):
+            return float(f[0])
+names = {"resnet50": "resnet50", "resnet34": "resnet34", "resnet18": "resnet18",
+         "mobilenet_v2": "mobilenet_v2", "mobilenet_v2@160": "mobilenet_v2_160",
+         "mobilenet_v2@128": "mobilenet_v2_128", "squeezenet1_1": "squeezenet1_1",
+         "MobileNetV2": "mobilenet_v2", "ResNet18": "resnet18", "ResNet34": "resnet34",
+         "ResNet50": "resnet50"}
+text = open(src).read()
+for model, tenant in names.items():
+    text = re.sub(r'\(name: "%s", cpu_ms: Some\([0-9.]+\)\)' % re.escape(model),
+                  '(name: "%s", cpu_ms: Some(%.1f))' % (model, p50(tenant)), text)
+open(dst, "w").write("// host.ron with solo service re-measured just now (bench/fidelity/run.sh)\n" + text)
+PY
+    device="$out/host-now.ron"
+fi
 pairs=(
     "policies/edf.ron workloads/robot.ron"
     "policies/quality-only.ron workloads/robot-mixed.ron"
@@ -24,7 +57,7 @@ for pair in "${pairs[@]}"; do
         --workload "$workload" --duration "${secs}s" --out "$out/$name-hgrm" \
         --summary "$out/$name-run.csv" >"$out/$name-run.txt"
     fi
-    target/release/ecomap simulate --device rt-config/devices/host.ron --workload "$workload" \
+    target/release/ecomap simulate --device "$device" --workload "$workload" \
         --policies "$policy" --traces "$trace" --span 1h --sample "${secs}s" --seed 0 \
         --out "$out/$name-sim" >/dev/null
 done
@@ -35,7 +68,7 @@ cols = ["submitted", "miss_pct", "mean_e2e_ms", "p99_e2e_ms", "energy_j", "accur
 for name in ["edf", "quality-only", "capped-15w"]:
     run = list(csv.DictReader(open(os.path.join(out, f"{name}-run.csv"))))
     sim = list(csv.DictReader(open(os.path.join(out, f"{name}-sim", "summary.csv"))))
-    print(f"\n{name}: measured (ecomap run) vs simulated (host.ron)")
+    print(f"\n{name}: measured (ecomap run) vs simulated (host device)")
     print(f"{'tenant':<12} " + " ".join(f"{c:>22}" for c in cols))
     for r, s in zip(run, sim):
         cells = []
