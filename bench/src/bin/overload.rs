@@ -46,7 +46,13 @@ fn rss_mb() -> f64 {
         .map_or(f64::NAN, |kb| kb / 1024.0)
 }
 
-fn run(w: &Workload, rt: &RtConfig, p: &Policy, secs: u64, factor: f64) -> Result<RunReport, String> {
+fn run(
+    w: &Workload,
+    rt: &RtConfig,
+    p: &Policy,
+    secs: u64,
+    factor: f64,
+) -> Result<RunReport, String> {
     let mut r = Runtime::start(w, rt, p).map_err(|e| e.to_string())?;
     r.run_load(Duration::from_secs(secs), factor)
         .map_err(|e| e.to_string())?;
@@ -108,7 +114,10 @@ fn main() -> ExitCode {
     for policy in [&shed, &no_shed] {
         let mut base = None;
         for factor in [1.0, 2.0] {
-            eprintln!("{} at load factor {factor}: {} s…", policy.name, args.seconds);
+            eprintln!(
+                "{} at load factor {factor}: {} s…",
+                policy.name, args.seconds
+            );
             let r = match run(&workload, &rt, policy, args.seconds, factor) {
                 Ok(r) => r,
                 Err(e) => {
@@ -138,7 +147,10 @@ fn main() -> ExitCode {
                 );
             }
             let (served, ok): (u64, u64) = r.tenants.iter().fold((0, 0), |a, t| {
-                (a.0 + t.counts.on_time + t.counts.late, a.1 + t.counts.on_time)
+                (
+                    a.0 + t.counts.on_time + t.counts.late,
+                    a.1 + t.counts.on_time,
+                )
             });
             println!(
                 "| {} | {factor} | **all** | {} | {ok} | | | | | **{:.1}%** | **{rate:.2}** | **{:.2}** |",
