@@ -82,20 +82,49 @@ fn main() -> ExitCode {
         }
     };
     if let Some(minutes) = args.soak_minutes {
-        let before = rss_mb();
         eprintln!("soak: {minutes} min at load factor 2 (edf, shedding on)…");
-        let report = match run(&workload, &rt, &shed, minutes * 60, 2.0) {
+        let mut runtime = match Runtime::start(&workload, &rt, &shed) {
             Ok(r) => r,
             Err(e) => {
                 eprintln!("error: {e}");
                 return ExitCode::from(1);
             }
         };
-        let after = rss_mb();
+        // Resident memory every 10 s while serving (models loaded first).
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let sampler = {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut samples = vec![rss_mb()];
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    std::thread::sleep(Duration::from_secs(10));
+                    samples.push(rss_mb());
+                }
+                samples
+            })
+        };
+        let served = runtime.run_load(Duration::from_secs(minutes * 60), 2.0);
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let samples = sampler.join().unwrap_or_default();
+        let report = runtime.shutdown();
+        if let Err(e) = served {
+            eprintln!("error: {e}");
+            return ExitCode::from(1);
+        }
         println!("{}", report.render());
+        let at = |i: usize| samples.get(i).copied().unwrap_or(f64::NAN);
+        let after_warmup = samples.iter().skip(6).copied();
+        let (lo, hi) = after_warmup.fold((f64::INFINITY, 0.0_f64), |(lo, hi), x| {
+            (lo.min(x), hi.max(x))
+        });
         println!(
-            "soak {minutes} min: RSS {before:.0} MB after start-up, {after:.0} MB at the end; \
-             outcomes conserved per tenant: {}",
+            "soak {minutes} min: RSS {:.0} MB at the first release, {:.0} MB after 1 min, {:.0} MB at \
+             the end; {lo:.0}–{hi:.0} MB from 1 min on ({} samples, every 10 s); outcomes \
+             conserved per tenant: {}",
+            at(0),
+            at(6),
+            samples.last().copied().unwrap_or(f64::NAN),
+            samples.len(),
             report.is_conserved()
         );
         return if report.is_conserved() {
