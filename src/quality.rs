@@ -242,19 +242,25 @@ impl QualityController {
     pub fn set_active(&mut self, t: usize, v: usize, now: Timestamp) {
         let q = &mut self.tenants[t];
         debug_assert!(v < q.estimates.len(), "variant {v} of tenant {t} exists");
-        if q.active == v {
-            return;
+        if q.active != v {
+            self.swap(t, v, now, SwapReason::Planned);
         }
-        let from = std::mem::replace(&mut q.active, v);
+    }
+
+    /// Put tenant `t` on variant `to` and record why.
+    fn swap(&mut self, t: usize, to: usize, now: Timestamp, reason: SwapReason) {
+        let q = &mut self.tenants[t];
+        let from = std::mem::replace(&mut q.active, to);
         q.last_swap = Some(now);
         q.slack_since = None;
+        // The new variant starts with a clean record.
         q.outcomes.clear();
         self.swaps.push(Swap {
             at: now,
             tenant: t,
             from,
-            to: v,
-            reason: SwapReason::Planned,
+            to,
+            reason,
         });
     }
 
@@ -322,20 +328,7 @@ impl QualityController {
             return self.tenants[t].active;
         }
         if let Some((to, reason)) = self.decide(t, now, deadline, throttle) {
-            let q = &mut self.tenants[t];
-            let from = q.active;
-            q.active = to;
-            q.last_swap = Some(now);
-            q.slack_since = None;
-            // The new variant starts with a clean record.
-            q.outcomes.clear();
-            self.swaps.push(Swap {
-                at: now,
-                tenant: t,
-                from,
-                to,
-                reason,
-            });
+            self.swap(t, to, now, reason);
         }
         self.tenants[t].active
     }

@@ -45,6 +45,20 @@ impl Drop for CpuHog {
     }
 }
 
+/// A memory figure of this process from `/proc/self/status`, in MB
+/// (`field` e.g. "VmRSS" for resident, "VmHWM" for the peak); NaN if the
+/// file or field is missing.
+pub fn proc_status_mb(field: &str) -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.split(':').next() == Some(field))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        })
+        .map_or(f64::NAN, |kb| kb / 1024.0)
+}
+
 /// The median of `v` (sorted in place); the mean of the middle two for an
 /// even count.
 ///

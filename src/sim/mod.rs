@@ -512,16 +512,6 @@ pub fn simulate(
         .collect();
     let mut core = DispatchCore::new(setup.policy.queue_order, n, serves);
     core.set_shedding(workload.shed_mask(setup.policy.shedding));
-    for (t, tm) in analysis.tenants.iter().enumerate() {
-        for v in 0..tm.top1.len() {
-            let s = tm
-                .units
-                .iter()
-                .map(|&u| tm.cost_s[v][u])
-                .fold(0.0, f64::max);
-            core.seed_service(t, v, Duration::from_secs_f64(s));
-        }
-    }
     let variants: Vec<usize> = analysis.tenants.iter().map(|t| t.top1.len()).collect();
     let deadlines: Vec<Duration> = workload.tenants.iter().map(|t| t.deadline).collect();
     let quality_policy = match (&setup.policy.quality, &planner) {
@@ -529,20 +519,24 @@ pub fn simulate(
         (None, Some(_)) => Some(QualityPolicy::disabled()),
         (None, None) => None,
     };
-    if let Some(q) = quality_policy {
-        let mut c = QualityController::new(q, &variants, &deadlines);
-        // Seed each variant's estimate at full speed from the device model,
-        // as the runtime seeds it from a warm-up pass.
-        for (t, tm) in analysis.tenants.iter().enumerate() {
-            for v in 0..tm.top1.len() {
-                let s = tm
-                    .units
-                    .iter()
-                    .map(|&u| tm.cost_s[v][u])
-                    .fold(0.0, f64::max);
-                c.seed_estimate(t, v, Duration::from_secs_f64(s));
+    let mut quality = quality_policy.map(|q| QualityController::new(q, &variants, &deadlines));
+    // Seed each variant's full-speed estimate (shedding and quality) from
+    // the device model, as the runtime seeds them from a warm-up pass.
+    for (t, tm) in analysis.tenants.iter().enumerate() {
+        for v in 0..tm.top1.len() {
+            let s = tm
+                .units
+                .iter()
+                .map(|&u| tm.cost_s[v][u])
+                .fold(0.0, f64::max);
+            let full_speed = Duration::from_secs_f64(s);
+            core.seed_service(t, v, full_speed);
+            if let Some(c) = quality.as_mut() {
+                c.seed_estimate(t, v, full_speed);
             }
         }
+    }
+    if let Some(c) = quality {
         core.set_quality(c);
     }
     let sigma = device

@@ -47,17 +47,6 @@ struct Args {
     trace: PathBuf,
 }
 
-fn peak_rss_kb() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        })
-        .unwrap_or(0)
-}
-
 fn main() -> ExitCode {
     let args = Args::parse();
     if args.days == 0 || args.repeats == 0 || args.check_days == 0 || args.sample_s == 0 {
@@ -95,7 +84,7 @@ fn main() -> ExitCode {
         accuracy_target: None,
     };
     let mut rates = Vec::new();
-    let mut rss_after_short = 0;
+    let mut rss_after_short = f64::NAN;
     for _ in 0..args.repeats {
         let t0 = Instant::now();
         let r = match simulate(&setup(args.days * 24, None), |_| {}) {
@@ -108,7 +97,7 @@ fn main() -> ExitCode {
         let secs = t0.elapsed().as_secs_f64();
         let n: u64 = r.tenants.iter().map(|t| t.counts.submitted).sum();
         rates.push(n as f64 / secs);
-        rss_after_short = peak_rss_kb();
+        rss_after_short = ecomap_bench::proc_status_mb("VmHWM");
         println!(
             "full {} d: {n} requests in {secs:.2} s = {:.2} M simulated requests/s (one core)",
             args.days,
@@ -117,16 +106,16 @@ fn main() -> ExitCode {
     }
     rates.sort_by(f64::total_cmp);
     println!(
-        "median: {:.2} M simulated requests/s; peak RSS after {} d: {} MB",
+        "median: {:.2} M simulated requests/s; peak RSS after {} d: {:.0} MB",
         rates[rates.len() / 2] / 1e6,
         args.days,
-        rss_after_short / 1024
+        rss_after_short
     );
     let hours = args.check_days * 24;
     let t0 = Instant::now();
     let full = simulate(&setup(hours, None), |_| {}).expect("checked above");
     let t_full = t0.elapsed().as_secs_f64();
-    let rss_after_long = peak_rss_kb();
+    let rss_after_long = ecomap_bench::proc_status_mb("VmHWM");
     let t0 = Instant::now();
     let sampled = simulate(
         &setup(hours, Some(Duration::from_secs(args.sample_s))),
@@ -135,9 +124,9 @@ fn main() -> ExitCode {
     .expect("checked above");
     let t_sampled = t0.elapsed().as_secs_f64();
     println!(
-        "peak RSS after a further full {} d run: {} MB (flat in the span: histograms and counters only)",
+        "peak RSS after a further full {} d run: {:.0} MB (flat in the span: histograms and counters only)",
         args.check_days,
-        rss_after_long / 1024
+        rss_after_long
     );
     let f = &summary_rows("", "", &full)[0];
     let s = &summary_rows("", "", &sampled)[0];
