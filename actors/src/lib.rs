@@ -27,7 +27,10 @@ pub mod cli_args;
 pub mod clock;
 pub mod controlplane;
 pub mod dataplane;
+#[cfg(feature = "tch")]
+pub mod estimator;
 pub mod platform;
+pub mod profile;
 pub mod rt;
 pub mod runtime;
 pub mod simulate;

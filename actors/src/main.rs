@@ -67,6 +67,84 @@ enum Command {
         #[arg(long)]
         summary: Option<PathBuf>,
     },
+    /// Measure real co-located runs (sets of tenants, each with a variant,
+    /// a worker and a thread count, at each emulated power mode) and write
+    /// the estimator's dataset (CSV) row by row.
+    Profile {
+        /// Real-time config: its workers are the units profiled.
+        #[arg(long, default_value = "rt-config/host.ron")]
+        rt_config: PathBuf,
+        /// Device description the rows are labelled with (modes, clocks)
+        /// and whose solo costs size the arrival rates.
+        #[arg(long, default_value = "rt-config/devices/host.ron")]
+        device: PathBuf,
+        /// Model catalog the variants come from.
+        #[arg(long, default_value = "policies/models.ron")]
+        catalog: PathBuf,
+        /// Variants to draw from.
+        #[arg(
+            long,
+            value_delimiter = ',',
+            default_value = "resnet50,resnet34,resnet18,mobilenet_v2,mobilenet_v2@160,mobilenet_v2@128,squeezenet1_1"
+        )]
+        variants: Vec<String>,
+        /// Intra-op thread counts to draw from.
+        #[arg(long, value_delimiter = ',', default_value = "1,2")]
+        threads: Vec<u32>,
+        /// Configurations in all (every variant alone at every mode and
+        /// thread count first).
+        #[arg(long, default_value_t = 600)]
+        configs: usize,
+        /// Most tenants in one configuration.
+        #[arg(long, default_value_t = 6)]
+        max_tenants: usize,
+        /// Measuring window per configuration.
+        #[arg(long, default_value = "2500ms", value_parser = parse_duration)]
+        window: Duration,
+        /// Seed for the mixes.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Output CSV.
+        #[arg(long, default_value = "out/host-profile.csv")]
+        out: PathBuf,
+        /// Keep the configurations already complete in --out and run only
+        /// the others, appending (an interrupted profile goes on).
+        #[arg(long)]
+        resume: bool,
+        /// Simulate the configurations on the --device model instead of
+        /// running them (every figure modelled; --rt-config is not used).
+        #[arg(long)]
+        simulate: bool,
+    },
+    /// Train the latency/power estimator on a profile dataset (writes
+    /// OUT/estimator.safetensors and OUT/estimator.ron), or with --evaluate
+    /// score trained weights and the baselines (writes OUT/estimator_eval.csv).
+    TrainEstimator {
+        /// Profile dataset (CSV from `ecomap profile`).
+        #[arg(long, default_value = "rt-config/host-profile.csv")]
+        data: PathBuf,
+        /// Output folder.
+        #[arg(long)]
+        out: PathBuf,
+        /// Model descriptors (CSV).
+        #[arg(long, default_value = "rt-config/model-descriptors.csv")]
+        descriptors: PathBuf,
+        /// Evaluate instead of training.
+        #[arg(long, requires = "weights")]
+        evaluate: bool,
+        /// Trained weights to evaluate: a folder or its estimator.safetensors.
+        #[arg(long)]
+        weights: Option<PathBuf>,
+        /// Seed of initialisation, batch order and the split.
+        #[arg(long, default_value_t = 2026)]
+        seed: u64,
+        /// Training epochs.
+        #[arg(long, default_value_t = 300)]
+        epochs: usize,
+        /// Architecture held out of training.
+        #[arg(long, default_value = "squeezenet1_1")]
+        heldout_arch: String,
+    },
     /// Check the files and exit (0 when all are valid, 2 otherwise).
     Check {
         #[command(flatten)]
@@ -385,6 +463,199 @@ fn write_run_summary(
     Ok(())
 }
 
+struct ProfileArgs<'a> {
+    rt_config: &'a Path,
+    device: &'a Path,
+    catalog: &'a Path,
+    variants: &'a [String],
+    threads: &'a [u32],
+    configs: usize,
+    max_tenants: usize,
+    window: Duration,
+    seed: u64,
+    out: &'a Path,
+    resume: bool,
+    simulate: bool,
+}
+
+fn profile_command(a: &ProfileArgs<'_>) -> Result<(), ExitCode> {
+    use ecomap::estimate::profile_plan::ProfilePlan;
+    use ecomap_actors::profile;
+    let usage = |m: String| {
+        eprintln!("error: {m}");
+        ExitCode::from(2)
+    };
+    let device = ecomap::device::DeviceModel::load(a.device).map_err(bad_input)?;
+    let catalog = ecomap::catalog::Catalog::load(a.catalog).map_err(bad_input)?;
+    let variants = profile::catalog_variants(&catalog, a.variants)
+        .map_err(|m| usage(format!("--variants: {m} ({})", a.catalog.display())))?;
+    if a.threads.is_empty() || a.threads.contains(&0) || a.max_tenants == 0 {
+        return Err(usage(
+            "--threads needs counts of at least 1 and --max-tenants at least 1".into(),
+        ));
+    }
+    let mut plan = ProfilePlan {
+        variants: variants.iter().map(|v| v.name.clone()).collect(),
+        modes: device.modes().iter().map(|m| m.name.clone()).collect(),
+        threads: a.threads.to_vec(),
+        unit_kinds: device.spec().units.iter().map(|u| u.kind).collect(),
+        capable: ecomap::sim::profile::capable_units(&device, &variants),
+        configs: a.configs,
+        max_tenants: a.max_tenants,
+        seed: a.seed,
+    };
+    if let Some((v, _)) = plan
+        .capable
+        .iter()
+        .enumerate()
+        .find(|(_, units)| !units.contains(&true))
+    {
+        return Err(usage(format!(
+            "variant '{}' has no cost on any unit of {}; add it to the device's `models`",
+            plan.variants[v],
+            a.device.display()
+        )));
+    }
+    let mut real = None;
+    if !a.simulate {
+        let rt = RtConfig::load(a.rt_config).map_err(bad_input)?;
+        rt.validate(a.rt_config, available_cores(), &[])
+            .map_err(bad_input)?;
+        let modes = profile::capped_modes(&device);
+        if modes.is_empty() {
+            return Err(usage(format!(
+                "{}: no mode has a cap_w, so the emulated platform cannot select one",
+                a.device.display()
+            )));
+        }
+        // The rt-config's workers are the units: each stands for the
+        // device's first unit kind (the emulated throttle follows it).
+        let kind = device.spec().units[0].kind;
+        plan.modes = modes.iter().map(|m| m.0.clone()).collect();
+        plan.unit_kinds = vec![kind; rt.workers.len()];
+        plan.capable = vec![vec![true; rt.workers.len()]; variants.len()];
+        profile::single_malloc_arena();
+        real = Some((rt, modes.iter().map(|m| m.1).collect::<Vec<f64>>()));
+    }
+    let mut configs = plan.configurations();
+    if let Some(dir) = a.out.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| usage(format!("{}: {e}", dir.display())))?;
+    }
+    let resuming = a.resume && a.out.exists();
+    if resuming {
+        let done =
+            profile::complete_configurations(a.out).map_err(|e| usage(format!("--resume: {e}")))?;
+        configs.retain(|c| !done.contains(&c.id));
+        eprintln!(
+            "ecomap: {} configurations already in {}; {} to run",
+            done.len(),
+            a.out.display(),
+            configs.len()
+        );
+    }
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .append(resuming)
+        .truncate(!resuming)
+        .open(a.out)
+        .map_err(|e| usage(format!("cannot write {}: {e}", a.out.display())))?;
+    let mut writer = csv::WriterBuilder::new()
+        .has_headers(!resuming)
+        .from_writer(file);
+    let failed = |e: &dyn std::fmt::Display| {
+        eprintln!("error: {e}");
+        ExitCode::from(1)
+    };
+    let bar = indicatif::ProgressBar::new(configs.len() as u64);
+    let mut rows = 0usize;
+    for cfg in &configs {
+        let out = match &real {
+            Some((rt, caps_w)) => profile::run_configuration(
+                &profile::ProfileContext {
+                    plan: &plan,
+                    variants: &variants,
+                    caps_w,
+                    rt,
+                    device: &device,
+                    window: a.window,
+                },
+                cfg,
+            )
+            .map_err(|e| failed(&e))?,
+            None => ecomap::sim::profile::simulate_configuration(
+                &device, &plan, &variants, cfg, a.window,
+            )
+            .map_err(|e| failed(&e))?,
+        };
+        for r in &out {
+            writer
+                .serialize(r.clone().rounded())
+                .map_err(|e| failed(&e))?;
+        }
+        // Flush each configuration: an interrupted profile keeps what it measured.
+        writer.flush().map_err(|e| failed(&e))?;
+        rows += out.len();
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    eprintln!(
+        "ecomap: wrote {rows} rows of {} configurations to {}",
+        configs.len(),
+        a.out.display()
+    );
+    Ok(())
+}
+
+#[cfg(feature = "tch")]
+fn train_estimator_command(
+    data: &Path,
+    out: &Path,
+    descriptors: &Path,
+    evaluate: Option<PathBuf>,
+    seed: u64,
+    epochs: usize,
+    heldout_arch: &str,
+) -> Result<(), ExitCode> {
+    use ecomap_actors::estimator::{command, train::TrainOptions};
+    let args = command::TrainEstimatorArgs {
+        data: data.to_path_buf(),
+        out: out.to_path_buf(),
+        descriptors: descriptors.to_path_buf(),
+        evaluate,
+        options: TrainOptions {
+            seed,
+            epochs,
+            heldout_arch: heldout_arch.to_string(),
+            ..TrainOptions::default()
+        },
+    };
+    match command::run(&args) {
+        Ok(rows) => {
+            print!("{}", command::render_eval(&rows));
+            Ok(())
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            Err(ExitCode::from(e.exit_code()))
+        }
+    }
+}
+
+#[cfg(not(feature = "tch"))]
+fn train_estimator_command(
+    _: &Path,
+    _: &Path,
+    _: &Path,
+    _: Option<PathBuf>,
+    _: u64,
+    _: usize,
+    _: &str,
+) -> Result<(), ExitCode> {
+    eprintln!("error: train-estimator needs libtorch: build with the default `tch` feature");
+    Err(ExitCode::from(2))
+}
+
 fn bad_input(e: ConfigError) -> ExitCode {
     eprintln!("error: {e}");
     ExitCode::from(2)
@@ -445,9 +716,55 @@ fn main() -> ExitCode {
                 out: out.clone(),
                 jobs: jobs.unwrap_or_else(|| available_cores().max(1)),
                 policy_dir: PathBuf::from("policies"),
+                descriptors: PathBuf::from("rt-config/model-descriptors.csv"),
             };
             simulate_command(&args)
         }
+        Command::Profile {
+            rt_config,
+            device,
+            catalog,
+            variants,
+            threads,
+            configs,
+            max_tenants,
+            window,
+            seed,
+            out,
+            resume,
+            simulate,
+        } => profile_command(&ProfileArgs {
+            rt_config,
+            device,
+            catalog,
+            variants,
+            threads,
+            configs: *configs,
+            max_tenants: *max_tenants,
+            window: *window,
+            seed: *seed,
+            out,
+            resume: *resume,
+            simulate: *simulate,
+        }),
+        Command::TrainEstimator {
+            data,
+            out,
+            descriptors,
+            evaluate,
+            weights,
+            seed,
+            epochs,
+            heldout_arch,
+        } => train_estimator_command(
+            data,
+            out,
+            descriptors,
+            evaluate.then(|| weights.clone()).flatten(),
+            *seed,
+            *epochs,
+            heldout_arch,
+        ),
         Command::Check { files } => load(files).map_err(bad_input).and_then(|l| {
             ecomap_actors::control_plane::ControlPlan::prepare(&l.policy, &l.rt)
                 .map(|_| println!("ok"))

@@ -183,6 +183,40 @@ pub enum PlanPolicy {
     /// variants that minimise carbon subject to every deadline, at the
     /// same mean accuracy as the `ecomap` policy over the span.
     Oracle,
+    /// The mapping planner (`ecomap::planner`): when the intensity moves
+    /// past `hysteresis_gco2` since the last plan, search power mode ×
+    /// variant × unit per tenant with the latency/power estimator, for the
+    /// least `carbon (g/h) + accuracy_point_g_per_h × accuracy points lost`
+    /// with every tenant's predicted tail within its deadline.
+    Mapping {
+        /// Grams CO2 per hour one point of mean top-1 is worth.
+        accuracy_point_g_per_h: f64,
+        /// Share of each deadline kept free, e.g. 0.1.
+        #[serde(default = "ten_percent")]
+        margin: f64,
+        /// Re-plan when the intensity moved at least this much (g/kWh).
+        #[serde(default = "fifteen")]
+        hysteresis_gco2: f64,
+        /// Beam width of the search.
+        #[serde(default = "eight")]
+        beam_width: usize,
+        /// Trained estimator (folder with estimator.safetensors, relative
+        /// to the policy file); `None`: the device model's analytic one.
+        #[serde(default)]
+        estimator: Option<std::path::PathBuf>,
+    },
+}
+
+fn ten_percent() -> f64 {
+    0.1
+}
+
+fn fifteen() -> f64 {
+    15.0
+}
+
+fn eight() -> usize {
+    8
 }
 
 fn five_percent() -> f64 {
@@ -225,6 +259,31 @@ impl PlanPolicy {
                 } else {
                     Ok(())
                 }
+            }
+            PlanPolicy::Mapping {
+                accuracy_point_g_per_h,
+                margin,
+                hysteresis_gco2,
+                beam_width,
+                ..
+            } => {
+                if !(accuracy_point_g_per_h.is_finite() && *accuracy_point_g_per_h >= 0.0) {
+                    return Err(format!(
+                        "accuracy_point_g_per_h must be ≥ 0, got {accuracy_point_g_per_h}"
+                    ));
+                }
+                if !(margin.is_finite() && (0.0..1.0).contains(margin)) {
+                    return Err(format!("margin must be in [0, 1), got {margin}"));
+                }
+                if !(hysteresis_gco2.is_finite() && *hysteresis_gco2 >= 0.0) {
+                    return Err(format!(
+                        "hysteresis_gco2 must be ≥ 0, got {hysteresis_gco2}"
+                    ));
+                }
+                if *beam_width == 0 {
+                    return Err("beam_width must be at least 1".into());
+                }
+                Ok(())
             }
             PlanPolicy::Static { .. } | PlanPolicy::EfficientStatic | PlanPolicy::Oracle => Ok(()),
         }
@@ -270,9 +329,17 @@ impl Policy {
             q.validate()
                 .map_err(|m| ConfigError::invalid(path, "quality", m))?;
         }
-        if let Some(pl) = &p.plan {
+        if let Some(pl) = &mut p.plan {
             pl.validate()
                 .map_err(|m| ConfigError::invalid(path, "plan", m))?;
+            if let PlanPolicy::Mapping {
+                estimator: Some(e), ..
+            } = pl
+            {
+                if e.is_relative() {
+                    *e = path.parent().unwrap_or(Path::new(".")).join(&*e);
+                }
+            }
             if p.governor.is_some() {
                 return Err(ConfigError::invalid(
                     path,

@@ -58,6 +58,15 @@ pub struct TenantSpec {
     /// `Some(false)` for a tenant that wants late results rather than none.
     #[serde(default)]
     pub shed: Option<bool>,
+    /// Further units of a simulated device a mapping planner may move this
+    /// tenant to (it holds its variants there too), e.g. `Some(["dla0"])`;
+    /// it starts on `units`.
+    #[serde(default)]
+    pub movable_to: Option<Vec<String>>,
+    /// Lowest published top-1 accuracy (%) a planner may serve this tenant
+    /// at, e.g. `Some(75.0)`; `None`: any variant of its family.
+    #[serde(default)]
+    pub accuracy_floor: Option<f64>,
     /// The variants it may be served by, heaviest first (resolved from the
     /// catalog for a `Family`; else the one `model`).
     #[serde(skip)]
@@ -222,6 +231,15 @@ impl Workload {
             t.model
                 .validate()
                 .map_err(|m| ConfigError::invalid(path, place("model"), m))?;
+            if let Some(f) = t.accuracy_floor {
+                if !(f.is_finite() && (0.0..=100.0).contains(&f)) {
+                    return Err(ConfigError::invalid(
+                        path,
+                        place("accuracy_floor"),
+                        format!("accuracy_floor is a top-1 percentage in 0..=100, got {f}"),
+                    ));
+                }
+            }
         }
         Ok(())
     }

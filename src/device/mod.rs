@@ -201,6 +201,13 @@ impl DeviceModel {
         self.reference
     }
 
+    /// A mode's GPU, DLA and CPU clocks as fractions of the reference mode's.
+    pub fn mode_fracs(&self, mode: ModeId) -> [f64; 3] {
+        let r = &self.spec.modes[self.reference].clocks_mhz;
+        let m = &self.spec.modes[mode].clocks_mhz;
+        [m.gpu / r.gpu, m.dla / r.dla, m.cpu / r.cpu]
+    }
+
     /// The mode a power cap selects: the highest `cap_w` at or under the
     /// cap, or the lowest-capped mode when the cap is below all of them.
     /// Modes without `cap_w` are never selected by a cap.

@@ -365,6 +365,33 @@ impl DispatchCore {
         }
     }
 
+    /// Move tenant `t` to the units `to[u]` says (between requests: a job
+    /// already running finishes where it is; queued requests wait for the
+    /// new units). `fx.wake` lists the live units that now serve `t`, so an
+    /// idle one takes its queued work. Every unit named must hold the
+    /// tenant's variants — the caller checks that before planning a move.
+    pub fn remap(&mut self, t: usize, to: &[bool], fx: &mut StepEffects) {
+        fx.clear();
+        debug_assert_eq!(to.len(), self.units.len(), "one flag per unit");
+        debug_assert!(
+            to.iter()
+                .zip(&self.units)
+                .any(|(&on, unit)| on && !unit.gone),
+            "a remapped tenant keeps at least one live unit, or its requests strand"
+        );
+        for (u, &on) in to.iter().enumerate() {
+            let unit = &mut self.units[u];
+            if unit.gone {
+                continue;
+            }
+            unit.serves[t] = on;
+            if on {
+                fx.wake.push(u);
+                self.stats.wakes += 1;
+            }
+        }
+    }
+
     /// Unit `u` is gone for good (its thread died): never pick it again;
     /// `fx.wake` lists the live units, which may now have to exit.
     pub fn unit_lost(&mut self, u: usize, fx: &mut StepEffects) {
@@ -601,6 +628,39 @@ mod tests {
             3
         );
         assert_eq!(c.stats().wakes, 1);
+    }
+
+    #[test]
+    fn a_remap_between_requests_loses_nothing() {
+        // Tenant 0 on unit 0; two requests: one running, one queued.
+        let mut c = DispatchCore::new(
+            QueueOrder::EarliestDeadline,
+            1,
+            vec![vec![true], vec![false]],
+        );
+        let mut fx = StepEffects::default();
+        assert_eq!(c.step(1, StepEvent::Woke, ms(0), &mut fx), Next::Wait);
+        let j = run(c.step(0, StepEvent::Received(req(1, 0, 0, 100)), ms(0), &mut fx));
+        assert_eq!(j.request.id, 1);
+        c.admit(req(2, 0, 1, 100));
+        // Move it to unit 1: the idle unit 1 is woken and takes the queued
+        // request; the running one finishes on unit 0, which then idles.
+        c.remap(0, &[false, true], &mut fx);
+        assert_eq!(fx.wake, vec![1]);
+        assert_eq!(
+            run(c.step(1, StepEvent::Woke, ms(1), &mut fx)).request.id,
+            2
+        );
+        assert_eq!(c.step(0, done(0), ms(2), &mut fx), Next::Wait);
+        assert!(!c.serves(0, 0) && c.serves(1, 0));
+        c.admit(req(3, 0, 3, 100));
+        assert_eq!(c.step(0, StepEvent::Woke, ms(3), &mut fx), Next::Wait);
+        assert_eq!(run(c.step(1, done(0), ms(4), &mut fx)).request.id, 3);
+        assert_eq!(c.stats().dispatched, 3);
+        c.close(0);
+        assert_eq!(c.step(1, done(0), ms(5), &mut fx), Next::Exit);
+        let (left, _) = c.finish();
+        assert!(left.is_empty());
     }
 
     #[test]

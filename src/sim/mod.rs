@@ -20,8 +20,10 @@
 //! No threads, no wall clock: same inputs and seed, same result, bit for
 //! bit.
 
+pub mod mapping;
 pub mod output;
 pub mod plan;
+pub mod profile;
 
 use crate::accounting::TenantAccount;
 use crate::arrival::ArrivalGenerator;
@@ -103,6 +105,9 @@ pub enum SimError {
         /// Where the span starts (hours from the first row).
         from_h: u64,
     },
+    /// The mapping planner's estimator cannot be used.
+    #[error("mapping planner: {0}")]
+    Estimator(String),
     /// The clairvoyant planner's search space is too large to enumerate.
     #[error(
         "the oracle would enumerate {candidates} mode × variant combinations (at most \
@@ -159,6 +164,9 @@ pub struct SimSetup<'a> {
     pub seed: u64,
     /// The oracle's required mean accuracy (%); `None`: the most accurate.
     pub accuracy_target: Option<f64>,
+    /// The trained estimator for a `Mapping` plan (`None`: the device
+    /// model's analytic estimator).
+    pub planning: Option<mapping::Planning<'a>>,
 }
 
 /// One trace hour of a run.
@@ -201,6 +209,8 @@ pub struct SimResult {
     pub simulated: Duration,
     /// Published accuracy (%) of each tenant's variants.
     pub top1: Vec<Vec<Option<f64>>>,
+    /// The mapping planner's decisions (empty for other policies).
+    pub plans: Vec<mapping::PlanLogEntry>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -384,6 +394,21 @@ impl<'a> Engine<'a> {
         last
     }
 
+    /// Move every tenant to `units[t]` (between requests: running jobs
+    /// finish where they are) and wake the units that now serve it.
+    fn remap(&mut self, units: &[usize], now: Timestamp) {
+        let n_units = self.running.len();
+        for (t, &unit) in units.iter().enumerate() {
+            let to: Vec<bool> = (0..n_units).map(|u| u == unit).collect();
+            let mut fx = std::mem::take(&mut self.fx);
+            self.core.remap(t, &to, &mut fx);
+            for &w in &fx.wake {
+                self.push(now, Event::Wake(w));
+            }
+            self.fx = fx;
+        }
+    }
+
     fn set_mode(&mut self, mode: ModeId) {
         self.mode = mode;
         for u in 0..self.running.len() {
@@ -446,7 +471,33 @@ pub fn analyse(workload: &Workload, device: &DeviceModel) -> Result<Analysis, Si
                 device: device.name().to_string(),
             });
         }
+        let mut movable = allowed.clone();
+        for n in t.movable_to.iter().flatten() {
+            let u =
+                unit_names
+                    .iter()
+                    .position(|x| x == n)
+                    .ok_or_else(|| SimError::UnknownUnit {
+                        tenant: t.name.clone(),
+                        unit: n.clone(),
+                        units: unit_names.clone(),
+                    })?;
+            if let Some(v) = variants.iter().find(|v| cost(v, u).is_none()) {
+                return Err(SimError::NoCost {
+                    tenant: t.name.clone(),
+                    variant: v.name.clone(),
+                    device: device.name().to_string(),
+                });
+            }
+            if !movable.contains(&u) {
+                movable.push(u);
+            }
+        }
         tenants.push(TenantModel {
+            name: t.name.clone(),
+            names: variants.iter().map(|v| v.name.clone()).collect(),
+            movable,
+            accuracy_floor: t.accuracy_floor,
             rate_hz: t.arrival.rate_hz(),
             deadline_s: t.deadline.as_secs_f64(),
             units: allowed,
@@ -498,7 +549,15 @@ pub fn simulate(
         .policy
         .plan
         .as_ref()
-        .map(|p| Planner::new(p, &analysis, &hourly, setup.accuracy_target))
+        .map(|p| {
+            Planner::new(
+                p,
+                &analysis,
+                &hourly,
+                setup.accuracy_target,
+                setup.planning.as_ref(),
+            )
+        })
         .transpose()?;
     let mut governor = setup.policy.governor.clone().map(Governor::new);
     let serves: Vec<Vec<bool>> = (0..units)
@@ -604,6 +663,9 @@ pub fn simulate(
                 if p.pins_variants() {
                     apply_variants(&mut engine.core, &c, start);
                 }
+                if let Some(units) = &c.units {
+                    engine.remap(units, start);
+                }
             }
         } else if let Some(g) = governor.as_mut() {
             if let Some(d) = g.on_sample(start, Some((gco2, Duration::ZERO))) {
@@ -668,6 +730,10 @@ pub fn simulate(
         progress(h);
     }
     let top1 = workload.top1_table();
+    let plans = match planner {
+        Some(Planner::Mapping(m)) => m.log,
+        _ => Vec::new(),
+    };
     let Engine { core, accounts, .. } = engine;
     let (left, stats) = core.finish();
     debug_assert!(left.is_empty(), "every window drains");
@@ -678,6 +744,7 @@ pub fn simulate(
         swaps: stats.swaps.len(),
         simulated,
         top1,
+        plans,
     })
 }
 
@@ -743,6 +810,7 @@ mod tests {
                 sample: Some(Duration::from_secs(60)),
                 seed,
                 accuracy_target: None,
+                planning: None,
             },
             |_| {},
         )

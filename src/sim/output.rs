@@ -268,3 +268,38 @@ pub fn write_timeline(out: impl Write, r: &SimResult, tenants: &[String]) -> csv
     w.flush()?;
     Ok(())
 }
+
+/// Write the mapping planner's decisions: one row per plan, with the
+/// mapping (`variant@unit` per tenant, `;`-separated) and why.
+pub fn write_plans<W: std::io::Write>(
+    w: W,
+    plans: &[super::mapping::PlanLogEntry],
+) -> Result<(), csv::Error> {
+    let mut out = csv::Writer::from_writer(w);
+    out.write_record([
+        "hour",
+        "gco2_per_kwh",
+        "outcome",
+        "mode",
+        "mapping",
+        "predicted_power_w",
+        "predicted_accuracy_pct",
+        "worst_deadline_fraction",
+        "evaluated",
+    ])?;
+    for p in plans {
+        out.write_record([
+            p.hour.to_string(),
+            format!("{:.1}", p.gco2_per_kwh),
+            p.outcome.clone(),
+            p.mode.clone(),
+            p.mapping.join(";"),
+            format!("{:.3}", p.predicted_power_w),
+            format!("{:.3}", p.predicted_accuracy),
+            format!("{:.3}", p.worst_deadline_fraction),
+            p.evaluated.to_string(),
+        ])?;
+    }
+    out.flush()?;
+    Ok(())
+}

@@ -24,6 +24,9 @@ pub struct Candidate {
     pub mode: ModeId,
     /// `variants[t]`: tenant `t`'s variant (0 = heaviest).
     pub variants: Vec<usize>,
+    /// `units[t]`: the unit tenant `t` is moved to; `None` keeps the
+    /// workload's mapping (every planner but the mapping planner).
+    pub units: Option<Vec<usize>>,
 }
 
 /// What the predictor says of a candidate.
@@ -42,6 +45,12 @@ pub struct Prediction {
 /// One tenant as the predictor sees it.
 #[derive(Debug, Clone)]
 pub(crate) struct TenantModel {
+    pub(crate) name: String,
+    /// Variant names, heaviest first.
+    pub(crate) names: Vec<String>,
+    /// Units it may be mapped to: `units` and `movable_to`.
+    pub(crate) movable: Vec<usize>,
+    pub(crate) accuracy_floor: Option<f64>,
     pub(crate) rate_hz: f64,
     pub(crate) deadline_s: f64,
     pub(crate) units: Vec<usize>,
@@ -122,6 +131,7 @@ impl Analysis {
         Candidate {
             mode,
             variants: vec![0; self.tenants.len()],
+            units: None,
         }
     }
 
@@ -135,6 +145,7 @@ impl Analysis {
                 out.push(Candidate {
                     mode,
                     variants: v.clone(),
+                    units: None,
                 });
                 // Odometer increment.
                 let mut i = 0;
@@ -203,6 +214,8 @@ pub enum Planner {
     },
     /// Clairvoyant schedule, one candidate per hour.
     Oracle(Vec<Candidate>),
+    /// The mapping planner with its estimator.
+    Mapping(Box<super::mapping::MappingPlanner>),
 }
 
 impl Planner {
@@ -214,6 +227,7 @@ impl Planner {
         analysis: &Analysis,
         hourly: &[f64],
         accuracy_target: Option<f64>,
+        planning: Option<&super::mapping::Planning<'_>>,
     ) -> Result<Planner, SimError> {
         let mode = |name: &str| {
             analysis
@@ -259,13 +273,33 @@ impl Planner {
                 hourly,
                 accuracy_target.unwrap_or_else(|| analysis.max_accuracy()),
             )?),
+            PlanPolicy::Mapping {
+                accuracy_point_g_per_h,
+                margin,
+                hysteresis_gco2,
+                beam_width,
+                ..
+            } => Planner::Mapping(Box::new(super::mapping::MappingPlanner::new(
+                analysis,
+                crate::planner::SearchOptions {
+                    accuracy_point_g_per_h: *accuracy_point_g_per_h,
+                    margin: *margin,
+                    beam_width: *beam_width,
+                    ..Default::default()
+                },
+                *hysteresis_gco2,
+                planning,
+            )?)),
         })
     }
 
     /// Whether its plans choose variants too (Clover, the oracle); the
     /// others choose the mode only.
     pub fn pins_variants(&self) -> bool {
-        matches!(self, Planner::Clover { .. } | Planner::Oracle(_))
+        matches!(
+            self,
+            Planner::Clover { .. } | Planner::Oracle(_) | Planner::Mapping(_)
+        )
     }
 
     /// The plan for hour `h` (intensity `hourly[h]`); `None` keeps the
@@ -314,6 +348,7 @@ impl Planner {
                 Some(analysis.heaviest(modes[bucket]))
             }
             Planner::Oracle(schedule) => schedule.get(h).cloned(),
+            Planner::Mapping(m) => m.decide(h, gco2),
         }
     }
 }

@@ -48,6 +48,8 @@ pub struct SimulateArgs {
     pub jobs: usize,
     /// Folder that policy names resolve in.
     pub policy_dir: PathBuf,
+    /// Model descriptors for mapping policies' trained estimators.
+    pub descriptors: PathBuf,
 }
 
 /// Where a span starts.
@@ -84,6 +86,9 @@ pub enum SimulateError {
     /// The simulation cannot run as asked.
     #[error(transparent)]
     Sim(#[from] SimError),
+    /// A mapping policy's trained estimator or the descriptors cannot be used.
+    #[error("{0}")]
+    Estimator(String),
     /// A start date outside a trace.
     #[error("{}: --start {date} is outside the trace ({first} …)", trace.display())]
     StartOutside {
@@ -127,6 +132,66 @@ pub fn resolve_policy(name: &str, dir: &Path) -> Result<Policy, SimulateError> {
         });
     }
     Ok(Policy::load(&path)?)
+}
+
+/// Makes one estimator for a simulation run.
+type EstimatorMaker = dyn Fn() -> Result<Box<dyn ecomap::estimate::MappingEstimator>, ecomap::estimate::EstimateError>
+    + Sync;
+
+fn trained_estimator(p: &Policy) -> Option<&Path> {
+    match &p.plan {
+        Some(PlanPolicy::Mapping {
+            estimator: Some(e), ..
+        }) => Some(e),
+        _ => None,
+    }
+}
+
+fn load_descriptors(
+    policies: &[Policy],
+    path: &Path,
+) -> Result<Option<ecomap::estimate::descriptors::Descriptors>, SimulateError> {
+    if !policies.iter().any(|p| trained_estimator(p).is_some()) {
+        return Ok(None);
+    }
+    ecomap::estimate::descriptors::Descriptors::load(path)
+        .map(Some)
+        .map_err(|e| SimulateError::Estimator(e.to_string()))
+}
+
+#[cfg(feature = "tch")]
+fn estimator_maker(
+    p: &Policy,
+    descriptors: Option<&ecomap::estimate::descriptors::Descriptors>,
+) -> Result<Option<Box<EstimatorMaker>>, SimulateError> {
+    use crate::estimator::TransformerEstimator;
+    let (Some(path), Some(d)) = (trained_estimator(p), descriptors) else {
+        return Ok(None);
+    };
+    // Fail on bad weights before any run starts.
+    TransformerEstimator::load(path, d.clone())
+        .map_err(|e| SimulateError::Estimator(format!("policy '{}': {e}", p.name)))?;
+    let (path, d) = (path.to_path_buf(), d.clone());
+    Ok(Some(Box::new(move || {
+        tch::set_num_threads(1);
+        TransformerEstimator::load(&path, d.clone())
+            .map(|e| Box::new(e) as Box<dyn ecomap::estimate::MappingEstimator>)
+            .map_err(|e| ecomap::estimate::EstimateError::Backend(e.to_string()))
+    })))
+}
+
+#[cfg(not(feature = "tch"))]
+fn estimator_maker(
+    p: &Policy,
+    _: Option<&ecomap::estimate::descriptors::Descriptors>,
+) -> Result<Option<Box<EstimatorMaker>>, SimulateError> {
+    match trained_estimator(p) {
+        Some(_) => Err(SimulateError::Estimator(format!(
+            "policy '{}' names a trained estimator, which needs libtorch: build with the default              `tch` feature",
+            p.name
+        ))),
+        None => Ok(None),
+    }
 }
 
 /// A trace's file stem, for tables and file names.
@@ -215,6 +280,13 @@ pub fn run_simulate(args: &SimulateArgs) -> Result<Vec<SummaryRow>, SimulateErro
         )
         .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
+    // Trained estimators of mapping policies: checked once here, then
+    // loaded once per run (each run owns its estimator).
+    let descriptors = load_descriptors(&policies, &args.descriptors)?;
+    let makers: Vec<Option<Box<EstimatorMaker>>> = policies
+        .iter()
+        .map(|p| estimator_maker(p, descriptors.as_ref()))
+        .collect::<Result<_, _>>()?;
     let results: Mutex<Vec<Option<SimResult>>> =
         Mutex::new((0..traces.len() * policies.len()).map(|_| None).collect());
     let setup = |spec: &RunSpec, target: Option<f64>| SimSetup {
@@ -227,6 +299,13 @@ pub fn run_simulate(args: &SimulateArgs) -> Result<Vec<SummaryRow>, SimulateErro
         sample: args.sample,
         seed: args.seed,
         accuracy_target: target,
+        planning: match (&makers[spec.policy], &descriptors) {
+            (Some(make), Some(d)) => Some(ecomap::sim::mapping::Planning {
+                descriptors: d,
+                make: make.as_ref(),
+            }),
+            _ => None,
+        },
     };
     let run_wave = |wave: &[RunSpec], targets: &[Option<f64>]| -> Result<(), SimulateError> {
         let next = AtomicUsize::new(0);
@@ -293,6 +372,19 @@ pub fn run_simulate(args: &SimulateArgs) -> Result<Vec<SummaryRow>, SimulateErro
                     source: std::io::Error::other(e),
                 }
             })?;
+            if !r.plans.is_empty() {
+                let file = timeline_dir.join(format!("{tname}__{}__plans.csv", p.name));
+                let f = std::fs::File::create(&file).map_err(|source| SimulateError::Write {
+                    path: file.clone(),
+                    source,
+                })?;
+                ecomap::sim::output::write_plans(std::io::BufWriter::new(f), &r.plans).map_err(
+                    |e| SimulateError::Write {
+                        path: file.clone(),
+                        source: std::io::Error::other(e),
+                    },
+                )?;
+            }
         }
     }
     let summary = args.out.join("summary.csv");

@@ -82,6 +82,7 @@ fn main() -> ExitCode {
         sample,
         seed: 1,
         accuracy_target: None,
+        planning: None,
     };
     let mut rates = Vec::new();
     let mut rss_after_short = f64::NAN;

@@ -1,0 +1,150 @@
+//! `ecomap train-estimator`: train on a profile dataset, or evaluate a
+//! trained estimator against the baselines.
+
+use super::train::{evaluate, examples, train, write_eval, EvalRow, TrainOptions};
+use super::{EstimatorError, TransformerEstimator};
+use ecomap::estimate::dataset::{read_profile, DatasetError};
+use ecomap::estimate::descriptors::{DescriptorError, Descriptors};
+use ecomap::estimate::EstimateError;
+use std::path::{Path, PathBuf};
+
+/// What the command was asked to do.
+#[derive(Debug, Clone)]
+pub struct TrainEstimatorArgs {
+    /// The profile dataset.
+    pub data: PathBuf,
+    /// Output folder (weights, or `estimator_eval.csv`).
+    pub out: PathBuf,
+    /// Model descriptors.
+    pub descriptors: PathBuf,
+    /// `Some(weights)`: evaluate these instead of training.
+    pub evaluate: Option<PathBuf>,
+    /// Training options.
+    pub options: TrainOptions,
+}
+
+/// Why the command failed.
+#[derive(Debug, thiserror::Error)]
+pub enum TrainEstimatorError {
+    /// The dataset is unusable.
+    #[error(transparent)]
+    Dataset(#[from] DatasetError),
+    /// The descriptors are unusable.
+    #[error(transparent)]
+    Descriptors(#[from] DescriptorError),
+    /// The weights are unusable.
+    #[error(transparent)]
+    Weights(#[from] EstimatorError),
+    /// The dataset names something the descriptors lack, or inference failed.
+    #[error(transparent)]
+    Estimate(#[from] EstimateError),
+    /// The training split is empty.
+    #[error("{0}")]
+    Split(String),
+    /// An output cannot be written.
+    #[error("cannot write {path}: {message}")]
+    Write {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        message: String,
+    },
+}
+
+impl TrainEstimatorError {
+    /// 2 for bad input, 1 otherwise.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            TrainEstimatorError::Write { .. } => 1,
+            TrainEstimatorError::Weights(EstimatorError::Write { .. }) => 1,
+            TrainEstimatorError::Estimate(EstimateError::Backend(_)) => 1,
+            _ => 2,
+        }
+    }
+}
+
+/// Render evaluation rows as a table.
+pub fn render_eval(rows: &[EvalRow]) -> String {
+    let mut s = format!(
+        "{:<12} {:<12} {:<13} {:>9} {:>6}\n",
+        "model", "target", "split", "MAPE %", "n"
+    );
+    for r in rows {
+        s.push_str(&format!(
+            "{:<12} {:<12} {:<13} {:>9.2} {:>6}\n",
+            r.model, r.target, r.split, r.mape_pct, r.n
+        ));
+    }
+    s
+}
+
+fn file_name(p: &Path) -> String {
+    p.file_name().map_or_else(
+        || p.display().to_string(),
+        |n| n.to_string_lossy().into_owned(),
+    )
+}
+
+/// Run the command; returns the evaluation rows it wrote.
+pub fn run(args: &TrainEstimatorArgs) -> Result<Vec<EvalRow>, TrainEstimatorError> {
+    let descriptors = Descriptors::load(&args.descriptors)?;
+    let rows = read_profile(&args.data)?;
+    let write = |path: &Path, e: &dyn std::fmt::Display| TrainEstimatorError::Write {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    };
+    std::fs::create_dir_all(&args.out).map_err(|e| write(&args.out, &e))?;
+    let mut est = match &args.evaluate {
+        Some(weights) => TransformerEstimator::load(weights, descriptors)?,
+        None => {
+            let all = examples(&descriptors, &rows, &args.options)?;
+            let n_train = all
+                .iter()
+                .filter(|e| e.split == super::train::Split::Train)
+                .count();
+            if n_train == 0 {
+                return Err(TrainEstimatorError::Split(format!(
+                    "{}: no configuration is left to train on after holding out '{}' and {:.0}% \
+                     of the tenant combinations; profile more configurations",
+                    args.data.display(),
+                    args.options.heldout_arch,
+                    args.options.heldout_mix_fraction * 100.0
+                )));
+            }
+            let bar = indicatif::ProgressBar::new(args.options.epochs as u64);
+            let (est, loss) = train(
+                descriptors,
+                &all,
+                &args.options,
+                &file_name(&args.data),
+                &rows[0].device,
+                |_, _| bar.inc(1),
+            );
+            bar.finish_and_clear();
+            eprintln!(
+                "ecomap: trained on {n_train} configurations, {} epochs, final loss {loss:.4}",
+                args.options.epochs
+            );
+            est.save(&args.out)?;
+            eprintln!(
+                "ecomap: wrote {}",
+                super::weight_files(&args.out).0.display()
+            );
+            est
+        }
+    };
+    // Evaluate on the split the weights were trained with.
+    let meta = est.meta().clone();
+    let options = TrainOptions {
+        seed: meta.seed,
+        heldout_arch: meta.heldout_arch.clone(),
+        heldout_mix_fraction: meta.heldout_mix_fraction,
+        ..args.options.clone()
+    };
+    let all = examples(est.descriptors(), &rows, &options)?;
+    let eval = evaluate(&mut est, &all)?;
+    let path = args.out.join("estimator_eval.csv");
+    write_eval(&path, &eval).map_err(|e| write(&path, &e))?;
+    eprintln!("ecomap: wrote {}", path.display());
+    Ok(eval)
+}

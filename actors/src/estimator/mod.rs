@@ -1,0 +1,299 @@
+//! The learned latency and power estimator (libtorch).
+//!
+//! [`TransformerEstimator`] answers [`MappingQuery`]s in batches with the
+//! transformer of [`network`]; [`train`] fits it on a profile dataset and
+//! evaluates it against the lookup and linear baselines. A trained
+//! estimator is two files: `estimator.safetensors` (the weights) and
+//! `estimator.ron` (the network's shape, the target normalisation and how
+//! it was trained), both written by `ecomap train-estimator`.
+
+pub mod command;
+pub mod network;
+pub mod train;
+
+use ecomap::estimate::descriptors::Descriptors;
+use ecomap::estimate::{
+    encode_tenant, EstimateError, MappingEstimator, MappingPrediction, MappingQuery, FEATURES,
+};
+use network::{Network, NetworkShape};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use tch::{nn, Device, Kind, Tensor};
+
+/// How a set of weights was trained, and how to read its outputs.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct EstimatorMeta {
+    /// The network's shape.
+    pub shape: NetworkShape,
+    /// Mean of ln(median service, ms) over the training rows.
+    pub p50_mean: f64,
+    /// Its standard deviation.
+    pub p50_std: f64,
+    /// Mean of ln(power, W) over the training configurations.
+    pub power_mean: f64,
+    /// Its standard deviation.
+    pub power_std: f64,
+    /// Seed of parameter initialisation, shuffling and the split.
+    pub seed: u64,
+    /// Architecture held out of training entirely.
+    pub heldout_arch: String,
+    /// Share of tenant combinations held out of training.
+    pub heldout_mix_fraction: f64,
+    /// Training epochs.
+    pub epochs: usize,
+    /// Dataset file name it was trained on.
+    pub dataset: String,
+    /// Device of the dataset.
+    pub device: String,
+    /// Training configurations.
+    pub train_configs: usize,
+}
+
+/// A trained estimator that cannot be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum EstimatorError {
+    /// The metadata file is missing or malformed.
+    #[error("cannot read estimator metadata {path}: {message}; it is written next to the weights by `ecomap train-estimator`")]
+    Meta {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        message: String,
+    },
+    /// The weights file cannot be read.
+    #[error("cannot read estimator weights {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: tch::TchError,
+    },
+    /// The weights do not fit the network the metadata describes.
+    #[error("estimator weights {path} do not match the network in its metadata ({shape:?}): {mismatch}; retrain with `ecomap train-estimator`, or use the weights and estimator.ron written together")]
+    Mismatch {
+        /// The file.
+        path: PathBuf,
+        /// The shape the metadata describes.
+        shape: NetworkShape,
+        /// The first disagreeing tensor.
+        mismatch: String,
+    },
+    /// The weights cannot be written.
+    #[error("cannot write {path}: {message}")]
+    Write {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        message: String,
+    },
+}
+
+/// The weights and metadata files of an estimator named by `path`: a
+/// folder holding `estimator.safetensors`, or the `.safetensors` file.
+pub fn weight_files(path: &Path) -> (PathBuf, PathBuf) {
+    let weights = if path.extension().is_some_and(|e| e == "safetensors") {
+        path.to_path_buf()
+    } else {
+        path.join("estimator.safetensors")
+    };
+    (weights.clone(), weights.with_extension("ron"))
+}
+
+/// The learned estimator, ready to answer queries on the CPU.
+pub struct TransformerEstimator {
+    vs: nn::VarStore,
+    net: Network,
+    meta: EstimatorMeta,
+    descriptors: Descriptors,
+}
+
+impl std::fmt::Debug for TransformerEstimator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TransformerEstimator")
+            .field("meta", &self.meta)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TransformerEstimator {
+    /// A fresh (untrained) estimator; parameters drawn from `meta.seed`.
+    pub fn fresh(meta: EstimatorMeta, descriptors: Descriptors) -> Self {
+        tch::manual_seed(meta.seed as i64);
+        let vs = nn::VarStore::new(Device::Cpu);
+        let net = Network::new(&vs.root(), &meta.shape);
+        TransformerEstimator {
+            vs,
+            net,
+            meta,
+            descriptors,
+        }
+    }
+
+    /// Load weights and metadata written by [`TransformerEstimator::save`].
+    pub fn load(path: &Path, descriptors: Descriptors) -> Result<Self, EstimatorError> {
+        let (weights, meta_path) = weight_files(path);
+        let text = std::fs::read_to_string(&meta_path).map_err(|e| EstimatorError::Meta {
+            path: meta_path.clone(),
+            message: e.to_string(),
+        })?;
+        let meta: EstimatorMeta = ron::from_str(&text).map_err(|e| EstimatorError::Meta {
+            path: meta_path.clone(),
+            message: e.to_string(),
+        })?;
+        let est = TransformerEstimator::fresh(meta, descriptors);
+        let stored = Tensor::read_safetensors(&weights).map_err(|source| EstimatorError::Read {
+            path: weights.clone(),
+            source,
+        })?;
+        let mismatch = |mismatch: String| EstimatorError::Mismatch {
+            path: weights.clone(),
+            shape: est.meta.shape,
+            mismatch,
+        };
+        let stored: std::collections::HashMap<String, Tensor> = stored.into_iter().collect();
+        let mut vars = est.vs.variables();
+        if stored.len() != vars.len() {
+            return Err(mismatch(format!(
+                "the file has {} tensors, the network {}",
+                stored.len(),
+                vars.len()
+            )));
+        }
+        let mut names: Vec<_> = vars.keys().cloned().collect();
+        names.sort();
+        for name in names {
+            let var = vars.get_mut(&name).expect("name from the same map");
+            let src = stored
+                .get(&name)
+                .ok_or_else(|| mismatch(format!("tensor '{name}' is missing")))?;
+            if src.size() != var.size() {
+                return Err(mismatch(format!(
+                    "tensor '{name}' is {:?} in the file, {:?} in the network",
+                    src.size(),
+                    var.size()
+                )));
+            }
+            tch::no_grad(|| var.copy_(&src.to_kind(Kind::Float)));
+        }
+        Ok(est)
+    }
+
+    /// Write `estimator.safetensors` and `estimator.ron` into `dir`.
+    pub fn save(&self, dir: &Path) -> Result<(), EstimatorError> {
+        let (weights, meta_path) = weight_files(dir);
+        let write = |path: &Path, message: String| EstimatorError::Write {
+            path: path.to_path_buf(),
+            message,
+        };
+        std::fs::create_dir_all(dir).map_err(|e| write(dir, e.to_string()))?;
+        self.vs
+            .save(&weights)
+            .map_err(|e| write(&weights, e.to_string()))?;
+        let text = ron::ser::to_string_pretty(&self.meta, ron::ser::PrettyConfig::default())
+            .map_err(|e| write(&meta_path, e.to_string()))?;
+        std::fs::write(&meta_path, text + "\n").map_err(|e| write(&meta_path, e.to_string()))
+    }
+
+    /// Its metadata.
+    pub fn meta(&self) -> &EstimatorMeta {
+        &self.meta
+    }
+
+    /// The descriptor table its queries index into.
+    pub fn descriptors(&self) -> &Descriptors {
+        &self.descriptors
+    }
+
+    pub(crate) fn network(&self) -> &Network {
+        &self.net
+    }
+
+    pub(crate) fn var_store(&self) -> &nn::VarStore {
+        &self.vs
+    }
+
+    /// Tokens [B, T, F] and mask [B, T] of a batch of queries (padded to the
+    /// longest).
+    pub fn batch(&self, queries: &[MappingQuery]) -> (Tensor, Tensor) {
+        batch_tensors(&self.descriptors, queries)
+    }
+}
+
+/// Tokens [B, T, F] and mask [B, T] of a batch of queries.
+pub(crate) fn batch_tensors(d: &Descriptors, queries: &[MappingQuery]) -> (Tensor, Tensor) {
+    let b = queries.len();
+    let t = queries
+        .iter()
+        .map(|q| q.tenants.len())
+        .max()
+        .unwrap_or(0)
+        .max(1);
+    let mut x = vec![0f32; b * t * FEATURES];
+    let mut m = vec![0f32; b * t];
+    for (i, q) in queries.iter().enumerate() {
+        for (j, p) in q.tenants.iter().enumerate() {
+            let at = (i * t + j) * FEATURES;
+            x[at..at + FEATURES].copy_from_slice(&encode_tenant(d, q, p));
+            m[i * t + j] = 1.0;
+        }
+    }
+    (
+        Tensor::from_slice(&x).view([b as i64, t as i64, FEATURES as i64]),
+        Tensor::from_slice(&m).view([b as i64, t as i64]),
+    )
+}
+
+impl MappingEstimator for TransformerEstimator {
+    fn predict(
+        &mut self,
+        queries: &[MappingQuery],
+    ) -> Result<Vec<MappingPrediction>, EstimateError> {
+        if queries.is_empty() {
+            return Ok(Vec::new());
+        }
+        for q in queries {
+            if let Some(p) = q
+                .tenants
+                .iter()
+                .find(|p| p.model >= self.descriptors.rows().len())
+            {
+                return Err(EstimateError::Encode(format!(
+                    "model index {} is outside the descriptor table",
+                    p.model
+                )));
+            }
+        }
+        let _guard = tch::no_grad_guard();
+        let (tokens, mask) = self.batch(queries);
+        let out = self.net.forward(&tokens, &mask);
+        let to_vec = |t: &Tensor| -> Result<Vec<f32>, EstimateError> {
+            Vec::<f32>::try_from(t.flatten(0, -1))
+                .map_err(|e| EstimateError::Backend(e.to_string()))
+        };
+        let p50 = to_vec(&out.p50)?;
+        let gap = to_vec(&out.tail_gap)?;
+        let power = to_vec(&out.power)?;
+        let t = out.p50.size()[1] as usize;
+        let m = &self.meta;
+        Ok(queries
+            .iter()
+            .enumerate()
+            .map(|(i, q)| {
+                let n = q.tenants.len();
+                let ln50: Vec<f64> = (0..n)
+                    .map(|j| p50[i * t + j] as f64 * m.p50_std + m.p50_mean)
+                    .collect();
+                MappingPrediction {
+                    service_p50_s: ln50.iter().map(|l| l.exp() / 1000.0).collect(),
+                    service_p95_s: ln50
+                        .iter()
+                        .enumerate()
+                        .map(|(j, l)| (l + gap[i * t + j] as f64).exp() / 1000.0)
+                        .collect(),
+                    power_w: (power[i] as f64 * m.power_std + m.power_mean).exp(),
+                }
+            })
+            .collect())
+    }
+}

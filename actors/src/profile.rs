@@ -1,0 +1,273 @@
+//! `ecomap profile`: measure real co-located runs and write the estimator's
+//! dataset ([`ecomap::estimate::dataset`]).
+//!
+//! Each *configuration* is a set of 1…N tenants from the catalog, each with
+//! a variant and a worker, at one intra-op thread count and one power mode
+//! of the emulated platform. The configuration runs through the real
+//! runtime ([`Runtime`]: per-tenant queues, the EDF dispatcher, pinned
+//! SCHED_FIFO workers running libtorch, the governor holding the mode) for
+//! a short window; per tenant the measured service-time median and p95 and
+//! the utilisation are recorded, with the platform's power (modelled on
+//! this host, labelled so).
+//!
+//! The first configurations are every variant alone at every mode and
+//! thread count (the solo profiles the lookup baseline needs); the rest
+//! are random mixes drawn from a seed, so the same arguments plan the same
+//! configurations.
+
+use crate::runtime::{Runtime, StartError};
+use ecomap::catalog::{Catalog, Variant};
+use ecomap::config::policy::Policy;
+use ecomap::config::rt::RtConfig;
+use ecomap::config::workload::Workload;
+use ecomap::config::{parse_ron, ConfigError};
+use ecomap::device::DeviceModel;
+use ecomap::estimate::dataset::ProfileRow;
+pub use ecomap::estimate::profile_plan::{ProfileConfig, ProfilePlan};
+use std::path::Path;
+use std::time::Duration;
+
+/// Why profiling stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ProfileError {
+    /// An input file is unusable.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The arguments are inconsistent.
+    #[error("{0}")]
+    Plan(String),
+    /// The runtime could not start a configuration.
+    #[error("configuration {config}: {source}")]
+    Start {
+        /// Which configuration.
+        config: u32,
+        /// Why.
+        source: StartError,
+    },
+}
+
+/// Everything a configuration run needs besides the configuration.
+pub struct ProfileContext<'a> {
+    /// The plan.
+    pub plan: &'a ProfilePlan,
+    /// The plan's variants from the catalog (what to run).
+    pub variants: &'a [Variant],
+    /// Per mode of the plan: the cap that selects it on the emulated platform.
+    pub caps_w: &'a [f64],
+    /// The rt-config to start from (workers, priorities, platform).
+    pub rt: &'a RtConfig,
+    /// The device description the rows are labelled with (modes, clocks)
+    /// and whose solo costs size the arrival rates.
+    pub device: &'a DeviceModel,
+    /// Measuring window per configuration.
+    pub window: Duration,
+}
+
+/// Run one configuration through the real runtime and return its rows.
+pub fn run_configuration(
+    ctx: &ProfileContext<'_>,
+    cfg: &ProfileConfig,
+) -> Result<Vec<ProfileRow>, ProfileError> {
+    let plan = ctx.plan;
+    let (mode_name, cap_w) = (&plan.modes[cfg.mode], ctx.caps_w[cfg.mode]);
+    let mode = ctx.device.mode_by_name(mode_name).ok_or_else(|| {
+        ProfileError::Plan(format!(
+            "mode '{mode_name}' is not in the device description '{}'",
+            ctx.device.name()
+        ))
+    })?;
+    let unit_kind = ctx.device.spec().units[0].kind;
+    let slowdown = ctx.device.slowdown(mode, unit_kind);
+    let window_s = ctx.window.as_secs_f64();
+    // Arrival rates: each tenant's share of its worker at the device
+    // model's solo service time at this mode, and at least 3 requests per
+    // window so the percentiles have samples. Queues are short (16): a
+    // configuration the floor overloads rejects the excess instead of
+    // draining a long backlog after the window.
+    let mut tenants_ron = String::new();
+    let mut rates = Vec::new();
+    for (i, &(v, _, util)) in cfg.tenants.iter().enumerate() {
+        let variant = &ctx.variants[v];
+        let solo_s = ctx
+            .device
+            .service_s(&variant.name, unit_kind, mode)
+            .unwrap_or(0.05);
+        let rate = (util / solo_s).max(3.0 / window_s);
+        rates.push(rate);
+        let model = ron::to_string(&variant.model)
+            .map_err(|e| ProfileError::Plan(format!("cannot write model spec: {e}")))?;
+        tenants_ron.push_str(&format!(
+            "(name: \"t{i}\", model: {model}, arrival: Periodic(rate_hz: {rate:.6}, jitter: \"1ms\"), \
+             deadline: \"10s\", capacity: 16),"
+        ));
+    }
+    let here = Path::new("<profile>");
+    let workload: Workload = parse_ron(
+        &format!("(seed: {}, tenants: [{tenants_ron}])", cfg.id),
+        here,
+        "workload",
+    )?;
+    workload.validate(here)?;
+    let policy: Policy = parse_ron(
+        &format!(
+            "(name: \"profile-{mode_name}\", queue_order: EarliestDeadline, \
+             carbon: Fixed(gco2_per_kwh: 300.0), \
+             governor: (rule: Fixed(cap_w: {cap_w}), max_staleness: \"1h\", fallback_cap_w: {cap_w}))"
+        ),
+        here,
+        "policy",
+    )?;
+    let mut rt = ctx.rt.clone();
+    rt.intra_op_threads = cfg.threads as usize;
+    for (w, spec) in rt.workers.iter_mut().enumerate() {
+        spec.tenants = Some(
+            cfg.tenants
+                .iter()
+                .enumerate()
+                .filter(|(_, t)| t.1 == w)
+                .map(|(i, _)| format!("t{i}"))
+                .collect(),
+        );
+        // More than one intra-op thread per worker: let the worker's
+        // OpenMP team spread over the cores instead of sharing one, and
+        // time-share them. Under SCHED_FIFO two unpinned teams whose
+        // threads spin at barriers starve each other's members (FIFO never
+        // slices a spinning thread off its core): measured here, a
+        // two-worker, two-thread configuration made no progress for
+        // minutes with both cores at 95%.
+        if cfg.threads > 1 {
+            spec.core = None;
+            spec.sched = ecomap::config::rt::SchedSpec::Other;
+        }
+    }
+    if cfg.threads > 1 {
+        // Telemetry receives from the workers: never above its senders.
+        rt.telemetry.sched = ecomap::config::rt::SchedSpec::Other;
+    }
+    let start = |source| ProfileError::Start {
+        config: cfg.id,
+        source,
+    };
+    let mut runtime = Runtime::start(&workload, &rt, &policy).map_err(start)?;
+    runtime.run_load(ctx.window, 1.0).map_err(start)?;
+    let report = runtime.shutdown();
+    let power_w = report
+        .energy
+        .as_ref()
+        .map(|e| e.ledger.mean_power_w())
+        .unwrap_or(f64::NAN);
+    let power_measured = report.energy.as_ref().is_some_and(|e| e.power_measured);
+    let duration_s = report.duration.as_secs_f64().max(1e-9);
+    let fracs = ctx.device.mode_fracs(mode);
+    let mut rows = Vec::new();
+    for (i, &(v, w, _)) in cfg.tenants.iter().enumerate() {
+        let account = &report.tenants[i];
+        let ms = |q: f64| account.service.quantile_us(q).unwrap_or(0) as f64 / 1000.0;
+        let served = account.service.len();
+        let mean_s = account.service.mean_us().unwrap_or(0.0) / 1e6;
+        let unit = &ctx.device.spec().units[w.min(ctx.device.spec().units.len() - 1)];
+        rows.push(ProfileRow {
+            config: cfg.id,
+            device: ctx.device.name().to_string(),
+            mode: mode_name.clone(),
+            mode_gpu_frac: fracs[0],
+            mode_dla_frac: fracs[1],
+            mode_cpu_frac: fracs[2],
+            threads: cfg.threads,
+            n_tenants: cfg.tenants.len() as u32,
+            tenant: format!("t{i}"),
+            variant: ctx.variants[v].name.clone(),
+            unit: rt.workers[w].name.clone(),
+            unit_index: w as u32,
+            unit_kind: unit.kind.name().to_string(),
+            rate_hz: rates[i],
+            served,
+            service_p50_ms: ms(0.5),
+            service_p95_ms: ms(0.95),
+            tenant_util: (served as f64 * mean_s / duration_s).min(1.5),
+            unit_util: (report.workers[w].busy.as_secs_f64() / duration_s).min(1.5),
+            power_w,
+            source: "measured".into(),
+            power_source: if power_measured {
+                "measured"
+            } else {
+                "modelled"
+            }
+            .into(),
+            window_s: duration_s,
+        });
+    }
+    if slowdown <= 0.0 || rows.iter().any(|r| r.served == 0) {
+        return Err(ProfileError::Plan(format!(
+            "configuration {}: a tenant served nothing in {window_s} s; lengthen --window",
+            cfg.id
+        )));
+    }
+    Ok(rows)
+}
+
+/// Resolve variant names against a catalog (the first family naming each).
+pub fn catalog_variants(catalog: &Catalog, names: &[String]) -> Result<Vec<Variant>, String> {
+    names
+        .iter()
+        .map(|n| {
+            catalog
+                .families
+                .iter()
+                .flat_map(|f| &f.variants)
+                .find(|v| &v.name == n)
+                .cloned()
+                .ok_or_else(|| format!("variant '{n}' is not in the catalog"))
+        })
+        .collect()
+}
+
+/// The modes of a device description that have a cap (the emulated
+/// platform selects a mode by its cap).
+pub fn capped_modes(device: &DeviceModel) -> Vec<(String, f64)> {
+    device
+        .modes()
+        .iter()
+        .filter_map(|m| m.cap_w.map(|c| (m.name.clone(), c)))
+        .collect()
+}
+
+/// Limit glibc to one malloc arena: a thread's own arena moves libtorch's
+/// activation buffers and swings its forward pass by up to ±25% on this
+/// host (docs/results.md §2), noise the estimator cannot learn.
+pub fn single_malloc_arena() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only changes allocator tunables; it is called before
+    // any worker thread starts, and M_ARENA_MAX takes a plain int.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 1);
+    }
+}
+
+/// Configurations of a dataset file whose every row is present (a
+/// configuration cut short by an interruption is not).
+pub fn complete_configurations(
+    path: &Path,
+) -> Result<std::collections::BTreeSet<u32>, ecomap::estimate::dataset::DatasetError> {
+    let mut reader = csv::Reader::from_path(path).map_err(|source| {
+        ecomap::estimate::dataset::DatasetError::Read {
+            path: path.to_path_buf(),
+            source,
+        }
+    })?;
+    let mut count: std::collections::BTreeMap<u32, (u32, u32)> = Default::default();
+    for (i, r) in reader.deserialize::<ProfileRow>().enumerate() {
+        let r = r.map_err(|e| ecomap::estimate::dataset::DatasetError::BadRow {
+            path: path.to_path_buf(),
+            line: i as u64 + 2,
+            message: e.to_string(),
+        })?;
+        let c = count.entry(r.config).or_insert((r.n_tenants, 0));
+        c.1 += 1;
+    }
+    Ok(count
+        .into_iter()
+        .filter(|(_, (n, seen))| n == seen)
+        .map(|(id, _)| id)
+        .collect())
+}

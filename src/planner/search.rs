@@ -1,0 +1,339 @@
+//! The search: exhaustive for small spaces, beam search otherwise.
+
+use super::{Mapping, Plan, PlanError, PlanProblem};
+use crate::estimate::{MappingEstimator, MappingPrediction};
+
+/// How to search and what counts as feasible.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SearchOptions {
+    /// Grams of CO2 per hour one point of mean top-1 accuracy is worth:
+    /// the planner gives up a point only to save at least this much.
+    pub accuracy_point_g_per_h: f64,
+    /// Share of each deadline kept free: a tenant's predicted response
+    /// bound must fit `deadline × (1 − margin)`.
+    pub margin: f64,
+    /// Highest predicted utilisation of any unit.
+    pub max_utilisation: f64,
+    /// Partial mappings kept per mode and depth.
+    pub beam_width: usize,
+    /// Enumerate every mapping when there are at most this many.
+    pub exhaustive_limit: usize,
+}
+
+impl Default for SearchOptions {
+    fn default() -> Self {
+        SearchOptions {
+            accuracy_point_g_per_h: 0.5,
+            margin: 0.1,
+            max_utilisation: 0.85,
+            beam_width: 8,
+            exhaustive_limit: 2048,
+        }
+    }
+}
+
+/// A (partial) assignment: (tenant, variant, unit) in placement order.
+type Assignment = Vec<(usize, usize, usize)>;
+
+/// Feasibility of an assignment from its prediction: `Some(worst
+/// bound / usable deadline)` when every tenant fits and no unit is over
+/// the ceiling.
+fn check(
+    problem: &PlanProblem,
+    assign: &Assignment,
+    pred: &MappingPrediction,
+    opts: &SearchOptions,
+) -> Option<f64> {
+    let mut util = vec![0.0; problem.units.len()];
+    for (i, &(t, _, u)) in assign.iter().enumerate() {
+        util[u] += problem.tenants[t].rate_hz * pred.service_p50_s[i];
+    }
+    if util.iter().any(|&x| x > opts.max_utilisation) {
+        return None;
+    }
+    let mut worst: f64 = 0.0;
+    for (i, &(t, _, u)) in assign.iter().enumerate() {
+        // Its own tail plus one job of every other tenant on its unit that
+        // may be ahead of it (non-preemptive EDF).
+        let ahead: f64 = assign
+            .iter()
+            .enumerate()
+            .filter(|&(j, a)| j != i && a.2 == u)
+            .map(|(j, _)| pred.service_p50_s[j])
+            .sum();
+        let usable = problem.tenants[t].deadline_s * (1.0 - opts.margin);
+        let fraction = (pred.service_p95_s[i] + ahead) / usable;
+        if fraction > 1.0 {
+            return None;
+        }
+        worst = worst.max(fraction);
+    }
+    Some(worst)
+}
+
+struct Scored {
+    assign: Assignment,
+    pred: MappingPrediction,
+    objective: f64,
+    worst: f64,
+}
+
+/// Accuracy lost by an assignment, in points of the workload's mean.
+fn accuracy_lost(problem: &PlanProblem, assign: &Assignment) -> f64 {
+    let total_rate: f64 = problem
+        .tenants
+        .iter()
+        .filter(|t| t.variants[0].top1.is_some())
+        .map(|t| t.rate_hz)
+        .sum();
+    if total_rate <= 0.0 {
+        return 0.0;
+    }
+    assign
+        .iter()
+        .map(|&(t, v, _)| {
+            let tenant = &problem.tenants[t];
+            match (tenant.variants[0].top1, tenant.variants[v].top1) {
+                (Some(best), Some(got)) => tenant.rate_hz * (best - got),
+                _ => 0.0,
+            }
+        })
+        .sum::<f64>()
+        / total_rate
+}
+
+fn objective(
+    problem: &PlanProblem,
+    assign: &Assignment,
+    power_w: f64,
+    gco2: f64,
+    opts: &SearchOptions,
+) -> f64 {
+    power_w * gco2 / 1000.0 + opts.accuracy_point_g_per_h * accuracy_lost(problem, assign)
+}
+
+/// Score a batch of assignments at `mode` (all at once, one estimator call).
+fn score(
+    problem: &PlanProblem,
+    est: &mut dyn MappingEstimator,
+    batch: Vec<(usize, Assignment)>,
+    gco2: f64,
+    opts: &SearchOptions,
+) -> Result<Vec<(usize, Scored)>, PlanError> {
+    let queries: Vec<_> = batch.iter().map(|(m, a)| problem.query(*m, a)).collect();
+    let preds = est.predict(&queries)?;
+    debug_assert_eq!(preds.len(), batch.len(), "one prediction per query");
+    Ok(batch
+        .into_iter()
+        .zip(preds)
+        .filter_map(|((m, assign), pred)| {
+            let worst = check(problem, &assign, &pred, opts)?;
+            let objective = objective(problem, &assign, pred.power_w, gco2, opts);
+            Some((
+                m,
+                Scored {
+                    assign,
+                    pred,
+                    objective,
+                    worst,
+                },
+            ))
+        })
+        .collect())
+}
+
+/// The (variant, unit) options of tenant `t` that meet its accuracy floor.
+fn options(problem: &PlanProblem, t: usize) -> Vec<(usize, usize)> {
+    let tenant = &problem.tenants[t];
+    tenant
+        .variants
+        .iter()
+        .enumerate()
+        .filter(|(_, v)| match (tenant.accuracy_floor, v.top1) {
+            (Some(floor), Some(a)) => a >= floor,
+            (Some(_), None) => false,
+            (None, _) => true,
+        })
+        .flat_map(|(vi, v)| v.units.iter().map(move |&u| (vi, u)))
+        .collect()
+}
+
+fn finish(problem: &PlanProblem, best: Scored, mode: usize, gco2: f64, evaluated: usize) -> Plan {
+    let n = problem.tenants.len();
+    let mut variants = vec![0; n];
+    let mut units = vec![0; n];
+    let mut p50 = vec![0.0; n];
+    let mut p95 = vec![0.0; n];
+    for (i, &(t, v, u)) in best.assign.iter().enumerate() {
+        variants[t] = v;
+        units[t] = u;
+        p50[t] = best.pred.service_p50_s[i];
+        p95[t] = best.pred.service_p95_s[i];
+    }
+    let lost = accuracy_lost(problem, &best.assign);
+    Plan {
+        accuracy: problem.accuracy_of(|t| variants[t]),
+        mapping: Mapping {
+            mode,
+            variants,
+            units,
+        },
+        predicted: MappingPrediction {
+            service_p50_s: p50,
+            service_p95_s: p95,
+            power_w: best.pred.power_w,
+        },
+        carbon_g_per_h: best.pred.power_w * gco2 / 1000.0,
+        accuracy_lost: lost,
+        objective: best.objective,
+        worst_deadline_fraction: best.worst,
+        evaluated,
+    }
+}
+
+/// Choose the mapping for intensity `gco2` (g/kWh).
+pub fn plan(
+    problem: &PlanProblem,
+    est: &mut dyn MappingEstimator,
+    gco2: f64,
+    opts: &SearchOptions,
+) -> Result<Plan, PlanError> {
+    if problem.modes.is_empty() || problem.tenants.is_empty() {
+        return Err(PlanError::Malformed("no modes or no tenants".into()));
+    }
+    let n = problem.tenants.len();
+    let opts_per: Vec<Vec<(usize, usize)>> = (0..n).map(|t| options(problem, t)).collect();
+    if let Some(t) = (0..n).find(|&t| opts_per[t].is_empty()) {
+        return Err(PlanError::Infeasible {
+            reason: format!(
+                "tenant '{}' has no variant on any unit that meets its accuracy floor",
+                problem.tenants[t].name
+            ),
+        });
+    }
+    // Most constrained first: shortest deadline, then highest rate.
+    let mut order: Vec<usize> = (0..n).collect();
+    order.sort_by(|&a, &b| {
+        let (ta, tb) = (&problem.tenants[a], &problem.tenants[b]);
+        ta.deadline_s
+            .total_cmp(&tb.deadline_s)
+            .then(tb.rate_hz.total_cmp(&ta.rate_hz))
+    });
+    let space = opts_per.iter().fold(problem.modes.len() as u128, |s, o| {
+        s.saturating_mul(o.len() as u128)
+    });
+    let better = |a: &Scored, b: &Scored| {
+        a.objective
+            .total_cmp(&b.objective)
+            .then(a.worst.total_cmp(&b.worst))
+    };
+    let mut evaluated = 0usize;
+    if space <= opts.exhaustive_limit as u128 {
+        let mut all = Vec::new();
+        for m in 0..problem.modes.len() {
+            let mut idx = vec![0usize; n];
+            loop {
+                let assign: Assignment = order
+                    .iter()
+                    .map(|&t| {
+                        let (v, u) = opts_per[t][idx[t]];
+                        (t, v, u)
+                    })
+                    .collect();
+                all.push((m, assign));
+                let mut i = 0;
+                while i < n {
+                    idx[i] += 1;
+                    if idx[i] < opts_per[i].len() {
+                        break;
+                    }
+                    idx[i] = 0;
+                    i += 1;
+                }
+                if i == n {
+                    break;
+                }
+            }
+        }
+        evaluated = all.len();
+        let mut best: Option<(usize, Scored)> = None;
+        for chunk in all.chunks(256) {
+            for (m, s) in score(problem, est, chunk.to_vec(), gco2, opts)? {
+                if best.as_ref().is_none_or(|(_, b)| better(&s, b).is_lt()) {
+                    best = Some((m, s));
+                }
+            }
+        }
+        return best
+            .map(|(m, s)| finish(problem, s, m, gco2, evaluated))
+            .ok_or_else(|| PlanError::Infeasible {
+                reason: format!(
+                    "none of the {evaluated} mappings (every mode, variant and unit) fits"
+                ),
+            });
+    }
+    // Beam search: one beam per mode, tenants placed in `order`.
+    let modes = problem.modes.len();
+    let mut beams: Vec<Vec<Scored>> = (0..modes)
+        .map(|_| {
+            vec![Scored {
+                assign: Vec::new(),
+                pred: MappingPrediction {
+                    service_p50_s: Vec::new(),
+                    service_p95_s: Vec::new(),
+                    power_w: 0.0,
+                },
+                objective: 0.0,
+                worst: 0.0,
+            }]
+        })
+        .collect();
+    for (depth, &t) in order.iter().enumerate() {
+        let mut batch = Vec::new();
+        for (m, beam) in beams.iter().enumerate() {
+            for s in beam {
+                for &(v, u) in &opts_per[t] {
+                    let mut a = s.assign.clone();
+                    a.push((t, v, u));
+                    batch.push((m, a));
+                }
+            }
+        }
+        evaluated += batch.len();
+        let mut next: Vec<Vec<Scored>> = (0..modes).map(|_| Vec::new()).collect();
+        for (m, s) in score(problem, est, batch, gco2, opts)? {
+            next[m].push(s);
+        }
+        for beam in &mut next {
+            beam.sort_by(&better);
+            beam.truncate(opts.beam_width.max(1));
+        }
+        if next.iter().all(|b| b.is_empty()) {
+            let placed: Vec<&str> = order[..depth]
+                .iter()
+                .map(|&p| problem.tenants[p].name.as_str())
+                .collect();
+            let tenant = &problem.tenants[t];
+            return Err(PlanError::Infeasible {
+                reason: format!(
+                    "tenant '{}' ({:.1} Hz, deadline {:.1} ms) cannot be placed with any variant, \
+                     unit or mode alongside {:?}",
+                    tenant.name,
+                    tenant.rate_hz,
+                    tenant.deadline_s * 1000.0,
+                    placed
+                ),
+            });
+        }
+        beams = next;
+    }
+    beams
+        .into_iter()
+        .enumerate()
+        .filter_map(|(m, b)| b.into_iter().next().map(|s| (m, s)))
+        .min_by(|a, b| better(&a.1, &b.1))
+        .map(|(m, s)| finish(problem, s, m, gco2, evaluated))
+        .ok_or_else(|| PlanError::Infeasible {
+            reason: "no complete mapping survived the search".into(),
+        })
+}

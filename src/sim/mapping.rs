@@ -1,0 +1,250 @@
+//! The mapping planner inside the simulator: builds the
+//! [`PlanProblem`](crate::planner::PlanProblem) of a workload on a device,
+//! re-plans when the intensity moves past the hysteresis, and logs every
+//! plan and why.
+
+use super::plan::{Analysis, Candidate};
+use super::SimError;
+use crate::device::ModeId;
+use crate::estimate::analytic::AnalyticEstimator;
+use crate::estimate::descriptors::Descriptors;
+use crate::estimate::{EstimateError, MappingEstimator};
+use crate::planner::{
+    self, PlanError, PlanMode, PlanProblem, PlanTenant, PlanVariant, SearchOptions,
+};
+use std::collections::HashMap;
+
+/// A trained estimator for the simulator's planner: its descriptor table
+/// and a way to make one estimator per simulation run.
+#[derive(Clone, Copy)]
+pub struct Planning<'a> {
+    /// The table the estimator's model indices refer to.
+    pub descriptors: &'a Descriptors,
+    /// Makes a fresh estimator (each run owns one).
+    pub make: &'a (dyn Fn() -> Result<Box<dyn MappingEstimator>, EstimateError> + Sync),
+}
+
+impl std::fmt::Debug for Planning<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Planning").finish_non_exhaustive()
+    }
+}
+
+/// One decision of the planner.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlanLogEntry {
+    /// Hour of the span.
+    pub hour: usize,
+    /// Intensity it planned for (g/kWh).
+    pub gco2_per_kwh: f64,
+    /// Mode chosen (empty when infeasible).
+    pub mode: String,
+    /// Per tenant: `variant@unit`.
+    pub mapping: Vec<String>,
+    /// Predicted device power (W, modelled by the estimator).
+    pub predicted_power_w: f64,
+    /// Predicted mean accuracy (%).
+    pub predicted_accuracy: f64,
+    /// Largest predicted response bound over usable deadline.
+    pub worst_deadline_fraction: f64,
+    /// Candidates the estimator scored (0 when reused from the cache).
+    pub evaluated: usize,
+    /// `planned`, `reused` (same intensity bucket as an earlier plan), or
+    /// `infeasible: …` (the plan in force is kept).
+    pub outcome: String,
+}
+
+/// The planner's state across a run.
+pub struct MappingPlanner {
+    problem: PlanProblem,
+    options: SearchOptions,
+    hysteresis: f64,
+    estimator: Box<dyn MappingEstimator>,
+    last_gco2: Option<f64>,
+    cache: HashMap<i64, (Candidate, PlanLogEntry)>,
+    /// Every decision, in order.
+    pub log: Vec<PlanLogEntry>,
+}
+
+impl std::fmt::Debug for MappingPlanner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MappingPlanner")
+            .field("problem", &self.problem)
+            .field("log", &self.log.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl MappingPlanner {
+    /// A planner over `analysis`; with `planning`, the trained estimator,
+    /// else the device model's analytic one.
+    pub fn new(
+        analysis: &Analysis,
+        options: SearchOptions,
+        hysteresis: f64,
+        planning: Option<&Planning<'_>>,
+    ) -> Result<MappingPlanner, SimError> {
+        let device = &analysis.device;
+        let names: Vec<String> = analysis
+            .tenants
+            .iter()
+            .flat_map(|t| t.names.iter().cloned())
+            .collect();
+        let (index, estimator): (
+            Box<dyn Fn(&str) -> Option<usize>>,
+            Box<dyn MappingEstimator>,
+        ) = match planning {
+            Some(p) => {
+                let d = p.descriptors.clone();
+                (
+                    Box::new(move |n: &str| d.index(n)),
+                    (p.make)().map_err(|e| SimError::Estimator(e.to_string()))?,
+                )
+            }
+            None => {
+                let table = names.clone();
+                (
+                    Box::new(move |n: &str| table.iter().position(|x| x == n)),
+                    Box::new(AnalyticEstimator::from_names(device.clone(), names.clone())),
+                )
+            }
+        };
+        let units = &device.spec().units;
+        let tenants = analysis
+            .tenants
+            .iter()
+            .map(|t| {
+                let variants = t
+                    .names
+                    .iter()
+                    .enumerate()
+                    .map(|(v, name)| {
+                        Ok(PlanVariant {
+                            name: name.clone(),
+                            model: index(name).ok_or_else(|| {
+                                SimError::Estimator(format!(
+                                    "variant '{name}' of tenant '{}' has no model descriptor; add \
+                                     it to rt-config/model-descriptors.csv \
+                                     (scripts/model_descriptors.py) and retrain",
+                                    t.name
+                                ))
+                            })?,
+                            top1: t.top1[v],
+                            units: t
+                                .movable
+                                .iter()
+                                .copied()
+                                .filter(|&u| t.cost_s[v][u].is_finite())
+                                .collect(),
+                        })
+                    })
+                    .collect::<Result<Vec<_>, SimError>>()?;
+                Ok(PlanTenant {
+                    name: t.name.clone(),
+                    variants,
+                    rate_hz: t.rate_hz,
+                    deadline_s: t.deadline_s,
+                    accuracy_floor: t.accuracy_floor,
+                })
+            })
+            .collect::<Result<Vec<_>, SimError>>()?;
+        let problem = PlanProblem {
+            tenants,
+            modes: (0..device.modes().len())
+                .map(|m: ModeId| PlanMode {
+                    name: device.modes()[m].name.clone(),
+                    fracs: device.mode_fracs(m),
+                })
+                .collect(),
+            units: units.iter().map(|u| u.kind).collect(),
+            threads: 1,
+        };
+        Ok(MappingPlanner {
+            problem,
+            options,
+            hysteresis,
+            estimator,
+            last_gco2: None,
+            cache: HashMap::new(),
+            log: Vec::new(),
+        })
+    }
+
+    /// The plan for hour `h` at intensity `gco2`; `None` keeps the plan in
+    /// force (intensity within the hysteresis, or no feasible mapping —
+    /// logged).
+    pub fn decide(&mut self, h: usize, gco2: f64) -> Option<Candidate> {
+        let moved = self
+            .last_gco2
+            .is_none_or(|last| (gco2 - last).abs() >= self.hysteresis);
+        if !moved {
+            return None;
+        }
+        self.last_gco2 = Some(gco2);
+        // Plans for nearby intensities are the same search with a nearly
+        // equal objective: reuse one per bucket of a third of the hysteresis.
+        let bucket = (self.hysteresis / 3.0).max(1.0);
+        let key = (gco2 / bucket).round() as i64;
+        if let Some((c, entry)) = self.cache.get(&key) {
+            let mut e = entry.clone();
+            e.hour = h;
+            e.gco2_per_kwh = gco2;
+            e.evaluated = 0;
+            e.outcome = "reused".into();
+            self.log.push(e);
+            return Some(c.clone());
+        }
+        match planner::plan(&self.problem, self.estimator.as_mut(), gco2, &self.options) {
+            Ok(p) => {
+                let c = Candidate {
+                    mode: p.mapping.mode,
+                    variants: p.mapping.variants.clone(),
+                    units: Some(p.mapping.units.clone()),
+                };
+                let entry = PlanLogEntry {
+                    hour: h,
+                    gco2_per_kwh: gco2,
+                    mode: self.problem.modes[p.mapping.mode].name.clone(),
+                    mapping: self
+                        .problem
+                        .tenants
+                        .iter()
+                        .enumerate()
+                        .map(|(t, tenant)| {
+                            format!(
+                                "{}@{}",
+                                tenant.variants[p.mapping.variants[t]].name, p.mapping.units[t]
+                            )
+                        })
+                        .collect(),
+                    predicted_power_w: p.predicted.power_w,
+                    predicted_accuracy: p.accuracy,
+                    worst_deadline_fraction: p.worst_deadline_fraction,
+                    evaluated: p.evaluated,
+                    outcome: "planned".into(),
+                };
+                self.cache.insert(key, (c.clone(), entry.clone()));
+                self.log.push(entry);
+                Some(c)
+            }
+            Err(e) => {
+                let why = match e {
+                    PlanError::Infeasible { reason } => format!("infeasible: {reason}"),
+                    other => format!("failed: {other}"),
+                };
+                self.log.push(PlanLogEntry {
+                    hour: h,
+                    gco2_per_kwh: gco2,
+                    mode: String::new(),
+                    mapping: Vec::new(),
+                    predicted_power_w: f64::NAN,
+                    predicted_accuracy: f64::NAN,
+                    worst_deadline_fraction: f64::NAN,
+                    evaluated: 0,
+                    outcome: why,
+                });
+                None
+            }
+        }
+    }
+}
