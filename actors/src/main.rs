@@ -31,7 +31,7 @@ struct Files {
     #[arg(long, default_value = "rt-config/host.ron")]
     rt_config: PathBuf,
     /// Policy (RON).
-    #[arg(long, default_value = "policies/ecomap.ron")]
+    #[arg(long, default_value = "policies/reactive.ron")]
     policy: PathBuf,
     /// Workload: the tenants (RON).
     #[arg(long, default_value = "workloads/robot-mixed.ron")]
@@ -144,6 +144,9 @@ enum Command {
         /// Architecture held out of training.
         #[arg(long, default_value = "squeezenet1_1")]
         heldout_arch: String,
+        /// AdamW weight decay.
+        #[arg(long, default_value_t = 0.05)]
+        weight_decay: f64,
     },
     /// Check the files and exit (0 when all are valid, 2 otherwise).
     Check {
@@ -219,7 +222,7 @@ fn load(files: &Files) -> Result<Loaded, ConfigError> {
             &files.policy,
             "plan",
             "planner policies (`plan: …`) run in `ecomap simulate` only for now; use a policy \
-             with a `governor` (e.g. policies/ecomap.ron) for `ecomap run`",
+             with a `governor` (e.g. policies/reactive.ron) for `ecomap run`",
         ));
     }
     if let Some(trace) = &files.carbon_trace {
@@ -614,7 +617,7 @@ fn train_estimator_command(
     descriptors: &Path,
     evaluate: Option<PathBuf>,
     seed: u64,
-    epochs: usize,
+    (epochs, weight_decay): (usize, f64),
     heldout_arch: &str,
 ) -> Result<(), ExitCode> {
     use ecomap_actors::estimator::{command, train::TrainOptions};
@@ -626,6 +629,7 @@ fn train_estimator_command(
         options: TrainOptions {
             seed,
             epochs,
+            weight_decay,
             heldout_arch: heldout_arch.to_string(),
             ..TrainOptions::default()
         },
@@ -649,7 +653,7 @@ fn train_estimator_command(
     _: &Path,
     _: Option<PathBuf>,
     _: u64,
-    _: usize,
+    _: (usize, f64),
     _: &str,
 ) -> Result<(), ExitCode> {
     eprintln!("error: train-estimator needs libtorch: build with the default `tch` feature");
@@ -756,13 +760,14 @@ fn main() -> ExitCode {
             seed,
             epochs,
             heldout_arch,
+            weight_decay,
         } => train_estimator_command(
             data,
             out,
             descriptors,
             evaluate.then(|| weights.clone()).flatten(),
             *seed,
-            *epochs,
+            (*epochs, *weight_decay),
             heldout_arch,
         ),
         Command::Check { files } => load(files).map_err(bad_input).and_then(|l| {

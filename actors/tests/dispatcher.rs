@@ -27,6 +27,8 @@ fn tenant(name: &str, deadline_ms: u64) -> TenantSpec {
         priority: 0,
         units: None,
         shed: None,
+        movable_to: None,
+        accuracy_floor: None,
         resolved: Vec::new(),
     }
 }

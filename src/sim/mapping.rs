@@ -109,56 +109,7 @@ impl MappingPlanner {
                 )
             }
         };
-        let units = &device.spec().units;
-        let tenants = analysis
-            .tenants
-            .iter()
-            .map(|t| {
-                let variants = t
-                    .names
-                    .iter()
-                    .enumerate()
-                    .map(|(v, name)| {
-                        Ok(PlanVariant {
-                            name: name.clone(),
-                            model: index(name).ok_or_else(|| {
-                                SimError::Estimator(format!(
-                                    "variant '{name}' of tenant '{}' has no model descriptor; add \
-                                     it to rt-config/model-descriptors.csv \
-                                     (scripts/model_descriptors.py) and retrain",
-                                    t.name
-                                ))
-                            })?,
-                            top1: t.top1[v],
-                            units: t
-                                .movable
-                                .iter()
-                                .copied()
-                                .filter(|&u| t.cost_s[v][u].is_finite())
-                                .collect(),
-                        })
-                    })
-                    .collect::<Result<Vec<_>, SimError>>()?;
-                Ok(PlanTenant {
-                    name: t.name.clone(),
-                    variants,
-                    rate_hz: t.rate_hz,
-                    deadline_s: t.deadline_s,
-                    accuracy_floor: t.accuracy_floor,
-                })
-            })
-            .collect::<Result<Vec<_>, SimError>>()?;
-        let problem = PlanProblem {
-            tenants,
-            modes: (0..device.modes().len())
-                .map(|m: ModeId| PlanMode {
-                    name: device.modes()[m].name.clone(),
-                    fracs: device.mode_fracs(m),
-                })
-                .collect(),
-            units: units.iter().map(|u| u.kind).collect(),
-            threads: 1,
-        };
+        let problem = problem_with(analysis, &*index)?;
         Ok(MappingPlanner {
             problem,
             options,
@@ -247,4 +198,67 @@ impl MappingPlanner {
             }
         }
     }
+}
+
+/// The planning problem of a workload on a device, with model indices into
+/// `descriptors` (the trained estimator's table).
+pub fn plan_problem(analysis: &Analysis, descriptors: &Descriptors) -> Result<PlanProblem, SimError> {
+    problem_with(analysis, &|n: &str| descriptors.index(n))
+}
+
+fn problem_with(
+    analysis: &Analysis,
+    index: &dyn Fn(&str) -> Option<usize>,
+) -> Result<PlanProblem, SimError> {
+    let device = &analysis.device;
+    let units = &device.spec().units;
+    let tenants = analysis
+        .tenants
+        .iter()
+        .map(|t| {
+            let variants = t
+                .names
+                .iter()
+                .enumerate()
+                .map(|(v, name)| {
+                    Ok(PlanVariant {
+                        name: name.clone(),
+                        model: index(name).ok_or_else(|| {
+                            SimError::Estimator(format!(
+                                "variant '{name}' of tenant '{}' has no model descriptor; add \
+                                 it to rt-config/model-descriptors.csv \
+                                 (scripts/model_descriptors.py) and retrain",
+                                t.name
+                            ))
+                        })?,
+                        top1: t.top1[v],
+                        units: t
+                            .movable
+                            .iter()
+                            .copied()
+                            .filter(|&u| t.cost_s[v][u].is_finite())
+                            .collect(),
+                    })
+                })
+                .collect::<Result<Vec<_>, SimError>>()?;
+            Ok(PlanTenant {
+                name: t.name.clone(),
+                variants,
+                rate_hz: t.rate_hz,
+                deadline_s: t.deadline_s,
+                accuracy_floor: t.accuracy_floor,
+            })
+        })
+        .collect::<Result<Vec<_>, SimError>>()?;
+    Ok(PlanProblem {
+        tenants,
+        modes: (0..device.modes().len())
+            .map(|m: ModeId| PlanMode {
+                name: device.modes()[m].name.clone(),
+                fracs: device.mode_fracs(m),
+            })
+            .collect(),
+        units: units.iter().map(|u| u.kind).collect(),
+        threads: 1,
+    })
 }

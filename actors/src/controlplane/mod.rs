@@ -11,4 +11,5 @@ pub mod carbon_http;
 pub mod carbon_monitor;
 pub mod control_plane;
 pub mod energy_meter;
+pub mod estimator_actor;
 pub mod power_governor;

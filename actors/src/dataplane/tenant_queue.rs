@@ -181,6 +181,8 @@ mod tests {
             priority: 3,
             units: None,
             shed: None,
+            movable_to: None,
+            accuracy_floor: None,
             resolved: Vec::new(),
         }
     }

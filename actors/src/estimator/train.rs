@@ -91,6 +91,8 @@ pub struct TrainOptions {
     pub batch: usize,
     /// Peak learning rate (cosine decay to 5% of it).
     pub learning_rate: f64,
+    /// Decoupled weight decay (AdamW).
+    pub weight_decay: f64,
     /// Network shape.
     pub shape: NetworkShape,
 }
@@ -104,6 +106,7 @@ impl Default for TrainOptions {
             heldout_mix_fraction: 0.2,
             batch: 32,
             learning_rate: 3e-3,
+            weight_decay: 0.05,
             shape: NetworkShape::default(),
         }
     }
@@ -219,8 +222,11 @@ pub fn train(
         train_configs: train.len(),
     };
     let est = TransformerEstimator::fresh(meta, descriptors);
-    let mut opt = nn::Adam::default()
-        .build(est.var_store(), opts.learning_rate)
+    let mut opt = nn::AdamW {
+        wd: opts.weight_decay,
+        ..Default::default()
+    }
+    .build(est.var_store(), opts.learning_rate)
         .expect("Adam over a CPU var store");
     let mut rng = SmallRng::seed_from_u64(opts.seed);
     let mut order: Vec<usize> = (0..train.len()).collect();

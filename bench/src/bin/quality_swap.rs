@@ -2,7 +2,7 @@
 //!
 //! The cap schedule comes from a crafted carbon trace (clean → dirty →
 //! clean) replayed at one trace hour per run second through the
-//! `policies/ecomap-power.ron` governor bands with `policies/ecomap.ron`'s
+//! `policies/ecomap-power.ron` governor bands with `policies/reactive.ron`'s
 //! quality controller: 40 W (MAXN) for 10 s, 15 W (MODE_15W, 1.69x slower,
 //! emulated GPU of rt-config/devices/xavier.ron; `--dirty-gco2 600` gives
 //! 10 W, 2.03x) for 20 s, 40 W for 10 s. The same workload
@@ -32,7 +32,7 @@ struct Args {
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=150))]
     phase_s: u64,
     /// Intensity of the dirty phase (gCO2/kWh): 400 selects the 15 W band
-    /// of policies/ecomap.ron, 600 the 10 W band.
+    /// of policies/reactive.ron, 600 the 10 W band.
     #[arg(long, default_value_t = 400.0)]
     dirty_gco2: f64,
     /// Folder for the results table.
@@ -81,7 +81,7 @@ fn main() {
     let names: Vec<&str> = workload.tenants.iter().map(|t| t.name.as_str()).collect();
     rt.validate(Path::new("rt-config/host.ron"), available_cores(), &names)
         .expect("rt-config valid here");
-    let mut policy = Policy::load(Path::new("policies/ecomap.ron")).expect("policy");
+    let mut policy = Policy::load(Path::new("policies/reactive.ron")).expect("policy");
     // A cap *drop* from MAXN needs bands that use MAXN when clean; ecomap's
     // own bands never leave 15 W / 10 W on the calibrated device model.
     policy.governor = Policy::load(Path::new("policies/ecomap-power.ron"))

@@ -37,7 +37,7 @@ struct Args {
     #[arg(long, default_value_t = 30)]
     check_days: usize,
     /// Policy file.
-    #[arg(long, default_value = "policies/ecomap.ron")]
+    #[arg(long, default_value = "policies/reactive.ron")]
     policy: PathBuf,
     /// Trace.
     #[arg(
