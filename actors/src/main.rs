@@ -160,7 +160,7 @@ enum Command {
         #[arg(
             long,
             value_delimiter = ',',
-            default_value = "max-perf,efficient-static,ecomap-power,quality-only,lowest-mode,clover,carbon-buckets,ecomap,oracle"
+            default_value = "max-perf,efficient-static,ecomap-power,quality-only,lowest-mode,clover,carbon-buckets,reactive,ecomap,oracle"
         )]
         policies: Vec<String>,
         /// Carbon-intensity CSVs (EIA, Electricity Maps, or timestamp,gco2_per_kwh).
@@ -217,12 +217,17 @@ fn load(files: &Files) -> Result<Loaded, ConfigError> {
     let names: Vec<&str> = workload.tenants.iter().map(|t| t.name.as_str()).collect();
     rt.validate(&files.rt_config, available_cores(), &names)?;
     let mut policy = Policy::load(&files.policy)?;
-    if policy.plan.is_some() {
+    if policy
+        .plan
+        .as_ref()
+        .is_some_and(|p| !matches!(p, ecomap::config::policy::PlanPolicy::Mapping { .. }))
+    {
         return Err(ConfigError::invalid(
             &files.policy,
             "plan",
-            "planner policies (`plan: …`) run in `ecomap simulate` only for now; use a policy \
-             with a `governor` (e.g. policies/reactive.ron) for `ecomap run`",
+            "this planner (`plan: …`) runs in `ecomap simulate` only; `ecomap run` takes a \
+             `Mapping` plan (e.g. policies/ecomap-host.ron) or a policy with a `governor` (e.g. \
+             policies/reactive.ron)",
         ));
     }
     if let Some(trace) = &files.carbon_trace {
@@ -772,6 +777,13 @@ fn main() -> ExitCode {
         ),
         Command::Check { files } => load(files).map_err(bad_input).and_then(|l| {
             ecomap_actors::control_plane::ControlPlan::prepare(&l.policy, &l.rt)
+                .and_then(|_| {
+                    ecomap_actors::controlplane::planning::RuntimePlanning::prepare(
+                        &l.policy,
+                        &l.workload,
+                        &l.rt,
+                    )
+                })
                 .map(|_| println!("ok"))
                 .map_err(|e| {
                     eprintln!("error: {e}");

@@ -143,7 +143,25 @@ impl Runtime {
             &names,
         )?;
         // Everything that can fail on bad input, before any thread starts.
-        let control_plan = ControlPlan::prepare(policy, rt_config).map_err(StartError::Control)?;
+        let mut control_plan =
+            ControlPlan::prepare(policy, rt_config).map_err(StartError::Control)?;
+        let planning =
+            crate::controlplane::planning::RuntimePlanning::prepare(policy, workload, rt_config)
+                .map_err(StartError::Control)?;
+        let plan_cell = planning
+            .as_ref()
+            .map(|_| crate::dataplane::plan_cell::PlanCell::new(workload.tenants.len()));
+        match (&mut control_plan, planning, &plan_cell) {
+            (Some(cp), Some(p), Some(cell)) => cp.planning = Some((p, cell.clone())),
+            (None, Some(_), _) => {
+                return Err(StartError::Control(
+                    "the policy plans power modes, but the rt-config has no `platform` to \
+                     cap; add one, e.g. `platform: Emulated(device: \"devices/xavier.ron\")`"
+                        .into(),
+                ))
+            }
+            _ => {}
+        }
         let notes = RtNotes::default();
         if rt_config.lock_memory {
             rt::lock_memory(&notes);
@@ -195,16 +213,18 @@ impl Runtime {
             })
             .collect();
         let power = PowerCell::new();
-        let dispatcher = SharedDispatcher::new(
-            EdfDispatcher::new(
-                policy.queue_order,
-                receivers,
-                slots,
-                telemetry_tx.clone(),
-                clock,
-            )
-            .with_power_updates(power.clone()),
-        );
+        let mut edf = EdfDispatcher::new(
+            policy.queue_order,
+            receivers,
+            slots,
+            telemetry_tx.clone(),
+            clock,
+        )
+        .with_power_updates(power.clone());
+        if let Some(cell) = &plan_cell {
+            edf = edf.with_plan_updates(cell.clone());
+        }
+        let dispatcher = SharedDispatcher::new(edf);
         let mut workers = Vec::new();
         for (((wi, ws), requests), doorbell) in rt_config
             .workers
@@ -338,7 +358,14 @@ impl Runtime {
             let _ = telemetry.join();
             return Err(e);
         }
-        let quality = policy.quality.clone().map(|qp| {
+        // A planning policy needs a controller to hold its variants, even
+        // one that never swaps on its own.
+        let quality_policy = match (&policy.quality, &plan_cell) {
+            (Some(q), _) => Some(q.clone()),
+            (None, Some(_)) => Some(ecomap::quality::QualityPolicy::disabled()),
+            (None, None) => None,
+        };
+        let quality = quality_policy.map(|qp| {
             let counts: Vec<usize> = workload
                 .tenants
                 .iter()

@@ -330,6 +330,7 @@ fn check_accepts_the_shipped_defaults() {
         ("workloads/robot.ron", "policies/ecomap-power.ron"),
         ("workloads/robot.ron", "policies/carbon-agnostic.ron"),
         ("workloads/robot-mixed.ron", "policies/reactive.ron"),
+        ("workloads/robot-mixed.ron", "policies/ecomap-host.ron"),
     ] {
         let o = Command::new(env!("CARGO_BIN_EXE_ecomap"))
             .current_dir(root)

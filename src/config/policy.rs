@@ -204,6 +204,11 @@ pub enum PlanPolicy {
         /// to the policy file); `None`: the device model's analytic one.
         #[serde(default)]
         estimator: Option<std::path::PathBuf>,
+        /// `ecomap run` only: the device description whose modes the plan
+        /// chooses among — the one the estimator was trained with (relative
+        /// to the policy file). The simulator uses `--device`.
+        #[serde(default)]
+        device: Option<std::path::PathBuf>,
     },
 }
 
@@ -333,11 +338,13 @@ impl Policy {
             pl.validate()
                 .map_err(|m| ConfigError::invalid(path, "plan", m))?;
             if let PlanPolicy::Mapping {
-                estimator: Some(e), ..
+                estimator, device, ..
             } = pl
             {
-                if e.is_relative() {
-                    *e = path.parent().unwrap_or(Path::new(".")).join(&*e);
+                for p in [estimator, device].into_iter().flatten() {
+                    if p.is_relative() {
+                        *p = path.parent().unwrap_or(Path::new(".")).join(&*p);
+                    }
                 }
             }
             if p.governor.is_some() {

@@ -14,6 +14,9 @@ use crate::planner::{
 };
 use std::collections::HashMap;
 
+/// Maps a variant name to its index in the estimator's table.
+type ModelIndex = Box<dyn Fn(&str) -> Option<usize>>;
+
 /// A trained estimator for the simulator's planner: its descriptor table
 /// and a way to make one estimator per simulation run.
 #[derive(Clone, Copy)]
@@ -90,10 +93,7 @@ impl MappingPlanner {
             .iter()
             .flat_map(|t| t.names.iter().cloned())
             .collect();
-        let (index, estimator): (
-            Box<dyn Fn(&str) -> Option<usize>>,
-            Box<dyn MappingEstimator>,
-        ) = match planning {
+        let (index, estimator): (ModelIndex, Box<dyn MappingEstimator>) = match planning {
             Some(p) => {
                 let d = p.descriptors.clone();
                 (
@@ -202,7 +202,10 @@ impl MappingPlanner {
 
 /// The planning problem of a workload on a device, with model indices into
 /// `descriptors` (the trained estimator's table).
-pub fn plan_problem(analysis: &Analysis, descriptors: &Descriptors) -> Result<PlanProblem, SimError> {
+pub fn plan_problem(
+    analysis: &Analysis,
+    descriptors: &Descriptors,
+) -> Result<PlanProblem, SimError> {
     problem_with(analysis, &|n: &str| descriptors.index(n))
 }
 

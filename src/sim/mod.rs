@@ -857,6 +857,48 @@ mod tests {
     }
 
     #[test]
+    fn the_mapping_planner_remaps_under_load_and_loses_no_request() {
+        // Two families (synthetic costs would have no descriptors: use the
+        // catalog's networks), both movable between the GPU and a DLA; a
+        // grid that swings between clean and dirty every hour.
+        let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+        let w = Workload::load(&root.join("workloads/xavier-robot.ron")).unwrap();
+        let p = policy(r#"(name: "plan", plan: Some(Mapping(accuracy_point_g_per_h: 1.0)))"#);
+        let t = trace(6, |h| if h % 2 == 0 { 60.0 } else { 800.0 });
+        let r = run(&w, &p, &t, 5);
+        for a in &r.tenants {
+            assert!(a.counts.is_conserved(), "{}: {:?}", a.name, a.counts);
+            assert_eq!(a.counts.failed, 0);
+        }
+        let planned: Vec<_> = r.plans.iter().filter(|e| e.outcome == "planned").collect();
+        assert!(planned.len() >= 2, "{:?}", r.plans);
+        // Some tenant left the unit the workload put it on: the scene
+        // classifier starts on the GPU (unit 0).
+        let moved = planned.iter().any(|e| {
+            e.mapping
+                .iter()
+                .zip(["0", "0", "1", "2", "0", "2"])
+                .any(|(m, start)| !m.ends_with(&format!("@{start}")))
+        });
+        assert!(moved, "{:?}", planned);
+        // The clean hours plan more power than the dirty ones.
+        assert!(
+            planned[0].predicted_power_w > planned[1].predicted_power_w,
+            "{planned:?}"
+        );
+        let misses: u64 = r
+            .tenants
+            .iter()
+            .map(|a| a.counts.late + a.counts.expired)
+            .sum();
+        let submitted: u64 = r.tenants.iter().map(|a| a.counts.submitted).sum();
+        assert!(
+            (misses as f64) < 0.01 * submitted as f64,
+            "{misses} of {submitted}"
+        );
+    }
+
+    #[test]
     fn a_unit_the_device_lacks_is_a_clear_error() {
         let w = workload(
             r#"(tenants: [(name: "a", model: Vision(ResNet50), units: Some(["npu"]),

@@ -628,7 +628,7 @@ mod tests {
             iterations: 200,
         };
         let hourly = [300.0, 305.0, 400.0];
-        let mut p = Planner::new(&policy, &a, &hourly, None).unwrap();
+        let mut p = Planner::new(&policy, &a, &hourly, None, None).unwrap();
         let first = p.decide(&a, 0, &hourly).expect("the first hour plans");
         assert!(a.predict(&first).feasible);
         assert!(

@@ -102,6 +102,12 @@ pub struct ControlPlan {
     governor: Option<Governor>,
     max_staleness: Duration,
     platform: Box<dyn Platform>,
+    /// The mapping planner, when the policy plans (set by the runtime,
+    /// which knows the workload).
+    pub planning: Option<(
+        crate::controlplane::planning::RuntimePlanning,
+        crate::dataplane::plan_cell::PlanCell,
+    )>,
 }
 
 impl ControlPlan {
@@ -179,6 +185,7 @@ impl ControlPlan {
             governor,
             max_staleness,
             platform,
+            planning: None,
         }))
     }
 }
@@ -224,20 +231,30 @@ impl ControlPlane {
         let (sys_tx, sys_rx) = crossbeam_channel::bounded(1);
         let (sh, me) = (shared.clone(), meter.clone());
         let (source, governor, max_staleness) = (plan.source, plan.governor, plan.max_staleness);
+        let planning = plan.planning;
         let thread = std::thread::Builder::new()
             .name("control-plane".into())
             .spawn(move || {
                 let runner = actix::System::new();
                 runner.block_on(async move {
-                    let gov = PowerGovernor::new(
+                    let mut gov = PowerGovernor::new(
                         governor,
                         max_staleness,
                         sh.clone(),
                         power,
                         clock,
                         Duration::from_millis(50),
-                    )
-                    .start();
+                    );
+                    if let Some((planning, cell)) = planning {
+                        let for_actor = planning.clone();
+                        let addr = crate::controlplane::estimator_actor::EstimatorActor::start(
+                            move || crate::controlplane::planning::make_estimator(&for_actor),
+                        );
+                        gov = gov.with_planner(crate::power_governor::GovernorPlanner::new(
+                            addr, planning, cell,
+                        ));
+                    }
+                    let gov = gov.start();
                     if let Some(src) = source {
                         CarbonMonitor::new(
                             src,

@@ -121,7 +121,9 @@ mod tests {
     use ecomap::planner::{PlanMode, PlanTenant, PlanVariant};
 
     fn device() -> DeviceModel {
-        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .parent()
+            .unwrap();
         DeviceModel::load(&root.join("rt-config/devices/xavier.ron")).unwrap()
     }
 

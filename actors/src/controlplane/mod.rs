@@ -12,4 +12,5 @@ pub mod carbon_monitor;
 pub mod control_plane;
 pub mod energy_meter;
 pub mod estimator_actor;
+pub mod planning;
 pub mod power_governor;

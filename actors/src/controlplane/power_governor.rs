@@ -11,6 +11,9 @@
 use crate::carbon_monitor::CarbonReading;
 use crate::clock::RunClock;
 use crate::control_plane::ControlShared;
+use crate::controlplane::estimator_actor::{EstimatorActor, PlanFor};
+use crate::controlplane::planning::RuntimePlanning;
+use crate::dataplane::plan_cell::PlanCell;
 use crate::dataplane::power_cell::PowerCell;
 use crate::platform::AppliedCap;
 use actix::prelude::*;
@@ -28,6 +31,35 @@ pub struct PowerGovernor {
     clock: RunClock,
     tick: Duration,
     read_only: bool,
+    planner: Option<GovernorPlanner>,
+}
+
+/// The mapping planner's state inside the governor.
+pub struct GovernorPlanner {
+    /// The estimator actor that searches.
+    pub addr: Addr<EstimatorActor>,
+    /// What to plan.
+    pub planning: RuntimePlanning,
+    /// Where the chosen variants go (read by the dispatcher).
+    pub cell: PlanCell,
+    last_gco2: Option<f64>,
+    in_flight: bool,
+    /// Mode and variants of the plan in force.
+    in_force: Option<(usize, Vec<usize>)>,
+}
+
+impl GovernorPlanner {
+    /// A planner that asks `addr` and publishes variants to `cell`.
+    pub fn new(addr: Addr<EstimatorActor>, planning: RuntimePlanning, cell: PlanCell) -> Self {
+        GovernorPlanner {
+            addr,
+            planning,
+            cell,
+            last_gco2: None,
+            in_flight: false,
+            in_force: None,
+        }
+    }
 }
 
 impl PowerGovernor {
@@ -50,6 +82,91 @@ impl PowerGovernor {
             clock,
             tick,
             read_only: false,
+            planner: None,
+        }
+    }
+
+    /// Choose the cap and variants with the mapping planner instead of a
+    /// cap rule.
+    pub fn with_planner(mut self, planner: GovernorPlanner) -> Self {
+        self.planner = Some(planner);
+        self
+    }
+
+    /// Ask the estimator actor for a plan when the intensity moved past
+    /// the hysteresis since the last one (one request in flight at most).
+    fn maybe_plan(&mut self, gco2: f64, ctx: &mut Context<Self>) {
+        let Some(p) = &mut self.planner else {
+            return;
+        };
+        let moved = p
+            .last_gco2
+            .is_none_or(|last| (gco2 - last).abs() >= p.planning.hysteresis_gco2);
+        if p.in_flight || !moved {
+            return;
+        }
+        p.in_flight = true;
+        p.last_gco2 = Some(gco2);
+        let ask = p.addr.send(PlanFor {
+            problem: p.planning.problem.clone(),
+            gco2_per_kwh: gco2,
+            options: p.planning.options,
+        });
+        ctx.spawn(ask.into_actor(self).map(move |answer, act, _| {
+            act.apply_plan(answer, gco2);
+        }));
+    }
+
+    fn apply_plan(
+        &mut self,
+        answer: Result<Result<ecomap::planner::Plan, ecomap::planner::PlanError>, MailboxError>,
+        gco2: f64,
+    ) {
+        let Some(p) = &mut self.planner else {
+            return;
+        };
+        p.in_flight = false;
+        match answer {
+            Ok(Ok(plan)) => {
+                let problem = &p.planning.problem;
+                let mode = &problem.modes[plan.mapping.mode].name;
+                let cap = p.planning.caps_w[plan.mapping.mode];
+                let variants: Vec<&str> = problem
+                    .tenants
+                    .iter()
+                    .zip(&plan.mapping.variants)
+                    .map(|(t, &v)| t.variants[v].name.as_str())
+                    .collect();
+                let why = format!(
+                    "plan at {gco2:.1} gCO2/kWh: {mode}, variants {variants:?}, predicted {:.2} W, accuracy {:.2}%, worst deadline use {:.0}%, {} candidates",
+                    plan.predicted.power_w,
+                    plan.accuracy,
+                    plan.worst_deadline_fraction * 100.0,
+                    plan.evaluated
+                );
+                let chosen = (plan.mapping.mode, plan.mapping.variants.clone());
+                if p.in_force.as_ref() == Some(&chosen) {
+                    // The same plan again: leave the quality controller's
+                    // adjustments since the last plan in place.
+                    tracing::debug!("planner: unchanged — {why}");
+                    return;
+                }
+                tracing::info!("planner: {why}");
+                p.cell.publish(&plan.mapping.variants);
+                p.in_force = Some(chosen);
+                self.shared.note(why.clone());
+                self.apply(cap, why);
+            }
+            Ok(Err(e)) => {
+                let msg = format!("planner at {gco2:.1} gCO2/kWh: {e}; the plan in force is kept");
+                tracing::warn!("{msg}");
+                self.shared.note(msg);
+            }
+            Err(e) => {
+                let msg = format!("planner: the estimator actor did not answer ({e})");
+                tracing::warn!("{msg}");
+                self.shared.note(msg);
+            }
         }
     }
 
@@ -149,9 +266,12 @@ impl Actor for PowerGovernor {
 impl Handler<CarbonReading> for PowerGovernor {
     type Result = ();
 
-    fn handle(&mut self, msg: CarbonReading, _ctx: &mut Self::Context) {
+    fn handle(&mut self, msg: CarbonReading, ctx: &mut Self::Context) {
         self.latest = Some(msg);
         self.shared.set_intensity(msg.gco2_per_kwh, msg.stale);
         self.decide();
+        if !msg.stale {
+            self.maybe_plan(msg.gco2_per_kwh, ctx);
+        }
     }
 }

@@ -69,6 +69,7 @@
 //! ```
 
 use crate::clock::RunClock;
+use crate::dataplane::plan_cell::PlanCell;
 use crate::dataplane::power_cell::PowerCell;
 use crate::telemetry::TelemetryEvent;
 use crate::tenant_queue::TenantQueueReceiver;
@@ -171,6 +172,7 @@ pub struct EdfDispatcher {
     outbox: Outbox,
     clock: RunClock,
     power: Option<PowerCell>,
+    plan: Option<(PlanCell, u64)>,
 }
 
 impl EdfDispatcher {
@@ -197,6 +199,7 @@ impl EdfDispatcher {
             },
             clock,
             power: None,
+            plan: None,
         }
     }
 
@@ -214,6 +217,13 @@ impl EdfDispatcher {
     /// pass's time).
     pub fn seed_service(&mut self, t: usize, v: usize, full_speed: std::time::Duration) {
         self.core.seed_service(t, v, full_speed);
+    }
+
+    /// Apply the mapping planner's variants from `cell` at every step (the
+    /// policy's quality controller then carries on from them).
+    pub fn with_plan_updates(mut self, cell: PlanCell) -> Self {
+        self.plan = Some((cell, 0));
+        self
     }
 
     /// Read the governor's power state from `cell` at every step.
@@ -252,6 +262,7 @@ impl EdfDispatcher {
         };
         self.pull_arrivals();
         self.pull_power();
+        self.pull_plan();
         let next = self.core.step(worker, event, self.clock.now(), fx);
         for r in fx.expired.iter().chain(&fx.shed) {
             self.release_slot(r);
@@ -331,6 +342,21 @@ impl EdfDispatcher {
                         self.core.close(i);
                         break;
                     }
+                }
+            }
+        }
+    }
+
+    fn pull_plan(&mut self) {
+        let Some((cell, seen)) = &mut self.plan else {
+            return;
+        };
+        if let Some((generation, variants)) = cell.newer_than(*seen) {
+            *seen = generation;
+            let now = self.clock.now();
+            if let Some(q) = self.core.quality_mut() {
+                for (t, v) in variants.into_iter().enumerate() {
+                    q.set_active(t, v, now);
                 }
             }
         }

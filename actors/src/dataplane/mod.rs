@@ -14,6 +14,7 @@
 pub mod accelerator_worker;
 pub mod edf_dispatcher;
 pub mod load_generator;
+pub mod plan_cell;
 pub mod power_cell;
 pub mod telemetry;
 pub mod tenant_queue;

@@ -126,6 +126,10 @@ pub fn run(args: &TrainEstimatorArgs) -> Result<Vec<EvalRow>, TrainEstimatorErro
                 args.options.epochs
             );
             est.save(&args.out)?;
+            // The weights are only meaningful with the table their model
+            // indices refer to: keep a copy beside them.
+            let copy = args.out.join("descriptors.csv");
+            std::fs::copy(&args.descriptors, &copy).map_err(|e| write(&copy, &e))?;
             eprintln!(
                 "ecomap: wrote {}",
                 super::weight_files(&args.out).0.display()

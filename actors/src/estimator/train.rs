@@ -227,7 +227,7 @@ pub fn train(
         ..Default::default()
     }
     .build(est.var_store(), opts.learning_rate)
-        .expect("Adam over a CPU var store");
+    .expect("Adam over a CPU var store");
     let mut rng = SmallRng::seed_from_u64(opts.seed);
     let mut order: Vec<usize> = (0..train.len()).collect();
     let steps_per_epoch = train.len().div_ceil(opts.batch.max(1)).max(1);
@@ -283,8 +283,11 @@ pub struct EvalRow {
 /// Per-example predictions: (p50 ms per tenant, p95 ms per tenant, power W).
 type Predicted = (Vec<f64>, Vec<f64>, f64);
 
+/// (variant, mode, threads, unit kind index): a solo profile's key.
+type SoloKey = (String, String, u32, usize);
+
 struct Lookup {
-    solo: HashMap<(String, String, u32, usize), (f64, f64)>,
+    solo: HashMap<SoloKey, (f64, f64)>,
     gmacs: HashMap<String, f64>,
     power: HashMap<(String, usize), (f64, usize)>,
     power_mode: HashMap<String, (f64, usize)>,
@@ -292,7 +295,7 @@ struct Lookup {
 
 impl Lookup {
     fn new(d: &Descriptors, train: &[&Example]) -> Lookup {
-        let mut acc: HashMap<(String, String, u32, usize), (f64, f64, usize)> = HashMap::new();
+        let mut acc: HashMap<SoloKey, (f64, f64, usize)> = HashMap::new();
         let mut power: HashMap<(String, usize), (f64, usize)> = HashMap::new();
         let mut power_mode: HashMap<String, (f64, usize)> = HashMap::new();
         for e in train {
@@ -398,14 +401,14 @@ impl Linear {
                     .filter(|&j| j != i && q.tenants[j].unit == q.tenants[i].unit)
                     .collect();
                 let mut f: Vec<f64> = tokens[i].iter().map(|&x| x as f64).collect();
-                for c in 0..FEATURES {
-                    let s: f64 = same.iter().map(|&j| tokens[j][c] as f64).sum();
-                    f.push(if same.is_empty() {
-                        0.0
-                    } else {
-                        s / same.len() as f64
-                    });
+                // The mean token of its unit-mates (zeros when alone).
+                let mut mates = [0.0f64; FEATURES];
+                for &j in &same {
+                    for (m, &x) in mates.iter_mut().zip(&tokens[j]) {
+                        *m += x as f64 / same.len() as f64;
+                    }
                 }
+                f.extend(mates);
                 f.push(same.len() as f64);
                 f.push((n - 1) as f64);
                 f.push(1.0);

@@ -127,7 +127,11 @@ fn main() -> ExitCode {
         accuracy_point_g_per_h: 1.0,
         ..SearchOptions::default()
     };
-    let names: Vec<String> = descriptors.rows().iter().map(|d| d.variant.clone()).collect();
+    let names: Vec<String> = descriptors
+        .rows()
+        .iter()
+        .map(|d| d.variant.clone())
+        .collect();
     let mut analytic = AnalyticEstimator::from_names(device.clone(), names);
     let line = |label: &str, est: &mut dyn MappingEstimator| {
         let mut times = Vec::new();

@@ -1,0 +1,177 @@
+//! The estimator end to end: a tiny simulated profile, deterministic
+//! training, evaluation against the baselines, and clear errors (exit 2)
+//! for bad datasets and weights that do not fit the network.
+#![cfg(feature = "tch")]
+
+use ecomap::catalog::Variant;
+use ecomap::device::DeviceModel;
+use ecomap::estimate::dataset::{read_profile, write_profile, ProfileRow};
+use ecomap::estimate::descriptors::Descriptors;
+use ecomap::estimate::profile_plan::ProfilePlan;
+use ecomap::model::{ModelSpec, VisionModel};
+use ecomap::sim::profile::{capable_units, simulate_configuration};
+use ecomap_actors::estimator::train::{evaluate, examples, train, TrainOptions};
+use ecomap_actors::estimator::TransformerEstimator;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+fn descriptors() -> Descriptors {
+    Descriptors::load(&root().join("rt-config/model-descriptors.csv")).unwrap()
+}
+
+/// 60 configurations of four variants on the virtual Xavier (modelled).
+fn tiny_dataset() -> Vec<ProfileRow> {
+    let device = DeviceModel::load(&root().join("rt-config/devices/xavier.ron")).unwrap();
+    let v = |name: &str, m| Variant {
+        name: name.into(),
+        model: ModelSpec::Vision(m),
+        top1: None,
+    };
+    let variants = vec![
+        v("resnet50", VisionModel::ResNet50),
+        v("resnet18", VisionModel::ResNet18),
+        v("mobilenet_v2", VisionModel::MobileNetV2),
+        v("squeezenet1_1", VisionModel::SqueezeNet1_1),
+    ];
+    let plan = ProfilePlan {
+        variants: variants.iter().map(|v| v.name.clone()).collect(),
+        modes: vec!["MAXN".into(), "MODE_15W".into()],
+        threads: vec![1],
+        unit_kinds: device.spec().units.iter().map(|u| u.kind).collect(),
+        capable: capable_units(&device, &variants),
+        configs: 60,
+        max_tenants: 4,
+        seed: 3,
+    };
+    plan.configurations()
+        .iter()
+        .flat_map(|c| {
+            simulate_configuration(&device, &plan, &variants, c, Duration::from_secs(5)).unwrap()
+        })
+        .collect()
+}
+
+fn options() -> TrainOptions {
+    TrainOptions {
+        epochs: 8,
+        ..TrainOptions::default()
+    }
+}
+
+#[test]
+fn training_is_deterministic_and_evaluates_every_split() {
+    let rows = tiny_dataset();
+    let d = descriptors();
+    let all = examples(&d, &rows, &options()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut files = Vec::new();
+    for run in 0..2 {
+        let (est, loss) = train(d.clone(), &all, &options(), "tiny", "xavier", |_, _| {});
+        assert!(loss.is_finite());
+        let out = dir.path().join(format!("run{run}"));
+        est.save(&out).unwrap();
+        files.push(std::fs::read(out.join("estimator.safetensors")).unwrap());
+    }
+    assert_eq!(files[0], files[1], "same seed, same weights, byte for byte");
+    let mut est = TransformerEstimator::load(&dir.path().join("run0"), d).unwrap();
+    let rows = evaluate(&mut est, &all).unwrap();
+    // 3 models × 3 targets per split present (squeezenet is held out).
+    for split in ["train", "heldout-arch"] {
+        assert_eq!(
+            rows.iter().filter(|r| r.split == split).count(),
+            9,
+            "{split}"
+        );
+    }
+    assert!(rows
+        .iter()
+        .all(|r| r.mape_pct.is_finite() && r.mape_pct >= 0.0));
+}
+
+fn ecomap(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_ecomap"))
+        .current_dir(root())
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn weights_that_do_not_match_the_network_exit_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("tiny-profile.csv");
+    write_profile(&data, &tiny_dataset()).unwrap();
+    assert_eq!(read_profile(&data).unwrap().len(), tiny_dataset().len());
+    let out = dir.path().join("est");
+    let (data_s, out_s) = (data.to_str().unwrap(), out.to_str().unwrap());
+    let o = ecomap(&[
+        "train-estimator",
+        "--data",
+        data_s,
+        "--out",
+        out_s,
+        "--epochs",
+        "2",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(out.join("estimator_eval.csv").is_file());
+    // The metadata now describes a wider network than the weights hold.
+    let meta = std::fs::read_to_string(out.join("estimator.ron")).unwrap();
+    std::fs::write(
+        out.join("estimator.ron"),
+        meta.replace("width: 32", "width: 48"),
+    )
+    .unwrap();
+    let o = ecomap(&[
+        "train-estimator",
+        "--evaluate",
+        "--data",
+        data_s,
+        "--weights",
+        out_s,
+        "--out",
+        out_s,
+    ]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("do not match the network") && err.contains("retrain"),
+        "{err}"
+    );
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+#[test]
+fn a_bad_dataset_row_exits_2_with_its_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("bad.csv");
+    let mut rows = tiny_dataset();
+    rows.truncate(5);
+    write_profile(&data, &rows).unwrap();
+    let text = std::fs::read_to_string(&data).unwrap();
+    let mut lines: Vec<String> = text.lines().map(String::from).collect();
+    // Line 4: a service time that is not a number.
+    let fields: Vec<&str> = lines[3].split(',').collect();
+    let mut broken: Vec<String> = fields.iter().map(|s| s.to_string()).collect();
+    broken[15] = "fast".into();
+    lines[3] = broken.join(",");
+    std::fs::write(&data, lines.join("\n") + "\n").unwrap();
+    let o = ecomap(&[
+        "train-estimator",
+        "--data",
+        data.to_str().unwrap(),
+        "--out",
+        dir.path().to_str().unwrap(),
+    ]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.contains("line 4") && err.contains("column 16"), "{err}");
+}
