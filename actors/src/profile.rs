@@ -256,12 +256,25 @@ pub fn complete_configurations(
         }
     })?;
     let mut count: std::collections::BTreeMap<u32, (u32, u32)> = Default::default();
-    for (i, r) in reader.deserialize::<ProfileRow>().enumerate() {
-        let r = r.map_err(|e| ecomap::estimate::dataset::DatasetError::BadRow {
+    let headers = reader
+        .headers()
+        .map_err(|source| ecomap::estimate::dataset::DatasetError::Read {
             path: path.to_path_buf(),
-            line: i as u64 + 2,
-            message: e.to_string(),
-        })?;
+            source,
+        })?
+        .clone();
+    for record in reader.records() {
+        let bad = |line: u64, message: String| ecomap::estimate::dataset::DatasetError::BadRow {
+            path: path.to_path_buf(),
+            line,
+            message,
+        };
+        let record =
+            record.map_err(|e| bad(e.position().map_or(0, |p| p.line()), e.to_string()))?;
+        let line = record.position().map_or(0, |p| p.line());
+        let r: ProfileRow = record
+            .deserialize(Some(&headers))
+            .map_err(|e| bad(line, e.to_string()))?;
         let c = count.entry(r.config).or_insert((r.n_tenants, 0));
         c.1 += 1;
     }

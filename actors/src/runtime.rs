@@ -222,7 +222,7 @@ impl Runtime {
         )
         .with_power_updates(power.clone());
         if let Some(cell) = &plan_cell {
-            edf = edf.with_plan_updates(cell.clone());
+            edf = edf.with_plan_updates(cell.clone(), workload.tenants.len());
         }
         let dispatcher = SharedDispatcher::new(edf);
         let mut workers = Vec::new();

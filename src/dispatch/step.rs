@@ -365,6 +365,18 @@ impl DispatchCore {
         }
     }
 
+    /// Number of units.
+    pub fn units(&self) -> usize {
+        self.units.len()
+    }
+
+    /// Whether some unit flagged in `to` is still live.
+    pub fn serves_any_live(&self, to: &[bool]) -> bool {
+        to.iter()
+            .zip(&self.units)
+            .any(|(&on, unit)| on && !unit.gone)
+    }
+
     /// Move tenant `t` to the units `to[u]` says (between requests: a job
     /// already running finishes where it is; queued requests wait for the
     /// new units). `fx.wake` lists the live units that now serve `t`, so an

@@ -159,6 +159,13 @@ impl ProfileRow {
                 self.service_p95_ms, self.service_p50_ms
             ));
         }
+        if self.unit_index as usize >= super::MAX_UNITS {
+            return Some(format!(
+                "unit_index {} is beyond the {} units a token can name",
+                self.unit_index,
+                super::MAX_UNITS
+            ));
+        }
         if self.threads == 0 || self.n_tenants == 0 {
             return Some("threads and n_tenants must be at least 1".into());
         }
@@ -187,30 +194,50 @@ pub fn read_profile(path: &Path) -> Result<Vec<ProfileRow>, DatasetError> {
         path: path.to_path_buf(),
         source,
     };
-    let mut reader = csv::Reader::from_path(path).map_err(read_err)?;
+    let text = std::fs::read(path).map_err(|e| read_err(csv::Error::from(e)))?;
+    let mut reader = csv::Reader::from_reader(text.as_slice());
+    let headers = reader.headers().map_err(read_err)?.clone();
     let mut rows = Vec::new();
     let mut lines = Vec::new();
-    for (i, record) in reader.deserialize::<ProfileRow>().enumerate() {
-        // Header is line 1; record i is on line i + 2 (no embedded newlines).
-        let line = i as u64 + 2;
-        let row = record.map_err(|e| DatasetError::BadRow {
+    // The line a record starts on, counted from its byte offset: csv's own
+    // position counts the blank lines it skipped before a record as part of
+    // it. Counted incrementally, so the whole read stays linear.
+    let (mut counted_to, mut line_at) = (0usize, 1u64);
+    let mut line_of = |byte: usize| -> u64 {
+        let mut k = byte.min(text.len());
+        while k < text.len() && (text[k] == b'\n' || text[k] == b'\r') {
+            k += 1;
+        }
+        line_at += text[counted_to..k].iter().filter(|&&b| b == b'\n').count() as u64;
+        counted_to = k;
+        line_at
+    };
+    for record in reader.records() {
+        let bad = |line: u64, message: String| DatasetError::BadRow {
             path: path.to_path_buf(),
-            line: e.position().map_or(line, |p| p.line()),
-            message: match e.kind() {
-                csv::ErrorKind::Deserialize { err, .. } => format!(
-                    "column {}: {}",
-                    err.field().map_or("?".into(), |f| (f + 1).to_string()),
-                    err.kind()
-                ),
-                _ => e.to_string(),
-            },
+            line,
+            message,
+        };
+        let record = record.map_err(|e| {
+            let line = e.position().map_or(0, |p| p.line());
+            bad(line, e.to_string())
+        })?;
+        let line = line_of(record.position().map_or(0, |p| p.byte() as usize));
+        let row: ProfileRow = record.deserialize(Some(&headers)).map_err(|e| {
+            bad(
+                line,
+                match e.kind() {
+                    csv::ErrorKind::Deserialize { err, .. } => format!(
+                        "column {}: {}",
+                        err.field().map_or("?".into(), |f| (f + 1).to_string()),
+                        err.kind()
+                    ),
+                    _ => e.to_string(),
+                },
+            )
         })?;
         if let Some(message) = row.problem() {
-            return Err(DatasetError::BadRow {
-                path: path.to_path_buf(),
-                line,
-                message,
-            });
+            return Err(bad(line, message));
         }
         rows.push(row);
         lines.push(line);
@@ -341,6 +368,28 @@ mod tests {
         let e = read_profile(g.path()).unwrap_err();
         assert!(matches!(e, DatasetError::BadRow { line: 3, .. }), "{e}");
         assert!(e.to_string().contains("column 7"), "{e}");
+    }
+
+    #[test]
+    fn a_blank_line_does_not_shift_the_reported_line() {
+        let f = write(&[row(0, 1, "a")]);
+        let mut text = std::fs::read_to_string(f.path()).unwrap();
+        text.push('\n');
+        let mut bad = row(1, 1, "a");
+        bad.rate_hz = 0.0;
+        let g = write(&[bad]);
+        text.push_str(
+            std::fs::read_to_string(g.path())
+                .unwrap()
+                .lines()
+                .nth(1)
+                .unwrap(),
+        );
+        text.push('\n');
+        let mut h = tempfile::NamedTempFile::new().unwrap();
+        h.write_all(text.as_bytes()).unwrap();
+        let e = read_profile(h.path()).unwrap_err();
+        assert!(matches!(e, DatasetError::BadRow { line: 4, .. }), "{e}");
     }
 
     #[test]

@@ -67,8 +67,9 @@ impl ProfilePlan {
         }
         let units = self.unit_kinds.len();
         let mut rng = SmallRng::seed_from_u64(self.seed);
-        while out.len() < self.configs {
-            let n = rng.random_range(2..=self.max_tenants.max(2));
+        // Mixes need at least two tenants.
+        while self.max_tenants >= 2 && out.len() < self.configs {
+            let n = rng.random_range(2..=self.max_tenants);
             // A total load per unit, split over its tenants at random.
             let load: Vec<f64> = (0..units).map(|_| rng.random_range(0.15..0.85)).collect();
             let mut tenants: Vec<(usize, usize, f64)> = Vec::with_capacity(n);

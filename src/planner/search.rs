@@ -48,7 +48,9 @@ fn check(
     for (i, &(t, _, u)) in assign.iter().enumerate() {
         util[u] += problem.tenants[t].rate_hz * pred.service_p50_s[i];
     }
-    if util.iter().any(|&x| x > opts.max_utilisation) {
+    // Written so that a NaN prediction is infeasible, never feasible.
+    let fits = |x: f64, limit: f64| x.is_finite() && x <= limit;
+    if !pred.power_w.is_finite() || util.iter().any(|&x| !fits(x, opts.max_utilisation)) {
         return None;
     }
     let mut worst: f64 = 0.0;
@@ -63,7 +65,7 @@ fn check(
             .sum();
         let usable = problem.tenants[t].deadline_s * (1.0 - opts.margin);
         let fraction = (pred.service_p95_s[i] + ahead) / usable;
-        if fraction > 1.0 {
+        if !fits(fraction, 1.0) {
             return None;
         }
         worst = worst.max(fraction);

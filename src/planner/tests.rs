@@ -156,6 +156,37 @@ fn an_infeasible_set_of_tenants_is_reported() {
     assert!(e.contains("tight"), "{e}");
 }
 
+/// Predicts NaN for everything (e.g. corrupt normalisation).
+struct Broken;
+
+impl MappingEstimator for Broken {
+    fn predict(&mut self, qs: &[MappingQuery]) -> Result<Vec<MappingPrediction>, EstimateError> {
+        Ok(qs
+            .iter()
+            .map(|q| MappingPrediction {
+                service_p50_s: vec![f64::NAN; q.tenants.len()],
+                service_p95_s: vec![f64::NAN; q.tenants.len()],
+                power_w: f64::NAN,
+            })
+            .collect())
+    }
+}
+
+#[test]
+fn nan_predictions_are_never_feasible() {
+    let p = problem(vec![tenant("a", 10.0, 50.0, both_variants())]);
+    for opts in [
+        SearchOptions::default(),
+        SearchOptions {
+            exhaustive_limit: 0,
+            ..SearchOptions::default()
+        },
+    ] {
+        let e = plan(&p, &mut Broken, 300.0, &opts).unwrap_err();
+        assert!(matches!(e, PlanError::Infeasible { .. }), "{e}");
+    }
+}
+
 #[test]
 fn accuracy_floor_is_kept() {
     let mut t = tenant("a", 10.0, 50.0, both_variants());

@@ -214,6 +214,14 @@ fn problem_with(
     index: &dyn Fn(&str) -> Option<usize>,
 ) -> Result<PlanProblem, SimError> {
     let device = &analysis.device;
+    if device.spec().units.len() > crate::estimate::MAX_UNITS {
+        return Err(SimError::Estimator(format!(
+            "device '{}' has {} units; the estimator's tokens name at most {}",
+            device.name(),
+            device.spec().units.len(),
+            crate::estimate::MAX_UNITS
+        )));
+    }
     let units = &device.spec().units;
     let tenants = analysis
         .tenants

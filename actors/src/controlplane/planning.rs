@@ -96,6 +96,13 @@ impl RuntimePlanning {
                 device_path.display()
             ));
         }
+        if rt.workers.len() > ecomap::estimate::MAX_UNITS {
+            return Err(format!(
+                "plan: the estimator's tokens name at most {} units, the rt-config has {} workers",
+                ecomap::estimate::MAX_UNITS,
+                rt.workers.len()
+            ));
+        }
         let units: Vec<UnitKind> = rt
             .workers
             .iter()

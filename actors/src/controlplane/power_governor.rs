@@ -44,8 +44,8 @@ pub struct GovernorPlanner {
     pub cell: PlanCell,
     last_gco2: Option<f64>,
     in_flight: bool,
-    /// Mode and variants of the plan in force.
-    in_force: Option<(usize, Vec<usize>)>,
+    /// Mode, variants and workers of the plan in force.
+    in_force: Option<(usize, Vec<usize>, Vec<usize>)>,
 }
 
 impl GovernorPlanner {
@@ -138,13 +138,18 @@ impl PowerGovernor {
                     .map(|(t, &v)| t.variants[v].name.as_str())
                     .collect();
                 let why = format!(
-                    "plan at {gco2:.1} gCO2/kWh: {mode}, variants {variants:?}, predicted {:.2} W, accuracy {:.2}%, worst deadline use {:.0}%, {} candidates",
+                    "plan at {gco2:.1} gCO2/kWh: {mode}, variants {variants:?} on workers {:?}, predicted {:.2} W, accuracy {:.2}%, worst deadline use {:.0}%, {} candidates",
+                    plan.mapping.units,
                     plan.predicted.power_w,
                     plan.accuracy,
                     plan.worst_deadline_fraction * 100.0,
                     plan.evaluated
                 );
-                let chosen = (plan.mapping.mode, plan.mapping.variants.clone());
+                let chosen = (
+                    plan.mapping.mode,
+                    plan.mapping.variants.clone(),
+                    plan.mapping.units.clone(),
+                );
                 if p.in_force.as_ref() == Some(&chosen) {
                     // The same plan again: leave the quality controller's
                     // adjustments since the last plan in place.
@@ -152,7 +157,11 @@ impl PowerGovernor {
                     return;
                 }
                 tracing::info!("planner: {why}");
-                p.cell.publish(&plan.mapping.variants);
+                p.cell
+                    .publish(&crate::dataplane::plan_cell::PlannedMapping {
+                        variants: plan.mapping.variants.clone(),
+                        units: plan.mapping.units.clone(),
+                    });
                 p.in_force = Some(chosen);
                 self.shared.note(why.clone());
                 self.apply(cap, why);

@@ -172,7 +172,10 @@ pub struct EdfDispatcher {
     outbox: Outbox,
     clock: RunClock,
     power: Option<PowerCell>,
-    plan: Option<(PlanCell, u64)>,
+    /// The plan cell, the last generation applied, and `may_serve[u][t]`:
+    /// the workers that hold tenant `t`'s models (a plan may only move a
+    /// tenant among those).
+    plan: Option<(PlanCell, u64, Vec<Vec<bool>>)>,
 }
 
 impl EdfDispatcher {
@@ -221,8 +224,11 @@ impl EdfDispatcher {
 
     /// Apply the mapping planner's variants from `cell` at every step (the
     /// policy's quality controller then carries on from them).
-    pub fn with_plan_updates(mut self, cell: PlanCell) -> Self {
-        self.plan = Some((cell, 0));
+    pub fn with_plan_updates(mut self, cell: PlanCell, tenants: usize) -> Self {
+        let may_serve = (0..self.core.units())
+            .map(|u| (0..tenants).map(|t| self.core.serves(u, t)).collect())
+            .collect();
+        self.plan = Some((cell, 0, may_serve));
         self
     }
 
@@ -348,15 +354,29 @@ impl EdfDispatcher {
     }
 
     fn pull_plan(&mut self) {
-        let Some((cell, seen)) = &mut self.plan else {
+        let Some((cell, seen, may_serve)) = &mut self.plan else {
             return;
         };
-        if let Some((generation, variants)) = cell.newer_than(*seen) {
+        if let Some((generation, plan)) = cell.newer_than(*seen) {
             *seen = generation;
             let now = self.clock.now();
             if let Some(q) = self.core.quality_mut() {
-                for (t, v) in variants.into_iter().enumerate() {
+                for (t, &v) in plan.variants.iter().enumerate() {
                     q.set_active(t, v, now);
+                }
+            }
+            // Move each tenant to its planned worker, between requests. The
+            // wake-ups are not needed here: the step that follows wakes
+            // every idle worker that now has work.
+            let workers = self.core.units();
+            let mut scratch = StepEffects::default();
+            for (t, &u) in plan.units.iter().enumerate() {
+                if !may_serve.get(u).is_some_and(|m| m[t]) {
+                    continue; // that worker does not hold the tenant's models
+                }
+                let to: Vec<bool> = (0..workers).map(|w| w == u).collect();
+                if self.core.serves_any_live(&to) {
+                    self.core.remap(t, &to, &mut scratch);
                 }
             }
         }

@@ -1,12 +1,13 @@
-//! `PlanCell`: the mapping planner's chosen variants, published by the
-//! control plane and read by the dispatcher at every step without a lock.
+//! `PlanCell`: the mapping planner's chosen variant and worker per tenant,
+//! published by the control plane and read by the dispatcher at every step
+//! without a lock.
 //!
-//! A sequence lock over one atomic per tenant: the single writer (the
+//! A sequence lock over two atomics per tenant: the single writer (the
 //! power governor applying a plan) makes the generation odd, stores the
-//! variants, and makes it even again; a reader takes the variants only if
-//! it saw the same even generation before and after reading them, and
-//! otherwise tries again at its next step. Readers never wait and never
-//! block the writer — the data plane must not spin on the control plane.
+//! plan, and makes it even again; a reader takes the plan only if it saw
+//! the same even generation before and after reading it, and otherwise
+//! tries again at its next step. Readers never wait and never block the
+//! writer — the data plane must not spin on the control plane.
 
 use std::sync::atomic::{fence, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -15,6 +16,16 @@ use std::sync::Arc;
 struct Inner {
     generation: AtomicU64,
     variants: Vec<AtomicUsize>,
+    units: Vec<AtomicUsize>,
+}
+
+/// One published plan: per tenant its variant and its worker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlannedMapping {
+    /// `variants[t]`: tenant `t`'s variant.
+    pub variants: Vec<usize>,
+    /// `units[t]`: the worker tenant `t` is served by.
+    pub units: Vec<usize>,
 }
 
 /// The cell, shared by cloning.
@@ -27,37 +38,47 @@ impl PlanCell {
         PlanCell(Arc::new(Inner {
             generation: AtomicU64::new(0),
             variants: (0..tenants).map(|_| AtomicUsize::new(0)).collect(),
+            units: (0..tenants).map(|_| AtomicUsize::new(0)).collect(),
         }))
     }
 
-    /// Publish one variant per tenant (single writer).
-    pub fn publish(&self, variants: &[usize]) {
-        debug_assert_eq!(variants.len(), self.0.variants.len(), "one per tenant");
-        let g = self.0.generation.fetch_add(1, Ordering::AcqRel);
+    /// Publish one variant and one worker per tenant (single writer).
+    pub fn publish(&self, plan: &PlannedMapping) {
+        debug_assert_eq!(plan.variants.len(), self.0.variants.len(), "one per tenant");
+        debug_assert_eq!(plan.units.len(), self.0.units.len(), "one per tenant");
+        let g = self.0.generation.fetch_add(1, Ordering::Relaxed);
         debug_assert!(g % 2 == 0, "one writer at a time");
-        for (cell, &v) in self.0.variants.iter().zip(variants) {
+        // The odd generation must be visible before any of the plan's
+        // stores: a release fence orders the increment before them (an
+        // AcqRel increment would only order what came before it).
+        fence(Ordering::Release);
+        for (cell, &v) in self.0.variants.iter().zip(&plan.variants) {
             cell.store(v, Ordering::Relaxed);
+        }
+        for (cell, &u) in self.0.units.iter().zip(&plan.units) {
+            cell.store(u, Ordering::Relaxed);
         }
         self.0.generation.fetch_add(1, Ordering::Release);
     }
 
-    /// The variants published after generation `seen`, and their
-    /// generation; `None` when nothing new or a publish is in progress.
-    pub fn newer_than(&self, seen: u64) -> Option<(u64, Vec<usize>)> {
+    /// The plan published after generation `seen`, and its generation;
+    /// `None` when nothing new or a publish is in progress.
+    pub fn newer_than(&self, seen: u64) -> Option<(u64, PlannedMapping)> {
         let g1 = self.0.generation.load(Ordering::Acquire);
         if g1 == seen || g1 % 2 == 1 {
             return None;
         }
-        let v: Vec<usize> = self
-            .0
-            .variants
-            .iter()
-            .map(|c| c.load(Ordering::Relaxed))
-            .collect();
+        let load = |cells: &[AtomicUsize]| -> Vec<usize> {
+            cells.iter().map(|c| c.load(Ordering::Relaxed)).collect()
+        };
+        let plan = PlannedMapping {
+            variants: load(&self.0.variants),
+            units: load(&self.0.units),
+        };
         // Order the loads above before the second generation check.
         fence(Ordering::Acquire);
         let g2 = self.0.generation.load(Ordering::Relaxed);
-        (g1 == g2).then_some((g1, v))
+        (g1 == g2).then_some((g1, plan))
     }
 }
 
@@ -67,26 +88,31 @@ mod tests {
 
     #[test]
     fn a_reader_sees_each_publication_once_and_whole() {
+        let plan = |variants: Vec<usize>| PlannedMapping {
+            units: variants.iter().map(|v| v % 2).collect(),
+            variants,
+        };
         let cell = PlanCell::new(3);
         assert_eq!(cell.newer_than(0), None);
-        cell.publish(&[1, 0, 2]);
+        cell.publish(&plan(vec![1, 0, 2]));
         let (g, v) = cell.newer_than(0).unwrap();
-        assert_eq!(v, vec![1, 0, 2]);
+        assert_eq!(v, plan(vec![1, 0, 2]));
         assert_eq!(cell.newer_than(g), None);
-        cell.publish(&[0, 0, 1]);
-        assert_eq!(cell.newer_than(g).unwrap().1, vec![0, 0, 1]);
+        cell.publish(&plan(vec![0, 0, 1]));
+        assert_eq!(cell.newer_than(g).unwrap().1, plan(vec![0, 0, 1]));
     }
 
     #[test]
     fn concurrent_readers_never_see_a_torn_plan() {
-        // The writer publishes [k, k, k, k]; a reader must never see a mix.
+        // The writer publishes k everywhere; a reader must never see a mix.
         let cell = PlanCell::new(4);
         let reader = cell.clone();
         let r = std::thread::spawn(move || {
             let mut seen = 0;
             let mut reads = 0;
             while reads < 2000 {
-                if let Some((g, v)) = reader.newer_than(seen) {
+                if let Some((g, p)) = reader.newer_than(seen) {
+                    let v: Vec<usize> = p.variants.iter().chain(&p.units).copied().collect();
                     assert!(v.iter().all(|&x| x == v[0]), "torn: {v:?}");
                     seen = g;
                     reads += 1;
@@ -98,7 +124,10 @@ mod tests {
             }
         });
         for k in 1..=20_000usize {
-            cell.publish(&[k; 4]);
+            cell.publish(&PlannedMapping {
+                variants: vec![k; 4],
+                units: vec![k; 4],
+            });
         }
         r.join().unwrap();
     }

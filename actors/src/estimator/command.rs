@@ -87,7 +87,13 @@ fn file_name(p: &Path) -> String {
 
 /// Run the command; returns the evaluation rows it wrote.
 pub fn run(args: &TrainEstimatorArgs) -> Result<Vec<EvalRow>, TrainEstimatorError> {
-    let descriptors = Descriptors::load(&args.descriptors)?;
+    // Evaluating: the table the weights were trained with, when they carry one.
+    let own = args
+        .evaluate
+        .as_ref()
+        .map(|w| super::weight_files(w).0.with_file_name("descriptors.csv"))
+        .filter(|p| p.is_file());
+    let descriptors = Descriptors::load(own.as_deref().unwrap_or(&args.descriptors))?;
     let rows = read_profile(&args.data)?;
     let write = |path: &Path, e: &dyn std::fmt::Display| TrainEstimatorError::Write {
         path: path.to_path_buf(),

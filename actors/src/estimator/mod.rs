@@ -50,6 +50,45 @@ pub struct EstimatorMeta {
     pub train_configs: usize,
 }
 
+impl EstimatorMeta {
+    /// What makes this metadata unusable, if anything (checked before a
+    /// network is built from it).
+    pub fn problem(&self) -> Option<String> {
+        let s = &self.shape;
+        if s.features != ecomap::estimate::FEATURES as i64 {
+            return Some(format!(
+                "shape.features is {}, but this ecomap encodes {} features per tenant; retrain",
+                s.features,
+                ecomap::estimate::FEATURES
+            ));
+        }
+        if s.width <= 0 || s.heads <= 0 || s.layers < 0 || s.ff_width <= 0 || s.width % s.heads != 0
+        {
+            return Some(format!(
+                "shape {s:?}: width, heads and ff_width must be positive and heads must divide width"
+            ));
+        }
+        if s.width > 4096 || s.ff_width > 16384 || s.layers > 64 {
+            return Some(format!(
+                "shape {s:?} is implausibly large for this estimator"
+            ));
+        }
+        let finite = [self.p50_mean, self.power_mean]
+            .iter()
+            .all(|x| x.is_finite())
+            && [self.p50_std, self.power_std]
+                .iter()
+                .all(|x| x.is_finite() && *x > 0.0);
+        if !finite {
+            return Some(
+                "p50_mean, p50_std, power_mean and power_std must be finite, the stds positive"
+                    .into(),
+            );
+        }
+        None
+    }
+}
+
 /// A trained estimator that cannot be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum EstimatorError {
@@ -141,6 +180,12 @@ impl TransformerEstimator {
             path: meta_path.clone(),
             message: e.to_string(),
         })?;
+        if let Some(problem) = meta.problem() {
+            return Err(EstimatorError::Meta {
+                path: meta_path,
+                message: problem,
+            });
+        }
         let est = TransformerEstimator::fresh(meta, descriptors);
         let stored = Tensor::read_safetensors(&weights).map_err(|source| EstimatorError::Read {
             path: weights.clone(),

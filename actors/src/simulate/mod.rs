@@ -147,16 +147,24 @@ fn trained_estimator(p: &Policy) -> Option<&Path> {
     }
 }
 
+/// The descriptor table a policy's trained estimator was trained with:
+/// the copy in its folder, else `fallback`.
 fn load_descriptors(
-    policies: &[Policy],
-    path: &Path,
+    p: &Policy,
+    fallback: &Path,
 ) -> Result<Option<ecomap::estimate::descriptors::Descriptors>, SimulateError> {
-    if !policies.iter().any(|p| trained_estimator(p).is_some()) {
+    let Some(dir) = trained_estimator(p) else {
         return Ok(None);
-    }
+    };
+    let own = dir.join("descriptors.csv");
+    let path = if own.is_file() {
+        own.as_path()
+    } else {
+        fallback
+    };
     ecomap::estimate::descriptors::Descriptors::load(path)
         .map(Some)
-        .map_err(|e| SimulateError::Estimator(e.to_string()))
+        .map_err(|e| SimulateError::Estimator(format!("policy '{}': {e}", p.name)))
 }
 
 #[cfg(feature = "tch")]
@@ -282,10 +290,14 @@ pub fn run_simulate(args: &SimulateArgs) -> Result<Vec<SummaryRow>, SimulateErro
     );
     // Trained estimators of mapping policies: checked once here, then
     // loaded once per run (each run owns its estimator).
-    let descriptors = load_descriptors(&policies, &args.descriptors)?;
+    let descriptors: Vec<Option<ecomap::estimate::descriptors::Descriptors>> = policies
+        .iter()
+        .map(|p| load_descriptors(p, &args.descriptors))
+        .collect::<Result<_, _>>()?;
     let makers: Vec<Option<Box<EstimatorMaker>>> = policies
         .iter()
-        .map(|p| estimator_maker(p, descriptors.as_ref()))
+        .zip(&descriptors)
+        .map(|(p, d)| estimator_maker(p, d.as_ref()))
         .collect::<Result<_, _>>()?;
     let results: Mutex<Vec<Option<SimResult>>> =
         Mutex::new((0..traces.len() * policies.len()).map(|_| None).collect());
@@ -299,7 +311,7 @@ pub fn run_simulate(args: &SimulateArgs) -> Result<Vec<SummaryRow>, SimulateErro
         sample: args.sample,
         seed: args.seed,
         accuracy_target: target,
-        planning: match (&makers[spec.policy], &descriptors) {
+        planning: match (&makers[spec.policy], &descriptors[spec.policy]) {
             (Some(make), Some(d)) => Some(ecomap::sim::mapping::Planning {
                 descriptors: d,
                 make: make.as_ref(),
