@@ -454,7 +454,13 @@ impl Runtime {
         } else {
             self.workload.clone()
         };
-        if let Some(plan) = self.control_plan.take() {
+        if let Some(mut plan) = self.control_plan.take() {
+            // The planner must size its plans for the load really offered.
+            if let Some((planning, _)) = &mut plan.planning {
+                for t in &mut planning.problem.tenants {
+                    t.rate_hz *= load_factor;
+                }
+            }
             let queues = self.queues.iter().map(|q| q.counters().clone()).collect();
             self.control = Some(
                 ControlPlane::start(

@@ -144,8 +144,11 @@ pub struct DispatchStats {
 
 #[derive(Debug, Clone)]
 struct UnitSlot {
-    /// `serves[t]`: whether the unit holds tenant `t`'s model.
+    /// `serves[t]`: whether the unit takes tenant `t`'s requests now.
     serves: Vec<bool>,
+    /// `holds[t]`: whether the unit holds tenant `t`'s models (as built;
+    /// a remap only moves a tenant among the units that hold it).
+    holds: Vec<bool>,
     /// Waiting for work (it ran a step that gave it none, or has not yet
     /// taken the job its last step was about to give it).
     idle: bool,
@@ -196,6 +199,7 @@ impl DispatchCore {
             units: serves
                 .into_iter()
                 .map(|serves| UnitSlot {
+                    holds: serves.clone(),
                     serves,
                     idle: false,
                     gone: false,
@@ -348,6 +352,7 @@ impl DispatchCore {
         }
         self.units[u].idle = true;
         self.expire(now, fx);
+        self.restore_stranded();
         let job = self.take_for(u, now, fx);
         if job.is_some() {
             self.units[u].idle = false;
@@ -396,10 +401,27 @@ impl DispatchCore {
             if unit.gone {
                 continue;
             }
-            unit.serves[t] = on;
-            if on {
+            // Never onto a unit without the tenant's models.
+            unit.serves[t] = on && unit.holds[t];
+            if unit.serves[t] {
+                // Counted when the caller delivers it, like any wake-up.
                 fx.wake.push(u);
-                self.stats.wakes += 1;
+            }
+        }
+        self.restore_stranded();
+    }
+
+    /// A tenant with queued requests that no live unit takes any more (its
+    /// planned units exited or were lost) goes back to every live unit
+    /// that holds its models, so nothing queued is stranded.
+    fn restore_stranded(&mut self) {
+        for t in 0..self.queued.len() {
+            let served = self.units.iter().any(|u| !u.gone && u.serves[t]);
+            if served || self.queued[t] == 0 {
+                continue;
+            }
+            for unit in self.units.iter_mut().filter(|u| !u.gone && u.holds[t]) {
+                unit.serves[t] = true;
             }
         }
     }
@@ -412,6 +434,7 @@ impl DispatchCore {
         unit.gone = true;
         unit.idle = false;
         unit.serves.iter_mut().for_each(|s| *s = false);
+        self.restore_stranded();
         self.push_wake_all(fx);
     }
 
@@ -644,13 +667,16 @@ mod tests {
 
     #[test]
     fn a_remap_between_requests_loses_nothing() {
-        // Tenant 0 on unit 0; two requests: one running, one queued.
+        // Both units hold tenant 0; it starts on unit 0 only. Two requests:
+        // one running, one queued.
         let mut c = DispatchCore::new(
             QueueOrder::EarliestDeadline,
             1,
-            vec![vec![true], vec![false]],
+            vec![vec![true], vec![true]],
         );
         let mut fx = StepEffects::default();
+        c.remap(0, &[true, false], &mut fx);
+        assert!(c.serves(0, 0) && !c.serves(1, 0));
         assert_eq!(c.step(1, StepEvent::Woke, ms(0), &mut fx), Next::Wait);
         let j = run(c.step(0, StepEvent::Received(req(1, 0, 0, 100)), ms(0), &mut fx));
         assert_eq!(j.request.id, 1);
@@ -673,6 +699,35 @@ mod tests {
         assert_eq!(c.step(1, done(0), ms(5), &mut fx), Next::Exit);
         let (left, _) = c.finish();
         assert!(left.is_empty());
+    }
+
+    #[test]
+    fn a_request_left_by_a_remap_is_served_by_a_unit_that_holds_the_model() {
+        // Both units hold tenant 0; it is moved to unit 1, which then exits
+        // (all tenants closed, nothing for it). A request unit 0 had already
+        // taken off the tenant's channel is queued afterwards: unit 0 serves
+        // it rather than leave it stranded.
+        let mut c = DispatchCore::new(
+            QueueOrder::EarliestDeadline,
+            1,
+            vec![vec![true], vec![true]],
+        );
+        let mut fx = StepEffects::default();
+        c.remap(0, &[false, true], &mut fx);
+        assert!(!c.serves(0, 0));
+        c.close(0);
+        assert_eq!(c.step(1, StepEvent::Woke, ms(0), &mut fx), Next::Exit);
+        let j = run(c.step(0, StepEvent::Received(req(7, 0, 0, 100)), ms(1), &mut fx));
+        assert_eq!(j.request.id, 7);
+        assert_eq!(c.step(0, done(0), ms(2), &mut fx), Next::Exit);
+        // And a remap onto a unit without the model is refused.
+        let mut c = DispatchCore::new(
+            QueueOrder::EarliestDeadline,
+            1,
+            vec![vec![true], vec![false]],
+        );
+        c.remap(0, &[false, true], &mut fx);
+        assert!(!c.serves(1, 0));
     }
 
     #[test]

@@ -204,7 +204,7 @@ pub fn read_profile(path: &Path) -> Result<Vec<ProfileRow>, DatasetError> {
     // it. Counted incrementally, so the whole read stays linear.
     let (mut counted_to, mut line_at) = (0usize, 1u64);
     let mut line_of = |byte: usize| -> u64 {
-        let mut k = byte.min(text.len());
+        let mut k = byte.clamp(counted_to, text.len());
         while k < text.len() && (text[k] == b'\n' || text[k] == b'\r') {
             k += 1;
         }
@@ -218,10 +218,15 @@ pub fn read_profile(path: &Path) -> Result<Vec<ProfileRow>, DatasetError> {
             line,
             message,
         };
-        let record = record.map_err(|e| {
-            let line = e.position().map_or(0, |p| p.line());
-            bad(line, e.to_string())
-        })?;
+        let record = match record {
+            Ok(r) => r,
+            Err(e) => {
+                // No position: the line after the last one read.
+                let line = line_of(e.position().map_or(0, |p| p.byte() as usize));
+                return Err(bad(line, e.to_string()));
+            }
+        };
+        // The record's own line (blank lines and quoted newlines counted).
         let line = line_of(record.position().map_or(0, |p| p.byte() as usize));
         let row: ProfileRow = record.deserialize(Some(&headers)).map_err(|e| {
             bad(

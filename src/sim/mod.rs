@@ -560,16 +560,25 @@ pub fn simulate(
         })
         .transpose()?;
     let mut governor = setup.policy.governor.clone().map(Governor::new);
-    let serves: Vec<Vec<bool>> = (0..units)
+    // Every unit a tenant may be moved to holds its models; it starts on
+    // the workload's `units`.
+    let holds: Vec<Vec<bool>> = (0..units)
         .map(|u| {
             analysis
                 .tenants
                 .iter()
-                .map(|t| t.units.contains(&u))
+                .map(|t| t.movable.contains(&u))
                 .collect()
         })
         .collect();
-    let mut core = DispatchCore::new(setup.policy.queue_order, n, serves);
+    let mut core = DispatchCore::new(setup.policy.queue_order, n, holds);
+    {
+        let mut fx = StepEffects::default();
+        for (t, tm) in analysis.tenants.iter().enumerate() {
+            let start: Vec<bool> = (0..units).map(|u| tm.units.contains(&u)).collect();
+            core.remap(t, &start, &mut fx);
+        }
+    }
     core.set_shedding(workload.shed_mask(setup.policy.shedding));
     let variants: Vec<usize> = analysis.tenants.iter().map(|t| t.top1.len()).collect();
     let deadlines: Vec<Duration> = workload.tenants.iter().map(|t| t.deadline).collect();

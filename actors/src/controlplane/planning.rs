@@ -7,7 +7,7 @@
 //!                        ▲  │                        │ planner::plan(…)
 //!                        │  └──────── Plan ◄─────────┘
 //!                        └─ apply: mode's cap → Platform + PowerCell,
-//!                                  variants → PlanCell → EdfDispatcher
+//!                                  variants, workers → PlanCell → EdfDispatcher
 //! ```
 //!
 //! On this runtime a tenant stays on the workers the rt-config gives it;

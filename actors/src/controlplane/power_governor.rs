@@ -107,11 +107,16 @@ impl PowerGovernor {
         }
         p.in_flight = true;
         p.last_gco2 = Some(gco2);
-        let ask = p.addr.send(PlanFor {
-            problem: p.planning.problem.clone(),
-            gco2_per_kwh: gco2,
-            options: p.planning.options,
-        });
+        // A search takes tens of milliseconds; an answer this late means the
+        // estimator thread is starved or gone: give up and retry later.
+        let ask = p
+            .addr
+            .send(PlanFor {
+                problem: p.planning.problem.clone(),
+                gco2_per_kwh: gco2,
+                options: p.planning.options,
+            })
+            .timeout(Duration::from_secs(5));
         ctx.spawn(ask.into_actor(self).map(move |answer, act, _| {
             act.apply_plan(answer, gco2);
         }));
@@ -157,14 +162,23 @@ impl PowerGovernor {
                     return;
                 }
                 tracing::info!("planner: {why}");
-                p.cell
-                    .publish(&crate::dataplane::plan_cell::PlannedMapping {
-                        variants: plan.mapping.variants.clone(),
-                        units: plan.mapping.units.clone(),
-                    });
-                p.in_force = Some(chosen);
-                self.shared.note(why.clone());
-                self.apply(cap, why);
+                let mapping = crate::dataplane::plan_cell::PlannedMapping {
+                    variants: plan.mapping.variants.clone(),
+                    units: plan.mapping.units.clone(),
+                };
+                // The mode first: variants and workers sized for a mode that
+                // is not in force would be the wrong plan.
+                if !self.apply(cap, why.clone()) {
+                    self.shared.note(format!(
+                        "planner: not applied (the cap {cap} W was refused) — {why}"
+                    ));
+                    return;
+                }
+                if let Some(p) = &mut self.planner {
+                    p.cell.publish(&mapping);
+                    p.in_force = Some(chosen);
+                }
+                self.shared.note(why);
             }
             Ok(Err(e)) => {
                 let msg = format!("planner at {gco2:.1} gCO2/kWh: {e}; the plan in force is kept");
@@ -172,6 +186,8 @@ impl PowerGovernor {
                 self.shared.note(msg);
             }
             Err(e) => {
+                // Not the search's verdict: ask again at the next reading.
+                p.last_gco2 = None;
                 let msg = format!("planner: the estimator actor did not answer ({e})");
                 tracing::warn!("{msg}");
                 self.shared.note(msg);
@@ -209,10 +225,11 @@ impl PowerGovernor {
         }
     }
 
-    /// Apply a cap through the platform and tell the data plane.
-    pub fn apply(&mut self, cap_w: f64, reason: String) {
+    /// Apply a cap through the platform and tell the data plane; whether
+    /// the cap is in force afterwards.
+    pub fn apply(&mut self, cap_w: f64, reason: String) -> bool {
         if self.read_only {
-            return;
+            return false;
         }
         // Idempotent: the cap in force is not applied (or logged) again.
         if self
@@ -221,7 +238,7 @@ impl PowerGovernor {
             .current_cap()
             .is_some_and(|a| a.cap_w == cap_w)
         {
-            return;
+            return true;
         }
         let result = {
             let mut p = self.shared.platform();
@@ -236,6 +253,7 @@ impl PowerGovernor {
                 );
                 self.shared.record_cap(self.clock.now(), &applied, reason);
                 self.publish(&applied, throttles);
+                true
             }
             Err(e) => {
                 let msg = format!(
@@ -245,6 +263,7 @@ impl PowerGovernor {
                 tracing::warn!("power governor: {msg}");
                 self.shared.note(msg);
                 self.read_only = true;
+                false
             }
         }
     }
