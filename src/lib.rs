@@ -15,7 +15,12 @@
 //! - [`arrival`]: periodic (with jitter) and Poisson arrival processes;
 //! - [`config`]: the RON files (workload, policy, real-time config) with
 //!   validation that says what is wrong, where, and how to fix it;
-//! - [`model`]: which DNN a tenant runs.
+//! - [`model`]: which DNN a tenant runs;
+//! - [`device`]: the device model (units, power modes, service and power);
+//! - [`sim`]: the discrete-event simulator and its planners;
+//! - [`estimate`]: what a latency/power estimator is asked and answers, its
+//!   input encoding, the profile dataset, and an analytic estimator;
+//! - [`planner`]: the mapping planner (mode × variant × unit per tenant).
 //!
 //! ```
 //! use ecomap::dispatch::{DispatchQueue, QueueOrder};
