@@ -3,7 +3,7 @@
 //!
 //! A [`PlanProblem`] lists the tenants (their variants, the units each may
 //! run on, rate, deadline, accuracy floor) and the device's modes. The
-//! planner asks a [`MappingEstimator`] — the learned transformer in the
+//! planner asks a [`MappingEstimator`](crate::estimate::MappingEstimator) — the learned transformer in the
 //! runtime, any estimator in tests — for the service times and power of
 //! candidate mappings, in batches, and returns the [`Plan`] that minimises
 //!

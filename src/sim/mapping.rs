@@ -1,5 +1,5 @@
 //! The mapping planner inside the simulator: builds the
-//! [`PlanProblem`](crate::planner::PlanProblem) of a workload on a device,
+//! [`PlanProblem`] of a workload on a device,
 //! re-plans when the intensity moves past the hysteresis, and logs every
 //! plan and why.
 

@@ -3,7 +3,7 @@
 //!
 //! It feeds each [`CarbonReading`] (and, every tick, the reading's growing
 //! age) to the core's [`Governor`] rule, applies what it decides through the
-//! [`Platform`] backend — idempotently, logging each change — and tells the
+//! [`Platform`](crate::platform::Platform) backend — idempotently, logging each change — and tells the
 //! data plane the new cap and throttle through a [`PowerCell`] (one atomic
 //! word: no channel a real-time worker could spin on). If the platform refuses a cap (e.g. an unwritable sysfs file),
 //! the governor says so once and carries on read-only.

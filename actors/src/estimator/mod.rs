@@ -261,14 +261,14 @@ impl TransformerEstimator {
         &self.vs
     }
 
-    /// Tokens [B, T, F] and mask [B, T] of a batch of queries (padded to the
+    /// Tokens `[B, T, F]` and mask `[B, T]` of a batch of queries (padded to the
     /// longest).
     pub fn batch(&self, queries: &[MappingQuery]) -> (Tensor, Tensor) {
         batch_tensors(&self.descriptors, queries)
     }
 }
 
-/// Tokens [B, T, F] and mask [B, T] of a batch of queries.
+/// Tokens `[B, T, F]` and mask `[B, T]` of a batch of queries.
 pub(crate) fn batch_tensors(d: &Descriptors, queries: &[MappingQuery]) -> (Tensor, Tensor) {
     let b = queries.len();
     let t = queries

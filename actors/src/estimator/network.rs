@@ -64,7 +64,7 @@ impl EncoderLayer {
         }
     }
 
-    /// `x`: [B, T, W]; `key_bias`: [B, 1, 1, T], 0 for real tokens and a
+    /// `x`: `[B, T, W]`; `key_bias`: `[B, 1, 1, T]`, 0 for real tokens and a
     /// large negative number for padding.
     fn forward(&self, x: &Tensor, key_bias: &Tensor) -> Tensor {
         let (b, t, w) = x.size3().expect("tokens are [batch, tenants, width]");
@@ -103,11 +103,11 @@ pub struct Network {
 /// What the network outputs, in normalised log units.
 #[derive(Debug)]
 pub struct NetworkOutput {
-    /// [B, T]: normalised ln median service.
+    /// `[B, T]`: normalised ln median service.
     pub p50: Tensor,
-    /// [B, T]: ln(p95 / p50) ≥ 0.
+    /// `[B, T]`: ln(p95 / p50) ≥ 0.
     pub tail_gap: Tensor,
-    /// [B]: normalised ln device power.
+    /// `[B]`: normalised ln device power.
     pub power: Tensor,
 }
 
@@ -126,7 +126,7 @@ impl Network {
         }
     }
 
-    /// `tokens`: [B, T, F]; `mask`: [B, T], 1 for a tenant and 0 for padding.
+    /// `tokens`: `[B, T, F]`; `mask`: `[B, T]`, 1 for a tenant and 0 for padding.
     pub fn forward(&self, tokens: &Tensor, mask: &Tensor) -> NetworkOutput {
         let key_bias = ((mask - 1.0) * 1e9).unsqueeze(1).unsqueeze(1);
         let mut x = self.embed.forward(tokens);

@@ -170,7 +170,7 @@ fn mean_std(xs: impl Iterator<Item = f64>) -> (f64, f64) {
     (mean, var.sqrt().max(1e-6))
 }
 
-/// Targets of a batch, normalised: ([B, T] ln p50, [B, T] ln p95, [B] ln power).
+/// Targets of a batch, normalised: (`[B, T]` ln p50, `[B, T]` ln p95, `[B]` ln power).
 fn targets(batch: &[&Example], meta: &EstimatorMeta) -> (Tensor, Tensor, Tensor) {
     let t = batch.iter().map(|e| e.p50_ms.len()).max().unwrap_or(1);
     let mut p50 = vec![0f32; batch.len() * t];
