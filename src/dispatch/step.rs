@@ -352,7 +352,6 @@ impl DispatchCore {
         }
         self.units[u].idle = true;
         self.expire(now, fx);
-        self.restore_stranded();
         let job = self.take_for(u, now, fx);
         if job.is_some() {
             self.units[u].idle = false;
@@ -364,6 +363,9 @@ impl DispatchCore {
                 let unit = &mut self.units[u];
                 unit.gone = true;
                 unit.idle = false;
+                // A request another unit already took off a channel of a
+                // tenant only this one served must still find a server.
+                self.restore_stranded();
                 Next::Exit
             }
             None => Next::Wait,
@@ -411,13 +413,13 @@ impl DispatchCore {
         self.restore_stranded();
     }
 
-    /// A tenant with queued requests that no live unit takes any more (its
-    /// planned units exited or were lost) goes back to every live unit
-    /// that holds its models, so nothing queued is stranded.
+    /// A tenant that no live unit takes any more (a remap onto units that
+    /// do not hold it, or its planned units exited or were lost) goes back
+    /// to every live unit that holds its models, so no request is stranded.
+    /// Called where a unit's set changes (remap, exit, loss), not per step.
     fn restore_stranded(&mut self) {
         for t in 0..self.queued.len() {
-            let served = self.units.iter().any(|u| !u.gone && u.serves[t]);
-            if served || self.queued[t] == 0 {
+            if self.units.iter().any(|u| !u.gone && u.serves[t]) {
                 continue;
             }
             for unit in self.units.iter_mut().filter(|u| !u.gone && u.holds[t]) {
@@ -728,6 +730,7 @@ mod tests {
         );
         c.remap(0, &[false, true], &mut fx);
         assert!(!c.serves(1, 0));
+        assert!(c.serves(0, 0), "never left with no unit at all");
     }
 
     #[test]

@@ -20,8 +20,10 @@
 //! tenants placed so far. An infeasible set of tenants is an error that
 //! says which tenant could not be placed — never a silent best effort.
 
+mod replan;
 mod search;
 
+pub use replan::{Replan, Replanner};
 pub use search::{plan, SearchOptions};
 
 use crate::device::spec::UnitKind;

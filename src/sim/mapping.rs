@@ -10,9 +10,9 @@ use crate::estimate::analytic::AnalyticEstimator;
 use crate::estimate::descriptors::Descriptors;
 use crate::estimate::{EstimateError, MappingEstimator};
 use crate::planner::{
-    self, PlanError, PlanMode, PlanProblem, PlanTenant, PlanVariant, SearchOptions,
+    self, PlanError, PlanMode, PlanProblem, PlanTenant, PlanVariant, Replan, Replanner,
+    SearchOptions,
 };
-use std::collections::HashMap;
 
 /// Maps a variant name to its index in the estimator's table.
 type ModelIndex = Box<dyn Fn(&str) -> Option<usize>>;
@@ -61,10 +61,8 @@ pub struct PlanLogEntry {
 pub struct MappingPlanner {
     problem: PlanProblem,
     options: SearchOptions,
-    hysteresis: f64,
     estimator: Box<dyn MappingEstimator>,
-    last_gco2: Option<f64>,
-    cache: HashMap<i64, (Candidate, PlanLogEntry)>,
+    replanner: Replanner<(Candidate, PlanLogEntry)>,
     /// Every decision, in order.
     pub log: Vec<PlanLogEntry>,
 }
@@ -113,10 +111,8 @@ impl MappingPlanner {
         Ok(MappingPlanner {
             problem,
             options,
-            hysteresis,
             estimator,
-            last_gco2: None,
-            cache: HashMap::new(),
+            replanner: Replanner::new(hysteresis),
             log: Vec::new(),
         })
     }
@@ -125,25 +121,17 @@ impl MappingPlanner {
     /// force (intensity within the hysteresis, or no feasible mapping —
     /// logged).
     pub fn decide(&mut self, h: usize, gco2: f64) -> Option<Candidate> {
-        let moved = self
-            .last_gco2
-            .is_none_or(|last| (gco2 - last).abs() >= self.hysteresis);
-        if !moved {
-            return None;
-        }
-        self.last_gco2 = Some(gco2);
-        // Plans for nearby intensities are the same search with a nearly
-        // equal objective: reuse one per bucket of a third of the hysteresis.
-        let bucket = (self.hysteresis / 3.0).max(1.0);
-        let key = (gco2 / bucket).round() as i64;
-        if let Some((c, entry)) = self.cache.get(&key) {
-            let mut e = entry.clone();
-            e.hour = h;
-            e.gco2_per_kwh = gco2;
-            e.evaluated = 0;
-            e.outcome = "reused".into();
-            self.log.push(e);
-            return Some(c.clone());
+        match self.replanner.on_intensity(gco2) {
+            Replan::Keep => return None,
+            Replan::Reuse((c, mut e)) => {
+                e.hour = h;
+                e.gco2_per_kwh = gco2;
+                e.evaluated = 0;
+                e.outcome = "reused".into();
+                self.log.push(e);
+                return Some(c);
+            }
+            Replan::Search => {}
         }
         match planner::plan(&self.problem, self.estimator.as_mut(), gco2, &self.options) {
             Ok(p) => {
@@ -174,7 +162,7 @@ impl MappingPlanner {
                     evaluated: p.evaluated,
                     outcome: "planned".into(),
                 };
-                self.cache.insert(key, (c.clone(), entry.clone()));
+                self.replanner.record(gco2, (c.clone(), entry.clone()));
                 self.log.push(entry);
                 Some(c)
             }

@@ -443,20 +443,18 @@ pub fn analyse(workload: &Workload, device: &DeviceModel) -> Result<Analysis, Si
                     .map(|ms| ms / 1000.0),
             }
         };
-        let allowed: Vec<usize> = match &t.units {
-            Some(names) => names
+        let unit_index = |n: &String| {
+            unit_names
                 .iter()
-                .map(|n| {
-                    unit_names
-                        .iter()
-                        .position(|x| x == n)
-                        .ok_or_else(|| SimError::UnknownUnit {
-                            tenant: t.name.clone(),
-                            unit: n.clone(),
-                            units: unit_names.clone(),
-                        })
+                .position(|x| x == n)
+                .ok_or_else(|| SimError::UnknownUnit {
+                    tenant: t.name.clone(),
+                    unit: n.clone(),
+                    units: unit_names.clone(),
                 })
-                .collect::<Result<_, _>>()?,
+        };
+        let allowed: Vec<usize> = match &t.units {
+            Some(names) => names.iter().map(unit_index).collect::<Result<_, _>>()?,
             None => (0..units.len())
                 .filter(|&u| variants.iter().all(|v| cost(v, u).is_some()))
                 .collect(),
@@ -473,15 +471,7 @@ pub fn analyse(workload: &Workload, device: &DeviceModel) -> Result<Analysis, Si
         }
         let mut movable = allowed.clone();
         for n in t.movable_to.iter().flatten() {
-            let u =
-                unit_names
-                    .iter()
-                    .position(|x| x == n)
-                    .ok_or_else(|| SimError::UnknownUnit {
-                        tenant: t.name.clone(),
-                        unit: n.clone(),
-                        units: unit_names.clone(),
-                    })?;
+            let u = unit_index(n)?;
             if let Some(v) = variants.iter().find(|v| cost(v, u).is_none()) {
                 return Err(SimError::NoCost {
                     tenant: t.name.clone(),

@@ -18,6 +18,7 @@ use crate::dataplane::power_cell::PowerCell;
 use crate::platform::AppliedCap;
 use actix::prelude::*;
 use ecomap::governor::{CapReason, Governor};
+use ecomap::planner::{Replan, Replanner};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -42,7 +43,7 @@ pub struct GovernorPlanner {
     pub planning: RuntimePlanning,
     /// Where the chosen variants go (read by the dispatcher).
     pub cell: PlanCell,
-    last_gco2: Option<f64>,
+    replanner: Replanner<ecomap::planner::Plan>,
     in_flight: bool,
     /// Mode, variants and workers of the plan in force.
     in_force: Option<(usize, Vec<usize>, Vec<usize>)>,
@@ -52,10 +53,10 @@ impl GovernorPlanner {
     /// A planner that asks `addr` and publishes variants to `cell`.
     pub fn new(addr: Addr<EstimatorActor>, planning: RuntimePlanning, cell: PlanCell) -> Self {
         GovernorPlanner {
+            replanner: Replanner::new(planning.hysteresis_gco2),
             addr,
             planning,
             cell,
-            last_gco2: None,
             in_flight: false,
             in_force: None,
         }
@@ -99,14 +100,20 @@ impl PowerGovernor {
         let Some(p) = &mut self.planner else {
             return;
         };
-        let moved = p
-            .last_gco2
-            .is_none_or(|last| (gco2 - last).abs() >= p.planning.hysteresis_gco2);
-        if p.in_flight || !moved {
+        if p.in_flight {
             return;
         }
+        // The simulator's decision (ecomap::planner::Replanner): search past
+        // the hysteresis, reuse the plan found for this intensity bucket.
+        match p.replanner.on_intensity(gco2) {
+            Replan::Keep => return,
+            Replan::Reuse(plan) => {
+                self.apply_plan(Ok(Ok(plan)), gco2);
+                return;
+            }
+            Replan::Search => {}
+        }
         p.in_flight = true;
-        p.last_gco2 = Some(gco2);
         // A search takes tens of milliseconds; an answer this late means the
         // estimator thread is starved or gone: give up and retry later.
         let ask = p
@@ -133,6 +140,7 @@ impl PowerGovernor {
         p.in_flight = false;
         match answer {
             Ok(Ok(plan)) => {
+                p.replanner.record(gco2, plan.clone());
                 let problem = &p.planning.problem;
                 let mode = &problem.modes[plan.mapping.mode].name;
                 let cap = p.planning.caps_w[plan.mapping.mode];
@@ -187,7 +195,7 @@ impl PowerGovernor {
             }
             Err(e) => {
                 // Not the search's verdict: ask again at the next reading.
-                p.last_gco2 = None;
+                p.replanner.retry();
                 let msg = format!("planner: the estimator actor did not answer ({e})");
                 tracing::warn!("{msg}");
                 self.shared.note(msg);
