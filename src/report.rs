@@ -110,9 +110,30 @@ pub struct RunReport {
     pub energy: Option<EnergyReport>,
     /// Model variants and swaps, when tenants have model families.
     pub quality: Option<QualityReport>,
+    /// What failed during the run and what the runtime did about it, in
+    /// order (empty on a clean run).
+    pub incidents: Vec<Incident>,
+}
+
+/// A fault the runtime met during a run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Incident {
+    /// Seconds since the first release.
+    pub at_s: f64,
+    /// What happened and what was done.
+    pub what: String,
+    /// Whether the run's results are compromised by it (a control plane
+    /// that died, a worker lost for good, latency samples lost): the
+    /// command then exits with status 3.
+    pub degrades: bool,
 }
 
 impl RunReport {
+    /// Whether an incident compromised the run (see [`Incident::degrades`]).
+    pub fn is_degraded(&self) -> bool {
+        self.incidents.iter().any(|i| i.degrades)
+    }
+
     /// Whether every tenant's submitted count equals the sum of its outcomes.
     pub fn is_conserved(&self) -> bool {
         self.tenants.iter().all(|t| t.counts.is_conserved())
@@ -159,6 +180,13 @@ impl RunReport {
         }
         if let Some(q) = &self.quality {
             out.push_str(&self.render_quality(q));
+        }
+        if !self.incidents.is_empty() {
+            out.push_str("\nincidents (every request is still in exactly one outcome):\n");
+            for i in &self.incidents {
+                let mark = if i.degrades { "DEGRADED " } else { "" };
+                let _ = writeln!(out, "  - {:>8.3} s  {mark}{}", i.at_s, i.what);
+            }
         }
         if !self.is_conserved() {
             out.push_str("\nWARNING: outcome counts do not add up to submissions\n");
@@ -338,11 +366,18 @@ mod tests {
             rt_notes: vec!["thread 'x': SCHED_FIFO refused".into()],
             energy: None,
             quality: None,
+            incidents: vec![Incident {
+                at_s: 1.5,
+                what: "worker 'cpu0' panicked; restarted".into(),
+                degrades: false,
+            }],
         };
         assert!(r.is_conserved());
+        assert!(!r.is_degraded());
         let text = r.render();
         assert!(text.contains("utilisation  50.0%"), "{text}");
         assert!(text.contains("SCHED_FIFO refused"));
+        assert!(text.contains("1.500 s  worker 'cpu0' panicked"), "{text}");
         let dir = tempfile::tempdir().unwrap();
         let files = r.write_hgrm(dir.path()).unwrap();
         assert_eq!(files.len(), 3);

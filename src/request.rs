@@ -83,6 +83,11 @@ impl Outcome {
         Outcome::Failed,
     ];
 
+    /// Position in [`Outcome::ALL`] (for per-outcome arrays).
+    pub const fn index(self) -> usize {
+        self as usize
+    }
+
     /// Whether this outcome counts against the tenant's deadline record
     /// (anything but `on_time`); the quality controller's miss test.
     pub fn is_miss(self) -> bool {

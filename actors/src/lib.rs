@@ -7,7 +7,8 @@
 //! The tree says what is where: [`dataplane`], [`controlplane`],
 //! [`platform`] (power control and sensing), [`backend`] (inference),
 //! [`simulate`] (the simulator's runs, tables and plots), [`runtime`] (wiring),
-//! [`rt`] (real-time set-up).
+//! [`rt`] (real-time set-up), [`faults`] (fault injection) and [`incidents`]
+//! (what failed during a run).
 //!
 //! Data plane (dedicated OS threads, pinned and SCHED_FIFO per the
 //! rt-config, bounded crossbeam channels):
@@ -29,6 +30,8 @@ pub mod controlplane;
 pub mod dataplane;
 #[cfg(feature = "tch")]
 pub mod estimator;
+pub mod faults;
+pub mod incidents;
 pub mod platform;
 pub mod profile;
 pub mod rt;

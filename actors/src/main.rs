@@ -66,6 +66,17 @@ enum Command {
         /// (one `all` row, one per tenant) to this CSV, to compare the two.
         #[arg(long)]
         summary: Option<PathBuf>,
+        /// Refuse (exit 2) a workload that fails the admission-time
+        /// schedulability test at the power mode in force, instead of
+        /// warning and serving it.
+        #[arg(long)]
+        strict: bool,
+        /// Fault injection, for testing what a run survives: KIND[@TIME]
+        /// after the first release, KIND one of worker-panic:WORKER,
+        /// pass-panic:WORKER, load-panic:WORKER, control-plane-panic,
+        /// telemetry-stall:DURATION, telemetry-panic. Repeatable.
+        #[arg(long = "inject-fault", value_name = "KIND[@TIME]")]
+        inject_fault: Vec<ecomap_actors::faults::ScheduledFault>,
     },
     /// Measure real co-located runs (sets of tenants, each with a variant,
     /// a worker and a thread count, at each emulated power mode) and write
@@ -275,14 +286,27 @@ fn load(files: &Files) -> Result<Loaded, ConfigError> {
     })
 }
 
-fn run(
-    files: &Files,
+/// `ecomap run`'s options besides the files.
+struct RunOptions<'a> {
     duration: Duration,
     load_factor: f64,
-    out: &Path,
-    timeline: Option<&Path>,
-    summary: Option<&Path>,
-) -> Result<(), ExitCode> {
+    out: &'a Path,
+    timeline: Option<&'a Path>,
+    summary: Option<&'a Path>,
+    strict: bool,
+    faults: &'a [ecomap_actors::faults::ScheduledFault],
+}
+
+fn run(files: &Files, o: RunOptions<'_>) -> Result<(), ExitCode> {
+    let RunOptions {
+        duration,
+        load_factor,
+        out,
+        timeline,
+        summary,
+        strict,
+        faults,
+    } = o;
     let l = load(files).map_err(bad_input)?;
     // A load factor that takes a tenant's rate out of range is bad input,
     // found before anything starts.
@@ -296,16 +320,37 @@ fn run(
         l.rt.workers.len(),
         l.policy.name
     );
-    let mut runtime = Runtime::start(&l.workload, &l.rt, &l.policy).map_err(|e| {
+    let start_error = |e: StartError| {
         eprintln!("error: {e}");
         match e {
             StartError::ModelLoad { .. }
             | StartError::Config(_)
             | StartError::Control(_)
-            | StartError::MemoryBudget { .. } => ExitCode::from(2),
+            | StartError::MemoryBudget { .. }
+            | StartError::Unschedulable(_) => ExitCode::from(2),
             StartError::Spawn { .. } => ExitCode::from(1),
         }
-    })?;
+    };
+    let worker_names: Vec<String> = l.rt.workers.iter().map(|w| w.name.clone()).collect();
+    let injector = ecomap_actors::faults::FaultInjector::new(&worker_names);
+    for f in faults {
+        injector.validate(&f.fault).map_err(|e| {
+            eprintln!("error: {e}");
+            ExitCode::from(2)
+        })?;
+    }
+    // Load-time faults fire while the models load; the rest at their times.
+    let (at_load, later): (Vec<_>, Vec<_>) = faults
+        .iter()
+        .cloned()
+        .partition(|f| matches!(f.fault, ecomap_actors::faults::Fault::LoadPanic(_)));
+    for f in &at_load {
+        let _ = injector.arm(&f.fault);
+    }
+    let mut runtime =
+        Runtime::start_with_faults(&l.workload, &l.rt, &l.policy, injector).map_err(start_error)?;
+    runtime.set_strict(strict);
+    runtime.schedule_faults(later).map_err(start_error)?;
     eprintln!(
         "ecomap: serving for {} (load factor {load_factor})…",
         humantime::format_duration(duration)
@@ -318,8 +363,14 @@ fn run(
     }
     let (report, rows) = runtime.shutdown_with_timeline();
     if let Err(e) = run_result {
-        eprintln!("error: {e}");
-        return Err(ExitCode::from(1));
+        return Err(match e {
+            // Refused before the first release: bad input, not a failure.
+            e @ StartError::Unschedulable(_) => start_error(e),
+            e => {
+                eprintln!("error: {e}");
+                ExitCode::from(1)
+            }
+        });
     }
     println!("{}", report.render());
     match report.write_hgrm(out) {
@@ -366,6 +417,13 @@ fn run(
     }
     if interrupted {
         return Err(signals.exit_code());
+    }
+    if report.is_degraded() {
+        eprintln!(
+            "error: the run was degraded (see \"incidents\" in the report): its figures are \
+             incomplete"
+        );
+        return Err(ExitCode::from(3));
     }
     Ok(())
 }
@@ -688,13 +746,19 @@ fn main() -> ExitCode {
             out,
             timeline,
             summary,
+            strict,
+            inject_fault,
         } => run(
             files,
-            *duration,
-            *load_factor,
-            out,
-            timeline.as_deref(),
-            summary.as_deref(),
+            RunOptions {
+                duration: *duration,
+                load_factor: *load_factor,
+                out,
+                timeline: timeline.as_deref(),
+                summary: summary.as_deref(),
+                strict: *strict,
+                faults: inject_fault,
+            },
         ),
         Command::Simulate {
             policies,

@@ -131,6 +131,47 @@ pub fn current_sched() -> (i32, i32) {
     (policy, param.sched_priority)
 }
 
+/// Run `f` with the calling thread at real-time priority `floor` or above:
+/// a thread already at SCHED_FIFO/SCHED_RR `floor` or higher runs it as it
+/// is; any other is raised to SCHED_FIFO `floor` for the call and put back
+/// after (policy, priority and the reset-on-fork flag as they were). `Err`
+/// (nothing run) if the kernel refuses the raise.
+///
+/// This is how a thread below the data plane's workers (an application
+/// thread, an HTTP handler) sends on a channel they receive from: at the
+/// workers' priority no worker can preempt it between claiming a slot and
+/// filling it, so none can spin on a half-finished send.
+pub fn at_least_priority<R>(floor: i32, f: impl FnOnce() -> R) -> Result<R, String> {
+    let (policy, priority) = current_sched();
+    let class = policy & !libc::SCHED_RESET_ON_FORK;
+    if (class == libc::SCHED_FIFO || class == libc::SCHED_RR) && priority >= floor {
+        return Ok(f());
+    }
+    let raised = libc::sched_param {
+        sched_priority: floor,
+    };
+    // SAFETY: pid 0 is the calling thread; `raised` is a valid sched_param
+    // for the call's duration.
+    if unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO, &raised) } != 0 {
+        return Err(std::io::Error::last_os_error().to_string());
+    }
+    // Put the thread back even if `f` panics.
+    struct Restore(i32, i32);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            let old = libc::sched_param {
+                sched_priority: self.1,
+            };
+            // SAFETY: as above; restoring the policy the thread had (which
+            // it was allowed to hold) cannot be refused for lack of rights.
+            let rc = unsafe { libc::sched_setscheduler(0, self.0, &old) };
+            debug_assert_eq!(rc, 0, "restoring a thread's own policy");
+        }
+    }
+    let _restore = Restore(policy, priority);
+    Ok(f())
+}
+
 /// The cores the calling thread may run on.
 pub fn current_affinity() -> Vec<usize> {
     // SAFETY: an all-zero `cpu_set_t` is a valid empty set.
@@ -155,6 +196,24 @@ mod tests {
     fn is_root() -> bool {
         // SAFETY: geteuid has no preconditions.
         unsafe { libc::geteuid() == 0 }
+    }
+
+    #[test]
+    fn a_low_priority_caller_is_raised_for_the_call_and_put_back() {
+        let before = current_sched();
+        let inside = std::thread::spawn(move || {
+            let r = at_least_priority(10, current_sched);
+            (r, current_sched())
+        })
+        .join()
+        .unwrap();
+        if is_root() {
+            let (during, after) = inside;
+            assert_eq!(during.unwrap(), (libc::SCHED_FIFO, 10));
+            assert_eq!(after, before, "put back as it was");
+        } else {
+            assert!(inside.0.is_err(), "refused without the right");
+        }
     }
 
     #[test]

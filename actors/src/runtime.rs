@@ -24,26 +24,27 @@ use crate::control_plane::{ControlPlan, ControlPlane};
 use crate::dataplane::power_cell::PowerCell;
 use crate::edf_dispatcher::{EdfDispatcher, SharedDispatcher, WorkerSlot};
 use crate::energy_meter::TimelineRow;
+use crate::faults::{FaultInjector, ScheduledFault};
+use crate::incidents::IncidentLog;
 use crate::load_generator::LoadGenerator;
 use crate::rt::{self, RtNotes};
-use crate::telemetry::Telemetry;
-use crate::tenant_queue::{tenant_queue, TenantQueue};
+use crate::telemetry::{Telemetry, TelemetrySender};
+use crate::tenant_queue::{tenant_queue, TenantCounters, TenantQueue};
+use crossbeam_channel::Sender;
 use ecomap::arrival::ArrivalGenerator;
 use ecomap::config::policy::Policy;
 use ecomap::config::rt::{RtConfig, ThreadSpec};
 use ecomap::config::workload::Workload;
+use ecomap::dispatch::schedulability::{self, TenantDemand};
 use ecomap::quality::QualityController;
 use ecomap::report::{QualityReport, RunReport};
 use ecomap::request::TenantId;
 use ecomap::time::Timestamp;
+use std::sync::atomic::AtomicU64;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
-
-/// Capacity of the telemetry channel: enough for bursts of completions
-/// while the sink is descheduled; senders block (never drop) beyond it.
-const TELEMETRY_CAPACITY: usize = 1 << 16;
 
 /// Why the runtime could not start.
 #[derive(Debug, thiserror::Error)]
@@ -78,6 +79,14 @@ pub enum StartError {
     /// The control plane's inputs are unusable (carbon trace, platform, token).
     #[error("{0}")]
     Control(String),
+    /// The workload cannot be feasible at the power mode in force, and the
+    /// run was asked to be strict about it.
+    #[error(
+        "the workload cannot meet its deadlines at the power mode in force (refused under \
+         --strict):\n  - {}",
+        .0.join("\n  - ")
+    )]
+    Unschedulable(Vec<String>),
     /// A thread could not be created.
     #[error("could not start thread '{thread}': {source}")]
     Spawn {
@@ -107,6 +116,20 @@ pub struct Runtime {
     control_plan: Option<ControlPlan>,
     control: Option<ControlPlane>,
     power: PowerCell,
+    /// Dropped at shutdown: the disconnection wakes every sleeping worker.
+    stop: Sender<()>,
+    counters: Vec<Arc<TenantCounters>>,
+    telemetry_dropped: Arc<AtomicU64>,
+    faults: FaultInjector,
+    scheduled_faults: Vec<ScheduledFault>,
+    incidents: IncidentLog,
+    /// `(tenant, variant, warm pass)` per worker that loaded it.
+    warm: Vec<(usize, usize, Duration)>,
+    /// `serves[w][t]`: whether worker `w` holds tenant `t`'s models.
+    serves: Vec<Vec<bool>>,
+    worker_names: Vec<String>,
+    strict: bool,
+    control_plane_spec: ThreadSpec,
 }
 
 fn spawn<T: Send + 'static>(
@@ -129,12 +152,99 @@ fn spawn<T: Send + 'static>(
         })
 }
 
+/// One worker's loaded models.
+struct LoadedModels {
+    /// `models[t][v]`: tenant `t`'s variant `v` (empty if not served).
+    models: Vec<Vec<Box<dyn LoadedModel>>>,
+    /// `(tenant, variant, warm pass time)` of each model loaded.
+    warm: Vec<(usize, usize, Duration)>,
+    param_bytes: u64,
+}
+
+impl LoadedModels {
+    fn parameter_mb(&self) -> f64 {
+        self.param_bytes as f64 / 1e6
+    }
+}
+
+/// Why a worker could not load a tenant's model.
+struct LoadFailure {
+    tenant: usize,
+    reason: String,
+}
+
+/// Load every variant of every tenant worker `worker` serves, each timed
+/// once warm (the quality controller's and the shedder's first
+/// estimates). A backend that panics while loading becomes an error, so
+/// start-up fails with a message instead of waiting forever.
+fn load_worker_models(
+    specs: &[Vec<ecomap::catalog::Variant>],
+    serves: &[bool],
+    device: ecomap::config::rt::DeviceSpec,
+    faults: &FaultInjector,
+    worker: usize,
+) -> Result<LoadedModels, LoadFailure> {
+    let mut loaded = LoadedModels {
+        models: Vec::new(),
+        warm: Vec::new(),
+        param_bytes: 0,
+    };
+    for (t, variants) in specs.iter().enumerate() {
+        let mut of_tenant = Vec::new();
+        if serves[t] {
+            for (v, variant) in variants.iter().enumerate() {
+                let timed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    faults.load_hook(worker);
+                    load_model(&variant.model, device).and_then(|mut m| {
+                        m.run()?;
+                        let t0 = std::time::Instant::now();
+                        m.run()?;
+                        Ok((m, t0.elapsed()))
+                    })
+                }))
+                .unwrap_or_else(|_| Err(crate::backend::BackendError::Panicked));
+                match timed {
+                    Ok((m, took)) => {
+                        loaded.param_bytes += m.parameter_bytes();
+                        loaded.warm.push((t, v, took));
+                        of_tenant.push(m);
+                    }
+                    Err(e) => {
+                        return Err(LoadFailure {
+                            tenant: t,
+                            reason: if variants.len() > 1 {
+                                format!("variant {}: {e}", variant.name)
+                            } else {
+                                e.to_string()
+                            },
+                        })
+                    }
+                }
+            }
+        }
+        loaded.models.push(of_tenant);
+    }
+    Ok(loaded)
+}
+
 impl Runtime {
     /// Build every actor, load every model, and start serving.
     pub fn start(
         workload: &Workload,
         rt_config: &RtConfig,
         policy: &Policy,
+    ) -> Result<Runtime, StartError> {
+        let names: Vec<String> = rt_config.workers.iter().map(|w| w.name.clone()).collect();
+        Self::start_with_faults(workload, rt_config, policy, FaultInjector::new(&names))
+    }
+
+    /// [`Runtime::start`] with a fault injector (see [`crate::faults`]);
+    /// arm `load-panic` faults on it before calling.
+    pub fn start_with_faults(
+        workload: &Workload,
+        rt_config: &RtConfig,
+        policy: &Policy,
+        faults: FaultInjector,
     ) -> Result<Runtime, StartError> {
         let names: Vec<&str> = workload.tenants.iter().map(|t| t.name.as_str()).collect();
         rt_config.validate(
@@ -173,9 +283,14 @@ impl Runtime {
         let tenant_names: Vec<String> = workload.tenants.iter().map(|t| t.name.clone()).collect();
         let worker_names: Vec<String> = rt_config.workers.iter().map(|w| w.name.clone()).collect();
 
-        let (telemetry_tx, telemetry_rx) = crossbeam_channel::bounded(TELEMETRY_CAPACITY);
-        let sink = Telemetry::new(&tenant_names, &worker_names, telemetry_rx);
+        let (telemetry_tx, telemetry_rx) = crossbeam_channel::bounded(rt_config.telemetry_capacity);
+        // Headroom: every worker may be between its length check and its send.
+        let telemetry_tx = TelemetrySender::new(telemetry_tx, rt_config.workers.len() + 1);
+        let telemetry_dropped = telemetry_tx.drop_counter();
+        let sink = Telemetry::new(&tenant_names, &worker_names, telemetry_rx, faults.clone());
         let telemetry = spawn("telemetry", rt_config.telemetry, &notes, move || sink.run())?;
+        let incidents = IncidentLog::new(clock);
+        let (stop_tx, stop_rx) = crossbeam_channel::bounded::<()>(0);
 
         let mut queues = Vec::new();
         let mut receivers = Vec::new();
@@ -184,6 +299,9 @@ impl Runtime {
             queues.push(q);
             receivers.push(r);
         }
+        let counters: Vec<Arc<TenantCounters>> =
+            receivers.iter().map(|r| r.counters.clone()).collect();
+        let shared_counters: Arc<[Arc<TenantCounters>]> = counters.clone().into();
         let busy = BusyCounters::new(rt_config.workers.len(), workload.tenants.len());
         let (ready_tx, ready_rx) = crossbeam_channel::bounded(rt_config.workers.len());
         let serves: Vec<Vec<bool>> = (0..rt_config.workers.len())
@@ -213,14 +331,8 @@ impl Runtime {
             })
             .collect();
         let power = PowerCell::new();
-        let mut edf = EdfDispatcher::new(
-            policy.queue_order,
-            receivers,
-            slots,
-            telemetry_tx.clone(),
-            clock,
-        )
-        .with_power_updates(power.clone());
+        let mut edf = EdfDispatcher::new(policy.queue_order, receivers, slots, clock)
+            .with_power_updates(power.clone());
         if let Some(cell) = &plan_cell {
             edf = edf.with_plan_updates(cell.clone(), workload.tenants.len());
         }
@@ -240,12 +352,14 @@ impl Runtime {
             let names = tenant_names.clone();
             let device = ws.device;
             let wname = ws.name.clone();
-            let (tele, ready) = (telemetry_tx.clone(), ready_tx.clone());
+            let ready = ready_tx.clone();
             let links = WorkerLinks {
                 dispatcher: dispatcher.clone(),
                 requests,
                 doorbell,
-                telemetry: tele,
+                stop: stop_rx.clone(),
+                telemetry: telemetry_tx.clone(),
+                counters: shared_counters.clone(),
             };
             let spec = ThreadSpec {
                 core: ws.core,
@@ -253,6 +367,7 @@ impl Runtime {
             };
             let intra_op_threads = rt_config.intra_op_threads;
             let worker_busy = busy.clone();
+            let (worker_faults, worker_incidents) = (faults.clone(), incidents.clone());
             workers.push(spawn(
                 &format!("worker-{}", ws.name),
                 spec,
@@ -266,65 +381,49 @@ impl Runtime {
                     crate::backend::torch::set_intra_op_threads(intra_op_threads);
                     #[cfg(not(feature = "tch"))]
                     let _ = intra_op_threads;
-                    // Load on this (pinned) thread so the model's memory is
-                    // first touched where it will be used.
-                    // Every variant a tenant may need is loaded now, and
-                    // timed once warm: the quality controller's first estimates.
-                    let mut models: Vec<Vec<Box<dyn LoadedModel>>> = Vec::new();
-                    let mut warm = Vec::new();
-                    let mut param_bytes = 0u64;
-                    for (t, variants) in specs.iter().enumerate() {
-                        let mut loaded = Vec::new();
-                        if serves[t] {
-                            for (v, variant) in variants.iter().enumerate() {
-                                // A backend that panics while loading must fail
-                                // start-up with an error, not leave it waiting.
-                                let timed =
-                                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                                        load_model(&variant.model, device).and_then(|mut m| {
-                                            m.run()?;
-                                            let t0 = std::time::Instant::now();
-                                            m.run()?;
-                                            Ok((m, t0.elapsed()))
-                                        })
-                                    }))
-                                    .unwrap_or_else(|_| {
-                                        Err(crate::backend::BackendError::Panicked)
-                                    });
-                                match timed {
-                                    Ok((m, took)) => {
-                                        param_bytes += m.parameter_bytes();
-                                        warm.push((t, v, took));
-                                        loaded.push(m);
-                                    }
-                                    Err(e) => {
-                                        let _ = ready.send(Err(StartError::ModelLoad {
-                                            worker: wname.clone(),
-                                            tenant: names[t].clone(),
-                                            reason: if variants.len() > 1 {
-                                                format!("variant {}: {e}", variant.name)
-                                            } else {
-                                                e.to_string()
-                                            },
-                                        }));
-                                        return;
-                                    }
-                                }
+                    // Loads on this (pinned) thread, so the model's memory
+                    // is first touched where it will be used: at start, and
+                    // again when the worker is restarted after a panic.
+                    let load_faults = worker_faults.clone();
+                    let load =
+                        move || load_worker_models(&specs, &serves, device, &load_faults, wi);
+                    match load() {
+                        Ok(loaded) => {
+                            if let Some(budget) = budget_mb.filter(|b| loaded.parameter_mb() > *b) {
+                                let _ = ready.send(Err(StartError::MemoryBudget {
+                                    worker: wname.clone(),
+                                    needed_mb: loaded.parameter_mb(),
+                                    budget_mb: budget,
+                                }));
+                                return;
                             }
+                            // What the kernel granted: submitters below it
+                            // are raised to it for their sends.
+                            let _ = ready.send(Ok((wi, loaded.warm, rt::current_sched())));
+                            let worker = AcceleratorWorker::new(
+                                wi,
+                                wname,
+                                loaded.models,
+                                links,
+                                clock,
+                                worker_busy,
+                                worker_faults,
+                            );
+                            let reload = move || {
+                                load().map(|l| l.models).map_err(|e| {
+                                    format!("tenant '{}': {}", names[e.tenant], e.reason)
+                                })
+                            };
+                            worker.supervise(reload, &worker_incidents);
                         }
-                        models.push(loaded);
+                        Err(e) => {
+                            let _ = ready.send(Err(StartError::ModelLoad {
+                                worker: wname.clone(),
+                                tenant: names[e.tenant].clone(),
+                                reason: e.reason,
+                            }));
+                        }
                     }
-                    let needed_mb = param_bytes as f64 / 1e6;
-                    if let Some(budget) = budget_mb.filter(|b| needed_mb > *b) {
-                        let _ = ready.send(Err(StartError::MemoryBudget {
-                            worker: wname.clone(),
-                            needed_mb,
-                            budget_mb: budget,
-                        }));
-                        return;
-                    }
-                    let _ = ready.send(Ok(warm));
-                    AcceleratorWorker::new(wi, wname, models, links, clock, worker_busy).run();
                 },
             )?);
         }
@@ -332,12 +431,16 @@ impl Runtime {
         drop(telemetry_tx);
 
         // Wait for every worker's models. On an error, closing the queues
-        // lets the workers that did load wind down.
+        // and the stop channel lets the workers that did load wind down.
         let mut first_error = None;
         let mut warm = Vec::new();
+        let mut granted = vec![None; rt_config.workers.len()];
         for _ in 0..rt_config.workers.len() {
             match ready_rx.recv() {
-                Ok(Ok(w)) => warm.extend(w),
+                Ok(Ok((wi, w, sched))) => {
+                    warm.extend(w);
+                    granted[wi] = Some(sched);
+                }
                 Ok(Err(e)) => {
                     first_error.get_or_insert(e);
                 }
@@ -345,10 +448,10 @@ impl Runtime {
             }
         }
         if let Some(e) = first_error {
-            // Closed queues and a ring end the workers; telemetry follows
-            // once the last sender (the dispatcher) is gone.
+            // Closed queues and stop channel end the workers; telemetry
+            // follows once the last sender (a worker's) is gone.
             drop(queues);
-            dispatcher.lock().ring_all();
+            drop(stop_tx);
             for w in workers {
                 let _ = w.join();
             }
@@ -389,7 +492,35 @@ impl Runtime {
             }
         }
 
+        // A submitter below the highest real-time priority among a tenant's
+        // workers is raised to it for each send (see `TenantQueue::submit`).
+        for (t, q) in queues.iter_mut().enumerate() {
+            let floor = granted
+                .iter()
+                .zip(&serves)
+                .filter(|(_, holds)| holds[t])
+                .filter_map(|(g, _)| *g)
+                .filter(|(policy, _)| {
+                    let class = policy & !libc::SCHED_RESET_ON_FORK;
+                    class == libc::SCHED_FIFO || class == libc::SCHED_RR
+                })
+                .map(|(_, priority)| priority)
+                .max();
+            q.set_sender_floor(floor);
+        }
+
         let runtime = Runtime {
+            stop: stop_tx,
+            counters,
+            telemetry_dropped,
+            faults,
+            scheduled_faults: Vec::new(),
+            incidents,
+            warm,
+            serves,
+            worker_names,
+            strict: false,
+            control_plane_spec: rt_config.control_plane,
             clock,
             workload: workload.clone(),
             policy_name: policy.name.clone(),
@@ -416,6 +547,62 @@ impl Runtime {
     /// The run's clock.
     pub fn clock(&self) -> RunClock {
         self.clock
+    }
+
+    /// The fault injector (arm faults on it; see [`crate::faults`]).
+    pub fn faults(&self) -> &FaultInjector {
+        &self.faults
+    }
+
+    /// Arm these faults at their times after the first release of the
+    /// next [`Runtime::run_load`]. Each must name an existing worker.
+    pub fn schedule_faults(&mut self, faults: Vec<ScheduledFault>) -> Result<(), StartError> {
+        for f in &faults {
+            self.faults.validate(&f.fault).map_err(|e| {
+                StartError::Config(ecomap::config::ConfigError::invalid(
+                    std::path::Path::new("--inject-fault"),
+                    "worker",
+                    e.to_string(),
+                ))
+            })?;
+        }
+        self.scheduled_faults = faults;
+        Ok(())
+    }
+
+    /// Refuse (rather than warn about) a workload that fails the
+    /// admission-time schedulability test in [`Runtime::run_load`].
+    pub fn set_strict(&mut self, strict: bool) {
+        self.strict = strict;
+    }
+
+    /// The admission-time schedulability test of `workload` (rates as
+    /// offered) on this runtime's workers at the power mode in force,
+    /// with each tenant's fastest variant as timed warm at start.
+    pub fn schedulability(&self, workload: &Workload) -> schedulability::Schedulability {
+        let throttle = self.power.latest().map_or(1.0, |p| p.throttle.max(1.0));
+        let demands: Vec<TenantDemand> = workload
+            .tenants
+            .iter()
+            .enumerate()
+            .map(|(t, spec)| {
+                let fastest = self
+                    .warm
+                    .iter()
+                    .filter(|(wt, _, _)| *wt == t)
+                    .map(|(_, _, took)| *took)
+                    .min()
+                    .unwrap_or(Duration::ZERO);
+                TenantDemand {
+                    name: spec.name.clone(),
+                    rate_hz: spec.arrival.rate_hz(),
+                    deadline: spec.deadline,
+                    service: fastest.mul_f64(throttle),
+                    units: self.serves.iter().map(|s| s[t]).collect(),
+                }
+            })
+            .collect();
+        schedulability::check(&demands, &self.worker_names)
     }
 
     /// Busy time per worker and per tenant so far, bumped by each worker
@@ -454,6 +641,21 @@ impl Runtime {
         } else {
             self.workload.clone()
         };
+        // Admission-time schedulability, at the mode in force (the
+        // governor starts uncapped): refuse under --strict, else warn.
+        let verdict = self.schedulability(&workload);
+        if !verdict.is_feasible() {
+            let problems: Vec<String> = verdict.problems.iter().map(|p| p.to_string()).collect();
+            if self.strict {
+                return Err(StartError::Unschedulable(problems));
+            }
+            for p in problems {
+                self.incidents.record(
+                    format!("admission: the workload cannot be feasible at the mode in force: {p}"),
+                    false,
+                );
+            }
+        }
         if let Some(mut plan) = self.control_plan.take() {
             // The planner must size its plans for the load really offered.
             if let Some((planning, _)) = &mut plan.planning {
@@ -465,11 +667,17 @@ impl Runtime {
             self.control = Some(
                 ControlPlane::start(
                     plan,
-                    self.power.clone(),
-                    self.busy.clone(),
-                    queues,
-                    self.clock,
-                    Duration::from_secs(1),
+                    crate::control_plane::ControlLinks {
+                        power: self.power.clone(),
+                        busy: self.busy.clone(),
+                        queues,
+                        clock: self.clock,
+                        meter_interval: Duration::from_secs(1),
+                        thread: self.control_plane_spec,
+                        notes: self.notes.clone(),
+                        faults: self.faults.clone(),
+                        incidents: self.incidents.clone(),
+                    },
                 )
                 .map_err(StartError::Control)?,
             );
@@ -480,6 +688,40 @@ impl Runtime {
         self.load_started.get_or_insert(start);
         let until = start + duration;
         let stop = Arc::new(AtomicBool::new(false));
+        if !self.scheduled_faults.is_empty() {
+            // Arms the faults at their times; only stores atomics, so it
+            // may run at any priority.
+            let (faults, due, clock, stop) = (
+                self.faults.clone(),
+                std::mem::take(&mut self.scheduled_faults),
+                self.clock,
+                stop.clone(),
+            );
+            std::thread::Builder::new()
+                .name("fault-timer".into())
+                .spawn(move || {
+                    let mut due = due;
+                    due.sort_by_key(|f| f.at);
+                    for f in due {
+                        let at = start + f.at;
+                        while clock.now() < at {
+                            if stop.load(Ordering::Relaxed) {
+                                return;
+                            }
+                            std::thread::sleep(
+                                at.saturating_since(clock.now())
+                                    .min(Duration::from_millis(20)),
+                            );
+                        }
+                        // Names were checked in `schedule_faults`.
+                        let _ = faults.arm(&f.fault);
+                    }
+                })
+                .map_err(|source| StartError::Spawn {
+                    thread: "fault-timer".into(),
+                    source,
+                })?;
+        }
         let mut handles = Vec::new();
         for (i, t) in workload.tenants.iter().enumerate() {
             let seed = ecomap::arrival::tenant_seed(workload.seed, i);
@@ -541,12 +783,16 @@ impl Runtime {
             notes,
             load_started,
             control,
+            stop,
+            counters,
+            telemetry_dropped,
+            incidents,
             ..
         } = self;
-        let counters: Vec<_> = queues.iter().map(|q| q.counters().clone()).collect();
         drop(queues);
-        // Workers asleep on queues of other tenants learn of the close here.
-        dispatcher.lock().ring_all();
+        // Workers asleep on queues of other tenants, or on nothing but their
+        // doorbell, learn of the close here: the disconnection wakes them.
+        drop(stop);
         for w in workers {
             let _ = w.join();
         }
@@ -555,8 +801,14 @@ impl Runtime {
             .into_inner()
             .map(EdfDispatcher::finish)
             .unwrap_or_default();
+        let names: Vec<String> = workload.tenants.iter().map(|t| t.name.clone()).collect();
         let (mut tenants, workers) = telemetry.join().unwrap_or_else(|_| {
-            let names: Vec<String> = workload.tenants.iter().map(|t| t.name.clone()).collect();
+            incidents.record(
+                "the telemetry sink died: latency histograms and worker accounts are incomplete \
+                 (the outcome counts are exact: they are kept where each outcome is decided)"
+                    .into(),
+                true,
+            );
             (
                 names
                     .iter()
@@ -565,9 +817,26 @@ impl Runtime {
                 Vec::new(),
             )
         });
+        // The exact counts replace what telemetry saw; what it missed is
+        // said, not hidden.
+        let (mut served, mut sampled) = (0, 0);
         for (t, c) in tenants.iter_mut().zip(&counters) {
-            t.counts.submitted = c.submitted.load(Ordering::Acquire);
-            t.counts.rejected = c.rejected.load(Ordering::Acquire);
+            let exact = c.snapshot();
+            served += exact.on_time + exact.late;
+            sampled += t.end_to_end.len();
+            debug_assert!(exact.is_conserved(), "one outcome per request: {exact:?}");
+            t.counts = exact;
+        }
+        let dropped = telemetry_dropped.load(Ordering::Relaxed);
+        if dropped > 0 || sampled < served {
+            incidents.record(
+                format!(
+                    "telemetry fell behind: {dropped} latency sample(s) dropped rather than \
+                     block a worker; the histograms hold {sampled} of {served} served requests \
+                     (the outcome counts are exact)"
+                ),
+                false,
+            );
         }
         // The control plane outlives the drain so its energy is counted.
         let outcome = control.map(ControlPlane::stop);
@@ -610,6 +879,7 @@ impl Runtime {
                 rt_notes: notes.to_vec(),
                 energy,
                 quality,
+                incidents: incidents.incidents(load_started.unwrap_or(Timestamp::ZERO)),
             },
             timeline,
         )

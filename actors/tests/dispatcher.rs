@@ -6,12 +6,11 @@ use ecomap::arrival::ArrivalProcess;
 use ecomap::config::workload::TenantSpec;
 use ecomap::dispatch::QueueOrder;
 use ecomap::model::ModelSpec;
-use ecomap::request::{Request, TenantId};
+use ecomap::request::{Outcome, Request, TenantId};
 use ecomap_actors::clock::RunClock;
 use ecomap_actors::edf_dispatcher::{
     EdfDispatcher, Job, Next, WorkerDone, WorkerEvent, WorkerSlot,
 };
-use ecomap_actors::telemetry::TelemetryEvent;
 use ecomap_actors::tenant_queue::{tenant_queue, TenantQueue};
 use std::time::Duration;
 
@@ -38,7 +37,6 @@ struct Rig {
     /// What a sleeping worker listens on: clones of the queues' receivers.
     requests: Vec<Receiver<Request>>,
     doorbells: Vec<Receiver<()>>,
-    telemetry: Receiver<TelemetryEvent>,
     dispatcher: EdfDispatcher,
 }
 
@@ -59,19 +57,11 @@ fn rig(tenants: &[TenantSpec], serves: &[Vec<bool>]) -> Rig {
         slots.push(WorkerSlot::new(tx, s.clone()));
         doorbells.push(rx);
     }
-    let (tel_tx, telemetry) = bounded(1024);
-    let dispatcher = EdfDispatcher::new(
-        QueueOrder::EarliestDeadline,
-        receivers,
-        slots,
-        tel_tx,
-        clock,
-    );
+    let dispatcher = EdfDispatcher::new(QueueOrder::EarliestDeadline, receivers, slots, clock);
     Rig {
         queues,
         requests,
         doorbells,
-        telemetry,
         dispatcher,
     }
 }
@@ -158,21 +148,18 @@ fn a_request_a_worker_was_woken_with_joins_the_deadline_order() {
 }
 
 #[test]
-fn requests_whose_deadline_passes_while_queued_expire_and_are_reported() {
+fn requests_whose_deadline_passes_while_queued_expire_and_are_counted() {
     let mut r = rig(&[tenant("t", 5)], &[vec![true]]);
     r.queues[0].submit().unwrap();
     job(r.dispatcher.next_job(0, WorkerEvent::Woke));
-    let doomed = r.queues[0].submit().unwrap();
+    r.queues[0].submit().unwrap();
     std::thread::sleep(Duration::from_millis(15));
     assert_eq!(r.queues[0].waiting(), 1);
     assert!(
         matches!(r.dispatcher.next_job(0, done()), Next::Wait),
         "an expired request never starts"
     );
-    match r.telemetry.try_recv().unwrap() {
-        TelemetryEvent::Expired(req) => assert_eq!(req.id, doomed.id),
-        other => panic!("expected an expiry, got {other:?}"),
-    }
+    assert_eq!(r.queues[0].counters().outcome(Outcome::Expired), 1);
     // Its queue slot is free again.
     assert_eq!(r.queues[0].waiting(), 0);
     assert_eq!(r.dispatcher.stats().expired, 1);
@@ -237,9 +224,9 @@ fn closing_the_queues_wakes_sleeping_workers_and_leftovers_are_counted_failed() 
         queues,
         mut dispatcher,
         doorbells,
-        telemetry,
         ..
     } = r;
+    let counters = queues[1].counters().clone();
     drop(queues);
     // Worker 0 steps (its doorbell rang): everything is closed and nothing
     // is for it, so it ends.
@@ -250,11 +237,7 @@ fn closing_the_queues_wakes_sleeping_workers_and_leftovers_are_counted_failed() 
     assert!(!rang(&doorbells[0]));
     let stats = dispatcher.finish();
     assert_eq!(stats.unserved, 1);
-    let unserved: Vec<_> = telemetry
-        .try_iter()
-        .filter(|e| matches!(e, TelemetryEvent::Unserved(_)))
-        .collect();
-    assert_eq!(unserved.len(), 1);
+    assert_eq!(counters.outcome(Outcome::Failed), 1, "counted failed");
 }
 
 #[test]

@@ -178,3 +178,41 @@ fn a_model_that_fails_to_load_stops_start_up_with_its_names() {
         "{e}"
     );
 }
+
+/// libtorch's generator is process-wide; workers load their models at the
+/// same time. Each instance must still get its own model's weights and
+/// input, whatever else is loading beside it.
+#[test]
+fn concurrent_loads_give_each_instance_its_own_seeded_weights() {
+    tch::set_num_threads(1);
+    let reference = |m: VisionModel| VisionNet::new(m, Device::Cpu).forward().unwrap();
+    let (squeeze, mobile) = (
+        reference(VisionModel::SqueezeNet1_1),
+        reference(VisionModel::MobileNetV2),
+    );
+    let handles: Vec<_> = (0..6)
+        .map(|i| {
+            std::thread::spawn(move || {
+                tch::set_num_threads(1);
+                let m = if i % 2 == 0 {
+                    VisionModel::SqueezeNet1_1
+                } else {
+                    VisionModel::MobileNetV2
+                };
+                (m, VisionNet::new(m, Device::Cpu).forward().unwrap())
+            })
+        })
+        .collect();
+    for h in handles {
+        let (m, out) = h.join().unwrap();
+        let want = if m == VisionModel::SqueezeNet1_1 {
+            &squeeze
+        } else {
+            &mobile
+        };
+        assert!(
+            out.equal(want),
+            "{m:?} loaded beside others computes other numbers"
+        );
+    }
+}

@@ -222,9 +222,20 @@ pub struct RtConfig {
     /// older file gets an explanation instead of a bare "unknown field".
     #[serde(default)]
     pub dispatcher: Option<ThreadSpec>,
-    /// The telemetry (accounting) thread.
+    /// The telemetry (latency histogram) thread.
     #[serde(default)]
     pub telemetry: ThreadSpec,
+    /// Completions the telemetry channel holds while the sink is behind;
+    /// beyond it latency samples are dropped and counted (outcome counts
+    /// stay exact), never waited for. 16..=16777216.
+    #[serde(default = "telemetry_capacity")]
+    pub telemetry_capacity: usize,
+    /// The control-plane thread (the actix system: carbon monitor, power
+    /// governor, energy meter, estimator). It sends the data plane nothing
+    /// through a channel (the power state and the plan are published in
+    /// atomics), so any class is safe; SCHED_OTHER by default.
+    #[serde(default)]
+    pub control_plane: ThreadSpec,
     /// The accelerator workers.
     pub workers: Vec<WorkerSpec>,
     /// The device's power control and sensing; `None`: no power capping or
@@ -239,6 +250,14 @@ pub struct RtConfig {
 
 fn one() -> usize {
     1
+}
+
+/// Default [`RtConfig::telemetry_capacity`]: about half a minute of
+/// completions at 2 kHz.
+pub const DEFAULT_TELEMETRY_CAPACITY: usize = 1 << 16;
+
+fn telemetry_capacity() -> usize {
+    DEFAULT_TELEMETRY_CAPACITY
 }
 
 impl RtConfig {
@@ -291,6 +310,17 @@ impl RtConfig {
         }
         core_check("load_generator".into(), &self.load_generator)?;
         core_check("telemetry".into(), &self.telemetry)?;
+        core_check("control_plane".into(), &self.control_plane)?;
+        if !(16..=1 << 24).contains(&self.telemetry_capacity) {
+            return Err(ConfigError::invalid(
+                path,
+                "telemetry_capacity",
+                format!(
+                    "{} is out of range; use 16..=16777216 (default {DEFAULT_TELEMETRY_CAPACITY})",
+                    self.telemetry_capacity
+                ),
+            ));
+        }
         if self.intra_op_threads == 0 {
             return Err(ConfigError::invalid(
                 path,
@@ -365,8 +395,25 @@ impl RtConfig {
     /// every channel, the receiver's priority must not exceed the sender's
     /// unless the two are pinned to different cores. (Seen for real: a
     /// dispatcher thread at 80 spinning on a worker at 60 preempted inside
-    /// `send`.) The channels: load generators → workers (requests), workers →
-    /// telemetry (completions, expiries), worker → worker (doorbells).
+    /// `send`.)
+    ///
+    /// Every thread that touches a data-plane channel, and why the check
+    /// below covers it:
+    /// - load generators → workers (requests): checked here;
+    /// - workers → telemetry (completions) and worker → worker (doorbells):
+    ///   checked here;
+    /// - any other caller of `TenantQueue::submit` (an application thread,
+    ///   an HTTP handler): no config to check, so `submit` raises a caller
+    ///   below the receiving workers' priority to it for the send, at run
+    ///   time;
+    /// - the main thread: sends nothing — it wakes the workers at shutdown
+    ///   by dropping their stop channel (a disconnection is one atomic
+    ///   store, with nothing half-written to spin on);
+    /// - the control plane: sends nothing — the power state and the plan
+    ///   reach the workers through atomics (`PowerCell`, `PlanCell`) that a
+    ///   reader never waits on;
+    /// - telemetry: receives only (and workers never fill its channel: see
+    ///   `TelemetrySender`).
     fn check_channel_priorities(&self, path: &Path) -> Result<(), ConfigError> {
         struct End {
             name: String,

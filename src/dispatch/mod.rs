@@ -3,6 +3,7 @@
 //!
 //! - [`queue`]: the EDF deadline heap (O(log n) push/pop, expiry);
 //! - [`admission`]: the per-tenant admission rule;
+//! - [`schedulability`]: the admission-time test of a whole workload;
 //! - [`step`]: the dispatch step, a pure state machine driven by events with
 //!   timestamps passed in. The runtime's `EdfDispatcher` (crate
 //!   `ecomap-actors`) and the simulator ([`crate::sim`]) both call it, so
@@ -10,6 +11,7 @@
 
 pub mod admission;
 pub mod queue;
+pub mod schedulability;
 pub mod step;
 
 pub use queue::{DispatchQueue, QueueOrder};

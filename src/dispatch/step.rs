@@ -152,8 +152,10 @@ struct UnitSlot {
     /// Waiting for work (it ran a step that gave it none, or has not yet
     /// taken the job its last step was about to give it).
     idle: bool,
-    /// Exited or lost; never picked again.
+    /// Exited or lost; never picked again (until restored, if lost).
     gone: bool,
+    /// Lost (its thread died), as opposed to exited: it may be restored.
+    lost: bool,
     /// Slowdown at the current power mode.
     throttle: f64,
 }
@@ -203,6 +205,7 @@ impl DispatchCore {
                     serves,
                     idle: false,
                     gone: false,
+                    lost: false,
                     throttle: 1.0,
                 })
                 .collect(),
@@ -433,11 +436,31 @@ impl DispatchCore {
     pub fn unit_lost(&mut self, u: usize, fx: &mut StepEffects) {
         fx.clear();
         let unit = &mut self.units[u];
+        debug_assert!(!unit.gone, "only a live unit is lost");
         unit.gone = true;
+        unit.lost = true;
         unit.idle = false;
         unit.serves.iter_mut().for_each(|s| *s = false);
         self.restore_stranded();
         self.push_wake_all(fx);
+    }
+
+    /// Lost unit `u` is back (its worker was restarted and reloaded its
+    /// models): it serves every tenant it holds again — a planner moves
+    /// them at its next plan — and runs a [`StepEvent::Woke`] step next,
+    /// which takes the work that waited for it.
+    pub fn unit_restored(&mut self, u: usize) {
+        let unit = &mut self.units[u];
+        debug_assert!(unit.gone && unit.lost, "only a lost unit is restored");
+        unit.gone = false;
+        unit.lost = false;
+        unit.idle = false;
+        unit.serves.clone_from(&unit.holds);
+    }
+
+    /// Whether unit `u` was lost and not (yet) restored.
+    pub fn is_lost(&self, u: usize) -> bool {
+        self.units[u].lost
     }
 
     /// Set `fx` to wake every live unit (e.g. after the tenants closed, so
@@ -753,6 +776,31 @@ mod tests {
         assert_eq!(c.step(0, StepEvent::Woke, ms(2), &mut fx), Next::Exit);
         let (left, _) = c.finish();
         assert_eq!(left.iter().map(|r| r.id).collect::<Vec<_>>(), vec![2]);
+    }
+
+    #[test]
+    fn a_restored_unit_serves_what_waited_for_it() {
+        let mut c = DispatchCore::new(
+            QueueOrder::EarliestDeadline,
+            2,
+            vec![vec![true, true], vec![false, true]],
+        );
+        let mut fx = StepEffects::default();
+        assert_eq!(c.step(0, StepEvent::Woke, ms(0), &mut fx), Next::Wait);
+        assert_eq!(c.step(1, StepEvent::Woke, ms(0), &mut fx), Next::Wait);
+        c.unit_lost(0, &mut fx);
+        assert!(c.is_lost(0));
+        // Tenant 0 has no other holder: its request waits; tenant 1's goes
+        // to unit 1 meanwhile.
+        c.admit(req(1, 0, 0, 100));
+        c.admit(req(2, 1, 0, 100));
+        let job = run(c.step(1, StepEvent::Woke, ms(1), &mut fx));
+        assert_eq!(job.request.id, 2);
+        c.unit_restored(0);
+        assert!(!c.is_lost(0));
+        assert!(c.serves(0, 0) && c.serves(0, 1));
+        let job = run(c.step(0, StepEvent::Woke, ms(2), &mut fx));
+        assert_eq!(job.request.id, 1);
     }
 
     #[test]

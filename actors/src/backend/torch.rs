@@ -44,6 +44,10 @@ pub fn build_vision(model: VisionModel, vs: &nn::VarStore) -> Box<dyn ModuleT + 
     }
 }
 
+/// Held while seeding libtorch's process-wide generator and drawing from
+/// it, so concurrent loads are reproducible per instance.
+static TORCH_RNG: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// A `tch::vision` network and its input.
 pub struct VisionNet {
     // Keeps the parameters alive; the module refers to them.
@@ -63,6 +67,11 @@ impl VisionNet {
 
     /// Build `model` on `device` fed a random input of `shape`.
     pub fn with_input(model: VisionModel, shape: [i64; 4], device: Device) -> Self {
+        // libtorch's default generator is process-wide: two workers loading
+        // at once would interleave their draws, and an instance's weights
+        // would depend on the other thread's timing. Seeding and drawing
+        // under one lock makes each instance's numbers its own.
+        let _rng = TORCH_RNG.lock().unwrap_or_else(|p| p.into_inner());
         tch::manual_seed(0x5EED_0000 + model as i64);
         let vs = nn::VarStore::new(device);
         let net = build_vision(model, &vs);
@@ -161,7 +170,11 @@ impl Backend for TorchBackend {
                         reason: format!("not a loadable TorchScript module: {e}"),
                     })?;
                 module.set_eval();
-                let input = Tensor::randn(input_shape.as_slice(), (Kind::Float, d));
+                let input = {
+                    let _rng = TORCH_RNG.lock().unwrap_or_else(|p| p.into_inner());
+                    tch::manual_seed(0x5EED_1000);
+                    Tensor::randn(input_shape.as_slice(), (Kind::Float, d))
+                };
                 let mut net = ScriptNet { module, input };
                 // One trial run so a shape mismatch fails at load, not per request.
                 net.run().map_err(|e| BackendError::Load {

@@ -10,6 +10,15 @@
 //!
 //! [`ControlPlan::prepare`] does everything that can fail on bad input (load
 //! the trace, open the platform, read the token) before any work starts.
+//!
+//! **If the control plane dies** (an actor panics — actix then drops it —
+//! or the governor stops ticking for [`HANG_AFTER`]), a watchdog thread
+//! outside the actix system notices, puts the device at the policy's
+//! fallback cap (published to the data plane as usual), takes over the
+//! energy meter's sampling if the meter is gone, and records a degrading
+//! incident: the report says so and `ecomap run` exits with status 3. The
+//! data plane never depended on the control plane to serve, only to be
+//! told the cap.
 
 use crate::accelerator_worker::BusyCounters;
 use crate::carbon_http::ProviderClient;
@@ -17,24 +26,40 @@ use crate::carbon_monitor::{CarbonMonitor, MonitorSource};
 use crate::clock::RunClock;
 use crate::dataplane::power_cell::PowerCell;
 use crate::energy_meter::{EnergyMeter, Meter, TimelineRow};
+use crate::faults::FaultInjector;
+use crate::incidents::IncidentLog;
 use crate::platform::{AppliedCap, Platform};
 use crate::power_governor::PowerGovernor;
+use crate::rt::RtNotes;
 use crate::tenant_queue::TenantCounters;
 use actix::prelude::*;
 use ecomap::carbon::CarbonTrace;
 use ecomap::config::policy::{CarbonSource, Policy};
 use ecomap::config::rt::RtConfig;
+use ecomap::config::rt::ThreadSpec;
 use ecomap::governor::Governor;
 use ecomap::report::EnergyReport;
 use ecomap::time::Timestamp;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::Duration;
+
+/// A governor that has not ticked (every 50 ms) for this long is taken for
+/// hung. Generous: a SCHED_OTHER control plane beside saturated SCHED_FIFO
+/// workers gets only the kernel's real-time throttling slack (5% of each
+/// second by default), and must not be declared dead for being starved.
+pub const HANG_AFTER: Duration = Duration::from_secs(10);
+
+/// How often the watchdog looks.
+const WATCH_EVERY: Duration = Duration::from_millis(100);
 
 /// State the control-plane actors share.
 pub struct ControlShared {
     platform: Mutex<Box<dyn Platform>>,
     state: Mutex<SharedState>,
+    /// The governor's last tick, nanoseconds on the run clock.
+    beat_ns: AtomicU64,
 }
 
 #[derive(Default)]
@@ -55,6 +80,12 @@ impl ControlShared {
     /// The platform backend (locked).
     pub fn platform(&self) -> MutexGuard<'_, Box<dyn Platform>> {
         self.platform.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The governor's sign of life, once per tick.
+    pub fn beat(&self, now: Timestamp) {
+        self.beat_ns
+            .store(now.since_epoch().as_nanos() as u64, Ordering::Relaxed);
     }
 
     /// Record the intensity in force.
@@ -101,6 +132,8 @@ pub struct ControlPlan {
     source_name: String,
     governor: Option<Governor>,
     max_staleness: Duration,
+    /// The cap the device falls back to if the control plane dies.
+    fallback_cap_w: Option<f64>,
     platform: Box<dyn Platform>,
     /// The mapping planner, when the policy plans (set by the runtime,
     /// which knows the workload).
@@ -184,10 +217,33 @@ impl ControlPlan {
             source_name,
             governor,
             max_staleness,
+            fallback_cap_w: policy.governor.as_ref().map(|g| g.fallback_cap_w),
             platform,
             planning: None,
         }))
     }
+}
+
+/// What the control plane is wired to.
+pub struct ControlLinks {
+    /// Where the governor publishes the cap and throttle.
+    pub power: PowerCell,
+    /// The workers' busy time (for the energy meter).
+    pub busy: Arc<BusyCounters>,
+    /// The tenants' counters (queue depths for the timeline).
+    pub queues: Vec<Arc<TenantCounters>>,
+    /// The run's clock.
+    pub clock: RunClock,
+    /// Energy meter sampling interval.
+    pub meter_interval: Duration,
+    /// The control-plane thread's placement (rt-config `control_plane`).
+    pub thread: ThreadSpec,
+    /// Where refused real-time settings are noted.
+    pub notes: RtNotes,
+    /// Fault hooks.
+    pub faults: FaultInjector,
+    /// Where a failure is recorded.
+    pub incidents: IncidentLog,
 }
 
 /// A running control plane.
@@ -198,6 +254,14 @@ pub struct ControlPlane {
     meter: Arc<Mutex<Meter>>,
     source_name: String,
     clock: RunClock,
+    watchdog: JoinHandle<()>,
+    stopping: Arc<AtomicBool>,
+}
+
+/// The actors the watchdog watches.
+struct Watched {
+    governor: Addr<PowerGovernor>,
+    meter: Addr<EnergyMeter>,
 }
 
 /// What the control plane produced.
@@ -209,18 +273,23 @@ pub struct ControlOutcome {
 }
 
 impl ControlPlane {
-    /// Start the actors on their own thread.
-    pub fn start(
-        plan: ControlPlan,
-        power: PowerCell,
-        busy: Arc<BusyCounters>,
-        queues: Vec<Arc<TenantCounters>>,
-        clock: RunClock,
-        meter_interval: Duration,
-    ) -> Result<ControlPlane, String> {
+    /// Start the actors on their own thread, and the watchdog beside it.
+    pub fn start(plan: ControlPlan, links: ControlLinks) -> Result<ControlPlane, String> {
+        let ControlLinks {
+            power,
+            busy,
+            queues,
+            clock,
+            meter_interval,
+            thread: thread_spec,
+            notes,
+            faults,
+            incidents,
+        } = links;
         let shared = Arc::new(ControlShared {
             platform: Mutex::new(plan.platform),
             state: Mutex::new(SharedState::default()),
+            beat_ns: AtomicU64::new(clock.now().since_epoch().as_nanos() as u64),
         });
         let meter = Arc::new(Mutex::new(Meter::new(
             shared.clone(),
@@ -232,19 +301,22 @@ impl ControlPlane {
         let (sh, me) = (shared.clone(), meter.clone());
         let (source, governor, max_staleness) = (plan.source, plan.governor, plan.max_staleness);
         let planning = plan.planning;
+        let gov_power = power.clone();
         let thread = std::thread::Builder::new()
             .name("control-plane".into())
             .spawn(move || {
+                crate::rt::apply("control-plane", &thread_spec, &notes);
                 let runner = actix::System::new();
                 runner.block_on(async move {
                     let mut gov = PowerGovernor::new(
                         governor,
                         max_staleness,
                         sh.clone(),
-                        power,
+                        gov_power,
                         clock,
                         Duration::from_millis(50),
-                    );
+                    )
+                    .with_faults(faults);
                     if let Some((planning, cell)) = planning {
                         let for_actor = planning.clone();
                         let addr = crate::controlplane::estimator_actor::EstimatorActor::start(
@@ -258,22 +330,49 @@ impl ControlPlane {
                     if let Some(src) = source {
                         CarbonMonitor::new(
                             src,
-                            gov.recipient(),
+                            gov.clone().recipient(),
                             clock,
                             Duration::from_millis(50),
                             sh.clone(),
                         )
                         .start();
                     }
-                    EnergyMeter::new(me, clock, meter_interval).start();
-                    let _ = sys_tx.send(actix::System::current());
+                    let meter = EnergyMeter::new(me, clock, meter_interval).start();
+                    let _ = sys_tx.send((
+                        actix::System::current(),
+                        Watched {
+                            governor: gov,
+                            meter,
+                        },
+                    ));
                 });
                 let _ = runner.run();
             })
             .map_err(|e| format!("cannot start the control-plane thread: {e}"))?;
-        let system = sys_rx
+        let (system, watched) = sys_rx
             .recv_timeout(Duration::from_secs(10))
             .map_err(|_| "the control plane did not start within 10 s".to_string())?;
+        let stopping = Arc::new(AtomicBool::new(false));
+        let watchdog = {
+            let (shared, meter, stopping) = (shared.clone(), meter.clone(), stopping.clone());
+            let fallback = plan.fallback_cap_w;
+            std::thread::Builder::new()
+                .name("cp-watchdog".into())
+                .spawn(move || {
+                    watch(
+                        watched,
+                        &shared,
+                        &meter,
+                        &stopping,
+                        &power,
+                        fallback,
+                        clock,
+                        meter_interval,
+                        &incidents,
+                    )
+                })
+                .map_err(|e| format!("cannot start the control-plane watchdog: {e}"))?
+        };
         Ok(ControlPlane {
             system,
             thread,
@@ -281,11 +380,15 @@ impl ControlPlane {
             meter,
             source_name: plan.source_name,
             clock,
+            watchdog,
+            stopping,
         })
     }
 
     /// Stop the actors, account the last partial interval, and report.
     pub fn stop(self) -> ControlOutcome {
+        self.stopping.store(true, Ordering::Release);
+        let _ = self.watchdog.join();
         self.system.stop();
         let _ = self.thread.join();
         let mut meter = self.meter.lock().unwrap_or_else(|p| p.into_inner());
@@ -304,6 +407,92 @@ impl ControlPlane {
             },
             timeline: std::mem::take(&mut meter.timeline),
         }
+    }
+}
+
+/// The watchdog: until `stopping`, check that the governor and the meter
+/// are alive; on the first failure put the device at `fallback_cap_w`,
+/// record the incident, and sample the meter itself if it is gone.
+#[allow(clippy::too_many_arguments)] // one call site, each argument distinct
+fn watch(
+    watched: Watched,
+    shared: &ControlShared,
+    meter: &Mutex<Meter>,
+    stopping: &AtomicBool,
+    power: &PowerCell,
+    fallback_cap_w: Option<f64>,
+    clock: RunClock,
+    meter_interval: Duration,
+    incidents: &IncidentLog,
+) {
+    let mut failed = false;
+    let mut last_sample = clock.now();
+    while !stopping.load(Ordering::Acquire) {
+        std::thread::sleep(WATCH_EVERY);
+        let now = clock.now();
+        let meter_gone = !watched.meter.connected();
+        if !failed {
+            let beat = Duration::from_nanos(shared.beat_ns.load(Ordering::Relaxed));
+            let silent = now.since_epoch().saturating_sub(beat);
+            let why = if !watched.governor.connected() {
+                Some("the power governor panicked".to_string())
+            } else if meter_gone {
+                Some("the energy meter panicked".to_string())
+            } else if silent > HANG_AFTER {
+                Some(format!(
+                    "the power governor has not ticked for {:.1} s",
+                    silent.as_secs_f64()
+                ))
+            } else {
+                None
+            };
+            if let Some(why) = why {
+                failed = true;
+                let action = fall_back(shared, power, fallback_cap_w, now);
+                let note = format!("control plane failed: {why}; {action}");
+                shared.note(note.clone());
+                incidents.record(note, true);
+            }
+        }
+        if meter_gone && now.saturating_since(last_sample) >= meter_interval {
+            // Energy is still accounted, at the cap now in force.
+            meter.lock().unwrap_or_else(|p| p.into_inner()).sample(now);
+            last_sample = now;
+        }
+    }
+}
+
+/// Put the device at the fallback cap and tell the data plane; what was
+/// done, for the report.
+fn fall_back(
+    shared: &ControlShared,
+    power: &PowerCell,
+    fallback_cap_w: Option<f64>,
+    now: Timestamp,
+) -> String {
+    let Some(cap_w) = fallback_cap_w else {
+        return "no governor rule, so no fallback cap: the device stays at the cap in force".into();
+    };
+    let result = {
+        let mut platform = shared.platform();
+        let throttles = platform.throttles_workers();
+        platform.set_cap(cap_w).map(|a| (a, throttles))
+    };
+    match result {
+        Ok((applied, throttles)) => {
+            shared.record_cap(now, &applied, "control plane failed: fallback cap".into());
+            let throttle = if throttles {
+                applied.slowdown.max(1.0)
+            } else {
+                1.0
+            };
+            power.publish(applied.cap_w, throttle);
+            format!(
+                "the data plane runs on at the fallback cap {} W ({}) for the rest of the run",
+                applied.cap_w, applied.level
+            )
+        }
+        Err(e) => format!("the fallback cap {cap_w} W could not be applied ({e})"),
     }
 }
 

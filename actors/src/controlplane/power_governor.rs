@@ -33,6 +33,7 @@ pub struct PowerGovernor {
     tick: Duration,
     read_only: bool,
     planner: Option<GovernorPlanner>,
+    faults: crate::faults::FaultInjector,
 }
 
 /// The mapping planner's state inside the governor.
@@ -84,7 +85,14 @@ impl PowerGovernor {
             tick,
             read_only: false,
             planner: None,
+            faults: crate::faults::FaultInjector::default(),
         }
+    }
+
+    /// Fire the control-plane fault of `faults` when it is armed.
+    pub fn with_faults(mut self, faults: crate::faults::FaultInjector) -> Self {
+        self.faults = faults;
+        self
     }
 
     /// Choose the cap and variants with the mapping planner instead of a
@@ -295,7 +303,12 @@ impl Actor for PowerGovernor {
         if max.is_finite() {
             self.apply(max, "start: uncapped".into());
         }
-        ctx.run_interval(self.tick, |act, _| act.decide());
+        ctx.run_interval(self.tick, |act, _| {
+            // The watchdog's sign of life, and the fault hook.
+            act.shared.beat(act.clock.now());
+            act.faults.control_plane_hook();
+            act.decide();
+        });
     }
 }
 

@@ -5,22 +5,37 @@
 //! step of the shared EDF dispatcher, which hands it the earliest-deadline
 //! request it can serve; it runs that forward pass and reports a
 //! [`Completion`] to telemetry. With nothing to do it sleeps on its
-//! tenants' queues and its doorbell, so a release wakes it directly. A
-//! backend error or a panic inside a forward pass becomes a `failed`
-//! outcome; the worker lives on.
+//! tenants' queues, its doorbell and the runtime's stop channel, so a
+//! release wakes it directly.
+//!
+//! **Supervision.** A backend error becomes a `failed` outcome and the
+//! worker carries on. A panic — in a forward pass (the model's state is
+//! then suspect) or anywhere in the worker's loop — is caught by
+//! [`AcceleratorWorker::supervise`]: the request it held is counted
+//! `failed`, the dispatcher gives its tenants to the other workers that
+//! hold their models, its models are reloaded on the same pinned thread,
+//! and it rejoins the run. After [`MAX_RESTARTS`] restarts (or a reload
+//! that fails) it stays out, and the run is reported degraded.
 
 use crate::backend::LoadedModel;
 use crate::clock::RunClock;
-use crate::edf_dispatcher::{Job, Next, SharedDispatcher, WorkerDone, WorkerEvent};
-use crate::telemetry::TelemetryEvent;
-use crossbeam_channel::{Receiver, Select, Sender};
-use ecomap::dispatch::StepEffects;
-use ecomap::request::{Completion, Request};
+use crate::edf_dispatcher::{Next, SharedDispatcher, WorkerDone, WorkerEvent};
+use crate::faults::FaultInjector;
+use crate::incidents::{panic_message, IncidentLog};
+use crate::telemetry::{TelemetryEvent, TelemetrySender};
+use crate::tenant_queue::TenantCounters;
+use crossbeam_channel::{Receiver, Select};
+use ecomap::dispatch::{Job, StepEffects};
+use ecomap::request::{Completion, Outcome, Request};
 use ecomap::time::Timestamp;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
+
+/// Restarts allowed per worker and run; past them a worker that keeps
+/// panicking stays out rather than fail every request it takes.
+pub const MAX_RESTARTS: u32 = 3;
 
 /// Busy time counters the energy meter reads: per worker and per tenant,
 /// in nanoseconds, including emulated throttling (a slower clock keeps a
@@ -63,8 +78,15 @@ pub struct WorkerLinks {
     pub requests: Vec<Receiver<Request>>,
     /// Rung by another worker's step when work is queued for this one.
     pub doorbell: Receiver<()>,
-    /// Completions to telemetry.
-    pub telemetry: Sender<TelemetryEvent>,
+    /// Never carries a message: the runtime drops its sender at shutdown,
+    /// and the disconnection wakes every sleeping worker. (Waking them with
+    /// doorbells from the main thread would be a send from a lower-priority
+    /// thread that a worker could preempt mid-write and spin on.)
+    pub stop: Receiver<()>,
+    /// Completions to telemetry (latency samples; never blocks).
+    pub telemetry: TelemetrySender,
+    /// `counters[t]`: tenant `t`'s exact outcome counts.
+    pub counters: Arc<[Arc<TenantCounters>]>,
 }
 
 /// The worker actor.
@@ -76,14 +98,45 @@ pub struct AcceleratorWorker {
     links: WorkerLinks,
     /// `open[i]`: whether `links.requests[i]` may still deliver requests.
     open: Vec<bool>,
+    /// Whether the stop channel has closed.
+    stopping: bool,
     clock: RunClock,
     busy: Arc<BusyCounters>,
+    faults: FaultInjector,
     failures_logged: u32,
+    /// The request being served: counted `failed` if the worker panics
+    /// while holding it.
+    in_flight: Option<Request>,
+    /// The last completion, sent to telemetry after the next forward pass
+    /// (or before sleeping), not between two passes: waking the telemetry
+    /// thread costs microseconds the next request would wait for.
+    pending: Option<Completion>,
+    /// What the next dispatch step is told.
+    event: WorkerEvent,
+    /// When the worker last became free.
+    free_since: Timestamp,
 }
 
-/// Tells the dispatcher if the worker's thread unwinds outside a forward
-/// pass (a bug), so the other workers neither wait for it at shutdown nor
-/// leave its tenants' requests uncounted.
+/// How [`AcceleratorWorker::run`] ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WorkerExit {
+    /// Every queue closed and drained: the dispatcher said exit.
+    Drained,
+    /// The worker panicked (message); what it held is counted.
+    Crashed(String),
+}
+
+/// What one forward pass came to.
+enum Pass {
+    Succeeded,
+    Failed,
+    Panicked(String),
+}
+
+/// Tells the dispatcher if the worker's thread unwinds outside the
+/// supervised loop (a bug in the supervisor itself), so the other workers
+/// neither wait for it at shutdown nor leave its tenants' requests
+/// uncounted.
 struct LostGuard {
     dispatcher: SharedDispatcher,
     worker: usize,
@@ -92,7 +145,10 @@ struct LostGuard {
 impl Drop for LostGuard {
     fn drop(&mut self) {
         if std::thread::panicking() {
-            self.dispatcher.lock().worker_lost(self.worker);
+            let mut d = self.dispatcher.lock();
+            if !d.is_lost(self.worker) {
+                d.worker_lost(self.worker);
+            }
         }
     }
 }
@@ -106,6 +162,7 @@ impl AcceleratorWorker {
         links: WorkerLinks,
         clock: RunClock,
         busy: Arc<BusyCounters>,
+        faults: FaultInjector,
     ) -> Self {
         let open = vec![true; links.requests.len()];
         AcceleratorWorker {
@@ -114,32 +171,120 @@ impl AcceleratorWorker {
             models,
             links,
             open,
+            stopping: false,
             clock,
             busy,
+            faults,
             failures_logged: 0,
+            in_flight: None,
+            pending: None,
+            event: WorkerEvent::Woke,
+            free_since: Timestamp::ZERO,
         }
     }
 
-    /// Serve until the dispatcher says every queue is closed and drained.
-    pub fn run(mut self) {
+    /// Serve until the run drains, restarting after a panic: the request
+    /// held is counted `failed`, the worker leaves the dispatcher (its
+    /// tenants go to the other workers holding their models), `reload`
+    /// loads fresh models on this thread, and the worker rejoins. After
+    /// [`MAX_RESTARTS`], or if a reload fails, it stays out and the run is
+    /// reported degraded.
+    pub fn supervise(
+        mut self,
+        mut reload: impl FnMut() -> Result<Vec<Vec<Box<dyn LoadedModel>>>, String>,
+        incidents: &IncidentLog,
+    ) {
         let _guard = LostGuard {
             dispatcher: self.links.dispatcher.clone(),
             worker: self.index,
         };
-        let mut event = WorkerEvent::Woke;
-        let mut free_since = Timestamp::ZERO;
-        // A completion is sent to telemetry after the next forward pass (or
-        // before sleeping), not between two passes: waking the telemetry
-        // thread costs microseconds the next request would wait for.
-        let mut pending: Option<Completion> = None;
+        let mut restarts = 0;
+        loop {
+            let why = match self.run() {
+                WorkerExit::Drained => return,
+                WorkerExit::Crashed(why) => why,
+            };
+            self.links.dispatcher.lock().worker_lost(self.index);
+            restarts += 1;
+            let name = self.name.clone();
+            if restarts > MAX_RESTARTS {
+                incidents.record(
+                    format!(
+                        "worker '{name}' panicked ({why}) after {MAX_RESTARTS} restarts; it stays \
+                         out of the run: its tenants are served by the other workers that hold \
+                         their models, or counted failed"
+                    ),
+                    true,
+                );
+                return;
+            }
+            // Drop the suspect models before loading fresh ones.
+            self.models = Vec::new();
+            let t0 = std::time::Instant::now();
+            let reloaded = std::panic::catch_unwind(AssertUnwindSafe(&mut reload))
+                .unwrap_or_else(|p| Err(format!("the reload panicked: {}", panic_message(&*p))));
+            match reloaded {
+                Ok(models) => self.models = models,
+                Err(e) => {
+                    incidents.record(
+                        format!(
+                            "worker '{name}' panicked ({why}) and could not reload its models \
+                             ({e}); it stays out of the run"
+                        ),
+                        true,
+                    );
+                    return;
+                }
+            }
+            self.links.dispatcher.lock().worker_restored(self.index);
+            incidents.record(
+                format!(
+                    "worker '{name}' panicked ({why}); the request it held was counted failed, \
+                     its tenants went to the workers holding their models, and it restarted \
+                     with its models reloaded in {:.2} s (restart {restarts} of {MAX_RESTARTS})",
+                    t0.elapsed().as_secs_f64()
+                ),
+                false,
+            );
+            self.event = WorkerEvent::Woke;
+            self.free_since = self.clock.now();
+            self.failures_logged = 0;
+        }
+    }
+
+    /// Serve until the dispatcher says every queue is closed and drained,
+    /// or until a panic (caught: the request held is counted `failed`).
+    pub fn run(&mut self) -> WorkerExit {
+        match std::panic::catch_unwind(AssertUnwindSafe(|| self.serve_until_exit())) {
+            Ok(exit) => exit,
+            Err(payload) => {
+                self.count_held_failed();
+                WorkerExit::Crashed(panic_message(&*payload))
+            }
+        }
+    }
+
+    /// After a panic: the request held (if any) ends `failed`; the last
+    /// completion still goes to telemetry.
+    fn count_held_failed(&mut self) {
+        if let Some(r) = self.in_flight.take() {
+            self.links.counters[r.tenant.index()].count(Outcome::Failed);
+        }
+        self.flush();
+    }
+
+    fn serve_until_exit(&mut self) -> WorkerExit {
         // The step's effects (expiries, doorbells), reused so a step never
         // allocates once the buffers have grown.
         let mut fx = StepEffects::default();
         loop {
+            let event = std::mem::replace(&mut self.event, WorkerEvent::Woke);
             match self.links.dispatcher.next_job(self.index, event, &mut fx) {
                 Next::Run(job) => {
+                    self.in_flight = Some(job.request);
+                    self.faults.worker_hook(self.index);
                     let started = self.clock.now();
-                    let succeeded = self.serve(&job);
+                    let pass = self.serve(&job);
                     if job.throttle > 1.0 {
                         // Emulated lower clock: stretch the pass by
                         // duty-cycling — the unit stays busy (accounted
@@ -152,20 +297,27 @@ impl AcceleratorWorker {
                     self.busy.workers[self.index].fetch_add(busy, Ordering::Relaxed);
                     self.busy.tenants[job.request.tenant.index()]
                         .fetch_add(busy, Ordering::Relaxed);
-                    self.flush(&mut pending);
+                    self.flush();
                     let completion = Completion {
                         request: job.request,
                         worker: self.index,
                         dispatched: job.dispatched,
-                        eligible: job.request.release.max(free_since),
+                        eligible: job.request.release.max(self.free_since),
                         started,
                         finished,
-                        succeeded,
+                        succeeded: matches!(pass, Pass::Succeeded),
                         variant: u8::try_from(job.variant).unwrap_or(u8::MAX),
                     };
-                    pending = Some(completion);
-                    free_since = finished;
-                    event = WorkerEvent::Finished(WorkerDone {
+                    // Counted exactly once, here, where the outcome is known.
+                    self.links.counters[job.request.tenant.index()].count(completion.outcome());
+                    self.in_flight = None;
+                    self.pending = Some(completion);
+                    self.free_since = finished;
+                    if let Pass::Panicked(why) = pass {
+                        self.flush();
+                        return WorkerExit::Crashed(why);
+                    }
+                    self.event = WorkerEvent::Finished(WorkerDone {
                         tenant: job.request.tenant.index(),
                         variant: job.variant,
                         service: completion.service(),
@@ -174,30 +326,32 @@ impl AcceleratorWorker {
                     });
                 }
                 Next::Wait => {
-                    self.flush(&mut pending);
-                    event = self.sleep();
+                    self.flush();
+                    self.event = self.sleep();
                 }
                 Next::Exit => {
-                    self.flush(&mut pending);
-                    break;
+                    self.flush();
+                    return WorkerExit::Drained;
                 }
             }
         }
     }
 
-    fn flush(&self, pending: &mut Option<Completion>) {
-        if let Some(c) = pending.take() {
-            // Blocking send: telemetry never loses an outcome.
-            let _ = self.links.telemetry.send(TelemetryEvent::Completed(c));
+    fn flush(&mut self) {
+        if let Some(c) = self.pending.take() {
+            // Never blocks: a sink that is behind costs a counted sample.
+            self.links.telemetry.send(TelemetryEvent::Completed(c));
         }
     }
 
     /// Sleep until a request arrives on one of this worker's queues (taking
-    /// it), a queue closes, or the doorbell rings. crossbeam wakes one
-    /// sleeping receiver per message, so one release wakes one worker.
+    /// it), a queue closes, the doorbell rings or the runtime stops.
+    /// crossbeam wakes one sleeping receiver per message, so one release
+    /// wakes one worker.
     fn sleep(&mut self) -> WorkerEvent {
         let mut sel = Select::new();
         let doorbell = sel.recv(&self.links.doorbell);
+        let stop = (!self.stopping).then(|| sel.recv(&self.links.stop));
         let mut ops = Vec::with_capacity(self.links.requests.len());
         for (i, rx) in self.links.requests.iter().enumerate() {
             if self.open[i] {
@@ -210,6 +364,12 @@ impl AcceleratorWorker {
             // Disconnected cannot happen while this worker holds the
             // dispatcher (which holds the sender); either way: step.
             let _ = oper.recv(&self.links.doorbell);
+            return WorkerEvent::Woke;
+        }
+        if Some(index) == stop {
+            // Only ever disconnected: stop listening to it, and step.
+            let _ = oper.recv(&self.links.stop);
+            self.stopping = true;
             return WorkerEvent::Woke;
         }
         let Some(&(_, i)) = ops.iter().find(|(op, _)| *op == index) else {
@@ -225,28 +385,29 @@ impl AcceleratorWorker {
         }
     }
 
-    fn serve(&mut self, job: &Job) -> bool {
+    fn serve(&mut self, job: &Job) -> Pass {
         let t = job.request.tenant.index();
         let Some(model) = self.models.get_mut(t).and_then(|m| m.get_mut(job.variant)) else {
             self.log_failure(format!(
                 "worker '{}' got a request of tenant #{t} (variant {}) whose model it does not hold",
                 self.name, job.variant
             ));
-            return false;
+            return Pass::Failed;
         };
-        match std::panic::catch_unwind(AssertUnwindSafe(|| model.run())) {
-            Ok(Ok(())) => true,
+        let (faults, index) = (&self.faults, self.index);
+        match std::panic::catch_unwind(AssertUnwindSafe(|| {
+            faults.pass_hook(index);
+            model.run()
+        })) {
+            Ok(Ok(())) => Pass::Succeeded,
             Ok(Err(e)) => {
                 self.log_failure(format!("worker '{}': {e}", self.name));
-                false
+                Pass::Failed
             }
-            Err(_) => {
-                self.log_failure(format!(
-                    "worker '{}': the backend panicked during a forward pass",
-                    self.name
-                ));
-                false
-            }
+            Err(payload) => Pass::Panicked(format!(
+                "the backend panicked during a forward pass: {}",
+                panic_message(&*payload)
+            )),
         }
     }
 

@@ -4,8 +4,9 @@
 //! A thin adapter around the core's pure dispatch step
 //! ([`ecomap::dispatch::DispatchCore`], which the simulator drives too): it
 //! adds the receiving ends of the tenant queues, the run's clock, the power
-//! state from the governor, and the channels that carry the step's effects
-//! (expiries to telemetry, doorbells to idle workers). It is an actor
+//! state from the governor, the tenants' outcome counters (expiries and
+//! sheds are counted here, where they are decided), and the doorbells that
+//! carry the step's wake-ups to idle workers. It is an actor
 //! without a thread of its own: the worker that has just become free runs
 //! one dispatch step under the dispatcher's lock ([`SharedDispatcher::next_job`]),
 //! takes the job that step picks for it, and — after dropping the lock —
@@ -20,9 +21,8 @@
 //! (docs/results.md §1). Under the lock the adapter pulls every newly
 //! admitted request and the latest power state into the core and runs the
 //! core's step (see `ecomap::dispatch::step` for what it decides); the
-//! blocking telemetry sends of expiries and the doorbells happen after the
-//! lock is dropped, so no worker ever waits for the lock behind a thread
-//! blocked on a channel.
+//! doorbells are rung after the lock is dropped, so no worker ever waits
+//! for the lock behind a channel operation.
 //!
 //! No thread ever waits long for the lock: steps are O(log n), perform no
 //! I/O, and only workers take it. Idle workers sleep in a `crossbeam_channel::Select` over
@@ -31,7 +31,11 @@
 //!
 //! A worker is told to exit once every tenant queue is closed and the heap
 //! holds nothing it can serve; [`EdfDispatcher::finish`] then counts anything
-//! no worker could take (a worker died) as `failed`, never silently.
+//! no worker could take (a worker died for good) as `failed`, never
+//! silently. A worker that dies and is restarted leaves the run with
+//! [`EdfDispatcher::worker_lost`] and comes back with
+//! [`EdfDispatcher::worker_restored`]; meanwhile the core gives its tenants
+//! to the other workers that hold their models.
 //!
 //! ```
 //! use crossbeam_channel::bounded;
@@ -52,12 +56,10 @@
 //! let clock = RunClock::start();
 //! let (queue, receiver) = tenant_queue(TenantId(0), &workload.tenants[0], clock);
 //! let (doorbell, _ring) = bounded(1);
-//! let (telemetry, _events) = bounded(16);
 //! let mut dispatcher = EdfDispatcher::new(
 //!     QueueOrder::EarliestDeadline,
 //!     vec![receiver],
 //!     vec![WorkerSlot::new(doorbell, vec![true])],
-//!     telemetry,
 //!     clock,
 //! );
 //! let request = queue.submit().unwrap();
@@ -71,11 +73,10 @@
 use crate::clock::RunClock;
 use crate::dataplane::plan_cell::PlanCell;
 use crate::dataplane::power_cell::PowerCell;
-use crate::telemetry::TelemetryEvent;
 use crate::tenant_queue::TenantQueueReceiver;
 use crossbeam_channel::{Sender, TryRecvError};
 use ecomap::dispatch::{DispatchCore, QueueOrder, StepEffects};
-use ecomap::request::Request;
+use ecomap::request::{Outcome, Request};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -108,7 +109,8 @@ pub struct DispatcherStats {
     pub expired: u64,
     /// Requests shed: predicted to finish past their deadline.
     pub shed: u64,
-    /// Requests no worker could take (their workers died); counted `failed`.
+    /// Requests no worker could take (their workers died for good);
+    /// counted `failed`.
     pub unserved: u64,
     /// Dispatch steps run.
     pub steps: u64,
@@ -135,26 +137,19 @@ impl DispatcherStats {
     }
 }
 
-/// Where a step's effects go: telemetry and the workers' doorbells. Shared
-/// (cloned senders) so effects are delivered without the dispatcher's lock.
+/// Where a step's wake-ups go: the workers' doorbells. Shared (cloned
+/// senders) so they are rung without the dispatcher's lock.
 #[derive(Debug, Clone)]
 struct Outbox {
-    telemetry: Sender<TelemetryEvent>,
     doorbells: Arc<[Sender<()>]>,
     /// Doorbells rung so far (counted without the lock).
     rung: Arc<AtomicU64>,
 }
 
 impl Outbox {
-    /// Carry out a step's effects. Blocking telemetry sends: telemetry never
-    /// loses an outcome. A full doorbell has already been rung: one is enough.
+    /// Ring the doorbells a step asked for (expiries and sheds were counted
+    /// under the lock). A full doorbell has already been rung: one is enough.
     fn deliver(&self, fx: &StepEffects) {
-        for &r in &fx.expired {
-            let _ = self.telemetry.send(TelemetryEvent::Expired(r));
-        }
-        for &r in &fx.shed {
-            let _ = self.telemetry.send(TelemetryEvent::Shed(r));
-        }
         for &w in &fx.wake {
             if self.doorbells[w].try_send(()).is_ok() {
                 self.rung.fetch_add(1, Ordering::Relaxed);
@@ -179,13 +174,11 @@ pub struct EdfDispatcher {
 }
 
 impl EdfDispatcher {
-    /// A dispatcher over these tenant queues and workers, reporting
-    /// expiries to `telemetry`.
+    /// A dispatcher over these tenant queues and workers.
     pub fn new(
         order: QueueOrder,
         tenants: Vec<TenantQueueReceiver>,
         workers: Vec<WorkerSlot>,
-        telemetry: Sender<TelemetryEvent>,
         clock: RunClock,
     ) -> Self {
         let n = tenants.len();
@@ -196,7 +189,6 @@ impl EdfDispatcher {
             tenants,
             open: vec![true; n],
             outbox: Outbox {
-                telemetry,
                 doorbells: doorbells.into(),
                 rung: Arc::new(AtomicU64::new(0)),
             },
@@ -270,8 +262,15 @@ impl EdfDispatcher {
         self.pull_power();
         self.pull_plan();
         let next = self.core.step(worker, event, self.clock.now(), fx);
-        for r in fx.expired.iter().chain(&fx.shed) {
+        for r in &fx.expired {
             self.release_slot(r);
+            self.tenants[r.tenant.index()]
+                .counters
+                .count(Outcome::Expired);
+        }
+        for r in &fx.shed {
+            self.release_slot(r);
+            self.tenants[r.tenant.index()].counters.count(Outcome::Shed);
         }
         if let Next::Run(job) = &next {
             self.release_slot(&job.request);
@@ -283,18 +282,33 @@ impl EdfDispatcher {
         next
     }
 
-    /// Worker `worker` is gone for good (its thread ended abnormally):
-    /// never pick it again, and wake the others in case they must exit.
+    /// Worker `worker` is gone (its thread panicked): never pick it again
+    /// unless it is restored, give its tenants to the other workers that
+    /// hold their models, and wake those in case they must take over or
+    /// exit. Called from the failing worker's own thread: its doorbells are
+    /// worker-to-worker sends the rt-config check covers.
     pub fn worker_lost(&mut self, worker: usize) {
         let mut fx = StepEffects::default();
         self.core.unit_lost(worker, &mut fx);
         self.outbox.deliver(&fx);
     }
 
-    /// Ring every live worker's doorbell (e.g. after the queues closed, so
-    /// sleeping workers notice). Doorbells are `try_send`s that never block,
-    /// so ringing with the lock held (as `worker_lost` and shutdown do)
-    /// holds up no one.
+    /// Whether worker `worker` was lost and not restored.
+    pub fn is_lost(&self, worker: usize) -> bool {
+        self.core.is_lost(worker)
+    }
+
+    /// Lost worker `worker` is back with its models reloaded: it serves
+    /// every tenant it holds again and runs a `Woke` step next.
+    pub fn worker_restored(&mut self, worker: usize) {
+        self.core.unit_restored(worker);
+    }
+
+    /// Ring every live worker's doorbell. Doorbells are `try_send`s that
+    /// never block, so ringing with the lock held holds up no one; ring
+    /// only from a worker's thread (a lower-priority thread ringing a
+    /// worker's doorbell could be preempted mid-send by it — the runtime's
+    /// main thread wakes workers by closing their stop channel instead).
     pub fn ring_all(&mut self) {
         let mut fx = StepEffects::default();
         self.core.wake_all(&mut fx);
@@ -314,12 +328,9 @@ impl EdfDispatcher {
         } = self;
         let (left, s) = core.finish();
         for r in &left {
-            tenants[r.tenant.index()]
-                .counters
-                .waiting
-                .fetch_sub(1, Ordering::AcqRel);
-            // Blocking send: telemetry never loses an outcome.
-            let _ = outbox.telemetry.send(TelemetryEvent::Unserved(*r));
+            let counters = &tenants[r.tenant.index()].counters;
+            counters.waiting.fetch_sub(1, Ordering::AcqRel);
+            counters.count(Outcome::Failed);
         }
         DispatcherStats::from_core(s, &outbox, left.len() as u64)
     }
@@ -417,9 +428,8 @@ impl SharedDispatcher {
     /// effects delivered with the lock dropped.
     pub fn next_job(&self, worker: usize, event: WorkerEvent, fx: &mut StepEffects) -> Next {
         let next = self.lock().step(worker, event, fx);
-        // The lock is dropped here, before any send: a blocking telemetry
-        // send (telemetry full) or a doorbell must never hold up the other
-        // workers' steps.
+        // The lock is dropped here, before any send: ringing a doorbell must
+        // never hold up the other workers' steps.
         self.outbox.deliver(fx);
         next
     }

@@ -11,8 +11,9 @@
 
 use crate::clock::RunClock;
 use crossbeam_channel::{Receiver, Sender, TrySendError};
+use ecomap::accounting::OutcomeCounts;
 use ecomap::config::workload::TenantSpec;
-use ecomap::request::{Request, TenantId};
+use ecomap::request::{Outcome, Request, TenantId};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -28,6 +29,23 @@ pub enum SubmitError {
         /// Its capacity.
         capacity: usize,
     },
+    /// The caller runs below the real-time workers that receive from this
+    /// queue and could not raise itself for the send (see
+    /// [`TenantQueue::submit`]).
+    #[error(
+        "tenant '{tenant}': the submitting thread runs below the real-time workers (SCHED_FIFO \
+         {needed}) and may not raise itself for the send ({reason}); a worker preempting it \
+         mid-send would spin forever. Submit from a thread at SCHED_FIFO {needed} or above, or \
+         give the process CAP_SYS_NICE (RLIMIT_RTPRIO); request rejected"
+    )]
+    PriorityInversion {
+        /// Tenant name.
+        tenant: String,
+        /// The priority the sender must run at.
+        needed: i32,
+        /// Why raising it failed.
+        reason: String,
+    },
     /// The runtime is shutting down or its dispatcher is gone.
     #[error("tenant '{tenant}': the runtime is not accepting requests; request rejected")]
     Closed {
@@ -36,18 +54,55 @@ pub enum SubmitError {
     },
 }
 
-/// Counters shared by a tenant's queue handles and the dispatcher.
+/// Counters shared by a tenant's queue handles, the dispatcher and the
+/// workers: the exact outcome counts, kept where each outcome is decided
+/// (not by telemetry, which may fall behind or die without a count being
+/// lost).
 #[derive(Debug, Default)]
 pub struct TenantCounters {
     /// Requests admitted and not yet dispatched or expired.
     pub waiting: AtomicUsize,
     /// Requests offered.
     pub submitted: AtomicU64,
-    /// Requests refused.
-    pub rejected: AtomicU64,
+    /// `outcomes[o.index()]`: requests that ended in outcome `o`.
+    outcomes: [AtomicU64; 6],
     /// The model variant the tenant is served by now (0 = heaviest).
     pub active_variant: AtomicUsize,
     next_id: AtomicU64,
+}
+
+impl TenantCounters {
+    /// Count one request's outcome (once per request, where it is decided).
+    pub fn count(&self, outcome: Outcome) {
+        self.outcomes[outcome.index()].fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// Requests that ended in `outcome` so far.
+    pub fn outcome(&self, outcome: Outcome) -> u64 {
+        self.outcomes[outcome.index()].load(Ordering::Acquire)
+    }
+
+    /// Every count so far (submitted first, so a concurrent snapshot never
+    /// shows more ended than submitted).
+    pub fn snapshot(&self) -> OutcomeCounts {
+        let submitted = self.submitted.load(Ordering::Acquire);
+        let mut c = OutcomeCounts {
+            submitted,
+            ..Default::default()
+        };
+        for o in Outcome::ALL {
+            let n = self.outcome(o);
+            match o {
+                Outcome::OnTime => c.on_time = n,
+                Outcome::Late => c.late = n,
+                Outcome::Expired => c.expired = n,
+                Outcome::Rejected => c.rejected = n,
+                Outcome::Shed => c.shed = n,
+                Outcome::Failed => c.failed = n,
+            }
+        }
+        c
+    }
 }
 
 /// The submitting side of a tenant's queue. Clone it to submit from several threads.
@@ -61,6 +116,9 @@ pub struct TenantQueue {
     tx: Sender<Request>,
     counters: Arc<TenantCounters>,
     clock: RunClock,
+    /// The highest real-time priority among the workers that receive from
+    /// this queue: a sender below it raises itself for the send.
+    sender_floor: Option<i32>,
 }
 
 /// The dispatcher's side of a tenant's queue.
@@ -92,6 +150,7 @@ pub fn tenant_queue(
             tx,
             counters: counters.clone(),
             clock,
+            sender_floor: None,
         },
         TenantQueueReceiver {
             tenant: id,
@@ -103,13 +162,23 @@ pub fn tenant_queue(
 
 impl TenantQueue {
     /// Submit a request released now.
+    ///
+    /// Any thread may submit. The receiving workers may be SCHED_FIFO
+    /// threads, and a crossbeam receiver that preempts its sender between
+    /// claiming a slot and filling it spins until the sender runs again —
+    /// forever, if they share a core and the sender has the lower priority
+    /// (docs/architecture.md, "Priorities and the channels"). So a caller
+    /// below the workers' priority (e.g. an ordinary SCHED_OTHER thread)
+    /// is raised to it for the send and put back after; if it may not be
+    /// raised, the request is refused with
+    /// [`SubmitError::PriorityInversion`] rather than risk the livelock.
     pub fn submit(&self) -> Result<Request, SubmitError> {
         self.counters.submitted.fetch_add(1, Ordering::Relaxed);
         let id = self.counters.next_id.fetch_add(1, Ordering::Relaxed);
         let prev = self.counters.waiting.fetch_add(1, Ordering::AcqRel);
         if !ecomap::dispatch::admission::admits(prev, self.capacity) {
             self.counters.waiting.fetch_sub(1, Ordering::AcqRel);
-            self.counters.rejected.fetch_add(1, Ordering::Relaxed);
+            self.counters.count(Outcome::Rejected);
             return Err(SubmitError::QueueFull {
                 tenant: self.name.to_string(),
                 capacity: self.capacity,
@@ -122,11 +191,28 @@ impl TenantQueue {
             self.deadline,
             self.priority,
         );
-        match self.tx.try_send(request) {
+        let sent = match self.sender_floor {
+            None => self.tx.try_send(request),
+            Some(floor) => {
+                match crate::rt::at_least_priority(floor, || self.tx.try_send(request)) {
+                    Ok(sent) => sent,
+                    Err(reason) => {
+                        self.counters.waiting.fetch_sub(1, Ordering::AcqRel);
+                        self.counters.count(Outcome::Rejected);
+                        return Err(SubmitError::PriorityInversion {
+                            tenant: self.name.to_string(),
+                            needed: floor,
+                            reason,
+                        });
+                    }
+                }
+            }
+        };
+        match sent {
             Ok(()) => Ok(request),
             Err(e) => {
                 self.counters.waiting.fetch_sub(1, Ordering::AcqRel);
-                self.counters.rejected.fetch_add(1, Ordering::Relaxed);
+                self.counters.count(Outcome::Rejected);
                 Err(match e {
                     // Cannot happen while `waiting` bounds the channel, but
                     // if it did the request is still counted, not lost.
@@ -160,6 +246,13 @@ impl TenantQueue {
     /// Shared counters.
     pub fn counters(&self) -> &Arc<TenantCounters> {
         &self.counters
+    }
+
+    /// Raise callers below real-time priority `floor` (the highest among
+    /// the workers receiving from this queue) to it for each send; `None`
+    /// when no receiver runs at a real-time priority.
+    pub fn set_sender_floor(&mut self, floor: Option<i32>) {
+        self.sender_floor = floor;
     }
 }
 
@@ -210,7 +303,7 @@ mod tests {
         q.submit().unwrap();
         let c = q.counters();
         assert_eq!(c.submitted.load(Ordering::Relaxed), 4);
-        assert_eq!(c.rejected.load(Ordering::Relaxed), 1);
+        assert_eq!(c.outcome(Outcome::Rejected), 1);
     }
 
     #[test]
@@ -218,7 +311,7 @@ mod tests {
         let (q, rx) = tenant_queue(TenantId(0), &spec(2), RunClock::start());
         drop(rx);
         assert!(matches!(q.submit(), Err(SubmitError::Closed { .. })));
-        assert_eq!(q.counters().rejected.load(Ordering::Relaxed), 1);
+        assert_eq!(q.counters().outcome(Outcome::Rejected), 1);
         assert_eq!(q.waiting(), 0);
     }
 }

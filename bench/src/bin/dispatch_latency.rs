@@ -96,6 +96,8 @@ fn rt_config(fifo: bool) -> RtConfig {
             .collect(),
         platform: None,
         memory_budget_mb: None,
+        telemetry_capacity: ecomap::config::rt::DEFAULT_TELEMETRY_CAPACITY,
+        control_plane: ThreadSpec::default(),
     }
 }
 

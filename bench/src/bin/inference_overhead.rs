@@ -111,6 +111,8 @@ fn main() {
             }],
             platform: None,
             memory_budget_mb: None,
+            telemetry_capacity: ecomap::config::rt::DEFAULT_TELEMETRY_CAPACITY,
+            control_plane: ThreadSpec::default(),
         };
         let mut bare = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).unwrap();
         let mut e2e = ecomap::accounting::LatencyHistogram::default();
