@@ -351,6 +351,21 @@ fn run(files: &Files, o: RunOptions<'_>) -> Result<(), ExitCode> {
         Runtime::start_with_faults(&l.workload, &l.rt, &l.policy, injector).map_err(start_error)?;
     runtime.set_strict(strict);
     runtime.schedule_faults(later).map_err(start_error)?;
+    if strict {
+        // Refuse before saying "serving" (run_load checks again, for
+        // library callers).
+        let offered = l.workload.scaled(load_factor).map_err(|m| {
+            eprintln!("error: --load-factor {load_factor}: {m}");
+            ExitCode::from(2)
+        })?;
+        let verdict = runtime.schedulability(&offered);
+        if !verdict.is_feasible() {
+            let problems = verdict.problems.iter().map(|p| p.to_string()).collect();
+            let code = start_error(StartError::Unschedulable(problems));
+            let _ = runtime.shutdown();
+            return Err(code);
+        }
+    }
     eprintln!(
         "ecomap: serving for {} (load factor {load_factor})…",
         humantime::format_duration(duration)

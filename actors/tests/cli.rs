@@ -387,3 +387,75 @@ fn a_signal_stops_the_run_drains_and_reports_with_an_interrupted_status() {
         assert!(f.path("out/cam.hgrm").exists());
     }
 }
+
+#[test]
+fn a_workload_that_cannot_be_feasible_is_refused_under_strict_and_warned_about_otherwise() {
+    let f = Files::new();
+    // 50 requests/s of 30 ms each on one worker: 1.5 workers' worth, and
+    // each takes longer than the 20 ms deadline.
+    f.write(
+        "w.ron",
+        &WORKLOAD.replace(
+            r#"Synthetic(service: "1ms")"#,
+            r#"Synthetic(service: "30ms")"#,
+        ),
+    );
+    let o = f.run(&["--duration", "1s", "--strict"]);
+    assert_bad_input(
+        &o,
+        &[
+            "cannot meet its deadlines",
+            "--strict",
+            "'cam'",
+            "past its 20.0 ms deadline",
+            "1 unit (w0)",
+        ],
+    );
+    assert!(
+        !stderr(&o).contains("serving for 1s"),
+        "refused before serving"
+    );
+    let o = f.run(&["--duration", "1s"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        out.contains("admission: the workload cannot be feasible"),
+        "{out}"
+    );
+}
+
+#[test]
+fn a_control_plane_that_dies_mid_run_exits_3_with_the_report_saying_so() {
+    let f = Files::new();
+    with_platform(&f);
+    f.write(
+        "p.ron",
+        r#"(name: "capped", carbon: Fixed(gco2_per_kwh: 100.0),
+            governor: (rule: Fixed(cap_w: 40.0), max_staleness: "1h", fallback_cap_w: 15.0))"#,
+    );
+    let o = f.run(&[
+        "--duration",
+        "2s",
+        "--inject-fault",
+        "control-plane-panic@500ms",
+    ]);
+    let (out, err) = (String::from_utf8_lossy(&o.stdout), stderr(&o));
+    assert_eq!(o.status.code(), Some(3), "{err}");
+    assert!(out.contains("DEGRADED control plane failed"), "{out}");
+    assert!(out.contains("fallback cap 15 W"), "{out}");
+    assert!(err.contains("the run was degraded"), "{err}");
+    assert!(!out.contains("do not add up"), "{out}");
+}
+
+#[test]
+fn fault_specs_that_do_not_parse_or_name_no_worker_are_bad_input() {
+    let f = Files::new();
+    assert_bad_input(
+        &f.run(&["--inject-fault", "melt@1s"]),
+        &["unknown fault \"melt\""],
+    );
+    assert_bad_input(
+        &f.run(&["--inject-fault", "worker-panic:gpu7@1s"]),
+        &["no worker named 'gpu7'", "w0"],
+    );
+}

@@ -269,3 +269,48 @@ fn a_dead_telemetry_sink_leaves_exact_counts_and_a_degraded_report() {
     );
     assert!(incident(&r, "telemetry sink died").degrades);
 }
+
+/// An ordinary (SCHED_OTHER) caller submitting to SCHED_FIFO workers is
+/// raised to their priority for the send — no worker can preempt it
+/// mid-send and spin — and put back after. Where real-time scheduling is
+/// not allowed, the workers are not SCHED_FIFO either, and nothing is
+/// raised.
+#[test]
+fn an_ordinary_thread_may_submit_to_real_time_workers() {
+    let _s = serial();
+    let rt: RtConfig = parse_ron(
+        r#"(load_generator: (sched: Fifo(priority: 70)),
+            workers: [(name: "w0", sched: Fifo(priority: 40)), (name: "w1", sched: Fifo(priority: 40))])"#,
+        Path::new("rt.ron"),
+        "rt",
+    )
+    .unwrap();
+    let w = workload(10.0);
+    let r = Runtime::start(&w, &rt, &Policy::edf("edf")).unwrap();
+    let submitter = std::thread::spawn({
+        let q = r.queue(0).clone();
+        move || {
+            let before = ecomap_actors::rt::current_sched();
+            let results: Vec<_> = (0..50)
+                .map(|_| {
+                    std::thread::sleep(Duration::from_millis(2));
+                    q.submit()
+                })
+                .collect();
+            (before, ecomap_actors::rt::current_sched(), results)
+        }
+    })
+    .join()
+    .unwrap();
+    let (before, after, results) = submitter;
+    assert_eq!(before.0 & !libc::SCHED_RESET_ON_FORK, libc::SCHED_OTHER);
+    assert_eq!(after, before, "put back after each send");
+    assert!(
+        results.iter().all(|r| r.is_ok()),
+        "{:?}",
+        results.iter().find(|r| r.is_err())
+    );
+    let report = r.shutdown();
+    assert_conserved(&report);
+    assert_eq!(report.tenants[0].counts.on_time, 50);
+}
