@@ -20,7 +20,8 @@
 //! - [`sim`]: the discrete-event simulator and its planners;
 //! - [`estimate`]: what a latency/power estimator is asked and answers, its
 //!   input encoding, the profile dataset, and an analytic estimator;
-//! - [`planner`]: the mapping planner (mode × variant × unit per tenant).
+//! - [`planner`]: the mapping planner (mode × variant × unit per tenant);
+//! - [`tensor`]: callers' input and output tensors (datatype, shape, bytes).
 //!
 //! ```
 //! use ecomap::dispatch::{DispatchQueue, QueueOrder};
@@ -55,4 +56,5 @@ pub mod quality;
 pub mod report;
 pub mod request;
 pub mod sim;
+pub mod tensor;
 pub mod time;

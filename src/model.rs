@@ -126,6 +126,25 @@ impl ModelSpec {
         }
     }
 
+    /// What a caller's input must be, or `None` for any tensor (a
+    /// synthetic model echoes whatever it is given; an unresolved family
+    /// has no model yet). Vision builtins take an FP32 image batch of one,
+    /// any height and width: it is resized to each variant's size.
+    pub fn input_spec(&self) -> Option<crate::tensor::TensorSpec> {
+        use crate::tensor::{DataType, TensorSpec};
+        match self {
+            ModelSpec::Vision(_) | ModelSpec::VisionAt { .. } => {
+                Some(TensorSpec::new("input", DataType::Fp32, vec![1, 3, -1, -1]))
+            }
+            ModelSpec::TorchScript { input_shape, .. } => Some(TensorSpec::new(
+                "input",
+                DataType::Fp32,
+                input_shape.clone(),
+            )),
+            ModelSpec::Synthetic { .. } | ModelSpec::Family(_) => None,
+        }
+    }
+
     /// Whether running this model needs the libtorch backend.
     pub fn needs_libtorch(&self) -> bool {
         !matches!(self, ModelSpec::Synthetic { .. })

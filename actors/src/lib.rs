@@ -40,4 +40,6 @@ pub mod simulate;
 
 // The actors under their short paths (`ecomap_actors::edf_dispatcher`, …).
 pub use controlplane::{carbon_http, carbon_monitor, control_plane, energy_meter, power_governor};
-pub use dataplane::{accelerator_worker, edf_dispatcher, load_generator, telemetry, tenant_queue};
+pub use dataplane::{
+    accelerator_worker, edf_dispatcher, load_generator, telemetry, tenant_queue, ticket,
+};

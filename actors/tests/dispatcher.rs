@@ -6,12 +6,12 @@ use ecomap::arrival::ArrivalProcess;
 use ecomap::config::workload::TenantSpec;
 use ecomap::dispatch::QueueOrder;
 use ecomap::model::ModelSpec;
-use ecomap::request::{Outcome, Request, TenantId};
+use ecomap::request::{Outcome, TenantId};
 use ecomap_actors::clock::RunClock;
 use ecomap_actors::edf_dispatcher::{
     EdfDispatcher, Job, Next, WorkerDone, WorkerEvent, WorkerSlot,
 };
-use ecomap_actors::tenant_queue::{tenant_queue, TenantQueue};
+use ecomap_actors::tenant_queue::{tenant_queue, Submission, TenantQueue};
 use std::time::Duration;
 
 fn tenant(name: &str, deadline_ms: u64) -> TenantSpec {
@@ -35,7 +35,7 @@ fn tenant(name: &str, deadline_ms: u64) -> TenantSpec {
 struct Rig {
     queues: Vec<TenantQueue>,
     /// What a sleeping worker listens on: clones of the queues' receivers.
-    requests: Vec<Receiver<Request>>,
+    requests: Vec<Receiver<Submission>>,
     doorbells: Vec<Receiver<()>>,
     dispatcher: EdfDispatcher,
 }
@@ -138,7 +138,7 @@ fn a_request_a_worker_was_woken_with_joins_the_deadline_order() {
     // The worker was woken by (and took) the slow request from its queue,
     // but a faster one was admitted meanwhile: EDF still holds.
     let slow = r.queues[0].submit().unwrap();
-    let taken = r.requests[0].try_recv().unwrap();
+    let taken = r.requests[0].try_recv().unwrap().request;
     assert_eq!(taken.id, slow.id);
     let fast = r.queues[1].submit().unwrap();
     let j = job(r.dispatcher.next_job(0, WorkerEvent::Received(taken)));
@@ -252,7 +252,7 @@ fn a_request_taken_from_a_queue_that_then_closed_is_still_served() {
         ..
     } = r;
     let sent = queues[0].submit().unwrap();
-    let taken = requests[0].try_recv().unwrap();
+    let taken = requests[0].try_recv().unwrap().request;
     drop(queues);
     assert!(matches!(
         dispatcher.next_job(1, WorkerEvent::Woke),

@@ -311,6 +311,6 @@ fn an_ordinary_thread_may_submit_to_real_time_workers() {
         results.iter().find(|r| r.is_err())
     );
     let report = r.shutdown();
-    assert_conserved(&report);
+    assert!(report.is_conserved());
     assert_eq!(report.tenants[0].counts.on_time, 50);
 }

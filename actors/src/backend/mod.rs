@@ -1,7 +1,9 @@
 //! Inference backends: what a worker calls to run one request.
 //!
 //! A [`Backend`] loads a [`ModelSpec`] into a [`LoadedModel`]; a worker then
-//! calls [`LoadedModel::run`] once per request. Two backends exist:
+//! calls [`LoadedModel::run`] once per request of the load generators (the
+//! model's own synthetic input), or [`LoadedModel::infer`] on a caller's
+//! input tensor, whose outputs go back to the caller. Two backends exist:
 //! - [`synthetic::SyntheticBackend`] spins for a fixed service time;
 //! - `torch::TorchBackend` (cargo feature `tch`, on by default) runs real
 //!   forward passes with libtorch.
@@ -14,6 +16,7 @@ pub mod torch;
 
 use ecomap::config::rt::DeviceSpec;
 use ecomap::model::ModelSpec;
+use ecomap::tensor::TensorData;
 
 /// A backend failed to load or run a model.
 #[derive(Debug, thiserror::Error)]
@@ -38,6 +41,10 @@ pub enum BackendError {
 pub trait LoadedModel {
     /// Run one request (one forward pass on the model's input).
     fn run(&mut self) -> Result<(), BackendError>;
+
+    /// Run one request on the caller's `input` (already checked against
+    /// the tenant's input spec) and return the model's outputs.
+    fn infer(&mut self, input: &TensorData) -> Result<Vec<TensorData>, BackendError>;
 
     /// Bytes of parameters the model holds (0 when unknown).
     fn parameter_bytes(&self) -> u64 {

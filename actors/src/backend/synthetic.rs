@@ -7,6 +7,7 @@
 use super::{Backend, BackendError, LoadedModel};
 use ecomap::config::rt::DeviceSpec;
 use ecomap::model::ModelSpec;
+use ecomap::tensor::TensorData;
 use std::time::{Duration, Instant};
 
 /// Spins for `Synthetic { service }` per request.
@@ -33,6 +34,13 @@ impl LoadedModel for SpinModel {
             std::hint::spin_loop();
         }
         Ok(())
+    }
+
+    /// Spins for the service time and echoes the input: a model whose
+    /// output is known, for testing the path from caller to model and back.
+    fn infer(&mut self, input: &TensorData) -> Result<Vec<TensorData>, BackendError> {
+        self.run()?;
+        Ok(vec![input.clone()])
     }
 }
 

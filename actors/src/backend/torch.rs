@@ -9,8 +9,9 @@
 use super::{Backend, BackendError, LoadedModel};
 use ecomap::config::rt::DeviceSpec;
 use ecomap::model::{ModelSpec, VisionModel};
+use ecomap::tensor::{DataType, TensorData};
 use tch::nn::ModuleT;
-use tch::{nn, CModule, Device, Kind, Tensor};
+use tch::{nn, CModule, Device, IValue, Kind, Tensor};
 
 /// Runs models with libtorch.
 #[derive(Debug, Clone, Copy, Default)]
@@ -79,6 +80,13 @@ impl VisionNet {
         VisionNet { vs, net, input }
     }
 
+    /// One forward pass on `x` (for comparing with what the runtime
+    /// returns for the same input).
+    pub fn forward_on(&self, x: &Tensor) -> Tensor {
+        let _guard = tch::no_grad_guard();
+        self.net.forward_t(x, false)
+    }
+
     /// One forward pass; returns the output (for tests and benchmarks).
     pub fn forward(&self) -> Result<Tensor, tch::TchError> {
         let _guard = tch::no_grad_guard();
@@ -98,6 +106,26 @@ impl LoadedModel for VisionNet {
             .map_err(|e| BackendError::Run(e.to_string()))
     }
 
+    /// The caller's image batch, resized to this variant's input size if
+    /// it differs (a lighter variant runs at a lower resolution), through
+    /// the network; the logits back.
+    fn infer(&mut self, input: &TensorData) -> Result<Vec<TensorData>, BackendError> {
+        let _guard = tch::no_grad_guard();
+        let device = self.input.device();
+        // SAFETY (of the shared view): the builtins' first operation is a
+        // convolution that reads its input and never writes it.
+        let x = shared_view(input, device)?;
+        let want = self.input.size();
+        let x = if x.size() == want {
+            x
+        } else {
+            x.f_upsample_bilinear2d([want[2], want[3]], false, None, None)
+                .map_err(run_error)?
+        };
+        let out = self.net.forward_t(&x, false);
+        Ok(vec![to_tensor_data(&out)?])
+    }
+
     fn parameter_bytes(&self) -> u64 {
         self.vs
             .trainable_variables()
@@ -114,6 +142,23 @@ pub struct ScriptNet {
 }
 
 impl LoadedModel for ScriptNet {
+    /// The caller's input (copied once: a TorchScript module may write to
+    /// its input in place) through the module; every tensor of its output
+    /// (a tensor, or tuples, lists and dicts of them, in order) back.
+    fn infer(&mut self, input: &TensorData) -> Result<Vec<TensorData>, BackendError> {
+        let _guard = tch::no_grad_guard();
+        let x = Tensor::f_from_data_size(&input.data, &input.shape, kind_of(input.dtype))
+            .map_err(run_error)?
+            .to_device(self.input.device());
+        let out = self
+            .module
+            .forward_is(&[IValue::Tensor(x)])
+            .map_err(run_error)?;
+        let mut tensors = Vec::new();
+        collect_tensors(out, &mut tensors);
+        tensors.iter().map(to_tensor_data).collect()
+    }
+
     fn run(&mut self) -> Result<(), BackendError> {
         let _guard = tch::no_grad_guard();
         let out = self
@@ -124,6 +169,92 @@ impl LoadedModel for ScriptNet {
             tch::Cuda::synchronize(i64::try_from(i).unwrap_or(0));
         }
         Ok(())
+    }
+}
+
+fn run_error(e: tch::TchError) -> BackendError {
+    BackendError::Run(e.to_string())
+}
+
+/// The libtorch kind of a datatype.
+fn kind_of(d: DataType) -> Kind {
+    match d {
+        DataType::Bool => Kind::Bool,
+        DataType::Uint8 => Kind::Uint8,
+        DataType::Int8 => Kind::Int8,
+        DataType::Int16 => Kind::Int16,
+        DataType::Int32 => Kind::Int,
+        DataType::Int64 => Kind::Int64,
+        DataType::Fp16 => Kind::Half,
+        DataType::Fp32 => Kind::Float,
+        DataType::Fp64 => Kind::Double,
+    }
+}
+
+/// The datatype of a libtorch kind, if the protocol has one.
+fn datatype_of(k: Kind) -> Option<DataType> {
+    Some(match k {
+        Kind::Bool => DataType::Bool,
+        Kind::Uint8 => DataType::Uint8,
+        Kind::Int8 => DataType::Int8,
+        Kind::Int16 => DataType::Int16,
+        Kind::Int => DataType::Int32,
+        Kind::Int64 => DataType::Int64,
+        Kind::Half => DataType::Fp16,
+        Kind::Float => DataType::Fp32,
+        Kind::Double => DataType::Fp64,
+        _ => return None,
+    })
+}
+
+/// A tensor over the caller's bytes, read-only: shared (no copy) when they
+/// are aligned for the element type, copied once otherwise; moved to
+/// `device`. The caller must not let the model write to it, and must drop
+/// it before `input`.
+fn shared_view(input: &TensorData, device: Device) -> Result<Tensor, BackendError> {
+    let kind = kind_of(input.dtype);
+    let ptr = input.data.as_ptr();
+    let t = if !input.data.is_empty() && (ptr as usize) % input.dtype.size() == 0 {
+        // SAFETY: `ptr` points to `input.data.len()` initialised bytes,
+        // exactly shape × element size (`TensorData::new` checks it), aligned
+        // for the element type (checked above). The tensor does not own them:
+        // callers drop it before `input`, and only read through it (no
+        // in-place operation on a model's input; under `no_grad`, nothing
+        // keeps it for a backward pass).
+        unsafe { Tensor::f_from_blob(ptr, &input.shape, &[], kind, Device::Cpu) }
+    } else {
+        Tensor::f_from_data_size(&input.data, &input.shape, kind)
+    }
+    .map_err(run_error)?;
+    Ok(if device == Device::Cpu {
+        t
+    } else {
+        t.to_device(device)
+    })
+}
+
+/// A libtorch tensor's values, copied out (the caller gets its own bytes).
+fn to_tensor_data(t: &Tensor) -> Result<TensorData, BackendError> {
+    let t = t.to_device(Device::Cpu).contiguous();
+    let kind = t.kind();
+    let dtype = datatype_of(kind)
+        .ok_or_else(|| BackendError::Run(format!("the model returned a {kind:?} tensor")))?;
+    let numel = t.numel();
+    let mut bytes = vec![0u8; numel * dtype.size()];
+    t.f_copy_data_u8(&mut bytes, numel).map_err(run_error)?;
+    TensorData::new(dtype, t.size(), bytes.into()).map_err(|e| BackendError::Run(e.to_string()))
+}
+
+/// Every tensor in a TorchScript output, depth first, in order.
+fn collect_tensors(v: IValue, out: &mut Vec<Tensor>) {
+    match v {
+        IValue::Tensor(t) => out.push(t),
+        IValue::TensorList(ts) => out.extend(ts),
+        IValue::Tuple(vs) | IValue::GenericList(vs) => {
+            vs.into_iter().for_each(|v| collect_tensors(v, out))
+        }
+        IValue::GenericDict(kvs) => kvs.into_iter().for_each(|(_, v)| collect_tensors(v, out)),
+        _ => {}
     }
 }
 

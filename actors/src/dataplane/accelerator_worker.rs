@@ -19,14 +19,16 @@
 
 use crate::backend::LoadedModel;
 use crate::clock::RunClock;
-use crate::edf_dispatcher::{Next, SharedDispatcher, WorkerDone, WorkerEvent};
+use crate::dataplane::ticket::{Answer, Timings, Work};
+use crate::edf_dispatcher::{Next, SharedDispatcher, StepIo, WorkerDone, WorkerEvent};
 use crate::faults::FaultInjector;
 use crate::incidents::{panic_message, IncidentLog};
 use crate::telemetry::{TelemetryEvent, TelemetrySender};
-use crate::tenant_queue::TenantCounters;
+use crate::tenant_queue::{Submission, TenantCounters};
 use crossbeam_channel::{Receiver, Select};
 use ecomap::dispatch::{Job, StepEffects};
 use ecomap::request::{Completion, Outcome, Request};
+use ecomap::tensor::TensorData;
 use ecomap::time::Timestamp;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -75,7 +77,7 @@ pub struct WorkerLinks {
     pub dispatcher: SharedDispatcher,
     /// The queues of the tenants it serves: it sleeps on them when idle, so
     /// a release wakes it directly.
-    pub requests: Vec<Receiver<Request>>,
+    pub requests: Vec<Receiver<Submission>>,
     /// Rung by another worker's step when work is queued for this one.
     pub doorbell: Receiver<()>,
     /// Never carries a message: the runtime drops its sender at shutdown,
@@ -107,6 +109,12 @@ pub struct AcceleratorWorker {
     /// The request being served: counted `failed` if the worker panics
     /// while holding it.
     in_flight: Option<Request>,
+    /// Its caller's input and ticket, if it has one.
+    in_flight_work: Option<Box<Work>>,
+    /// The work of the request this worker was woken with, for its next step.
+    received: Option<Box<Work>>,
+    /// What each step hands back besides its `Next` (reused).
+    io: StepIo,
     /// The last completion, sent to telemetry after the next forward pass
     /// (or before sleeping), not between two passes: waking the telemetry
     /// thread costs microseconds the next request would wait for.
@@ -129,7 +137,9 @@ pub enum WorkerExit {
 /// What one forward pass came to.
 enum Pass {
     Succeeded,
-    Failed,
+    /// The backend returned an error (why).
+    Failed(String),
+    /// The backend panicked (why).
     Panicked(String),
 }
 
@@ -177,6 +187,9 @@ impl AcceleratorWorker {
             faults,
             failures_logged: 0,
             in_flight: None,
+            in_flight_work: None,
+            received: None,
+            io: StepIo::default(),
             pending: None,
             event: WorkerEvent::Woke,
             free_since: Timestamp::ZERO,
@@ -258,18 +271,28 @@ impl AcceleratorWorker {
         match std::panic::catch_unwind(AssertUnwindSafe(|| self.serve_until_exit())) {
             Ok(exit) => exit,
             Err(payload) => {
-                self.count_held_failed();
-                WorkerExit::Crashed(panic_message(&*payload))
+                let why = panic_message(&*payload);
+                self.count_held_failed(&why);
+                WorkerExit::Crashed(why)
             }
         }
     }
 
-    /// After a panic: the request held (if any) ends `failed`; the last
-    /// completion still goes to telemetry.
-    fn count_held_failed(&mut self) {
+    /// After a panic: the request held (if any) ends `failed`, and so does
+    /// a request it was woken with but had not yet queued (its caller hears
+    /// why); the last completion still goes to telemetry.
+    fn count_held_failed(&mut self, why: &str) {
         if let Some(r) = self.in_flight.take() {
             self.links.counters[r.tenant.index()].count(Outcome::Failed);
+            if let Some(work) = self.in_flight_work.take() {
+                work.resolve(Answer::unserved(
+                    r,
+                    Outcome::Failed,
+                    Some(format!("the worker serving it panicked: {why}")),
+                ));
+            }
         }
+        debug_assert!(self.in_flight_work.is_none(), "work only with a request");
         self.flush();
     }
 
@@ -279,12 +302,18 @@ impl AcceleratorWorker {
         let mut fx = StepEffects::default();
         loop {
             let event = std::mem::replace(&mut self.event, WorkerEvent::Woke);
-            match self.links.dispatcher.next_job(self.index, event, &mut fx) {
+            let received = self.received.take();
+            match self
+                .links
+                .dispatcher
+                .next_job(self.index, event, received, &mut fx, &mut self.io)
+            {
                 Next::Run(job) => {
                     self.in_flight = Some(job.request);
+                    self.in_flight_work = self.io.work.take();
                     self.faults.worker_hook(self.index);
                     let started = self.clock.now();
-                    let pass = self.serve(&job);
+                    let (pass, outputs) = self.serve(&job);
                     if job.throttle > 1.0 {
                         // Emulated lower clock: stretch the pass by
                         // duty-cycling — the unit stays busy (accounted
@@ -309,8 +338,27 @@ impl AcceleratorWorker {
                         variant: u8::try_from(job.variant).unwrap_or(u8::MAX),
                     };
                     // Counted exactly once, here, where the outcome is known.
-                    self.links.counters[job.request.tenant.index()].count(completion.outcome());
+                    let outcome = completion.outcome();
+                    self.links.counters[job.request.tenant.index()].count(outcome);
                     self.in_flight = None;
+                    if let Some(work) = self.in_flight_work.take() {
+                        // The caller hears at once; telemetry can wait.
+                        work.resolve(Answer {
+                            request: job.request,
+                            outcome,
+                            outputs,
+                            variant: Some(job.variant),
+                            timings: completion.succeeded.then(|| Timings {
+                                queueing: completion.queueing(),
+                                service: completion.service(),
+                                end_to_end: completion.end_to_end(),
+                            }),
+                            error: match &pass {
+                                Pass::Succeeded => None,
+                                Pass::Failed(why) | Pass::Panicked(why) => Some(why.clone()),
+                            },
+                        });
+                    }
                     self.pending = Some(completion);
                     self.free_since = finished;
                     if let Pass::Panicked(why) = pass {
@@ -376,7 +424,10 @@ impl AcceleratorWorker {
             return WorkerEvent::Woke;
         };
         match oper.recv(&self.links.requests[i]) {
-            Ok(request) => WorkerEvent::Received(request),
+            Ok(Submission { request, work }) => {
+                self.received = work;
+                WorkerEvent::Received(request)
+            }
             Err(_) => {
                 // Closed: stop listening to it; the step notices too.
                 self.open[i] = false;
@@ -385,29 +436,41 @@ impl AcceleratorWorker {
         }
     }
 
-    fn serve(&mut self, job: &Job) -> Pass {
+    /// Run `job`: on its caller's input when it has one (returning the
+    /// model's outputs), else on the model's own input.
+    fn serve(&mut self, job: &Job) -> (Pass, Vec<TensorData>) {
         let t = job.request.tenant.index();
         let Some(model) = self.models.get_mut(t).and_then(|m| m.get_mut(job.variant)) else {
-            self.log_failure(format!(
+            let why = format!(
                 "worker '{}' got a request of tenant #{t} (variant {}) whose model it does not hold",
                 self.name, job.variant
-            ));
-            return Pass::Failed;
+            );
+            self.log_failure(why.clone());
+            return (Pass::Failed(why), Vec::new());
         };
         let (faults, index) = (&self.faults, self.index);
-        match std::panic::catch_unwind(AssertUnwindSafe(|| {
+        let input = self.in_flight_work.as_ref().map(|w| &w.input);
+        let ran = std::panic::catch_unwind(AssertUnwindSafe(|| {
             faults.pass_hook(index);
-            model.run()
-        })) {
-            Ok(Ok(())) => Pass::Succeeded,
-            Ok(Err(e)) => {
-                self.log_failure(format!("worker '{}': {e}", self.name));
-                Pass::Failed
+            match input {
+                Some(x) => model.infer(x),
+                None => model.run().map(|()| Vec::new()),
             }
-            Err(payload) => Pass::Panicked(format!(
-                "the backend panicked during a forward pass: {}",
-                panic_message(&*payload)
-            )),
+        }));
+        match ran {
+            Ok(Ok(outputs)) => (Pass::Succeeded, outputs),
+            Ok(Err(e)) => {
+                let why = format!("worker '{}': {e}", self.name);
+                self.log_failure(why.clone());
+                (Pass::Failed(why), Vec::new())
+            }
+            Err(payload) => (
+                Pass::Panicked(format!(
+                    "the backend panicked during a forward pass: {}",
+                    panic_message(&*payload)
+                )),
+                Vec::new(),
+            ),
         }
     }
 

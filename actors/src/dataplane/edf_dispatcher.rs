@@ -73,10 +73,12 @@
 use crate::clock::RunClock;
 use crate::dataplane::plan_cell::PlanCell;
 use crate::dataplane::power_cell::PowerCell;
-use crate::tenant_queue::TenantQueueReceiver;
+use crate::dataplane::ticket::{Answer, Work};
+use crate::tenant_queue::{Submission, TenantQueueReceiver};
 use crossbeam_channel::{Sender, TryRecvError};
 use ecomap::dispatch::{DispatchCore, QueueOrder, StepEffects};
 use ecomap::request::{Outcome, Request};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -158,10 +160,35 @@ impl Outbox {
     }
 }
 
+/// What a step hands back besides its [`Next`]: the caller's input and
+/// ticket for the job it gave the worker (if the request has one), and the
+/// tickets of requests it expired or shed, to resolve once the lock is
+/// dropped. Owned by the worker and reused, so a step does not allocate.
+#[derive(Debug, Default)]
+pub struct StepIo {
+    /// The job's work, if its caller handed in an input.
+    pub work: Option<Box<Work>>,
+    /// Dropped requests whose callers wait for an answer.
+    pub dropped: Vec<(Box<Work>, Request, Outcome)>,
+}
+
+impl StepIo {
+    /// Resolve the dropped requests' tickets (never blocks).
+    pub fn answer_dropped(&mut self) {
+        for (work, request, outcome) in self.dropped.drain(..) {
+            work.resolve(Answer::unserved(request, outcome, None));
+        }
+    }
+}
+
 /// The EDF dispatcher: the core's step plus the channels around it.
 #[derive(Debug)]
 pub struct EdfDispatcher {
     core: DispatchCore,
+    /// The inputs and tickets of queued requests whose callers wait for an
+    /// answer, by (tenant, id): they travel beside the core's heap, which
+    /// holds plain requests.
+    works: HashMap<(u16, u64), Box<Work>>,
     tenants: Vec<TenantQueueReceiver>,
     open: Vec<bool>,
     outbox: Outbox,
@@ -186,6 +213,7 @@ impl EdfDispatcher {
             workers.into_iter().map(|w| (w.doorbell, w.serves)).unzip();
         EdfDispatcher {
             core: DispatchCore::new(order, n, serves),
+            works: HashMap::with_capacity(256),
             tenants,
             open: vec![true; n],
             outbox: Outbox {
@@ -236,43 +264,70 @@ impl EdfDispatcher {
     }
 
     /// One dispatch step on behalf of free worker `worker`, effects
-    /// delivered at once (for callers that hold no lock, e.g. tests).
+    /// delivered at once (for callers that hold no lock and run requests
+    /// without inputs, e.g. tests; a job's work, which such a caller cannot
+    /// run, is answered `failed`).
     pub fn next_job(&mut self, worker: usize, event: WorkerEvent) -> Next {
         let mut fx = StepEffects::default();
-        let next = self.step(worker, event, &mut fx);
+        let mut io = StepIo::default();
+        let next = self.step(worker, event, None, &mut fx, &mut io);
         self.outbox.deliver(&fx);
+        io.answer_dropped();
+        if let (Some(work), Next::Run(job)) = (io.work.take(), &next) {
+            work.resolve(Answer::unserved(
+                job.request,
+                Outcome::Failed,
+                Some("taken by a caller that runs no inputs".into()),
+            ));
+        }
         next
     }
 
     /// One dispatch step on behalf of free worker `worker`: pull new
     /// requests and the power state into the core, run its step, and
-    /// account what it dispatched or expired. The effects are left in `fx`
-    /// for the caller to deliver.
-    fn step(&mut self, worker: usize, event: WorkerEvent, fx: &mut StepEffects) -> Next {
+    /// account what it dispatched or expired. `received` is the work of the
+    /// request the worker was woken with, if any. The effects are left in
+    /// `fx` and `io` for the caller to deliver once the lock is dropped.
+    fn step(
+        &mut self,
+        worker: usize,
+        event: WorkerEvent,
+        received: Option<Box<Work>>,
+        fx: &mut StepEffects,
+        io: &mut StepIo,
+    ) -> Next {
+        debug_assert!(io.work.is_none() && io.dropped.is_empty(), "io delivered");
         // The request a worker was woken with left its channel already:
         // queue it first, in release order before anything pulled now.
         let event = match event {
             WorkerEvent::Received(r) => {
                 self.core.admit(r);
+                if let Some(w) = received {
+                    self.works.insert((r.tenant.0, r.id), w);
+                }
                 WorkerEvent::Woke
             }
-            other => other,
+            other => {
+                debug_assert!(received.is_none(), "work comes with a received request");
+                other
+            }
         };
         self.pull_arrivals();
         self.pull_power();
         self.pull_plan();
         let next = self.core.step(worker, event, self.clock.now(), fx);
-        for r in &fx.expired {
-            self.release_slot(r);
-            self.tenants[r.tenant.index()]
-                .counters
-                .count(Outcome::Expired);
-        }
-        for r in &fx.shed {
-            self.release_slot(r);
-            self.tenants[r.tenant.index()].counters.count(Outcome::Shed);
+        for (list, outcome) in [(&fx.expired, Outcome::Expired), (&fx.shed, Outcome::Shed)] {
+            for r in list {
+                self.release_slot(r);
+                self.tenants[r.tenant.index()].counters.count(outcome);
+                if let Some(w) = self.works.remove(&(r.tenant.0, r.id)) {
+                    io.dropped.push((w, *r, outcome));
+                }
+            }
         }
         if let Next::Run(job) = &next {
+            let r = job.request;
+            io.work = self.works.remove(&(r.tenant.0, r.id));
             self.release_slot(&job.request);
             self.tenants[job.request.tenant.index()]
                 .counters
@@ -324,6 +379,7 @@ impl EdfDispatcher {
             core,
             tenants,
             outbox,
+            mut works,
             ..
         } = self;
         let (left, s) = core.finish();
@@ -331,7 +387,15 @@ impl EdfDispatcher {
             let counters = &tenants[r.tenant.index()].counters;
             counters.waiting.fetch_sub(1, Ordering::AcqRel);
             counters.count(Outcome::Failed);
+            if let Some(w) = works.remove(&(r.tenant.0, r.id)) {
+                w.resolve(Answer::unserved(
+                    *r,
+                    Outcome::Failed,
+                    Some("no worker holding its model was left to serve it".into()),
+                ));
+            }
         }
+        debug_assert!(works.is_empty(), "every queued request's work is resolved");
         DispatcherStats::from_core(s, &outbox, left.len() as u64)
     }
 
@@ -352,7 +416,12 @@ impl EdfDispatcher {
             }
             loop {
                 match self.tenants[i].rx.try_recv() {
-                    Ok(r) => self.core.admit(r),
+                    Ok(Submission { request, work }) => {
+                        self.core.admit(request);
+                        if let Some(w) = work {
+                            self.works.insert((request.tenant.0, request.id), w);
+                        }
+                    }
                     Err(TryRecvError::Empty) => break,
                     Err(TryRecvError::Disconnected) => {
                         self.open[i] = false;
@@ -424,13 +493,23 @@ impl SharedDispatcher {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// One dispatch step for `worker`: the step under the lock, then its
-    /// effects delivered with the lock dropped.
-    pub fn next_job(&self, worker: usize, event: WorkerEvent, fx: &mut StepEffects) -> Next {
-        let next = self.lock().step(worker, event, fx);
-        // The lock is dropped here, before any send: ringing a doorbell must
-        // never hold up the other workers' steps.
+    /// One dispatch step for `worker` (woken with `received`'s request, if
+    /// the event says so): the step under the lock, then its effects
+    /// delivered with the lock dropped. The job's work, if any, is left in
+    /// `io.work`.
+    pub fn next_job(
+        &self,
+        worker: usize,
+        event: WorkerEvent,
+        received: Option<Box<Work>>,
+        fx: &mut StepEffects,
+        io: &mut StepIo,
+    ) -> Next {
+        let next = self.lock().step(worker, event, received, fx, io);
+        // The lock is dropped here, before any send: ringing a doorbell or
+        // answering a ticket must never hold up the other workers' steps.
         self.outbox.deliver(fx);
+        io.answer_dropped();
         next
     }
 

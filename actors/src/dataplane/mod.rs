@@ -9,7 +9,8 @@
 //!   worker that becomes free (no thread of its own);
 //! - [`accelerator_worker`]: real inference through a [`crate::backend`];
 //! - [`telemetry`]: outcome counters and latency histograms;
-//! - [`power_cell`]: the governor's power state, published without a channel.
+//! - [`power_cell`]: the governor's power state, published without a channel;
+//! - [`ticket`]: what a caller that hands in an input gets back.
 
 pub mod accelerator_worker;
 pub mod edf_dispatcher;
@@ -18,3 +19,4 @@ pub mod plan_cell;
 pub mod power_cell;
 pub mod telemetry;
 pub mod tenant_queue;
+pub mod ticket;

@@ -8,12 +8,20 @@
 //! EDF dispatcher, which pulls requests into its deadline heap; the idle
 //! workers that serve the tenant sleep on it too, so a submission wakes one
 //! of them directly.
+//!
+//! Two ways in: [`TenantQueue::submit`] (the load generators': no input,
+//! the model runs on its own synthetic input, nothing comes back but the
+//! count) and [`TenantQueue::submit_input`] (an application's: its input
+//! tensor in, a [`Ticket`] out that resolves to the model's outputs), with
+//! [`TenantQueue::infer`] as its blocking form.
 
 use crate::clock::RunClock;
+use crate::dataplane::ticket::{self, Answer, Ticket, Work};
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 use ecomap::accounting::OutcomeCounts;
 use ecomap::config::workload::TenantSpec;
 use ecomap::request::{Outcome, Request, TenantId};
+use ecomap::tensor::{TensorData, TensorError, TensorSpec};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -45,6 +53,20 @@ pub enum SubmitError {
         needed: i32,
         /// Why raising it failed.
         reason: String,
+    },
+    /// The input is not what the tenant's model takes.
+    #[error("tenant '{tenant}': {error}; request rejected")]
+    BadInput {
+        /// Tenant name.
+        tenant: String,
+        /// What is wrong with it.
+        error: TensorError,
+    },
+    /// A deadline of zero was asked for.
+    #[error("tenant '{tenant}': a request deadline must be positive; request rejected")]
+    BadDeadline {
+        /// Tenant name.
+        tenant: String,
     },
     /// The runtime is shutting down or its dispatcher is gone.
     #[error("tenant '{tenant}': the runtime is not accepting requests; request rejected")]
@@ -105,6 +127,17 @@ impl TenantCounters {
     }
 }
 
+/// What travels on a tenant's channel: the request, and — when a caller
+/// handed in an input and waits for the answer — its [`Work`] (boxed, so
+/// requests without one stay small).
+#[derive(Debug)]
+pub struct Submission {
+    /// The request.
+    pub request: Request,
+    /// The caller's input and ticket, if any.
+    pub work: Option<Box<Work>>,
+}
+
 /// The submitting side of a tenant's queue. Clone it to submit from several threads.
 #[derive(Debug, Clone)]
 pub struct TenantQueue {
@@ -113,7 +146,9 @@ pub struct TenantQueue {
     deadline: Duration,
     priority: u8,
     capacity: usize,
-    tx: Sender<Request>,
+    tx: Sender<Submission>,
+    /// What `submit_input` accepts (`None`: any tensor).
+    input: Option<Arc<TensorSpec>>,
     counters: Arc<TenantCounters>,
     clock: RunClock,
     /// The highest real-time priority among the workers that receive from
@@ -127,7 +162,7 @@ pub struct TenantQueueReceiver {
     /// The tenant.
     pub tenant: TenantId,
     /// Incoming admitted requests.
-    pub rx: Receiver<Request>,
+    pub rx: Receiver<Submission>,
     /// Shared counters (the dispatcher decrements `waiting`).
     pub counters: Arc<TenantCounters>,
 }
@@ -148,6 +183,11 @@ pub fn tenant_queue(
             priority: spec.priority,
             capacity: spec.capacity,
             tx,
+            input: spec
+                .variants()
+                .first()
+                .and_then(|v| v.model.input_spec())
+                .map(Arc::new),
             counters: counters.clone(),
             clock,
             sender_floor: None,
@@ -173,6 +213,68 @@ impl TenantQueue {
     /// raised, the request is refused with
     /// [`SubmitError::PriorityInversion`] rather than risk the livelock.
     pub fn submit(&self) -> Result<Request, SubmitError> {
+        self.offer(None, |request| (request, None))
+    }
+
+    /// Submit the caller's `input`, released now, optionally with a
+    /// `deadline` tighter than the tenant's; returns at once with a
+    /// [`Ticket`] that resolves to the model's outputs or to the outcome
+    /// that prevented them. The input's bytes are shared, not copied, on
+    /// their way to the model. Refused (and counted `rejected`) if the
+    /// tenant's queue is full, the input is not what its model takes, or
+    /// the runtime is closed. Priorities as for [`TenantQueue::submit`].
+    pub fn submit_input(
+        &self,
+        input: TensorData,
+        deadline: Option<Duration>,
+    ) -> Result<Ticket, SubmitError> {
+        let refuse = |e: SubmitError| {
+            self.counters.submitted.fetch_add(1, Ordering::Relaxed);
+            self.counters.count(Outcome::Rejected);
+            Err(e)
+        };
+        if let Some(spec) = &self.input {
+            if let Err(error) = spec.accepts(&input) {
+                return refuse(SubmitError::BadInput {
+                    tenant: self.name.to_string(),
+                    error,
+                });
+            }
+        }
+        if deadline.is_some_and(|d| d.is_zero()) {
+            return refuse(SubmitError::BadDeadline {
+                tenant: self.name.to_string(),
+            });
+        }
+        self.offer(deadline, move |request| {
+            let (ticket, work) = ticket::ticket(request, input);
+            (ticket, Some(Box::new(work)))
+        })
+    }
+
+    /// [`TenantQueue::submit_input`], then wait for the answer (blocking;
+    /// not from inside an async runtime).
+    pub fn infer(
+        &self,
+        input: TensorData,
+        deadline: Option<Duration>,
+    ) -> Result<Answer, SubmitError> {
+        self.submit_input(input, deadline).map(Ticket::wait)
+    }
+
+    /// The input `submit_input` accepts (`None`: any tensor).
+    pub fn input_spec(&self) -> Option<&TensorSpec> {
+        self.input.as_deref()
+    }
+
+    /// Admission, then the send: counts the request, stamps it (with the
+    /// tighter of `deadline` and the tenant's), and hands it to the
+    /// channel with whatever `attach` makes of it.
+    fn offer<T>(
+        &self,
+        deadline: Option<Duration>,
+        attach: impl FnOnce(Request) -> (T, Option<Box<Work>>),
+    ) -> Result<T, SubmitError> {
         self.counters.submitted.fetch_add(1, Ordering::Relaxed);
         let id = self.counters.next_id.fetch_add(1, Ordering::Relaxed);
         let prev = self.counters.waiting.fetch_add(1, Ordering::AcqRel);
@@ -188,15 +290,19 @@ impl TenantQueue {
             id,
             self.tenant,
             self.clock.now(),
-            self.deadline,
+            deadline.map_or(self.deadline, |d| d.min(self.deadline)),
             self.priority,
         );
+        let (handle, work) = attach(request);
+        let submission = Submission { request, work };
         let sent = match self.sender_floor {
-            None => self.tx.try_send(request),
+            None => self.tx.try_send(submission),
             Some(floor) => {
-                match crate::rt::at_least_priority(floor, || self.tx.try_send(request)) {
+                match crate::rt::at_least_priority(floor, || self.tx.try_send(submission)) {
                     Ok(sent) => sent,
                     Err(reason) => {
+                        // `submission` (with any work) was never sent: its
+                        // ticket, dropped with it, never reaches the caller.
                         self.counters.waiting.fetch_sub(1, Ordering::AcqRel);
                         self.counters.count(Outcome::Rejected);
                         return Err(SubmitError::PriorityInversion {
@@ -209,7 +315,7 @@ impl TenantQueue {
             }
         };
         match sent {
-            Ok(()) => Ok(request),
+            Ok(()) => Ok(handle),
             Err(e) => {
                 self.counters.waiting.fetch_sub(1, Ordering::AcqRel);
                 self.counters.count(Outcome::Rejected);

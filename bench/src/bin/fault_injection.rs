@@ -139,7 +139,11 @@ fn main() -> ExitCode {
             count(&r, Outcome::Failed),
             if r.is_conserved() { "yes" } else { "NO" },
             if r.is_degraded() { "yes" } else { "no" },
-            if incident.is_empty() { "—".into() } else { incident }
+            if incident.is_empty() {
+                "—".into()
+            } else {
+                incident
+            }
         );
     }
     // A worker whose model load panics: start-up fails, and how fast.

@@ -1,0 +1,216 @@
+//! The embeddable API: a caller's input in, the model's outputs (or the
+//! outcome that prevented them) out, through the real threaded runtime.
+
+use ecomap::config::parse_ron;
+use ecomap::config::policy::Policy;
+use ecomap::config::rt::RtConfig;
+use ecomap::config::workload::Workload;
+use ecomap::request::Outcome;
+use ecomap::tensor::{DataType, TensorData};
+use ecomap_actors::runtime::Runtime;
+use ecomap_actors::tenant_queue::SubmitError;
+use std::path::Path;
+use std::time::Duration;
+
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn start(workload: &str) -> Runtime {
+    let w: Workload = parse_ron(workload, Path::new("w.ron"), "workload").unwrap();
+    w.validate(Path::new("w.ron")).unwrap();
+    let rt: RtConfig = parse_ron(
+        r#"(workers: [(name: "w0"), (name: "w1")])"#,
+        Path::new("rt.ron"),
+        "rt",
+    )
+    .unwrap();
+    Runtime::start(&w, &rt, &Policy::edf("edf")).unwrap()
+}
+
+const ECHO: &str = r#"(tenants: [
+    (name: "echo", model: Synthetic(service: "2ms"), arrival: Periodic(rate_hz: 1.0),
+     deadline: "200ms", capacity: 8),
+])"#;
+
+#[test]
+fn a_caller_gets_its_own_answer_blocking_polled_or_awaited() {
+    let _s = serial();
+    let r = start(ECHO);
+    let q = r.queue(0).clone();
+    let input = TensorData::from_f32(vec![2, 2], &[1.0, 2.0, 3.0, 4.0]).unwrap();
+    // Blocking.
+    let a = q.infer(input.clone(), None).unwrap();
+    assert_eq!(a.outcome, Outcome::OnTime);
+    assert_eq!(a.outputs, vec![input.clone()], "the synthetic model echoes");
+    let t = a.timings.unwrap();
+    assert!(t.service >= Duration::from_millis(2) && t.end_to_end >= t.service);
+    assert_eq!(a.variant, Some(0));
+    // Non-blocking: many in flight at once, each answered with its own input.
+    let tickets: Vec<_> = (0..6)
+        .map(|i| {
+            let x = TensorData::from_f32(vec![1], &[i as f32]).unwrap();
+            q.submit_input(x, Some(Duration::from_millis(150))).unwrap()
+        })
+        .collect();
+    for (i, mut t) in tickets.into_iter().enumerate() {
+        let deadline = t.request().deadline;
+        assert_eq!(
+            deadline.saturating_since(t.request().release),
+            Duration::from_millis(150),
+            "the tighter deadline"
+        );
+        let a = loop {
+            if let Some(a) = t.try_answer() {
+                break a;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        };
+        assert_eq!(a.outputs[0].to_f32().unwrap(), vec![i as f32]);
+    }
+    // Awaited, from async code.
+    let x = TensorData::from_f32(vec![1], &[7.0]).unwrap();
+    let ticket = q.submit_input(x, None).unwrap();
+    let a = futures_lite_block_on(ticket);
+    assert_eq!(a.outputs[0].to_f32().unwrap(), vec![7.0]);
+    drop(q);
+    let report = r.shutdown();
+    assert!(report.is_conserved());
+    assert_eq!(report.tenants[0].counts.on_time, 8);
+}
+
+/// Poll a future to completion on this thread (a tiny executor: the API
+/// must not need a particular async runtime).
+fn futures_lite_block_on<F: std::future::Future>(f: F) -> F::Output {
+    use std::task::{Context, Poll, Wake, Waker};
+    struct Unpark(std::thread::Thread);
+    impl Wake for Unpark {
+        fn wake(self: std::sync::Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    let waker = Waker::from(std::sync::Arc::new(Unpark(std::thread::current())));
+    let mut cx = Context::from_waker(&waker);
+    let mut f = std::pin::pin!(f);
+    loop {
+        match f.as_mut().poll(&mut cx) {
+            Poll::Ready(v) => return v,
+            Poll::Pending => std::thread::park(),
+        }
+    }
+}
+
+#[test]
+fn requests_that_cannot_be_served_resolve_to_their_outcome_and_are_counted() {
+    let _s = serial();
+    // One slow tenant, capacity 2, on one worker's worth of work.
+    let r = start(
+        r#"(tenants: [
+            (name: "slow", model: Synthetic(service: "40ms"), arrival: Periodic(rate_hz: 1.0),
+             deadline: "1s", capacity: 2),
+        ])"#,
+    );
+    let q = r.queue(0).clone();
+    let x = || TensorData::from_f32(vec![1], &[0.0]).unwrap();
+    // Two take both workers; the next two queue with a 5 ms deadline and
+    // expire; one more is beyond the capacity of 2 waiting.
+    let busy: Vec<_> = (0..2).map(|_| q.submit_input(x(), None).unwrap()).collect();
+    std::thread::sleep(Duration::from_millis(5));
+    let doomed: Vec<_> = (0..2)
+        .map(|_| q.submit_input(x(), Some(Duration::from_millis(5))).unwrap())
+        .collect();
+    let full = q.submit_input(x(), None);
+    assert!(
+        matches!(full, Err(SubmitError::QueueFull { .. })),
+        "{full:?}"
+    );
+    for t in doomed {
+        let a = t.wait();
+        assert_eq!(a.outcome, Outcome::Expired, "{a:?}");
+        assert!(a.outputs.is_empty() && a.timings.is_none());
+    }
+    for t in busy {
+        assert!(t.wait().is_served());
+    }
+    drop(q);
+    let report = r.shutdown();
+    let c = &report.tenants[0].counts;
+    assert!(report.is_conserved(), "{c:?}");
+    assert_eq!((c.on_time, c.expired, c.rejected), (2, 2, 1));
+}
+
+#[test]
+fn an_input_the_model_does_not_take_is_refused_and_counted() {
+    let _s = serial();
+    let r = start(
+        r#"(tenants: [
+            (name: "cls", model: Vision(SqueezeNet1_1), arrival: Periodic(rate_hz: 1.0),
+             deadline: "2s", capacity: 4),
+        ])"#,
+    );
+    let q = r.queue(0).clone();
+    assert_eq!(q.input_spec().unwrap().shape, vec![1, 3, -1, -1]);
+    let flat = TensorData::from_f32(vec![12], &[0.0; 12]).unwrap();
+    let e = q.submit_input(flat, None).unwrap_err();
+    assert!(e.to_string().contains("takes shape [1, 3, -1, -1]"), "{e}");
+    let ints = TensorData::new(DataType::Uint8, vec![1, 3, 8, 8], vec![0u8; 192].into()).unwrap();
+    assert!(matches!(
+        q.submit_input(ints, None),
+        Err(SubmitError::BadInput { .. })
+    ));
+    assert!(matches!(
+        q.submit_input(
+            TensorData::from_f32(vec![1, 3, 32, 32], &[0.0; 3072]).unwrap(),
+            Some(Duration::ZERO)
+        ),
+        Err(SubmitError::BadDeadline { .. })
+    ));
+    drop(q);
+    let report = r.shutdown();
+    assert_eq!(report.tenants[0].counts.rejected, 3);
+    assert!(report.is_conserved());
+}
+
+/// The runtime returns the model's outputs for the caller's input: the
+/// same numbers a direct libtorch call on the same input gives.
+#[cfg(feature = "tch")]
+#[test]
+fn the_answer_is_the_models_output_for_the_callers_input() {
+    use ecomap::model::VisionModel;
+    use ecomap_actors::backend::torch::VisionNet;
+    use tch::{Device, Kind, Tensor};
+    let _s = serial();
+    tch::set_num_threads(1);
+    let r = start(
+        r#"(tenants: [
+            (name: "cls", model: Vision(SqueezeNet1_1), arrival: Periodic(rate_hz: 1.0),
+             deadline: "5s", capacity: 4),
+        ])"#,
+    );
+    let image = Tensor::rand([1, 3, 224, 224], (Kind::Float, Device::Cpu));
+    let mut bytes = vec![0u8; 3 * 224 * 224 * 4];
+    image.copy_data_u8(&mut bytes, 3 * 224 * 224);
+    let input = TensorData::new(DataType::Fp32, vec![1, 3, 224, 224], bytes.into()).unwrap();
+    let answer = r.queue(0).infer(input, None).unwrap();
+    assert!(answer.is_served(), "{answer:?}");
+    let got = &answer.outputs[0];
+    assert_eq!(got.shape, vec![1, 1000]);
+    let direct = VisionNet::new(VisionModel::SqueezeNet1_1, Device::Cpu).forward_on(&image);
+    let want: Vec<f32> = Vec::try_from(direct.flatten(0, -1)).unwrap();
+    let got = got.to_f32().unwrap();
+    let worst = want
+        .iter()
+        .zip(&got)
+        .map(|(a, b)| (a - b).abs() / a.abs().max(1e-3))
+        .fold(0.0_f32, f32::max);
+    assert!(worst < 1e-4, "relative difference {worst}");
+    // A frame of another size is resized to the model's input.
+    let small = TensorData::from_f32(vec![1, 3, 96, 128], &vec![0.5; 3 * 96 * 128]).unwrap();
+    let answer = r.queue(0).infer(small, None).unwrap();
+    assert_eq!(answer.outputs[0].shape, vec![1, 1000]);
+    let report = r.shutdown();
+    assert!(report.is_conserved());
+    assert_eq!(report.tenants[0].counts.on_time, 2);
+}
