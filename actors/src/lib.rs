@@ -36,6 +36,7 @@ pub mod platform;
 pub mod profile;
 pub mod rt;
 pub mod runtime;
+pub mod server;
 pub mod simulate;
 
 // The actors under their short paths (`ecomap_actors::edf_dispatcher`, …).

@@ -77,6 +77,9 @@ enum Command {
         /// telemetry-stall:DURATION, telemetry-panic. Repeatable.
         #[arg(long = "inject-fault", value_name = "KIND[@TIME]")]
         inject_fault: Vec<ecomap_actors::faults::ScheduledFault>,
+        /// Serve `GET /metrics` (Prometheus) on this address while running.
+        #[arg(long)]
+        metrics_listen: Option<std::net::SocketAddr>,
     },
     /// Measure real co-located runs (sets of tenants, each with a variant,
     /// a worker and a thread count, at each emulated power mode) and write
@@ -158,6 +161,35 @@ enum Command {
         /// AdamW weight decay.
         #[arg(long, default_value_t = 0.05)]
         weight_decay: f64,
+    },
+    /// Serve the workload's models over HTTP, speaking the Open Inference
+    /// Protocol (KServe v2) that Triton's clients use, until SIGINT /
+    /// SIGTERM (or --duration); then drain, report and exit 0.
+    Serve {
+        #[command(flatten)]
+        files: Files,
+        /// Address to listen on (the host's loopback by default).
+        #[arg(long, default_value = "127.0.0.1:8000")]
+        listen: std::net::SocketAddr,
+        /// Stop after this long instead of waiting for a signal.
+        #[arg(long, value_parser = parse_duration)]
+        duration: Option<Duration>,
+        /// Also release the workload's own arrivals, at this load factor
+        /// (without it, only clients' requests are served).
+        #[arg(long, value_parser = parse_positive)]
+        generate: Option<f64>,
+        /// HTTP worker threads (1..=64).
+        #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=64))]
+        http_workers: u16,
+        /// Largest request body accepted, in MB (1..=4096); beyond: 413.
+        #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=4096))]
+        max_body_mb: u32,
+        /// Folder for the per-tenant `.hgrm` latency files.
+        #[arg(long, default_value = "out")]
+        out: PathBuf,
+        /// Write the run's totals in `ecomap simulate`'s summary.csv columns to this CSV.
+        #[arg(long)]
+        summary: Option<PathBuf>,
     },
     /// Check the files and exit (0 when all are valid, 2 otherwise).
     Check {
@@ -295,6 +327,7 @@ struct RunOptions<'a> {
     summary: Option<&'a Path>,
     strict: bool,
     faults: &'a [ecomap_actors::faults::ScheduledFault],
+    metrics_listen: Option<std::net::SocketAddr>,
 }
 
 fn run(files: &Files, o: RunOptions<'_>) -> Result<(), ExitCode> {
@@ -306,6 +339,7 @@ fn run(files: &Files, o: RunOptions<'_>) -> Result<(), ExitCode> {
         summary,
         strict,
         faults,
+        metrics_listen,
     } = o;
     let l = load(files).map_err(bad_input)?;
     // A load factor that takes a tenant's rate out of range is bad input,
@@ -366,12 +400,34 @@ fn run(files: &Files, o: RunOptions<'_>) -> Result<(), ExitCode> {
             return Err(code);
         }
     }
+    let metrics_server = match metrics_listen {
+        None => None,
+        Some(addr) => {
+            runtime.start_control(load_factor).map_err(start_error)?;
+            let state =
+                ecomap_actors::server::ServerState::new(Vec::new(), 0, Some(runtime.metrics()));
+            match ecomap_actors::server::start(state, addr, 1) {
+                Ok(s) => {
+                    eprintln!("ecomap: metrics on http://{}/metrics", s.addr);
+                    Some(s)
+                }
+                Err(e) => {
+                    eprintln!("error: --metrics-listen {addr}: {e}");
+                    let _ = runtime.shutdown();
+                    return Err(ExitCode::from(2));
+                }
+            }
+        }
+    };
     eprintln!(
         "ecomap: serving for {} (load factor {load_factor})…",
         humantime::format_duration(duration)
     );
     let signals = Signals::install();
     let run_result = runtime.run_load_interruptible(duration, load_factor, &signals.any);
+    if let Some(s) = metrics_server {
+        let _ = s.stop();
+    }
     let interrupted = matches!(run_result, Ok(true));
     if interrupted {
         eprintln!("ecomap: interrupted: stopped releasing; draining what is queued, then the report (again to quit at once)");
@@ -438,6 +494,144 @@ fn run(files: &Files, o: RunOptions<'_>) -> Result<(), ExitCode> {
             "error: the run was degraded (see \"incidents\" in the report): its figures are \
              incomplete"
         );
+        return Err(ExitCode::from(3));
+    }
+    Ok(())
+}
+
+/// `ecomap serve`'s options besides the files.
+struct ServeOptions<'a> {
+    listen: std::net::SocketAddr,
+    duration: Option<Duration>,
+    generate: Option<f64>,
+    http_workers: usize,
+    max_body: usize,
+    out: &'a Path,
+    summary: Option<&'a Path>,
+}
+
+fn serve(files: &Files, o: ServeOptions<'_>) -> Result<(), ExitCode> {
+    use ecomap_actors::server::{self, ModelEntry, ServerState};
+    let l = load(files).map_err(bad_input)?;
+    if let Some(f) = o.generate {
+        if let Err(m) = l.workload.scaled(f) {
+            eprintln!("error: --generate {f}: {m}");
+            return Err(ExitCode::from(2));
+        }
+    }
+    eprintln!(
+        "ecomap: {} model(s), {} worker(s), policy '{}'; loading models…",
+        l.workload.tenants.len(),
+        l.rt.workers.len(),
+        l.policy.name
+    );
+    let fail = |e: StartError| {
+        eprintln!("error: {e}");
+        match e {
+            StartError::Spawn { .. } => ExitCode::from(1),
+            _ => ExitCode::from(2),
+        }
+    };
+    let mut runtime = Runtime::start(&l.workload, &l.rt, &l.policy).map_err(fail)?;
+    if let Err(e) = runtime.start_control(o.generate.unwrap_or(1.0)) {
+        let _ = runtime.shutdown();
+        return Err(fail(e));
+    }
+    runtime.mark_serving();
+    let models = (0..l.workload.tenants.len())
+        .map(|t| {
+            let (inputs, outputs) = runtime.model_io(t);
+            ModelEntry {
+                queue: runtime.queue(t).clone(),
+                inputs,
+                outputs,
+                platform: if l.workload.tenants[t].model.needs_libtorch()
+                    || !l.workload.tenants[t].resolved.is_empty()
+                {
+                    "pytorch_libtorch"
+                } else {
+                    "ecomap_synthetic"
+                },
+            }
+        })
+        .collect();
+    let state = ServerState::new(models, o.max_body, Some(runtime.metrics()));
+    let http = match server::start(state, o.listen, o.http_workers) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!(
+                "error: cannot listen on {}: {e}; pick another address with --listen",
+                o.listen
+            );
+            let _ = runtime.shutdown();
+            return Err(ExitCode::from(2));
+        }
+    };
+    eprintln!(
+        "ecomap: serving on http://{} (Open Inference Protocol v2; metrics at /metrics); \
+         Ctrl-C to stop",
+        http.addr
+    );
+    let signals = Signals::install();
+    let result = match o.generate {
+        Some(factor) => runtime
+            .run_load_interruptible(
+                o.duration
+                    .unwrap_or(Duration::from_secs(100 * 365 * 86_400)),
+                factor,
+                &signals.any,
+            )
+            .map(drop),
+        None => {
+            let until = o
+                .duration
+                .and_then(|d| std::time::Instant::now().checked_add(d));
+            while until.is_none_or(|u| std::time::Instant::now() < u)
+                && !signals.any.load(std::sync::atomic::Ordering::Relaxed)
+            {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            Ok(())
+        }
+    };
+    eprintln!("ecomap: stopping: finishing the requests in flight, then the report");
+    // Requests in flight finish (their tickets resolve while the runtime
+    // still serves); then the queues close with the server's last handle.
+    if let Err(e) = http.stop() {
+        eprintln!("ecomap: warning: the HTTP server stopped with an error: {e}");
+    }
+    let report = runtime.shutdown();
+    if let Err(e) = result {
+        eprintln!("error: {e}");
+        return Err(ExitCode::from(1));
+    }
+    println!("{}", report.render());
+    match report.write_hgrm(o.out) {
+        Ok(files) => eprintln!(
+            "ecomap: wrote {} percentile files (.hgrm, ms) to {}",
+            files.len(),
+            o.out.display()
+        ),
+        Err(e) => {
+            eprintln!(
+                "error: cannot write .hgrm files to {}: {e}",
+                o.out.display()
+            );
+            return Err(ExitCode::from(1));
+        }
+    }
+    if let Some(path) = o.summary {
+        if let Err(e) = write_run_summary(path, &report, &l) {
+            eprintln!("error: cannot write {}: {e}", path.display());
+            return Err(ExitCode::from(1));
+        }
+    }
+    if !report.is_conserved() {
+        eprintln!("error: outcome counts do not add up to submissions (a bug; please report)");
+        return Err(ExitCode::from(1));
+    }
+    if report.is_degraded() {
+        eprintln!("error: the run was degraded (see \"incidents\" in the report)");
         return Err(ExitCode::from(3));
     }
     Ok(())
@@ -754,6 +948,27 @@ fn main() -> ExitCode {
         .init();
     let cli = Cli::parse();
     let result = match &cli.command {
+        Command::Serve {
+            files,
+            listen,
+            duration,
+            generate,
+            http_workers,
+            max_body_mb,
+            out,
+            summary,
+        } => serve(
+            files,
+            ServeOptions {
+                listen: *listen,
+                duration: *duration,
+                generate: *generate,
+                http_workers: usize::from(*http_workers),
+                max_body: *max_body_mb as usize * (1 << 20),
+                out,
+                summary: summary.as_deref(),
+            },
+        ),
         Command::Run {
             files,
             duration,
@@ -763,6 +978,7 @@ fn main() -> ExitCode {
             summary,
             strict,
             inject_fault,
+            metrics_listen,
         } => run(
             files,
             RunOptions {
@@ -773,6 +989,7 @@ fn main() -> ExitCode {
                 summary: summary.as_deref(),
                 strict: *strict,
                 faults: inject_fault,
+                metrics_listen: *metrics_listen,
             },
         ),
         Command::Simulate {

@@ -39,6 +39,7 @@ use ecomap::dispatch::schedulability::{self, TenantDemand};
 use ecomap::quality::QualityController;
 use ecomap::report::{QualityReport, RunReport};
 use ecomap::request::TenantId;
+use ecomap::tensor::{DataType, TensorData, TensorSpec};
 use ecomap::time::Timestamp;
 use std::sync::atomic::AtomicU64;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -130,6 +131,10 @@ pub struct Runtime {
     worker_names: Vec<String>,
     strict: bool,
     control_plane_spec: ThreadSpec,
+    /// `outputs[t]`: what tenant `t`'s model gives, probed at load (`None`
+    /// for a model that takes any input: it echoes it).
+    outputs: Vec<Option<Vec<TensorSpec>>>,
+    latency: crate::server::metrics::LatencyMetrics,
 }
 
 fn spawn<T: Send + 'static>(
@@ -158,6 +163,9 @@ struct LoadedModels {
     models: Vec<Vec<Box<dyn LoadedModel>>>,
     /// `(tenant, variant, warm pass time)` of each model loaded.
     warm: Vec<(usize, usize, Duration)>,
+    /// `(tenant, outputs)`: what each served tenant's heaviest variant gives
+    /// for an input of its spec (run once at load).
+    outputs: Vec<(usize, Vec<TensorSpec>)>,
     param_bytes: u64,
 }
 
@@ -187,6 +195,7 @@ fn load_worker_models(
     let mut loaded = LoadedModels {
         models: Vec::new(),
         warm: Vec::new(),
+        outputs: Vec::new(),
         param_bytes: 0,
     };
     for (t, variants) in specs.iter().enumerate() {
@@ -204,9 +213,26 @@ fn load_worker_models(
                 }))
                 .unwrap_or_else(|_| Err(crate::backend::BackendError::Panicked));
                 match timed {
-                    Ok((m, took)) => {
+                    Ok((mut m, took)) => {
                         loaded.param_bytes += m.parameter_bytes();
                         loaded.warm.push((t, v, took));
+                        if v == 0 {
+                            if let Some(spec) = variant.model.input_spec() {
+                                match probe_outputs(m.as_mut(), &spec) {
+                                    Ok(outs) => loaded.outputs.push((t, outs)),
+                                    Err(e) => {
+                                        return Err(LoadFailure {
+                                            tenant: t,
+                                            reason: format!(
+                                                "a trial pass on a zero input of its spec \
+                                                 {:?} failed: {e}",
+                                                spec.shape
+                                            ),
+                                        })
+                                    }
+                                }
+                            }
+                        }
                         of_tenant.push(m);
                     }
                     Err(e) => {
@@ -225,6 +251,41 @@ fn load_worker_models(
         loaded.models.push(of_tenant);
     }
     Ok(loaded)
+}
+
+/// What `model` gives for a zero input of `spec` (any-size dimensions at
+/// 224, a typical image side): one spec per output tensor, named `output`,
+/// or `output_0`, `output_1`, … when there are several.
+fn probe_outputs(
+    model: &mut dyn LoadedModel,
+    spec: &TensorSpec,
+) -> Result<Vec<TensorSpec>, crate::backend::BackendError> {
+    let shape: Vec<i64> = spec
+        .shape
+        .iter()
+        .map(|&d| if d < 0 { 224 } else { d })
+        .collect();
+    let n = ecomap::tensor::element_count(&shape).unwrap_or(0);
+    let zeros = TensorData::new(
+        spec.datatype,
+        shape,
+        vec![0u8; n * spec.datatype.size()].into(),
+    )
+    .map_err(|e| crate::backend::BackendError::Run(e.to_string()))?;
+    let outs = model.infer(&zeros)?;
+    let single = outs.len() == 1;
+    Ok(outs
+        .iter()
+        .enumerate()
+        .map(|(i, o)| {
+            let name = if single {
+                "output".to_string()
+            } else {
+                format!("output_{i}")
+            };
+            TensorSpec::new(name, o.dtype, o.shape.clone())
+        })
+        .collect())
 }
 
 impl Runtime {
@@ -287,7 +348,9 @@ impl Runtime {
         // Headroom: every worker may be between its length check and its send.
         let telemetry_tx = TelemetrySender::new(telemetry_tx, rt_config.workers.len() + 1);
         let telemetry_dropped = telemetry_tx.drop_counter();
-        let sink = Telemetry::new(&tenant_names, &worker_names, telemetry_rx, faults.clone());
+        let latency = crate::server::metrics::LatencyMetrics::new(&tenant_names);
+        let sink = Telemetry::new(&tenant_names, &worker_names, telemetry_rx, faults.clone())
+            .with_metrics(latency.clone());
         let telemetry = spawn("telemetry", rt_config.telemetry, &notes, move || sink.run())?;
         let incidents = IncidentLog::new(clock);
         let (stop_tx, stop_rx) = crossbeam_channel::bounded::<()>(0);
@@ -399,7 +462,12 @@ impl Runtime {
                             }
                             // What the kernel granted: submitters below it
                             // are raised to it for their sends.
-                            let _ = ready.send(Ok((wi, loaded.warm, rt::current_sched())));
+                            let _ = ready.send(Ok((
+                                wi,
+                                loaded.warm,
+                                loaded.outputs,
+                                rt::current_sched(),
+                            )));
                             let worker = AcceleratorWorker::new(
                                 wi,
                                 wname,
@@ -435,10 +503,14 @@ impl Runtime {
         let mut first_error = None;
         let mut warm = Vec::new();
         let mut granted = vec![None; rt_config.workers.len()];
+        let mut outputs: Vec<Option<Vec<TensorSpec>>> = vec![None; workload.tenants.len()];
         for _ in 0..rt_config.workers.len() {
             match ready_rx.recv() {
-                Ok(Ok((wi, w, sched))) => {
+                Ok(Ok((wi, w, outs, sched))) => {
                     warm.extend(w);
+                    for (t, o) in outs {
+                        outputs[t].get_or_insert(o);
+                    }
                     granted[wi] = Some(sched);
                 }
                 Ok(Err(e)) => {
@@ -521,6 +593,8 @@ impl Runtime {
             worker_names,
             strict: false,
             control_plane_spec: rt_config.control_plane,
+            outputs,
+            latency,
             clock,
             workload: workload.clone(),
             policy_name: policy.name.clone(),
@@ -611,6 +685,85 @@ impl Runtime {
         self.busy.clone()
     }
 
+    /// Start the control plane (carbon monitor, governor, energy meter),
+    /// if the rt-config has a platform and it is not running yet, sized for
+    /// the workload's rates × `load_factor`. [`Runtime::run_load`] calls it;
+    /// a server that takes its requests from clients calls it before
+    /// accepting any.
+    pub fn start_control(&mut self, load_factor: f64) -> Result<(), StartError> {
+        if let Some(mut plan) = self.control_plan.take() {
+            // The planner must size its plans for the load really offered.
+            if let Some((planning, _)) = &mut plan.planning {
+                for t in &mut planning.problem.tenants {
+                    t.rate_hz *= load_factor;
+                }
+            }
+            let queues = self.queues.iter().map(|q| q.counters().clone()).collect();
+            self.control = Some(
+                ControlPlane::start(
+                    plan,
+                    crate::control_plane::ControlLinks {
+                        power: self.power.clone(),
+                        busy: self.busy.clone(),
+                        queues,
+                        clock: self.clock,
+                        meter_interval: Duration::from_secs(1),
+                        thread: self.control_plane_spec,
+                        notes: self.notes.clone(),
+                        faults: self.faults.clone(),
+                        incidents: self.incidents.clone(),
+                    },
+                )
+                .map_err(StartError::Control)?,
+            );
+            // Let the governor apply its first cap before the first request.
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Ok(())
+    }
+
+    /// Mark the start of serving (the report's duration counts from the
+    /// first call), for callers that submit without [`Runtime::run_load`].
+    pub fn mark_serving(&mut self) {
+        self.load_started.get_or_insert(self.clock.now());
+    }
+
+    /// What tenant `t`'s model takes and gives (its heaviest variant's), as
+    /// found when it was loaded: `(inputs, outputs)`.
+    pub fn model_io(&self, t: usize) -> (Vec<TensorSpec>, Vec<TensorSpec>) {
+        let inputs = vec![self.queues[t]
+            .input_spec()
+            .cloned()
+            .unwrap_or_else(|| TensorSpec::new("input", DataType::Fp32, vec![-1]))];
+        let outputs = self.outputs.get(t).cloned().flatten().unwrap_or_else(|| {
+            // A synthetic model echoes its input.
+            vec![TensorSpec::new("output", DataType::Fp32, vec![-1])]
+        });
+        (inputs, outputs)
+    }
+
+    /// What `GET /metrics` renders for this run (call after
+    /// [`Runtime::start_control`] for the device's metrics).
+    pub fn metrics(&self) -> crate::server::metrics::MetricsSource {
+        let names: Vec<String> = self
+            .workload
+            .tenants
+            .iter()
+            .map(|t| t.name.clone())
+            .collect();
+        crate::server::metrics::MetricsSource::new(
+            &names,
+            self.counters.clone(),
+            &self.latency,
+            self.control.as_ref().map(ControlPlane::view),
+        )
+    }
+
+    /// A shared handle on the run's exact counters, one per tenant.
+    pub fn counters(&self) -> Vec<Arc<TenantCounters>> {
+        self.counters.clone()
+    }
+
     /// Drive the workload's arrival processes for `duration` (optionally with
     /// every rate multiplied by `load_factor`), one generator thread per
     /// tenant, and return when all generators are done. Requests still queued
@@ -656,34 +809,7 @@ impl Runtime {
                 );
             }
         }
-        if let Some(mut plan) = self.control_plan.take() {
-            // The planner must size its plans for the load really offered.
-            if let Some((planning, _)) = &mut plan.planning {
-                for t in &mut planning.problem.tenants {
-                    t.rate_hz *= load_factor;
-                }
-            }
-            let queues = self.queues.iter().map(|q| q.counters().clone()).collect();
-            self.control = Some(
-                ControlPlane::start(
-                    plan,
-                    crate::control_plane::ControlLinks {
-                        power: self.power.clone(),
-                        busy: self.busy.clone(),
-                        queues,
-                        clock: self.clock,
-                        meter_interval: Duration::from_secs(1),
-                        thread: self.control_plane_spec,
-                        notes: self.notes.clone(),
-                        faults: self.faults.clone(),
-                        incidents: self.incidents.clone(),
-                    },
-                )
-                .map_err(StartError::Control)?,
-            );
-            // Let the governor apply its first cap before the first release.
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        self.start_control(load_factor)?;
         let start = self.clock.now() + Duration::from_millis(5);
         self.load_started.get_or_insert(start);
         let until = start + duration;

@@ -224,6 +224,55 @@ impl ControlPlan {
     }
 }
 
+/// A read-only view of the control plane's state, for `/metrics`.
+#[derive(Clone)]
+pub struct ControlView {
+    shared: Arc<ControlShared>,
+    meter: Arc<Mutex<Meter>>,
+}
+
+impl std::fmt::Debug for ControlView {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ControlView")
+    }
+}
+
+/// The control plane's state at one instant.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ControlSnapshot {
+    /// Cap in force, watts.
+    pub cap_w: f64,
+    /// The mode's level name.
+    pub level: String,
+    /// Intensity in force, gCO2eq/kWh.
+    pub intensity: Option<f64>,
+    /// Average power over the last meter interval, watts.
+    pub power_w: f64,
+    /// Whether power is read from a sensor (else modelled).
+    pub power_measured: bool,
+    /// Energy so far, joules.
+    pub energy_j: f64,
+    /// Carbon so far, grams CO2eq.
+    pub carbon_g: f64,
+}
+
+impl ControlView {
+    /// The state now.
+    pub fn snapshot(&self) -> ControlSnapshot {
+        let (intensity, cap_w, level) = self.shared.snapshot();
+        let m = self.meter.lock().unwrap_or_else(|p| p.into_inner());
+        ControlSnapshot {
+            cap_w,
+            level,
+            intensity,
+            power_w: m.timeline.last().map_or(0.0, |r| r.power_w),
+            power_measured: m.measured.unwrap_or(false),
+            energy_j: m.ledger.energy_j,
+            carbon_g: m.ledger.carbon_g,
+        }
+    }
+}
+
 /// What the control plane is wired to.
 pub struct ControlLinks {
     /// Where the governor publishes the cap and throttle.
@@ -383,6 +432,14 @@ impl ControlPlane {
             watchdog,
             stopping,
         })
+    }
+
+    /// A view of its state, for `/metrics`.
+    pub fn view(&self) -> ControlView {
+        ControlView {
+            shared: self.shared.clone(),
+            meter: self.meter.clone(),
+        }
     }
 
     /// Stop the actors, account the last partial interval, and report.

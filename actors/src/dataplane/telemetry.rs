@@ -77,6 +77,7 @@ pub struct Telemetry {
     workers: Vec<WorkerAccount>,
     rx: Receiver<TelemetryEvent>,
     faults: FaultInjector,
+    metrics: Option<crate::server::metrics::LatencyMetrics>,
 }
 
 impl Telemetry {
@@ -98,7 +99,14 @@ impl Telemetry {
                 .collect(),
             rx,
             faults,
+            metrics: None,
         }
+    }
+
+    /// Also observe served requests into these Prometheus histograms.
+    pub fn with_metrics(mut self, metrics: crate::server::metrics::LatencyMetrics) -> Self {
+        self.metrics = Some(metrics);
+        self
     }
 
     /// Record one event.
@@ -106,6 +114,9 @@ impl Telemetry {
         match ev {
             TelemetryEvent::Completed(c) => {
                 self.tenants[c.request.tenant.index()].record_completion(&c);
+                if let (Some(m), true) = (&self.metrics, c.succeeded) {
+                    m.observe(&c);
+                }
                 let w = &mut self.workers[c.worker];
                 w.served += 1;
                 w.busy += c.service();

@@ -262,6 +262,14 @@ impl TenantQueue {
         self.submit_input(input, deadline).map(Ticket::wait)
     }
 
+    /// Count a request for this tenant that was refused before it could be
+    /// submitted (e.g. a malformed HTTP body): `submitted` and `rejected`,
+    /// so no request a client sent goes uncounted.
+    pub fn count_refused(&self) {
+        self.counters.submitted.fetch_add(1, Ordering::Relaxed);
+        self.counters.count(Outcome::Rejected);
+    }
+
     /// The input `submit_input` accepts (`None`: any tensor).
     pub fn input_spec(&self) -> Option<&TensorSpec> {
         self.input.as_deref()

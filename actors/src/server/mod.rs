@@ -1,0 +1,529 @@
+//! `ecomap serve`: the runtime behind an HTTP server (actix-web) speaking
+//! the Open Inference Protocol (KServe v2) that Triton's clients use. A
+//! tenant is a model; its name is the model name.
+//!
+//! | route | answer |
+//! |---|---|
+//! | `GET /v2/health/live` | 200 while the server runs |
+//! | `GET /v2/health/ready` | 200 once every model is loaded, 400 while stopping |
+//! | `GET /v2` | server metadata: name, version, extensions |
+//! | `GET /v2/models/{name}[/versions/{v}]` | model metadata: inputs and outputs (name, datatype, shape) |
+//! | `GET /v2/models/{name}[/versions/{v}]/ready` | 200, or 404 for an unknown model |
+//! | `POST /v2/repository/index` | every tenant, `READY` |
+//! | `POST /v2/models/{name}[/versions/{v}]/infer` | JSON or binary tensors in, the model's outputs out |
+//! | `GET /metrics` | Prometheus exposition (see [`metrics`]) |
+//!
+//! Every request's outcome maps to one status, with the protocol's error
+//! body `{"error": "..."}` otherwise:
+//!
+//! | outcome | status |
+//! |---|---|
+//! | `on_time`, `late` | 200, outputs; `parameters.ecomap_outcome` says which |
+//! | `rejected`: queue full | 429, `Retry-After: 1` |
+//! | `rejected`: malformed request, wrong input, bad parameter | 400 (counted for the model) |
+//! | `rejected`: runtime stopping | 503 |
+//! | `expired` (deadline passed before it could start) | 504 |
+//! | `shed` (predicted to miss its deadline) | 503 |
+//! | `failed` | 500 |
+//! | unknown model or route | 404 |
+//! | body over `--max-body-mb` | 413 (counted for the model) |
+//!
+//! Handlers submit through [`TenantQueue::submit_input`] and `.await` the
+//! ticket: an HTTP thread never blocks on a model.
+
+pub mod metrics;
+pub mod protocol;
+
+use crate::dataplane::ticket::Answer;
+use crate::tenant_queue::{SubmitError, TenantQueue};
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::http::StatusCode;
+use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+use ecomap::request::Outcome;
+use ecomap::tensor::TensorSpec;
+use protocol::{OutputSelection, ResponseOutput, HEADER_LENGTH};
+use serde_json::{json, Map, Value};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+/// One model (tenant) as the server sees it.
+#[derive(Debug, Clone)]
+pub struct ModelEntry {
+    /// The tenant's queue.
+    pub queue: TenantQueue,
+    /// What it takes.
+    pub inputs: Vec<TensorSpec>,
+    /// What it gives.
+    pub outputs: Vec<TensorSpec>,
+    /// `pytorch_libtorch` or `ecomap_synthetic`.
+    pub platform: &'static str,
+}
+
+/// What the handlers share.
+pub struct ServerState {
+    models: Vec<ModelEntry>,
+    by_name: HashMap<String, usize>,
+    ready: AtomicBool,
+    max_body: usize,
+    metrics: Option<metrics::MetricsSource>,
+}
+
+impl ServerState {
+    /// State over `models`, accepting bodies up to `max_body` bytes;
+    /// `metrics` serves `GET /metrics`.
+    pub fn new(
+        models: Vec<ModelEntry>,
+        max_body: usize,
+        metrics: Option<metrics::MetricsSource>,
+    ) -> Arc<Self> {
+        let by_name = models
+            .iter()
+            .enumerate()
+            .map(|(i, m)| (m.queue.name().to_string(), i))
+            .collect();
+        Arc::new(ServerState {
+            models,
+            by_name,
+            ready: AtomicBool::new(true),
+            max_body,
+            metrics,
+        })
+    }
+
+    /// Stop reporting ready (before a graceful stop).
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.store(ready, Ordering::Release);
+    }
+
+    fn model(&self, name: &str) -> Result<&ModelEntry, Box<HttpResponse>> {
+        self.by_name
+            .get(name)
+            .map(|&i| &self.models[i])
+            .ok_or_else(|| {
+                Box::new(error(
+                    StatusCode::NOT_FOUND,
+                    &format!(
+                        "unknown model '{name}'; models: {}",
+                        self.models
+                            .iter()
+                            .map(|m| m.queue.name())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                ))
+            })
+    }
+}
+
+fn error(status: StatusCode, message: &str) -> HttpResponse {
+    HttpResponse::build(status)
+        .content_type("application/json")
+        .body(protocol::error_body(message))
+}
+
+async fn live() -> HttpResponse {
+    HttpResponse::Ok().finish()
+}
+
+async fn ready(state: web::Data<ServerState>) -> HttpResponse {
+    if state.ready.load(Ordering::Acquire) {
+        HttpResponse::Ok().finish()
+    } else {
+        HttpResponse::BadRequest().finish()
+    }
+}
+
+async fn server_metadata() -> HttpResponse {
+    HttpResponse::Ok().json(json!({
+        "name": "ecomap",
+        "version": env!("CARGO_PKG_VERSION"),
+        "extensions": ["binary_tensor_data", "model_repository"],
+    }))
+}
+
+fn tensor_meta(specs: &[TensorSpec]) -> Value {
+    Value::Array(
+        specs
+            .iter()
+            .map(|s| json!({"name": s.name, "datatype": s.datatype.name(), "shape": s.shape}))
+            .collect(),
+    )
+}
+
+async fn model_metadata(state: web::Data<ServerState>, path: web::Path<String>) -> HttpResponse {
+    match state.model(&path) {
+        Err(e) => *e,
+        Ok(m) => HttpResponse::Ok().json(json!({
+            "name": m.queue.name(),
+            "versions": ["1"],
+            "platform": m.platform,
+            "inputs": tensor_meta(&m.inputs),
+            "outputs": tensor_meta(&m.outputs),
+        })),
+    }
+}
+
+async fn model_metadata_v(
+    state: web::Data<ServerState>,
+    path: web::Path<(String, String)>,
+) -> HttpResponse {
+    model_metadata(state, web::Path::from(path.into_inner().0)).await
+}
+
+async fn model_ready(state: web::Data<ServerState>, path: web::Path<String>) -> HttpResponse {
+    match state.model(&path) {
+        Err(e) => *e,
+        Ok(_) if state.ready.load(Ordering::Acquire) => HttpResponse::Ok().finish(),
+        Ok(_) => HttpResponse::BadRequest().finish(),
+    }
+}
+
+async fn model_ready_v(
+    state: web::Data<ServerState>,
+    path: web::Path<(String, String)>,
+) -> HttpResponse {
+    model_ready(state, web::Path::from(path.into_inner().0)).await
+}
+
+async fn repository_index(state: web::Data<ServerState>) -> HttpResponse {
+    let models: Vec<Value> = state
+        .models
+        .iter()
+        .map(|m| json!({"name": m.queue.name(), "version": "1", "state": "READY", "reason": ""}))
+        .collect();
+    HttpResponse::Ok().json(models)
+}
+
+async fn infer(
+    state: web::Data<ServerState>,
+    path: web::Path<String>,
+    req: HttpRequest,
+    body: Result<web::Bytes, actix_web::Error>,
+) -> HttpResponse {
+    let model = match state.model(&path) {
+        Ok(m) => m,
+        Err(e) => return *e,
+    };
+    // Everything refused before submission is still counted for the model.
+    let refuse = |status: StatusCode, message: String| {
+        model.queue.count_refused();
+        error(status, &message)
+    };
+    let body = match body {
+        Ok(b) => b,
+        Err(e) => {
+            let status = e.as_response_error().status_code();
+            let status = if status == StatusCode::PAYLOAD_TOO_LARGE {
+                return refuse(
+                    status,
+                    format!(
+                        "request body over the server's limit of {} bytes (--max-body-mb)",
+                        state.max_body
+                    ),
+                );
+            } else {
+                StatusCode::BAD_REQUEST
+            };
+            return refuse(status, format!("cannot read the request body: {e}"));
+        }
+    };
+    let header_length = match req.headers().get(HEADER_LENGTH) {
+        None => None,
+        Some(v) => match v.to_str().ok().and_then(|s| s.trim().parse::<usize>().ok()) {
+            Some(n) => Some(n),
+            None => {
+                return refuse(
+                    StatusCode::BAD_REQUEST,
+                    format!("{HEADER_LENGTH} must be a byte count, got {v:?}"),
+                )
+            }
+        },
+    };
+    let parsed = match protocol::parse_infer(body, header_length) {
+        Ok(p) => p,
+        Err(e) => return refuse(StatusCode::BAD_REQUEST, e.to_string()),
+    };
+    // Our models take one input, by the name their metadata gives.
+    let expected = &model.inputs[0].name;
+    let mut inputs = parsed.inputs;
+    if inputs.len() != 1 || &inputs[0].0 != expected {
+        let got: Vec<&str> = inputs.iter().map(|(n, _)| n.as_str()).collect();
+        return refuse(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "model '{}' takes one input named '{expected}', got {got:?}",
+                path.as_str()
+            ),
+        );
+    }
+    let wanted: Vec<(usize, bool)> = match &parsed.outputs {
+        OutputSelection::All { binary } => (0..model.outputs.len()).map(|i| (i, *binary)).collect(),
+        OutputSelection::Named(list) => {
+            let mut w = Vec::with_capacity(list.len());
+            for (name, binary) in list {
+                match model.outputs.iter().position(|o| &o.name == name) {
+                    Some(i) => w.push((i, *binary)),
+                    None => {
+                        return refuse(
+                            StatusCode::BAD_REQUEST,
+                            format!(
+                                "model '{}' has no output '{name}'; outputs: {}",
+                                path.as_str(),
+                                model
+                                    .outputs
+                                    .iter()
+                                    .map(|o| o.name.as_str())
+                                    .collect::<Vec<_>>()
+                                    .join(", ")
+                            ),
+                        )
+                    }
+                }
+            }
+            w
+        }
+    };
+    let (_, tensor) = inputs.remove(0);
+    let ticket = match model.queue.submit_input(tensor, parsed.timeout) {
+        Ok(t) => t,
+        Err(e) => return submit_error(&e),
+    };
+    let answer = ticket.await;
+    respond(
+        &path,
+        parsed.id.as_deref(),
+        &answer,
+        &wanted,
+        &model.outputs,
+    )
+}
+
+async fn infer_v(
+    state: web::Data<ServerState>,
+    path: web::Path<(String, String)>,
+    req: HttpRequest,
+    body: Result<web::Bytes, actix_web::Error>,
+) -> HttpResponse {
+    infer(state, web::Path::from(path.into_inner().0), req, body).await
+}
+
+fn submit_error(e: &SubmitError) -> HttpResponse {
+    let message = e.to_string();
+    match e {
+        SubmitError::QueueFull { .. } => {
+            let mut r = error(StatusCode::TOO_MANY_REQUESTS, &message);
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            r
+        }
+        SubmitError::BadInput { .. } | SubmitError::BadDeadline { .. } => {
+            error(StatusCode::BAD_REQUEST, &message)
+        }
+        SubmitError::Closed { .. } => error(StatusCode::SERVICE_UNAVAILABLE, &message),
+        SubmitError::PriorityInversion { .. } => error(StatusCode::INTERNAL_SERVER_ERROR, &message),
+    }
+}
+
+fn respond(
+    model: &str,
+    id: Option<&str>,
+    answer: &Answer,
+    wanted: &[(usize, bool)],
+    specs: &[TensorSpec],
+) -> HttpResponse {
+    let why = |what: &str| format!("request {} of model '{model}' {what}", answer.request.id);
+    match answer.outcome {
+        Outcome::OnTime | Outcome::Late => {}
+        Outcome::Expired => {
+            return error(
+                StatusCode::GATEWAY_TIMEOUT,
+                &why("expired: its deadline passed before a worker could start it"),
+            )
+        }
+        Outcome::Shed => {
+            return error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &why("was shed: it was predicted to finish past its deadline"),
+            )
+        }
+        Outcome::Failed => {
+            return error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                &why(&format!(
+                    "failed: {}",
+                    answer.error.as_deref().unwrap_or("the backend failed")
+                )),
+            )
+        }
+        Outcome::Rejected => return error(StatusCode::TOO_MANY_REQUESTS, &why("was rejected")),
+    }
+    let mut outputs = Vec::with_capacity(wanted.len());
+    for &(i, binary) in wanted {
+        let Some(tensor) = answer.outputs.get(i) else {
+            return error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                &why(&format!(
+                    "returned {} outputs, not the {} declared",
+                    answer.outputs.len(),
+                    specs.len()
+                )),
+            );
+        };
+        outputs.push(ResponseOutput {
+            name: &specs[i].name,
+            tensor,
+            binary,
+        });
+    }
+    let mut parameters = Map::new();
+    parameters.insert("ecomap_outcome".into(), Value::from(answer.outcome.name()));
+    if let Some(v) = answer.variant {
+        parameters.insert("ecomap_variant".into(), Value::from(v));
+    }
+    if let Some(t) = answer.timings {
+        parameters.insert(
+            "ecomap_queue_us".into(),
+            Value::from(t.queueing.as_micros() as u64),
+        );
+        parameters.insert(
+            "ecomap_service_us".into(),
+            Value::from(t.service.as_micros() as u64),
+        );
+        parameters.insert(
+            "ecomap_e2e_us".into(),
+            Value::from(t.end_to_end.as_micros() as u64),
+        );
+    }
+    let encoded = protocol::encode_infer(model, id, parameters, &outputs);
+    let mut r = HttpResponse::Ok();
+    match encoded.header_length {
+        Some(n) => {
+            r.content_type("application/octet-stream");
+            r.insert_header((HEADER_LENGTH, n.to_string()));
+        }
+        None => {
+            r.content_type("application/json");
+        }
+    }
+    r.body(encoded.body)
+}
+
+async fn metrics_page(state: web::Data<ServerState>) -> HttpResponse {
+    match &state.metrics {
+        Some(m) => HttpResponse::Ok()
+            .content_type("application/openmetrics-text; version=1.0.0; charset=utf-8")
+            .body(m.render()),
+        None => error(StatusCode::NOT_FOUND, "metrics are not enabled"),
+    }
+}
+
+async fn not_found(req: HttpRequest) -> HttpResponse {
+    error(
+        StatusCode::NOT_FOUND,
+        &format!("no route {} {}", req.method(), req.path()),
+    )
+}
+
+/// Register every route on `cfg`.
+fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/v2/health/live", web::get().to(live))
+        .route("/v2/health/ready", web::get().to(ready))
+        .route("/v2", web::get().to(server_metadata))
+        .route("/v2/repository/index", web::post().to(repository_index))
+        .route("/v2/models/{name}", web::get().to(model_metadata))
+        .route("/v2/models/{name}/ready", web::get().to(model_ready))
+        .route("/v2/models/{name}/infer", web::post().to(infer))
+        .route(
+            "/v2/models/{name}/versions/{v}",
+            web::get().to(model_metadata_v),
+        )
+        .route(
+            "/v2/models/{name}/versions/{v}/ready",
+            web::get().to(model_ready_v),
+        )
+        .route(
+            "/v2/models/{name}/versions/{v}/infer",
+            web::post().to(infer_v),
+        )
+        .route("/metrics", web::get().to(metrics_page));
+}
+
+/// A running HTTP server on its own thread.
+pub struct RunningServer {
+    handle: actix_web::dev::ServerHandle,
+    thread: std::thread::JoinHandle<std::io::Result<()>>,
+    /// The address it listens on.
+    pub addr: SocketAddr,
+    state: Arc<ServerState>,
+}
+
+impl RunningServer {
+    /// Stop accepting connections, let requests in flight finish (their
+    /// tickets resolve as the data plane drains), and join the thread.
+    pub fn stop(self) -> std::io::Result<()> {
+        self.state.set_ready(false);
+        let handle = self.handle.clone();
+        // `stop` returns a future; drive it on a small runtime of its own.
+        actix_web::rt::System::new().block_on(handle.stop(true));
+        self.thread
+            .join()
+            .unwrap_or_else(|_| Err(std::io::Error::other("the HTTP server thread panicked")))
+    }
+}
+
+/// Start the server on `listen` with `http_workers` threads.
+pub fn start(
+    state: Arc<ServerState>,
+    listen: SocketAddr,
+    http_workers: usize,
+) -> std::io::Result<RunningServer> {
+    let data = web::Data::from(state.clone());
+    let max_body = state.max_body;
+    // actix-web's server is built, bound and run on its own thread (it is
+    // not `Send`); the bound address or the bind error comes back.
+    let (tx, rx) = std::sync::mpsc::channel();
+    let thread = std::thread::Builder::new()
+        .name("http-server".into())
+        .spawn(move || {
+            actix_web::rt::System::new().block_on(async move {
+                let bound = HttpServer::new(move || {
+                    App::new()
+                        .app_data(data.clone())
+                        .app_data(web::PayloadConfig::new(max_body))
+                        .configure(routes)
+                        .default_service(web::to(not_found))
+                })
+                .workers(http_workers.max(1))
+                .disable_signals()
+                .bind(listen);
+                let server = match bound {
+                    Ok(s) => s,
+                    Err(e) => {
+                        let _ = tx.send(Err(e));
+                        return Ok(());
+                    }
+                };
+                let addr = server.addrs().first().copied();
+                let server = server.run();
+                let _ = tx.send(Ok((server.handle(), addr)));
+                server.await
+            })
+        })?;
+    let (handle, addr) = match rx.recv() {
+        Ok(Ok((handle, Some(addr)))) => (handle, addr),
+        Ok(Ok((_, None))) => return Err(std::io::Error::other("the server bound no address")),
+        Ok(Err(e)) => {
+            let _ = thread.join();
+            return Err(e);
+        }
+        Err(_) => return Err(std::io::Error::other("the HTTP server did not start")),
+    };
+    Ok(RunningServer {
+        handle,
+        thread,
+        addr,
+        state,
+    })
+}

@@ -1,0 +1,661 @@
+//! The Open Inference Protocol (KServe v2) as Triton's HTTP clients speak
+//! it: inference request and response bodies in JSON, the binary tensor
+//! data extension (`Inference-Header-Content-Length`), and error bodies.
+//! Pure: bytes in, values out — the server (`server/mod.rs`) does the I/O.
+//!
+//! A request's inputs arrive either as JSON `data` (a flat or nested array
+//! in row-major order) or as binary: the JSON header names each input's
+//! `binary_data_size`, and the bytes follow the header in input order.
+//! Binary inputs are slices of the request body (shared, not copied).
+//! Outputs go back as binary when the request asks for it (the request
+//! parameter `binary_data_output`, or an output's `binary_data`), as JSON
+//! otherwise.
+
+use bytes::{Bytes, BytesMut};
+use ecomap::tensor::{element_count, DataType, TensorData, TensorError};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use std::time::Duration;
+
+/// The request header of the binary tensor data extension.
+pub const HEADER_LENGTH: &str = "Inference-Header-Content-Length";
+
+/// Why a request cannot be served as sent (a 4xx).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ProtocolError {
+    /// The JSON does not parse or does not have the protocol's shape.
+    #[error("malformed inference request: {0}")]
+    Json(String),
+    /// The binary header length is wrong.
+    #[error(
+        "{HEADER_LENGTH} is {header} but the body has only {body} bytes; it must be the length \
+         of the JSON header that starts the body"
+    )]
+    HeaderLength {
+        /// The header's value.
+        header: usize,
+        /// The body's length.
+        body: usize,
+    },
+    /// An input's binary data runs past the body.
+    #[error(
+        "input '{input}': binary_data_size {size} at offset {offset} runs past the {available} \
+         bytes of binary data (truncated body?)"
+    )]
+    Truncated {
+        /// Input name.
+        input: String,
+        /// Its declared size.
+        size: usize,
+        /// Where it starts in the binary section.
+        offset: usize,
+        /// Bytes of binary data in the body.
+        available: usize,
+    },
+    /// Binary bytes no input claimed.
+    #[error("{0} bytes of binary data follow the inputs that no input claims")]
+    Unclaimed(usize),
+    /// A datatype ecomap does not carry.
+    #[error(
+        "input '{input}': datatype {datatype:?} is not supported; use one of {}",
+        supported()
+    )]
+    DataType {
+        /// Input name.
+        input: String,
+        /// What was given.
+        datatype: String,
+    },
+    /// The input's values do not fit its shape or datatype.
+    #[error("input '{input}': {why}")]
+    Data {
+        /// Input name.
+        input: String,
+        /// What is wrong.
+        why: String,
+    },
+    /// The tensor is inconsistent.
+    #[error("input '{input}': {error}")]
+    Tensor {
+        /// Input name.
+        input: String,
+        /// What is wrong.
+        error: TensorError,
+    },
+    /// A parameter has the wrong type or value.
+    #[error("parameter '{name}': {why}")]
+    Parameter {
+        /// Parameter name.
+        name: String,
+        /// What is wrong.
+        why: String,
+    },
+}
+
+fn supported() -> String {
+    DataType::ALL
+        .iter()
+        .map(|d| d.name())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RequestBody {
+    #[serde(default)]
+    id: Option<String>,
+    #[serde(default)]
+    parameters: Option<Map<String, Value>>,
+    inputs: Vec<RequestInput>,
+    #[serde(default)]
+    outputs: Option<Vec<RequestOutput>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RequestInput {
+    name: String,
+    shape: Vec<i64>,
+    datatype: String,
+    #[serde(default)]
+    parameters: Option<Map<String, Value>>,
+    #[serde(default)]
+    data: Option<Value>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RequestOutput {
+    name: String,
+    #[serde(default)]
+    parameters: Option<Map<String, Value>>,
+}
+
+/// Which outputs to return, and how.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OutputSelection {
+    /// Every output, binary if `true`.
+    All {
+        /// As binary data.
+        binary: bool,
+    },
+    /// These outputs, in this order, each binary or not.
+    Named(Vec<(String, bool)>),
+}
+
+/// A parsed inference request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InferRequest {
+    /// The client's request id, echoed in the response.
+    pub id: Option<String>,
+    /// Inputs by name, in request order.
+    pub inputs: Vec<(String, TensorData)>,
+    /// Outputs wanted.
+    pub outputs: OutputSelection,
+    /// A deadline tighter than the model's (Triton's `timeout`
+    /// parameter, microseconds).
+    pub timeout: Option<Duration>,
+}
+
+fn flag(params: &Option<Map<String, Value>>, name: &str) -> Result<Option<bool>, ProtocolError> {
+    match params.as_ref().and_then(|p| p.get(name)) {
+        None => Ok(None),
+        Some(Value::Bool(b)) => Ok(Some(*b)),
+        Some(other) => Err(ProtocolError::Parameter {
+            name: name.into(),
+            why: format!("must be true or false, not {other}"),
+        }),
+    }
+}
+
+fn size(params: &Option<Map<String, Value>>, name: &str) -> Result<Option<u64>, ProtocolError> {
+    match params.as_ref().and_then(|p| p.get(name)) {
+        None => Ok(None),
+        Some(v) => v
+            .as_u64()
+            .map(Some)
+            .ok_or_else(|| ProtocolError::Parameter {
+                name: name.into(),
+                why: format!("must be a non-negative integer, not {v}"),
+            }),
+    }
+}
+
+/// Parse an inference request `body`; `header_length` is the
+/// `Inference-Header-Content-Length` header, if sent.
+pub fn parse_infer(
+    body: Bytes,
+    header_length: Option<usize>,
+) -> Result<InferRequest, ProtocolError> {
+    let (json, mut binary) = match header_length {
+        None => (body.clone(), Bytes::new()),
+        Some(n) if n <= body.len() => (body.slice(..n), body.slice(n..)),
+        Some(n) => {
+            return Err(ProtocolError::HeaderLength {
+                header: n,
+                body: body.len(),
+            })
+        }
+    };
+    let req: RequestBody =
+        serde_json::from_slice(&json).map_err(|e| ProtocolError::Json(e.to_string()))?;
+    let available = binary.len();
+    let mut inputs = Vec::with_capacity(req.inputs.len());
+    for input in req.inputs {
+        let dtype =
+            DataType::from_name(&input.datatype).ok_or_else(|| ProtocolError::DataType {
+                input: input.name.clone(),
+                datatype: input.datatype.clone(),
+            })?;
+        let n = element_count(&input.shape).ok_or_else(|| ProtocolError::Tensor {
+            input: input.name.clone(),
+            error: TensorError::BadShape {
+                shape: input.shape.clone(),
+            },
+        })?;
+        let bytes = match (size(&input.parameters, "binary_data_size")?, &input.data) {
+            (Some(_), Some(_)) => {
+                return Err(ProtocolError::Data {
+                    input: input.name,
+                    why: "has both `data` and binary_data_size; send one".into(),
+                })
+            }
+            (Some(len), None) => {
+                let len = usize::try_from(len).unwrap_or(usize::MAX);
+                if len > binary.len() {
+                    return Err(ProtocolError::Truncated {
+                        input: input.name,
+                        size: len,
+                        offset: available - binary.len(),
+                        available,
+                    });
+                }
+                binary.split_to(len)
+            }
+            (None, Some(data)) => json_to_bytes(&input.name, dtype, n, data)?,
+            (None, None) => {
+                return Err(ProtocolError::Data {
+                    input: input.name,
+                    why: "has neither `data` nor a binary_data_size parameter".into(),
+                })
+            }
+        };
+        let tensor =
+            TensorData::new(dtype, input.shape, bytes).map_err(|error| ProtocolError::Tensor {
+                input: input.name.clone(),
+                error,
+            })?;
+        inputs.push((input.name, tensor));
+    }
+    if !binary.is_empty() {
+        return Err(ProtocolError::Unclaimed(binary.len()));
+    }
+    let all_binary = flag(&req.parameters, "binary_data_output")?.unwrap_or(false);
+    let outputs = match req.outputs {
+        None => OutputSelection::All { binary: all_binary },
+        Some(list) => OutputSelection::Named(
+            list.into_iter()
+                .map(|o| {
+                    let b = flag(&o.parameters, "binary_data")?.unwrap_or(all_binary);
+                    Ok((o.name, b))
+                })
+                .collect::<Result<_, ProtocolError>>()?,
+        ),
+    };
+    let timeout = match size(&req.parameters, "timeout")? {
+        None | Some(0) => None,
+        Some(us) => Some(Duration::from_micros(us)),
+    };
+    Ok(InferRequest {
+        id: req.id,
+        inputs,
+        outputs,
+        timeout,
+    })
+}
+
+/// Flatten a (possibly nested) JSON array of `n` values into `dtype` bytes.
+fn json_to_bytes(
+    input: &str,
+    dtype: DataType,
+    n: usize,
+    data: &Value,
+) -> Result<Bytes, ProtocolError> {
+    let bad = |why: String| ProtocolError::Data {
+        input: input.into(),
+        why,
+    };
+    if dtype == DataType::Fp16 {
+        return Err(bad(
+            "FP16 tensors must be sent as binary data (JSON has no half floats)".into(),
+        ));
+    }
+    let mut out = BytesMut::with_capacity(n.saturating_mul(dtype.size()).min(1 << 26));
+    let mut count = 0usize;
+    let mut stack = vec![data];
+    // Depth-first, left to right: row-major order.
+    let mut pending: Vec<&Value> = Vec::new();
+    while let Some(v) = stack.pop() {
+        match v {
+            Value::Array(items) => {
+                pending.clear();
+                pending.extend(items.iter().rev());
+                stack.append(&mut pending);
+            }
+            scalar => {
+                count += 1;
+                if count > n {
+                    return Err(bad(format!("more than the {n} values its shape holds")));
+                }
+                push_scalar(&mut out, dtype, scalar)
+                    .map_err(|why| bad(format!("value #{count}: {why}")))?;
+            }
+        }
+    }
+    if count != n {
+        return Err(bad(format!("{count} values given, its shape holds {n}")));
+    }
+    Ok(out.freeze())
+}
+
+fn push_scalar(out: &mut BytesMut, dtype: DataType, v: &Value) -> Result<(), String> {
+    let int = |lo: i64, hi: i64| -> Result<i64, String> {
+        let x = v.as_i64().ok_or_else(|| format!("{v} is not an integer"))?;
+        if (lo..=hi).contains(&x) {
+            Ok(x)
+        } else {
+            Err(format!("{x} is out of range for {dtype}"))
+        }
+    };
+    let float = || v.as_f64().ok_or_else(|| format!("{v} is not a number"));
+    match dtype {
+        DataType::Bool => out.extend_from_slice(&[u8::from(
+            v.as_bool()
+                .ok_or_else(|| format!("{v} is not true or false"))?,
+        )]),
+        DataType::Uint8 => out.extend_from_slice(&[int(0, 255)? as u8]),
+        DataType::Int8 => out.extend_from_slice(&(int(-128, 127)? as i8).to_le_bytes()),
+        DataType::Int16 => {
+            out.extend_from_slice(&(int(i16::MIN.into(), i16::MAX.into())? as i16).to_le_bytes())
+        }
+        DataType::Int32 => {
+            out.extend_from_slice(&(int(i32::MIN.into(), i32::MAX.into())? as i32).to_le_bytes())
+        }
+        DataType::Int64 => out.extend_from_slice(&int(i64::MIN, i64::MAX)?.to_le_bytes()),
+        DataType::Fp32 => out.extend_from_slice(&(float()? as f32).to_le_bytes()),
+        DataType::Fp64 => out.extend_from_slice(&float()?.to_le_bytes()),
+        DataType::Fp16 => return Err("FP16 must be binary".into()),
+    }
+    Ok(())
+}
+
+/// A tensor's values as a flat JSON array.
+fn bytes_to_json(t: &TensorData) -> Value {
+    let d = &t.data;
+    let vals: Vec<Value> = match t.dtype {
+        DataType::Bool => d.iter().map(|&b| Value::Bool(b != 0)).collect(),
+        DataType::Uint8 => d.iter().map(|&b| Value::from(b)).collect(),
+        DataType::Int8 => d.iter().map(|&b| Value::from(b as i8)).collect(),
+        DataType::Int16 => d
+            .chunks_exact(2)
+            .map(|c| Value::from(i16::from_le_bytes([c[0], c[1]])))
+            .collect(),
+        DataType::Int32 => d
+            .chunks_exact(4)
+            .map(|c| Value::from(i32::from_le_bytes([c[0], c[1], c[2], c[3]])))
+            .collect(),
+        DataType::Int64 => d
+            .chunks_exact(8)
+            .map(|c| Value::from(i64::from_le_bytes(c.try_into().unwrap_or([0; 8]))))
+            .collect(),
+        DataType::Fp32 => d
+            .chunks_exact(4)
+            .map(|c| json_float(f64::from(f32::from_le_bytes([c[0], c[1], c[2], c[3]]))))
+            .collect(),
+        DataType::Fp64 => d
+            .chunks_exact(8)
+            .map(|c| json_float(f64::from_le_bytes(c.try_into().unwrap_or([0; 8]))))
+            .collect(),
+        // Half floats as their values (JSON has no f16).
+        DataType::Fp16 => d
+            .chunks_exact(2)
+            .map(|c| json_float(f16_to_f64(u16::from_le_bytes([c[0], c[1]]))))
+            .collect(),
+    };
+    Value::Array(vals)
+}
+
+/// NaN and infinities have no JSON number: they become null.
+fn json_float(x: f64) -> Value {
+    serde_json::Number::from_f64(x).map_or(Value::Null, Value::Number)
+}
+
+fn f16_to_f64(bits: u16) -> f64 {
+    let sign = if bits >> 15 == 1 { -1.0 } else { 1.0 };
+    let exp = i32::from((bits >> 10) & 0x1f);
+    let frac = f64::from(bits & 0x3ff);
+    sign * match exp {
+        0 => frac * 2f64.powi(-24),
+        31 if frac == 0.0 => f64::INFINITY,
+        31 => f64::NAN,
+        e => (1.0 + frac / 1024.0) * 2f64.powi(e - 15),
+    }
+}
+
+/// One output of a response.
+#[derive(Debug, Clone)]
+pub struct ResponseOutput<'a> {
+    /// Output name.
+    pub name: &'a str,
+    /// Its values.
+    pub tensor: &'a TensorData,
+    /// Whether to send it as binary data.
+    pub binary: bool,
+}
+
+#[derive(Serialize)]
+struct ResponseTensor {
+    name: String,
+    datatype: &'static str,
+    shape: Vec<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    parameters: Option<Map<String, Value>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    data: Option<Value>,
+}
+
+#[derive(Serialize)]
+struct ResponseBody<'a> {
+    model_name: &'a str,
+    model_version: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    id: Option<&'a str>,
+    parameters: Map<String, Value>,
+    outputs: Vec<ResponseTensor>,
+}
+
+/// An encoded response: the body, and the JSON header's length when binary
+/// data follows it (for the `Inference-Header-Content-Length` header).
+#[derive(Debug, Clone)]
+pub struct EncodedResponse {
+    /// The body.
+    pub body: Bytes,
+    /// The JSON header's length, when binary outputs follow it.
+    pub header_length: Option<usize>,
+}
+
+/// Encode a successful inference response.
+pub fn encode_infer(
+    model: &str,
+    id: Option<&str>,
+    parameters: Map<String, Value>,
+    outputs: &[ResponseOutput<'_>],
+) -> EncodedResponse {
+    let mut binary = Vec::new();
+    let tensors = outputs
+        .iter()
+        .map(|o| {
+            let (parameters, data) = if o.binary {
+                binary.push(o.tensor.data.clone());
+                let mut p = Map::new();
+                p.insert("binary_data_size".into(), Value::from(o.tensor.data.len()));
+                (Some(p), None)
+            } else {
+                (None, Some(bytes_to_json(o.tensor)))
+            };
+            ResponseTensor {
+                name: o.name.to_string(),
+                datatype: o.tensor.dtype.name(),
+                shape: o.tensor.shape.clone(),
+                parameters,
+                data,
+            }
+        })
+        .collect();
+    let header = serde_json::to_vec(&ResponseBody {
+        model_name: model,
+        model_version: "1",
+        id,
+        parameters,
+        outputs: tensors,
+    })
+    .unwrap_or_else(|_| b"{}".to_vec());
+    if binary.is_empty() {
+        return EncodedResponse {
+            body: header.into(),
+            header_length: None,
+        };
+    }
+    let header_length = header.len();
+    let mut body =
+        BytesMut::with_capacity(header_length + binary.iter().map(Bytes::len).sum::<usize>());
+    body.extend_from_slice(&header);
+    for b in binary {
+        body.extend_from_slice(&b);
+    }
+    EncodedResponse {
+        body: body.freeze(),
+        header_length: Some(header_length),
+    }
+}
+
+/// The protocol's error body: `{"error": "..."}`.
+pub fn error_body(message: &str) -> Bytes {
+    serde_json::to_vec(&serde_json::json!({ "error": message }))
+        .unwrap_or_default()
+        .into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn json(v: Value) -> Bytes {
+        serde_json::to_vec(&v).unwrap().into()
+    }
+
+    #[test]
+    fn json_inputs_flat_or_nested_become_tensors() {
+        let body = json(serde_json::json!({
+            "id": "7",
+            "inputs": [
+                {"name": "a", "shape": [2, 2], "datatype": "FP32", "data": [[1.0, 2.0], [3.0, 4.5]]},
+                {"name": "b", "shape": [3], "datatype": "INT64", "data": [1, -2, 3]}
+            ],
+            "parameters": {"timeout": 20000}
+        }));
+        let r = parse_infer(body, None).unwrap();
+        assert_eq!(r.id.as_deref(), Some("7"));
+        assert_eq!(r.inputs[0].1.to_f32().unwrap(), vec![1.0, 2.0, 3.0, 4.5]);
+        assert_eq!(r.inputs[1].1.data.len(), 24);
+        assert_eq!(r.timeout, Some(Duration::from_millis(20)));
+        assert_eq!(r.outputs, OutputSelection::All { binary: false });
+    }
+
+    #[test]
+    fn binary_inputs_are_slices_of_the_body() {
+        let header = serde_json::to_vec(&serde_json::json!({
+            "inputs": [
+                {"name": "x", "shape": [2], "datatype": "FP32", "parameters": {"binary_data_size": 8}},
+                {"name": "y", "shape": [1], "datatype": "UINT8", "parameters": {"binary_data_size": 1}}
+            ],
+            "outputs": [{"name": "out", "parameters": {"binary_data": true}}]
+        }))
+        .unwrap();
+        let mut body = header.clone();
+        body.extend_from_slice(&1.5f32.to_le_bytes());
+        body.extend_from_slice(&(-2.0f32).to_le_bytes());
+        body.push(9);
+        let body = Bytes::from(body);
+        let r = parse_infer(body.clone(), Some(header.len())).unwrap();
+        assert_eq!(r.inputs[0].1.to_f32().unwrap(), vec![1.5, -2.0]);
+        assert_eq!(r.inputs[1].1.data.as_ref(), &[9]);
+        // Shared with the body, not copied.
+        assert_eq!(r.inputs[0].1.data.as_ptr(), body[header.len()..].as_ptr());
+        assert_eq!(
+            r.outputs,
+            OutputSelection::Named(vec![("out".into(), true)])
+        );
+        // Truncated, unclaimed and wrong header lengths are named.
+        let e = parse_infer(body.slice(..body.len() - 1), Some(header.len())).unwrap_err();
+        assert!(e.to_string().contains("runs past"), "{e}");
+        let mut extra = body.to_vec();
+        extra.push(0);
+        let e = parse_infer(extra.into(), Some(header.len())).unwrap_err();
+        assert_eq!(e, ProtocolError::Unclaimed(1));
+        let e = parse_infer(body.clone(), Some(body.len() + 1)).unwrap_err();
+        assert!(matches!(e, ProtocolError::HeaderLength { .. }));
+    }
+
+    #[test]
+    fn bad_requests_say_what_is_wrong() {
+        let cases = [
+            (
+                serde_json::json!({"inputs": [{"name": "a", "shape": [2], "datatype": "FP32", "data": [1.0]}]}),
+                "1 values given, its shape holds 2",
+            ),
+            (
+                serde_json::json!({"inputs": [{"name": "a", "shape": [1], "datatype": "BYTES", "data": ["x"]}]}),
+                "not supported",
+            ),
+            (
+                serde_json::json!({"inputs": [{"name": "a", "shape": [1], "datatype": "UINT8", "data": [300]}]}),
+                "out of range",
+            ),
+            (
+                serde_json::json!({"inputs": [{"name": "a", "shape": [1], "datatype": "FP16", "data": [1.0]}]}),
+                "binary",
+            ),
+            (
+                serde_json::json!({"inputs": [{"name": "a", "shape": [-3], "datatype": "FP32", "data": []}]}),
+                "not a valid tensor shape",
+            ),
+            (
+                serde_json::json!({"inputs": [{"name": "a", "shape": [1], "datatype": "FP32"}]}),
+                "neither",
+            ),
+            (
+                serde_json::json!({"inputs": [], "parameters": {"binary_data_output": 3}}),
+                "true or false",
+            ),
+            (serde_json::json!({"input": []}), "malformed"),
+        ];
+        for (body, needle) in cases {
+            let e = parse_infer(json(body.clone()), None)
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(needle), "{body}: {e}");
+        }
+    }
+
+    #[test]
+    fn responses_carry_json_or_binary_outputs() {
+        let t = TensorData::from_f32(vec![1, 2], &[0.25, f32::NAN]).unwrap();
+        let r = encode_infer(
+            "m",
+            Some("1"),
+            Map::new(),
+            &[ResponseOutput {
+                name: "out",
+                tensor: &t,
+                binary: false,
+            }],
+        );
+        assert!(r.header_length.is_none());
+        let v: Value = serde_json::from_slice(&r.body).unwrap();
+        assert_eq!(v["outputs"][0]["data"], serde_json::json!([0.25, null]));
+        assert_eq!(v["model_name"], "m");
+        let r = encode_infer(
+            "m",
+            None,
+            Map::new(),
+            &[ResponseOutput {
+                name: "out",
+                tensor: &t,
+                binary: true,
+            }],
+        );
+        let n = r.header_length.unwrap();
+        let v: Value = serde_json::from_slice(&r.body[..n]).unwrap();
+        assert_eq!(v["outputs"][0]["parameters"]["binary_data_size"], 8);
+        assert_eq!(&r.body[n..], t.data.as_ref());
+    }
+
+    proptest! {
+        #[test]
+        fn no_body_makes_the_parser_panic(body in proptest::collection::vec(any::<u8>(), 0..256),
+                                          header in proptest::option::of(0usize..300)) {
+            let _ = parse_infer(body.into(), header);
+        }
+
+        #[test]
+        fn no_json_input_makes_the_parser_panic(shape in proptest::collection::vec(-2i64..5, 0..4),
+                                                dtype in proptest::sample::select(vec!["FP32", "INT8", "BOOL", "FP16", "UINT8", "INT64", "X"]),
+                                                data in proptest::collection::vec(-300i64..300, 0..20)) {
+            let body = serde_json::json!({"inputs": [{"name": "a", "shape": shape, "datatype": dtype, "data": data}]});
+            let _ = parse_infer(serde_json::to_vec(&body).unwrap().into(), None);
+        }
+    }
+}
