@@ -22,3 +22,10 @@ if [ "$have" != "$TORCH_VERSION" ]; then
     .venv/bin/python -m pip install --quiet --disable-pip-version-check "torch==$TORCH_VERSION"
 fi
 echo "setup: torch $(.venv/bin/python -c 'import torch; print(torch.__version__)') ready in .venv"
+# Real clients for the tests of `ecomap serve` (tests/python/): Triton's HTTP
+# client, the Prometheus/OpenMetrics parser, the HdrHistogram log reader.
+TEST_PKGS=("tritonclient[http]==2.73.0" "prometheus_client==0.26.0" "hdrhistogram==0.10.8" "numpy==2.4.6")
+if ! .venv/bin/python -c 'import tritonclient.http, prometheus_client, hdrh, numpy' 2>/dev/null; then
+    echo "setup: installing the serve tests' Python clients into .venv"
+    .venv/bin/python -m pip install --quiet --disable-pip-version-check "${TEST_PKGS[@]}"
+fi

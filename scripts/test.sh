@@ -15,6 +15,8 @@ echo "== cargo test"
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 cargo test --workspace 2>&1 | tee "$log"
+echo "== ecomap serve against real clients (tritonclient, prometheus_client)"
+.venv/bin/python tests/python/test_serve.py target/debug/ecomap 2>&1 | tee -a "$log"
 # One closing line over every test binary (cargo prints one per binary,
 # the last of which is often an empty doc-test run).
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($i ~ /^passed/) p += $(i-1); if ($i ~ /^failed/) f += $(i-1) } }
