@@ -71,6 +71,111 @@ impl LatencyHistogram {
     }
 }
 
+/// A tenant's latencies over time, for HdrHistogram interval logs
+/// (`.hlog`, the format of Java's `HistogramLogWriter`, read by
+/// HdrHistogram's log tools and its Python and Go ports): one histogram per
+/// interval, each compressed (V2 + deflate, typically well under a
+/// kilobyte) as soon as the interval closes, so an hour of one-second
+/// intervals stays in a few megabytes.
+#[derive(Debug, Clone, Default)]
+pub struct IntervalLog {
+    interval: Duration,
+    /// `(start, compressed histogram)` of each closed interval, in order;
+    /// `start` is on the run's clock.
+    closed: Vec<(Duration, Vec<u8>)>,
+    current: Option<(Duration, LatencyHistogram)>,
+}
+
+impl IntervalLog {
+    /// A log of `interval`-long histograms (a zero interval is taken as 1 s).
+    pub fn new(interval: Duration) -> Self {
+        IntervalLog {
+            interval: if interval.is_zero() {
+                Duration::from_secs(1)
+            } else {
+                interval
+            },
+            ..Default::default()
+        }
+    }
+
+    /// Record `latency` for a request that finished `at` (run clock).
+    /// Completions arrive nearly in order; one that belongs to an interval
+    /// already closed is counted in the current one.
+    pub fn record(&mut self, at: crate::time::Timestamp, latency: Duration) {
+        let at = at.since_epoch();
+        let start = Duration::from_nanos(
+            (at.as_nanos() / self.interval.as_nanos() * self.interval.as_nanos()) as u64,
+        );
+        if self.current.as_ref().is_some_and(|(s, _)| start > *s) {
+            self.close();
+        }
+        self.current
+            .get_or_insert_with(|| (start, LatencyHistogram::default()))
+            .1
+            .record(latency);
+    }
+
+    fn close(&mut self) {
+        if let Some((start, h)) = self.current.take() {
+            let mut bytes = Vec::new();
+            let mut s = hdrhistogram::serialization::V2DeflateSerializer::new();
+            if hdrhistogram::serialization::Serializer::serialize(&mut s, &h.0, &mut bytes).is_ok()
+            {
+                self.closed.push((start, bytes));
+            }
+        }
+    }
+
+    /// Close the interval in progress (at the end of a run).
+    pub fn finish(&mut self) {
+        self.close();
+    }
+
+    /// Number of closed intervals.
+    pub fn len(&self) -> usize {
+        self.closed.len()
+    }
+
+    /// Whether no interval closed.
+    pub fn is_empty(&self) -> bool {
+        self.closed.is_empty()
+    }
+
+    /// Write the log: a header (`#[StartTime: …]` and `#[BaseTime: …]`, both
+    /// `clock_zero`, the wall-clock time of the run clock's zero) and one
+    /// line per interval — its start in seconds on the run's clock (so
+    /// relative to BaseTime), its length, its max in milliseconds, the
+    /// histogram (values in µs).
+    pub fn write(
+        &self,
+        out: impl std::io::Write,
+        comment: &str,
+        clock_zero: std::time::SystemTime,
+    ) -> std::io::Result<()> {
+        use hdrhistogram::serialization::interval_log::IntervalLogWriterBuilder;
+        use hdrhistogram::serialization::{Deserializer, V2DeflateSerializer};
+        let mut out = out;
+        let mut serializer = V2DeflateSerializer::new();
+        let mut writer = IntervalLogWriterBuilder::new()
+            .add_comment(comment)
+            .with_start_time(clock_zero)
+            .with_base_time(clock_zero)
+            .with_max_value_divisor(1000.0)
+            .begin_log_with(&mut out, &mut serializer)?;
+        let mut de = Deserializer::new();
+        for (start, bytes) in &self.closed {
+            let h: Histogram<u64> = de
+                .deserialize(&mut bytes.as_slice())
+                .map_err(|e| std::io::Error::other(format!("{e:?}")))?;
+            writer
+                .write_histogram(&h, *start, self.interval, None)
+                .map_err(|e| std::io::Error::other(format!("{e:?}")))?;
+        }
+        Ok(())
+    }
+}
+
 /// How many requests of a tenant ended each way.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct OutcomeCounts {
@@ -162,6 +267,9 @@ pub struct TenantAccount {
     pub dispatch_woken: LatencyHistogram,
     /// `served_by_variant[v]`: requests served (on time or late) by variant `v`.
     pub served_by_variant: Vec<u64>,
+    /// End-to-end latency per interval, when enabled
+    /// ([`TenantAccount::with_intervals`]).
+    pub intervals: Option<IntervalLog>,
 }
 
 impl TenantAccount {
@@ -171,6 +279,12 @@ impl TenantAccount {
             name: name.into(),
             ..Default::default()
         }
+    }
+
+    /// Also keep end-to-end latency per `interval`, for `.hlog` files.
+    pub fn with_intervals(mut self, interval: Duration) -> Self {
+        self.intervals = Some(IntervalLog::new(interval));
+        self
     }
 
     /// Count a request offered to the tenant.
@@ -206,6 +320,9 @@ impl TenantAccount {
         self.counts.add(outcome);
         if outcome != Outcome::Failed {
             self.end_to_end.record(c.end_to_end());
+            if let Some(log) = &mut self.intervals {
+                log.record(c.finished, c.end_to_end());
+            }
             self.queueing.record(c.queueing());
             self.service.record(c.service());
             self.dispatch.record(c.dispatch_latency());
@@ -296,6 +413,43 @@ pub fn render_table(accounts: &[TenantAccount]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_interval_log_holds_each_intervals_latencies_and_reads_back() {
+        use hdrhistogram::serialization::interval_log::{IntervalLogIterator, LogEntry};
+        let mut log = IntervalLog::new(Duration::from_secs(1));
+        let at = |ms: u64| crate::time::Timestamp::ZERO + Duration::from_millis(ms);
+        for (t, lat) in [(100, 5), (900, 7), (1_200, 9), (3_500, 11), (3_600, 13)] {
+            log.record(at(t), Duration::from_millis(lat));
+        }
+        log.finish();
+        assert_eq!(log.len(), 3, "intervals 0 s, 1 s and 3 s");
+        let mut bytes = Vec::new();
+        let zero = std::time::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        log.write(&mut bytes, "test", zero).unwrap();
+        assert!(String::from_utf8_lossy(&bytes).contains("#[BaseTime: 1700000000.000"));
+        let text = String::from_utf8(bytes.clone()).unwrap();
+        assert!(text.starts_with("#test"), "{text}");
+        let mut starts = Vec::new();
+        let mut counts = Vec::new();
+        for e in IntervalLogIterator::new(&bytes) {
+            if let Ok(LogEntry::Interval(h)) = e {
+                starts.push(h.start_timestamp().as_secs());
+                let raw = base64_decode(h.encoded_histogram());
+                let hist: Histogram<u64> = hdrhistogram::serialization::Deserializer::new()
+                    .deserialize(&mut raw.as_slice())
+                    .unwrap();
+                counts.push(hist.len());
+            }
+        }
+        assert_eq!(starts, vec![0, 1, 3]);
+        assert_eq!(counts, vec![2, 1, 2]);
+    }
+
+    fn base64_decode(s: &str) -> Vec<u8> {
+        use base64::Engine as _;
+        base64::engine::general_purpose::STANDARD.decode(s).unwrap()
+    }
     use crate::request::TenantId;
     use crate::time::Timestamp;
 

@@ -113,6 +113,9 @@ pub struct RunReport {
     /// What failed during the run and what the runtime did about it, in
     /// order (empty on a clean run).
     pub incidents: Vec<Incident>,
+    /// Wall-clock time of the run clock's zero (stamps in `.hlog` files
+    /// are relative to it), when the run had one.
+    pub clock_zero: Option<std::time::SystemTime>,
 }
 
 /// A fault the runtime met during a run.
@@ -342,6 +345,28 @@ impl RunReport {
         }
         Ok(written)
     }
+
+    /// Write one HdrHistogram interval log (`<tenant>.hlog`, end-to-end
+    /// latency per interval, µs; maxima in ms) per tenant that kept one.
+    pub fn write_hlog(&self, dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+        std::fs::create_dir_all(dir)?;
+        let mut written = Vec::new();
+        for t in &self.tenants {
+            let Some(log) = &t.intervals else { continue };
+            let path = dir.join(format!("{}.hlog", t.name));
+            let file = std::io::BufWriter::new(std::fs::File::create(&path)?);
+            log.write(
+                file,
+                &format!(
+                    "ecomap: tenant '{}', end-to-end latency (µs) per interval, policy {}",
+                    t.name, self.policy
+                ),
+                self.clock_zero.unwrap_or(std::time::UNIX_EPOCH),
+            )?;
+            written.push(path);
+        }
+        Ok(written)
+    }
 }
 
 #[cfg(test)]
@@ -371,6 +396,7 @@ mod tests {
                 what: "worker 'cpu0' panicked; restarted".into(),
                 degrades: false,
             }],
+            clock_zero: None,
         };
         assert!(r.is_conserved());
         assert!(!r.is_degraded());

@@ -444,10 +444,14 @@ fn run(files: &Files, o: RunOptions<'_>) -> Result<(), ExitCode> {
         });
     }
     println!("{}", report.render());
-    match report.write_hgrm(out) {
-        Ok(files) => eprintln!(
-            "ecomap: wrote {} percentile files (.hgrm, ms) to {}",
-            files.len(),
+    match report
+        .write_hgrm(out)
+        .and_then(|h| report.write_hlog(out).map(|l| (h, l)))
+    {
+        Ok((hgrm, hlog)) => eprintln!(
+            "ecomap: wrote {} percentile files (.hgrm, ms) and {} interval logs (.hlog) to {}",
+            hgrm.len(),
+            hlog.len(),
             out.display()
         ),
         Err(e) => {
@@ -606,10 +610,14 @@ fn serve(files: &Files, o: ServeOptions<'_>) -> Result<(), ExitCode> {
         return Err(ExitCode::from(1));
     }
     println!("{}", report.render());
-    match report.write_hgrm(o.out) {
-        Ok(files) => eprintln!(
-            "ecomap: wrote {} percentile files (.hgrm, ms) to {}",
-            files.len(),
+    match report
+        .write_hgrm(o.out)
+        .and_then(|h| report.write_hlog(o.out).map(|l| (h, l)))
+    {
+        Ok((hgrm, hlog)) => eprintln!(
+            "ecomap: wrote {} percentile files (.hgrm, ms) and {} interval logs (.hlog) to {}",
+            hgrm.len(),
+            hlog.len(),
             o.out.display()
         ),
         Err(e) => {

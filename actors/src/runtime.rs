@@ -1006,6 +1006,7 @@ impl Runtime {
                 energy,
                 quality,
                 incidents: incidents.incidents(load_started.unwrap_or(Timestamp::ZERO)),
+                clock_zero: std::time::SystemTime::now().checked_sub(end.since_epoch()),
             },
             timeline,
         )

@@ -26,6 +26,8 @@ from collections import Counter
 
 import numpy as np
 import tritonclient.http as httpclient
+from hdrh.histogram import HdrHistogram
+from hdrh.log import HistogramLogReader
 from prometheus_client.openmetrics.parser import text_string_to_metric_families
 from tritonclient.utils import InferenceServerException
 
@@ -249,6 +251,19 @@ def main():
         check(int(row.get("submitted", -1)) == mine, f"{model}: report submitted {row.get('submitted')} == sent {mine}")
         check(int(row.get("on_time", 0)) + int(row.get("late", 0)) == sent[model, 200],
               f"{model}: report served == 200s")
+    print("interval logs (.hlog), read with the Python hdrhistogram package")
+    for model in ["echo", "busy", "squeezenet"]:
+        path = os.path.join(tmp, "out", f"{model}.hlog")
+        reader = HistogramLogReader(path, HdrHistogram(1, 3_600_000_000, 3))
+        total, intervals = 0, 0
+        while True:
+            h = reader.get_next_interval_histogram()
+            if h is None:
+                break
+            total += h.get_total_count()
+            intervals += 1
+        check(total == sent[model, 200],
+              f"{model}: {intervals} intervals hold {total} latencies == {sent[model, 200]} served")
     if FAILURES:
         print(f"\n{len(FAILURES)} check(s) failed")
         sys.exit(1)

@@ -89,7 +89,11 @@ impl Telemetry {
         faults: FaultInjector,
     ) -> Self {
         Telemetry {
-            tenants: tenant_names.iter().map(TenantAccount::new).collect(),
+            // One-second intervals of end-to-end latency, for `.hlog` files.
+            tenants: tenant_names
+                .iter()
+                .map(|n| TenantAccount::new(n).with_intervals(std::time::Duration::from_secs(1)))
+                .collect(),
             workers: worker_names
                 .iter()
                 .map(|n| WorkerAccount {
@@ -129,6 +133,11 @@ impl Telemetry {
         while let Ok(ev) = self.rx.recv() {
             self.faults.telemetry_hook();
             self.record(ev);
+        }
+        for t in &mut self.tenants {
+            if let Some(log) = &mut t.intervals {
+                log.finish();
+            }
         }
         (self.tenants, self.workers)
     }
