@@ -406,7 +406,8 @@ fn run(files: &Files, o: RunOptions<'_>) -> Result<(), ExitCode> {
             runtime.start_control(load_factor).map_err(start_error)?;
             let state =
                 ecomap_actors::server::ServerState::new(Vec::new(), 0, Some(runtime.metrics()));
-            match ecomap_actors::server::start(state, addr, 1) {
+            let (spec, notes) = runtime.server_thread();
+            match ecomap_actors::server::start(state, addr, 1, spec, notes) {
                 Ok(s) => {
                     eprintln!("ecomap: metrics on http://{}/metrics", s.addr);
                     Some(s)
@@ -560,7 +561,8 @@ fn serve(files: &Files, o: ServeOptions<'_>) -> Result<(), ExitCode> {
         })
         .collect();
     let state = ServerState::new(models, o.max_body, Some(runtime.metrics()));
-    let http = match server::start(state, o.listen, o.http_workers) {
+    let (spec, notes) = runtime.server_thread();
+    let http = match server::start(state, o.listen, o.http_workers, spec, notes) {
         Ok(s) => s,
         Err(e) => {
             eprintln!(

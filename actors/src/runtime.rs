@@ -131,6 +131,7 @@ pub struct Runtime {
     worker_names: Vec<String>,
     strict: bool,
     control_plane_spec: ThreadSpec,
+    server_spec: ThreadSpec,
     /// `outputs[t]`: what tenant `t`'s model gives, probed at load (`None`
     /// for a model that takes any input: it echoes it).
     outputs: Vec<Option<Vec<TensorSpec>>>,
@@ -593,6 +594,7 @@ impl Runtime {
             worker_names,
             strict: false,
             control_plane_spec: rt_config.control_plane,
+            server_spec: rt_config.server,
             outputs,
             latency,
             clock,
@@ -757,6 +759,12 @@ impl Runtime {
             &self.latency,
             self.control.as_ref().map(ControlPlane::view),
         )
+    }
+
+    /// Where the HTTP server's threads go (rt-config `server`), and where
+    /// refusals are noted.
+    pub fn server_thread(&self) -> (ThreadSpec, RtNotes) {
+        (self.server_spec, self.notes.clone())
     }
 
     /// A shared handle on the run's exact counters, one per tenant.

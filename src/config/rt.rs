@@ -230,6 +230,12 @@ pub struct RtConfig {
     /// stay exact), never waited for. 16..=16777216.
     #[serde(default = "telemetry_capacity")]
     pub telemetry_capacity: usize,
+    /// The HTTP server's worker threads (`ecomap serve`): they submit
+    /// clients' requests to the workers, so like the load generators they
+    /// may run above them (checked like a load generator), and a request is
+    /// taken in while the workers are busy.
+    #[serde(default)]
+    pub server: ThreadSpec,
     /// The control-plane thread (the actix system: carbon monitor, power
     /// governor, energy meter, estimator). It sends the data plane nothing
     /// through a channel (the power state and the plan are published in
@@ -311,6 +317,7 @@ impl RtConfig {
         core_check("load_generator".into(), &self.load_generator)?;
         core_check("telemetry".into(), &self.telemetry)?;
         core_check("control_plane".into(), &self.control_plane)?;
+        core_check("server".into(), &self.server)?;
         if !(16..=1 << 24).contains(&self.telemetry_capacity) {
             return Err(ConfigError::invalid(
                 path,
@@ -431,6 +438,10 @@ impl RtConfig {
             name: "telemetry".into(),
             spec: self.telemetry,
         };
+        let server = End {
+            name: "server".into(),
+            spec: self.server,
+        };
         let workers: Vec<End> = self
             .workers
             .iter()
@@ -446,6 +457,13 @@ impl RtConfig {
         let mut channels: Vec<(&End, &End, &str)> = Vec::new();
         for (i, w) in workers.iter().enumerate() {
             channels.push((&generator, w, "requests"));
+            // A server below the workers is raised for each send (see
+            // `TenantQueue::submit`); one configured above them needs no
+            // raising, and one between is fine too: only a receiver above
+            // its sender can spin, and the check below covers that.
+            if server.spec.sched.rank() > 0 {
+                channels.push((&server, w, "clients' requests"));
+            }
             channels.push((w, &telemetry, "completions"));
             for (j, other) in workers.iter().enumerate() {
                 if i != j {

@@ -473,11 +473,15 @@ impl RunningServer {
     }
 }
 
-/// Start the server on `listen` with `http_workers` threads.
+/// Start the server on `listen` with `http_workers` threads, each placed
+/// as `thread` says (the rt-config's `server` entry; refusals noted in
+/// `notes`).
 pub fn start(
     state: Arc<ServerState>,
     listen: SocketAddr,
     http_workers: usize,
+    thread: ecomap::config::rt::ThreadSpec,
+    notes: crate::rt::RtNotes,
 ) -> std::io::Result<RunningServer> {
     let data = web::Data::from(state.clone());
     let max_body = state.max_body;
@@ -489,6 +493,9 @@ pub fn start(
         .spawn(move || {
             actix_web::rt::System::new().block_on(async move {
                 let bound = HttpServer::new(move || {
+                    // The factory runs once on each HTTP worker thread,
+                    // before it serves: place the thread here.
+                    crate::rt::apply("http-worker", &thread, &notes);
                     App::new()
                         .app_data(data.clone())
                         .app_data(web::PayloadConfig::new(max_body))
@@ -496,6 +503,13 @@ pub fn start(
                         .default_service(web::to(not_found))
                 })
                 .workers(http_workers.max(1))
+                // Responses go out in one write; no waiting for an ACK
+                // of the previous segment (Nagle) before the last one.
+                .on_connect(|conn, _| {
+                    if let Some(tcp) = conn.downcast_ref::<actix_web::rt::net::TcpStream>() {
+                        let _ = tcp.set_nodelay(true);
+                    }
+                })
                 .disable_signals()
                 .bind(listen);
                 let server = match bound {

@@ -98,6 +98,7 @@ fn rt_config(fifo: bool) -> RtConfig {
         memory_budget_mb: None,
         telemetry_capacity: ecomap::config::rt::DEFAULT_TELEMETRY_CAPACITY,
         control_plane: ThreadSpec::default(),
+        server: ThreadSpec::default(),
     }
 }
 

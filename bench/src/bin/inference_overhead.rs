@@ -113,6 +113,7 @@ fn main() {
             memory_budget_mb: None,
             telemetry_capacity: ecomap::config::rt::DEFAULT_TELEMETRY_CAPACITY,
             control_plane: ThreadSpec::default(),
+            server: ThreadSpec::default(),
         };
         let mut bare = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).unwrap();
         let mut e2e = ecomap::accounting::LatencyHistogram::default();
