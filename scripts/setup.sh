@@ -29,3 +29,16 @@ if ! .venv/bin/python -c 'import tritonclient.http, prometheus_client, hdrh, num
     echo "setup: installing the serve tests' Python clients into .venv"
     .venv/bin/python -m pip install --quiet --disable-pip-version-check "${TEST_PKGS[@]}"
 fi
+# The robot perception stack (workloads/perception.ron): torchvision's
+# detection, segmentation and int8 classification models as TorchScript,
+# random weights, nothing downloaded (scripts/export_models.py, ~20 s).
+TORCHVISION_VERSION=0.28.0
+if ! .venv/bin/python -c "import torchvision, sys; sys.exit(torchvision.__version__.split('+')[0] != '$TORCHVISION_VERSION')" 2>/dev/null; then
+    echo "setup: installing torchvision==$TORCHVISION_VERSION into .venv"
+    .venv/bin/python -m pip install --quiet --disable-pip-version-check "torchvision==$TORCHVISION_VERSION"
+fi
+if [ ! -f models/.exported-v1 ]; then
+    echo "setup: exporting the perception models into models/"
+    .venv/bin/python scripts/export_models.py models
+    touch models/.exported-v1
+fi

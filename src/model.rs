@@ -67,14 +67,24 @@ pub enum ModelSpec {
         /// Input height and width in pixels.
         size: i64,
     },
-    /// A TorchScript module saved with `torch.jit.save`, run on a random
-    /// input of `input_shape`. A relative path is resolved against the
-    /// workload file's folder.
+    /// A TorchScript module saved with `torch.jit.save` whose forward takes
+    /// one FP32 tensor. The load generators' requests run it on a random
+    /// input of `example_shape` (default: `input_shape` with any `-1` taken
+    /// as 224); callers' inputs must fit `input_shape`. A relative path is
+    /// resolved against the workload (or catalog) file's folder.
     TorchScript {
         /// Path of the `.pt` file.
         path: PathBuf,
-        /// Shape of the input tensor, batch dimension included.
+        /// Shape of the input tensor, batch dimension included; `-1` where
+        /// any size is accepted (e.g. `[1, 3, -1, -1]` for images).
         input_shape: Vec<i64>,
+        /// The input the module is run on for requests without one.
+        #[serde(default)]
+        example_shape: Option<Vec<i64>>,
+        /// What the module returns, in order (e.g. a detector's boxes,
+        /// labels and scores); without it, found by a trial pass.
+        #[serde(default)]
+        outputs: Option<Vec<crate::tensor::TensorSpec>>,
     },
     /// Any variant of a family of the workload's model catalog, e.g.
     /// `Family("imagenet-classifier")`; the quality policy picks which.
@@ -101,12 +111,41 @@ impl ModelSpec {
                     ))
                 }
             }
-            ModelSpec::TorchScript { path, input_shape } => {
-                if input_shape.is_empty() || input_shape.iter().any(|&d| d <= 0) {
+            ModelSpec::TorchScript {
+                path,
+                input_shape,
+                example_shape,
+                outputs,
+            } => {
+                if input_shape.is_empty() || input_shape.iter().any(|&d| d <= 0 && d != -1) {
                     return Err(format!(
-                        "TorchScript input_shape must be a non-empty list of positive sizes, \
-                         got {input_shape:?}"
+                        "TorchScript input_shape must be a non-empty list of positive sizes \
+                         (or -1 for any size), got {input_shape:?}"
                     ));
+                }
+                if let Some(e) = example_shape {
+                    let fits = e.len() == input_shape.len()
+                        && e.iter()
+                            .zip(input_shape)
+                            .all(|(&x, &want)| x > 0 && (want < 0 || x == want));
+                    if !fits {
+                        return Err(format!(
+                            "TorchScript example_shape {e:?} must be positive sizes that fit \
+                             input_shape {input_shape:?}"
+                        ));
+                    }
+                }
+                if let Some(o) = outputs {
+                    if o.is_empty()
+                        || o.iter()
+                            .any(|t| t.name.is_empty() || t.shape.iter().any(|&d| d < -1))
+                    {
+                        return Err(
+                            "TorchScript outputs must name at least one tensor, each with a \
+                             name and a shape of sizes (or -1)"
+                                .into(),
+                        );
+                    }
                 }
                 if !path.is_file() {
                     return Err(format!(
@@ -142,6 +181,31 @@ impl ModelSpec {
                 input_shape.clone(),
             )),
             ModelSpec::Synthetic { .. } | ModelSpec::Family(_) => None,
+        }
+    }
+
+    /// The input a TorchScript module runs on for requests without one.
+    pub fn example_shape(&self) -> Option<Vec<i64>> {
+        match self {
+            ModelSpec::TorchScript {
+                input_shape,
+                example_shape,
+                ..
+            } => Some(example_shape.clone().unwrap_or_else(|| {
+                input_shape
+                    .iter()
+                    .map(|&d| if d < 0 { 224 } else { d })
+                    .collect()
+            })),
+            _ => None,
+        }
+    }
+
+    /// The outputs a model declares (TorchScript `outputs`), if any.
+    pub fn declared_outputs(&self) -> Option<&[crate::tensor::TensorSpec]> {
+        match self {
+            ModelSpec::TorchScript { outputs, .. } => outputs.as_deref(),
+            _ => None,
         }
     }
 

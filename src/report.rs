@@ -199,7 +199,8 @@ impl RunReport {
 
     fn render_quality(&self, q: &QualityReport) -> String {
         let mut out = String::from(
-            "\nmodel variants (top-1: published ImageNet accuracy of the architecture)\n",
+            "\nmodel variants (top-1: the architecture's published accuracy in its family's metric \
+             — ImageNet top-1, COCO box mAP or mIoU, as the catalog says)\n",
         );
         for (t, acc) in self.tenants.iter().enumerate() {
             let Some(vars) = q.variants.get(t) else {

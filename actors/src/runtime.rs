@@ -219,7 +219,9 @@ fn load_worker_models(
                         loaded.warm.push((t, v, took));
                         if v == 0 {
                             if let Some(spec) = variant.model.input_spec() {
-                                match probe_outputs(m.as_mut(), &spec) {
+                                let example = variant.model.example_shape();
+                                let declared = variant.model.declared_outputs();
+                                match probe_outputs(m.as_mut(), &spec, example, declared) {
                                     Ok(outs) => loaded.outputs.push((t, outs)),
                                     Err(e) => {
                                         return Err(LoadFailure {
@@ -260,12 +262,15 @@ fn load_worker_models(
 fn probe_outputs(
     model: &mut dyn LoadedModel,
     spec: &TensorSpec,
+    example: Option<Vec<i64>>,
+    declared: Option<&[TensorSpec]>,
 ) -> Result<Vec<TensorSpec>, crate::backend::BackendError> {
-    let shape: Vec<i64> = spec
-        .shape
-        .iter()
-        .map(|&d| if d < 0 { 224 } else { d })
-        .collect();
+    let shape: Vec<i64> = example.unwrap_or_else(|| {
+        spec.shape
+            .iter()
+            .map(|&d| if d < 0 { 224 } else { d })
+            .collect()
+    });
     let n = ecomap::tensor::element_count(&shape).unwrap_or(0);
     let zeros = TensorData::new(
         spec.datatype,
@@ -274,6 +279,30 @@ fn probe_outputs(
     )
     .map_err(|e| crate::backend::BackendError::Run(e.to_string()))?;
     let outs = model.infer(&zeros)?;
+    if let Some(declared) = declared {
+        // What the catalog declares (dynamic sizes as -1), if the module
+        // really returns that many tensors of those datatypes.
+        let fits = declared.len() == outs.len()
+            && declared.iter().zip(&outs).all(|(d, o)| {
+                d.datatype == o.dtype
+                    && d.shape.len() == o.shape.len()
+                    && d.shape.iter().zip(&o.shape).all(|(&w, &g)| w < 0 || w == g)
+            });
+        if !fits {
+            let got: Vec<String> = outs
+                .iter()
+                .map(|o| format!("{} {:?}", o.dtype, o.shape))
+                .collect();
+            let want: Vec<String> = declared
+                .iter()
+                .map(|d| format!("{} {} {:?}", d.name, d.datatype, d.shape))
+                .collect();
+            return Err(crate::backend::BackendError::Run(format!(
+                "the module returned {got:?}, not the declared outputs {want:?}"
+            )));
+        }
+        return Ok(declared.to_vec());
+    }
     let single = outs.len() == 1;
     Ok(outs
         .iter()

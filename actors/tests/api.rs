@@ -214,3 +214,62 @@ fn the_answer_is_the_models_output_for_the_callers_input() {
     assert!(report.is_conserved());
     assert_eq!(report.tenants[0].counts.on_time, 2);
 }
+
+/// The perception stack's detector (TorchScript export of torchvision's
+/// Faster R-CNN and SSDlite, `scripts/export_models.py`, run by the set-up)
+/// takes a camera frame and gives boxes, labels and scores.
+#[cfg(feature = "tch")]
+#[test]
+fn the_detector_returns_boxes_labels_and_scores_for_a_frame() {
+    let _s = serial();
+    let catalog = Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies/perception-models.ron");
+    let text = format!(
+        r#"(catalog: "{}", tenants: [
+            (name: "detector", model: Family("coco-detector"), arrival: Periodic(rate_hz: 1.0),
+             deadline: "5s", capacity: 4),
+            (name: "segmenter", model: Family("voc-segmenter"), arrival: Periodic(rate_hz: 1.0),
+             deadline: "5s", capacity: 4),
+        ])"#,
+        catalog.display()
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("perception.ron");
+    std::fs::write(&file, text).unwrap();
+    let w = Workload::load(&file)
+        .unwrap_or_else(|e| panic!("{e} (the models come from scripts/setup.sh)"));
+    let rt: RtConfig = parse_ron(
+        r#"(workers: [(name: "w0"), (name: "w1")])"#,
+        Path::new("rt.ron"),
+        "rt",
+    )
+    .unwrap();
+    let r = Runtime::start(&w, &rt, &Policy::edf("edf")).unwrap();
+    let (inputs, outputs) = r.model_io(0);
+    assert_eq!(inputs[0].shape, vec![1, 3, -1, -1]);
+    let names: Vec<&str> = outputs.iter().map(|o| o.name.as_str()).collect();
+    assert_eq!(names, ["boxes", "labels", "scores"]);
+    let frame = TensorData::from_f32(vec![1, 3, 240, 320], &vec![0.4; 3 * 240 * 320]).unwrap();
+    let a = r.queue(0).infer(frame.clone(), None).unwrap();
+    assert!(a.is_served(), "{a:?}");
+    let [boxes, labels, scores] = &a.outputs[..] else {
+        panic!("three outputs, got {}", a.outputs.len())
+    };
+    let n = boxes.shape[0];
+    assert_eq!(boxes.shape, vec![n, 4]);
+    assert_eq!(
+        (labels.dtype, labels.shape.clone()),
+        (DataType::Int64, vec![n])
+    );
+    assert_eq!(
+        (scores.dtype, scores.shape.clone()),
+        (DataType::Fp32, vec![n])
+    );
+    let seg = r.queue(1).infer(frame, None).unwrap();
+    assert_eq!(
+        seg.outputs[0].shape,
+        vec![1, 21, 240, 320],
+        "per-pixel logits"
+    );
+    let report = r.shutdown();
+    assert!(report.is_conserved());
+}

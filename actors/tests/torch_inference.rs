@@ -60,6 +60,8 @@ fn torchscript_modules_load_and_run() {
     let spec = ModelSpec::TorchScript {
         path: path.clone(),
         input_shape: vec![1, 3, 32, 32],
+        example_shape: None,
+        outputs: None,
     };
     spec.validate().unwrap();
     let mut m = load_model(&spec, DeviceSpec::Cpu).unwrap();
@@ -70,6 +72,8 @@ fn torchscript_modules_load_and_run() {
     let wrong = ModelSpec::TorchScript {
         path,
         input_shape: vec![1, 5, 32, 32],
+        example_shape: None,
+        outputs: None,
     };
     let e = load_model(&wrong, DeviceSpec::Cpu)
         .err()
@@ -86,6 +90,8 @@ fn torchscript_modules_load_and_run() {
         &ModelSpec::TorchScript {
             path: junk,
             input_shape: vec![1, 3, 32, 32],
+            example_shape: None,
+            outputs: None,
         },
         DeviceSpec::Cpu,
     )

@@ -156,16 +156,18 @@ impl LoadedModel for ScriptNet {
             .map_err(run_error)?;
         let mut tensors = Vec::new();
         collect_tensors(out, &mut tensors);
+        // Copying each output to the CPU waits for a CUDA pass to end.
         tensors.iter().map(to_tensor_data).collect()
     }
 
     fn run(&mut self) -> Result<(), BackendError> {
         let _guard = tch::no_grad_guard();
-        let out = self
+        // Any output (a tensor, or tuples and dicts of them: a detector).
+        let _out = self
             .module
-            .forward_ts(&[&self.input])
+            .forward_is(&[IValue::Tensor(self.input.shallow_clone())])
             .map_err(|e| BackendError::Run(e.to_string()))?;
-        if let Device::Cuda(i) = out.device() {
+        if let Device::Cuda(i) = self.input.device() {
             tch::Cuda::synchronize(i64::try_from(i).unwrap_or(0));
         }
         Ok(())
@@ -294,7 +296,8 @@ impl Backend for TorchBackend {
         match spec {
             ModelSpec::Vision(m) => vision(*m, m.input_shape()),
             ModelSpec::VisionAt { model, size } => vision(*model, [1, 3, *size, *size]),
-            ModelSpec::TorchScript { path, input_shape } => {
+            ModelSpec::TorchScript { path, .. } => {
+                let input_shape = spec.example_shape().unwrap_or_default();
                 let mut module =
                     CModule::load_on_device(path, d).map_err(|e| BackendError::Load {
                         model: spec.to_string(),
