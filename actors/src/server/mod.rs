@@ -196,11 +196,49 @@ async fn repository_index(state: web::Data<ServerState>) -> HttpResponse {
     HttpResponse::Ok().json(models)
 }
 
+/// Why a body could not be read.
+enum BodyError {
+    TooLarge,
+    Read(String),
+}
+
+/// Read the body into one buffer sized from `Content-Length` (no regrowth
+/// copies), placed so that the binary section after a JSON header of
+/// `header_length` bytes starts 8-byte aligned: a model can then read its
+/// input tensor where it lies, without another copy.
+async fn read_body(
+    mut payload: web::Payload,
+    req: &HttpRequest,
+    header_length: Option<usize>,
+    limit: usize,
+) -> Result<bytes::Bytes, BodyError> {
+    use futures_util::StreamExt as _;
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(BodyError::TooLarge);
+    }
+    let pad = header_length.map_or(0, |h| (8 - h % 8) % 8);
+    let mut buf = bytes::BytesMut::with_capacity(pad + declared.unwrap_or(8192).min(limit));
+    buf.resize(pad, 0);
+    while let Some(chunk) = payload.next().await {
+        let chunk = chunk.map_err(|e| BodyError::Read(e.to_string()))?;
+        if buf.len() - pad + chunk.len() > limit {
+            return Err(BodyError::TooLarge);
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    Ok(buf.freeze().slice(pad..))
+}
+
 async fn infer(
     state: web::Data<ServerState>,
     path: web::Path<String>,
     req: HttpRequest,
-    body: Result<web::Bytes, actix_web::Error>,
+    payload: web::Payload,
 ) -> HttpResponse {
     let model = match state.model(&path) {
         Ok(m) => m,
@@ -210,24 +248,6 @@ async fn infer(
     let refuse = |status: StatusCode, message: String| {
         model.queue.count_refused();
         error(status, &message)
-    };
-    let body = match body {
-        Ok(b) => b,
-        Err(e) => {
-            let status = e.as_response_error().status_code();
-            let status = if status == StatusCode::PAYLOAD_TOO_LARGE {
-                return refuse(
-                    status,
-                    format!(
-                        "request body over the server's limit of {} bytes (--max-body-mb)",
-                        state.max_body
-                    ),
-                );
-            } else {
-                StatusCode::BAD_REQUEST
-            };
-            return refuse(status, format!("cannot read the request body: {e}"));
-        }
     };
     let header_length = match req.headers().get(HEADER_LENGTH) {
         None => None,
@@ -240,6 +260,24 @@ async fn infer(
                 )
             }
         },
+    };
+    let body = match read_body(payload, &req, header_length, state.max_body).await {
+        Ok(b) => b,
+        Err(BodyError::TooLarge) => {
+            return refuse(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!(
+                    "request body over the server's limit of {} bytes (--max-body-mb)",
+                    state.max_body
+                ),
+            )
+        }
+        Err(BodyError::Read(e)) => {
+            return refuse(
+                StatusCode::BAD_REQUEST,
+                format!("cannot read the request body: {e}"),
+            )
+        }
     };
     let parsed = match protocol::parse_infer(body, header_length) {
         Ok(p) => p,
@@ -304,9 +342,9 @@ async fn infer_v(
     state: web::Data<ServerState>,
     path: web::Path<(String, String)>,
     req: HttpRequest,
-    body: Result<web::Bytes, actix_web::Error>,
+    payload: web::Payload,
 ) -> HttpResponse {
-    infer(state, web::Path::from(path.into_inner().0), req, body).await
+    infer(state, web::Path::from(path.into_inner().0), req, payload).await
 }
 
 fn submit_error(e: &SubmitError) -> HttpResponse {
@@ -484,7 +522,6 @@ pub fn start(
     notes: crate::rt::RtNotes,
 ) -> std::io::Result<RunningServer> {
     let data = web::Data::from(state.clone());
-    let max_body = state.max_body;
     // actix-web's server is built, bound and run on its own thread (it is
     // not `Send`); the bound address or the bind error comes back.
     let (tx, rx) = std::sync::mpsc::channel();
@@ -498,7 +535,6 @@ pub fn start(
                     crate::rt::apply("http-worker", &thread, &notes);
                     App::new()
                         .app_data(data.clone())
-                        .app_data(web::PayloadConfig::new(max_body))
                         .configure(routes)
                         .default_service(web::to(not_found))
                 })
