@@ -193,6 +193,30 @@ impl TensorData {
         TensorData::new(DataType::Fp32, shape, bytes.into())
     }
 
+    /// Check that the bytes are exactly what datatype × shape needs (the
+    /// fields are public, so a tensor built by hand may not be); the
+    /// backends rely on it before reading the bytes as a tensor.
+    pub fn check(&self) -> Result<(), TensorError> {
+        let n = element_count(&self.shape).ok_or_else(|| TensorError::BadShape {
+            shape: self.shape.clone(),
+        })?;
+        let expected = n
+            .checked_mul(self.dtype.size())
+            .ok_or_else(|| TensorError::BadShape {
+                shape: self.shape.clone(),
+            })?;
+        if self.data.len() == expected {
+            Ok(())
+        } else {
+            Err(TensorError::Size {
+                dtype: self.dtype,
+                shape: self.shape.clone(),
+                expected,
+                actual: self.data.len(),
+            })
+        }
+    }
+
     /// Number of elements.
     pub fn len(&self) -> usize {
         self.data.len() / self.dtype.size()
@@ -236,8 +260,10 @@ impl TensorSpec {
         }
     }
 
-    /// Whether `t` has this spec's datatype and shape.
+    /// Whether `t` has this spec's datatype and shape (and is consistent:
+    /// [`TensorData::check`]).
     pub fn accepts(&self, t: &TensorData) -> Result<(), TensorError> {
+        t.check()?;
         if t.dtype != self.datatype {
             return Err(TensorError::DataType {
                 name: self.name.clone(),

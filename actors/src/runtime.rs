@@ -217,22 +217,47 @@ fn load_worker_models(
                     Ok((mut m, took)) => {
                         loaded.param_bytes += m.parameter_bytes();
                         loaded.warm.push((t, v, took));
-                        if v == 0 {
-                            if let Some(spec) = variant.model.input_spec() {
-                                let example = variant.model.example_shape();
-                                let declared = variant.model.declared_outputs();
-                                match probe_outputs(m.as_mut(), &spec, example, declared) {
-                                    Ok(outs) => loaded.outputs.push((t, outs)),
-                                    Err(e) => {
-                                        return Err(LoadFailure {
-                                            tenant: t,
-                                            reason: format!(
-                                                "a trial pass on a zero input of its spec \
-                                                 {:?} failed: {e}",
-                                                spec.shape
-                                            ),
-                                        })
+                        // Every variant of a tenant must give what its
+                        // heaviest declares: clients see one model. The
+                        // trial pass runs under catch_unwind too (a
+                        // libtorch panic fails start-up, never hangs it).
+                        if let Some(spec) = variant.model.input_spec() {
+                            let example = variant.model.example_shape();
+                            let declared = variant.model.declared_outputs();
+                            let probed =
+                                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                                    probe_outputs(m.as_mut(), &spec, example, declared)
+                                }))
+                                .unwrap_or(Err(crate::backend::BackendError::Panicked));
+                            let fail = |reason: String| LoadFailure {
+                                tenant: t,
+                                reason: format!("variant {}: {reason}", variant.name),
+                            };
+                            match probed {
+                                Ok(outs) if v == 0 => loaded.outputs.push((t, outs)),
+                                Ok(outs) => {
+                                    let first = loaded.outputs.iter().find(|(ft, _)| *ft == t);
+                                    let same = first.is_none_or(|(_, o0)| {
+                                        o0.len() == outs.len()
+                                            && o0
+                                                .iter()
+                                                .zip(&outs)
+                                                .all(|(a, b)| a.datatype == b.datatype)
+                                    });
+                                    if !same {
+                                        return Err(fail(format!(
+                                            "returns {} output(s), not the {} its family's first \
+                                             variant returns (variants must be interchangeable)",
+                                            outs.len(),
+                                            first.map_or(0, |(_, o)| o.len())
+                                        )));
                                     }
+                                }
+                                Err(e) => {
+                                    return Err(fail(format!(
+                                        "a trial pass on a zero input of its spec {:?} failed: {e}",
+                                        spec.shape
+                                    )))
                                 }
                             }
                         }
@@ -498,6 +523,10 @@ impl Runtime {
                                 loaded.outputs,
                                 rt::current_sched(),
                             )));
+                            // Done with it: if another worker's thread dies
+                            // before reporting, start-up sees the channel
+                            // close instead of waiting for it forever.
+                            drop(ready);
                             let worker = AcceleratorWorker::new(
                                 wi,
                                 wname,
@@ -549,6 +578,17 @@ impl Runtime {
                 Err(_) => break,
             }
         }
+        if first_error.is_none() {
+            // A worker whose thread ended without reporting (it panicked
+            // outside the guarded load): start-up fails, naming it.
+            if let Some(wi) = granted.iter().position(Option::is_none) {
+                first_error = Some(StartError::ModelLoad {
+                    worker: rt_config.workers[wi].name.clone(),
+                    tenant: "(any)".into(),
+                    reason: "the worker's thread ended before its models were ready".into(),
+                });
+            }
+        }
         if let Some(e) = first_error {
             // Closed queues and stop channel end the workers; telemetry
             // follows once the last sender (a worker's) is gone.
@@ -594,20 +634,20 @@ impl Runtime {
             }
         }
 
-        // A submitter below the highest real-time priority among a tenant's
-        // workers is raised to it for each send (see `TenantQueue::submit`).
-        for (t, q) in queues.iter_mut().enumerate() {
-            let floor = granted
-                .iter()
-                .zip(&serves)
-                .filter(|(_, holds)| holds[t])
-                .filter_map(|(g, _)| *g)
-                .filter(|(policy, _)| {
-                    let class = policy & !libc::SCHED_RESET_ON_FORK;
-                    class == libc::SCHED_FIFO || class == libc::SCHED_RR
-                })
-                .map(|(_, priority)| priority)
-                .max();
+        // A submitter below the highest real-time priority among the workers
+        // is raised to it for each send (see `TenantQueue::submit`). Every
+        // worker, not only those holding the tenant's models: any worker's
+        // dispatch step pulls from every tenant's channel.
+        let floor = granted
+            .iter()
+            .flatten()
+            .filter(|(policy, _)| {
+                let class = policy & !libc::SCHED_RESET_ON_FORK;
+                class == libc::SCHED_FIFO || class == libc::SCHED_RR
+            })
+            .map(|&(_, priority)| priority)
+            .max();
+        for q in &mut queues {
             q.set_sender_floor(floor);
         }
 
@@ -927,7 +967,9 @@ impl Runtime {
     }
 
     /// Stop accepting requests, drain all admitted work, join every thread
-    /// and return the report.
+    /// and return the report. Drop every clone of the tenant queues taken
+    /// with [`Runtime::queue`] first: a queue closes, and its workers can
+    /// finish, only when its last handle is gone.
     pub fn shutdown(self) -> RunReport {
         self.shutdown_with_timeline().0
     }

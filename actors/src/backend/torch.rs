@@ -147,6 +147,10 @@ impl LoadedModel for ScriptNet {
     /// (a tensor, or tuples, lists and dicts of them, in order) back.
     fn infer(&mut self, input: &TensorData) -> Result<Vec<TensorData>, BackendError> {
         let _guard = tch::no_grad_guard();
+        // libtorch reads shape × element size bytes: check there are.
+        input
+            .check()
+            .map_err(|e| BackendError::Run(e.to_string()))?;
         let x = Tensor::f_from_data_size(&input.data, &input.shape, kind_of(input.dtype))
             .map_err(run_error)?
             .to_device(self.input.device());
@@ -214,11 +218,16 @@ fn datatype_of(k: Kind) -> Option<DataType> {
 /// `device`. The caller must not let the model write to it, and must drop
 /// it before `input`.
 fn shared_view(input: &TensorData, device: Device) -> Result<Tensor, BackendError> {
+    // The bytes must be exactly what the shape needs before libtorch reads
+    // them as a tensor (the fields of a `TensorData` are public).
+    input
+        .check()
+        .map_err(|e| BackendError::Run(e.to_string()))?;
     let kind = kind_of(input.dtype);
     let ptr = input.data.as_ptr();
     let t = if !input.data.is_empty() && (ptr as usize) % input.dtype.size() == 0 {
         // SAFETY: `ptr` points to `input.data.len()` initialised bytes,
-        // exactly shape × element size (`TensorData::new` checks it), aligned
+        // exactly shape × element size (`input.check()` above), aligned
         // for the element type (checked above). The tensor does not own them:
         // callers drop it before `input`, and only read through it (no
         // in-place operation on a model's input; under `no_grad`, nothing

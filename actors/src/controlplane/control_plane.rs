@@ -60,6 +60,9 @@ pub struct ControlShared {
     state: Mutex<SharedState>,
     /// The governor's last tick, nanoseconds on the run clock.
     beat_ns: AtomicU64,
+    /// Set by the watchdog when it declares the control plane failed: the
+    /// governor (if it comes back) then leaves the fallback cap alone.
+    failed: AtomicBool,
 }
 
 #[derive(Default)]
@@ -80,6 +83,11 @@ impl ControlShared {
     /// The platform backend (locked).
     pub fn platform(&self) -> MutexGuard<'_, Box<dyn Platform>> {
         self.platform.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Whether the watchdog declared the control plane failed.
+    pub fn has_failed(&self) -> bool {
+        self.failed.load(Ordering::Acquire)
     }
 
     /// The governor's sign of life, once per tick.
@@ -339,6 +347,7 @@ impl ControlPlane {
             platform: Mutex::new(plan.platform),
             state: Mutex::new(SharedState::default()),
             beat_ns: AtomicU64::new(clock.now().since_epoch().as_nanos() as u64),
+            failed: AtomicBool::new(false),
         });
         let meter = Arc::new(Mutex::new(Meter::new(
             shared.clone(),
@@ -447,7 +456,19 @@ impl ControlPlane {
         self.stopping.store(true, Ordering::Release);
         let _ = self.watchdog.join();
         self.system.stop();
-        let _ = self.thread.join();
+        // A hung control plane must not hang the shutdown: wait a bounded
+        // time, then leave its thread behind (the process exits anyway).
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while !self.thread.is_finished() && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        if self.thread.is_finished() {
+            let _ = self.thread.join();
+        } else {
+            self.shared.note(
+                "the control-plane thread did not stop within 5 s (hung); left behind".into(),
+            );
+        }
         let mut meter = self.meter.lock().unwrap_or_else(|p| p.into_inner());
         meter.sample(self.clock.now());
         let platform = self.shared.platform().name();
@@ -511,10 +532,17 @@ fn watch(
                 incidents.record(note, true);
             }
         }
-        if meter_gone && now.saturating_since(last_sample) >= meter_interval {
-            // Energy is still accounted, at the cap now in force.
-            meter.lock().unwrap_or_else(|p| p.into_inner()).sample(now);
-            last_sample = now;
+        // The meter's actor is gone, or (its thread hung) has not sampled
+        // for three intervals: energy is still accounted, at the cap now in
+        // force. `try_lock`: a hung thread may hold the meter.
+        if let Ok(mut m) = meter.try_lock() {
+            let stalled = now.saturating_since(m.last_sample()) >= meter_interval * 3;
+            if (meter_gone || (failed && stalled))
+                && now.saturating_since(last_sample) >= meter_interval
+            {
+                m.sample(now);
+                last_sample = now;
+            }
         }
     }
 }
@@ -527,14 +555,40 @@ fn fall_back(
     fallback_cap_w: Option<f64>,
     now: Timestamp,
 ) -> String {
+    // From now on the governor, should it come back, changes nothing.
+    shared.failed.store(true, Ordering::Release);
     let Some(cap_w) = fallback_cap_w else {
         return "no governor rule, so no fallback cap: the device stays at the cap in force".into();
     };
+    // A hung governor may hold the platform (e.g. stuck in a sysfs write):
+    // try for two seconds, never block the watchdog for good.
+    let mut platform = None;
+    for _ in 0..200 {
+        match shared.platform.try_lock() {
+            Ok(p) => {
+                platform = Some(p);
+                break;
+            }
+            Err(std::sync::TryLockError::Poisoned(p)) => {
+                platform = Some(p.into_inner());
+                break;
+            }
+            Err(std::sync::TryLockError::WouldBlock) => {
+                std::thread::sleep(Duration::from_millis(10))
+            }
+        }
+    }
+    let Some(mut platform) = platform else {
+        return format!(
+            "the fallback cap {cap_w} W could not be applied: the platform is held by the hung \
+             governor"
+        );
+    };
     let result = {
-        let mut platform = shared.platform();
         let throttles = platform.throttles_workers();
         platform.set_cap(cap_w).map(|a| (a, throttles))
     };
+    drop(platform);
     match result {
         Ok((applied, throttles)) => {
             shared.record_cap(now, &applied, "control plane failed: fallback cap".into());
@@ -545,7 +599,8 @@ fn fall_back(
             };
             power.publish(applied.cap_w, throttle);
             format!(
-                "the data plane runs on at the fallback cap {} W ({}) for the rest of the run",
+                "the data plane runs on at the fallback cap {} W ({}) for the rest of the run \
+                 (the governor, should it come back, changes nothing)",
                 applied.cap_w, applied.level
             )
         }

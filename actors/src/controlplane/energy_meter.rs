@@ -55,6 +55,11 @@ pub struct Meter {
 }
 
 impl Meter {
+    /// When the meter last sampled (run clock).
+    pub fn last_sample(&self) -> Timestamp {
+        self.last_t
+    }
+
     /// A meter starting at `start`.
     pub fn new(
         shared: Arc<ControlShared>,

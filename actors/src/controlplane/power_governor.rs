@@ -244,7 +244,9 @@ impl PowerGovernor {
     /// Apply a cap through the platform and tell the data plane; whether
     /// the cap is in force afterwards.
     pub fn apply(&mut self, cap_w: f64, reason: String) -> bool {
-        if self.read_only {
+        // Read-only after a refused write; and once the watchdog declared
+        // the control plane failed, its fallback cap stays.
+        if self.read_only || self.shared.has_failed() {
             return false;
         }
         // Idempotent: the cap in force is not applied (or logged) again.

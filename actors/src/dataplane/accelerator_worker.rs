@@ -262,6 +262,9 @@ impl AcceleratorWorker {
             self.event = WorkerEvent::Woke;
             self.free_since = self.clock.now();
             self.failures_logged = 0;
+            // Nothing of the crashed loop is carried over.
+            self.io.answer_dropped();
+            debug_assert!(self.io.work.is_none() && self.received.is_none());
         }
     }
 
@@ -278,9 +281,10 @@ impl AcceleratorWorker {
         }
     }
 
-    /// After a panic: the request held (if any) ends `failed`, and so does
-    /// a request it was woken with but had not yet queued (its caller hears
-    /// why); the last completion still goes to telemetry.
+    /// After a panic: the request held (if any) ends `failed` (its caller
+    /// hears why); the last completion still goes to telemetry. (A panic
+    /// can only come from the forward pass or the fault hook, both after
+    /// the step that queued any request the worker was woken with.)
     fn count_held_failed(&mut self, why: &str) {
         if let Some(r) = self.in_flight.take() {
             self.links.counters[r.tenant.index()].count(Outcome::Failed);

@@ -104,14 +104,11 @@ impl TenantCounters {
         self.outcomes[outcome.index()].load(Ordering::Acquire)
     }
 
-    /// Every count so far (submitted first, so a concurrent snapshot never
-    /// shows more ended than submitted).
+    /// Every count so far. The outcomes are read before `submitted`: a
+    /// request is counted submitted before it can end, so a snapshot taken
+    /// while requests flow never shows more ended than submitted.
     pub fn snapshot(&self) -> OutcomeCounts {
-        let submitted = self.submitted.load(Ordering::Acquire);
-        let mut c = OutcomeCounts {
-            submitted,
-            ..Default::default()
-        };
+        let mut c = OutcomeCounts::default();
         for o in Outcome::ALL {
             let n = self.outcome(o);
             match o {
@@ -123,6 +120,7 @@ impl TenantCounters {
                 Outcome::Failed => c.failed = n,
             }
         }
+        c.submitted = self.submitted.load(Ordering::Acquire);
         c
     }
 }

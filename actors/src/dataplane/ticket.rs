@@ -8,9 +8,10 @@
 //! ([`Ticket::wait`]), poll it ([`Ticket::try_answer`]), or `.await` it
 //! from async code (the HTTP server does).
 //!
-//! The answer travels on a one-shot channel whose send never blocks and
-//! never waits for the receiver: a real-time worker resolving a ticket
-//! cannot be held up by the (usually lower-priority) caller.
+//! The answer travels on a one-shot channel whose send never waits for the
+//! receiver. Waking a caller parked in an async runtime takes that
+//! runtime's queue lock and an unpark briefly on the worker's thread (a
+//! bounded wait, with no spinning); a blocking caller is woken by a futex.
 
 use ecomap::request::{Outcome, Request};
 use ecomap::tensor::TensorData;
@@ -79,8 +80,9 @@ pub struct Work {
 }
 
 impl Work {
-    /// Send `answer` to the ticket. Never blocks; a caller that dropped its
-    /// ticket simply does not hear it (the outcome is counted regardless).
+    /// Send `answer` to the ticket, without waiting for the caller; a caller
+    /// that dropped its ticket simply does not hear it (the outcome is
+    /// counted regardless).
     pub fn resolve(self, answer: Answer) {
         let _ = self.reply.send(answer);
     }
@@ -91,12 +93,21 @@ impl Work {
 pub struct Ticket {
     request: Request,
     rx: oneshot::Receiver<Answer>,
+    /// The answer was taken by `try_answer` or a poll.
+    taken: bool,
 }
 
 /// A ticket and the work that resolves it, for `request`.
 pub fn ticket(request: Request, input: TensorData) -> (Ticket, Work) {
     let (reply, rx) = oneshot::channel();
-    (Ticket { request, rx }, Work { input, reply })
+    (
+        Ticket {
+            request,
+            rx,
+            taken: false,
+        },
+        Work { input, reply },
+    )
 }
 
 impl Ticket {
@@ -112,13 +123,18 @@ impl Ticket {
         self.rx.blocking_recv().unwrap_or_else(|_| lost(request))
     }
 
-    /// The answer, if it has come.
+    /// The answer, if it has come (once: `None` after it was taken).
     pub fn try_answer(&mut self) -> Option<Answer> {
-        match self.rx.try_recv() {
+        if self.taken {
+            return None;
+        }
+        let answer = match self.rx.try_recv() {
             Ok(a) => Some(a),
             Err(oneshot::error::TryRecvError::Empty) => None,
             Err(oneshot::error::TryRecvError::Closed) => Some(lost(self.request)),
-        }
+        };
+        self.taken = answer.is_some();
+        answer
     }
 }
 
@@ -127,9 +143,13 @@ impl Future for Ticket {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Answer> {
         let request = self.request;
-        Pin::new(&mut self.rx)
+        let answer = Pin::new(&mut self.rx)
             .poll(cx)
-            .map(|r| r.unwrap_or_else(|_| lost(request)))
+            .map(|r| r.unwrap_or_else(|_| lost(request)));
+        if answer.is_ready() {
+            self.taken = true;
+        }
+        answer
     }
 }
 

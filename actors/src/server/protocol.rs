@@ -291,7 +291,12 @@ fn json_to_bytes(
             "FP16 tensors must be sent as binary data (JSON has no half floats)".into(),
         ));
     }
-    let mut out = BytesMut::with_capacity(n.saturating_mul(dtype.size()).min(1 << 26));
+    // Sized from the values actually sent (not the declared shape alone).
+    let sent = match data {
+        Value::Array(a) => a.len(),
+        _ => 1,
+    };
+    let mut out = BytesMut::with_capacity(n.min(sent.max(1)).saturating_mul(dtype.size()));
     let mut count = 0usize;
     let mut stack = vec![data];
     // Depth-first, left to right: row-major order.
