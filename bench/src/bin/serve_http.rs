@@ -9,8 +9,9 @@
 //! HTTP server fronts.
 //!
 //! **Overhead** (default): rounds alternate the in-process API
-//! (`TenantQueue::infer`) and HTTP with binary tensors (a Rust client,
-//! `ureq`, keep-alive), with 1 and with 8 concurrent clients. Per request
+//! (`TenantQueue::infer`) and HTTP with binary tensors through two Rust
+//! clients (`ureq`, and `reqwest` over hyper; keep-alive), with 1 and with
+//! 8 concurrent clients. Per request
 //! the HTTP overhead is the client's round trip minus the server's own
 //! end-to-end time for that request (returned in the response's
 //! `ecomap_e2e_us`); the in-process caller's overhead is its round trip
@@ -130,6 +131,37 @@ fn as_client() {
     ecomap_actors::rt::apply("client", &spec, &ecomap_actors::rt::RtNotes::default());
 }
 
+/// One HTTP inference with reqwest (hyper): (round trip µs, server e2e µs).
+fn reqwest_infer(
+    client: &reqwest::blocking::Client,
+    url: &str,
+    body: &bytes::Bytes,
+    header: usize,
+) -> Result<(u64, u64), u16> {
+    let t0 = Instant::now();
+    let r = client
+        .post(url)
+        .header("Inference-Header-Content-Length", header.to_string())
+        .body(body.clone())
+        .send()
+        .map_err(|_| 0u16)?;
+    if !r.status().is_success() {
+        return Err(r.status().as_u16());
+    }
+    let header_len: usize = r
+        .headers()
+        .get("Inference-Header-Content-Length")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let bytes = r.bytes().map_err(|_| 0u16)?;
+    let rtt = t0.elapsed().as_micros() as u64;
+    let json: serde_json::Value =
+        serde_json::from_slice(&bytes[..header_len.min(bytes.len())]).map_err(|_| 0u16)?;
+    let e2e = json["parameters"]["ecomap_e2e_us"].as_u64().ok_or(0u16)?;
+    Ok((rtt, e2e))
+}
+
 /// `clients` threads × `n` requests each; per request (round trip, overhead) µs.
 fn run_clients(
     clients: usize,
@@ -247,12 +279,36 @@ fn main() -> ExitCode {
         });
         http_infer(&agents[i], &url, &body, header)
     };
-    // Warm both paths.
+    let rq_body = bytes::Bytes::from(body.clone());
+    let rq_clients: Vec<reqwest::blocking::Client> = (0..8)
+        .map(|_| {
+            reqwest::blocking::Client::builder()
+                .tcp_nodelay(true)
+                .build()
+        })
+        .collect::<Result<_, _>>()
+        .unwrap_or_default();
+    let next_rq = std::sync::atomic::AtomicUsize::new(0);
+    let over_reqwest = || {
+        thread_local!(static RQ: std::cell::Cell<usize> = const { std::cell::Cell::new(usize::MAX) });
+        let i = RQ.with(|a| {
+            if a.get() == usize::MAX {
+                a.set(next_rq.fetch_add(1, Ordering::Relaxed) % rq_clients.len().max(1));
+            }
+            a.get()
+        });
+        match rq_clients.get(i) {
+            Some(c) => reqwest_infer(c, &url, &rq_body, header),
+            None => Err(0),
+        }
+    };
+    // Warm every path.
     let _ = run_clients(2, 20, in_process);
     let _ = run_clients(2, 20, over_http);
+    let _ = run_clients(2, 20, over_reqwest);
 
     let code = match args.load_seconds {
-        None => overhead(&args, &in_process, &over_http),
+        None => overhead(&args, &in_process, &over_http, &over_reqwest),
         Some(secs) => load(&args, secs, &over_http, &in_process),
     };
     drop(agents);
@@ -270,6 +326,7 @@ fn overhead(
     args: &Args,
     in_process: &(impl Fn() -> Result<(u64, u64), u16> + Send + Sync),
     over_http: &(impl Fn() -> Result<(u64, u64), u16> + Send + Sync),
+    over_reqwest: &(impl Fn() -> Result<(u64, u64), u16> + Send + Sync),
 ) -> ExitCode {
     println!(
         "| clients | path | round trip p50 ms | round trip p99 ms | overhead p50 µs | overhead p99 µs | errors |"
@@ -283,7 +340,11 @@ fn overhead(
             let n = (args.requests / clients).max(10);
             for (path, (rtt, over, err)) in [
                 ("in-process", run_clients(clients, n, in_process)),
-                ("HTTP, binary", run_clients(clients, n, over_http)),
+                ("HTTP, binary (ureq)", run_clients(clients, n, over_http)),
+                (
+                    "HTTP, binary (reqwest)",
+                    run_clients(clients, n, over_reqwest),
+                ),
             ] {
                 rows.entry(path).or_default().push([
                     rtt.value_at_quantile(0.5) as f64 / 1e3,
