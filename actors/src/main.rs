@@ -341,30 +341,8 @@ fn run(files: &Files, o: RunOptions<'_>) -> Result<(), ExitCode> {
         faults,
         metrics_listen,
     } = o;
-    let l = load(files).map_err(bad_input)?;
-    // A load factor that takes a tenant's rate out of range is bad input,
-    // found before anything starts.
-    if let Err(m) = l.workload.scaled(load_factor) {
-        eprintln!("error: --load-factor {load_factor}: {m}");
-        return Err(ExitCode::from(2));
-    }
-    eprintln!(
-        "ecomap: {} tenant(s), {} worker(s), policy '{}'; loading models…",
-        l.workload.tenants.len(),
-        l.rt.workers.len(),
-        l.policy.name
-    );
-    let start_error = |e: StartError| {
-        eprintln!("error: {e}");
-        match e {
-            StartError::ModelLoad { .. }
-            | StartError::Config(_)
-            | StartError::Control(_)
-            | StartError::MemoryBudget { .. }
-            | StartError::Unschedulable(_) => ExitCode::from(2),
-            StartError::Spawn { .. } => ExitCode::from(1),
-        }
-    };
+    let l = load_for_serving(files, "--load-factor", Some(load_factor))?;
+    let start_error = start_failed;
     let worker_names: Vec<String> = l.rt.workers.iter().map(|w| w.name.clone()).collect();
     let injector = ecomap_actors::faults::FaultInjector::new(&worker_names);
     for f in faults {
@@ -444,22 +422,7 @@ fn run(files: &Files, o: RunOptions<'_>) -> Result<(), ExitCode> {
             }
         });
     }
-    println!("{}", report.render());
-    match report
-        .write_hgrm(out)
-        .and_then(|h| report.write_hlog(out).map(|l| (h, l)))
-    {
-        Ok((hgrm, hlog)) => eprintln!(
-            "ecomap: wrote {} percentile files (.hgrm, ms) and {} interval logs (.hlog) to {}",
-            hgrm.len(),
-            hlog.len(),
-            out.display()
-        ),
-        Err(e) => {
-            eprintln!("error: cannot write .hgrm files to {}: {e}", out.display());
-            return Err(ExitCode::from(1));
-        }
-    }
+    write_outputs(&report, &l, out, summary)?;
     if let Some(path) = timeline {
         let names: Vec<String> = l.workload.tenants.iter().map(|t| t.name.clone()).collect();
         if rows.is_empty() {
@@ -477,8 +440,69 @@ fn run(files: &Files, o: RunOptions<'_>) -> Result<(), ExitCode> {
             );
         }
     }
+    report_status(&report, interrupted.then(|| signals.exit_code()))
+}
+
+/// Load and check the files, and the load factor given with `flag` (a
+/// factor that takes a tenant's rate out of range is bad input, found
+/// before anything starts); say what is about to load.
+fn load_for_serving(files: &Files, flag: &str, factor: Option<f64>) -> Result<Loaded, ExitCode> {
+    let l = load(files).map_err(bad_input)?;
+    if let Some(f) = factor {
+        if let Err(m) = l.workload.scaled(f) {
+            eprintln!("error: {flag} {f}: {m}");
+            return Err(ExitCode::from(2));
+        }
+    }
+    eprintln!(
+        "ecomap: {} tenant(s), {} worker(s), policy '{}'; loading models…",
+        l.workload.tenants.len(),
+        l.rt.workers.len(),
+        l.policy.name
+    );
+    Ok(l)
+}
+
+/// A start-up error's message, and its exit status: 2 (bad input or a
+/// model that does not load) but for a thread the OS would not create (1).
+fn start_failed(e: StartError) -> ExitCode {
+    eprintln!("error: {e}");
+    match e {
+        StartError::Spawn { .. } => ExitCode::from(1),
+        StartError::ModelLoad { .. }
+        | StartError::Config(_)
+        | StartError::Control(_)
+        | StartError::MemoryBudget { .. }
+        | StartError::Unschedulable(_) => ExitCode::from(2),
+    }
+}
+
+/// The report on stdout, its `.hgrm` and `.hlog` files in `out`, and the
+/// summary row(s) if asked for (exit 1 if a file cannot be written).
+fn write_outputs(
+    report: &ecomap::report::RunReport,
+    l: &Loaded,
+    out: &Path,
+    summary: Option<&Path>,
+) -> Result<(), ExitCode> {
+    println!("{}", report.render());
+    match report
+        .write_hgrm(out)
+        .and_then(|h| report.write_hlog(out).map(|l| (h, l)))
+    {
+        Ok((hgrm, hlog)) => eprintln!(
+            "ecomap: wrote {} percentile files (.hgrm, ms) and {} interval logs (.hlog) to {}",
+            hgrm.len(),
+            hlog.len(),
+            out.display()
+        ),
+        Err(e) => {
+            eprintln!("error: cannot write .hgrm files to {}: {e}", out.display());
+            return Err(ExitCode::from(1));
+        }
+    }
     if let Some(path) = summary {
-        if let Err(e) = write_run_summary(path, &report, &l) {
+        if let Err(e) = write_run_summary(path, report, l) {
             eprintln!("error: cannot write {}: {e}", path.display());
             return Err(ExitCode::from(1));
         }
@@ -487,12 +511,22 @@ fn run(files: &Files, o: RunOptions<'_>) -> Result<(), ExitCode> {
             path.display()
         );
     }
+    Ok(())
+}
+
+/// The exit status a finished run's report calls for: 1 if its counts do
+/// not add up (a bug), then `interrupted`'s (130 / 143) if a signal ended
+/// it, then 3 if an incident degraded it.
+fn report_status(
+    report: &ecomap::report::RunReport,
+    interrupted: Option<ExitCode>,
+) -> Result<(), ExitCode> {
     if !report.is_conserved() {
         eprintln!("error: outcome counts do not add up to submissions (a bug; please report)");
         return Err(ExitCode::from(1));
     }
-    if interrupted {
-        return Err(signals.exit_code());
+    if let Some(code) = interrupted {
+        return Err(code);
     }
     if report.is_degraded() {
         eprintln!(
@@ -517,26 +551,8 @@ struct ServeOptions<'a> {
 
 fn serve(files: &Files, o: ServeOptions<'_>) -> Result<(), ExitCode> {
     use ecomap_actors::server::{self, ModelEntry, ServerState};
-    let l = load(files).map_err(bad_input)?;
-    if let Some(f) = o.generate {
-        if let Err(m) = l.workload.scaled(f) {
-            eprintln!("error: --generate {f}: {m}");
-            return Err(ExitCode::from(2));
-        }
-    }
-    eprintln!(
-        "ecomap: {} model(s), {} worker(s), policy '{}'; loading models…",
-        l.workload.tenants.len(),
-        l.rt.workers.len(),
-        l.policy.name
-    );
-    let fail = |e: StartError| {
-        eprintln!("error: {e}");
-        match e {
-            StartError::Spawn { .. } => ExitCode::from(1),
-            _ => ExitCode::from(2),
-        }
-    };
+    let l = load_for_serving(files, "--generate", o.generate)?;
+    let fail = start_failed;
     let mut runtime = Runtime::start(&l.workload, &l.rt, &l.policy).map_err(fail)?;
     if let Err(e) = runtime.start_control(o.generate.unwrap_or(1.0)) {
         let _ = runtime.shutdown();
@@ -611,40 +627,9 @@ fn serve(files: &Files, o: ServeOptions<'_>) -> Result<(), ExitCode> {
         eprintln!("error: {e}");
         return Err(ExitCode::from(1));
     }
-    println!("{}", report.render());
-    match report
-        .write_hgrm(o.out)
-        .and_then(|h| report.write_hlog(o.out).map(|l| (h, l)))
-    {
-        Ok((hgrm, hlog)) => eprintln!(
-            "ecomap: wrote {} percentile files (.hgrm, ms) and {} interval logs (.hlog) to {}",
-            hgrm.len(),
-            hlog.len(),
-            o.out.display()
-        ),
-        Err(e) => {
-            eprintln!(
-                "error: cannot write .hgrm files to {}: {e}",
-                o.out.display()
-            );
-            return Err(ExitCode::from(1));
-        }
-    }
-    if let Some(path) = o.summary {
-        if let Err(e) = write_run_summary(path, &report, &l) {
-            eprintln!("error: cannot write {}: {e}", path.display());
-            return Err(ExitCode::from(1));
-        }
-    }
-    if !report.is_conserved() {
-        eprintln!("error: outcome counts do not add up to submissions (a bug; please report)");
-        return Err(ExitCode::from(1));
-    }
-    if report.is_degraded() {
-        eprintln!("error: the run was degraded (see \"incidents\" in the report)");
-        return Err(ExitCode::from(3));
-    }
-    Ok(())
+    write_outputs(&report, &l, o.out, o.summary)?;
+    // A signal is how a server is stopped: not an interruption.
+    report_status(&report, None)
 }
 
 /// SIGINT / SIGTERM: the first asks for a graceful stop (stop releasing,
