@@ -56,6 +56,9 @@ struct Args {
     /// Offered load in the load test, × the measured capacity.
     #[arg(long, default_value_t = 2.0)]
     load_factor: f64,
+    /// Side of the square FP32 input image (the model resizes it to 224).
+    #[arg(long, default_value_t = 224, value_parser = clap::value_parser!(i64).range(8..=1024))]
+    side: i64,
 }
 
 const WORKLOAD: &str = r#"(tenants: [
@@ -63,12 +66,12 @@ const WORKLOAD: &str = r#"(tenants: [
      deadline: "1s", capacity: 16, shed: Some(true)),
 ])"#;
 
-fn image() -> TensorData {
-    let n = 3 * 224 * 224;
+fn image(side: i64) -> TensorData {
+    let n = (3 * side * side) as usize;
     let values: Vec<f32> = (0..n)
         .map(|i| ((i * 7919) % 1000) as f32 / 1000.0)
         .collect();
-    TensorData::from_f32(vec![1, 3, 224, 224], &values).expect("a valid image tensor")
+    TensorData::from_f32(vec![1, 3, side, side], &values).expect("a valid image tensor")
 }
 
 /// The binary-extension request body for `x`, and its JSON header length.
@@ -254,7 +257,7 @@ fn main() -> ExitCode {
         }
     };
     let url = format!("http://{}/v2/models/mobilenet/infer", http.addr);
-    let x = image();
+    let x = image(args.side);
     let (body, header) = binary_body(&x);
     let in_process = || {
         let t0 = Instant::now();
