@@ -44,6 +44,38 @@ struct Files {
     carbon_speedup: Option<f64>,
 }
 
+/// [`Files`] with `ecomap serve`'s defaults: the perception stack.
+#[derive(clap::Args, Debug)]
+struct ServeFiles {
+    /// Real-time / platform configuration (RON).
+    #[arg(long, default_value = "rt-config/host.ron")]
+    rt_config: PathBuf,
+    /// Policy (RON).
+    #[arg(long, default_value = "policies/reactive.ron")]
+    policy: PathBuf,
+    /// Workload: the tenants (RON); each tenant is a model.
+    #[arg(long, default_value = "workloads/perception.ron")]
+    workload: PathBuf,
+    /// Replay this carbon-intensity CSV instead of the policy's carbon source.
+    #[arg(long)]
+    carbon_trace: Option<PathBuf>,
+    /// Trace seconds per run second for --carbon-trace (360 = one trace hour per 10 s).
+    #[arg(long, value_parser = parse_positive)]
+    carbon_speedup: Option<f64>,
+}
+
+impl ServeFiles {
+    fn files(&self) -> Files {
+        Files {
+            rt_config: self.rt_config.clone(),
+            policy: self.policy.clone(),
+            workload: self.workload.clone(),
+            carbon_trace: self.carbon_trace.clone(),
+            carbon_speedup: self.carbon_speedup,
+        }
+    }
+}
+
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Serve the workload for a while and report per-tenant outcomes and latencies.
@@ -167,7 +199,7 @@ enum Command {
     /// SIGTERM (or --duration); then drain, report and exit 0.
     Serve {
         #[command(flatten)]
-        files: Files,
+        files: ServeFiles,
         /// Address to listen on (the host's loopback by default).
         #[arg(long, default_value = "127.0.0.1:8000")]
         listen: std::net::SocketAddr,
@@ -953,7 +985,7 @@ fn main() -> ExitCode {
             out,
             summary,
         } => serve(
-            files,
+            &files.files(),
             ServeOptions {
                 listen: *listen,
                 duration: *duration,
