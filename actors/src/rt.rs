@@ -87,6 +87,7 @@ pub fn apply(thread: &str, spec: &ThreadSpec, notes: &RtNotes) -> Applied {
     let rc = unsafe { libc::sched_setscheduler(0, policy, &param) };
     if rc == 0 {
         applied.realtime = true;
+        APPLIED_SCHED.set(Some((policy, priority)));
     } else {
         let err = std::io::Error::last_os_error();
         let why = if err.raw_os_error() == Some(libc::EPERM) {
@@ -101,6 +102,14 @@ pub fn apply(thread: &str, spec: &ThreadSpec, notes: &RtNotes) -> Applied {
         ));
     }
     applied
+}
+
+thread_local! {
+    /// The class `apply` gave this thread, so `at_least_priority` (on every
+    /// submission) need not ask the kernel on ecomap's own threads, such as
+    /// the load generators. Other threads are asked each time: their class
+    /// may change behind ecomap's back.
+    static APPLIED_SCHED: std::cell::Cell<Option<(i32, i32)>> = const { std::cell::Cell::new(None) };
 }
 
 /// Lock all current and future pages of the process in memory, so page
@@ -142,7 +151,7 @@ pub fn current_sched() -> (i32, i32) {
 /// workers' priority no worker can preempt it between claiming a slot and
 /// filling it, so none can spin on a half-finished send.
 pub fn at_least_priority<R>(floor: i32, f: impl FnOnce() -> R) -> Result<R, String> {
-    let (policy, priority) = current_sched();
+    let (policy, priority) = APPLIED_SCHED.get().unwrap_or_else(current_sched);
     let class = policy & !libc::SCHED_RESET_ON_FORK;
     if (class == libc::SCHED_FIFO || class == libc::SCHED_RR) && priority >= floor {
         return Ok(f());

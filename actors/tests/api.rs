@@ -74,33 +74,13 @@ fn a_caller_gets_its_own_answer_blocking_polled_or_awaited() {
     // Awaited, from async code.
     let x = TensorData::from_f32(vec![1], &[7.0]).unwrap();
     let ticket = q.submit_input(x, None).unwrap();
-    let a = futures_lite_block_on(ticket);
+    // The API needs no particular async runtime: any executor polls it.
+    let a = futures_executor::block_on(ticket);
     assert_eq!(a.outputs[0].to_f32().unwrap(), vec![7.0]);
     drop(q);
     let report = r.shutdown();
     assert!(report.is_conserved());
     assert_eq!(report.tenants[0].counts.on_time, 8);
-}
-
-/// Poll a future to completion on this thread (a tiny executor: the API
-/// must not need a particular async runtime).
-fn futures_lite_block_on<F: std::future::Future>(f: F) -> F::Output {
-    use std::task::{Context, Poll, Wake, Waker};
-    struct Unpark(std::thread::Thread);
-    impl Wake for Unpark {
-        fn wake(self: std::sync::Arc<Self>) {
-            self.0.unpark();
-        }
-    }
-    let waker = Waker::from(std::sync::Arc::new(Unpark(std::thread::current())));
-    let mut cx = Context::from_waker(&waker);
-    let mut f = std::pin::pin!(f);
-    loop {
-        match f.as_mut().poll(&mut cx) {
-            Poll::Ready(v) => return v,
-            Poll::Pending => std::thread::park(),
-        }
-    }
 }
 
 #[test]

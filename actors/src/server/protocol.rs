@@ -385,7 +385,7 @@ fn bytes_to_json(t: &TensorData) -> Value {
         // Half floats as their values (JSON has no f16).
         DataType::Fp16 => d
             .chunks_exact(2)
-            .map(|c| json_float(f16_to_f64(u16::from_le_bytes([c[0], c[1]]))))
+            .map(|c| json_float(half::f16::from_le_bytes([c[0], c[1]]).to_f64()))
             .collect(),
     };
     Value::Array(vals)
@@ -394,18 +394,6 @@ fn bytes_to_json(t: &TensorData) -> Value {
 /// NaN and infinities have no JSON number: they become null.
 fn json_float(x: f64) -> Value {
     serde_json::Number::from_f64(x).map_or(Value::Null, Value::Number)
-}
-
-fn f16_to_f64(bits: u16) -> f64 {
-    let sign = if bits >> 15 == 1 { -1.0 } else { 1.0 };
-    let exp = i32::from((bits >> 10) & 0x1f);
-    let frac = f64::from(bits & 0x3ff);
-    sign * match exp {
-        0 => frac * 2f64.powi(-24),
-        31 if frac == 0.0 => f64::INFINITY,
-        31 => f64::NAN,
-        e => (1.0 + frac / 1024.0) * 2f64.powi(e - 15),
-    }
 }
 
 /// One output of a response.
