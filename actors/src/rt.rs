@@ -129,6 +129,40 @@ pub fn lock_memory(notes: &RtNotes) -> bool {
     }
 }
 
+/// A held PM QoS request on the CPUs' wake-up latency; the kernel drops
+/// it when this is dropped (the file closes).
+#[derive(Debug)]
+pub struct WakeLatencyHold {
+    _file: std::fs::File,
+    /// The latency asked for, µs.
+    pub us: u32,
+}
+
+/// Ask the kernel to keep the CPUs' wake-up latency at or below `us`
+/// microseconds for as long as the returned hold lives
+/// (`/dev/cpu_dma_latency`, the PM QoS interface cyclictest uses). A
+/// refusal is recorded, not fatal: the run goes on with the kernel's idle
+/// policy.
+pub fn hold_wake_latency(us: u32, notes: &RtNotes) -> Option<WakeLatencyHold> {
+    use std::io::Write as _;
+    const PATH: &str = "/dev/cpu_dma_latency";
+    let value = i32::try_from(us).unwrap_or(i32::MAX);
+    let held = std::fs::OpenOptions::new()
+        .write(true)
+        .open(PATH)
+        // The interface takes the value as a binary 32-bit integer.
+        .and_then(|mut f| f.write_all(&value.to_ne_bytes()).map(|()| f));
+    match held {
+        Ok(file) => Some(WakeLatencyHold { _file: file, us }),
+        Err(e) => {
+            notes.warn(format!(
+                "cpu_dma_latency_us: {us} µs could not be requested through {PATH} ({e});                  idle cores keep the kernel's idle states (run as root, or drop the setting)"
+            ));
+            None
+        }
+    }
+}
+
 /// The calling thread's scheduling policy and priority as the kernel sees them.
 pub fn current_sched() -> (i32, i32) {
     // SAFETY: pid 0 is the calling thread; `sched_getscheduler` has no

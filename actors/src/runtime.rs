@@ -130,6 +130,9 @@ pub struct Runtime {
     serves: Vec<Vec<bool>>,
     worker_names: Vec<String>,
     strict: bool,
+    /// The CPUs' wake-up latency request (`cpu_dma_latency_us`), held for
+    /// the runtime's life.
+    _wake_latency: Option<rt::WakeLatencyHold>,
     control_plane_spec: ThreadSpec,
     server_spec: ThreadSpec,
     /// `outputs[t]`: what tenant `t`'s model gives, probed at load (`None`
@@ -392,6 +395,9 @@ impl Runtime {
         if rt_config.lock_memory {
             rt::lock_memory(&notes);
         }
+        let wake_latency = rt_config
+            .cpu_dma_latency_us
+            .and_then(|us| rt::hold_wake_latency(us, &notes));
         #[cfg(feature = "tch")]
         crate::backend::torch::set_intra_op_threads(rt_config.intra_op_threads);
 
@@ -662,6 +668,7 @@ impl Runtime {
             serves,
             worker_names,
             strict: false,
+            _wake_latency: wake_latency,
             control_plane_spec: rt_config.control_plane,
             server_spec: rt_config.server,
             outputs,

@@ -175,3 +175,50 @@ fn a_bad_dataset_row_exits_2_with_its_line() {
     assert_eq!(o.status.code(), Some(2), "{err}");
     assert!(err.contains("line 4") && err.contains("column 16"), "{err}");
 }
+
+/// Predictions of `est` by both forward passes agree to float rounding.
+fn assert_paths_agree(est: &mut TransformerEstimator, queries: &[ecomap::estimate::MappingQuery]) {
+    use ecomap::estimate::MappingEstimator as _;
+    let slow = est.predict_libtorch(queries).unwrap();
+    let fast = est.predict(queries).unwrap();
+    assert_eq!(slow.len(), fast.len());
+    let close = |a: f64, b: f64| (a - b).abs() <= 1e-4 * a.abs().max(b.abs()) + 1e-9;
+    for (i, (s, f)) in slow.iter().zip(&fast).enumerate() {
+        assert!(
+            close(s.power_w, f.power_w),
+            "query {i}: power {} vs {}",
+            s.power_w,
+            f.power_w
+        );
+        assert_eq!(s.service_p50_s.len(), f.service_p50_s.len());
+        for j in 0..s.service_p50_s.len() {
+            assert!(
+                close(s.service_p50_s[j], f.service_p50_s[j])
+                    && close(s.service_p95_s[j], f.service_p95_s[j]),
+                "query {i} tenant {j}: {s:?} vs {f:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn the_query_path_computes_what_libtorch_computes() {
+    let d = descriptors();
+    let rows = tiny_dataset();
+    let all = examples(&d, &rows, &options()).unwrap();
+    // One batch of 1- to 4-tenant candidates, so libtorch pads and masks.
+    let queries: Vec<_> = all.iter().map(|e| e.query.clone()).collect();
+    assert!(queries.iter().any(|q| q.tenants.len() == 1));
+    assert!(queries.iter().any(|q| q.tenants.len() == 4));
+    // The committed Xavier weights, as ecomap loads them at start…
+    let mut est = TransformerEstimator::load(
+        &root().join("rt-config/devices/xavier-estimator"),
+        d.clone(),
+    )
+    .unwrap();
+    assert_paths_agree(&mut est, &queries);
+    // …and a freshly trained network (the query path copies the weights
+    // after training changed them).
+    let (mut est, _) = train(d, &all, &options(), "tiny", "xavier", |_, _| {});
+    assert_paths_agree(&mut est, &queries);
+}

@@ -211,6 +211,16 @@ pub struct RtConfig {
     /// add latency.
     #[serde(default)]
     pub lock_memory: bool,
+    /// Hold the CPUs' wake-up latency to at most this many microseconds while
+    /// the runtime runs (a PM QoS request through `/dev/cpu_dma_latency`, as
+    /// cyclictest makes by default): idle cores then stay in shallow idle
+    /// states, so a thread woken on one — a worker for a new request, an
+    /// HTTP thread for a finished one — runs at once. `Some(0)` keeps them
+    /// polling: the lowest latency and the most idle power (on a Jetson,
+    /// the cores' deep idle states are off). `None` (default): the
+    /// kernel's own choice.
+    #[serde(default)]
+    pub cpu_dma_latency_us: Option<u32>,
     /// libtorch intra-op threads (process-wide). 1 keeps each worker on its core.
     #[serde(default = "one")]
     pub intra_op_threads: usize,

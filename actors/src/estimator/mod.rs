@@ -1,13 +1,17 @@
 //! The learned latency and power estimator (libtorch).
 //!
 //! [`TransformerEstimator`] answers [`MappingQuery`]s in batches with the
-//! transformer of [`network`]; [`train`] fits it on a profile dataset and
+//! transformer of [`network`] — trained with libtorch, queried through the
+//! same weights in plain Rust ([`fast`]: a libtorch pass over so small a
+//! network is mostly per-operator overhead); [`train`] fits it on a
+//! profile dataset and
 //! evaluates it against the lookup and linear baselines. A trained
 //! estimator is two files: `estimator.safetensors` (the weights) and
 //! `estimator.ron` (the network's shape, the target normalisation and how
 //! it was trained), both written by `ecomap train-estimator`.
 
 pub mod command;
+pub mod fast;
 pub mod network;
 pub mod train;
 
@@ -148,6 +152,9 @@ pub struct TransformerEstimator {
     net: Network,
     meta: EstimatorMeta,
     descriptors: Descriptors,
+    /// The weights copied out for queries; built at the first query after
+    /// the var store last changed (see [`TransformerEstimator::var_store`]).
+    fast: Option<fast::FastNetwork>,
 }
 
 impl std::fmt::Debug for TransformerEstimator {
@@ -169,6 +176,7 @@ impl TransformerEstimator {
             net,
             meta,
             descriptors,
+            fast: None,
         }
     }
 
@@ -189,7 +197,7 @@ impl TransformerEstimator {
                 message: problem,
             });
         }
-        let est = TransformerEstimator::fresh(meta, descriptors);
+        let mut est = TransformerEstimator::fresh(meta, descriptors);
         let stored = Tensor::read_safetensors(&weights).map_err(|source| EstimatorError::Read {
             path: weights.clone(),
             source,
@@ -224,6 +232,7 @@ impl TransformerEstimator {
             }
             tch::no_grad(|| var.copy_(&src.to_kind(Kind::Float)));
         }
+        est.fast = Some(est.copy_weights().map_err(|e| mismatch(e.to_string()))?);
         Ok(est)
     }
 
@@ -257,8 +266,82 @@ impl TransformerEstimator {
         &self.net
     }
 
-    pub(crate) fn var_store(&self) -> &nn::VarStore {
+    /// The var store, to train: the query path's copy of the weights is
+    /// dropped, and made again at the next query.
+    pub(crate) fn var_store(&mut self) -> &nn::VarStore {
+        self.fast = None;
         &self.vs
+    }
+
+    fn copy_weights(&self) -> Result<fast::FastNetwork, fast::FastNetworkError> {
+        fast::FastNetwork::from_vars(&self.vs.variables(), &self.meta.shape)
+    }
+
+    /// Answer `queries` with libtorch's forward pass of the network (what
+    /// training runs); [`MappingEstimator::predict`] gives the same numbers
+    /// faster. For checks and benchmarks.
+    pub fn predict_libtorch(
+        &self,
+        queries: &[MappingQuery],
+    ) -> Result<Vec<MappingPrediction>, EstimateError> {
+        self.check(queries)?;
+        if queries.is_empty() {
+            return Ok(Vec::new());
+        }
+        let _guard = tch::no_grad_guard();
+        let (tokens, mask) = self.batch(queries);
+        let out = self.net.forward(&tokens, &mask);
+        let to_vec = |t: &Tensor| -> Result<Vec<f32>, EstimateError> {
+            Vec::<f32>::try_from(t.flatten(0, -1))
+                .map_err(|e| EstimateError::Backend(e.to_string()))
+        };
+        let p50 = to_vec(&out.p50)?;
+        let gap = to_vec(&out.tail_gap)?;
+        let power = to_vec(&out.power)?;
+        let t = out.p50.size()[1] as usize;
+        Ok(queries
+            .iter()
+            .enumerate()
+            .map(|(i, q)| {
+                let n = q.tenants.len();
+                self.prediction(&p50[i * t..i * t + n], &gap[i * t..i * t + n], power[i])
+            })
+            .collect())
+    }
+
+    /// Every query's tenants name a model in the descriptor table.
+    fn check(&self, queries: &[MappingQuery]) -> Result<(), EstimateError> {
+        for q in queries {
+            if let Some(p) = q
+                .tenants
+                .iter()
+                .find(|p| p.model >= self.descriptors.rows().len())
+            {
+                return Err(EstimateError::Encode(format!(
+                    "model index {} is outside the descriptor table",
+                    p.model
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Raw outputs (normalised log units) to a prediction.
+    fn prediction(&self, p50: &[f32], gap: &[f32], power: f32) -> MappingPrediction {
+        let m = &self.meta;
+        let ln50: Vec<f64> = p50
+            .iter()
+            .map(|&l| l as f64 * m.p50_std + m.p50_mean)
+            .collect();
+        MappingPrediction {
+            service_p50_s: ln50.iter().map(|l| l.exp() / 1000.0).collect(),
+            service_p95_s: ln50
+                .iter()
+                .zip(gap)
+                .map(|(l, &g)| (l + g as f64).exp() / 1000.0)
+                .collect(),
+            power_w: (power as f64 * m.power_std + m.power_mean).exp(),
+        }
     }
 
     /// Tokens `[B, T, F]` and mask `[B, T]` of a batch of queries (padded to the
@@ -297,51 +380,27 @@ impl MappingEstimator for TransformerEstimator {
         &mut self,
         queries: &[MappingQuery],
     ) -> Result<Vec<MappingPrediction>, EstimateError> {
-        if queries.is_empty() {
-            return Ok(Vec::new());
+        self.check(queries)?;
+        if self.fast.is_none() {
+            self.fast = Some(
+                self.copy_weights()
+                    .map_err(|e| EstimateError::Backend(e.to_string()))?,
+            );
         }
+        let net = self.fast.as_ref().expect("made just above");
+        let mut tokens = Vec::with_capacity(queries.len() * 8 * FEATURES);
+        let mut lens = Vec::with_capacity(queries.len());
         for q in queries {
-            if let Some(p) = q
-                .tenants
-                .iter()
-                .find(|p| p.model >= self.descriptors.rows().len())
-            {
-                return Err(EstimateError::Encode(format!(
-                    "model index {} is outside the descriptor table",
-                    p.model
-                )));
+            for p in &q.tenants {
+                tokens.extend_from_slice(&encode_tenant(&self.descriptors, q, p));
             }
+            lens.push(q.tenants.len());
         }
-        let _guard = tch::no_grad_guard();
-        let (tokens, mask) = self.batch(queries);
-        let out = self.net.forward(&tokens, &mask);
-        let to_vec = |t: &Tensor| -> Result<Vec<f32>, EstimateError> {
-            Vec::<f32>::try_from(t.flatten(0, -1))
-                .map_err(|e| EstimateError::Backend(e.to_string()))
-        };
-        let p50 = to_vec(&out.p50)?;
-        let gap = to_vec(&out.tail_gap)?;
-        let power = to_vec(&out.power)?;
-        let t = out.p50.size()[1] as usize;
-        let m = &self.meta;
-        Ok(queries
+        let out = net
+            .forward_batch(&tokens, &lens)
             .iter()
-            .enumerate()
-            .map(|(i, q)| {
-                let n = q.tenants.len();
-                let ln50: Vec<f64> = (0..n)
-                    .map(|j| p50[i * t + j] as f64 * m.p50_std + m.p50_mean)
-                    .collect();
-                MappingPrediction {
-                    service_p50_s: ln50.iter().map(|l| l.exp() / 1000.0).collect(),
-                    service_p95_s: ln50
-                        .iter()
-                        .enumerate()
-                        .map(|(j, l)| (l + gap[i * t + j] as f64).exp() / 1000.0)
-                        .collect(),
-                    power_w: (power[i] as f64 * m.power_std + m.power_mean).exp(),
-                }
-            })
-            .collect())
+            .map(|raw| self.prediction(&raw.p50, &raw.tail_gap, raw.power))
+            .collect();
+        Ok(out)
     }
 }

@@ -221,7 +221,7 @@ pub fn train(
         device: device.to_string(),
         train_configs: train.len(),
     };
-    let est = TransformerEstimator::fresh(meta, descriptors);
+    let mut est = TransformerEstimator::fresh(meta, descriptors);
     let mut opt = nn::AdamW {
         wd: opts.weight_decay,
         ..Default::default()

@@ -31,6 +31,7 @@
 //! Handlers submit through [`TenantQueue::submit_input`] and `.await` the
 //! ticket: an HTTP thread never blocks on a model.
 
+pub mod body_pool;
 pub mod metrics;
 pub mod protocol;
 
@@ -68,6 +69,7 @@ pub struct ServerState {
     ready: AtomicBool,
     max_body: usize,
     metrics: Option<metrics::MetricsSource>,
+    bodies: Arc<body_pool::BodyPool>,
 }
 
 impl ServerState {
@@ -88,6 +90,7 @@ impl ServerState {
             by_name,
             ready: AtomicBool::new(true),
             max_body,
+            bodies: body_pool::for_server(),
             metrics,
         })
     }
@@ -202,15 +205,17 @@ enum BodyError {
     Read(String),
 }
 
-/// Read the body into one buffer sized from `Content-Length` (no regrowth
-/// copies), placed so that the binary section after a JSON header of
-/// `header_length` bytes starts 8-byte aligned: a model can then read its
-/// input tensor where it lies, without another copy.
+/// Read the body into one buffer from the server's pool, sized from
+/// `Content-Length` (no regrowth copies, no fresh pages), placed so that
+/// the binary section after a JSON header of `header_length` bytes starts
+/// 8-byte aligned: a model can then read its input tensor where it lies,
+/// without another copy.
 async fn read_body(
     mut payload: web::Payload,
     req: &HttpRequest,
     header_length: Option<usize>,
     limit: usize,
+    pool: &body_pool::BodyPool,
 ) -> Result<bytes::Bytes, BodyError> {
     use futures_util::StreamExt as _;
     let declared = req
@@ -222,7 +227,10 @@ async fn read_body(
         return Err(BodyError::TooLarge);
     }
     let pad = header_length.map_or(0, |h| (8 - h % 8) % 8);
-    let mut buf = bytes::BytesMut::with_capacity(pad + declared.unwrap_or(8192).min(limit));
+    let mut buf = pool.take(pad + declared.unwrap_or(8192).min(limit));
+    // The allocator aligns to at least 8, so `pad` zero bytes put the
+    // binary section on an 8-byte boundary.
+    debug_assert!(buf.capacity() == 0 || buf.as_ptr() as usize % 8 == 0);
     buf.resize(pad, 0);
     while let Some(chunk) = payload.next().await {
         let chunk = chunk.map_err(|e| BodyError::Read(e.to_string()))?;
@@ -231,7 +239,7 @@ async fn read_body(
         }
         buf.extend_from_slice(&chunk);
     }
-    Ok(buf.freeze().slice(pad..))
+    Ok(pool.seal(buf, pad))
 }
 
 async fn infer(
@@ -261,7 +269,7 @@ async fn infer(
             }
         },
     };
-    let body = match read_body(payload, &req, header_length, state.max_body).await {
+    let body = match read_body(payload, &req, header_length, state.max_body, &state.bodies).await {
         Ok(b) => b,
         Err(BodyError::TooLarge) => {
             return refuse(
@@ -528,6 +536,11 @@ pub fn start(
     let thread = std::thread::Builder::new()
         .name("http-server".into())
         .spawn(move || {
+            // Placed first, so the threads actix starts from here — the
+            // acceptor as well as the HTTP workers — inherit the server's
+            // scheduling: a SCHED_OTHER acceptor waits behind busy
+            // SCHED_FIFO workers before a new connection is served.
+            crate::rt::apply("http-server", &thread, &notes);
             actix_web::rt::System::new().block_on(async move {
                 let bound = HttpServer::new(move || {
                     // The factory runs once on each HTTP worker thread,

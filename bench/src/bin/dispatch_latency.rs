@@ -76,6 +76,7 @@ fn rt_config(fifo: bool) -> RtConfig {
         // locking them all takes minutes and measures nothing about dispatch.
         lock_memory: false,
         intra_op_threads: 1,
+        cpu_dma_latency_us: None,
         load_generator: ThreadSpec {
             core: None,
             sched: sched(70),

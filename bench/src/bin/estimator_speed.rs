@@ -4,7 +4,9 @@
 //! 1. **Query**: batches of 32 candidate mappings of the six-tenant
 //!    `workloads/xavier-robot.ron` (random modes, variants and units), each
 //!    scored by the trained transformer in one call — p50 / p99 / max over
-//!    `--queries` batches (target: p99 ≤ 1 ms);
+//!    `--queries` batches (target: p99 ≤ 1 ms) — through the query path
+//!    (the weights in plain Rust) and, batch for batch in turn, libtorch's
+//!    forward pass of the same weights;
 //! 2. **Plan**: the mapping planner's search for that workload on the
 //!    virtual Xavier at `--plans` intensities from 50 to 800 g/kWh, with the
 //!    transformer and, side by side, the device model's analytic estimator
@@ -106,20 +108,42 @@ fn main() -> ExitCode {
         .collect();
     for b in &batches {
         est.predict(b).expect("warm-up");
+        est.predict_libtorch(b).expect("warm-up");
     }
-    let mut h = Histogram::<u64>::new(3).expect("histogram");
+    // Both forward passes of the same weights, batch by batch in turn, so
+    // they share the machine's minutes.
+    let mut plain = Histogram::<u64>::new(3).expect("histogram");
+    let mut libtorch = Histogram::<u64>::new(3).expect("histogram");
     for i in 0..a.queries {
+        let batch = &batches[i % batches.len()];
         let t0 = Instant::now();
-        let out = est.predict(&batches[i % batches.len()]).expect("predict");
-        h.record(t0.elapsed().as_nanos() as u64).expect("in range");
+        let out = est.predict(batch).expect("predict");
+        plain
+            .record(t0.elapsed().as_nanos() as u64)
+            .expect("in range");
+        assert_eq!(out.len(), 32);
+        let t0 = Instant::now();
+        let out = est.predict_libtorch(batch).expect("predict");
+        libtorch
+            .record(t0.elapsed().as_nanos() as u64)
+            .expect("in range");
         assert_eq!(out.len(), 32);
     }
+    for (label, h) in [
+        ("query path (plain Rust)", &plain),
+        ("libtorch forward", &libtorch),
+    ] {
+        println!(
+            "query, 32 candidates × 6 tenants, transformer, {label}, one core: p50 {:.3} ms, p99 {:.3} ms, max {:.3} ms ({} batches)",
+            us(h, 0.5) / 1000.0,
+            us(h, 0.99) / 1000.0,
+            h.max() as f64 / 1e6,
+            a.queries
+        );
+    }
     println!(
-        "query, 32 candidates × 6 tenants, transformer, one core: p50 {:.3} ms, p99 {:.3} ms, max {:.3} ms ({} batches)",
-        us(&h, 0.5) / 1000.0,
-        us(&h, 0.99) / 1000.0,
-        h.max() as f64 / 1e6,
-        a.queries
+        "query p50 ratio libtorch / plain: {:.1}",
+        us(&libtorch, 0.5) / us(&plain, 0.5)
     );
 
     // 2. Plan time, transformer and analytic side by side.

@@ -96,6 +96,7 @@ fn main() {
         let rt = RtConfig {
             lock_memory: false,
             intra_op_threads: 1,
+            cpu_dma_latency_us: None,
             load_generator: thread,
             dispatcher: None,
             telemetry: ThreadSpec {

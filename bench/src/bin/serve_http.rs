@@ -283,14 +283,26 @@ fn main() -> ExitCode {
         http_infer(&agents[i], &url, &body, header)
     };
     let rq_body = bytes::Bytes::from(body.clone());
-    let rq_clients: Vec<reqwest::blocking::Client> = (0..8)
-        .map(|_| {
-            reqwest::blocking::Client::builder()
-                .tcp_nodelay(true)
-                .build()
+    // A blocking reqwest client runs its connections on a thread of its own,
+    // spawned when it is built; a new thread inherits its creator's
+    // scheduling, so build them on a client-priority thread. (Built on the
+    // SCHED_OTHER main thread, that I/O thread is starved whenever the
+    // SCHED_FIFO workers fill both cores: 0.2 s p99 tails with 8 clients.)
+    let rq_clients: Vec<reqwest::blocking::Client> = std::thread::scope(|s| {
+        s.spawn(|| {
+            as_client();
+            (0..8)
+                .map(|_| {
+                    reqwest::blocking::Client::builder()
+                        .tcp_nodelay(true)
+                        .build()
+                })
+                .collect::<Result<_, _>>()
+                .unwrap_or_default()
         })
-        .collect::<Result<_, _>>()
-        .unwrap_or_default();
+        .join()
+        .unwrap_or_default()
+    });
     let next_rq = std::sync::atomic::AtomicUsize::new(0);
     let over_reqwest = || {
         thread_local!(static RQ: std::cell::Cell<usize> = const { std::cell::Cell::new(usize::MAX) });
@@ -332,41 +344,55 @@ fn overhead(
     over_reqwest: &(impl Fn() -> Result<(u64, u64), u16> + Send + Sync),
 ) -> ExitCode {
     println!(
-        "| clients | path | round trip p50 ms | round trip p99 ms | overhead p50 µs | overhead p99 µs | errors |"
+        "| clients | idle cores | path | round trip p50 ms | round trip p99 ms | overhead p50 µs | overhead p99 µs | errors |"
     );
-    println!("|---:|---|---:|---:|---:|---:|---:|");
+    println!("|---:|---|---|---:|---:|---:|---:|---:|");
+    let notes = ecomap_actors::rt::RtNotes::default();
     for clients in [1usize, 8] {
-        let mut rows: BTreeMap<&str, Vec<[f64; 4]>> = BTreeMap::new();
-        let mut errors: BTreeMap<&str, u64> = BTreeMap::new();
+        let mut rows: BTreeMap<(&str, &str), Vec<[f64; 4]>> = BTreeMap::new();
+        let mut errors: BTreeMap<(&str, &str), u64> = BTreeMap::new();
         for round in 0..args.rounds {
             eprintln!("{clients} client(s), round {}…", round + 1);
             let n = (args.requests / clients).max(10);
-            for (path, (rtt, over, err)) in [
-                ("in-process", run_clients(clients, n, in_process)),
-                ("HTTP, binary (ureq)", run_clients(clients, n, over_http)),
-                (
-                    "HTTP, binary (reqwest)",
-                    run_clients(clients, n, over_reqwest),
-                ),
-            ] {
-                rows.entry(path).or_default().push([
-                    rtt.value_at_quantile(0.5) as f64 / 1e3,
-                    rtt.value_at_quantile(0.99) as f64 / 1e3,
-                    over.value_at_quantile(0.5) as f64,
-                    over.value_at_quantile(0.99) as f64,
-                ]);
-                *errors.entry(path).or_default() += err;
+            // Each round twice: with the kernel's idle states, then with
+            // idle cores held polling (the rt-config's `cpu_dma_latency_us:
+            // Some(0)`), so the two compare on the same machine minutes.
+            for idle in ["kernel", "cpu_dma_latency 0"] {
+                let _hold = (idle != "kernel")
+                    .then(|| ecomap_actors::rt::hold_wake_latency(0, &notes))
+                    .flatten();
+                if idle != "kernel" && _hold.is_none() {
+                    eprintln!("warning: /dev/cpu_dma_latency refused; the held rows are skipped");
+                    continue;
+                }
+                for (path, (rtt, over, err)) in [
+                    ("in-process", run_clients(clients, n, in_process)),
+                    ("HTTP, binary (ureq)", run_clients(clients, n, over_http)),
+                    (
+                        "HTTP, binary (reqwest)",
+                        run_clients(clients, n, over_reqwest),
+                    ),
+                ] {
+                    let path = (path, idle);
+                    rows.entry(path).or_default().push([
+                        rtt.value_at_quantile(0.5) as f64 / 1e3,
+                        rtt.value_at_quantile(0.99) as f64 / 1e3,
+                        over.value_at_quantile(0.5) as f64,
+                        over.value_at_quantile(0.99) as f64,
+                    ]);
+                    *errors.entry(path).or_default() += err;
+                }
             }
         }
-        for (path, r) in &rows {
+        for ((path, idle), r) in &rows {
             let col = |i: usize| median(r.iter().map(|x| x[i]).collect());
             println!(
-                "| {clients} | {path} | {:.2} | {:.2} | {:.0} | {:.0} | {} |",
+                "| {clients} | {idle} | {path} | {:.2} | {:.2} | {:.0} | {:.0} | {} |",
                 col(0),
                 col(1),
                 col(2),
                 col(3),
-                errors[path]
+                errors[&(*path, *idle)]
             );
         }
     }
