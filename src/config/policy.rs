@@ -186,11 +186,17 @@ pub enum PlanPolicy {
     /// The mapping planner (`ecomap::planner`): when the intensity moves
     /// past `hysteresis_gco2` since the last plan, search power mode ×
     /// variant × unit per tenant with the latency/power estimator, for the
-    /// least `carbon (g/h) + accuracy_point_g_per_h × accuracy points lost`
-    /// with every tenant's predicted tail within its deadline.
+    /// least `carbon (g/h) + accuracy_point_g_per_h × accuracy points lost
+    /// + delay_ms_g_per_h × predicted mean response (ms)` with every
+    /// tenant's predicted tail within its deadline.
     Mapping {
         /// Grams CO2 per hour one point of mean top-1 is worth.
         accuracy_point_g_per_h: f64,
+        /// Grams CO2 per hour one millisecond of predicted mean response
+        /// time is worth (the carbon-delay product's delay side); 0, the
+        /// default, plans for carbon and accuracy alone.
+        #[serde(default)]
+        delay_ms_g_per_h: f64,
         /// Share of each deadline kept free, e.g. 0.1.
         #[serde(default = "ten_percent")]
         margin: f64,
@@ -267,6 +273,7 @@ impl PlanPolicy {
             }
             PlanPolicy::Mapping {
                 accuracy_point_g_per_h,
+                delay_ms_g_per_h,
                 margin,
                 hysteresis_gco2,
                 beam_width,
@@ -275,6 +282,11 @@ impl PlanPolicy {
                 if !(accuracy_point_g_per_h.is_finite() && *accuracy_point_g_per_h >= 0.0) {
                     return Err(format!(
                         "accuracy_point_g_per_h must be ≥ 0, got {accuracy_point_g_per_h}"
+                    ));
+                }
+                if !(delay_ms_g_per_h.is_finite() && *delay_ms_g_per_h >= 0.0) {
+                    return Err(format!(
+                        "delay_ms_g_per_h must be ≥ 0, got {delay_ms_g_per_h}"
                     ));
                 }
                 if !(margin.is_finite() && (0.0..1.0).contains(margin)) {

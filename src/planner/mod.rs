@@ -10,6 +10,7 @@
 //! ```text
 //! carbon (g/h) = power (W) × intensity (g/kWh) / 1000
 //!   + accuracy_point_g_per_h × accuracy lost (points of mean top-1 below the heaviest variants)
+//!   + delay_ms_g_per_h × predicted mean response time (ms)
 //! ```
 //!
 //! subject to every tenant's predicted response bound fitting its deadline
@@ -103,6 +104,9 @@ pub struct Plan {
     pub accuracy: f64,
     /// Points below the heaviest variants' accuracy.
     pub accuracy_lost: f64,
+    /// Predicted request-weighted mean response time, ms (median service
+    /// plus the mean wait on its unit).
+    pub mean_delay_ms: f64,
     /// The objective value (lower is better).
     pub objective: f64,
     /// Largest predicted response bound over deadline, over tenants.

@@ -300,3 +300,31 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn a_delay_weight_buys_speed_with_carbon() {
+    // One 10 Hz tenant, heavy variant only, on unit 0 (10 ms at the fast
+    // mode, 20 ms at the slow one). Carbon alone picks the slow mode (8 W
+    // idle + 0.2 × 20 × 0.5 = 10 W against 12 + 0.1 × 20 = 14 W); at 100
+    // g/kWh that saves 0.4 g/h for 10 ms more of service (plus the wait,
+    // ρ S / 2 / (1 − ρ): 2.5 ms against 0.56 ms).
+    let heavy_on_0 = || vec![variant("heavy", 0, 80.0, vec![0])];
+    let p = problem(vec![tenant("a", 10.0, 100.0, heavy_on_0())]);
+    let mut est = table();
+    let carbon_only = plan(&p, &mut est, 100.0, &SearchOptions::default()).unwrap();
+    assert_eq!(carbon_only.mapping.mode, 1, "slow: least carbon");
+    assert!((carbon_only.mean_delay_ms - 22.5).abs() < 1e-9);
+    // 0.1 g/h per ms: 11.9 ms saved is worth 1.19 g/h > 0.4 g/h spent.
+    let opts = SearchOptions {
+        delay_ms_g_per_h: 0.1,
+        ..SearchOptions::default()
+    };
+    let fast = plan(&p, &mut est, 100.0, &opts).unwrap();
+    assert_eq!(fast.mapping.mode, 0, "fast: the delay is worth the carbon");
+    assert!(fast.mean_delay_ms < carbon_only.mean_delay_ms);
+    assert!(fast.carbon_g_per_h > carbon_only.carbon_g_per_h);
+    // At a dirty grid the same weight no longer pays for the fast mode
+    // (2000 g/kWh: 8 g/h more for 1.19 g/h of delay).
+    let dirty = plan(&p, &mut est, 2000.0, &opts).unwrap();
+    assert_eq!(dirty.mapping.mode, 1);
+}

@@ -48,6 +48,8 @@ pub struct PlanLogEntry {
     pub predicted_power_w: f64,
     /// Predicted mean accuracy (%).
     pub predicted_accuracy: f64,
+    /// Predicted request-weighted mean response time (ms).
+    pub predicted_mean_delay_ms: f64,
     /// Largest predicted response bound over usable deadline.
     pub worst_deadline_fraction: f64,
     /// Candidates the estimator scored (0 when reused from the cache).
@@ -158,6 +160,7 @@ impl MappingPlanner {
                         .collect(),
                     predicted_power_w: p.predicted.power_w,
                     predicted_accuracy: p.accuracy,
+                    predicted_mean_delay_ms: p.mean_delay_ms,
                     worst_deadline_fraction: p.worst_deadline_fraction,
                     evaluated: p.evaluated,
                     outcome: "planned".into(),
@@ -178,6 +181,7 @@ impl MappingPlanner {
                     mapping: Vec::new(),
                     predicted_power_w: f64::NAN,
                     predicted_accuracy: f64::NAN,
+                    predicted_mean_delay_ms: f64::NAN,
                     worst_deadline_fraction: f64::NAN,
                     evaluated: 0,
                     outcome: why,

@@ -284,6 +284,7 @@ pub fn write_plans<W: std::io::Write>(
         "mapping",
         "predicted_power_w",
         "predicted_accuracy_pct",
+        "predicted_mean_delay_ms",
         "worst_deadline_fraction",
         "evaluated",
     ])?;
@@ -296,6 +297,7 @@ pub fn write_plans<W: std::io::Write>(
             p.mapping.join(";"),
             format!("{:.3}", p.predicted_power_w),
             format!("{:.3}", p.predicted_accuracy),
+            format!("{:.2}", p.predicted_mean_delay_ms),
             format!("{:.3}", p.worst_deadline_fraction),
             p.evaluated.to_string(),
         ])?;

@@ -275,6 +275,7 @@ impl Planner {
             )?),
             PlanPolicy::Mapping {
                 accuracy_point_g_per_h,
+                delay_ms_g_per_h,
                 margin,
                 hysteresis_gco2,
                 beam_width,
@@ -283,6 +284,7 @@ impl Planner {
                 analysis,
                 crate::planner::SearchOptions {
                     accuracy_point_g_per_h: *accuracy_point_g_per_h,
+                    delay_ms_g_per_h: *delay_ms_g_per_h,
                     margin: *margin,
                     beam_width: *beam_width,
                     ..Default::default()

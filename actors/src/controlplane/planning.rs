@@ -50,6 +50,7 @@ impl RuntimePlanning {
     ) -> Result<Option<RuntimePlanning>, String> {
         let Some(PlanPolicy::Mapping {
             accuracy_point_g_per_h,
+            delay_ms_g_per_h,
             margin,
             hysteresis_gco2,
             beam_width,
@@ -156,6 +157,7 @@ impl RuntimePlanning {
             },
             options: SearchOptions {
                 accuracy_point_g_per_h: *accuracy_point_g_per_h,
+                delay_ms_g_per_h: *delay_ms_g_per_h,
                 margin: *margin,
                 beam_width: *beam_width,
                 ..SearchOptions::default()

@@ -159,10 +159,11 @@ impl PowerGovernor {
                     .map(|(t, &v)| t.variants[v].name.as_str())
                     .collect();
                 let why = format!(
-                    "plan at {gco2:.1} gCO2/kWh: {mode}, variants {variants:?} on workers {:?}, predicted {:.2} W, accuracy {:.2}%, worst deadline use {:.0}%, {} candidates",
+                    "plan at {gco2:.1} gCO2/kWh: {mode}, variants {variants:?} on workers {:?}, predicted {:.2} W, accuracy {:.2}%, mean response {:.1} ms, worst deadline use {:.0}%, {} candidates",
                     plan.mapping.units,
                     plan.predicted.power_w,
                     plan.accuracy,
+                    plan.mean_delay_ms,
                     plan.worst_deadline_fraction * 100.0,
                     plan.evaluated
                 );
