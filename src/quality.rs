@@ -197,6 +197,10 @@ pub struct Swap {
 #[derive(Debug, Clone)]
 struct TenantQuality {
     active: usize,
+    /// The heaviest variant an upgrade may reach: 0, or the variant a
+    /// planner chose (its choice weighed carbon, accuracy and delay; an
+    /// upgrade past it would spend what the plan decided not to).
+    ceiling: usize,
     estimates: Vec<ServiceEstimate>,
     outcomes: VecDeque<bool>,
     last_swap: Option<Timestamp>,
@@ -225,6 +229,7 @@ impl QualityController {
                 .zip(deadlines)
                 .map(|(&n, &d)| TenantQuality {
                     active: 0,
+                    ceiling: 0,
                     estimates: vec![ServiceEstimate::default(); n.max(1)],
                     outcomes: VecDeque::new(),
                     last_swap: None,
@@ -238,10 +243,13 @@ impl QualityController {
         }
     }
 
-    /// Put tenant `t` on variant `v` (a planner's choice), recording the swap.
+    /// Put tenant `t` on variant `v` (a planner's choice), recording the
+    /// swap. Until the next plan, `v` is also the heaviest variant the
+    /// controller upgrades back to after stepping down for a deadline.
     pub fn set_active(&mut self, t: usize, v: usize, now: Timestamp) {
         let q = &mut self.tenants[t];
         debug_assert!(v < q.estimates.len(), "variant {v} of tenant {t} exists");
+        q.ceiling = v;
         if q.active != v {
             self.swap(t, v, now, SwapReason::Planned);
         }
@@ -371,8 +379,9 @@ impl QualityController {
             }
         }
         // Upgrade? The heavier variant must fit, after the usual wait, in a
-        // fraction of the deadline — the margin that stops flapping.
-        if q.active == 0 {
+        // fraction of the deadline — the margin that stops flapping — and
+        // not be heavier than a plan allows.
+        if q.active <= q.ceiling {
             return None;
         }
         let fits = predict(q.active - 1)
@@ -492,6 +501,29 @@ mod tests {
         let mut c = controller(p);
         assert_eq!(c.choose(0, at(0), at(100), 5.0), 0);
         assert!(c.swaps.is_empty());
+    }
+
+    #[test]
+    fn a_planned_variant_is_the_ceiling_of_upgrades() {
+        // Three variants: 60, 30, 20 ms; deadline 100 ms; the plan says 1.
+        let mut c = QualityController::new(policy(), &[3], &[ms(100)]);
+        for (v, s) in [60, 30, 20].into_iter().enumerate() {
+            c.seed_estimate(0, v, ms(s));
+        }
+        c.set_active(0, 1, at(0));
+        assert_eq!(c.swaps.last().map(|s| s.reason.clone()), Some(SwapReason::Planned));
+        // Under a heavy throttle it steps down for the deadline…
+        assert_eq!(c.choose(0, at(1000), at(1100), 4.0), 2);
+        // …and with slack comes back up to the plan's variant, not past it:
+        // the heaviest (60 ms) would fit the slack rule too.
+        for t in (2000..20_000).step_by(100) {
+            c.choose(0, at(t), at(t + 100), 1.0);
+        }
+        assert_eq!(c.active(0), 1);
+        assert_eq!(c.swaps.last().map(|s| s.reason.clone()), Some(SwapReason::Slack));
+        // A plan for the heaviest lifts the ceiling.
+        c.set_active(0, 0, at(30_000));
+        assert_eq!(c.active(0), 0);
     }
 
     #[test]

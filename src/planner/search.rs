@@ -111,30 +111,46 @@ fn accuracy_lost(problem: &PlanProblem, assign: &Assignment) -> f64 {
 }
 
 /// Predicted request-weighted mean response time of an assignment, ms:
-/// per tenant its median service plus the mean wait for the work ahead of
-/// it on its unit — the residual of the job in service and the queue, as
-/// an M/G/1 queue with near-constant service gives it,
-/// `Σ_j ρ_j S_j / 2 / (1 − ρ)` over the unit's tenants `j`.
+/// per tenant its mean service plus the mean wait for the work ahead of it
+/// on its unit — the residual of the job in service and the queue, as an
+/// M/G/1 queue gives it, `Σ_j λ_j E[S_j²] / 2 / (1 − ρ)` over the unit's
+/// tenants `j`. Service is taken as log-normal through the predicted
+/// median and 95th percentile (σ = ln(p95/p50) / 1.645), so a variable
+/// service costs its waiting time too.
 pub(crate) fn mean_delay_ms(
     problem: &PlanProblem,
     assign: &Assignment,
     pred: &MappingPrediction,
 ) -> f64 {
+    /// The standard normal's 95th percentile.
+    const Z95: f64 = 1.645;
     let units = problem.units.len();
     let (mut util, mut residual) = (vec![0.0; units], vec![0.0; units]);
-    for (i, &(t, _, u)) in assign.iter().enumerate() {
-        let s = pred.service_p50_s[i];
-        let rho = problem.tenants[t].rate_hz * s;
-        util[u] += rho;
-        residual[u] += rho * s / 2.0;
+    let moments: Vec<(f64, f64)> = assign
+        .iter()
+        .enumerate()
+        .map(|(i, _)| {
+            let (p50, p95) = (pred.service_p50_s[i], pred.service_p95_s[i]);
+            let sigma = (p95 / p50).ln().max(0.0) / Z95;
+            let sigma = if sigma.is_finite() { sigma } else { 0.0 };
+            (
+                p50 * (sigma * sigma / 2.0).exp(),
+                p50 * p50 * (2.0 * sigma * sigma).exp(),
+            )
+        })
+        .collect();
+    for (&(t, _, u), &(mean, second)) in assign.iter().zip(&moments) {
+        let lambda = problem.tenants[t].rate_hz;
+        util[u] += lambda * mean;
+        residual[u] += lambda * second / 2.0;
     }
     let (mut weighted, mut rate) = (0.0, 0.0);
-    for (i, &(t, _, u)) in assign.iter().enumerate() {
+    for (&(t, _, u), &(mean, _)) in assign.iter().zip(&moments) {
         // Utilisation is capped below 1 by the feasibility check; the
         // clamp only keeps an infeasible candidate's score finite.
         let wait = residual[u] / (1.0 - util[u]).max(0.05);
         let lambda = problem.tenants[t].rate_hz;
-        weighted += lambda * (pred.service_p50_s[i] + wait);
+        weighted += lambda * (mean + wait);
         rate += lambda;
     }
     if rate > 0.0 {

@@ -313,7 +313,15 @@ fn a_delay_weight_buys_speed_with_carbon() {
     let mut est = table();
     let carbon_only = plan(&p, &mut est, 100.0, &SearchOptions::default()).unwrap();
     assert_eq!(carbon_only.mapping.mode, 1, "slow: least carbon");
-    assert!((carbon_only.mean_delay_ms - 22.5).abs() < 1e-9);
+    // Log-normal service through p50 = 20 ms, p95 = 24 ms: σ = ln 1.2 /
+    // 1.645, mean = p50·e^(σ²/2), E[S²] = p50²·e^(2σ²); the wait is
+    // λ E[S²] / 2 / (1 − λ mean).
+    let sigma = 1.2f64.ln() / 1.645;
+    let mean = 0.020 * (sigma * sigma / 2.0).exp();
+    let second = 0.020f64.powi(2) * (2.0 * sigma * sigma).exp();
+    let expected = (mean + 10.0 * second / 2.0 / (1.0 - 10.0 * mean)) * 1000.0;
+    assert!((carbon_only.mean_delay_ms - expected).abs() < 1e-9);
+    assert!((expected - 22.7).abs() < 0.05);
     // 0.1 g/h per ms: 11.9 ms saved is worth 1.19 g/h > 0.4 g/h spent.
     let opts = SearchOptions {
         delay_ms_g_per_h: 0.1,
