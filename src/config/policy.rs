@@ -186,8 +186,8 @@ pub enum PlanPolicy {
     /// The mapping planner (`ecomap::planner`): when the intensity moves
     /// past `hysteresis_gco2` since the last plan, search power mode ×
     /// variant × unit per tenant with the latency/power estimator, for the
-    /// least `carbon (g/h) + accuracy_point_g_per_h × accuracy points lost
-    /// + delay_ms_g_per_h × predicted mean response (ms)` with every
+    /// least `carbon (g/h) + accuracy_point_g_per_h × accuracy points
+    /// lost + delay_ms_g_per_h × predicted mean response (ms)` with every
     /// tenant's predicted tail within its deadline.
     Mapping {
         /// Grams CO2 per hour one point of mean top-1 is worth.
