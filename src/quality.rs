@@ -511,7 +511,10 @@ mod tests {
             c.seed_estimate(0, v, ms(s));
         }
         c.set_active(0, 1, at(0));
-        assert_eq!(c.swaps.last().map(|s| s.reason.clone()), Some(SwapReason::Planned));
+        assert_eq!(
+            c.swaps.last().map(|s| s.reason.clone()),
+            Some(SwapReason::Planned)
+        );
         // Under a heavy throttle it steps down for the deadline…
         assert_eq!(c.choose(0, at(1000), at(1100), 4.0), 2);
         // …and with slack comes back up to the plan's variant, not past it:
@@ -520,7 +523,10 @@ mod tests {
             c.choose(0, at(t), at(t + 100), 1.0);
         }
         assert_eq!(c.active(0), 1);
-        assert_eq!(c.swaps.last().map(|s| s.reason.clone()), Some(SwapReason::Slack));
+        assert_eq!(
+            c.swaps.last().map(|s| s.reason.clone()),
+            Some(SwapReason::Slack)
+        );
         // A plan for the heaviest lifts the ceiling.
         c.set_active(0, 0, at(30_000));
         assert_eq!(c.active(0), 0);

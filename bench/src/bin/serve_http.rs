@@ -56,6 +56,9 @@ struct Args {
     /// Offered load in the load test, × the measured capacity.
     #[arg(long, default_value_t = 2.0)]
     load_factor: f64,
+    /// HTTP worker threads of the server (`ecomap serve --http-workers`).
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=64))]
+    http_workers: u16,
     /// Side of the square FP32 input image (the model resizes it to 224).
     #[arg(long, default_value_t = 224, value_parser = clap::value_parser!(i64).range(8..=1024))]
     side: i64,
@@ -246,7 +249,7 @@ fn main() -> ExitCode {
     let http = match server::start(
         state,
         "127.0.0.1:0".parse().expect("an address"),
-        2,
+        usize::from(args.http_workers),
         spec,
         notes,
     ) {
