@@ -37,7 +37,7 @@ fn run_small(out: &Path, trace: &Path, seed: &str) -> Output {
         "--traces",
         trace.to_str().unwrap(),
         "--span",
-        "6h",
+        "12h",
         "--sample",
         "30s",
         "--seed",
@@ -126,12 +126,18 @@ fn same_seed_gives_byte_identical_tables_and_the_summary_has_its_columns() {
         carbon(all[1]) < carbon(all[0]),
         "ecomap emits less than max-perf"
     );
-    // The timeline has one row per trace hour, and the dirty hours run a
-    // lower mode under ecomap.
+    // The timeline has one row per trace hour, and ecomap follows the
+    // grid: the dirty half runs the lowest mode, the clean half does not.
     let tl = read(&a.join("timeline/trace__ecomap.csv"));
     let lines: Vec<&str> = tl.lines().collect();
-    assert_eq!(lines.len(), 1 + 6);
-    assert!(lines[1].contains("MODE_15W"), "{}", lines[1]);
+    assert_eq!(lines.len(), 1 + 12);
+    let mode = |line: &str| line.split(',').nth(3).unwrap().to_string();
+    for clean in &lines[1..7] {
+        assert_ne!(mode(clean), "MODE_10W", "{clean}");
+    }
+    for dirty in &lines[7..13] {
+        assert_eq!(mode(dirty), "MODE_10W", "{dirty}");
+    }
 }
 
 fn assert_exit_2(o: &Output, needles: &[&str]) {
