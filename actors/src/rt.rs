@@ -156,7 +156,8 @@ pub fn hold_wake_latency(us: u32, notes: &RtNotes) -> Option<WakeLatencyHold> {
         Ok(file) => Some(WakeLatencyHold { _file: file, us }),
         Err(e) => {
             notes.warn(format!(
-                "cpu_dma_latency_us: {us} µs could not be requested through {PATH} ({e});                  idle cores keep the kernel's idle states (run as root, or drop the setting)"
+                "cpu_dma_latency_us: {us} µs could not be requested through {PATH} ({e}); \
+                 idle cores keep the kernel's idle states (run as root, or drop the setting)"
             ));
             None
         }
@@ -239,6 +240,38 @@ mod tests {
     fn is_root() -> bool {
         // SAFETY: geteuid has no preconditions.
         unsafe { libc::geteuid() == 0 }
+    }
+
+    /// The kernel's current wake-up latency limit, µs (reading the PM QoS
+    /// device gives the aggregate of every request held).
+    fn current_wake_latency_us() -> Option<i32> {
+        use std::io::Read as _;
+        let mut buf = [0u8; 4];
+        let mut f = std::fs::File::open("/dev/cpu_dma_latency").ok()?;
+        f.read_exact(&mut buf).ok()?;
+        Some(i32::from_ne_bytes(buf))
+    }
+
+    #[test]
+    fn a_wake_latency_request_holds_while_kept_or_is_a_warning() {
+        let notes = RtNotes::default();
+        match hold_wake_latency(7, &notes) {
+            Some(hold) => {
+                assert_eq!(hold.us, 7);
+                // The aggregate is the tightest request: ours or tighter.
+                let now = current_wake_latency_us().expect("readable while writable");
+                assert!(now <= 7, "limit {now} µs while a 7 µs request is held");
+                assert!(notes.to_vec().is_empty());
+            }
+            None => {
+                assert!(!is_root() || !std::path::Path::new("/dev/cpu_dma_latency").exists());
+                let said = notes.to_vec();
+                assert!(
+                    said.iter().any(|m| m.contains("cpu_dma_latency_us: 7 µs")),
+                    "{said:?}"
+                );
+            }
+        }
     }
 
     #[test]
