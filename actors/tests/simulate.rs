@@ -9,11 +9,11 @@ fn root() -> PathBuf {
 }
 
 /// A small hourly trace in the plain `timestamp,gco2_per_kwh` format: a
-/// clean night, a dirty day.
+/// dirty night, then a morning far cleaner than that.
 fn trace(dir: &Path) -> PathBuf {
     let mut s = String::from("timestamp,gco2_per_kwh\n");
     for h in 0..12 {
-        let g = if h < 6 { 120.0 } else { 480.0 };
+        let g = if h < 6 { 480.0 } else { 30.0 };
         s.push_str(&format!("2023-05-01 {h:02}:00:00,{g}\n"));
     }
     let p = dir.join("trace.csv");
@@ -127,17 +127,23 @@ fn same_seed_gives_byte_identical_tables_and_the_summary_has_its_columns() {
         "ecomap emits less than max-perf"
     );
     // The timeline has one row per trace hour, and ecomap follows the
-    // grid: the dirty half runs the lowest mode, the clean half does not.
+    // grid. It prices carbon relative to the grid's trailing mean: the
+    // dirty night is the grid's usual (the lowest mode), the clean morning
+    // far below it (a faster mode).
     let tl = read(&a.join("timeline/trace__ecomap.csv"));
     let lines: Vec<&str> = tl.lines().collect();
     assert_eq!(lines.len(), 1 + 12);
     let mode = |line: &str| line.split(',').nth(3).unwrap().to_string();
-    for clean in &lines[1..7] {
-        assert_ne!(mode(clean), "MODE_10W", "{clean}");
-    }
-    for dirty in &lines[7..13] {
+    for dirty in &lines[1..7] {
         assert_eq!(mode(dirty), "MODE_10W", "{dirty}");
     }
+    for clean in &lines[7..13] {
+        assert_ne!(mode(clean), "MODE_10W", "{clean}");
+    }
+    // The plans say what they priced: the first reading is the mean.
+    let plans = read(&a.join("timeline/trace__ecomap__plans.csv"));
+    let first: Vec<&str> = plans.lines().nth(1).unwrap().split(',').collect();
+    assert_eq!((first[1], first[2]), ("480.0", "400.0"), "{plans}");
 }
 
 fn assert_exit_2(o: &Output, needles: &[&str]) {
@@ -238,6 +244,27 @@ fn bad_input_is_named_and_exits_2() {
             os,
         ]),
         &["unit \"tpu\"", "gpu"],
+    );
+    // A carbon price with no window to average over.
+    let p = dir.path().join("p.ron");
+    std::fs::write(
+        &p,
+        r#"(name: "relative", plan: Some(Mapping(accuracy_point_g_per_h: 1.0,
+            carbon_price: Relative(window_hours: 0.0, typical_g_per_kwh: 400.0))))"#,
+    )
+    .unwrap();
+    assert_exit_2(
+        &simulate(&[
+            "--policies",
+            p.to_str().unwrap(),
+            "--traces",
+            ts,
+            "--span",
+            "6h",
+            "--out",
+            os,
+        ]),
+        &["p.ron", "window_hours must be > 0"],
     );
 }
 

@@ -206,6 +206,11 @@ pub enum PlanPolicy {
         /// Beam width of the search.
         #[serde(default = "eight")]
         beam_width: usize,
+        /// The intensity carbon is priced at: `Absolute` (the default) or
+        /// `Relative(window_hours: …, typical_g_per_kwh: …)`, relative to
+        /// the grid's trailing mean (`ecomap::planner::CarbonPrice`).
+        #[serde(default)]
+        carbon_price: crate::planner::CarbonPrice,
         /// Trained estimator (folder with estimator.safetensors, relative
         /// to the policy file); `None`: the device model's analytic one.
         #[serde(default)]
@@ -277,8 +282,10 @@ impl PlanPolicy {
                 margin,
                 hysteresis_gco2,
                 beam_width,
+                carbon_price,
                 ..
             } => {
+                carbon_price.validate()?;
                 if !(accuracy_point_g_per_h.is_finite() && *accuracy_point_g_per_h >= 0.0) {
                     return Err(format!(
                         "accuracy_point_g_per_h must be ≥ 0, got {accuracy_point_g_per_h}"

@@ -8,12 +8,13 @@
 //! candidate mappings, in batches, and returns the [`Plan`] that minimises
 //!
 //! ```text
-//! carbon (g/h) = power (W) × intensity (g/kWh) / 1000
+//! carbon (g/h) = power (W) × priced intensity (g/kWh) / 1000
 //!   + accuracy_point_g_per_h × accuracy lost (points of mean top-1 below the heaviest variants)
 //!   + delay_ms_g_per_h × predicted mean response time (ms)
 //! ```
 //!
-//! subject to every tenant's predicted response bound fitting its deadline
+//! (the intensity as read, or relative to the grid's trailing mean: see
+//! [`CarbonPrice`]) subject to every tenant's predicted response bound fitting its deadline
 //! with a margin, every unit's predicted utilisation staying under a
 //! ceiling, and every accuracy floor. Exhaustive where the space is small;
 //! otherwise a beam search that places tenants one at a time (most
@@ -21,9 +22,11 @@
 //! tenants placed so far. An infeasible set of tenants is an error that
 //! says which tenant could not be placed — never a silent best effort.
 
+mod price;
 mod replan;
 mod search;
 
+pub use price::{CarbonPrice, CarbonPricer};
 pub use replan::{Replan, Replanner};
 pub use search::{plan, SearchOptions};
 

@@ -10,8 +10,8 @@ use crate::estimate::analytic::AnalyticEstimator;
 use crate::estimate::descriptors::Descriptors;
 use crate::estimate::{EstimateError, MappingEstimator};
 use crate::planner::{
-    self, PlanError, PlanMode, PlanProblem, PlanTenant, PlanVariant, Replan, Replanner,
-    SearchOptions,
+    self, CarbonPrice, CarbonPricer, PlanError, PlanMode, PlanProblem, PlanTenant, PlanVariant,
+    Replan, Replanner, SearchOptions,
 };
 
 /// Maps a variant name to its index in the estimator's table.
@@ -38,8 +38,11 @@ impl std::fmt::Debug for Planning<'_> {
 pub struct PlanLogEntry {
     /// Hour of the span.
     pub hour: usize,
-    /// Intensity it planned for (g/kWh).
+    /// Intensity read that hour (g/kWh).
     pub gco2_per_kwh: f64,
+    /// Intensity the plan priced carbon at (g/kWh): the reading, or the
+    /// reading relative to the grid's trailing mean ([`CarbonPrice`]).
+    pub priced_gco2_per_kwh: f64,
     /// Mode chosen (empty when infeasible).
     pub mode: String,
     /// Per tenant: `variant@unit`.
@@ -64,6 +67,7 @@ pub struct MappingPlanner {
     problem: PlanProblem,
     options: SearchOptions,
     estimator: Box<dyn MappingEstimator>,
+    pricer: CarbonPricer,
     replanner: Replanner<(Candidate, PlanLogEntry)>,
     /// Every decision, in order.
     pub log: Vec<PlanLogEntry>,
@@ -84,6 +88,7 @@ impl MappingPlanner {
     pub fn new(
         analysis: &Analysis,
         options: SearchOptions,
+        price: CarbonPrice,
         hysteresis: f64,
         planning: Option<&Planning<'_>>,
     ) -> Result<MappingPlanner, SimError> {
@@ -114,6 +119,7 @@ impl MappingPlanner {
             problem,
             options,
             estimator,
+            pricer: CarbonPricer::new(price),
             replanner: Replanner::new(hysteresis),
             log: Vec::new(),
         })
@@ -123,11 +129,14 @@ impl MappingPlanner {
     /// force (intensity within the hysteresis, or no feasible mapping —
     /// logged).
     pub fn decide(&mut self, h: usize, gco2: f64) -> Option<Candidate> {
-        match self.replanner.on_intensity(gco2) {
+        // Hour h of the span is h hours on the grid's clock.
+        let priced = self.pricer.price(gco2, h as f64);
+        match self.replanner.on_intensity(priced) {
             Replan::Keep => return None,
             Replan::Reuse((c, mut e)) => {
                 e.hour = h;
                 e.gco2_per_kwh = gco2;
+                e.priced_gco2_per_kwh = priced;
                 e.evaluated = 0;
                 e.outcome = "reused".into();
                 self.log.push(e);
@@ -135,7 +144,12 @@ impl MappingPlanner {
             }
             Replan::Search => {}
         }
-        match planner::plan(&self.problem, self.estimator.as_mut(), gco2, &self.options) {
+        match planner::plan(
+            &self.problem,
+            self.estimator.as_mut(),
+            priced,
+            &self.options,
+        ) {
             Ok(p) => {
                 let c = Candidate {
                     mode: p.mapping.mode,
@@ -145,6 +159,7 @@ impl MappingPlanner {
                 let entry = PlanLogEntry {
                     hour: h,
                     gco2_per_kwh: gco2,
+                    priced_gco2_per_kwh: priced,
                     mode: self.problem.modes[p.mapping.mode].name.clone(),
                     mapping: self
                         .problem
@@ -165,7 +180,7 @@ impl MappingPlanner {
                     evaluated: p.evaluated,
                     outcome: "planned".into(),
                 };
-                self.replanner.record(gco2, (c.clone(), entry.clone()));
+                self.replanner.record(priced, (c.clone(), entry.clone()));
                 self.log.push(entry);
                 Some(c)
             }
@@ -177,6 +192,7 @@ impl MappingPlanner {
                 self.log.push(PlanLogEntry {
                     hour: h,
                     gco2_per_kwh: gco2,
+                    priced_gco2_per_kwh: priced,
                     mode: String::new(),
                     mapping: Vec::new(),
                     predicted_power_w: f64::NAN,

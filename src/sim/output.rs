@@ -279,6 +279,7 @@ pub fn write_plans<W: std::io::Write>(
     out.write_record([
         "hour",
         "gco2_per_kwh",
+        "priced_gco2_per_kwh",
         "outcome",
         "mode",
         "mapping",
@@ -292,6 +293,7 @@ pub fn write_plans<W: std::io::Write>(
         out.write_record([
             p.hour.to_string(),
             format!("{:.1}", p.gco2_per_kwh),
+            format!("{:.1}", p.priced_gco2_per_kwh),
             p.outcome.clone(),
             p.mode.clone(),
             p.mapping.join(";"),

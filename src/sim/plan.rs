@@ -279,6 +279,7 @@ impl Planner {
                 margin,
                 hysteresis_gco2,
                 beam_width,
+                carbon_price,
                 ..
             } => Planner::Mapping(Box::new(super::mapping::MappingPlanner::new(
                 analysis,
@@ -289,6 +290,7 @@ impl Planner {
                     beam_width: *beam_width,
                     ..Default::default()
                 },
+                *carbon_price,
                 *hysteresis_gco2,
                 planning,
             )?)),

@@ -28,6 +28,10 @@ pub struct CarbonReading {
     pub gco2_per_kwh: f64,
     /// Run time it was observed.
     pub observed: Timestamp,
+    /// Where it falls on the grid's clock, from the monitor's start: the
+    /// trace position in a replay (sped up), run time otherwise. The
+    /// planner's trailing mean runs on it (`ecomap::planner::CarbonPricer`).
+    pub grid_time: Duration,
     /// The source itself marks it stale (a held value).
     pub stale: bool,
 }
@@ -94,6 +98,7 @@ impl CarbonMonitor {
             MonitorSource::Fixed(g) => Some(CarbonReading {
                 gco2_per_kwh: *g,
                 observed: now,
+                grid_time: now.saturating_since(self.origin),
                 stale: false,
             }),
             MonitorSource::Trace {
@@ -111,6 +116,7 @@ impl CarbonMonitor {
                 Some(CarbonReading {
                     gco2_per_kwh: s.gco2_per_kwh,
                     observed: now,
+                    grid_time: offset.saturating_sub(*start_offset),
                     stale: s.stale,
                 })
             }
@@ -188,6 +194,7 @@ impl Handler<ProviderAnswer> for CarbonMonitor {
             Ok(g) => self.governor.do_send(CarbonReading {
                 gco2_per_kwh: g,
                 observed: msg.observed,
+                grid_time: msg.observed.saturating_since(self.origin),
                 stale: false,
             }),
             Err(e) => {

@@ -30,8 +30,10 @@ pub struct RuntimePlanning {
     pub problem: PlanProblem,
     /// Weights and search settings.
     pub options: SearchOptions,
-    /// Re-plan when the intensity moved this much (g/kWh).
+    /// Re-plan when the priced intensity moved this much (g/kWh).
     pub hysteresis_gco2: f64,
+    /// The intensity carbon is priced at.
+    pub carbon_price: ecomap::planner::CarbonPrice,
     /// Per mode of the problem: the cap that selects it on the platform.
     pub caps_w: Vec<f64>,
     /// The trained estimator's folder.
@@ -54,6 +56,7 @@ impl RuntimePlanning {
             margin,
             hysteresis_gco2,
             beam_width,
+            carbon_price,
             estimator,
             device,
         }) = &policy.plan
@@ -163,6 +166,7 @@ impl RuntimePlanning {
                 ..SearchOptions::default()
             },
             hysteresis_gco2: *hysteresis_gco2,
+            carbon_price: *carbon_price,
             caps_w,
             estimator,
             descriptors,

@@ -18,7 +18,7 @@ use crate::dataplane::power_cell::PowerCell;
 use crate::platform::AppliedCap;
 use actix::prelude::*;
 use ecomap::governor::{CapReason, Governor};
-use ecomap::planner::{Replan, Replanner};
+use ecomap::planner::{CarbonPricer, Replan, Replanner};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -44,6 +44,7 @@ pub struct GovernorPlanner {
     pub planning: RuntimePlanning,
     /// Where the chosen variants go (read by the dispatcher).
     pub cell: PlanCell,
+    pricer: CarbonPricer,
     replanner: Replanner<ecomap::planner::Plan>,
     in_flight: bool,
     /// Mode, variants and workers of the plan in force.
@@ -55,6 +56,7 @@ impl GovernorPlanner {
     pub fn new(addr: Addr<EstimatorActor>, planning: RuntimePlanning, cell: PlanCell) -> Self {
         GovernorPlanner {
             replanner: Replanner::new(planning.hysteresis_gco2),
+            pricer: CarbonPricer::new(planning.carbon_price),
             addr,
             planning,
             cell,
@@ -104,10 +106,16 @@ impl PowerGovernor {
 
     /// Ask the estimator actor for a plan when the intensity moved past
     /// the hysteresis since the last one (one request in flight at most).
-    fn maybe_plan(&mut self, gco2: f64, ctx: &mut Context<Self>) {
+    fn maybe_plan(&mut self, reading: &CarbonReading, ctx: &mut Context<Self>) {
         let Some(p) = &mut self.planner else {
             return;
         };
+        // Every reading moves the trailing mean, also while a search is in
+        // flight (the simulator's MappingPlanner prices the same way).
+        let gco2 = p.pricer.price(
+            reading.gco2_per_kwh,
+            reading.grid_time.as_secs_f64() / 3600.0,
+        );
         if p.in_flight {
             return;
         }
@@ -159,7 +167,7 @@ impl PowerGovernor {
                     .map(|(t, &v)| t.variants[v].name.as_str())
                     .collect();
                 let why = format!(
-                    "plan at {gco2:.1} gCO2/kWh: {mode}, variants {variants:?} on workers {:?}, predicted {:.2} W, accuracy {:.2}%, mean response {:.1} ms, worst deadline use {:.0}%, {} candidates",
+                    "plan at {gco2:.1} gCO2/kWh (priced): {mode}, variants {variants:?} on workers {:?}, predicted {:.2} W, accuracy {:.2}%, mean response {:.1} ms, worst deadline use {:.0}%, {} candidates",
                     plan.mapping.units,
                     plan.predicted.power_w,
                     plan.accuracy,
@@ -198,7 +206,9 @@ impl PowerGovernor {
                 self.shared.note(why);
             }
             Ok(Err(e)) => {
-                let msg = format!("planner at {gco2:.1} gCO2/kWh: {e}; the plan in force is kept");
+                let msg = format!(
+                    "planner at {gco2:.1} gCO2/kWh (priced): {e}; the plan in force is kept"
+                );
                 tracing::warn!("{msg}");
                 self.shared.note(msg);
             }
@@ -323,7 +333,7 @@ impl Handler<CarbonReading> for PowerGovernor {
         self.shared.set_intensity(msg.gco2_per_kwh, msg.stale);
         self.decide();
         if !msg.stale {
-            self.maybe_plan(msg.gco2_per_kwh, ctx);
+            self.maybe_plan(&msg, ctx);
         }
     }
 }
