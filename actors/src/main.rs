@@ -273,7 +273,24 @@ enum Command {
         /// Runs in parallel (default: the cores available).
         #[arg(long)]
         jobs: Option<usize>,
+        /// Hold `oracle` to this mean accuracy (%, e.g. 76.0) on every
+        /// trace instead of `ecomap`'s: the least carbon any policy could
+        /// emit at that accuracy.
+        #[arg(long, value_parser = parse_accuracy)]
+        oracle_accuracy: Option<f64>,
     },
+}
+
+fn parse_accuracy(s: &str) -> Result<f64, String> {
+    let a: f64 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("'{s}' is not a number (a mean accuracy in %, e.g. 76.0)"))?;
+    if a.is_finite() && a > 0.0 && a <= 100.0 {
+        Ok(a)
+    } else {
+        Err(format!("{a} is not a mean accuracy in % (0 < a ≤ 100)"))
+    }
 }
 
 use ecomap_actors::cli_args::{
@@ -1030,6 +1047,7 @@ fn main() -> ExitCode {
             sample,
             out,
             jobs,
+            oracle_accuracy,
         } => {
             let args = ecomap_actors::simulate::SimulateArgs {
                 policies: policies.clone(),
@@ -1049,6 +1067,7 @@ fn main() -> ExitCode {
                 jobs: jobs.unwrap_or_else(|| available_cores().max(1)),
                 policy_dir: PathBuf::from("policies"),
                 descriptors: PathBuf::from("rt-config/model-descriptors.csv"),
+                oracle_accuracy: *oracle_accuracy,
             };
             simulate_command(&args)
         }

@@ -283,3 +283,43 @@ fn ecomap_run_refuses_a_planner_policy() {
         .unwrap();
     assert_exit_2(&o, &["oracle.ron", "plan", "ecomap simulate"]);
 }
+
+#[test]
+fn the_oracle_can_be_held_to_a_given_accuracy_without_an_ecomap_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = trace(dir.path());
+    let out = dir.path().join("o");
+    let o = simulate(&[
+        "--policies",
+        "oracle",
+        "--oracle-accuracy",
+        "76.0",
+        "--traces",
+        t.to_str().unwrap(),
+        "--span",
+        "12h",
+        "--sample",
+        "30s",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let summary = read(&out.join("summary.csv"));
+    let header: Vec<&str> = summary.lines().next().unwrap().split(',').collect();
+    let col = |name: &str| header.iter().position(|h| *h == name).unwrap();
+    let all: Vec<Vec<&str>> = summary
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').collect::<Vec<_>>())
+        .filter(|r| r[col("tenant")] == "all")
+        .collect();
+    // Only the oracle ran, and it served at least the accuracy asked for.
+    assert_eq!(all.len(), 1, "{summary}");
+    assert_eq!(all[0][col("policy")], "oracle");
+    let acc: f64 = all[0][col("accuracy_pct")].parse().unwrap();
+    assert!(acc >= 76.0 - 0.05, "accuracy {acc}");
+    assert_exit_2(
+        &simulate(&["--policies", "oracle", "--oracle-accuracy", "high"]),
+        &["--oracle-accuracy", "not a number"],
+    );
+}

@@ -50,6 +50,9 @@ pub struct SimulateArgs {
     pub policy_dir: PathBuf,
     /// Model descriptors for mapping policies' trained estimators.
     pub descriptors: PathBuf,
+    /// Hold the oracle to this mean accuracy (%) on every trace instead of
+    /// `ecomap`'s: the least carbon any policy could emit at that accuracy.
+    pub oracle_accuracy: Option<f64>,
 }
 
 /// Where a span starts.
@@ -260,7 +263,7 @@ pub fn run_simulate(args: &SimulateArgs) -> Result<Vec<SummaryRow>, SimulateErro
         .any(|p| matches!(p.plan, Some(PlanPolicy::Oracle)));
     let ecomap_index = match policies.iter().position(|p| p.name == "ecomap") {
         Some(i) => Some(i),
-        None if needs_oracle => {
+        None if needs_oracle && args.oracle_accuracy.is_none() => {
             policies.push(resolve_policy("ecomap", &args.policy_dir)?);
             Some(policies.len() - 1)
         }
@@ -354,7 +357,10 @@ pub fn run_simulate(args: &SimulateArgs) -> Result<Vec<SummaryRow>, SimulateErro
         let row = summary_rows("", "", r).into_iter().next()?;
         row.accuracy_pct.is_finite().then_some(row.accuracy_pct)
     };
-    let targets: Vec<Option<f64>> = (0..traces.len()).map(ecomap_accuracy).collect();
+    let targets: Vec<Option<f64>> = match args.oracle_accuracy {
+        Some(a) => vec![Some(a); traces.len()],
+        None => (0..traces.len()).map(ecomap_accuracy).collect(),
+    };
     run_wave(&second_wave, &targets)?;
     bar.finish_and_clear();
     // Write, in a fixed order: traces × policies as asked.
