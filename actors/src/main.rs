@@ -274,8 +274,9 @@ enum Command {
         #[arg(long)]
         jobs: Option<usize>,
         /// Hold `oracle` to this mean accuracy (%, e.g. 76.0) on every
-        /// trace instead of `ecomap`'s: the least carbon any policy could
-        /// emit at that accuracy.
+        /// trace instead of `ecomap`'s: the least predicted carbon of any
+        /// hourly schedule of modes and variants (on the workload's unit
+        /// mapping) at that accuracy.
         #[arg(long, value_parser = parse_accuracy)]
         oracle_accuracy: Option<f64>,
     },

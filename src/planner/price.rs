@@ -18,6 +18,9 @@
 
 use serde::{Deserialize, Serialize};
 
+/// The least trailing mean a reading is priced against (g/kWh).
+const MEAN_FLOOR_G_PER_KWH: f64 = 1.0;
+
 /// How the planner prices carbon (a policy's `carbon_price`).
 #[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
 pub enum CarbonPrice {
@@ -105,14 +108,14 @@ impl CarbonPricer {
             }
         };
         debug_assert!(mean.is_finite(), "a finite reading keeps the mean finite");
-        self.state = Some((mean, gco2, grid_hours));
-        // A grid whose mean is ~0 g/kWh (fully renewable) prices every
-        // reading as typical rather than dividing by zero.
-        if mean <= 1e-6 {
-            typical_g_per_kwh
-        } else {
-            gco2 * typical_g_per_kwh / mean
-        }
+        // A reading from the past counts as now: time never runs backwards.
+        let at = self
+            .state
+            .map_or(grid_hours, |(_, _, at)| at.max(grid_hours));
+        self.state = Some((mean, gco2, at));
+        // On a grid whose mean is near 0 g/kWh (fully renewable) the ratio
+        // would explode: the mean counts as at least 1 g/kWh.
+        gco2 * typical_g_per_kwh / mean.max(MEAN_FLOOR_G_PER_KWH)
     }
 }
 
@@ -175,12 +178,25 @@ mod tests {
     }
 
     #[test]
-    fn a_zero_mean_grid_prices_at_typical() {
+    fn a_zero_mean_grid_prices_finitely_and_time_never_runs_backwards() {
         let mut p = CarbonPricer::new(CarbonPrice::Relative {
             window_hours: 24.0,
             typical_g_per_kwh: 400.0,
         });
-        assert_eq!(p.price(0.0, 0.0), 400.0);
+        // A day of a fully renewable grid, then a small blip.
+        for h in 0..24 {
+            assert_eq!(p.price(0.0, h as f64), 0.0);
+        }
+        let blip = p.price(2.0, 24.0);
+        assert!(blip.is_finite() && blip <= 2.0 * 400.0, "{blip}");
+        // A reading stamped earlier than the last counts as simultaneous:
+        // the next one is weighted from hour 24, not from hour 10.
+        let mut q = p.clone();
+        p.price(2.0, 10.0);
+        p.price(2.0, 25.0);
+        q.price(2.0, 24.0);
+        q.price(2.0, 25.0);
+        assert_eq!(p.trailing_mean(), q.trailing_mean());
     }
 
     #[test]

@@ -119,6 +119,17 @@ pub enum SimError {
         /// The limit.
         max: u128,
     },
+    /// The oracle was asked for more accuracy than the heaviest variants give.
+    #[error(
+        "the oracle cannot reach a mean accuracy of {target:.2}%: the heaviest variants of \
+         this workload give {max:.2}%; ask for at most that (--oracle-accuracy)"
+    )]
+    AccuracyOutOfReach {
+        /// Asked for (%).
+        target: f64,
+        /// The most the workload's variants give (%).
+        max: f64,
+    },
 }
 
 /// Check that `trace` covers `hours` trace hours from `start`.

@@ -437,6 +437,12 @@ fn oracle_schedule_checked(
             max: MAX_ORACLE_CANDIDATES,
         });
     }
+    let max = analysis.max_accuracy();
+    // ecomap's own accuracy is never above the heaviest variants'; a target
+    // given on the command line may be.
+    if target > max + 1e-6 {
+        return Err(SimError::AccuracyOutOfReach { target, max });
+    }
     Ok(oracle_schedule(analysis, hourly, target))
 }
 

@@ -51,7 +51,8 @@ pub struct SimulateArgs {
     /// Model descriptors for mapping policies' trained estimators.
     pub descriptors: PathBuf,
     /// Hold the oracle to this mean accuracy (%) on every trace instead of
-    /// `ecomap`'s: the least carbon any policy could emit at that accuracy.
+    /// `ecomap`'s: the least predicted carbon of any hourly schedule of
+    /// modes and variants (on the workload's unit mapping) at it.
     pub oracle_accuracy: Option<f64>,
 }
 
@@ -92,6 +93,9 @@ pub enum SimulateError {
     /// A mapping policy's trained estimator or the descriptors cannot be used.
     #[error("{0}")]
     Estimator(String),
+    /// `--oracle-accuracy` without an `oracle` to hold to it.
+    #[error("--oracle-accuracy holds the oracle to an accuracy, but --policies has no `oracle`; add it (e.g. --policies oracle)")]
+    OracleAccuracyWithoutOracle,
     /// A start date outside a trace.
     #[error("{}: --start {date} is outside the trace ({first} …)", trace.display())]
     StartOutside {
@@ -261,6 +265,9 @@ pub fn run_simulate(args: &SimulateArgs) -> Result<Vec<SummaryRow>, SimulateErro
     let needs_oracle = policies
         .iter()
         .any(|p| matches!(p.plan, Some(PlanPolicy::Oracle)));
+    if args.oracle_accuracy.is_some() && !needs_oracle {
+        return Err(SimulateError::OracleAccuracyWithoutOracle);
+    }
     let ecomap_index = match policies.iter().position(|p| p.name == "ecomap") {
         Some(i) => Some(i),
         None if needs_oracle && args.oracle_accuracy.is_none() => {
