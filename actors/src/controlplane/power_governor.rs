@@ -167,7 +167,7 @@ impl PowerGovernor {
                     .map(|(t, &v)| t.variants[v].name.as_str())
                     .collect();
                 let why = format!(
-                    "plan at {gco2:.1} gCO2/kWh (priced): {mode}, variants {variants:?} on workers {:?}, predicted {:.2} W, accuracy {:.2}%, mean response {:.1} ms, worst deadline use {:.0}%, {} candidates",
+                    "plan priced at {gco2:.1} gCO2/kWh: {mode}, variants {variants:?} on workers {:?}, predicted {:.2} W, accuracy {:.2}%, mean response {:.1} ms, worst deadline use {:.0}%, {} candidates",
                     plan.mapping.units,
                     plan.predicted.power_w,
                     plan.accuracy,
@@ -207,7 +207,7 @@ impl PowerGovernor {
             }
             Ok(Err(e)) => {
                 let msg = format!(
-                    "planner at {gco2:.1} gCO2/kWh (priced): {e}; the plan in force is kept"
+                    "planner, priced at {gco2:.1} gCO2/kWh: {e}; the plan in force is kept"
                 );
                 tracing::warn!("{msg}");
                 self.shared.note(msg);
