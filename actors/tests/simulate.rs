@@ -30,6 +30,23 @@ fn simulate(args: &[&str]) -> Output {
         .unwrap()
 }
 
+/// `simulate --policies POLICIES --traces TRACE --span 6h --out OUT`, then
+/// `extra`.
+fn simulate_6h(policies: &str, trace: &str, out: &str, extra: &[&str]) -> Output {
+    let mut args = vec![
+        "--policies",
+        policies,
+        "--traces",
+        trace,
+        "--span",
+        "6h",
+        "--out",
+        out,
+    ];
+    args.extend_from_slice(extra);
+    simulate(&args)
+}
+
 fn run_small(out: &Path, trace: &Path, seed: &str) -> Output {
     simulate(&[
         "--policies",
@@ -163,16 +180,7 @@ fn bad_input_is_named_and_exits_2() {
     let out = dir.path().join("o");
     let os = out.to_str().unwrap();
     assert_exit_2(
-        &simulate(&[
-            "--policies",
-            "no-such-policy",
-            "--traces",
-            ts,
-            "--span",
-            "6h",
-            "--out",
-            os,
-        ]),
+        &simulate_6h("no-such-policy", ts, os, &[]),
         &["unknown policy \"no-such-policy\"", "no-such-policy.ron"],
     );
     assert_exit_2(
@@ -254,16 +262,7 @@ fn bad_input_is_named_and_exits_2() {
     )
     .unwrap();
     assert_exit_2(
-        &simulate(&[
-            "--policies",
-            p.to_str().unwrap(),
-            "--traces",
-            ts,
-            "--span",
-            "6h",
-            "--out",
-            os,
-        ]),
+        &simulate_6h(p.to_str().unwrap(), ts, os, &[]),
         &["p.ron", "window_hours must be > 0"],
     );
 }
@@ -326,33 +325,11 @@ fn the_oracle_can_be_held_to_a_given_accuracy_without_an_ecomap_run() {
     let ts = t.to_str().unwrap();
     let os = out.to_str().unwrap();
     assert_exit_2(
-        &simulate(&[
-            "--policies",
-            "max-perf",
-            "--oracle-accuracy",
-            "76",
-            "--traces",
-            ts,
-            "--span",
-            "6h",
-            "--out",
-            os,
-        ]),
+        &simulate_6h("max-perf", ts, os, &["--oracle-accuracy", "76"]),
         &["--policies has no `oracle`"],
     );
     assert_exit_2(
-        &simulate(&[
-            "--policies",
-            "oracle",
-            "--oracle-accuracy",
-            "99",
-            "--traces",
-            ts,
-            "--span",
-            "6h",
-            "--out",
-            os,
-        ]),
+        &simulate_6h("oracle", ts, os, &["--oracle-accuracy", "99"]),
         &["cannot reach a mean accuracy of 99.00%", "76.51%"],
     );
 }
