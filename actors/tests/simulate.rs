@@ -265,6 +265,17 @@ fn bad_input_is_named_and_exits_2() {
         &simulate_6h(p.to_str().unwrap(), ts, os, &[]),
         &["p.ron", "window_hours must be > 0"],
     );
+    // An accuracy budget below zero.
+    std::fs::write(
+        &p,
+        r#"(name: "budget", plan: Some(Mapping(accuracy_point_g_per_h: 1.0,
+            max_accuracy_lost: Some(-1.0))))"#,
+    )
+    .unwrap();
+    assert_exit_2(
+        &simulate_6h(p.to_str().unwrap(), ts, os, &[]),
+        &["p.ron", "max_accuracy_lost must be"],
+    );
 }
 
 #[test]

@@ -197,6 +197,13 @@ pub enum PlanPolicy {
         /// default, plans for carbon and accuracy alone.
         #[serde(default)]
         delay_ms_g_per_h: f64,
+        /// The most points of request-weighted mean top-1 a plan may lose
+        /// below the heaviest variants, e.g. `Some(1.25)`; `None` (the
+        /// default): the weight alone decides. When no mapping within it
+        /// meets every deadline, the plan gives up accuracy rather than
+        /// deadlines, and says so.
+        #[serde(default)]
+        max_accuracy_lost: Option<f64>,
         /// Share of each deadline kept free, e.g. 0.1.
         #[serde(default = "ten_percent")]
         margin: f64,
@@ -283,9 +290,17 @@ impl PlanPolicy {
                 hysteresis_gco2,
                 beam_width,
                 carbon_price,
+                max_accuracy_lost,
                 ..
             } => {
                 carbon_price.validate()?;
+                if let Some(points) = max_accuracy_lost {
+                    if !(points.is_finite() && *points >= 0.0) {
+                        return Err(format!(
+                            "max_accuracy_lost must be a number of points ≥ 0, got {points}"
+                        ));
+                    }
+                }
                 if !(accuracy_point_g_per_h.is_finite() && *accuracy_point_g_per_h >= 0.0) {
                     return Err(format!(
                         "accuracy_point_g_per_h must be ≥ 0, got {accuracy_point_g_per_h}"

@@ -116,6 +116,10 @@ pub struct Plan {
     pub worst_deadline_fraction: f64,
     /// Candidate mappings the estimator scored.
     pub evaluated: usize,
+    /// Whether it keeps within [`SearchOptions::max_accuracy_lost`] (always
+    /// true without a budget); false when no mapping within the budget
+    /// meets every deadline and the planner gave up accuracy instead.
+    pub within_accuracy_budget: bool,
 }
 
 /// Why no plan was chosen.

@@ -14,6 +14,11 @@ pub struct SearchOptions {
     /// answer 1 ms sooner on average. With it the objective follows the
     /// carbon-delay product rather than carbon alone; 0 ignores delay.
     pub delay_ms_g_per_h: f64,
+    /// The most points of mean top-1 a plan may lose below the heaviest
+    /// variants (`None`: no budget, the weight alone decides). Deadlines
+    /// come first: when no mapping fits the budget, [`plan`] plans without
+    /// it and says so ([`Plan::within_accuracy_budget`]).
+    pub max_accuracy_lost: Option<f64>,
     /// Share of each deadline kept free: a tenant's predicted response
     /// bound must fit `deadline × (1 − margin)`.
     pub margin: f64,
@@ -30,6 +35,7 @@ impl Default for SearchOptions {
         SearchOptions {
             accuracy_point_g_per_h: 0.5,
             delay_ms_g_per_h: 0.0,
+            max_accuracy_lost: None,
             margin: 0.1,
             max_utilisation: 0.85,
             beam_width: 8,
@@ -192,6 +198,13 @@ fn score(
         .into_iter()
         .zip(preds)
         .filter_map(|((m, assign), pred)| {
+            // Exact on partial assignments too: the tenants not yet placed
+            // can only add to what is lost.
+            if let Some(budget) = opts.max_accuracy_lost {
+                if accuracy_lost(problem, &assign) > budget + 1e-9 {
+                    return None;
+                }
+            }
             let worst = check(problem, &assign, &pred, opts)?;
             let objective = objective(problem, &assign, &pred, gco2, opts);
             Some((
@@ -255,11 +268,37 @@ fn finish(problem: &PlanProblem, best: Scored, mode: usize, gco2: f64, evaluated
         objective: best.objective,
         worst_deadline_fraction: best.worst,
         evaluated,
+        within_accuracy_budget: true,
     }
 }
 
 /// Choose the mapping for intensity `gco2` (g/kWh).
+///
+/// With an accuracy budget ([`SearchOptions::max_accuracy_lost`]) that no
+/// feasible mapping meets, the plan is the best one without the budget,
+/// marked `within_accuracy_budget: false`: a lighter model beats a missed
+/// deadline.
 pub fn plan(
+    problem: &PlanProblem,
+    est: &mut dyn MappingEstimator,
+    gco2: f64,
+    opts: &SearchOptions,
+) -> Result<Plan, PlanError> {
+    match search(problem, est, gco2, opts) {
+        Err(PlanError::Infeasible { .. }) if opts.max_accuracy_lost.is_some() => {
+            let unbounded = SearchOptions {
+                max_accuracy_lost: None,
+                ..*opts
+            };
+            let mut plan = search(problem, est, gco2, &unbounded)?;
+            plan.within_accuracy_budget = false;
+            Ok(plan)
+        }
+        result => result,
+    }
+}
+
+fn search(
     problem: &PlanProblem,
     est: &mut dyn MappingEstimator,
     gco2: f64,

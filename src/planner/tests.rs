@@ -201,6 +201,60 @@ fn accuracy_floor_is_kept() {
 }
 
 #[test]
+fn accuracy_budget_is_kept_and_yields_to_deadlines() {
+    // Accuracy nearly free on a dirty grid: without a budget both tenants
+    // go light (10 points lost).
+    let p = problem(vec![
+        tenant("a", 10.0, 50.0, both_variants()),
+        tenant("b", 10.0, 50.0, both_variants()),
+    ]);
+    let cheap = SearchOptions {
+        accuracy_point_g_per_h: 0.0001,
+        ..SearchOptions::default()
+    };
+    assert_eq!(
+        plan(&p, &mut table(), 2000.0, &cheap)
+            .unwrap()
+            .accuracy_lost,
+        10.0
+    );
+    // A 5-point budget: exactly one of the two equal-rate tenants goes
+    // light, by the exhaustive search and by the beam alike.
+    for exhaustive_limit in [2048, 0] {
+        let budget = SearchOptions {
+            max_accuracy_lost: Some(5.0),
+            exhaustive_limit,
+            ..cheap
+        };
+        let planned = plan(&p, &mut table(), 2000.0, &budget).unwrap();
+        assert_eq!(planned.accuracy_lost, 5.0, "limit {exhaustive_limit}");
+        assert!(planned.within_accuracy_budget);
+        let mut variants = planned.mapping.variants.clone();
+        variants.sort_unstable();
+        assert_eq!(variants, vec![0, 1]);
+    }
+    // A 12 ms deadline (10.8 ms usable) rules the heavy model out (a 12 ms
+    // tail even at the fast mode): no mapping within a zero budget meets
+    // it, so the plan gives up accuracy, not the deadline, and says so.
+    let tight = problem(vec![
+        tenant("a", 10.0, 50.0, both_variants()),
+        tenant("tight", 10.0, 12.0, both_variants()),
+    ]);
+    for exhaustive_limit in [2048, 0] {
+        let zero = SearchOptions {
+            accuracy_point_g_per_h: 10.0,
+            max_accuracy_lost: Some(0.0),
+            exhaustive_limit,
+            ..SearchOptions::default()
+        };
+        let planned = plan(&tight, &mut table(), 400.0, &zero).unwrap();
+        assert!(!planned.within_accuracy_budget, "limit {exhaustive_limit}");
+        assert_eq!(planned.mapping.variants, vec![0, 1]);
+        assert!(planned.worst_deadline_fraction <= 1.0);
+    }
+}
+
+#[test]
 fn beam_batches_queries() {
     // Six tenants: 2 modes × (2 variants × 2 units)^6 = 8192 mappings, over
     // the exhaustive limit; the beam asks one batch per tenant placed.

@@ -178,7 +178,12 @@ impl MappingPlanner {
                     predicted_mean_delay_ms: p.mean_delay_ms,
                     worst_deadline_fraction: p.worst_deadline_fraction,
                     evaluated: p.evaluated,
-                    outcome: "planned".into(),
+                    outcome: if p.within_accuracy_budget {
+                        "planned".into()
+                    } else {
+                        "planned over the accuracy budget: no mapping within it meets every deadline"
+                            .into()
+                    },
                 };
                 self.replanner.record(priced, (c.clone(), entry.clone()));
                 self.log.push(entry);

@@ -276,6 +276,7 @@ impl Planner {
             PlanPolicy::Mapping {
                 accuracy_point_g_per_h,
                 delay_ms_g_per_h,
+                max_accuracy_lost,
                 margin,
                 hysteresis_gco2,
                 beam_width,
@@ -286,6 +287,7 @@ impl Planner {
                 crate::planner::SearchOptions {
                     accuracy_point_g_per_h: *accuracy_point_g_per_h,
                     delay_ms_g_per_h: *delay_ms_g_per_h,
+                    max_accuracy_lost: *max_accuracy_lost,
                     margin: *margin,
                     beam_width: *beam_width,
                     ..Default::default()

@@ -53,6 +53,7 @@ impl RuntimePlanning {
         let Some(PlanPolicy::Mapping {
             accuracy_point_g_per_h,
             delay_ms_g_per_h,
+            max_accuracy_lost,
             margin,
             hysteresis_gco2,
             beam_width,
@@ -161,6 +162,7 @@ impl RuntimePlanning {
             options: SearchOptions {
                 accuracy_point_g_per_h: *accuracy_point_g_per_h,
                 delay_ms_g_per_h: *delay_ms_g_per_h,
+                max_accuracy_lost: *max_accuracy_lost,
                 margin: *margin,
                 beam_width: *beam_width,
                 ..SearchOptions::default()

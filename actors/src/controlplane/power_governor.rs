@@ -174,7 +174,11 @@ impl PowerGovernor {
                     plan.mean_delay_ms,
                     plan.worst_deadline_fraction * 100.0,
                     plan.evaluated
-                );
+                ) + if plan.within_accuracy_budget {
+                    ""
+                } else {
+                    " (over the accuracy budget: no mapping within it meets every deadline)"
+                };
                 let chosen = (
                     plan.mapping.mode,
                     plan.mapping.variants.clone(),
