@@ -125,6 +125,19 @@ impl ModelCost {
     }
 }
 
+/// How a device's modes slow its units.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+pub enum Throttle {
+    /// Lower clocks (a real Jetson's nvpmodel modes): a slowed unit computes,
+    /// and so contends for memory, the whole time it is busy.
+    #[default]
+    Clock,
+    /// The emulated platform on a host: each pass runs at full speed and
+    /// the worker then sleeps `(slowdown − 1) ×` the pass, so a unit
+    /// contends only for `1 / slowdown` of its busy time.
+    Sleep,
+}
+
 /// A device description file.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -145,6 +158,10 @@ pub struct DeviceSpec {
     /// (shared memory bandwidth).
     #[serde(default)]
     pub contention: f64,
+    /// How a mode's slowdown comes about, which decides how much a slowed
+    /// unit contends; default `Clock`.
+    #[serde(default)]
+    pub throttle: Throttle,
     /// Wall power that is not the module's (carrier board, fan, supply loss).
     #[serde(default)]
     pub board_w: f64,

@@ -276,7 +276,10 @@ impl<'a> Engine<'a> {
         let t = job.request.tenant.index();
         let mean = self.analysis.tenants[t].cost_s[job.variant][u]
             * self.analysis.slowdown[self.mode][u]
-            * self.setup.device.contention_factor(self.busy_units);
+            * self
+                .setup
+                .device
+                .contention_factor_at(self.busy_units, self.mode);
         let sigma = self.sigma[u];
         let s = if sigma > 0.0 {
             let z: f64 = StandardNormal.sample(&mut self.rng);
