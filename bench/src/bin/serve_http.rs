@@ -172,17 +172,18 @@ fn reqwest_infer(
 fn run_clients(
     clients: usize,
     n: usize,
-    one: impl Fn() -> Result<(u64, u64), u16> + Send + Sync,
+    one: impl Fn(usize) -> Result<(u64, u64), u16> + Send + Sync,
 ) -> (Histogram<u64>, Histogram<u64>, u64) {
     let rtt = Mutex::new(hist());
     let over = Mutex::new(hist());
     let errors = std::sync::atomic::AtomicU64::new(0);
     std::thread::scope(|s| {
-        for _ in 0..clients {
-            s.spawn(|| {
+        for client in 0..clients {
+            let (one, rtt, over, errors) = (&one, &rtt, &over, &errors);
+            s.spawn(move || {
                 as_client();
                 for _ in 0..n {
-                    match one() {
+                    match one(client) {
                         Ok((r, e2e)) => {
                             let _ = rtt.lock().unwrap().record(r.max(1));
                             let _ = over.lock().unwrap().record(r.saturating_sub(e2e).max(1));
@@ -262,7 +263,7 @@ fn main() -> ExitCode {
     let url = format!("http://{}/v2/models/mobilenet/infer", http.addr);
     let x = image(args.side);
     let (body, header) = binary_body(&x);
-    let in_process = || {
+    let in_process = |_client: usize| {
         let t0 = Instant::now();
         match queue.infer(x.clone(), None) {
             Ok(a) if a.is_served() => {
@@ -273,18 +274,13 @@ fn main() -> ExitCode {
             _ => Err(0u16),
         }
     };
+    // One keep-alive connection per client slot, kept across rounds: client
+    // `c` of every round sends on connection `c`. (Until session 8 each
+    // round's threads took the next of 64 agents, so every 8-client round
+    // opened 8 new connections, and their first uploads met a receive
+    // window still small: the 40 ms tails of results §9.)
     let agents: Vec<ureq::Agent> = (0..64).map(|_| ureq::AgentBuilder::new().build()).collect();
-    let next_agent = std::sync::atomic::AtomicUsize::new(0);
-    let over_http = || {
-        thread_local!(static AGENT: std::cell::Cell<usize> = const { std::cell::Cell::new(usize::MAX) });
-        let i = AGENT.with(|a| {
-            if a.get() == usize::MAX {
-                a.set(next_agent.fetch_add(1, Ordering::Relaxed) % 64);
-            }
-            a.get()
-        });
-        http_infer(&agents[i], &url, &body, header)
-    };
+    let over_http = |client: usize| http_infer(&agents[client % 64], &url, &body, header);
     let rq_body = bytes::Bytes::from(body.clone());
     // A blocking reqwest client runs its connections on a thread of its own,
     // spawned when it is built; a new thread inherits its creator's
@@ -306,24 +302,16 @@ fn main() -> ExitCode {
         .join()
         .unwrap_or_default()
     });
-    let next_rq = std::sync::atomic::AtomicUsize::new(0);
-    let over_reqwest = || {
-        thread_local!(static RQ: std::cell::Cell<usize> = const { std::cell::Cell::new(usize::MAX) });
-        let i = RQ.with(|a| {
-            if a.get() == usize::MAX {
-                a.set(next_rq.fetch_add(1, Ordering::Relaxed) % rq_clients.len().max(1));
-            }
-            a.get()
-        });
-        match rq_clients.get(i) {
-            Some(c) => reqwest_infer(c, &url, &rq_body, header),
-            None => Err(0),
-        }
+    let over_reqwest = |client: usize| match rq_clients.get(client % rq_clients.len().max(1)) {
+        Some(c) => reqwest_infer(c, &url, &rq_body, header),
+        None => Err(0),
     };
-    // Warm every path.
-    let _ = run_clients(2, 20, in_process);
-    let _ = run_clients(2, 20, over_http);
-    let _ = run_clients(2, 20, over_reqwest);
+    // Warm every path, and open the 8 connections of each client library
+    // that the rounds then keep (the server keeps idle connections for
+    // `server::KEEP_ALIVE`, longer than any pause between rounds).
+    let _ = run_clients(8, 5, in_process);
+    let _ = run_clients(8, 5, over_http);
+    let _ = run_clients(8, 5, over_reqwest);
 
     let code = match args.load_seconds {
         None => overhead(&args, &in_process, &over_http, &over_reqwest),
@@ -342,9 +330,9 @@ fn main() -> ExitCode {
 
 fn overhead(
     args: &Args,
-    in_process: &(impl Fn() -> Result<(u64, u64), u16> + Send + Sync),
-    over_http: &(impl Fn() -> Result<(u64, u64), u16> + Send + Sync),
-    over_reqwest: &(impl Fn() -> Result<(u64, u64), u16> + Send + Sync),
+    in_process: &(impl Fn(usize) -> Result<(u64, u64), u16> + Send + Sync),
+    over_http: &(impl Fn(usize) -> Result<(u64, u64), u16> + Send + Sync),
+    over_reqwest: &(impl Fn(usize) -> Result<(u64, u64), u16> + Send + Sync),
 ) -> ExitCode {
     println!(
         "| clients | idle cores | path | round trip p50 ms | round trip p99 ms | overhead p50 µs | overhead p99 µs | errors |"
@@ -405,8 +393,8 @@ fn overhead(
 fn load(
     args: &Args,
     secs: u64,
-    over_http: &(impl Fn() -> Result<(u64, u64), u16> + Send + Sync),
-    in_process: &(impl Fn() -> Result<(u64, u64), u16> + Send + Sync),
+    over_http: &(impl Fn(usize) -> Result<(u64, u64), u16> + Send + Sync),
+    in_process: &(impl Fn(usize) -> Result<(u64, u64), u16> + Send + Sync),
 ) -> ExitCode {
     // Capacity: closed-loop throughput with 8 clients.
     let t0 = Instant::now();
@@ -431,8 +419,9 @@ fn load(
             }
         });
         let workers: Vec<_> = (0..64)
-            .map(|_| {
-                s.spawn(|| loop {
+            .map(|client| {
+                let (next, sent, statuses) = (&next, &sent, &statuses);
+                s.spawn(move || loop {
                     as_client();
                     // Open loop: each request has a release time on the
                     // schedule, whoever sends it.
@@ -449,7 +438,7 @@ fn load(
                         std::thread::sleep(wait);
                     }
                     sent.fetch_add(1, Ordering::Relaxed);
-                    let status = match over_http() {
+                    let status = match over_http(client) {
                         Ok(_) => 200,
                         Err(code) => code,
                     };
