@@ -193,6 +193,10 @@ enum Command {
         /// AdamW weight decay.
         #[arg(long, default_value_t = 0.05)]
         weight_decay: f64,
+        /// Share of the training combinations kept out of the gradient
+        /// steps to pick the epoch whose weights are kept (0: the last).
+        #[arg(long, default_value_t = 0.15)]
+        validation: f64,
     },
     /// Serve the workload's models over HTTP, speaking the Open Inference
     /// Protocol (KServe v2) that Triton's clients use, until SIGINT /
@@ -934,10 +938,17 @@ fn train_estimator_command(
     descriptors: &Path,
     evaluate: Option<PathBuf>,
     seed: u64,
-    (epochs, weight_decay): (usize, f64),
+    (epochs, weight_decay, validation_fraction): (usize, f64, f64),
     heldout_arch: &str,
 ) -> Result<(), ExitCode> {
     use ecomap_actors::estimator::{command, train::TrainOptions};
+    if !(0.0..1.0).contains(&validation_fraction) {
+        eprintln!(
+            "error: --validation {validation_fraction}: the share of training combinations \
+             kept for validation must be in [0, 1), e.g. 0.15 (0 keeps the last epoch)"
+        );
+        return Err(ExitCode::from(2));
+    }
     let args = command::TrainEstimatorArgs {
         data: data.to_path_buf(),
         out: out.to_path_buf(),
@@ -947,6 +958,7 @@ fn train_estimator_command(
             seed,
             epochs,
             weight_decay,
+            validation_fraction,
             heldout_arch: heldout_arch.to_string(),
             ..TrainOptions::default()
         },
@@ -970,7 +982,7 @@ fn train_estimator_command(
     _: &Path,
     _: Option<PathBuf>,
     _: u64,
-    _: (usize, f64),
+    _: (usize, f64, f64),
     _: &str,
 ) -> Result<(), ExitCode> {
     eprintln!("error: train-estimator needs libtorch: build with the default `tch` feature");
@@ -1109,13 +1121,14 @@ fn main() -> ExitCode {
             epochs,
             heldout_arch,
             weight_decay,
+            validation,
         } => train_estimator_command(
             data,
             out,
             descriptors,
             evaluate.then(|| weights.clone()).flatten(),
             *seed,
-            (*epochs, *weight_decay),
+            (*epochs, *weight_decay, *validation),
             heldout_arch,
         ),
         Command::Check { files } => load(files).map_err(bad_input).and_then(|l| {

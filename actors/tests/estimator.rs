@@ -76,6 +76,14 @@ fn training_is_deterministic_and_evaluates_every_split() {
     for run in 0..2 {
         let (est, loss) = train(d.clone(), &all, &options(), "tiny", "xavier", |_, _| {});
         assert!(loss.is_finite());
+        // Some training mixes validate, and pick one of the 8 epochs.
+        let meta = est.meta();
+        assert!(meta.validation_configs > 0 && meta.validation_configs < meta.train_configs);
+        assert!(
+            meta.best_epoch.is_some_and(|e| e < 8),
+            "{:?}",
+            meta.best_epoch
+        );
         let out = dir.path().join(format!("run{run}"));
         est.save(&out).unwrap();
         files.push(std::fs::read(out.join("estimator.safetensors")).unwrap());

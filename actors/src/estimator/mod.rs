@@ -46,12 +46,28 @@ pub struct EstimatorMeta {
     pub heldout_mix_fraction: f64,
     /// Training epochs.
     pub epochs: usize,
+    /// AdamW weight decay (`None` in files from before session 8, which
+    /// were trained with 0.05).
+    #[serde(default)]
+    pub weight_decay: Option<f64>,
     /// Dataset file name it was trained on.
     pub dataset: String,
     /// Device of the dataset.
     pub device: String,
-    /// Training configurations.
+    /// Training configurations (gradient steps and validation together).
     pub train_configs: usize,
+    /// Of those, the configurations held out of the gradient steps to pick
+    /// the epoch (0: weights from the last epoch; files from before
+    /// session 8).
+    #[serde(default)]
+    pub validation_configs: usize,
+    /// The epoch whose weights were kept (`None`: the last).
+    #[serde(default)]
+    pub best_epoch: Option<usize>,
+    /// Its validation score: the mean of the median-latency and power
+    /// MAPEs (%) on the validation configurations.
+    #[serde(default)]
+    pub validation_mape_pct: Option<f64>,
 }
 
 impl EstimatorMeta {
