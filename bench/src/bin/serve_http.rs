@@ -56,6 +56,11 @@ struct Args {
     /// Offered load in the load test, × the measured capacity.
     #[arg(long, default_value_t = 2.0)]
     load_factor: f64,
+    /// SCHED_FIFO priority of the client threads. The clients share this
+    /// host's two cores with the server: at 70 (the load generators'
+    /// class) they run above its HTTP threads (65) and workers (60).
+    #[arg(long, default_value_t = 70, value_parser = clap::value_parser!(u8).range(1..=99))]
+    client_priority: u8,
     /// HTTP worker threads of the server (`ecomap serve --http-workers`).
     #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=64))]
     http_workers: u16,
@@ -129,10 +134,15 @@ fn http_infer(
 /// Client threads run like the load generators of `rt-config/host.ron`
 /// (SCHED_FIFO 70, unpinned), so what is measured is the server, not a
 /// client starved by busy real-time workers.
+/// The clients' SCHED_FIFO priority (`--client-priority`).
+static CLIENT_PRIORITY: std::sync::OnceLock<u8> = std::sync::OnceLock::new();
+
 fn as_client() {
     let spec = ecomap::config::rt::ThreadSpec {
         core: None,
-        sched: ecomap::config::rt::SchedSpec::Fifo { priority: 70 },
+        sched: ecomap::config::rt::SchedSpec::Fifo {
+            priority: i32::from(*CLIENT_PRIORITY.get().unwrap_or(&70)),
+        },
     };
     ecomap_actors::rt::apply("client", &spec, &ecomap_actors::rt::RtNotes::default());
 }
@@ -210,6 +220,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    let _ = CLIENT_PRIORITY.set(args.client_priority);
     let workload: Workload =
         match ecomap::config::parse_ron(WORKLOAD, Path::new("serve_http"), "workload") {
             Ok(w) => w,
