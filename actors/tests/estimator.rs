@@ -230,3 +230,63 @@ fn the_query_path_computes_what_libtorch_computes() {
     let (mut est, _) = train(d, &all, &options(), "tiny", "xavier", |_, _| {});
     assert_paths_agree(&mut est, &queries);
 }
+
+/// `ecomap run` with the host planner for a few seconds: the power
+/// governor prices its first plan at the reading as read (`Absolute`), or,
+/// with `Relative`, at exactly the typical intensity (the trailing mean
+/// starts at the first reading) — the same pricer the simulator uses.
+#[test]
+fn the_runtime_governor_prices_its_plans_as_the_policy_says() {
+    let root = root();
+    let trace = root.join("../shared/data/carbon/electricitymaps_2023/US-CAL-CISO_2023_hourly.csv");
+    // The trace's first hour, as the carbon monitor reads it.
+    let first: f64 = std::fs::read_to_string(&trace)
+        .unwrap()
+        .lines()
+        .nth(1)
+        // The direct intensity, the column the monitor reads.
+        .and_then(|l| l.split(',').nth(4).map(|x| x.trim().parse().unwrap()))
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    for (price, expected) in [
+        ("Absolute", first),
+        (
+            "Relative(window_hours: 168.0, typical_g_per_kwh: 400.0)",
+            400.0,
+        ),
+    ] {
+        let policy = dir.path().join("p.ron");
+        std::fs::write(
+            &policy,
+            format!(
+                r#"(name: "priced", queue_order: EarliestDeadline,
+                    carbon: Trace(path: "{}", speedup: 3600.0, start_offset: "0s"),
+                    plan: Some(Mapping(accuracy_point_g_per_h: 1.0, carbon_price: {price},
+                        estimator: Some("{}"), device: Some("{}"))))"#,
+                trace.display(),
+                root.join("rt-config/host-estimator").display(),
+                root.join("rt-config/devices/host.ron").display(),
+            ),
+        )
+        .unwrap();
+        let o = Command::new(env!("CARGO_BIN_EXE_ecomap"))
+            .current_dir(&root)
+            .args([
+                "run",
+                "--policy",
+                policy.to_str().unwrap(),
+                "--workload",
+                "workloads/robot-mixed.ron",
+                "--duration",
+                "3s",
+                "--out",
+                dir.path().join("out").to_str().unwrap(),
+            ])
+            .output()
+            .unwrap();
+        let log = String::from_utf8_lossy(&o.stderr);
+        assert!(o.status.success(), "{price}: {log}");
+        let line = format!("plan priced at {expected:.1} gCO2/kWh");
+        assert!(log.contains(&line), "{price}: no '{line}' in\n{log}");
+    }
+}
