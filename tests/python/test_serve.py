@@ -127,6 +127,24 @@ def main():
         check(sorted(i["name"] for i in index) == ["busy", "echo", "squeezenet"],
               f"repository index {index}")
 
+        print("keep-alive")
+        # An idle connection outlives actix-web's default 5 s (the server
+        # keeps it 75 s): a second request on the same socket after 6 s
+        # is answered.
+        live = b"GET /v2/health/live HTTP/1.1\r\nHost: ecomap\r\n\r\n"
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            sock.sendall(live)
+            first = sock.recv(4096)
+            time.sleep(6)
+            try:
+                sock.sendall(live)
+                second = sock.recv(4096)
+            except OSError as e:
+                second = repr(e).encode()
+        check(first.startswith(b"HTTP/1.1 200"), f"first answer {first[:40]!r}")
+        check(second.startswith(b"HTTP/1.1 200"),
+              f"the same connection answers after 6 s idle: {second[:40]!r}")
+
         print("inference round trips")
         for binary_data in (True, False):
             x = np.arange(6, dtype=np.float32).reshape(2, 3) / 7
