@@ -255,18 +255,13 @@ impl DeviceModel {
         Some(ms / 1000.0 * self.slowdown(mode, kind))
     }
 
-    /// Stretch of a job that starts while `others_busy` other units run.
-    pub fn contention_factor(&self, others_busy: usize) -> f64 {
-        1.0 + self.spec.contention * others_busy as f64
-    }
-
     /// Stretch of a job that starts at `mode` while `others_busy` other
-    /// units are busy: as [`contention_factor`](Self::contention_factor)
-    /// with lower clocks ([`Throttle::Clock`]); with the host's sleeping
-    /// throttle ([`Throttle::Sleep`]) a busy unit computes for only
-    /// `1 / slowdown` of the time (the slowdown of the unit the host's
-    /// workers stand for), and contends only then.
-    pub fn contention_factor_at(&self, others_busy: usize, mode: ModeId) -> f64 {
+    /// units are busy: `1 + contention × others_busy` with lower clocks
+    /// ([`Throttle::Clock`](spec::Throttle::Clock)); with the host's
+    /// sleeping throttle ([`Throttle::Sleep`](spec::Throttle::Sleep)) a busy
+    /// unit computes for only `1 / slowdown` of the time (the slowdown of
+    /// the unit the host's workers stand for), and contends only then.
+    pub fn contention_factor(&self, others_busy: usize, mode: ModeId) -> f64 {
         let computing = match self.spec.throttle {
             spec::Throttle::Clock => 1.0,
             spec::Throttle::Sleep => {
@@ -368,14 +363,15 @@ mod tests {
         // fully at the reference mode and for 1/slowdown of the time below.
         let (maxn, m15) = (h.reference_mode(), h.mode_for_cap(15.0));
         let c = h.spec().contention;
-        assert!((h.contention_factor_at(1, maxn) - (1.0 + c)).abs() < 1e-12);
+        assert!((h.contention_factor(1, maxn) - (1.0 + c)).abs() < 1e-12);
         let s = h.slowdown(m15, UnitKind::Cpu);
         assert!(s > 1.5, "MODE_15W slowdown {s}");
-        assert!((h.contention_factor_at(1, m15) - (1.0 + c / s)).abs() < 1e-12);
+        assert!((h.contention_factor(1, m15) - (1.0 + c / s)).abs() < 1e-12);
         // The Xavier's modes lower clocks: contention does not depend on them.
         let x = shipped("xavier.ron");
         let m10 = x.mode_for_cap(10.0);
-        assert_eq!(x.contention_factor_at(2, m10), x.contention_factor(2));
+        let c = x.spec().contention;
+        assert!((x.contention_factor(2, m10) - (1.0 + 2.0 * c)).abs() < 1e-12);
     }
 
     #[test]

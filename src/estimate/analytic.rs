@@ -80,7 +80,7 @@ impl MappingEstimator for AnalyticEstimator {
                     util[p.unit.min(units - 1)] += p.rate_hz * s;
                 }
                 let total: f64 = util.iter().map(|u| u.min(1.0)).sum();
-                let contention = self.device.contention_factor(1) - 1.0;
+                let contention = self.device.contention_factor(1, mode) - 1.0;
                 let p50: Vec<f64> = q
                     .tenants
                     .iter()

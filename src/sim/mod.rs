@@ -279,7 +279,7 @@ impl<'a> Engine<'a> {
             * self
                 .setup
                 .device
-                .contention_factor_at(self.busy_units, self.mode);
+                .contention_factor(self.busy_units, self.mode);
         let sigma = self.sigma[u];
         let s = if sigma > 0.0 {
             let z: f64 = StandardNormal.sample(&mut self.rng);

@@ -92,7 +92,7 @@ impl Analysis {
         let total: f64 = util.iter().sum();
         let stretch: Vec<f64> = util
             .iter()
-            .map(|&u| self.device.contention_factor(0) + self.contention() * (total - u))
+            .map(|&u| 1.0 + self.contention(c.mode) * (total - u))
             .collect();
         let mut feasible = true;
         for u in 0..units {
@@ -122,8 +122,9 @@ impl Analysis {
         }
     }
 
-    fn contention(&self) -> f64 {
-        self.device.contention_factor(1) - 1.0
+    /// Stretch per busy neighbour at `mode`.
+    fn contention(&self, mode: ModeId) -> f64 {
+        self.device.contention_factor(1, mode) - 1.0
     }
 
     /// The heaviest variants at `mode`.
