@@ -114,11 +114,12 @@ pub struct Plan {
     pub objective: f64,
     /// Largest predicted response bound over deadline, over tenants.
     pub worst_deadline_fraction: f64,
-    /// Candidate mappings the estimator scored.
+    /// Candidate mappings the estimator scored in the search that found it.
     pub evaluated: usize,
     /// Whether it keeps within [`SearchOptions::max_accuracy_lost`] (always
-    /// true without a budget); false when no mapping within the budget
-    /// meets every deadline and the planner gave up accuracy instead.
+    /// true without a budget); false when the search found no mapping
+    /// within the budget that meets every deadline and gave up accuracy
+    /// instead.
     pub within_accuracy_budget: bool,
 }
 

@@ -17,7 +17,7 @@ pub struct SearchOptions {
     /// The most points of mean top-1 a plan may lose below the heaviest
     /// variants (`None`: no budget, the weight alone decides). Deadlines
     /// come first: when no mapping fits the budget, [`plan`] plans without
-    /// it and says so ([`Plan::within_accuracy_budget`]).
+    /// it step by step and says so ([`Plan::within_accuracy_budget`]).
     pub max_accuracy_lost: Option<f64>,
     /// Share of each deadline kept free: a tenant's predicted response
     /// bound must fit `deadline × (1 − margin)`.
@@ -198,13 +198,6 @@ fn score(
         .into_iter()
         .zip(preds)
         .filter_map(|((m, assign), pred)| {
-            // Exact on partial assignments too: the tenants not yet placed
-            // can only add to what is lost.
-            if let Some(budget) = opts.max_accuracy_lost {
-                if accuracy_lost(problem, &assign) > budget + 1e-9 {
-                    return None;
-                }
-            }
             let worst = check(problem, &assign, &pred, opts)?;
             let objective = objective(problem, &assign, &pred, gco2, opts);
             Some((
@@ -218,6 +211,29 @@ fn score(
             ))
         })
         .collect())
+}
+
+/// Whether an assignment can still end within the accuracy budget. Exact
+/// on partial assignments when every tenant's first variant is its most
+/// accurate (the tenants not yet placed can then only add to the loss);
+/// otherwise only complete assignments are judged.
+fn within_budget(problem: &PlanProblem, assign: &Assignment, opts: &SearchOptions) -> bool {
+    let Some(budget) = opts.max_accuracy_lost else {
+        return true;
+    };
+    let first_is_best = |t: &super::PlanTenant| {
+        t.variants
+            .iter()
+            .all(|v| match (v.top1, t.variants[0].top1) {
+                (Some(a), Some(best)) => a <= best,
+                _ => true,
+            })
+    };
+    let complete = assign.len() == problem.tenants.len();
+    if !complete && !problem.tenants.iter().all(first_is_best) {
+        return true;
+    }
+    accuracy_lost(problem, assign) <= budget + 1e-9
 }
 
 /// The (variant, unit) options of tenant `t` that meet its accuracy floor.
@@ -274,28 +290,42 @@ fn finish(problem: &PlanProblem, best: Scored, mode: usize, gco2: f64, evaluated
 
 /// Choose the mapping for intensity `gco2` (g/kWh).
 ///
-/// With an accuracy budget ([`SearchOptions::max_accuracy_lost`]) that no
-/// feasible mapping meets, the plan is the best one without the budget,
-/// marked `within_accuracy_budget: false`: a lighter model beats a missed
-/// deadline.
+/// With an accuracy budget ([`SearchOptions::max_accuracy_lost`]) within
+/// which the search finds no mapping that meets every deadline, the budget
+/// is loosened by 1, 2, 4, 8, 16 points, then dropped, and the plan found
+/// is marked `within_accuracy_budget: false`: a lighter model beats a
+/// missed deadline.
 pub fn plan(
     problem: &PlanProblem,
     est: &mut dyn MappingEstimator,
     gco2: f64,
     opts: &SearchOptions,
 ) -> Result<Plan, PlanError> {
-    match search(problem, est, gco2, opts) {
-        Err(PlanError::Infeasible { .. }) if opts.max_accuracy_lost.is_some() => {
-            let unbounded = SearchOptions {
-                max_accuracy_lost: None,
-                ..*opts
-            };
-            let mut plan = search(problem, est, gco2, &unbounded)?;
-            plan.within_accuracy_budget = false;
-            Ok(plan)
+    let Some(budget) = opts.max_accuracy_lost else {
+        return search(problem, est, gco2, opts);
+    };
+    // The budget, then looser ones, then none: give up as little accuracy
+    // beyond the budget as the deadlines need.
+    let caps = [0.0, 1.0, 2.0, 4.0, 8.0, 16.0]
+        .map(|extra| Some(budget + extra))
+        .into_iter()
+        .chain([None]);
+    let mut infeasible = None;
+    for (i, cap) in caps.enumerate() {
+        let step = SearchOptions {
+            max_accuracy_lost: cap,
+            ..*opts
+        };
+        match search(problem, est, gco2, &step) {
+            Ok(mut plan) => {
+                plan.within_accuracy_budget = i == 0;
+                return Ok(plan);
+            }
+            Err(e @ PlanError::Infeasible { .. }) => infeasible = Some(e),
+            Err(e) => return Err(e),
         }
-        result => result,
     }
+    Err(infeasible.unwrap_or_else(|| PlanError::Malformed("no search ran".into())))
 }
 
 fn search(
@@ -361,6 +391,7 @@ fn search(
                 }
             }
         }
+        all.retain(|(_, a)| within_budget(problem, a, opts));
         evaluated = all.len();
         let mut best: Option<(usize, Scored)> = None;
         for chunk in all.chunks(256) {
@@ -405,6 +436,7 @@ fn search(
                 }
             }
         }
+        batch.retain(|(_, a)| within_budget(problem, a, opts));
         evaluated += batch.len();
         let mut next: Vec<Vec<Scored>> = (0..modes).map(|_| Vec::new()).collect();
         for (m, s) in score(problem, est, batch, gco2, opts)? {

@@ -138,7 +138,11 @@ impl MappingPlanner {
                 e.gco2_per_kwh = gco2;
                 e.priced_gco2_per_kwh = priced;
                 e.evaluated = 0;
-                e.outcome = "reused".into();
+                e.outcome = if e.outcome.starts_with("planned over") {
+                    "reused (over the accuracy budget)".into()
+                } else {
+                    "reused".into()
+                };
                 self.log.push(e);
                 return Some(c);
             }
@@ -181,7 +185,7 @@ impl MappingPlanner {
                     outcome: if p.within_accuracy_budget {
                         "planned".into()
                     } else {
-                        "planned over the accuracy budget: no mapping within it meets every deadline"
+                        "planned over the accuracy budget: the search found no mapping within it that meets every deadline"
                             .into()
                     },
                 };

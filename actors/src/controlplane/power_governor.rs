@@ -177,7 +177,7 @@ impl PowerGovernor {
                 ) + if plan.within_accuracy_budget {
                     ""
                 } else {
-                    " (over the accuracy budget: no mapping within it meets every deadline)"
+                    " (over the accuracy budget: the search found no mapping within it that meets every deadline)"
                 };
                 let chosen = (
                     plan.mapping.mode,
