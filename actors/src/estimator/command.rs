@@ -127,10 +127,19 @@ pub fn run(args: &TrainEstimatorArgs) -> Result<Vec<EvalRow>, TrainEstimatorErro
                 |_, _| bar.inc(1),
             );
             bar.finish_and_clear();
-            eprintln!(
-                "ecomap: trained on {n_train} configurations, {} epochs, final loss {loss:.4}",
-                args.options.epochs
-            );
+            let meta = est.meta();
+            match (meta.best_epoch, meta.validation_mape_pct) {
+                (Some(kept), Some(score)) => eprintln!(
+                    "ecomap: trained on {} configurations ({} of them validating), {} epochs, \
+                     final loss {loss:.4}; kept the weights after epoch {kept} (validation \
+                     {score:.2}%)",
+                    n_train, meta.validation_configs, args.options.epochs
+                ),
+                _ => eprintln!(
+                    "ecomap: trained on {n_train} configurations, {} epochs, final loss {loss:.4}",
+                    args.options.epochs
+                ),
+            }
             est.save(&args.out)?;
             // The weights are only meaningful with the table their model
             // indices refer to: keep a copy beside them.

@@ -61,7 +61,8 @@ pub struct EstimatorMeta {
     /// session 8).
     #[serde(default)]
     pub validation_configs: usize,
-    /// The epoch whose weights were kept (`None`: the last).
+    /// How many epochs had run when the kept weights were taken (`None`:
+    /// all of them).
     #[serde(default)]
     pub best_epoch: Option<usize>,
     /// Its validation score: the mean of the median-latency and power

@@ -301,7 +301,10 @@ pub fn train(
         last = sum / steps_per_epoch as f64;
         let due = (epoch + 1) % opts.validate_every.max(1) == 0 || epoch + 1 == opts.epochs;
         if !validation.is_empty() && due {
-            let score = validation_score(&est, &validation);
+            // A NaN score (a diverged network) never counts as the best.
+            let score = Some(validation_score(&est, &validation))
+                .filter(|x| x.is_finite())
+                .unwrap_or(f64::INFINITY);
             if best.as_ref().is_none_or(|b| score < b.0) {
                 let weights = est
                     .var_store()
@@ -309,25 +312,26 @@ pub fn train(
                     .into_iter()
                     .map(|(name, t)| (name, t.detach().copy()))
                     .collect();
-                best = Some((score, epoch, weights));
+                best = Some((score, epoch + 1, weights));
             }
         }
         progress(epoch, last);
     }
-    if let Some((score, epoch, weights)) = best {
+    if let Some((score, epochs, weights)) = best {
         let mut vars = est.var_store().variables();
         for (name, saved) in weights {
             if let Some(var) = vars.get_mut(&name) {
                 tch::no_grad(|| var.copy_(&saved));
             }
         }
-        est.meta.best_epoch = Some(epoch);
+        est.meta.best_epoch = Some(epochs);
         est.meta.validation_mape_pct = Some(score);
     }
     (est, last)
 }
 
-/// The best validated epoch so far: (score, epoch, a copy of its weights).
+/// The best validated epoch so far: (score, epochs trained, a copy of the
+/// weights).
 type Validated = (f64, usize, Vec<(String, Tensor)>);
 
 /// What picks the epoch: the mean of the median-latency and power MAPEs
