@@ -51,9 +51,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// How long an idle keep-alive connection stays open (nginx's default).
-/// A robot's client holds one connection for the whole run; closing it
-/// after actix's default of 5 s made every pause re-open it, and a new
-/// connection's first large upload costs up to a delayed ACK (40 ms).
+/// A robot's client holds one connection for the whole run; actix's
+/// default of 5 s closed it at every longer pause, so the next request
+/// paid for a new connection (a handshake, and a first upload into a
+/// receive window that has not grown yet).
 pub const KEEP_ALIVE: Duration = Duration::from_secs(75);
 
 /// One model (tenant) as the server sees it.
@@ -559,11 +560,8 @@ pub fn start(
                         .default_service(web::to(not_found))
                 })
                 .workers(http_workers.max(1))
-                // Clients keep their connections: a connection the server
-                // closed after actix's default 5 idle seconds is re-opened
-                // by the client's next request, whose upload then meets a
-                // fresh connection's small receive window and waits up to
-                // a delayed ACK (40 ms) — results §9, session 8.
+                // Clients keep their connections across pauses
+                // (`KEEP_ALIVE`, and why).
                 .keep_alive(KEEP_ALIVE)
                 // Responses go out in one write; no waiting for an ACK
                 // of the previous segment (Nagle) before the last one.

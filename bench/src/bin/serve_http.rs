@@ -131,12 +131,13 @@ fn http_infer(
     }
 }
 
-/// Client threads run like the load generators of `rt-config/host.ron`
-/// (SCHED_FIFO 70, unpinned), so what is measured is the server, not a
-/// client starved by busy real-time workers.
 /// The clients' SCHED_FIFO priority (`--client-priority`).
 static CLIENT_PRIORITY: std::sync::OnceLock<u8> = std::sync::OnceLock::new();
 
+/// Client threads run unpinned at SCHED_FIFO `--client-priority` (by
+/// default 70, like the load generators of `rt-config/host.ron`), so what
+/// is measured is the server, not a client starved by busy real-time
+/// workers.
 fn as_client() {
     let spec = ecomap::config::rt::ThreadSpec {
         core: None,
