@@ -213,27 +213,41 @@ fn score(
         .collect())
 }
 
-/// Whether an assignment can still end within the accuracy budget. Exact
-/// on partial assignments when every tenant's first variant is its most
-/// accurate (the tenants not yet placed can then only add to the loss);
-/// otherwise only complete assignments are judged.
-fn within_budget(problem: &PlanProblem, assign: &Assignment, opts: &SearchOptions) -> bool {
-    let Some(budget) = opts.max_accuracy_lost else {
-        return true;
-    };
-    let first_is_best = |t: &super::PlanTenant| {
-        t.variants
-            .iter()
-            .all(|v| match (v.top1, t.variants[0].top1) {
-                (Some(a), Some(best)) => a <= best,
-                _ => true,
-            })
-    };
-    let complete = assign.len() == problem.tenants.len();
-    if !complete && !problem.tenants.iter().all(first_is_best) {
-        return true;
+/// Which assignments may still end within the accuracy budget, decided
+/// once per search.
+struct BudgetCheck {
+    budget: Option<f64>,
+    /// Partial assignments are judged too: every tenant's first variant is
+    /// its most accurate, so the tenants not yet placed can only add to the
+    /// loss and pruning early is exact. Otherwise only complete ones are.
+    partial: bool,
+}
+
+impl BudgetCheck {
+    fn new(problem: &PlanProblem, opts: &SearchOptions) -> BudgetCheck {
+        let first_is_best = |t: &super::PlanTenant| {
+            t.variants
+                .iter()
+                .all(|v| match (v.top1, t.variants[0].top1) {
+                    (Some(a), Some(best)) => a <= best,
+                    _ => true,
+                })
+        };
+        BudgetCheck {
+            budget: opts.max_accuracy_lost,
+            partial: problem.tenants.iter().all(first_is_best),
+        }
     }
-    accuracy_lost(problem, assign) <= budget + 1e-9
+
+    fn keeps(&self, problem: &PlanProblem, assign: &Assignment) -> bool {
+        let Some(budget) = self.budget else {
+            return true;
+        };
+        if !self.partial && assign.len() < problem.tenants.len() {
+            return true;
+        }
+        accuracy_lost(problem, assign) <= budget + 1e-9
+    }
 }
 
 /// The (variant, unit) options of tenant `t` that meet its accuracy floor.
@@ -338,6 +352,7 @@ fn search(
         return Err(PlanError::Malformed("no modes or no tenants".into()));
     }
     let n = problem.tenants.len();
+    let budget = BudgetCheck::new(problem, opts);
     let opts_per: Vec<Vec<(usize, usize)>> = (0..n).map(|t| options(problem, t)).collect();
     if let Some(t) = (0..n).find(|&t| opts_per[t].is_empty()) {
         return Err(PlanError::Infeasible {
@@ -391,7 +406,7 @@ fn search(
                 }
             }
         }
-        all.retain(|(_, a)| within_budget(problem, a, opts));
+        all.retain(|(_, a)| budget.keeps(problem, a));
         evaluated = all.len();
         let mut best: Option<(usize, Scored)> = None;
         for chunk in all.chunks(256) {
@@ -436,7 +451,7 @@ fn search(
                 }
             }
         }
-        batch.retain(|(_, a)| within_budget(problem, a, opts));
+        batch.retain(|(_, a)| budget.keeps(problem, a));
         evaluated += batch.len();
         let mut next: Vec<Vec<Scored>> = (0..modes).map(|_| Vec::new()).collect();
         for (m, s) in score(problem, est, batch, gco2, opts)? {

@@ -33,6 +33,10 @@ impl std::fmt::Debug for Planning<'_> {
     }
 }
 
+/// The outcome of a plan the search found only past the accuracy budget.
+const PLANNED_OVER_BUDGET: &str =
+    "planned over the accuracy budget: the search found no mapping within it that meets every deadline";
+
 /// One decision of the planner.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PlanLogEntry {
@@ -138,7 +142,7 @@ impl MappingPlanner {
                 e.gco2_per_kwh = gco2;
                 e.priced_gco2_per_kwh = priced;
                 e.evaluated = 0;
-                e.outcome = if e.outcome.starts_with("planned over") {
+                e.outcome = if e.outcome == PLANNED_OVER_BUDGET {
                     "reused (over the accuracy budget)".into()
                 } else {
                     "reused".into()
@@ -185,8 +189,7 @@ impl MappingPlanner {
                     outcome: if p.within_accuracy_budget {
                         "planned".into()
                     } else {
-                        "planned over the accuracy budget: the search found no mapping within it that meets every deadline"
-                            .into()
+                        PLANNED_OVER_BUDGET.into()
                     },
                 };
                 self.replanner.record(priced, (c.clone(), entry.clone()));

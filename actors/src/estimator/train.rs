@@ -346,7 +346,6 @@ fn validation_score(est: &TransformerEstimator, validation: &[&Example]) -> f64 
             .iter()
             .map(|s| s * 1000.0)
             .zip(e.p50_ms.iter().copied())
-            .collect::<Vec<_>>()
     }));
     let (power, _) = mape(
         validation
