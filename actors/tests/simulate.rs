@@ -276,6 +276,28 @@ fn bad_input_is_named_and_exits_2() {
         &simulate_6h(p.to_str().unwrap(), ts, os, &[]),
         &["p.ron", "max_accuracy_lost must be"],
     );
+    // A mean accuracy budget with nothing to multiply, and one with no gain.
+    for (budget, weight, says) in [
+        ("(points: 1.4)", "0.0", "give it a positive weight"),
+        (
+            "(points: 1.4, gain_hours: 0.0)",
+            "1.0",
+            "gain_hours must be > 0",
+        ),
+    ] {
+        std::fs::write(
+            &p,
+            format!(
+                r#"(name: "mean", plan: Some(Mapping(accuracy_point_g_per_h: {weight},
+                    mean_accuracy_lost: Some({budget}))))"#
+            ),
+        )
+        .unwrap();
+        assert_exit_2(
+            &simulate_6h(p.to_str().unwrap(), ts, os, &[]),
+            &["p.ron", says],
+        );
+    }
 }
 
 #[test]

@@ -204,6 +204,14 @@ pub enum PlanPolicy {
         /// deadlines, and says so.
         #[serde(default)]
         max_accuracy_lost: Option<f64>,
+        /// A budget on the *mean* points lost over the run, e.g.
+        /// `Some((points: 1.4, gain_hours: 24.0))`: while the plans in force
+        /// have lost more on average, the accuracy weight is multiplied by
+        /// `1 + point-hours above the budget / gain_hours`
+        /// (`ecomap::planner::AccuracyLedger`). `None` (the default): the
+        /// weight alone decides.
+        #[serde(default)]
+        mean_accuracy_lost: Option<crate::planner::MeanAccuracyBudget>,
         /// Share of each deadline kept free, e.g. 0.1.
         #[serde(default = "ten_percent")]
         margin: f64,
@@ -291,9 +299,21 @@ impl PlanPolicy {
                 beam_width,
                 carbon_price,
                 max_accuracy_lost,
+                mean_accuracy_lost,
                 ..
             } => {
                 carbon_price.validate()?;
+                if let Some(budget) = mean_accuracy_lost {
+                    budget.validate()?;
+                    // The budget multiplies the weight: a zero weight stays zero.
+                    if *accuracy_point_g_per_h <= 0.0 {
+                        return Err(format!(
+                            "mean_accuracy_lost steers by multiplying accuracy_point_g_per_h, \
+                             which is {accuracy_point_g_per_h}: give it a positive weight \
+                             (e.g. 1.0) or drop mean_accuracy_lost"
+                        ));
+                    }
+                }
                 if let Some(points) = max_accuracy_lost {
                     if !(points.is_finite() && *points >= 0.0) {
                         return Err(format!(

@@ -22,10 +22,12 @@
 //! tenants placed so far. An infeasible set of tenants is an error that
 //! says which tenant could not be placed — never a silent best effort.
 
+mod ledger;
 mod price;
 mod replan;
 mod search;
 
+pub use ledger::{AccuracyLedger, MeanAccuracyBudget, MAX_WEIGHT_MULTIPLIER, WEIGHT_STEP};
 pub use price::{CarbonPrice, CarbonPricer};
 pub use replan::{Replan, Replanner};
 pub use search::{plan, SearchOptions};

@@ -2,8 +2,10 @@
 //! one decision the simulator and the runtime's governor share.
 //!
 //! A search runs when the intensity has moved by at least the hysteresis
-//! since the last request. Plans are remembered per intensity bucket (a
-//! third of the hysteresis): a nearby intensity asks the same search with a
+//! since the last request, or when the accuracy weight's level
+//! ([`AccuracyLedger`](super::AccuracyLedger)) changed. Plans are
+//! remembered per intensity bucket (a third of the hysteresis) and weight
+//! level: a nearby intensity at the same weight asks the same search with a
 //! nearly equal objective, so the plan found there is reused.
 
 use std::collections::HashMap;
@@ -24,7 +26,8 @@ pub enum Replan<P> {
 pub struct Replanner<P> {
     hysteresis: f64,
     last_gco2: Option<f64>,
-    found: HashMap<i64, P>,
+    last_level: u32,
+    found: HashMap<(i64, u32), P>,
 }
 
 impl<P: Clone> Replanner<P> {
@@ -34,6 +37,7 @@ impl<P: Clone> Replanner<P> {
         Replanner {
             hysteresis: hysteresis_gco2,
             last_gco2: None,
+            last_level: 0,
             found: HashMap::new(),
         }
     }
@@ -42,24 +46,26 @@ impl<P: Clone> Replanner<P> {
         (gco2 / (self.hysteresis / 3.0).max(1.0)).round() as i64
     }
 
-    /// Decide for a reading of `gco2` (g/kWh).
-    pub fn on_intensity(&mut self, gco2: f64) -> Replan<P> {
+    /// Decide for a reading of `gco2` (g/kWh) with the accuracy weight at
+    /// `level` (0 without a mean accuracy budget).
+    pub fn on_reading(&mut self, gco2: f64, level: u32) -> Replan<P> {
         let moved = self
             .last_gco2
             .is_none_or(|last| (gco2 - last).abs() >= self.hysteresis);
-        if !moved {
+        if !moved && level == self.last_level {
             return Replan::Keep;
         }
         self.last_gco2 = Some(gco2);
-        match self.found.get(&self.bucket(gco2)) {
+        self.last_level = level;
+        match self.found.get(&(self.bucket(gco2), level)) {
             Some(p) => Replan::Reuse(p.clone()),
             None => Replan::Search,
         }
     }
 
-    /// Remember the plan a search at `gco2` found.
-    pub fn record(&mut self, gco2: f64, plan: P) {
-        let key = self.bucket(gco2);
+    /// Remember the plan a search at `gco2` and weight `level` found.
+    pub fn record(&mut self, gco2: f64, level: u32, plan: P) {
+        let key = (self.bucket(gco2), level);
         self.found.insert(key, plan);
     }
 
@@ -77,16 +83,29 @@ mod tests {
     #[test]
     fn searches_past_the_hysteresis_and_reuses_per_bucket() {
         let mut r: Replanner<&str> = Replanner::new(15.0);
-        assert_eq!(r.on_intensity(300.0), Replan::Search);
-        r.record(300.0, "a");
-        assert_eq!(r.on_intensity(310.0), Replan::Keep);
-        assert_eq!(r.on_intensity(400.0), Replan::Search);
-        r.record(400.0, "b");
+        assert_eq!(r.on_reading(300.0, 0), Replan::Search);
+        r.record(300.0, 0, "a");
+        assert_eq!(r.on_reading(310.0, 0), Replan::Keep);
+        assert_eq!(r.on_reading(400.0, 0), Replan::Search);
+        r.record(400.0, 0, "b");
         // Back near 300 (same 5 g/kWh bucket): the plan found there.
-        assert_eq!(r.on_intensity(301.0), Replan::Reuse("a"));
+        assert_eq!(r.on_reading(301.0, 0), Replan::Reuse("a"));
         // A lost request is asked again at once.
         r.retry();
-        assert_eq!(r.on_intensity(301.0), Replan::Reuse("a"));
-        assert_eq!(r.on_intensity(290.0), Replan::Keep);
+        assert_eq!(r.on_reading(301.0, 0), Replan::Reuse("a"));
+        assert_eq!(r.on_reading(290.0, 0), Replan::Keep);
+    }
+
+    #[test]
+    fn a_new_weight_level_searches_and_keys_the_cache() {
+        let mut r: Replanner<&str> = Replanner::new(15.0);
+        assert_eq!(r.on_reading(300.0, 0), Replan::Search);
+        r.record(300.0, 0, "light");
+        // Same intensity, heavier accuracy weight: a new search.
+        assert_eq!(r.on_reading(300.0, 3), Replan::Search);
+        r.record(300.0, 3, "heavy");
+        assert_eq!(r.on_reading(301.0, 3), Replan::Keep);
+        // Back to level 0 at the same intensity: that level's plan.
+        assert_eq!(r.on_reading(301.0, 0), Replan::Reuse("light"));
     }
 }

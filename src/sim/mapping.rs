@@ -10,8 +10,8 @@ use crate::estimate::analytic::AnalyticEstimator;
 use crate::estimate::descriptors::Descriptors;
 use crate::estimate::{EstimateError, MappingEstimator};
 use crate::planner::{
-    self, CarbonPrice, CarbonPricer, PlanError, PlanMode, PlanProblem, PlanTenant, PlanVariant,
-    Replan, Replanner, SearchOptions,
+    self, AccuracyLedger, CarbonPrice, CarbonPricer, MeanAccuracyBudget, PlanError, PlanMode,
+    PlanProblem, PlanTenant, PlanVariant, Replan, Replanner, SearchOptions,
 };
 
 /// Maps a variant name to its index in the estimator's table.
@@ -47,6 +47,9 @@ pub struct PlanLogEntry {
     /// Intensity the plan priced carbon at (g/kWh): the reading, or the
     /// reading relative to the grid's trailing mean ([`CarbonPrice`]).
     pub priced_gco2_per_kwh: f64,
+    /// The accuracy weight the search used (g/h per point): the policy's,
+    /// times the mean accuracy budget's multiplier.
+    pub accuracy_weight: f64,
     /// Mode chosen (empty when infeasible).
     pub mode: String,
     /// Per tenant: `variant@unit`.
@@ -72,6 +75,8 @@ pub struct MappingPlanner {
     options: SearchOptions,
     estimator: Box<dyn MappingEstimator>,
     pricer: CarbonPricer,
+    ledger: Option<AccuracyLedger>,
+    max_accuracy: f64,
     replanner: Replanner<(Candidate, PlanLogEntry)>,
     /// Every decision, in order.
     pub log: Vec<PlanLogEntry>,
@@ -93,6 +98,7 @@ impl MappingPlanner {
         analysis: &Analysis,
         options: SearchOptions,
         price: CarbonPrice,
+        mean_accuracy: Option<MeanAccuracyBudget>,
         hysteresis: f64,
         planning: Option<&Planning<'_>>,
     ) -> Result<MappingPlanner, SimError> {
@@ -120,10 +126,12 @@ impl MappingPlanner {
         };
         let problem = problem_with(analysis, &*index)?;
         Ok(MappingPlanner {
+            max_accuracy: problem.max_accuracy(),
             problem,
             options,
             estimator,
             pricer: CarbonPricer::new(price),
+            ledger: mean_accuracy.map(AccuracyLedger::new),
             replanner: Replanner::new(hysteresis),
             log: Vec::new(),
         })
@@ -135,9 +143,14 @@ impl MappingPlanner {
     pub fn decide(&mut self, h: usize, gco2: f64) -> Option<Candidate> {
         // Hour h of the span is h hours on the grid's clock.
         let priced = self.pricer.price(gco2, h as f64);
-        match self.replanner.on_intensity(priced) {
+        if let Some(ledger) = &mut self.ledger {
+            ledger.advance(h as f64);
+        }
+        let level = self.ledger.as_ref().map_or(0, AccuracyLedger::level);
+        match self.replanner.on_reading(priced, level) {
             Replan::Keep => return None,
             Replan::Reuse((c, mut e)) => {
+                self.put_in_force(e.predicted_accuracy);
                 e.hour = h;
                 e.gco2_per_kwh = gco2;
                 e.priced_gco2_per_kwh = priced;
@@ -152,12 +165,11 @@ impl MappingPlanner {
             }
             Replan::Search => {}
         }
-        match planner::plan(
-            &self.problem,
-            self.estimator.as_mut(),
-            priced,
-            &self.options,
-        ) {
+        let options = match &self.ledger {
+            Some(ledger) => ledger.weigh(&self.options),
+            None => self.options,
+        };
+        match planner::plan(&self.problem, self.estimator.as_mut(), priced, &options) {
             Ok(p) => {
                 let c = Candidate {
                     mode: p.mapping.mode,
@@ -168,6 +180,7 @@ impl MappingPlanner {
                     hour: h,
                     gco2_per_kwh: gco2,
                     priced_gco2_per_kwh: priced,
+                    accuracy_weight: options.accuracy_point_g_per_h,
                     mode: self.problem.modes[p.mapping.mode].name.clone(),
                     mapping: self
                         .problem
@@ -192,7 +205,9 @@ impl MappingPlanner {
                         PLANNED_OVER_BUDGET.into()
                     },
                 };
-                self.replanner.record(priced, (c.clone(), entry.clone()));
+                self.replanner
+                    .record(priced, level, (c.clone(), entry.clone()));
+                self.put_in_force(p.accuracy);
                 self.log.push(entry);
                 Some(c)
             }
@@ -205,6 +220,7 @@ impl MappingPlanner {
                     hour: h,
                     gco2_per_kwh: gco2,
                     priced_gco2_per_kwh: priced,
+                    accuracy_weight: options.accuracy_point_g_per_h,
                     mode: String::new(),
                     mapping: Vec::new(),
                     predicted_power_w: f64::NAN,
@@ -216,6 +232,13 @@ impl MappingPlanner {
                 });
                 None
             }
+        }
+    }
+
+    /// The ledger learns that a plan of mean top-1 `accuracy` is in force.
+    fn put_in_force(&mut self, accuracy: f64) {
+        if let Some(ledger) = &mut self.ledger {
+            ledger.set_in_force(self.max_accuracy - accuracy);
         }
     }
 }

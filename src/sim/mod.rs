@@ -912,6 +912,70 @@ mod tests {
     }
 
     #[test]
+    fn a_mean_accuracy_budget_steers_the_planner_back_within_it() {
+        // A grid dirty all day: the weight alone keeps light variants every
+        // hour; the ledger raises the weight until the mean is back.
+        let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+        let w = Workload::load(&root.join("workloads/xavier-robot.ron")).unwrap();
+        let t = trace(24, |_| 700.0);
+        let d = xavier();
+        let go = |p: &Policy| {
+            let r = simulate(
+                &SimSetup {
+                    workload: &w,
+                    device: &d,
+                    policy: p,
+                    trace: &t,
+                    start: Duration::ZERO,
+                    hours: 24,
+                    sample: Some(Duration::from_secs(20)),
+                    seed: 2,
+                    accuracy_target: None,
+                    planning: None,
+                },
+                |_| {},
+            )
+            .unwrap();
+            let rows = output::summary_rows("t", &p.name, &r);
+            let all = rows.iter().find(|x| x.tenant == "all").unwrap().clone();
+            (r, all)
+        };
+        let (free, free_all) = go(&policy(
+            r#"(name: "free", plan: Some(Mapping(accuracy_point_g_per_h: 1.0)))"#,
+        ));
+        let (held, held_all) = go(&policy(
+            r#"(name: "held", plan: Some(Mapping(accuracy_point_g_per_h: 1.0,
+                mean_accuracy_lost: Some((points: 0.5, gain_hours: 1.0)))))"#,
+        ));
+        // Points below the heaviest variants, request-weighted.
+        let lost = |r: &SimResult, all: &output::SummaryRow| {
+            let (mut acc, mut n) = (0.0, 0.0);
+            for (a, top1) in r.tenants.iter().zip(&r.top1) {
+                if let Some(best) = top1[0] {
+                    acc += best * a.counts.submitted as f64;
+                    n += a.counts.submitted as f64;
+                }
+            }
+            acc / n - all.accuracy_pct
+        };
+        let (lost_free, lost_held) = (lost(&free, &free_all), lost(&held, &held_all));
+        assert!(lost_free > 1.0, "the weight alone loses {lost_free}");
+        // Within the budget, give or take the first hours' overshoot.
+        assert!(lost_held < 0.5 + 0.25, "{lost_held} (free: {lost_free})");
+        // Every request still ends in one outcome, no deadline missed.
+        for a in &held.tenants {
+            assert!(a.counts.is_conserved(), "{}: {:?}", a.name, a.counts);
+        }
+        assert!(held_all.miss_pct < 1.0, "{}", held_all.miss_pct);
+        // The budget bought accuracy with carbon.
+        assert!(held_all.accuracy_pct > free_all.accuracy_pct + 0.3);
+        assert!(held_all.carbon_g > free_all.carbon_g);
+        // Searched at a raised weight, and logged it.
+        assert!(held.plans.iter().any(|e| e.accuracy_weight > 1.0));
+        assert!(free.plans.iter().all(|e| e.accuracy_weight == 1.0));
+    }
+
+    #[test]
     fn a_unit_the_device_lacks_is_a_clear_error() {
         let w = workload(
             r#"(tenants: [(name: "a", model: Vision(ResNet50), units: Some(["npu"]),

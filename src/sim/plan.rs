@@ -278,6 +278,7 @@ impl Planner {
                 accuracy_point_g_per_h,
                 delay_ms_g_per_h,
                 max_accuracy_lost,
+                mean_accuracy_lost,
                 margin,
                 hysteresis_gco2,
                 beam_width,
@@ -294,6 +295,7 @@ impl Planner {
                     ..Default::default()
                 },
                 *carbon_price,
+                *mean_accuracy_lost,
                 *hysteresis_gco2,
                 planning,
             )?)),

@@ -34,6 +34,8 @@ pub struct RuntimePlanning {
     pub hysteresis_gco2: f64,
     /// The intensity carbon is priced at.
     pub carbon_price: ecomap::planner::CarbonPrice,
+    /// The budget on the mean accuracy lost, if any.
+    pub mean_accuracy_lost: Option<ecomap::planner::MeanAccuracyBudget>,
     /// Per mode of the problem: the cap that selects it on the platform.
     pub caps_w: Vec<f64>,
     /// The trained estimator's folder.
@@ -54,6 +56,7 @@ impl RuntimePlanning {
             accuracy_point_g_per_h,
             delay_ms_g_per_h,
             max_accuracy_lost,
+            mean_accuracy_lost,
             margin,
             hysteresis_gco2,
             beam_width,
@@ -169,6 +172,7 @@ impl RuntimePlanning {
             },
             hysteresis_gco2: *hysteresis_gco2,
             carbon_price: *carbon_price,
+            mean_accuracy_lost: *mean_accuracy_lost,
             caps_w,
             estimator,
             descriptors,

@@ -18,7 +18,7 @@ use crate::dataplane::power_cell::PowerCell;
 use crate::platform::AppliedCap;
 use actix::prelude::*;
 use ecomap::governor::{CapReason, Governor};
-use ecomap::planner::{CarbonPricer, Replan, Replanner};
+use ecomap::planner::{AccuracyLedger, CarbonPricer, Replan, Replanner};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -45,7 +45,10 @@ pub struct GovernorPlanner {
     /// Where the chosen variants go (read by the dispatcher).
     pub cell: PlanCell,
     pricer: CarbonPricer,
+    ledger: Option<AccuracyLedger>,
     replanner: Replanner<ecomap::planner::Plan>,
+    /// The weight level of the search in flight (its plan is cached there).
+    in_flight_level: u32,
     in_flight: bool,
     /// Mode, variants and workers of the plan in force.
     in_force: Option<(usize, Vec<usize>, Vec<usize>)>,
@@ -57,6 +60,8 @@ impl GovernorPlanner {
         GovernorPlanner {
             replanner: Replanner::new(planning.hysteresis_gco2),
             pricer: CarbonPricer::new(planning.carbon_price),
+            ledger: planning.mean_accuracy_lost.map(AccuracyLedger::new),
+            in_flight_level: 0,
             addr,
             planning,
             cell,
@@ -112,16 +117,23 @@ impl PowerGovernor {
         };
         // Every reading moves the trailing mean, also while a search is in
         // flight (the simulator's MappingPlanner prices the same way).
-        let gco2 = p.pricer.price(
-            reading.gco2_per_kwh,
-            reading.grid_time.as_secs_f64() / 3600.0,
-        );
+        let grid_hours = reading.grid_time.as_secs_f64() / 3600.0;
+        let gco2 = p.pricer.price(reading.gco2_per_kwh, grid_hours);
+        if let Some(ledger) = &mut p.ledger {
+            ledger.advance(grid_hours);
+        }
         if p.in_flight {
             return;
         }
         // The simulator's decision (ecomap::planner::Replanner): search past
-        // the hysteresis, reuse the plan found for this intensity bucket.
-        match p.replanner.on_intensity(gco2) {
+        // the hysteresis or at a new accuracy weight, reuse the plan found
+        // for this intensity bucket and weight.
+        let level = p.ledger.as_ref().map_or(0, AccuracyLedger::level);
+        let options = match &p.ledger {
+            Some(ledger) => ledger.weigh(&p.planning.options),
+            None => p.planning.options,
+        };
+        match p.replanner.on_reading(gco2, level) {
             Replan::Keep => return,
             Replan::Reuse(plan) => {
                 self.apply_plan(Ok(Ok(plan)), gco2);
@@ -130,6 +142,7 @@ impl PowerGovernor {
             Replan::Search => {}
         }
         p.in_flight = true;
+        p.in_flight_level = level;
         // A search takes tens of milliseconds; an answer this late means the
         // estimator thread is starved or gone: give up and retry later.
         let ask = p
@@ -137,7 +150,7 @@ impl PowerGovernor {
             .send(PlanFor {
                 problem: p.planning.problem.clone(),
                 gco2_per_kwh: gco2,
-                options: p.planning.options,
+                options,
             })
             .timeout(Duration::from_secs(5));
         ctx.spawn(ask.into_actor(self).map(move |answer, act, _| {
@@ -153,10 +166,13 @@ impl PowerGovernor {
         let Some(p) = &mut self.planner else {
             return;
         };
+        let reused = !p.in_flight;
         p.in_flight = false;
         match answer {
             Ok(Ok(plan)) => {
-                p.replanner.record(gco2, plan.clone());
+                if !reused {
+                    p.replanner.record(gco2, p.in_flight_level, plan.clone());
+                }
                 let problem = &p.planning.problem;
                 let mode = &problem.modes[plan.mapping.mode].name;
                 let cap = p.planning.caps_w[plan.mapping.mode];
@@ -178,6 +194,14 @@ impl PowerGovernor {
                     ""
                 } else {
                     " (over the accuracy budget: the search found no mapping within it that meets every deadline)"
+                } + &match &p.ledger {
+                    Some(l) => format!(
+                        "; accuracy weight ×{:.2} (mean lost so far {})",
+                        l.multiplier(),
+                        l.mean_lost()
+                            .map_or("—".to_string(), |m| format!("{m:.2} points"))
+                    ),
+                    None => String::new(),
                 };
                 let chosen = (
                     plan.mapping.mode,
@@ -206,6 +230,9 @@ impl PowerGovernor {
                 if let Some(p) = &mut self.planner {
                     p.cell.publish(&mapping);
                     p.in_force = Some(chosen);
+                    if let Some(ledger) = &mut p.ledger {
+                        ledger.set_in_force(plan.accuracy_lost);
+                    }
                 }
                 self.shared.note(why);
             }

@@ -1,0 +1,228 @@
+//! A budget on the *mean* accuracy lost over a run: the accuracy weight
+//! rises while the plans in force have lost more than the budget on
+//! average, and falls back as they make it up.
+//!
+//! The accuracy goal is a mean over the year (served accuracy
+//! within 1.5 points of `max-perf`), while the planner's weight trades
+//! accuracy against carbon one plan at a time. On a grid that is dirty all
+//! year the weight alone can keep the lightest mapping every hour and end
+//! the year just past the line; a hard cap on every plan
+//! ([`SearchOptions::max_accuracy_lost`]) instead takes the light mapping
+//! away in every hour, the clean ones included (results §8.7). The ledger
+//! does what the goal says: it counts point-hours lost above the budget
+//! (an integral controller on the mean) and multiplies the accuracy weight
+//! by `1 + excess / gain_hours`, so the planner buys accuracy back in the
+//! hours where it costs least carbon — the cleaner ones — until the mean
+//! is within the budget again. Hours that lose less than the budget bank
+//! room for later ones (the goal is a mean).
+//!
+//! The multiplier moves in steps of [`WEIGHT_STEP`] (a *level*), so that the
+//! [`Replanner`](super::Replanner) can key its cache by level and re-plan
+//! only when the level changes, and is at most [`MAX_WEIGHT_MULTIPLIER`]
+//! (a budget the deadlines make infeasible does not grow the weight
+//! without bound). Pure: the caller passes the grid time, in hours (the
+//! trace's clock in a replay, the carbon monitor's in the runtime).
+
+use super::SearchOptions;
+use serde::{Deserialize, Serialize};
+
+/// One level of the accuracy weight's multiplier.
+pub const WEIGHT_STEP: f64 = 0.05;
+
+/// The largest multiplier of the accuracy weight.
+pub const MAX_WEIGHT_MULTIPLIER: f64 = 4.0;
+
+/// A policy's `mean_accuracy_lost`: the budget and how hard to steer.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct MeanAccuracyBudget {
+    /// Points of request-weighted mean top-1 below the heaviest variants
+    /// that the plans in force may lose on average over the run.
+    pub points: f64,
+    /// Point-hours above the budget that add 1 to the weight's multiplier
+    /// (smaller: steers harder and swings more).
+    #[serde(default = "day")]
+    pub gain_hours: f64,
+}
+
+fn day() -> f64 {
+    24.0
+}
+
+impl MeanAccuracyBudget {
+    /// `Err` says which field is out of range.
+    pub fn validate(&self) -> Result<(), String> {
+        if !(self.points.is_finite() && self.points >= 0.0) {
+            return Err(format!(
+                "mean_accuracy_lost: points must be a number of points ≥ 0, got {}",
+                self.points
+            ));
+        }
+        if !(self.gain_hours.is_finite() && self.gain_hours > 0.0) {
+            return Err(format!(
+                "mean_accuracy_lost: gain_hours must be > 0, got {}",
+                self.gain_hours
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The ledger across a run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AccuracyLedger {
+    budget: MeanAccuracyBudget,
+    /// Point-hours lost above the budget so far (negative: banked below it).
+    excess: f64,
+    /// Point-hours lost, and hours counted, so far (for the mean).
+    lost_point_hours: f64,
+    hours: f64,
+    /// Points the plan in force loses, since when (grid hours).
+    in_force: Option<f64>,
+    at_hours: Option<f64>,
+}
+
+impl AccuracyLedger {
+    /// An empty ledger for a validated `budget`.
+    pub fn new(budget: MeanAccuracyBudget) -> Self {
+        debug_assert!(budget.validate().is_ok(), "validated with the policy");
+        AccuracyLedger {
+            budget,
+            excess: 0.0,
+            lost_point_hours: 0.0,
+            hours: 0.0,
+            in_force: None,
+            at_hours: None,
+        }
+    }
+
+    /// Count the plan in force up to grid time `grid_hours`. A clock that
+    /// goes backwards (a trace restarting) counts nothing.
+    pub fn advance(&mut self, grid_hours: f64) {
+        if let (Some(lost), Some(at)) = (self.in_force, self.at_hours) {
+            let dt = (grid_hours - at).max(0.0);
+            self.excess += (lost - self.budget.points) * dt;
+            self.lost_point_hours += lost * dt;
+            self.hours += dt;
+        }
+        self.at_hours = Some(match self.at_hours {
+            Some(at) => at.max(grid_hours),
+            None => grid_hours,
+        });
+        debug_assert!(self.hours >= 0.0 && self.lost_point_hours.is_finite());
+    }
+
+    /// From now on (the last [`advance`](Self::advance)), the plan in force
+    /// loses `points_lost` points.
+    pub fn set_in_force(&mut self, points_lost: f64) {
+        debug_assert!(points_lost.is_finite(), "a plan's loss is a number");
+        self.in_force = Some(points_lost.max(0.0));
+    }
+
+    /// The multiplier's level: `multiplier = 1 + level × WEIGHT_STEP`.
+    pub fn level(&self) -> u32 {
+        let max_level = ((MAX_WEIGHT_MULTIPLIER - 1.0) / WEIGHT_STEP).round() as u32;
+        let m = self.excess.max(0.0) / self.budget.gain_hours;
+        ((m / WEIGHT_STEP).floor() as u32).min(max_level)
+    }
+
+    /// What the accuracy weight is multiplied by now.
+    pub fn multiplier(&self) -> f64 {
+        1.0 + f64::from(self.level()) * WEIGHT_STEP
+    }
+
+    /// `options` with the accuracy weight multiplied.
+    pub fn weigh(&self, options: &SearchOptions) -> SearchOptions {
+        SearchOptions {
+            accuracy_point_g_per_h: options.accuracy_point_g_per_h * self.multiplier(),
+            ..*options
+        }
+    }
+
+    /// Mean points lost by the plans in force so far (`None` before an
+    /// hour has passed under a plan).
+    pub fn mean_lost(&self) -> Option<f64> {
+        (self.hours > 0.0).then(|| self.lost_point_hours / self.hours)
+    }
+
+    /// Point-hours lost above the budget so far (negative: banked).
+    pub fn excess_point_hours(&self) -> f64 {
+        self.excess
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn budget(points: f64) -> MeanAccuracyBudget {
+        MeanAccuracyBudget {
+            points,
+            gain_hours: 24.0,
+        }
+    }
+
+    #[test]
+    fn the_weight_rises_only_past_the_budget_and_falls_as_it_is_made_up() {
+        let mut l = AccuracyLedger::new(budget(1.0));
+        l.advance(0.0);
+        l.set_in_force(1.5);
+        assert_eq!(l.multiplier(), 1.0);
+        // 0.5 points over for 24 h: 12 point-hours → +0.5.
+        l.advance(24.0);
+        assert!((l.excess_point_hours() - 12.0).abs() < 1e-9);
+        assert_eq!(l.level(), 10);
+        assert!((l.multiplier() - 1.5).abs() < 1e-9);
+        let o = l.weigh(&SearchOptions {
+            accuracy_point_g_per_h: 2.0,
+            ..Default::default()
+        });
+        assert!((o.accuracy_point_g_per_h - 3.0).abs() < 1e-9);
+        // A plan losing 0.5 pays it back at 0.5 point-hours an hour.
+        l.set_in_force(0.5);
+        l.advance(36.0);
+        assert!((l.excess_point_hours() - 6.0).abs() < 1e-9);
+        assert_eq!(l.level(), 5);
+        l.advance(48.0);
+        assert_eq!(l.multiplier(), 1.0);
+        // Mean over the 48 h: (1.5 × 24 + 0.5 × 24) / 48.
+        assert!((l.mean_lost().unwrap() - 1.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn hours_below_the_budget_bank_room_and_the_clock_never_runs_back() {
+        let mut l = AccuracyLedger::new(budget(1.0));
+        assert_eq!(l.mean_lost(), None);
+        l.advance(100.0);
+        l.set_in_force(0.0);
+        l.advance(110.0);
+        assert!((l.excess_point_hours() + 10.0).abs() < 1e-9);
+        // A clock that went back counts nothing, and the next step counts
+        // from the latest time seen.
+        l.set_in_force(2.0);
+        l.advance(105.0);
+        assert!((l.excess_point_hours() + 10.0).abs() < 1e-9);
+        l.advance(115.0);
+        // 5 h at one point over: still 5 banked.
+        assert!((l.excess_point_hours() + 5.0).abs() < 1e-9);
+        assert_eq!(l.level(), 0);
+    }
+
+    #[test]
+    fn an_infeasible_budget_stops_at_the_largest_multiplier() {
+        let mut l = AccuracyLedger::new(budget(0.0));
+        l.advance(0.0);
+        l.set_in_force(5.0);
+        l.advance(24.0 * 365.0);
+        assert!((l.multiplier() - MAX_WEIGHT_MULTIPLIER).abs() < 1e-9);
+    }
+
+    #[test]
+    fn bad_budgets_say_which_field() {
+        assert!(budget(-1.0).validate().unwrap_err().contains("points"));
+        let b = MeanAccuracyBudget {
+            points: 1.0,
+            gain_hours: 0.0,
+        };
+        assert!(b.validate().unwrap_err().contains("gain_hours"));
+    }
+}
