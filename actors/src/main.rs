@@ -76,6 +76,15 @@ impl ServeFiles {
     }
 }
 
+/// `train-estimator --power-head`.
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+enum PowerHeadArg {
+    /// An MLP on the mean tenant token.
+    Pooled,
+    /// A base plus one non-negative contribution per tenant.
+    Additive,
+}
+
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Serve the workload for a while and report per-tenant outcomes and latencies.
@@ -197,6 +206,11 @@ enum Command {
         /// steps to pick the epoch whose weights are kept (0: the last).
         #[arg(long, default_value_t = 0.15)]
         validation: f64,
+        /// How the network predicts power: from the mean tenant token
+        /// (`pooled`), or as a base plus one contribution per tenant
+        /// (`additive`).
+        #[arg(long, value_enum, default_value = "pooled")]
+        power_head: PowerHeadArg,
     },
     /// Serve the workload's models over HTTP, speaking the Open Inference
     /// Protocol (KServe v2) that Triton's clients use, until SIGINT /
@@ -938,9 +952,10 @@ fn train_estimator_command(
     descriptors: &Path,
     evaluate: Option<PathBuf>,
     seed: u64,
-    (epochs, weight_decay, validation_fraction): (usize, f64, f64),
+    (epochs, weight_decay, validation_fraction, power_head): (usize, f64, f64, PowerHeadArg),
     heldout_arch: &str,
 ) -> Result<(), ExitCode> {
+    use ecomap_actors::estimator::network::{NetworkShape, PowerHead};
     use ecomap_actors::estimator::{command, train::TrainOptions};
     if !(0.0..1.0).contains(&validation_fraction) {
         eprintln!(
@@ -960,6 +975,13 @@ fn train_estimator_command(
             weight_decay,
             validation_fraction,
             heldout_arch: heldout_arch.to_string(),
+            shape: NetworkShape {
+                power_head: match power_head {
+                    PowerHeadArg::Pooled => PowerHead::Pooled,
+                    PowerHeadArg::Additive => PowerHead::Additive,
+                },
+                ..NetworkShape::default()
+            },
             ..TrainOptions::default()
         },
     };
@@ -982,7 +1004,7 @@ fn train_estimator_command(
     _: &Path,
     _: Option<PathBuf>,
     _: u64,
-    _: (usize, f64, f64),
+    _: (usize, f64, f64, PowerHeadArg),
     _: &str,
 ) -> Result<(), ExitCode> {
     eprintln!("error: train-estimator needs libtorch: build with the default `tch` feature");
@@ -1122,13 +1144,14 @@ fn main() -> ExitCode {
             heldout_arch,
             weight_decay,
             validation,
+            power_head,
         } => train_estimator_command(
             data,
             out,
             descriptors,
             evaluate.then(|| weights.clone()).flatten(),
             *seed,
-            (*epochs, *weight_decay, *validation),
+            (*epochs, *weight_decay, *validation, *power_head),
             heldout_arch,
         ),
         Command::Check { files } => load(files).map_err(bad_input).and_then(|l| {

@@ -10,6 +10,7 @@ use ecomap::estimate::descriptors::Descriptors;
 use ecomap::estimate::profile_plan::ProfilePlan;
 use ecomap::model::{ModelSpec, VisionModel};
 use ecomap::sim::profile::{capable_units, simulate_configuration};
+use ecomap_actors::estimator::network::{NetworkShape, PowerHead};
 use ecomap_actors::estimator::train::{evaluate, examples, train, TrainOptions};
 use ecomap_actors::estimator::TransformerEstimator;
 use std::path::{Path, PathBuf};
@@ -227,14 +228,37 @@ fn the_query_path_computes_what_libtorch_computes() {
     assert_paths_agree(&mut est, &queries);
     // …and a freshly trained network (the query path copies the weights
     // after training changed them).
-    let (mut est, _) = train(d, &all, &options(), "tiny", "xavier", |_, _| {});
+    let (mut est, _) = train(d.clone(), &all, &options(), "tiny", "xavier", |_, _| {});
     assert_paths_agree(&mut est, &queries);
+    // The additive power head, both paths, and through a save and load.
+    let additive = TrainOptions {
+        shape: NetworkShape {
+            power_head: PowerHead::Additive,
+            ..NetworkShape::default()
+        },
+        ..options()
+    };
+    let (mut est, _) = train(d.clone(), &all, &additive, "tiny", "xavier", |_, _| {});
+    assert_paths_agree(&mut est, &queries);
+    let dir = tempfile::tempdir().unwrap();
+    est.save(dir.path()).unwrap();
+    let mut loaded = TransformerEstimator::load(dir.path(), d).unwrap();
+    assert_eq!(loaded.meta().shape.power_head, PowerHead::Additive);
+    assert_paths_agree(&mut loaded, &queries);
+    use ecomap::estimate::MappingEstimator as _;
+    let (a, b) = (
+        est.predict(&queries).unwrap(),
+        loaded.predict(&queries).unwrap(),
+    );
+    assert_eq!(a, b);
 }
 
 /// `ecomap run` with the host planner for a few seconds: the power
 /// governor prices its first plan at the reading as read (`Absolute`), or,
 /// with `Relative`, at exactly the typical intensity (the trailing mean
-/// starts at the first reading) — the same pricer the simulator uses.
+/// starts at the first reading) — the same pricer the simulator uses; with
+/// a mean accuracy budget, the first plan is searched at the policy's own
+/// weight and says so.
 #[test]
 fn the_runtime_governor_prices_its_plans_as_the_policy_says() {
     let root = root();
@@ -248,12 +272,14 @@ fn the_runtime_governor_prices_its_plans_as_the_policy_says() {
         .and_then(|l| l.split(',').nth(4).map(|x| x.trim().parse().unwrap()))
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    for (price, expected) in [
-        ("Absolute", first),
+    for (price, budget, expected) in [
+        ("Absolute", "None", first),
         (
             "Relative(window_hours: 168.0, typical_g_per_kwh: 400.0)",
+            "None",
             400.0,
         ),
+        ("Absolute", "Some((points: 1.0))", first),
     ] {
         let policy = dir.path().join("p.ron");
         std::fs::write(
@@ -262,6 +288,7 @@ fn the_runtime_governor_prices_its_plans_as_the_policy_says() {
                 r#"(name: "priced", queue_order: EarliestDeadline,
                     carbon: Trace(path: "{}", speedup: 3600.0, start_offset: "0s"),
                     plan: Some(Mapping(accuracy_point_g_per_h: 1.0, carbon_price: {price},
+                        mean_accuracy_lost: {budget},
                         estimator: Some("{}"), device: Some("{}"))))"#,
                 trace.display(),
                 root.join("rt-config/host-estimator").display(),
@@ -288,5 +315,7 @@ fn the_runtime_governor_prices_its_plans_as_the_policy_says() {
         assert!(o.status.success(), "{price}: {log}");
         let line = format!("plan priced at {expected:.1} gCO2/kWh");
         assert!(log.contains(&line), "{price}: no '{line}' in\n{log}");
+        let weighed = "; accuracy weight ×1.00 (mean lost so far —)";
+        assert_eq!(log.contains(weighed), budget != "None", "{budget}: {log}");
     }
 }

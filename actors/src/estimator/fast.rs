@@ -13,7 +13,7 @@
 //! there get a −1e9 attention bias and are left out of the pooled mean, so
 //! a candidate's outputs do not depend on its padding; here there is none.
 
-use super::network::NetworkShape;
+use super::network::{NetworkShape, PowerHead, ADDITIVE_FLOOR_W};
 use std::collections::HashMap;
 use tch::{Kind, Tensor};
 
@@ -190,6 +190,8 @@ pub struct FastNetwork {
     latency: Dense,
     power_hidden: Dense,
     power: Dense,
+    /// [`PowerHead::Additive`]: per-tenant contribution, ln-watts map.
+    additive: Option<(Dense, Dense)>,
 }
 
 /// A tensor the var store lacks, or of the wrong shape: the network and
@@ -262,6 +264,12 @@ impl FastNetwork {
             latency: dense("latency", w, 2)?,
             power_hidden: dense("power_hidden", w, w)?,
             power: dense("power", w, 1)?,
+            additive: match shape.power_head {
+                PowerHead::Pooled => None,
+                PowerHead::Additive => {
+                    Some((dense("power_tenant", w, 1)?, dense("power_scale", 1, 1)?))
+                }
+            },
         })
     }
 
@@ -356,6 +364,22 @@ impl FastNetwork {
         hidden.iter_mut().for_each(|v| *v = gelu(*v));
         let mut power = vec![0f32; c];
         self.power.rows(&hidden, &mut power);
+        if let Some((tenant, scale)) = &self.additive {
+            let mut parts = vec![0f32; n];
+            tenant.rows(&h, &mut parts);
+            let mut first = 0;
+            for (&t, p) in lens.iter().zip(power.iter_mut()) {
+                let watts = softplus(*p)
+                    + parts[first..first + t]
+                        .iter()
+                        .map(|&x| softplus(x))
+                        .sum::<f32>();
+                first += t;
+                let mut out = [0f32];
+                scale.rows(&[watts.max(ADDITIVE_FLOOR_W as f32).ln()], &mut out);
+                *p = out[0];
+            }
+        }
         let mut first = 0;
         lens.iter()
             .zip(power)

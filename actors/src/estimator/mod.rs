@@ -187,7 +187,8 @@ impl TransformerEstimator {
     pub fn fresh(meta: EstimatorMeta, descriptors: Descriptors) -> Self {
         tch::manual_seed(meta.seed as i64);
         let vs = nn::VarStore::new(Device::Cpu);
-        let net = Network::new(&vs.root(), &meta.shape);
+        let mut net = Network::new(&vs.root(), &meta.shape);
+        net.init_power_scale(meta.power_mean, meta.power_std);
         TransformerEstimator {
             vs,
             net,

@@ -4,8 +4,11 @@
 //! layers of multi-head self-attention let each tenant's prediction depend
 //! on who else shares its unit and the device; per token a head predicts
 //! the median service time and the gap to the 95th percentile (in log
-//! space, so errors are relative), and a head on the mean of the tokens
-//! predicts device power.
+//! space, so errors are relative), and a power head predicts device power:
+//! from the mean of the tokens ([`PowerHead::Pooled`]), or as a base from
+//! that mean plus one non-negative contribution per tenant
+//! ([`PowerHead::Additive`]: the shape of a device whose power is idle plus
+//! each busy unit's share).
 
 use serde::{Deserialize, Serialize};
 use tch::nn::{self, Module};
@@ -25,6 +28,24 @@ pub struct NetworkShape {
     pub layers: i64,
     /// Hidden width of each layer's feed-forward block.
     pub ff_width: i64,
+    /// How the power head reads the tokens (absent in estimators trained
+    /// before session 9: `Pooled`).
+    #[serde(default)]
+    pub power_head: PowerHead,
+}
+
+/// How the network predicts device power.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+pub enum PowerHead {
+    /// An MLP on the mean of the tenant tokens.
+    #[default]
+    Pooled,
+    /// `ln(base + Σ per-tenant)`, affinely normalised: the base (watts,
+    /// ≥ 0) from the MLP on the mean token, each tenant's contribution
+    /// (watts, ≥ 0) from its own token. Power on a device is its idle draw
+    /// plus what each busy unit adds, so a mix of tenants never seen
+    /// together is a sum of parts that were.
+    Additive,
 }
 
 impl Default for NetworkShape {
@@ -35,6 +56,7 @@ impl Default for NetworkShape {
             heads: 4,
             layers: 2,
             ff_width: 64,
+            power_head: PowerHead::Pooled,
         }
     }
 }
@@ -89,6 +111,10 @@ impl EncoderLayer {
     }
 }
 
+/// The least power the additive head takes the log of (W): keeps the log
+/// finite when every part is near zero.
+pub const ADDITIVE_FLOOR_W: f64 = 1e-3;
+
 /// The network.
 #[derive(Debug)]
 pub struct Network {
@@ -98,6 +124,9 @@ pub struct Network {
     latency: nn::Linear,
     power_hidden: nn::Linear,
     power: nn::Linear,
+    /// [`PowerHead::Additive`]: per-tenant contribution and the affine map
+    /// from ln watts to the normalised target.
+    additive: Option<(nn::Linear, nn::Linear)>,
 }
 
 /// What the network outputs, in normalised log units.
@@ -123,6 +152,26 @@ impl Network {
             latency: nn::linear(p / "latency", s.width, 2, Default::default()),
             power_hidden: nn::linear(p / "power_hidden", s.width, s.width, Default::default()),
             power: nn::linear(p / "power", s.width, 1, Default::default()),
+            additive: (s.power_head == PowerHead::Additive).then(|| {
+                (
+                    nn::linear(p / "power_tenant", s.width, 1, Default::default()),
+                    nn::linear(p / "power_scale", 1, 1, Default::default()),
+                )
+            }),
+        }
+    }
+
+    /// Start the additive head's map from ln watts at the training set's
+    /// normalisation, `(ln W − ln_mean) / ln_std`, so its parts start in
+    /// watts (no-op for the pooled head).
+    pub fn init_power_scale(&mut self, ln_mean: f64, ln_std: f64) {
+        if let Some((_, scale)) = &mut self.additive {
+            tch::no_grad(|| {
+                let _ = scale.ws.fill_(1.0 / ln_std);
+                if let Some(b) = &mut scale.bs {
+                    let _ = b.fill_(-ln_mean / ln_std);
+                }
+            });
         }
     }
 
@@ -138,10 +187,22 @@ impl Network {
         let m = mask.unsqueeze(-1);
         let pooled = (&x * &m).sum_dim_intlist(1, false, Kind::Float)
             / m.sum_dim_intlist(1, false, Kind::Float).clamp_min(1.0);
-        let power = self
+        let head = self
             .power
             .forward(&self.power_hidden.forward(&pooled).gelu("none"))
             .squeeze_dim(-1);
+        let power =
+            match &self.additive {
+                None => head,
+                Some((tenant, scale)) => {
+                    let parts = (tenant.forward(&x).squeeze_dim(-1).softplus() * mask)
+                        .sum_dim_intlist(1, false, Kind::Float);
+                    let watts = head.softplus() + parts;
+                    scale
+                        .forward(&watts.clamp_min(ADDITIVE_FLOOR_W).log().unsqueeze(-1))
+                        .squeeze_dim(-1)
+                }
+            };
         NetworkOutput {
             p50: lat.select(-1, 0),
             tail_gap: lat.select(-1, 1).softplus(),
