@@ -226,6 +226,11 @@ fn the_query_path_computes_what_libtorch_computes() {
     )
     .unwrap();
     assert_paths_agree(&mut est, &queries);
+    // The committed host estimator (the additive power head)…
+    let mut est =
+        TransformerEstimator::load(&root().join("rt-config/host-estimator"), d.clone()).unwrap();
+    assert_eq!(est.meta().shape.power_head, PowerHead::Additive);
+    assert_paths_agree(&mut est, &queries);
     // …and a freshly trained network (the query path copies the weights
     // after training changed them).
     let (mut est, _) = train(d.clone(), &all, &options(), "tiny", "xavier", |_, _| {});
@@ -280,6 +285,9 @@ fn the_runtime_governor_prices_its_plans_as_the_policy_says() {
             400.0,
         ),
         ("Absolute", "Some((points: 1.0))", first),
+        // Nothing may be lost, and the weight climbs at once: the next
+        // reading searches at the ceiling.
+        ("Absolute", "Some((points: 0.0, gain_hours: 0.01))", first),
     ] {
         let policy = dir.path().join("p.ron");
         std::fs::write(
@@ -317,5 +325,10 @@ fn the_runtime_governor_prices_its_plans_as_the_policy_says() {
         assert!(log.contains(&line), "{price}: no '{line}' in\n{log}");
         let weighed = "; accuracy weight ×1.00 (mean lost so far —)";
         assert_eq!(log.contains(weighed), budget != "None", "{budget}: {log}");
+        if budget.contains("0.01") {
+            // Every plan the host can run loses some accuracy below its
+            // heaviest variants, so an hour later the level is at its ceiling.
+            assert!(log.contains("accuracy weight ×4.00"), "{log}");
+        }
     }
 }

@@ -20,20 +20,33 @@
 //! [`Replanner`](super::Replanner) can key its cache by level and re-plan
 //! only when the level changes, and is at most [`MAX_WEIGHT_MULTIPLIER`]
 //! (a budget the deadlines make infeasible does not grow the weight
-//! without bound). Pure: the caller passes the grid time, in hours (the
-//! trace's clock in a replay, the carbon monitor's in the runtime).
+//! without bound). The point-hours counted are held within what that
+//! ceiling needs, both ways (±3 × `gain_hours`): a long stretch the budget
+//! could not be kept in does not hold the weight at its ceiling for as
+//! long again afterwards, and a long clean stretch does not license an
+//! unbounded dirty one. The hours before the first plan count nothing.
+//! Pure: the caller passes the grid time, in hours (the trace's clock in a
+//! replay, the carbon monitor's in the runtime).
 
 use super::SearchOptions;
 use serde::{Deserialize, Serialize};
 
-/// One level of the accuracy weight's multiplier.
-pub const WEIGHT_STEP: f64 = 0.05;
+/// Levels per unit of the multiplier.
+const LEVELS_PER_UNIT: f64 = 20.0;
 
-/// The largest multiplier of the accuracy weight.
-pub const MAX_WEIGHT_MULTIPLIER: f64 = 4.0;
+/// One level of the accuracy weight's multiplier.
+pub const WEIGHT_STEP: f64 = 1.0 / LEVELS_PER_UNIT;
+
+/// The highest level.
+pub const MAX_LEVEL: u32 = 60;
+
+/// The largest multiplier of the accuracy weight (`1 + MAX_LEVEL ×
+/// WEIGHT_STEP`).
+pub const MAX_WEIGHT_MULTIPLIER: f64 = 1.0 + MAX_LEVEL as f64 / LEVELS_PER_UNIT;
 
 /// A policy's `mean_accuracy_lost`: the budget and how hard to steer.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct MeanAccuracyBudget {
     /// Points of request-weighted mean top-1 below the heaviest variants
     /// that the plans in force may lose on average over the run.
@@ -71,7 +84,8 @@ impl MeanAccuracyBudget {
 #[derive(Debug, Clone, PartialEq)]
 pub struct AccuracyLedger {
     budget: MeanAccuracyBudget,
-    /// Point-hours lost above the budget so far (negative: banked below it).
+    /// Point-hours lost above the budget so far (negative: banked below
+    /// it), within ±[`Self::excess_bound`].
     excess: f64,
     /// Point-hours lost, and hours counted, so far (for the mean).
     lost_point_hours: f64,
@@ -95,12 +109,20 @@ impl AccuracyLedger {
         }
     }
 
-    /// Count the plan in force up to grid time `grid_hours`. A clock that
-    /// goes backwards (a trace restarting) counts nothing.
+    /// The most point-hours counted either way: what takes the multiplier
+    /// to its ceiling.
+    fn excess_bound(&self) -> f64 {
+        (MAX_WEIGHT_MULTIPLIER - 1.0) * self.budget.gain_hours
+    }
+
+    /// Count the plan in force up to grid time `grid_hours`. Time counts
+    /// once: a reading earlier than the latest seen counts nothing, and
+    /// counting resumes when the clock passes the latest time again.
     pub fn advance(&mut self, grid_hours: f64) {
         if let (Some(lost), Some(at)) = (self.in_force, self.at_hours) {
             let dt = (grid_hours - at).max(0.0);
-            self.excess += (lost - self.budget.points) * dt;
+            let bound = self.excess_bound();
+            self.excess = (self.excess + (lost - self.budget.points) * dt).clamp(-bound, bound);
             self.lost_point_hours += lost * dt;
             self.hours += dt;
         }
@@ -113,16 +135,17 @@ impl AccuracyLedger {
 
     /// From now on (the last [`advance`](Self::advance)), the plan in force
     /// loses `points_lost` points.
+    /// (Negative when the plan is more accurate than the heaviest variants
+    /// — a catalog whose lighter variant scores higher — and counted so.)
     pub fn set_in_force(&mut self, points_lost: f64) {
         debug_assert!(points_lost.is_finite(), "a plan's loss is a number");
-        self.in_force = Some(points_lost.max(0.0));
+        self.in_force = Some(points_lost);
     }
 
     /// The multiplier's level: `multiplier = 1 + level × WEIGHT_STEP`.
     pub fn level(&self) -> u32 {
-        let max_level = ((MAX_WEIGHT_MULTIPLIER - 1.0) / WEIGHT_STEP).round() as u32;
         let m = self.excess.max(0.0) / self.budget.gain_hours;
-        ((m / WEIGHT_STEP).floor() as u32).min(max_level)
+        ((m * LEVELS_PER_UNIT).floor() as u32).min(MAX_LEVEL)
     }
 
     /// What the accuracy weight is multiplied by now.
@@ -144,7 +167,8 @@ impl AccuracyLedger {
         (self.hours > 0.0).then(|| self.lost_point_hours / self.hours)
     }
 
-    /// Point-hours lost above the budget so far (negative: banked).
+    /// Point-hours lost above the budget so far (negative: banked), within
+    /// ±3 × `gain_hours`.
     pub fn excess_point_hours(&self) -> f64 {
         self.excess
     }
@@ -208,16 +232,42 @@ mod tests {
     }
 
     #[test]
-    fn an_infeasible_budget_stops_at_the_largest_multiplier() {
-        let mut l = AccuracyLedger::new(budget(0.0));
+    fn an_infeasible_budget_stops_at_the_largest_multiplier_and_does_not_wind_up() {
+        let mut l = AccuracyLedger::new(budget(1.0));
         l.advance(0.0);
         l.set_in_force(5.0);
         l.advance(24.0 * 365.0);
+        assert_eq!(l.level(), MAX_LEVEL);
         assert!((l.multiplier() - MAX_WEIGHT_MULTIPLIER).abs() < 1e-9);
+        // A year over the budget is held to what the ceiling needs
+        // (3 × 24 point-hours): a day of a perfect plan brings the weight
+        // down by a full unit, not after another year.
+        assert!((l.excess_point_hours() - 72.0).abs() < 1e-9);
+        l.set_in_force(0.0);
+        l.advance(24.0 * 366.0);
+        assert!((l.multiplier() - 3.0).abs() < 1e-9, "{}", l.multiplier());
+        // Banking is bounded the same way.
+        l.advance(24.0 * 400.0);
+        assert!((l.excess_point_hours() + 72.0).abs() < 1e-9);
+        assert_eq!(l.level(), 0);
+    }
+
+    #[test]
+    fn levels_sit_on_exact_boundaries() {
+        // 0.05 is not exact in binary: 1.2 point-hours over a 24-hour
+        // gain is exactly one level.
+        let mut l = AccuracyLedger::new(budget(1.0));
+        l.advance(0.0);
+        l.set_in_force(2.2);
+        l.advance(1.0);
+        assert_eq!(l.level(), 1);
+        assert!((l.multiplier() - 1.05).abs() < 1e-12);
     }
 
     #[test]
     fn bad_budgets_say_which_field() {
+        let typo = ron::from_str::<MeanAccuracyBudget>("(points: 1.0, gain_hour: 6.0)");
+        assert!(typo.unwrap_err().to_string().contains("gain_hour"));
         assert!(budget(-1.0).validate().unwrap_err().contains("points"));
         let b = MeanAccuracyBudget {
             points: 1.0,

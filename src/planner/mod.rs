@@ -27,7 +27,9 @@ mod price;
 mod replan;
 mod search;
 
-pub use ledger::{AccuracyLedger, MeanAccuracyBudget, MAX_WEIGHT_MULTIPLIER, WEIGHT_STEP};
+pub use ledger::{
+    AccuracyLedger, MeanAccuracyBudget, MAX_LEVEL, MAX_WEIGHT_MULTIPLIER, WEIGHT_STEP,
+};
 pub use price::{CarbonPrice, CarbonPricer};
 pub use replan::{Replan, Replanner};
 pub use search::{plan, SearchOptions};

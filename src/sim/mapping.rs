@@ -58,6 +58,10 @@ pub struct PlanLogEntry {
     pub predicted_power_w: f64,
     /// Predicted mean accuracy (%).
     pub predicted_accuracy: f64,
+    /// Points of mean top-1 the plan loses below the heaviest variants
+    /// ([`planner::Plan::accuracy_lost`]; what the mean accuracy budget
+    /// counts, as in the runtime's governor).
+    pub accuracy_lost: f64,
     /// Predicted request-weighted mean response time (ms).
     pub predicted_mean_delay_ms: f64,
     /// Largest predicted response bound over usable deadline.
@@ -76,7 +80,6 @@ pub struct MappingPlanner {
     estimator: Box<dyn MappingEstimator>,
     pricer: CarbonPricer,
     ledger: Option<AccuracyLedger>,
-    max_accuracy: f64,
     replanner: Replanner<(Candidate, PlanLogEntry)>,
     /// Every decision, in order.
     pub log: Vec<PlanLogEntry>,
@@ -126,7 +129,6 @@ impl MappingPlanner {
         };
         let problem = problem_with(analysis, &*index)?;
         Ok(MappingPlanner {
-            max_accuracy: problem.max_accuracy(),
             problem,
             options,
             estimator,
@@ -150,7 +152,7 @@ impl MappingPlanner {
         match self.replanner.on_reading(priced, level) {
             Replan::Keep => return None,
             Replan::Reuse((c, mut e)) => {
-                self.put_in_force(e.predicted_accuracy);
+                self.put_in_force(e.accuracy_lost);
                 e.hour = h;
                 e.gco2_per_kwh = gco2;
                 e.priced_gco2_per_kwh = priced;
@@ -196,6 +198,7 @@ impl MappingPlanner {
                         .collect(),
                     predicted_power_w: p.predicted.power_w,
                     predicted_accuracy: p.accuracy,
+                    accuracy_lost: p.accuracy_lost,
                     predicted_mean_delay_ms: p.mean_delay_ms,
                     worst_deadline_fraction: p.worst_deadline_fraction,
                     evaluated: p.evaluated,
@@ -207,7 +210,7 @@ impl MappingPlanner {
                 };
                 self.replanner
                     .record(priced, level, (c.clone(), entry.clone()));
-                self.put_in_force(p.accuracy);
+                self.put_in_force(p.accuracy_lost);
                 self.log.push(entry);
                 Some(c)
             }
@@ -225,6 +228,7 @@ impl MappingPlanner {
                     mapping: Vec::new(),
                     predicted_power_w: f64::NAN,
                     predicted_accuracy: f64::NAN,
+                    accuracy_lost: f64::NAN,
                     predicted_mean_delay_ms: f64::NAN,
                     worst_deadline_fraction: f64::NAN,
                     evaluated: 0,
@@ -235,10 +239,11 @@ impl MappingPlanner {
         }
     }
 
-    /// The ledger learns that a plan of mean top-1 `accuracy` is in force.
-    fn put_in_force(&mut self, accuracy: f64) {
+    /// The ledger learns that a plan losing `accuracy_lost` points is in
+    /// force.
+    fn put_in_force(&mut self, accuracy_lost: f64) {
         if let Some(ledger) = &mut self.ledger {
-            ledger.set_in_force(self.max_accuracy - accuracy);
+            ledger.set_in_force(accuracy_lost);
         }
     }
 }

@@ -947,21 +947,27 @@ mod tests {
             r#"(name: "held", plan: Some(Mapping(accuracy_point_g_per_h: 1.0,
                 mean_accuracy_lost: Some((points: 0.5, gain_hours: 1.0)))))"#,
         ));
-        // Points below the heaviest variants, request-weighted.
+        // Points below the heaviest variants, weighted by served requests
+        // as `accuracy_pct` is.
         let lost = |r: &SimResult, all: &output::SummaryRow| {
             let (mut acc, mut n) = (0.0, 0.0);
             for (a, top1) in r.tenants.iter().zip(&r.top1) {
+                let served: u64 = a.served_by_variant.iter().sum();
                 if let Some(best) = top1[0] {
-                    acc += best * a.counts.submitted as f64;
-                    n += a.counts.submitted as f64;
+                    acc += best * served as f64;
+                    n += served as f64;
                 }
             }
             acc / n - all.accuracy_pct
         };
         let (lost_free, lost_held) = (lost(&free, &free_all), lost(&held, &held_all));
         assert!(lost_free > 1.0, "the weight alone loses {lost_free}");
-        // Within the budget, give or take the first hours' overshoot.
-        assert!(lost_held < 0.5 + 0.25, "{lost_held} (free: {lost_free})");
+        // Within the budget, give or take the first hours' overshoot — and
+        // not by jumping to the heaviest variants: it trades, near 0.5.
+        assert!(
+            (0.3..0.75).contains(&lost_held),
+            "{lost_held} (free: {lost_free})"
+        );
         // Every request still ends in one outcome, no deadline missed.
         for a in &held.tenants {
             assert!(a.counts.is_conserved(), "{}: {:?}", a.name, a.counts);

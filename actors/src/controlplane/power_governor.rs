@@ -22,6 +22,16 @@ use ecomap::planner::{AccuracyLedger, CarbonPricer, Replan, Replanner};
 use std::sync::Arc;
 use std::time::Duration;
 
+/// Where a plan handed to `apply_plan` came from, and the accuracy-weight
+/// level it was found at.
+#[derive(Debug, Clone, Copy)]
+enum Found {
+    /// A search at this level (cache it there).
+    Searched(u32),
+    /// The `Replanner`'s cache, at this level.
+    Reused(u32),
+}
+
 /// The power governor actor.
 pub struct PowerGovernor {
     rule: Option<Governor>,
@@ -47,8 +57,6 @@ pub struct GovernorPlanner {
     pricer: CarbonPricer,
     ledger: Option<AccuracyLedger>,
     replanner: Replanner<ecomap::planner::Plan>,
-    /// The weight level of the search in flight (its plan is cached there).
-    in_flight_level: u32,
     in_flight: bool,
     /// Mode, variants and workers of the plan in force.
     in_force: Option<(usize, Vec<usize>, Vec<usize>)>,
@@ -61,7 +69,6 @@ impl GovernorPlanner {
             replanner: Replanner::new(planning.hysteresis_gco2),
             pricer: CarbonPricer::new(planning.carbon_price),
             ledger: planning.mean_accuracy_lost.map(AccuracyLedger::new),
-            in_flight_level: 0,
             addr,
             planning,
             cell,
@@ -110,7 +117,8 @@ impl PowerGovernor {
     }
 
     /// Ask the estimator actor for a plan when the intensity moved past
-    /// the hysteresis since the last one (one request in flight at most).
+    /// the hysteresis since the last one, or the mean accuracy budget's
+    /// weight level changed (one request in flight at most).
     fn maybe_plan(&mut self, reading: &CarbonReading, ctx: &mut Context<Self>) {
         let Some(p) = &mut self.planner else {
             return;
@@ -136,13 +144,12 @@ impl PowerGovernor {
         match p.replanner.on_reading(gco2, level) {
             Replan::Keep => return,
             Replan::Reuse(plan) => {
-                self.apply_plan(Ok(Ok(plan)), gco2);
+                self.apply_plan(Ok(Ok(plan)), gco2, Found::Reused(level));
                 return;
             }
             Replan::Search => {}
         }
         p.in_flight = true;
-        p.in_flight_level = level;
         // A search takes tens of milliseconds; an answer this late means the
         // estimator thread is starved or gone: give up and retry later.
         let ask = p
@@ -154,7 +161,7 @@ impl PowerGovernor {
             })
             .timeout(Duration::from_secs(5));
         ctx.spawn(ask.into_actor(self).map(move |answer, act, _| {
-            act.apply_plan(answer, gco2);
+            act.apply_plan(answer, gco2, Found::Searched(level));
         }));
     }
 
@@ -162,16 +169,23 @@ impl PowerGovernor {
         &mut self,
         answer: Result<Result<ecomap::planner::Plan, ecomap::planner::PlanError>, MailboxError>,
         gco2: f64,
+        found: Found,
     ) {
         let Some(p) = &mut self.planner else {
             return;
         };
-        let reused = !p.in_flight;
-        p.in_flight = false;
+        let level = match found {
+            Found::Searched(level) => {
+                debug_assert!(p.in_flight, "a search's answer ends the one in flight");
+                p.in_flight = false;
+                level
+            }
+            Found::Reused(level) => level,
+        };
         match answer {
             Ok(Ok(plan)) => {
-                if !reused {
-                    p.replanner.record(gco2, p.in_flight_level, plan.clone());
+                if let Found::Searched(level) = found {
+                    p.replanner.record(gco2, level, plan.clone());
                 }
                 let problem = &p.planning.problem;
                 let mode = &problem.modes[plan.mapping.mode].name;
@@ -197,7 +211,7 @@ impl PowerGovernor {
                 } + &match &p.ledger {
                     Some(l) => format!(
                         "; accuracy weight ×{:.2} (mean lost so far {})",
-                        l.multiplier(),
+                        1.0 + f64::from(level) * ecomap::planner::WEIGHT_STEP,
                         l.mean_lost()
                             .map_or("—".to_string(), |m| format!("{m:.2} points"))
                     ),
@@ -210,8 +224,13 @@ impl PowerGovernor {
                 );
                 if p.in_force.as_ref() == Some(&chosen) {
                     // The same plan again: leave the quality controller's
-                    // adjustments since the last plan in place.
-                    tracing::debug!("planner: unchanged — {why}");
+                    // adjustments since the last plan in place. (A search
+                    // that confirmed it is worth a line; a cache hit is not.)
+                    if matches!(found, Found::Searched(_)) {
+                        tracing::info!("planner: unchanged — {why}");
+                    } else {
+                        tracing::debug!("planner: unchanged — {why}");
+                    }
                     return;
                 }
                 tracing::info!("planner: {why}");

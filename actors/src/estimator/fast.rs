@@ -190,8 +190,8 @@ pub struct FastNetwork {
     latency: Dense,
     power_hidden: Dense,
     power: Dense,
-    /// [`PowerHead::Additive`]: per-tenant contribution, ln-watts map.
-    additive: Option<(Dense, Dense)>,
+    /// [`PowerHead::Additive`]: per-tenant part, `[1 / std, −mean / std]`.
+    additive: Option<(Dense, [f32; 2])>,
 }
 
 /// A tensor the var store lacks, or of the wrong shape: the network and
@@ -267,7 +267,8 @@ impl FastNetwork {
             additive: match shape.power_head {
                 PowerHead::Pooled => None,
                 PowerHead::Additive => {
-                    Some((dense("power_tenant", w, 1)?, dense("power_scale", 1, 1)?))
+                    let norm = values(vars, "power_norm", 2)?;
+                    Some((dense("power_tenant", w, 1)?, [norm[0], norm[1]]))
                 }
             },
         })
@@ -364,7 +365,7 @@ impl FastNetwork {
         hidden.iter_mut().for_each(|v| *v = gelu(*v));
         let mut power = vec![0f32; c];
         self.power.rows(&hidden, &mut power);
-        if let Some((tenant, scale)) = &self.additive {
+        if let Some((tenant, [scale, offset])) = &self.additive {
             let mut parts = vec![0f32; n];
             tenant.rows(&h, &mut parts);
             let mut first = 0;
@@ -375,10 +376,11 @@ impl FastNetwork {
                         .map(|&x| softplus(x))
                         .sum::<f32>();
                 first += t;
-                let mut out = [0f32];
-                scale.rows(&[watts.max(ADDITIVE_FLOOR_W as f32).ln()], &mut out);
-                *p = out[0];
+                // libtorch's clamp_min passes a NaN through; `max` would not.
+                debug_assert!(!watts.is_nan(), "finite weights give finite watts");
+                *p = watts.max(ADDITIVE_FLOOR_W as f32).ln() * scale + offset;
             }
+            debug_assert_eq!(first, n, "every token belongs to one candidate");
         }
         let mut first = 0;
         lens.iter()

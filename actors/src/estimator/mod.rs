@@ -188,7 +188,7 @@ impl TransformerEstimator {
         tch::manual_seed(meta.seed as i64);
         let vs = nn::VarStore::new(Device::Cpu);
         let mut net = Network::new(&vs.root(), &meta.shape);
-        net.init_power_scale(meta.power_mean, meta.power_std);
+        net.set_power_norm(meta.power_mean, meta.power_std);
         TransformerEstimator {
             vs,
             net,

@@ -40,11 +40,13 @@ pub enum PowerHead {
     /// An MLP on the mean of the tenant tokens.
     #[default]
     Pooled,
-    /// `ln(base + Σ per-tenant)`, affinely normalised: the base (watts,
-    /// ≥ 0) from the MLP on the mean token, each tenant's contribution
-    /// (watts, ≥ 0) from its own token. Power on a device is its idle draw
-    /// plus what each busy unit adds, so a mix of tenants never seen
-    /// together is a sum of parts that were.
+    /// Watts = base + Σ per-tenant part: the base (≥ 0) from the MLP on
+    /// the mean token, each tenant's part (≥ 0) from its own token after
+    /// attention. Power on a device is its idle draw plus what each busy
+    /// unit adds, so a mix of tenants never seen together is a sum of parts
+    /// that were. The sum is normalised like the target, `(ln W − mean) /
+    /// std`, with the training set's constants (stored, not trained), so
+    /// the parts stay in watts.
     Additive,
 }
 
@@ -124,9 +126,9 @@ pub struct Network {
     latency: nn::Linear,
     power_hidden: nn::Linear,
     power: nn::Linear,
-    /// [`PowerHead::Additive`]: per-tenant contribution and the affine map
-    /// from ln watts to the normalised target.
-    additive: Option<(nn::Linear, nn::Linear)>,
+    /// [`PowerHead::Additive`]: per-tenant part, and `[1 / std, −mean /
+    /// std]` mapping ln watts to the normalised target (not trained).
+    additive: Option<(nn::Linear, Tensor)>,
 }
 
 /// What the network outputs, in normalised log units.
@@ -155,22 +157,24 @@ impl Network {
             additive: (s.power_head == PowerHead::Additive).then(|| {
                 (
                     nn::linear(p / "power_tenant", s.width, 1, Default::default()),
-                    nn::linear(p / "power_scale", 1, 1, Default::default()),
+                    p.zeros_no_train("power_norm", &[2]),
                 )
             }),
         }
     }
 
-    /// Start the additive head's map from ln watts at the training set's
-    /// normalisation, `(ln W − ln_mean) / ln_std`, so its parts start in
-    /// watts (no-op for the pooled head).
-    pub fn init_power_scale(&mut self, ln_mean: f64, ln_std: f64) {
-        if let Some((_, scale)) = &mut self.additive {
+    /// Set the additive head's normalisation to the training set's,
+    /// `(ln W − ln_mean) / ln_std` (no-op for the pooled head). Not a
+    /// trained parameter: the optimiser never sees it, so the parts stay
+    /// in watts; a loaded estimator reads it from its weights file.
+    pub fn set_power_norm(&mut self, ln_mean: f64, ln_std: f64) {
+        debug_assert!(ln_std > 0.0, "EstimatorMeta::problem refuses a zero spread");
+        if let Some((_, norm)) = &mut self.additive {
             tch::no_grad(|| {
-                let _ = scale.ws.fill_(1.0 / ln_std);
-                if let Some(b) = &mut scale.bs {
-                    let _ = b.fill_(-ln_mean / ln_std);
-                }
+                norm.copy_(&Tensor::from_slice(&[
+                    (1.0 / ln_std) as f32,
+                    (-ln_mean / ln_std) as f32,
+                ]));
             });
         }
     }
@@ -194,13 +198,11 @@ impl Network {
         let power =
             match &self.additive {
                 None => head,
-                Some((tenant, scale)) => {
+                Some((tenant, norm)) => {
                     let parts = (tenant.forward(&x).squeeze_dim(-1).softplus() * mask)
                         .sum_dim_intlist(1, false, Kind::Float);
                     let watts = head.softplus() + parts;
-                    scale
-                        .forward(&watts.clamp_min(ADDITIVE_FLOOR_W).log().unsqueeze(-1))
-                        .squeeze_dim(-1)
+                    watts.clamp_min(ADDITIVE_FLOOR_W).log() * norm.get(0) + norm.get(1)
                 }
             };
         NetworkOutput {
