@@ -37,6 +37,9 @@ const LEVELS_PER_UNIT: f64 = 20.0;
 /// One level of the accuracy weight's multiplier.
 pub const WEIGHT_STEP: f64 = 1.0 / LEVELS_PER_UNIT;
 
+/// Slack below a level boundary still counted as reaching it.
+const LEVEL_SLACK: f64 = 1e-9;
+
 /// The highest level.
 pub const MAX_LEVEL: u32 = 60;
 
@@ -144,8 +147,11 @@ impl AccuracyLedger {
 
     /// The multiplier's level: `multiplier = 1 + level × WEIGHT_STEP`.
     pub fn level(&self) -> u32 {
-        let m = self.excess.max(0.0) / self.budget.gain_hours;
-        ((m * LEVELS_PER_UNIT).floor() as u32).min(MAX_LEVEL)
+        // The excess sits exactly on a boundary when clamped at the ceiling
+        // (3 × gain) or built from round numbers; float division can land a
+        // hair below it (3 × 0.7 / 0.7 < 3), so a nano-level of slack.
+        let levels = self.excess.max(0.0) * LEVELS_PER_UNIT / self.budget.gain_hours;
+        ((levels + LEVEL_SLACK).floor() as u32).min(MAX_LEVEL)
     }
 
     /// What the accuracy weight is multiplied by now.
@@ -254,14 +260,25 @@ mod tests {
 
     #[test]
     fn levels_sit_on_exact_boundaries() {
-        // 0.05 is not exact in binary: 1.2 point-hours over a 24-hour
-        // gain is exactly one level.
+        // 1.2 point-hours over a 24-hour gain is exactly one level (1 point
+        // over for 1.2 h: 1.2 / 24 × 20 is a hair below 1 in floats).
         let mut l = AccuracyLedger::new(budget(1.0));
         l.advance(0.0);
-        l.set_in_force(2.2);
-        l.advance(1.0);
+        l.set_in_force(2.0);
+        l.advance(1.2);
         assert_eq!(l.level(), 1);
         assert!((l.multiplier() - 1.05).abs() < 1e-12);
+        // The ceiling is reached for any gain (3 × 0.7 / 0.7 < 3 in floats).
+        for gain_hours in [0.7, 3.3, 24.0] {
+            let mut l = AccuracyLedger::new(MeanAccuracyBudget {
+                points: 0.0,
+                gain_hours,
+            });
+            l.advance(0.0);
+            l.set_in_force(1.0);
+            l.advance(1000.0);
+            assert_eq!(l.level(), MAX_LEVEL, "gain {gain_hours}");
+        }
     }
 
     #[test]
