@@ -159,6 +159,66 @@ fn weights_that_do_not_match_the_network_exit_2() {
 }
 
 #[test]
+fn an_additive_head_whose_metadata_disagrees_with_its_weights_exits_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("tiny-profile.csv");
+    write_profile(&data, &tiny_dataset()).unwrap();
+    let out = dir.path().join("est");
+    let (data_s, out_s) = (data.to_str().unwrap(), out.to_str().unwrap());
+    let train = ecomap(&[
+        "train-estimator",
+        "--data",
+        data_s,
+        "--out",
+        out_s,
+        "--epochs",
+        "2",
+        "--power-head",
+        "additive",
+    ]);
+    assert!(
+        train.status.success(),
+        "{}",
+        String::from_utf8_lossy(&train.stderr)
+    );
+    let evaluate = || {
+        ecomap(&[
+            "train-estimator",
+            "--evaluate",
+            "--data",
+            data_s,
+            "--weights",
+            out_s,
+            "--out",
+            out_s,
+        ])
+    };
+    // Written together, they load.
+    let o = evaluate();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    // The metadata of another training: same network, another power scale.
+    let meta = std::fs::read_to_string(out.join("estimator.ron")).unwrap();
+    let line = meta
+        .lines()
+        .find(|l| l.trim_start().starts_with("power_mean:"))
+        .expect("estimator.ron names power_mean")
+        .to_string();
+    std::fs::write(
+        out.join("estimator.ron"),
+        meta.replace(&line, "    power_mean: 9.5,"),
+    )
+    .unwrap();
+    let o = evaluate();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("power_norm") && err.contains("power_mean 9.5"),
+        "{err}"
+    );
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+#[test]
 fn a_bad_dataset_row_exits_2_with_its_line() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("bad.csv");

@@ -250,6 +250,26 @@ impl TransformerEstimator {
             }
             tch::no_grad(|| var.copy_(&src.to_kind(Kind::Float)));
         }
+        // The additive head's normalisation is stored with the weights and
+        // described by the metadata: both are written together, so a pair
+        // that disagrees was mixed from two trainings and would predict
+        // watts on the wrong scale.
+        if let Some(norm) = vars.get("power_norm") {
+            let stored = Vec::<f32>::try_from(norm.to_kind(Kind::Float))
+                .map_err(|e| mismatch(format!("tensor 'power_norm' cannot be read: {e}")))?;
+            let described = [
+                1.0 / est.meta.power_std,
+                -est.meta.power_mean / est.meta.power_std,
+            ];
+            for (i, (&s, d)) in stored.iter().zip(described).enumerate() {
+                if (f64::from(s) - d).abs() > 1e-4 * d.abs().max(1.0) {
+                    return Err(mismatch(format!(
+                        "tensor 'power_norm'[{i}] is {s} in the file, but the metadata's power_mean {} and power_std {} make it {d}",
+                        est.meta.power_mean, est.meta.power_std
+                    )));
+                }
+            }
+        }
         est.fast = Some(est.copy_weights().map_err(|e| mismatch(e.to_string()))?);
         Ok(est)
     }
