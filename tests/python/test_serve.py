@@ -155,7 +155,12 @@ def main():
             sent["echo", 200] += 1
             check(np.array_equal(r.as_numpy("output"), x),
                   f"echo returns its input ({'binary' if binary_data else 'JSON'})")
-            check(r.get_response()["parameters"]["ecomap_outcome"] == "on_time", "outcome given")
+            params = r.get_response()["parameters"]
+            check(params["ecomap_outcome"] == "on_time", "outcome given")
+            # The handler's span holds its intake and the runtime's own.
+            check(0 <= params["ecomap_intake_us"] <= params["ecomap_handler_us"]
+                  and params["ecomap_e2e_us"] <= params["ecomap_handler_us"],
+                  f"timings nest: {params}")
         # No outputs named: all outputs, binary (the client asks for that).
         img = np.random.default_rng(1).random((1, 3, 224, 224), dtype=np.float32)
         inp = httpclient.InferInput("input", list(img.shape), "FP32")

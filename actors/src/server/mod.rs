@@ -48,7 +48,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// How long an idle keep-alive connection stays open (nginx's default).
 /// A robot's client holds one connection for the whole run; actix's
@@ -256,6 +256,7 @@ async fn infer(
     req: HttpRequest,
     payload: web::Payload,
 ) -> HttpResponse {
+    let entered = Instant::now();
     let model = match state.model(&path) {
         Ok(m) => m,
         Err(e) => return *e,
@@ -344,14 +345,28 @@ async fn infer(
         Ok(t) => t,
         Err(e) => return submit_error(&e),
     };
+    let intake = entered.elapsed();
     let answer = ticket.await;
+    let handler = HandlerTimes { entered, intake };
     respond(
         &path,
         parsed.id.as_deref(),
         &answer,
         &wanted,
         &model.outputs,
+        &handler,
     )
+}
+
+/// Where an inference request's time in the handler went, for the
+/// response's `ecomap_intake_us` and `ecomap_handler_us`: with the
+/// runtime's own timings they split a client's round trip into the
+/// network and HTTP stack, reading the body, the runtime, and the reply.
+struct HandlerTimes {
+    /// The handler started: the request head was parsed.
+    entered: Instant,
+    /// From `entered` to the submission: the body read and parsed.
+    intake: Duration,
 }
 
 async fn infer_v(
@@ -386,6 +401,7 @@ fn respond(
     answer: &Answer,
     wanted: &[(usize, bool)],
     specs: &[TensorSpec],
+    handler: &HandlerTimes,
 ) -> HttpResponse {
     let why = |what: &str| format!("request {} of model '{model}' {what}", answer.request.id);
     match answer.outcome {
@@ -450,6 +466,16 @@ fn respond(
             Value::from(t.end_to_end.as_micros() as u64),
         );
     }
+    parameters.insert(
+        "ecomap_intake_us".into(),
+        Value::from(handler.intake.as_micros() as u64),
+    );
+    // Taken before encoding (a few µs for these outputs), so it can be
+    // written into the response it describes.
+    parameters.insert(
+        "ecomap_handler_us".into(),
+        Value::from(handler.entered.elapsed().as_micros() as u64),
+    );
     let encoded = protocol::encode_infer(model, id, parameters, &outputs);
     let mut r = HttpResponse::Ok();
     match encoded.header_length {

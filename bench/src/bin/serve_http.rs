@@ -9,14 +9,20 @@
 //! HTTP server fronts.
 //!
 //! **Overhead** (default): rounds alternate the in-process API
-//! (`TenantQueue::infer`) and HTTP with binary tensors through two Rust
-//! clients (`ureq`, and `reqwest` over hyper; keep-alive), with 1 and with
-//! 8 concurrent clients. Per request
-//! the HTTP overhead is the client's round trip minus the server's own
+//! (`TenantQueue::infer`), HTTP with binary tensors through three Rust
+//! clients (`ureq`; `reqwest`'s blocking client, which hands each request
+//! to an I/O thread; hyper's connection API driven on the client's own
+//! thread; all keep-alive), and the same bytes over a bare loopback TCP
+//! connection to a plain server thread (no HTTP: the floor under any
+//! network path on this host), with 1 and with 8 concurrent clients. Per
+//! request the overhead is the client's round trip minus the runtime's own
 //! end-to-end time for that request (returned in the response's
-//! `ecomap_e2e_us`); the in-process caller's overhead is its round trip
-//! minus the same end-to-end time from the answer. Medians over rounds of
-//! p50 and p99, side by side.
+//! `ecomap_e2e_us`, or the in-process answer's timings). Medians over
+//! rounds of p50 and p99, side by side; then, for the network paths, where
+//! the overhead goes: outside the server's handler, reading the body, and
+//! the wake-up from the runtime's finish to the response (from the
+//! response's `ecomap_intake_us` and `ecomap_handler_us`), at the median
+//! and over the p99 tail.
 //!
 //! **Load** (`--load-seconds N`): an open-loop client releasing requests at
 //! `--load-factor` (default 2) × the capacity measured first (closed-loop
@@ -94,17 +100,60 @@ fn binary_body(x: &TensorData) -> (Vec<u8>, usize) {
     (body, header.len())
 }
 
+/// One answered request, as a client saw it.
+#[derive(Clone, Copy, Debug)]
+struct Sample {
+    /// The client's round trip, µs.
+    rtt: u64,
+    /// The runtime's release-to-finish time for it, µs.
+    e2e: u64,
+    /// Over HTTP, the server handler's own times (`ecomap_intake_us`,
+    /// `ecomap_handler_us`).
+    handler: Option<(u64, u64)>,
+}
+
+impl Sample {
+    /// The overhead over the runtime: round trip − end-to-end.
+    fn added(&self) -> u64 {
+        self.rtt.saturating_sub(self.e2e)
+    }
+
+    /// Over HTTP, the overhead in three parts, µs: outside the handler
+    /// (client, TCP, actix-http's parsing and framing), reading and
+    /// parsing the body until submission, and from the runtime's finish to
+    /// the response built (the ticket's wake-up of the HTTP thread).
+    fn parts(&self) -> Option<[u64; 3]> {
+        let (intake, handler) = self.handler?;
+        Some([
+            self.rtt.saturating_sub(handler),
+            intake,
+            handler.saturating_sub(intake).saturating_sub(self.e2e),
+        ])
+    }
+}
+
+/// An HTTP answer's sample: its round trip, and the server's figures from
+/// the JSON header that starts `bytes` (`header_len` long).
+fn http_sample(rtt: u64, bytes: &[u8], header_len: usize) -> Result<Sample, u16> {
+    let json: serde_json::Value =
+        serde_json::from_slice(&bytes[..header_len.min(bytes.len())]).map_err(|_| 0u16)?;
+    let server_us = |key: &str| json["parameters"][key].as_u64().ok_or(0u16);
+    Ok(Sample {
+        rtt,
+        e2e: server_us("ecomap_e2e_us")?,
+        handler: Some((
+            server_us("ecomap_intake_us")?,
+            server_us("ecomap_handler_us")?,
+        )),
+    })
+}
+
 fn hist() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 60_000_000, 3).expect("static bounds")
 }
 
-/// One HTTP inference: (round trip µs, the server's e2e µs), or the status.
-fn http_infer(
-    agent: &ureq::Agent,
-    url: &str,
-    body: &[u8],
-    header: usize,
-) -> Result<(u64, u64), u16> {
+/// One HTTP inference, or the status.
+fn http_infer(agent: &ureq::Agent, url: &str, body: &[u8], header: usize) -> Result<Sample, u16> {
     let t0 = Instant::now();
     let resp = agent
         .post(url)
@@ -120,11 +169,7 @@ fn http_infer(
             if std::io::Read::read_to_end(&mut r.into_reader(), &mut bytes).is_err() {
                 return Err(0);
             }
-            let rtt = t0.elapsed().as_micros() as u64;
-            let json: serde_json::Value =
-                serde_json::from_slice(&bytes[..header_len.min(bytes.len())]).map_err(|_| 0u16)?;
-            let e2e = json["parameters"]["ecomap_e2e_us"].as_u64().ok_or(0u16)?;
-            Ok((rtt, e2e))
+            http_sample(t0.elapsed().as_micros() as u64, &bytes, header_len)
         }
         Err(ureq::Error::Status(code, _)) => Err(code),
         Err(_) => Err(0),
@@ -148,13 +193,13 @@ fn as_client() {
     ecomap_actors::rt::apply("client", &spec, &ecomap_actors::rt::RtNotes::default());
 }
 
-/// One HTTP inference with reqwest (hyper): (round trip µs, server e2e µs).
+/// One HTTP inference with reqwest (hyper).
 fn reqwest_infer(
     client: &reqwest::blocking::Client,
     url: &str,
     body: &bytes::Bytes,
     header: usize,
-) -> Result<(u64, u64), u16> {
+) -> Result<Sample, u16> {
     let t0 = Instant::now();
     let r = client
         .post(url)
@@ -172,33 +217,65 @@ fn reqwest_infer(
         .and_then(|v| v.parse().ok())
         .unwrap_or(0);
     let bytes = r.bytes().map_err(|_| 0u16)?;
-    let rtt = t0.elapsed().as_micros() as u64;
-    let json: serde_json::Value =
-        serde_json::from_slice(&bytes[..header_len.min(bytes.len())]).map_err(|_| 0u16)?;
-    let e2e = json["parameters"]["ecomap_e2e_us"].as_u64().ok_or(0u16)?;
-    Ok((rtt, e2e))
+    http_sample(t0.elapsed().as_micros() as u64, &bytes, header_len)
 }
 
-/// `clients` threads × `n` requests each; per request (round trip, overhead) µs.
-fn run_clients(
-    clients: usize,
-    n: usize,
-    one: impl Fn(usize) -> Result<(u64, u64), u16> + Send + Sync,
-) -> (Histogram<u64>, Histogram<u64>, u64) {
-    let rtt = Mutex::new(hist());
-    let over = Mutex::new(hist());
+/// What one path's round of clients measured.
+struct Round {
+    /// Round trips, µs.
+    rtt: Histogram<u64>,
+    /// Overheads (round trip − the runtime's end-to-end), µs.
+    over: Histogram<u64>,
+    /// Requests that got no answer.
+    errors: u64,
+    /// Every answered request.
+    samples: Vec<Sample>,
+}
+
+impl Round {
+    /// Over HTTP, the mean of each of [`Sample::parts`] over the requests
+    /// whose overhead is at or above the round's p99: where the tail is.
+    fn tail_parts(&self) -> Option<[f64; 3]> {
+        let p99 = self.over.value_at_quantile(0.99);
+        let tail: Vec<[u64; 3]> = self
+            .samples
+            .iter()
+            .filter(|s| {
+                let added = s.added().max(1);
+                added >= p99 || self.over.equivalent(added, p99)
+            })
+            .filter_map(Sample::parts)
+            .collect();
+        (!tail.is_empty()).then(|| {
+            let mean = |i: usize| tail.iter().map(|p| p[i] as f64).sum::<f64>() / tail.len() as f64;
+            [mean(0), mean(1), mean(2)]
+        })
+    }
+
+    /// Over HTTP, the median of each of [`Sample::parts`].
+    fn median_parts(&self) -> Option<[f64; 3]> {
+        let parts: Vec<[u64; 3]> = self.samples.iter().filter_map(Sample::parts).collect();
+        (!parts.is_empty())
+            .then(|| std::array::from_fn(|i| median(parts.iter().map(|p| p[i] as f64).collect())))
+    }
+}
+
+/// One request on a path by client `c`: its sample, or the HTTP status
+/// (0: no answer).
+type PathFn<'a> = dyn Fn(usize) -> Result<Sample, u16> + Send + Sync + 'a;
+
+/// `clients` threads × `n` requests each.
+fn run_clients(clients: usize, n: usize, one: &PathFn<'_>) -> Round {
+    let samples = Mutex::new(Vec::with_capacity(clients * n));
     let errors = std::sync::atomic::AtomicU64::new(0);
     std::thread::scope(|s| {
         for client in 0..clients {
-            let (one, rtt, over, errors) = (&one, &rtt, &over, &errors);
+            let (samples, errors) = (&samples, &errors);
             s.spawn(move || {
                 as_client();
                 for _ in 0..n {
                     match one(client) {
-                        Ok((r, e2e)) => {
-                            let _ = rtt.lock().unwrap().record(r.max(1));
-                            let _ = over.lock().unwrap().record(r.saturating_sub(e2e).max(1));
-                        }
+                        Ok(sample) => samples.lock().unwrap().push(sample),
                         Err(_) => {
                             errors.fetch_add(1, Ordering::Relaxed);
                         }
@@ -207,11 +284,18 @@ fn run_clients(
             });
         }
     });
-    (
-        rtt.into_inner().unwrap(),
-        over.into_inner().unwrap(),
-        errors.into_inner(),
-    )
+    let samples = samples.into_inner().unwrap();
+    let (mut rtt, mut over) = (hist(), hist());
+    for s in &samples {
+        let _ = rtt.record(s.rtt.max(1));
+        let _ = over.record(s.added().max(1));
+    }
+    Round {
+        rtt,
+        over,
+        errors: errors.into_inner(),
+        samples,
+    }
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -259,6 +343,14 @@ fn main() -> ExitCode {
         None,
     );
     let (spec, notes) = runtime.server_thread();
+    let x = image(args.side);
+    let raw_server = match raw_tcp::serve(queue.clone(), x.shape.clone(), spec, notes.clone()) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("error: cannot start the raw TCP server: {e}");
+            return ExitCode::from(1);
+        }
+    };
     let http = match server::start(
         state,
         "127.0.0.1:0".parse().expect("an address"),
@@ -273,7 +365,6 @@ fn main() -> ExitCode {
         }
     };
     let url = format!("http://{}/v2/models/mobilenet/infer", http.addr);
-    let x = image(args.side);
     let (body, header) = binary_body(&x);
     let in_process = |_client: usize| {
         let t0 = Instant::now();
@@ -281,7 +372,11 @@ fn main() -> ExitCode {
             Ok(a) if a.is_served() => {
                 let rtt = t0.elapsed().as_micros() as u64;
                 let e2e = a.timings.map_or(0, |t| t.end_to_end.as_micros() as u64);
-                Ok((rtt, e2e))
+                Ok(Sample {
+                    rtt,
+                    e2e,
+                    handler: None,
+                })
             }
             _ => Err(0u16),
         }
@@ -294,6 +389,50 @@ fn main() -> ExitCode {
     let agents: Vec<ureq::Agent> = (0..64).map(|_| ureq::AgentBuilder::new().build()).collect();
     let over_http = |client: usize| http_infer(&agents[client % 64], &url, &body, header);
     let rq_body = bytes::Bytes::from(body.clone());
+    // Eight hyper connections, each driven by whichever client thread
+    // holds it.
+    let hyper_clients: Vec<Mutex<hyper_client::Client>> = match (0..8)
+        .map(|_| hyper_client::Client::connect(http.addr).map(Mutex::new))
+        .collect()
+    {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: cannot connect a hyper client: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let infer_path = "/v2/models/mobilenet/infer";
+    let over_hyper = |client: usize| {
+        hyper_clients[client % hyper_clients.len()]
+            .lock()
+            .unwrap()
+            .infer(infer_path, &rq_body, header)
+    };
+    // Eight bare TCP connections, kept like the HTTP clients' (client `c`
+    // of every round on connection `c`), each opened by a client thread.
+    let raw_request: Vec<u8> = (x.data.len() as u64)
+        .to_le_bytes()
+        .iter()
+        .chain(x.data.iter())
+        .copied()
+        .collect();
+    let raw_clients: Vec<Mutex<raw_tcp::Client>> = match (0..8)
+        .map(|_| raw_tcp::Client::connect(raw_server.addr).map(Mutex::new))
+        .collect()
+    {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: cannot connect to the raw TCP server: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let over_raw = |client: usize| {
+        raw_clients[client % raw_clients.len()]
+            .lock()
+            .unwrap()
+            .infer(&raw_request)
+            .map_err(|_| 0u16)
+    };
     // A blocking reqwest client runs its connections on a thread of its own,
     // spawned when it is built; a new thread inherits its creator's
     // scheduling, so build them on a client-priority thread. (Built on the
@@ -321,15 +460,28 @@ fn main() -> ExitCode {
     // Warm every path, and open the 8 connections of each client library
     // that the rounds then keep (the server keeps idle connections for
     // `server::KEEP_ALIVE`, longer than any pause between rounds).
-    let _ = run_clients(8, 5, in_process);
-    let _ = run_clients(8, 5, over_http);
-    let _ = run_clients(8, 5, over_reqwest);
+    let _ = run_clients(8, 5, &in_process);
+    let _ = run_clients(8, 5, &over_http);
+    let _ = run_clients(8, 5, &over_reqwest);
+    let _ = run_clients(8, 5, &over_raw);
+    let _ = run_clients(8, 5, &over_hyper);
 
     let code = match args.load_seconds {
-        None => overhead(&args, &in_process, &over_http, &over_reqwest),
+        None => overhead(
+            &args,
+            &in_process,
+            &over_raw,
+            [
+                ("HTTP, binary (ureq)", &over_http as &PathFn<'_>),
+                ("HTTP, binary (reqwest)", &over_reqwest),
+                ("HTTP, binary (hyper, same thread)", &over_hyper),
+            ],
+        ),
         Some(secs) => load(&args, secs, &over_http, &in_process),
     };
     drop(agents);
+    drop(raw_clients);
+    raw_server.stop();
     let _ = http.stop();
     drop(queue);
     let report = runtime.shutdown();
@@ -342,17 +494,19 @@ fn main() -> ExitCode {
 
 fn overhead(
     args: &Args,
-    in_process: &(impl Fn(usize) -> Result<(u64, u64), u16> + Send + Sync),
-    over_http: &(impl Fn(usize) -> Result<(u64, u64), u16> + Send + Sync),
-    over_reqwest: &(impl Fn(usize) -> Result<(u64, u64), u16> + Send + Sync),
+    in_process: &PathFn<'_>,
+    over_raw: &PathFn<'_>,
+    over_http: [(&'static str, &PathFn<'_>); 3],
 ) -> ExitCode {
-    println!(
-        "| clients | idle cores | path | round trip p50 ms | round trip p99 ms | overhead p50 µs | overhead p99 µs | errors |"
-    );
-    println!("|---:|---|---|---:|---:|---:|---:|---:|");
+    /// A path's figures from one round: round trip p50, p99 (ms), overhead
+    /// p50, p99 (µs), then over HTTP its parts (µs; outside the handler,
+    /// intake, reply) at the median and averaged over the p99 tail.
+    type Figures = ([f64; 4], Option<([f64; 3], [f64; 3])>);
+    let mut table = Vec::new();
+    let mut parts_table = Vec::new();
     let notes = ecomap_actors::rt::RtNotes::default();
     for clients in [1usize, 8] {
-        let mut rows: BTreeMap<(&str, &str), Vec<[f64; 4]>> = BTreeMap::new();
+        let mut rows: BTreeMap<(&str, &str), Vec<Figures>> = BTreeMap::new();
         let mut errors: BTreeMap<(&str, &str), u64> = BTreeMap::new();
         for round in 0..args.rounds {
             eprintln!("{clients} client(s), round {}…", round + 1);
@@ -360,7 +514,7 @@ fn overhead(
             // Each round twice: with the kernel's idle states, then with
             // idle cores held polling (the rt-config's `cpu_dma_latency_us:
             // Some(0)`), so the two compare on the same machine minutes.
-            for idle in ["kernel", "cpu_dma_latency 0"] {
+            for idle in ["kernel", "polling"] {
                 let _hold = (idle != "kernel")
                     .then(|| ecomap_actors::rt::hold_wake_latency(0, &notes))
                     .flatten();
@@ -368,50 +522,78 @@ fn overhead(
                     eprintln!("warning: /dev/cpu_dma_latency refused; the held rows are skipped");
                     continue;
                 }
-                for (path, (rtt, over, err)) in [
-                    ("in-process", run_clients(clients, n, in_process)),
-                    ("HTTP, binary (ureq)", run_clients(clients, n, over_http)),
-                    (
-                        "HTTP, binary (reqwest)",
-                        run_clients(clients, n, over_reqwest),
-                    ),
-                ] {
+                let paths = [("in-process", in_process), ("raw TCP, no HTTP", over_raw)]
+                    .into_iter()
+                    .chain(over_http);
+                for (path, one) in paths {
+                    let measured = run_clients(clients, n, one);
                     let path = (path, idle);
-                    rows.entry(path).or_default().push([
-                        rtt.value_at_quantile(0.5) as f64 / 1e3,
-                        rtt.value_at_quantile(0.99) as f64 / 1e3,
-                        over.value_at_quantile(0.5) as f64,
-                        over.value_at_quantile(0.99) as f64,
-                    ]);
-                    *errors.entry(path).or_default() += err;
+                    rows.entry(path).or_default().push((
+                        [
+                            measured.rtt.value_at_quantile(0.5) as f64 / 1e3,
+                            measured.rtt.value_at_quantile(0.99) as f64 / 1e3,
+                            measured.over.value_at_quantile(0.5) as f64,
+                            measured.over.value_at_quantile(0.99) as f64,
+                        ],
+                        measured.median_parts().zip(measured.tail_parts()),
+                    ));
+                    *errors.entry(path).or_default() += measured.errors;
                 }
             }
         }
         for ((path, idle), r) in &rows {
-            let col = |i: usize| median(r.iter().map(|x| x[i]).collect());
-            println!(
+            let col = |i: usize| median(r.iter().map(|x| x.0[i]).collect());
+            table.push(format!(
                 "| {clients} | {idle} | {path} | {:.2} | {:.2} | {:.0} | {:.0} | {} |",
                 col(0),
                 col(1),
                 col(2),
                 col(3),
                 errors[&(*path, *idle)]
-            );
+            ));
+            let parts: Vec<_> = r.iter().filter_map(|x| x.1).collect();
+            if !parts.is_empty() {
+                let med = |i: usize| median(parts.iter().map(|p| p.0[i]).collect());
+                let tail = |i: usize| median(parts.iter().map(|p| p.1[i]).collect());
+                parts_table.push(format!(
+                    "| {clients} | {idle} | {path} | {:.0} / {:.0} | {:.0} / {:.0} | {:.0} / {:.0} |",
+                    med(0),
+                    tail(0),
+                    med(1),
+                    tail(1),
+                    med(2),
+                    tail(2),
+                ));
+            }
         }
+    }
+    println!(
+        "| clients | idle cores | path | round trip p50 ms | round trip p99 ms | overhead p50 µs | overhead p99 µs | errors |"
+    );
+    println!("|---:|---|---|---:|---:|---:|---:|---:|");
+    for line in table {
+        println!("{line}");
+    }
+    println!(
+        "\nWhere the HTTP overhead goes, µs: the median request / the mean of the requests at \
+         or above the p99 overhead (medians over rounds). Outside the handler: the client, TCP \
+         and actix-http; intake: reading and parsing the body until submission; reply: from the \
+         runtime's finish to the response built (the HTTP thread's wake-up). The raw TCP \
+         path's parts are the same spans in its own server thread.\n"
+    );
+    println!("| clients | idle cores | path | outside the handler | intake | reply |");
+    println!("|---:|---|---|---:|---:|---:|");
+    for line in parts_table {
+        println!("{line}");
     }
     ExitCode::SUCCESS
 }
 
-fn load(
-    args: &Args,
-    secs: u64,
-    over_http: &(impl Fn(usize) -> Result<(u64, u64), u16> + Send + Sync),
-    in_process: &(impl Fn(usize) -> Result<(u64, u64), u16> + Send + Sync),
-) -> ExitCode {
+fn load(args: &Args, secs: u64, over_http: &PathFn<'_>, in_process: &PathFn<'_>) -> ExitCode {
     // Capacity: closed-loop throughput with 8 clients.
     let t0 = Instant::now();
-    let (h, _, _) = run_clients(8, 25, in_process);
-    let capacity = h.len() as f64 / t0.elapsed().as_secs_f64();
+    let measured = run_clients(8, 25, in_process);
+    let capacity = measured.samples.len() as f64 / t0.elapsed().as_secs_f64();
     let rate = capacity * args.load_factor;
     eprintln!("capacity {capacity:.1} req/s; offering {rate:.1} req/s for {secs} s…");
     let statuses: Mutex<BTreeMap<u16, u64>> = Mutex::new(BTreeMap::new());
@@ -487,5 +669,267 @@ fn load(
             sent - answered + statuses.get(&0).copied().unwrap_or(0)
         );
         ExitCode::from(1)
+    }
+}
+
+/// The same exchange over a bare loopback TCP connection, no HTTP: the
+/// floor under any network path on this host (a client's send, two
+/// cross-thread wake-ups through the socket, the copies of the body).
+///
+/// A request is the tensor's byte count (u64, little-endian) and its
+/// bytes; the answer is the runtime's end-to-end, intake and handler
+/// times (µs, u64 each), the first output's byte count and its bytes.
+/// Each connection is served by a thread of its own, placed like the HTTP
+/// threads (the rt-config's `server` entry), which reads the body with
+/// `read_exact` into one buffer and waits for the ticket blocking.
+mod raw_tcp {
+    use super::Sample;
+    use ecomap::tensor::{DataType, TensorData};
+    use ecomap_actors::tenant_queue::TenantQueue;
+    use std::io::{Read, Write};
+    use std::net::{SocketAddr, TcpListener, TcpStream};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    use std::time::Instant;
+
+    /// A running server: its address, and how to stop it.
+    pub(super) struct RawServer {
+        pub(super) addr: SocketAddr,
+        stop: Arc<AtomicBool>,
+        accept: std::thread::JoinHandle<Vec<std::thread::JoinHandle<()>>>,
+    }
+
+    impl RawServer {
+        /// Stop accepting, and join every connection's thread (each ends
+        /// when its client closes): none then holds the tenant's queue.
+        pub(super) fn stop(self) {
+            self.stop.store(true, Ordering::SeqCst);
+            // Wake the blocking accept with a connection it will drop.
+            let _ = TcpStream::connect(self.addr);
+            for conn in self.accept.join().unwrap_or_default() {
+                let _ = conn.join();
+            }
+        }
+    }
+
+    /// Start the server.
+    pub(super) fn serve(
+        queue: TenantQueue,
+        shape: Vec<i64>,
+        spec: ecomap::config::rt::ThreadSpec,
+        notes: ecomap_actors::rt::RtNotes,
+    ) -> std::io::Result<RawServer> {
+        let listener = TcpListener::bind("127.0.0.1:0")?;
+        let addr = listener.local_addr()?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopping = stop.clone();
+        let accept = std::thread::Builder::new()
+            .name("raw-tcp-accept".into())
+            .spawn(move || {
+                let mut conns = Vec::new();
+                for stream in listener.incoming() {
+                    if stopping.load(Ordering::SeqCst) {
+                        break;
+                    }
+                    let Ok(stream) = stream else { continue };
+                    let (queue, shape, notes) = (queue.clone(), shape.clone(), notes.clone());
+                    let conn =
+                        std::thread::Builder::new()
+                            .name("raw-tcp".into())
+                            .spawn(move || {
+                                ecomap_actors::rt::apply("raw-tcp", &spec, &notes);
+                                let _ = connection(stream, &queue, &shape);
+                            });
+                    conns.extend(conn);
+                }
+                conns
+            })?;
+        Ok(RawServer { addr, stop, accept })
+    }
+
+    fn connection(mut s: TcpStream, queue: &TenantQueue, shape: &[i64]) -> std::io::Result<()> {
+        s.set_nodelay(true)?;
+        let mut len = [0u8; 8];
+        loop {
+            s.read_exact(&mut len)?;
+            let entered = Instant::now();
+            let mut body = vec![0u8; u64::from_le_bytes(len) as usize];
+            s.read_exact(&mut body)?;
+            let input = TensorData::new(DataType::Fp32, shape.to_vec(), body.into())
+                .map_err(std::io::Error::other)?;
+            let ticket = queue
+                .submit_input(input, None)
+                .map_err(std::io::Error::other)?;
+            let intake = entered.elapsed();
+            let answer = ticket.wait();
+            let e2e = answer
+                .timings
+                .map_or(0, |t| t.end_to_end.as_micros() as u64);
+            let out = answer
+                .outputs
+                .first()
+                .map(|t| t.data.clone())
+                .unwrap_or_default();
+            let handler = entered.elapsed();
+            let mut reply = Vec::with_capacity(32 + out.len());
+            for v in [
+                e2e,
+                intake.as_micros() as u64,
+                handler.as_micros() as u64,
+                out.len() as u64,
+            ] {
+                reply.extend_from_slice(&v.to_le_bytes());
+            }
+            reply.extend_from_slice(&out);
+            s.write_all(&reply)?;
+        }
+    }
+
+    /// One client connection.
+    pub(super) struct Client {
+        stream: TcpStream,
+        answer: Vec<u8>,
+    }
+
+    impl Client {
+        pub(super) fn connect(addr: SocketAddr) -> std::io::Result<Client> {
+            let stream = TcpStream::connect(addr)?;
+            stream.set_nodelay(true)?;
+            Ok(Client {
+                stream,
+                answer: Vec::new(),
+            })
+        }
+
+        /// One exchange; `request` is the length prefix and the bytes, in
+        /// one buffer (one write).
+        pub(super) fn infer(&mut self, request: &[u8]) -> std::io::Result<Sample> {
+            let t0 = Instant::now();
+            self.stream.write_all(request)?;
+            let mut head = [0u8; 32];
+            self.stream.read_exact(&mut head)?;
+            let word =
+                |i: usize| u64::from_le_bytes(head[i * 8..i * 8 + 8].try_into().expect("8 bytes"));
+            self.answer.resize(word(3) as usize, 0);
+            self.stream.read_exact(&mut self.answer)?;
+            Ok(Sample {
+                rtt: t0.elapsed().as_micros() as u64,
+                e2e: word(0),
+                handler: Some((word(1), word(2))),
+            })
+        }
+    }
+}
+
+/// An HTTP/1.1 client on hyper's connection API, driven on the calling
+/// thread by a current-thread tokio runtime: no hand-off to an I/O thread
+/// and back, which reqwest's blocking client makes twice per request.
+mod hyper_client {
+    use super::Sample;
+    use bytes::Bytes;
+    use http_body_util::{BodyExt, Full};
+    use hyper::client::conn::http1::SendRequest;
+    use hyper::{header, Request};
+    use std::net::SocketAddr;
+    use std::time::Instant;
+
+    /// One keep-alive connection, opened again when the server has closed
+    /// it (an idle connection outlives `server::KEEP_ALIVE` while other
+    /// paths run), as reqwest's and ureq's pools do.
+    pub(super) struct Client {
+        rt: tokio::runtime::Runtime,
+        addr: SocketAddr,
+        sender: SendRequest<Full<Bytes>>,
+        host: String,
+    }
+
+    impl Client {
+        pub(super) fn connect(addr: SocketAddr) -> Result<Client, String> {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_io()
+                .build()
+                .map_err(|e| e.to_string())?;
+            let sender = rt.block_on(open(addr))?;
+            Ok(Client {
+                rt,
+                addr,
+                sender,
+                host: addr.to_string(),
+            })
+        }
+
+        /// One inference, the body and its JSON header's length as for
+        /// the other clients.
+        pub(super) fn infer(
+            &mut self,
+            path: &str,
+            body: &Bytes,
+            header: usize,
+        ) -> Result<Sample, u16> {
+            let t0 = Instant::now();
+            let request = Request::post(path)
+                .header(header::HOST, &self.host)
+                .header(header::CONTENT_LENGTH, body.len())
+                .header("Inference-Header-Content-Length", header)
+                .body(Full::new(body.clone()))
+                .map_err(|_| 0u16)?;
+            let (sender, addr) = (&mut self.sender, self.addr);
+            let (status, header_len, bytes) = self.rt.block_on(async {
+                // Let the connection's task run first: it has not run since
+                // the last request, and only it can see that the server
+                // closed the connection in between.
+                tokio::task::yield_now().await;
+                if sender.ready().await.is_err() {
+                    *sender = open(addr).await.map_err(|_| 0u16)?;
+                    sender.ready().await.map_err(|_| 0u16)?;
+                }
+                let response = match sender.try_send_request(request).await {
+                    Ok(r) => r,
+                    // The server closed the idle connection as the request
+                    // went out, before any of it was written: hyper hands
+                    // it back, and it goes again on a new connection.
+                    Err(mut e) => {
+                        let request = e.take_message().ok_or(0u16)?;
+                        *sender = open(addr).await.map_err(|_| 0u16)?;
+                        sender.ready().await.map_err(|_| 0u16)?;
+                        sender.send_request(request).await.map_err(|_| 0u16)?
+                    }
+                };
+                let status = response.status();
+                let header_len: usize = response
+                    .headers()
+                    .get("Inference-Header-Content-Length")
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(0);
+                let bytes = response
+                    .into_body()
+                    .collect()
+                    .await
+                    .map_err(|_| 0u16)?
+                    .to_bytes();
+                Ok::<_, u16>((status, header_len, bytes))
+            })?;
+            if !status.is_success() {
+                return Err(status.as_u16());
+            }
+            let rtt = t0.elapsed().as_micros() as u64;
+            super::http_sample(rtt, &bytes, header_len)
+        }
+    }
+
+    /// Open a connection; its task runs whenever the runtime does, in each
+    /// request's `block_on` on the client's thread.
+    async fn open(addr: SocketAddr) -> Result<SendRequest<Full<Bytes>>, String> {
+        let stream = tokio::net::TcpStream::connect(addr)
+            .await
+            .map_err(|e| e.to_string())?;
+        stream.set_nodelay(true).map_err(|e| e.to_string())?;
+        let (sender, conn) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+                .await
+                .map_err(|e| e.to_string())?;
+        tokio::spawn(conn);
+        Ok(sender)
     }
 }
