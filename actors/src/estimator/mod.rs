@@ -253,7 +253,7 @@ impl TransformerEstimator {
         // The additive head's normalisation is stored with the weights and
         // described by the metadata: both are written together, so a pair
         // that disagrees was mixed from two trainings and would predict
-        // watts on the wrong scale.
+        // watts on the wrong scale. A NaN fails it too.
         if let Some(norm) = vars.get("power_norm") {
             let stored = Vec::<f32>::try_from(norm.to_kind(Kind::Float))
                 .map_err(|e| mismatch(format!("tensor 'power_norm' cannot be read: {e}")))?;
@@ -262,7 +262,8 @@ impl TransformerEstimator {
                 -est.meta.power_mean / est.meta.power_std,
             ];
             for (i, (&s, d)) in stored.iter().zip(described).enumerate() {
-                if (f64::from(s) - d).abs() > 1e-4 * d.abs().max(1.0) {
+                let off = (f64::from(s) - d).abs();
+                if off.is_nan() || off > 1e-4 * d.abs().max(1.0) {
                     return Err(mismatch(format!(
                         "tensor 'power_norm'[{i}] is {s} in the file, but the metadata's power_mean {} and power_std {} make it {d}",
                         est.meta.power_mean, est.meta.power_std
