@@ -470,7 +470,7 @@ fn respond(
         "ecomap_intake_us".into(),
         Value::from(handler.intake.as_micros() as u64),
     );
-    // Taken before encoding (a few µs for these outputs), so it can be
+    // Taken before encoding (a few µs for binary outputs), so it can be
     // written into the response it describes.
     parameters.insert(
         "ecomap_handler_us".into(),

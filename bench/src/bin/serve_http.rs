@@ -107,8 +107,8 @@ struct Sample {
     rtt: u64,
     /// The runtime's release-to-finish time for it, µs.
     e2e: u64,
-    /// Over HTTP, the server handler's own times (`ecomap_intake_us`,
-    /// `ecomap_handler_us`).
+    /// Over the network paths, the server handler's own times
+    /// (`ecomap_intake_us`, `ecomap_handler_us`, or the raw server's).
     handler: Option<(u64, u64)>,
 }
 
@@ -118,10 +118,13 @@ impl Sample {
         self.rtt.saturating_sub(self.e2e)
     }
 
-    /// Over HTTP, the overhead in three parts, µs: outside the handler
-    /// (client, TCP, actix-http's parsing and framing), reading and
-    /// parsing the body until submission, and from the runtime's finish to
-    /// the response built (the ticket's wake-up of the HTTP thread).
+    /// Over the network paths, the overhead in three parts, µs: outside
+    /// the handler (client, TCP, actix-http's routing, parsing and
+    /// framing, the response's encoding), the intake (the body's upload
+    /// and parsing until submission), and from the runtime's finish to the
+    /// response built (the ticket's wake-up of the HTTP thread). The
+    /// runtime's release is stamped inside the submission, so intake and
+    /// end-to-end overlap by a few µs, which the reply part loses.
     fn parts(&self) -> Option<[u64; 3]> {
         let (intake, handler) = self.handler?;
         Some([
@@ -233,7 +236,7 @@ struct Round {
 }
 
 impl Round {
-    /// Over HTTP, the mean of each of [`Sample::parts`] over the requests
+    /// Over the network paths, the mean of each of [`Sample::parts`] over the requests
     /// whose overhead is at or above the round's p99: where the tail is.
     fn tail_parts(&self) -> Option<[f64; 3]> {
         let p99 = self.over.value_at_quantile(0.99);
@@ -252,7 +255,7 @@ impl Round {
         })
     }
 
-    /// Over HTTP, the median of each of [`Sample::parts`].
+    /// Over the network paths, the median of each of [`Sample::parts`].
     fn median_parts(&self) -> Option<[f64; 3]> {
         let parts: Vec<[u64; 3]> = self.samples.iter().filter_map(Sample::parts).collect();
         (!parts.is_empty())
@@ -458,17 +461,26 @@ fn main() -> ExitCode {
         None => Err(0),
     };
     // Warm every path, and open the 8 connections of each client library
-    // that the rounds then keep (the server keeps idle connections for
-    // `server::KEEP_ALIVE`, longer than any pause between rounds).
-    let _ = run_clients(8, 5, &in_process);
-    let _ = run_clients(8, 5, &over_http);
-    let _ = run_clients(8, 5, &over_reqwest);
-    let _ = run_clients(8, 5, &over_raw);
-    let _ = run_clients(8, 5, &over_hyper);
+    // that the rounds then keep. `overhead` warms them again before its
+    // 8-client rounds: the one-client rounds leave connections 1–7 idle
+    // for longer than the server keeps them (`server::KEEP_ALIVE`).
+    let warm = || {
+        for path in [
+            &in_process as &PathFn<'_>,
+            &over_http,
+            &over_reqwest,
+            &over_raw,
+            &over_hyper,
+        ] {
+            let _ = run_clients(8, 5, path);
+        }
+    };
+    warm();
 
     let code = match args.load_seconds {
         None => overhead(
             &args,
+            &warm,
             &in_process,
             &over_raw,
             [
@@ -479,7 +491,11 @@ fn main() -> ExitCode {
         ),
         Some(secs) => load(&args, secs, &over_http, &in_process),
     };
+    // Every client connection closed before the server's graceful stop,
+    // which would otherwise wait them out.
     drop(agents);
+    drop(rq_clients);
+    drop(hyper_clients);
     drop(raw_clients);
     raw_server.stop();
     let _ = http.stop();
@@ -494,6 +510,7 @@ fn main() -> ExitCode {
 
 fn overhead(
     args: &Args,
+    warm: &dyn Fn(),
     in_process: &PathFn<'_>,
     over_raw: &PathFn<'_>,
     over_http: [(&'static str, &PathFn<'_>); 3],
@@ -506,6 +523,9 @@ fn overhead(
     let mut parts_table = Vec::new();
     let notes = ecomap_actors::rt::RtNotes::default();
     for clients in [1usize, 8] {
+        if clients > 1 {
+            warm();
+        }
         let mut rows: BTreeMap<(&str, &str), Vec<Figures>> = BTreeMap::new();
         let mut errors: BTreeMap<(&str, &str), u64> = BTreeMap::new();
         for round in 0..args.rounds {
@@ -677,8 +697,9 @@ fn load(args: &Args, secs: u64, over_http: &PathFn<'_>, in_process: &PathFn<'_>)
 /// cross-thread wake-ups through the socket, the copies of the body).
 ///
 /// A request is the tensor's byte count (u64, little-endian) and its
-/// bytes; the answer is the runtime's end-to-end, intake and handler
-/// times (µs, u64 each), the first output's byte count and its bytes.
+/// bytes; the answer is a status (0: served), the runtime's end-to-end,
+/// intake and handler times (µs), the first output's byte count (u64
+/// each) and its bytes.
 /// Each connection is served by a thread of its own, placed like the HTTP
 /// threads (the rt-config's `server` entry), which reads the body with
 /// `read_exact` into one buffer and waits for the ticket blocking.
@@ -750,31 +771,43 @@ mod raw_tcp {
     fn connection(mut s: TcpStream, queue: &TenantQueue, shape: &[i64]) -> std::io::Result<()> {
         s.set_nodelay(true)?;
         let mut len = [0u8; 8];
+        // One body buffer, reused like the HTTP server's pooled ones: it
+        // comes back once the worker has dropped the input.
+        let mut spare: Option<bytes::BytesMut> = None;
         loop {
             s.read_exact(&mut len)?;
             let entered = Instant::now();
-            let mut body = vec![0u8; u64::from_le_bytes(len) as usize];
+            let n = u64::from_le_bytes(len) as usize;
+            let mut body = spare.take().unwrap_or_default();
+            body.resize(n, 0);
             s.read_exact(&mut body)?;
-            let input = TensorData::new(DataType::Fp32, shape.to_vec(), body.into())
-                .map_err(std::io::Error::other)?;
-            let ticket = queue
-                .submit_input(input, None)
-                .map_err(std::io::Error::other)?;
-            let intake = entered.elapsed();
-            let answer = ticket.wait();
-            let e2e = answer
-                .timings
-                .map_or(0, |t| t.end_to_end.as_micros() as u64);
-            let out = answer
-                .outputs
-                .first()
-                .map(|t| t.data.clone())
-                .unwrap_or_default();
+            let body = body.freeze();
+            let answer = TensorData::new(DataType::Fp32, shape.to_vec(), body.clone())
+                .map_err(|e| e.to_string())
+                .and_then(|input| queue.submit_input(input, None).map_err(|e| e.to_string()))
+                .map(|ticket| (entered.elapsed(), ticket.wait()));
+            spare = body.try_into_mut().ok();
+            // Status 0: served, with its timings and first output; 1: not
+            // (refused, shed, expired or failed), answered all the same.
+            let (status, e2e, intake, out) = match &answer {
+                Ok((intake, a)) if a.is_served() => (
+                    0,
+                    a.timings.map_or(0, |t| t.end_to_end.as_micros() as u64),
+                    intake.as_micros() as u64,
+                    a.outputs
+                        .first()
+                        .map(|t| t.data.clone())
+                        .unwrap_or_default(),
+                ),
+                _ => (1, 0, 0, bytes::Bytes::new()),
+            };
+            drop(answer);
             let handler = entered.elapsed();
-            let mut reply = Vec::with_capacity(32 + out.len());
+            let mut reply = Vec::with_capacity(40 + out.len());
             for v in [
+                status,
                 e2e,
-                intake.as_micros() as u64,
+                intake,
                 handler.as_micros() as u64,
                 out.len() as u64,
             ] {
@@ -806,16 +839,19 @@ mod raw_tcp {
         pub(super) fn infer(&mut self, request: &[u8]) -> std::io::Result<Sample> {
             let t0 = Instant::now();
             self.stream.write_all(request)?;
-            let mut head = [0u8; 32];
+            let mut head = [0u8; 40];
             self.stream.read_exact(&mut head)?;
             let word =
                 |i: usize| u64::from_le_bytes(head[i * 8..i * 8 + 8].try_into().expect("8 bytes"));
-            self.answer.resize(word(3) as usize, 0);
+            self.answer.resize(word(4) as usize, 0);
             self.stream.read_exact(&mut self.answer)?;
+            if word(0) != 0 {
+                return Err(std::io::Error::other("the request was not served"));
+            }
             Ok(Sample {
                 rtt: t0.elapsed().as_micros() as u64,
-                e2e: word(0),
-                handler: Some((word(1), word(2))),
+                e2e: word(1),
+                handler: Some((word(2), word(3))),
             })
         }
     }
