@@ -113,25 +113,48 @@ fn ecomap(args: &[&str]) -> std::process::Output {
         .unwrap()
 }
 
+/// Train a tiny estimator with the CLI (2 epochs, `extra` options) into
+/// `dir/est` from `dir/tiny-profile.csv`; the data and weights paths.
+fn train_tiny(dir: &Path, extra: &[&str]) -> (String, PathBuf) {
+    let data = dir.join("tiny-profile.csv");
+    write_profile(&data, &tiny_dataset()).unwrap();
+    assert_eq!(read_profile(&data).unwrap().len(), tiny_dataset().len());
+    let out = dir.join("est");
+    let mut args = vec![
+        "train-estimator",
+        "--data",
+        data.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--epochs",
+        "2",
+    ];
+    args.extend_from_slice(extra);
+    let o = ecomap(&args);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(out.join("estimator_eval.csv").is_file());
+    (data.to_str().unwrap().to_string(), out)
+}
+
+/// `train-estimator --evaluate` of the weights in `out` on `data`.
+fn evaluate_weights(data: &str, out: &Path) -> std::process::Output {
+    let out = out.to_str().unwrap();
+    ecomap(&[
+        "train-estimator",
+        "--evaluate",
+        "--data",
+        data,
+        "--weights",
+        out,
+        "--out",
+        out,
+    ])
+}
+
 #[test]
 fn weights_that_do_not_match_the_network_exit_2() {
     let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("tiny-profile.csv");
-    write_profile(&data, &tiny_dataset()).unwrap();
-    assert_eq!(read_profile(&data).unwrap().len(), tiny_dataset().len());
-    let out = dir.path().join("est");
-    let (data_s, out_s) = (data.to_str().unwrap(), out.to_str().unwrap());
-    let o = ecomap(&[
-        "train-estimator",
-        "--data",
-        data_s,
-        "--out",
-        out_s,
-        "--epochs",
-        "2",
-    ]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    assert!(out.join("estimator_eval.csv").is_file());
+    let (data, out) = train_tiny(dir.path(), &[]);
     // The metadata now describes a wider network than the weights hold.
     let meta = std::fs::read_to_string(out.join("estimator.ron")).unwrap();
     std::fs::write(
@@ -139,16 +162,7 @@ fn weights_that_do_not_match_the_network_exit_2() {
         meta.replace("width: 32", "width: 48"),
     )
     .unwrap();
-    let o = ecomap(&[
-        "train-estimator",
-        "--evaluate",
-        "--data",
-        data_s,
-        "--weights",
-        out_s,
-        "--out",
-        out_s,
-    ]);
+    let o = evaluate_weights(&data, &out);
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(2), "{err}");
     assert!(
@@ -161,40 +175,9 @@ fn weights_that_do_not_match_the_network_exit_2() {
 #[test]
 fn an_additive_head_whose_metadata_disagrees_with_its_weights_exits_2() {
     let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("tiny-profile.csv");
-    write_profile(&data, &tiny_dataset()).unwrap();
-    let out = dir.path().join("est");
-    let (data_s, out_s) = (data.to_str().unwrap(), out.to_str().unwrap());
-    let train = ecomap(&[
-        "train-estimator",
-        "--data",
-        data_s,
-        "--out",
-        out_s,
-        "--epochs",
-        "2",
-        "--power-head",
-        "additive",
-    ]);
-    assert!(
-        train.status.success(),
-        "{}",
-        String::from_utf8_lossy(&train.stderr)
-    );
-    let evaluate = || {
-        ecomap(&[
-            "train-estimator",
-            "--evaluate",
-            "--data",
-            data_s,
-            "--weights",
-            out_s,
-            "--out",
-            out_s,
-        ])
-    };
+    let (data, out) = train_tiny(dir.path(), &["--power-head", "additive"]);
     // Written together, they load.
-    let o = evaluate();
+    let o = evaluate_weights(&data, &out);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     // The metadata of another training: same network, another power scale.
     let meta = std::fs::read_to_string(out.join("estimator.ron")).unwrap();
@@ -208,7 +191,7 @@ fn an_additive_head_whose_metadata_disagrees_with_its_weights_exits_2() {
         meta.replace(&line, "    power_mean: 9.5,"),
     )
     .unwrap();
-    let o = evaluate();
+    let o = evaluate_weights(&data, &out);
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(2), "{err}");
     assert!(

@@ -158,7 +158,7 @@ def main():
             params = r.get_response()["parameters"]
             check(params["ecomap_outcome"] == "on_time", "outcome given")
             # The handler's span holds its intake and the runtime's own.
-            check(0 <= params["ecomap_intake_us"] <= params["ecomap_handler_us"]
+            check(params["ecomap_intake_us"] <= params["ecomap_handler_us"]
                   and params["ecomap_e2e_us"] <= params["ecomap_handler_us"],
                   f"timings nest: {params}")
         # No outputs named: all outputs, binary (the client asks for that).

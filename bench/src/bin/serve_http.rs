@@ -412,7 +412,7 @@ fn main() -> ExitCode {
             .infer(infer_path, &rq_body, header)
     };
     // Eight bare TCP connections, kept like the HTTP clients' (client `c`
-    // of every round on connection `c`), each opened by a client thread.
+    // of every round on connection `c`).
     let raw_request: Vec<u8> = (x.data.len() as u64)
         .to_le_bytes()
         .iter()
