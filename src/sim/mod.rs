@@ -110,10 +110,12 @@ pub enum SimError {
     Estimator(String),
     /// The clairvoyant planner's search space is too large to enumerate.
     #[error(
-        "the oracle would enumerate {candidates} mode × variant combinations (at most \
-         {max}); use fewer tenants or variants per family"
+        "the oracle would enumerate {candidates} {what} combinations (at most {max}); use \
+         fewer tenants, variants per family or (for the re-mapping oracle) `movable_to` units"
     )]
     SearchSpace {
+        /// What is combined: `mode × variant` or `mode × variant × unit`.
+        what: &'static str,
         /// Combinations.
         candidates: u128,
         /// The limit.

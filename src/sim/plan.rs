@@ -80,8 +80,9 @@ impl Analysis {
         let mut sum_service = vec![0.0; units];
         for (t, tm) in self.tenants.iter().enumerate() {
             let v = c.variants[t];
-            let share = 1.0 / tm.units.len() as f64;
-            for &u in &tm.units {
+            let on = self.units_of(c, t);
+            let share = 1.0 / on.len() as f64;
+            for &u in on {
                 let s = tm.cost_s[v][u] * self.slowdown[c.mode][u];
                 util[u] += tm.rate_hz * share * s;
                 sum_service[u] += s;
@@ -99,8 +100,8 @@ impl Analysis {
             util[u] *= stretch[u];
             feasible &= util[u] <= MAX_UTILISATION;
         }
-        for tm in &self.tenants {
-            for &u in &tm.units {
+        for (t, tm) in self.tenants.iter().enumerate() {
+            for &u in self.units_of(c, t) {
                 // Its own job plus one job of every other tenant on the unit
                 // that may be ahead of it (non-preemptive EDF), all on this
                 // unit, stretched.
@@ -122,6 +123,15 @@ impl Analysis {
         }
     }
 
+    /// The units tenant `t` is served on under `c`: the one it is moved
+    /// to, or the workload's.
+    fn units_of<'a>(&'a self, c: &'a Candidate, t: usize) -> &'a [usize] {
+        match &c.units {
+            Some(units) => std::slice::from_ref(&units[t]),
+            None => &self.tenants[t].units,
+        }
+    }
+
     /// Stretch per busy neighbour at `mode`.
     fn contention(&self, mode: ModeId) -> f64 {
         self.device.contention_factor(1, mode) - 1.0
@@ -136,33 +146,72 @@ impl Analysis {
         }
     }
 
-    /// Every candidate, modes × variants (for small spaces).
+    /// Every candidate, modes × variants, on the workload's mapping (for
+    /// small spaces).
     pub fn all_candidates(&self) -> Vec<Candidate> {
         let mut out = Vec::new();
         let counts: Vec<usize> = self.tenants.iter().map(|t| t.top1.len()).collect();
         for mode in 0..self.device.modes().len() {
-            let mut v = vec![0; counts.len()];
-            loop {
+            for_each_combination(&counts, |v| {
                 out.push(Candidate {
                     mode,
-                    variants: v.clone(),
+                    variants: v.to_vec(),
                     units: None,
-                });
-                // Odometer increment.
-                let mut i = 0;
-                while i < v.len() {
-                    v[i] += 1;
-                    if v[i] < counts[i] {
-                        break;
-                    }
-                    v[i] = 0;
-                    i += 1;
-                }
-                if i == v.len() {
-                    break;
-                }
-            }
+                })
+            });
         }
+        out
+    }
+
+    /// How many candidates [`Analysis::all_candidates`] (`remap` false)
+    /// or [`Analysis::least_power_remapped`] (`remap` true) enumerate.
+    pub fn search_space(&self, remap: bool) -> u128 {
+        self.tenants
+            .iter()
+            .fold(self.device.modes().len() as u128, |n, t| {
+                let units = if remap { t.movable.len() } else { 1 };
+                n.saturating_mul(t.top1.len() as u128)
+                    .saturating_mul(units as u128)
+            })
+    }
+
+    /// For every choice of variants, the feasible mode and assignment of
+    /// each tenant to one unit it may run on (`units` and `movable_to`)
+    /// with the least predicted power, and its prediction; choices with
+    /// no feasible mapping are left out. A candidate's accuracy depends on
+    /// its variants alone, so no other candidate can be on the (power,
+    /// accuracy) front the oracle chooses from.
+    pub fn least_power_remapped(&self) -> Vec<(Candidate, Prediction)> {
+        let n = self.tenants.len();
+        let variant_counts: Vec<usize> = self.tenants.iter().map(|t| t.top1.len()).collect();
+        let unit_counts: Vec<usize> = self.tenants.iter().map(|t| t.movable.len()).collect();
+        let mut trial = Candidate {
+            mode: 0,
+            variants: vec![0; n],
+            units: Some(vec![0; n]),
+        };
+        let mut out = Vec::new();
+        for_each_combination(&variant_counts, |variants| {
+            trial.variants.copy_from_slice(variants);
+            let mut best: Option<(Candidate, Prediction)> = None;
+            for mode in 0..self.device.modes().len() {
+                trial.mode = mode;
+                for_each_combination(&unit_counts, |picks| {
+                    if let Some(units) = trial.units.as_mut() {
+                        for (t, &k) in picks.iter().enumerate() {
+                            units[t] = self.tenants[t].movable[k];
+                        }
+                    }
+                    let p = self.predict(&trial);
+                    // Strictly less: the first of equals (lowest mode
+                    // index, then unit order) is kept, so it is replayable.
+                    if p.feasible && best.as_ref().is_none_or(|b| p.power_w < b.1.power_w) {
+                        best = Some((trial.clone(), p));
+                    }
+                });
+            }
+            out.extend(best);
+        });
         out
     }
 
@@ -183,6 +232,30 @@ impl Analysis {
     fn max_accuracy(&self) -> f64 {
         self.predict(&self.heaviest(self.device.reference_mode()))
             .accuracy
+    }
+}
+
+/// Calls `f` with every index vector `i` with `i[k] < counts[k]`, the
+/// first index turning fastest (an odometer). Nothing when a count is 0.
+fn for_each_combination(counts: &[usize], mut f: impl FnMut(&[usize])) {
+    if counts.contains(&0) {
+        return;
+    }
+    let mut i = vec![0; counts.len()];
+    loop {
+        f(&i);
+        let mut k = 0;
+        while k < i.len() {
+            i[k] += 1;
+            if i[k] < counts[k] {
+                break;
+            }
+            i[k] = 0;
+            k += 1;
+        }
+        if k == i.len() {
+            return;
+        }
     }
 }
 
@@ -273,6 +346,13 @@ impl Planner {
                 analysis,
                 hourly,
                 accuracy_target.unwrap_or_else(|| analysis.max_accuracy()),
+                false,
+            )?),
+            PlanPolicy::RemappingOracle => Planner::Oracle(oracle_schedule_checked(
+                analysis,
+                hourly,
+                accuracy_target.unwrap_or_else(|| analysis.max_accuracy()),
+                true,
             )?),
             PlanPolicy::Mapping {
                 accuracy_point_g_per_h,
@@ -425,21 +505,28 @@ fn anneal(
 /// The largest search space the oracle enumerates.
 pub const MAX_ORACLE_CANDIDATES: u128 = 2_000_000;
 
+/// The largest search space the re-mapping oracle enumerates: the default
+/// Xavier workload's is 7.5 M (5 modes × 864 variant choices × 1728
+/// mappings), a few seconds per run.
+pub const MAX_REMAPPING_ORACLE_CANDIDATES: u128 = 50_000_000;
+
 fn oracle_schedule_checked(
     analysis: &Analysis,
     hourly: &[f64],
     target: f64,
+    remap: bool,
 ) -> Result<Vec<Candidate>, SimError> {
-    let candidates = analysis
-        .tenants
-        .iter()
-        .fold(analysis.device.modes().len() as u128, |n, t| {
-            n.saturating_mul(t.top1.len() as u128)
-        });
-    if candidates > MAX_ORACLE_CANDIDATES {
+    let candidates = analysis.search_space(remap);
+    let (max, what) = if remap {
+        (MAX_REMAPPING_ORACLE_CANDIDATES, "mode × variant × unit")
+    } else {
+        (MAX_ORACLE_CANDIDATES, "mode × variant")
+    };
+    if candidates > max {
         return Err(SimError::SearchSpace {
             candidates,
-            max: MAX_ORACLE_CANDIDATES,
+            max,
+            what,
         });
     }
     let max = analysis.max_accuracy();
@@ -448,7 +535,11 @@ fn oracle_schedule_checked(
     if target > max + 1e-6 {
         return Err(SimError::AccuracyOutOfReach { target, max });
     }
-    Ok(oracle_schedule(analysis, hourly, target))
+    Ok(if remap {
+        remapping_oracle_schedule(analysis, hourly, target)
+    } else {
+        oracle_schedule(analysis, hourly, target)
+    })
 }
 
 /// The modes a plan names must exist on the device (checked before any run).
@@ -475,7 +566,7 @@ pub fn check_modes(policy: &PlanPolicy, device: &DeviceModel) -> Result<(), SimE
 /// accuracy reaches `target` (or the most accurate feasible schedule when
 /// it cannot).
 fn oracle_schedule(analysis: &Analysis, hourly: &[f64], target: f64) -> Vec<Candidate> {
-    let mut options: Vec<(Candidate, Prediction)> = analysis
+    let options: Vec<(Candidate, Prediction)> = analysis
         .all_candidates()
         .into_iter()
         .map(|c| {
@@ -484,6 +575,23 @@ fn oracle_schedule(analysis: &Analysis, hourly: &[f64], target: f64) -> Vec<Cand
         })
         .filter(|(_, p)| p.feasible)
         .collect();
+    schedule_on_front(options, analysis, hourly, target)
+}
+
+/// [`oracle_schedule`] over every mapping of the tenants onto the units
+/// they may run on, as the mapping planner may move them.
+fn remapping_oracle_schedule(analysis: &Analysis, hourly: &[f64], target: f64) -> Vec<Candidate> {
+    schedule_on_front(analysis.least_power_remapped(), analysis, hourly, target)
+}
+
+/// The schedule of [`oracle_schedule`] from the feasible `options`; the
+/// heaviest variants at the reference mode every hour when there are none.
+fn schedule_on_front(
+    mut options: Vec<(Candidate, Prediction)>,
+    analysis: &Analysis,
+    hourly: &[f64],
+    target: f64,
+) -> Vec<Candidate> {
     if options.is_empty() {
         let c = analysis.heaviest(analysis.device.reference_mode());
         return vec![c; hourly.len()];
@@ -547,6 +655,16 @@ mod tests {
         crate::sim::analyse(&w, &d).unwrap()
     }
 
+    /// A workload whose text names a catalog (resolved as a file would be).
+    fn catalog_analysis(text: &str) -> Analysis {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("w.ron");
+        std::fs::write(&file, text).unwrap();
+        let w = Workload::load(&file).unwrap();
+        let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("rt-config/devices/xavier.ron");
+        crate::sim::analyse(&w, &DeviceModel::load(&p).unwrap()).unwrap()
+    }
+
     /// One GPU tenant: 12 ms at MAXN, 30 Hz, 33 ms deadline — feasible at
     /// MAXN (36%), 30 W, MaxQ and 15 W (≈ 61%); 10 W needs 24 ms × 30 = 73%
     /// and a 24 ms response: also feasible. 60 Hz at 10 W is not.
@@ -586,25 +704,13 @@ mod tests {
 
     #[test]
     fn the_oracle_never_plans_a_predicted_miss_and_meets_its_accuracy() {
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("w.ron");
         let catalog = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("policies/models.ron");
-        std::fs::write(
-            &file,
-            format!(
-                r#"(catalog: "{}", tenants: [
+        let a = catalog_analysis(&format!(
+            r#"(catalog: "{}", tenants: [
                 (name: "cam", model: Family("imagenet-resnet-deep"), units: Some(["gpu"]),
                  arrival: Periodic(rate_hz: 60.0), deadline: "33ms", capacity: 4)])"#,
-                catalog.display()
-            ),
-        )
-        .unwrap();
-        let w = Workload::load(&file).unwrap();
-        let d = DeviceModel::load(
-            &PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("rt-config/devices/xavier.ron"),
-        )
-        .unwrap();
-        let a = crate::sim::analyse(&w, &d).unwrap();
+            catalog.display()
+        ));
         let hourly: Vec<f64> = (0..48)
             .map(|h| if h % 24 < 12 { 50.0 } else { 600.0 })
             .collect();
@@ -631,6 +737,123 @@ mod tests {
             acc(0),
             acc(12)
         );
+    }
+
+    /// Two 12 ms GPU tenants at 30 Hz: together on the GPU only a fast
+    /// mode keeps up (at 10 W each needs ~24 ms: 146% of the GPU); one
+    /// moved to a DLA core, both fit at 10 W.
+    fn two_movable() -> Analysis {
+        analysis(
+            r#"(tenants: [
+                (name: "a", model: Synthetic(service: "12ms"), units: Some(["gpu"]),
+                 movable_to: Some(["dla0"]), arrival: Periodic(rate_hz: 30.0),
+                 deadline: "33ms", capacity: 4),
+                (name: "b", model: Synthetic(service: "12ms"), units: Some(["gpu"]),
+                 movable_to: Some(["dla0"]), arrival: Periodic(rate_hz: 30.0),
+                 deadline: "33ms", capacity: 4)])"#,
+        )
+    }
+
+    #[test]
+    fn the_remapping_oracle_moves_a_tenant_where_the_fixed_mapping_needs_a_faster_mode() {
+        let a = two_movable();
+        let mode = |c: &Candidate| a.device.modes()[c.mode].name.clone();
+        assert_eq!(a.search_space(false), 5);
+        assert_eq!(a.search_space(true), 5 * 2 * 2);
+        let fixed = oracle_schedule(&a, &[300.0, 300.0], 0.0);
+        let moved = remapping_oracle_schedule(&a, &[300.0, 300.0], 0.0);
+        assert_eq!(fixed[0].units, None);
+        assert_ne!(mode(&fixed[0]), "MODE_10W");
+        assert_eq!(mode(&moved[0]), "MODE_10W");
+        let units = moved[0]
+            .units
+            .clone()
+            .expect("the re-mapping oracle names units");
+        assert_ne!(units[0], units[1], "one tenant per unit: {units:?}");
+        let (pf, pm) = (a.predict(&fixed[0]), a.predict(&moved[0]));
+        assert!(pf.feasible && pm.feasible);
+        assert!(pm.power_w < pf.power_w, "{} vs {}", pm.power_w, pf.power_w);
+        // The same assignment on the workload's mapping is not feasible.
+        let unmoved = Candidate {
+            units: None,
+            ..moved[0].clone()
+        };
+        assert!(!a.predict(&unmoved).feasible);
+    }
+
+    #[test]
+    fn the_remapped_options_are_the_least_power_mapping_of_each_variant_choice() {
+        let a = catalog_analysis(&format!(
+            r#"(catalog: "{}", tenants: [
+                (name: "cam", model: Family("imagenet-resnet-deep"), units: Some(["gpu"]),
+                 movable_to: Some(["dla0", "dla1"]), arrival: Periodic(rate_hz: 30.0),
+                 deadline: "33ms", capacity: 4),
+                (name: "gesture", model: Family("imagenet-resnet18"), units: Some(["dla1"]),
+                 movable_to: Some(["gpu", "cpu0"]), arrival: Periodic(rate_hz: 5.0),
+                 deadline: "100ms", capacity: 2)])"#,
+            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .join("policies/models.ron")
+                .display()
+        ));
+        let options = a.least_power_remapped();
+        // One option per variant choice (4 × 2), each feasible, each on
+        // units its tenant may run on, none beaten by another mapping.
+        assert_eq!(options.len(), 8);
+        let modes = a.device.modes().len();
+        for (c, p) in &options {
+            assert!(p.feasible);
+            assert_eq!(*p, a.predict(c));
+            let units = c.units.as_ref().unwrap();
+            for (t, u) in units.iter().enumerate() {
+                assert!(a.tenants[t].movable.contains(u), "{c:?}");
+            }
+            for mode in 0..modes {
+                for u0 in &a.tenants[0].movable {
+                    for u1 in &a.tenants[1].movable {
+                        let other = Candidate {
+                            mode,
+                            variants: c.variants.clone(),
+                            units: Some(vec![*u0, *u1]),
+                        };
+                        let q = a.predict(&other);
+                        assert!(
+                            !q.feasible || q.power_w >= p.power_w,
+                            "{other:?} beats {c:?}"
+                        );
+                    }
+                }
+            }
+            // Never worse than the workload's own mapping at any mode.
+            for mode in 0..modes {
+                let fixed = a.predict(&Candidate {
+                    mode,
+                    variants: c.variants.clone(),
+                    units: None,
+                });
+                assert!(!fixed.feasible || fixed.power_w >= p.power_w);
+            }
+        }
+        let mut variants: Vec<_> = options.iter().map(|(c, _)| c.variants.clone()).collect();
+        variants.dedup();
+        assert_eq!(variants.len(), 8);
+    }
+
+    #[test]
+    fn combinations_turn_the_first_index_fastest_and_stop_at_a_zero_count() {
+        let mut seen = Vec::new();
+        for_each_combination(&[2, 3], |i| seen.push(i.to_vec()));
+        assert_eq!(seen.len(), 6);
+        assert_eq!(seen[..3], [vec![0, 0], vec![1, 0], vec![0, 1]]);
+        assert_eq!(seen[5], vec![1, 2]);
+        let mut none = 0;
+        for_each_combination(&[2, 0], |_| none += 1);
+        assert_eq!(none, 0);
+        let mut one = 0;
+        for_each_combination(&[], |i| {
+            assert!(i.is_empty());
+            one += 1
+        });
+        assert_eq!(one, 1);
     }
 
     #[test]

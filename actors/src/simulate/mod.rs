@@ -262,9 +262,12 @@ pub fn run_simulate(args: &SimulateArgs) -> Result<Vec<SummaryRow>, SimulateErro
     }
     // The oracle must match `ecomap`'s accuracy on the same trace: make
     // sure an `ecomap` run exists (run it even if not asked for).
-    let needs_oracle = policies
-        .iter()
-        .any(|p| matches!(p.plan, Some(PlanPolicy::Oracle)));
+    let needs_oracle = policies.iter().any(|p| {
+        matches!(
+            p.plan,
+            Some(PlanPolicy::Oracle | PlanPolicy::RemappingOracle)
+        )
+    });
     if args.oracle_accuracy.is_some() && !needs_oracle {
         return Err(SimulateError::OracleAccuracyWithoutOracle);
     }
@@ -277,7 +280,12 @@ pub fn run_simulate(args: &SimulateArgs) -> Result<Vec<SummaryRow>, SimulateErro
         None => None,
     };
     let asked = args.policies.len();
-    let is_oracle = |p: &Policy| matches!(p.plan, Some(PlanPolicy::Oracle));
+    let is_oracle = |p: &Policy| {
+        matches!(
+            p.plan,
+            Some(PlanPolicy::Oracle | PlanPolicy::RemappingOracle)
+        )
+    };
     let mut first_wave = Vec::new();
     let mut second_wave = Vec::new();
     for trace in 0..traces.len() {
