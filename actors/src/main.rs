@@ -291,10 +291,11 @@ enum Command {
         /// Runs in parallel (default: the cores available).
         #[arg(long)]
         jobs: Option<usize>,
-        /// Hold `oracle` to this mean accuracy (%, e.g. 76.0) on every
-        /// trace instead of `ecomap`'s: the least predicted carbon of any
-        /// hourly schedule of modes and variants (on the workload's unit
-        /// mapping) at that accuracy.
+        /// Hold `oracle` and `oracle-remap` to this mean accuracy (%, e.g.
+        /// 76.0) on every trace instead of `ecomap`'s: the least predicted
+        /// carbon of any hourly schedule of modes and variants (on the
+        /// workload's unit mapping; `oracle-remap`: and of units) at that
+        /// accuracy.
         #[arg(long, value_parser = parse_accuracy)]
         oracle_accuracy: Option<f64>,
     },

@@ -364,7 +364,7 @@ fn the_oracle_can_be_held_to_a_given_accuracy_without_an_ecomap_run() {
     let os = out.to_str().unwrap();
     assert_exit_2(
         &simulate_6h("max-perf", ts, os, &["--oracle-accuracy", "76"]),
-        &["--policies has no `oracle`"],
+        &["--policies has no `oracle` or `oracle-remap`"],
     );
     assert_exit_2(
         &simulate_6h("oracle", ts, os, &["--oracle-accuracy", "99"]),

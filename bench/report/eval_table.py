@@ -41,8 +41,8 @@ for t in traces:
     cands = [
         get[(t, p)]
         for p in policies
-        # Baselines only: not ecomap, its ablations, or the oracle.
-        if not p.startswith("ecomap") and p != "oracle"
+        # Baselines only: not ecomap, its ablations, or the oracles.
+        if not p.startswith("ecomap") and not p.startswith("oracle")
         and f(get[(t, p)], "miss_pct") <= 1.0
         and f(get[(t, p)], "accuracy_pct") >= base_acc - 1.5
     ]

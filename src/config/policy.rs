@@ -183,10 +183,10 @@ pub enum PlanPolicy {
     /// variants that minimise carbon subject to every deadline, at the
     /// same mean accuracy as the `ecomap` policy over the span.
     Oracle,
-    /// [`PlanPolicy::Oracle`] that may also move each tenant to any unit
-    /// the workload lets it run on (`units`, `movable_to`), as the mapping
-    /// planner may: the bound on what any schedule of modes, variants and
-    /// mappings can do.
+    /// [`PlanPolicy::Oracle`] that may also move each tenant to any one
+    /// unit the workload lets it run on (`units`, `movable_to`), as the
+    /// mapping planner may: the bound on what any schedule of modes,
+    /// variants and single-unit mappings can do.
     RemappingOracle,
     /// The mapping planner (`ecomap::planner`): when the intensity moves
     /// past `hysteresis_gco2` since the last plan, search power mode ×

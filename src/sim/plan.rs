@@ -179,8 +179,11 @@ impl Analysis {
     /// each tenant to one unit it may run on (`units` and `movable_to`)
     /// with the least predicted power, and its prediction; choices with
     /// no feasible mapping are left out. A candidate's accuracy depends on
-    /// its variants alone, so no other candidate can be on the (power,
-    /// accuracy) front the oracle chooses from.
+    /// its variants alone, so no other single-unit mapping can be on the
+    /// (power, accuracy) front the oracle chooses from. Each tenant is on
+    /// one unit, as the mapping planner places it: a workload that spreads
+    /// a tenant over several `units` has that split tried by `oracle`, not
+    /// here.
     pub fn least_power_remapped(&self) -> Vec<(Candidate, Prediction)> {
         let n = self.tenants.len();
         let variant_counts: Vec<usize> = self.tenants.iter().map(|t| t.top1.len()).collect();
@@ -507,7 +510,7 @@ pub const MAX_ORACLE_CANDIDATES: u128 = 2_000_000;
 
 /// The largest search space the re-mapping oracle enumerates: the default
 /// Xavier workload's is 7.5 M (5 modes × 864 variant choices × 1728
-/// mappings), a few seconds per run.
+/// mappings), about a second per run in a release build.
 pub const MAX_REMAPPING_ORACLE_CANDIDATES: u128 = 50_000_000;
 
 fn oracle_schedule_checked(
@@ -833,8 +836,8 @@ mod tests {
                 assert!(!fixed.feasible || fixed.power_w >= p.power_w);
             }
         }
-        let mut variants: Vec<_> = options.iter().map(|(c, _)| c.variants.clone()).collect();
-        variants.dedup();
+        let variants: std::collections::HashSet<_> =
+            options.iter().map(|(c, _)| c.variants.clone()).collect();
         assert_eq!(variants.len(), 8);
     }
 

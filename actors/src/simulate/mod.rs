@@ -50,9 +50,10 @@ pub struct SimulateArgs {
     pub policy_dir: PathBuf,
     /// Model descriptors for mapping policies' trained estimators.
     pub descriptors: PathBuf,
-    /// Hold the oracle to this mean accuracy (%) on every trace instead of
+    /// Hold the oracles to this mean accuracy (%) on every trace instead of
     /// `ecomap`'s: the least predicted carbon of any hourly schedule of
-    /// modes and variants (on the workload's unit mapping) at it.
+    /// modes and variants (on the workload's unit mapping; `oracle-remap`:
+    /// and of units) at it.
     pub oracle_accuracy: Option<f64>,
 }
 
@@ -94,7 +95,7 @@ pub enum SimulateError {
     #[error("{0}")]
     Estimator(String),
     /// `--oracle-accuracy` without an `oracle` to hold to it.
-    #[error("--oracle-accuracy holds the oracle to an accuracy, but --policies has no `oracle`; add it (e.g. --policies oracle)")]
+    #[error("--oracle-accuracy holds the oracles to an accuracy, but --policies has no `oracle` or `oracle-remap`; add one (e.g. --policies oracle)")]
     OracleAccuracyWithoutOracle,
     /// A start date outside a trace.
     #[error("{}: --start {date} is outside the trace ({first} …)", trace.display())]
