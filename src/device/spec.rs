@@ -96,8 +96,10 @@ pub struct ModeSpec {
     pub busy_w: PerKind,
 }
 
-/// Service time of one model variant on each kind of unit at the
-/// reference mode, in milliseconds; `None` where the kind cannot run it.
+/// Mean service time of one model variant on each kind of unit at the
+/// reference mode, in milliseconds (the simulator draws log-normal service
+/// times with this mean and the kind's `service_cv`); `None` where the
+/// kind cannot run it.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ModelCost {

@@ -1,0 +1,115 @@
+#!/usr/bin/env python3
+"""Trace-driven check of the simulator's queueing: each measured run of
+bench/fidelity/run.sh simulated again with the service times *that run*
+measured, so only the simulator's arrivals, EDF dispatch, shedding,
+expiry and accounting are compared — not the device model's prediction of
+how fast the VM is that minute.
+
+For each configuration whose tenants each serve one model (`edf`,
+`capped-15w` on workloads/robot.ron; `quality-only` switches variants, and
+the runtime records service per tenant, not per variant, so it is left
+out), it writes OUT/<name>-trace.ron: the device description run.sh
+simulated with (OUT/host-now.ron, or host.ron), with
+  - each tenant's model cost set to the run's mean service of that tenant
+    (HdrHistogram `Mean` of <name>-hgrm/<tenant>.service.hgrm) divided by
+    the mode's slowdown (the simulator multiplies it back; its service
+    draws have that mean),
+  - contention 0 (the measured service already includes it),
+  - service_cv the run's StdDeviation / Mean per tenant, averaged over
+    tenants weighted by how many requests each served (the device
+    description has one figure per unit kind),
+then runs `ecomap simulate` with it and prints on time % and mean e2e:
+measured / predictive simulation (run.sh's) / trace-driven simulation.
+
+This is a diagnostic, not the fidelity goal: the goal asks the simulator
+to predict a run from the device description; here the description is
+taken from the run itself.
+
+    python3 bench/fidelity/trace_driven.py OUT DEVICE TRACE SECONDS
+"""
+import csv
+import os
+import re
+import subprocess
+import sys
+
+out, device, trace, secs = sys.argv[1:]
+
+# robot.ron's tenants and the model names the device description uses.
+MODELS = {"detector": "MobileNetV2", "segmenter": "ResNet18", "classifier": "ResNet50"}
+CONFIGS = [
+    ("edf", "policies/edf.ron", "MAXN"),
+    ("capped-15w", "bench/fidelity/capped-15w.ron", "MODE_15W"),
+]
+
+
+def mean_std_count(path):
+    text = open(path).read()
+    m = re.search(r"#\[Mean\s*=\s*([0-9.]+), StdDeviation\s*=\s*([0-9.]+)\]", text)
+    n = re.search(r"Total count\s*=\s*([0-9]+)\]", text)
+    if not (m and n):
+        sys.exit(f"{path}: no '#[Mean = …, StdDeviation = …]' or 'Total count' line; is it an .hgrm file?")
+    return float(m.group(1)), float(m.group(2)), int(n.group(1))
+
+
+def slowdown(text, mode):
+    exponent = float(re.search(r"clock_exponent: \(gpu: ([0-9.]+)", text).group(1))
+    clock = lambda name: float(
+        re.search(r'name: "%s".*?clocks_mhz: \(.*?cpu: ([0-9.]+)\)' % name, text, re.S).group(1)
+    )
+    return (clock("MAXN") / clock(mode)) ** exponent
+
+
+def row(path):
+    return next(r for r in csv.DictReader(open(path)) if r["tenant"] == "all")
+
+
+base = open(device).read()
+print("\ntrace-driven (service from each run itself): on time % and mean e2e ms, "
+      "measured / predictive sim / trace-driven sim")
+for name, policy, mode in CONFIGS:
+    hgrm = os.path.join(out, f"{name}-hgrm")
+    run_csv = os.path.join(out, f"{name}-run.csv")
+    if not (os.path.isdir(hgrm) and os.path.exists(run_csv)):
+        print(f"{name}: no measured run in {out}; skipped")
+        continue
+    text = base
+    cvs = []
+    stretch = slowdown(text, mode)
+    for tenant, model in MODELS.items():
+        mean, std, count = mean_std_count(os.path.join(hgrm, f"{tenant}.service.hgrm"))
+        cvs.append((std / mean, count))
+        text, n = re.subn(
+            r'\(name: "%s", cpu_ms: Some\([0-9.]+\)\)' % re.escape(model),
+            '(name: "%s", cpu_ms: Some(%.2f))' % (model, mean / stretch),
+            text,
+        )
+        if n != 1:
+            sys.exit(f"{device}: expected one cost line for {model}, found {n}")
+    cv = sum(c * n for c, n in cvs) / sum(n for _, n in cvs)
+    text, n = re.subn(r"service_cv: \(gpu: [0-9.]+, dla: [0-9.]+, cpu: [0-9.]+\)",
+                      f"service_cv: (gpu: {cv:.3f}, dla: {cv:.3f}, cpu: {cv:.3f})", text)
+    if n != 1:
+        sys.exit(f"{device}: expected one service_cv line, found {n}")
+    text, n = re.subn(r"contention: [0-9.]+,", "contention: 0.0,", text)
+    if n != 1:
+        sys.exit(f"{device}: expected one contention line, found {n}")
+    dst = os.path.join(out, f"{name}-trace.ron")
+    open(dst, "w").write(f"// {device} with the service measured in {run_csv} (trace_driven.py)\n" + text)
+    sim_dir = os.path.join(out, f"{name}-trace-sim")
+    subprocess.run(
+        ["target/release/ecomap", "simulate", "--device", dst, "--workload", "workloads/robot.ron",
+         "--policies", policy, "--traces", trace, "--span", "1h", "--sample", f"{secs}s",
+         "--seed", "0", "--out", sim_dir],
+        check=True, stdout=subprocess.DEVNULL,
+    )
+    r = row(run_csv)
+    p = row(os.path.join(out, f"{name}-sim", "summary.csv"))
+    t = row(os.path.join(sim_dir, "summary.csv"))
+    on_time = lambda x: 100.0 * float(x["on_time"]) / float(x["submitted"])
+    e2e = lambda x: float(x["mean_e2e_ms"])
+    print(f"{name:<11} on time {on_time(r):6.2f} / {on_time(p):6.2f} / {on_time(t):6.2f} %"
+          f" ({on_time(p) - on_time(r):+.2f} / {on_time(t) - on_time(r):+.2f} pts);"
+          f" mean e2e {e2e(r):6.1f} / {e2e(p):6.1f} / {e2e(t):6.1f} ms"
+          f" ({100 * (e2e(p) / e2e(r) - 1):+.1f} / {100 * (e2e(t) / e2e(r) - 1):+.1f}%);"
+          f" service cv {cv:.3f}")
