@@ -44,20 +44,28 @@ CONFIGS = [
 
 
 def mean_std_count(path):
+    if not os.path.exists(path):
+        return None
     text = open(path).read()
     m = re.search(r"#\[Mean\s*=\s*([0-9.]+), StdDeviation\s*=\s*([0-9.]+)\]", text)
     n = re.search(r"Total count\s*=\s*([0-9]+)\]", text)
     if not (m and n):
         sys.exit(f"{path}: no '#[Mean = …, StdDeviation = …]' or 'Total count' line; is it an .hgrm file?")
-    return float(m.group(1)), float(m.group(2)), int(n.group(1))
+    mean, std, count = float(m.group(1)), float(m.group(2)), int(n.group(1))
+    if not (mean > 0 and count > 0):
+        sys.exit(f"{path}: no service recorded (mean {mean}, count {count})")
+    return mean, std, count
 
 
 def slowdown(text, mode):
-    exponent = float(re.search(r"clock_exponent: \(gpu: ([0-9.]+)", text).group(1))
+    """The simulator's slowdown of the host's CPU workers at `mode`
+    (src/device: (f_reference / f_mode)^exponent, the cpu kind's)."""
+    exponent = float(re.search(r"clock_exponent: \(.*?cpu: ([0-9.]+)\)", text).group(1))
+    reference = re.search(r'reference_mode: "([^"]+)"', text).group(1)
     clock = lambda name: float(
-        re.search(r'name: "%s".*?clocks_mhz: \(.*?cpu: ([0-9.]+)\)' % name, text, re.S).group(1)
+        re.search(r'name: "%s".*?clocks_mhz: \(.*?cpu: ([0-9.]+)\)' % re.escape(name), text, re.S).group(1)
     )
-    return (clock("MAXN") / clock(mode)) ** exponent
+    return (clock(reference) / clock(mode)) ** exponent
 
 
 def row(path):
@@ -76,8 +84,12 @@ for name, policy, mode in CONFIGS:
     text = base
     cvs = []
     stretch = slowdown(text, mode)
+    stats = {t: mean_std_count(os.path.join(hgrm, f"{t}.service.hgrm")) for t in MODELS}
+    if any(v is None for v in stats.values()):
+        print(f"{name}: {hgrm} lacks a tenant's .service.hgrm; skipped")
+        continue
     for tenant, model in MODELS.items():
-        mean, std, count = mean_std_count(os.path.join(hgrm, f"{tenant}.service.hgrm"))
+        mean, std, count = stats[tenant]
         cvs.append((std / mean, count))
         text, n = re.subn(
             r'\(name: "%s", cpu_ms: Some\([0-9.]+\)\)' % re.escape(model),

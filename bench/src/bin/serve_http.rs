@@ -713,21 +713,32 @@ mod raw_tcp {
     use std::sync::Arc;
     use std::time::Instant;
 
-    /// A running server: its address, and how to stop it.
+    /// A running server: its address, and how to stop it. Dropping it
+    /// stops it too, so an early return (an error after it started) does
+    /// not leave connection threads holding the tenant's queue.
     pub(super) struct RawServer {
         pub(super) addr: SocketAddr,
         stop: Arc<AtomicBool>,
-        accept: std::thread::JoinHandle<Vec<std::thread::JoinHandle<()>>>,
+        accept: Option<std::thread::JoinHandle<Vec<std::thread::JoinHandle<()>>>>,
     }
 
     impl RawServer {
         /// Stop accepting, and join every connection's thread (each ends
         /// when its client closes): none then holds the tenant's queue.
         pub(super) fn stop(self) {
+            drop(self);
+        }
+    }
+
+    impl Drop for RawServer {
+        fn drop(&mut self) {
+            let Some(accept) = self.accept.take() else {
+                return;
+            };
             self.stop.store(true, Ordering::SeqCst);
             // Wake the blocking accept with a connection it will drop.
             let _ = TcpStream::connect(self.addr);
-            for conn in self.accept.join().unwrap_or_default() {
+            for conn in accept.join().unwrap_or_default() {
                 let _ = conn.join();
             }
         }
@@ -765,7 +776,11 @@ mod raw_tcp {
                 }
                 conns
             })?;
-        Ok(RawServer { addr, stop, accept })
+        Ok(RawServer {
+            addr,
+            stop,
+            accept: Some(accept),
+        })
     }
 
     fn connection(mut s: TcpStream, queue: &TenantQueue, shape: &[i64]) -> std::io::Result<()> {
