@@ -349,6 +349,23 @@ fn the_oracle_can_be_held_to_a_given_accuracy_without_an_ecomap_run() {
     assert_eq!(all.len(), 2, "{summary}");
     assert_eq!(all[0][col("policy")], "oracle");
     assert_eq!(all[1][col("policy")], "oracle-remap");
+    // The timelines name each tenant's unit every hour: the workload's
+    // for `oracle`, any it may move to for `oracle-remap`.
+    for (policy, allowed) in [
+        ("oracle", vec!["gpu", "dla0", "dla1"]),
+        ("oracle-remap", vec!["gpu", "dla0", "dla1", "cpu0"]),
+    ] {
+        let tl = read(&out.join(format!("timeline/trace__{policy}.csv")));
+        let head: Vec<&str> = tl.lines().next().unwrap().split(',').collect();
+        let first_unit = head.iter().position(|h| h.starts_with("unit_")).unwrap();
+        assert_eq!(head[first_unit..].len(), 6, "{policy}: {head:?}");
+        assert_eq!(tl.lines().count(), 1 + 12, "{policy}");
+        for line in tl.lines().skip(1) {
+            for unit in &line.split(',').collect::<Vec<_>>()[first_unit..] {
+                assert!(allowed.contains(unit), "{policy}: {unit} in {line}");
+            }
+        }
+    }
     for row in &all {
         let acc: f64 = row[col("accuracy_pct")].parse().unwrap();
         // Held to it, not above: max-perf's heaviest variants give 76.51.

@@ -205,6 +205,9 @@ pub struct HourRow {
     pub on_time: u64,
     /// Each tenant's variant at the end of the hour.
     pub variants: Vec<usize>,
+    /// The units serving each tenant at the end of the hour (`+`-joined
+    /// when the workload spreads it over several).
+    pub units: Vec<String>,
 }
 
 /// What a run produced.
@@ -249,6 +252,8 @@ struct Engine<'a> {
     analysis: Analysis,
     core: DispatchCore,
     running: Vec<Option<Running>>,
+    /// Per tenant, the units serving it (indices), for the timeline.
+    serving: Vec<Vec<usize>>,
     busy_units: usize,
     events: BinaryHeap<Reverse<(Timestamp, u64, Event)>>,
     seq: u64,
@@ -415,6 +420,7 @@ impl<'a> Engine<'a> {
     fn remap(&mut self, units: &[usize], now: Timestamp) {
         let n_units = self.running.len();
         for (t, &unit) in units.iter().enumerate() {
+            self.serving[t] = vec![unit];
             let to: Vec<bool> = (0..n_units).map(|u| u == unit).collect();
             let mut fx = std::mem::take(&mut self.fx);
             self.core.remap(t, &to, &mut fx);
@@ -622,11 +628,13 @@ pub fn simulate(
             (1.0 + cv * cv).ln().sqrt()
         })
         .collect();
+    let serving = analysis.tenants.iter().map(|t| t.units.clone()).collect();
     let mut engine = Engine {
         setup,
         analysis,
         core,
         running: vec![None; units],
+        serving,
         busy_units: 0,
         events: BinaryHeap::with_capacity(64),
         seq: 0,
@@ -740,6 +748,16 @@ pub fn simulate(
             on_time: after.1 - before.1,
             variants: (0..n)
                 .map(|t| engine.core.quality().map_or(0, |q| q.active(t)))
+                .collect(),
+            units: engine
+                .serving
+                .iter()
+                .map(|on| {
+                    on.iter()
+                        .map(|&u| device.spec().units[u].name.as_str())
+                        .collect::<Vec<_>>()
+                        .join("+")
+                })
                 .collect(),
         });
         progress(h);

@@ -249,6 +249,7 @@ pub fn write_timeline(out: impl Write, r: &SimResult, tenants: &[String]) -> csv
     .map(|s| s.to_string())
     .collect();
     header.extend(tenants.iter().map(|t| format!("variant_{t}")));
+    header.extend(tenants.iter().map(|t| format!("unit_{t}")));
     w.write_record(&header)?;
     for h in &r.hours {
         let mut rec = vec![
@@ -263,6 +264,7 @@ pub fn write_timeline(out: impl Write, r: &SimResult, tenants: &[String]) -> csv
             h.on_time.to_string(),
         ];
         rec.extend(h.variants.iter().map(|v| v.to_string()));
+        rec.extend(h.units.iter().cloned());
         w.write_record(&rec)?;
     }
     w.flush()?;
