@@ -59,9 +59,11 @@ def mean(name, folder=calib):
     # description's cost as its *mean* (and scales that mean by the mode's
     # slowdown and the contention), so every figure here is a mean; the
     # solo medians sit 0-4% below (the MobileNets; ResNets about 0%).
-    for line in open(os.path.join(folder, f"{name}.service.hgrm")):
+    path = os.path.join(folder, f"{name}.service.hgrm")
+    for line in open(path):
         if line.startswith("#[Mean"):
             return float(line.split("=")[1].split(",")[0])
+    sys.exit(f"{path}: no '#[Mean = ...' line; is it an .hgrm file from ecomap run?")
 names = {"resnet50": "resnet50", "resnet34": "resnet34", "resnet18": "resnet18",
          "mobilenet_v2": "mobilenet_v2", "mobilenet_v2@160": "mobilenet_v2_160",
          "mobilenet_v2@128": "mobilenet_v2_128", "squeezenet1_1": "squeezenet1_1",

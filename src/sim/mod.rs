@@ -851,6 +851,45 @@ mod tests {
     }
 
     #[test]
+    fn the_timeline_names_the_units_the_remapping_oracle_moves_tenants_to() {
+        // Two 12 ms GPU tenants at 30 Hz: at 10 W only one unit each keeps
+        // up, so the re-mapping oracle splits them over the GPU and dla0.
+        let w = workload(
+            r#"(tenants: [
+            (name: "a", model: Synthetic(service: "12ms"), units: Some(["gpu"]),
+             movable_to: Some(["dla0"]), arrival: Periodic(rate_hz: 30.0),
+             deadline: "33ms", capacity: 4),
+            (name: "b", model: Synthetic(service: "12ms"), units: Some(["gpu"]),
+             movable_to: Some(["dla0"]), arrival: Periodic(rate_hz: 30.0),
+             deadline: "33ms", capacity: 4)])"#,
+        );
+        let t = trace(6, |_| 300.0);
+        let fixed = run(&w, &policy(r#"(name: "o", plan: Some(Oracle))"#), &t, 0);
+        let moved = run(
+            &w,
+            &policy(r#"(name: "o", plan: Some(RemappingOracle))"#),
+            &t,
+            0,
+        );
+        for h in &fixed.hours {
+            assert_eq!(h.units, ["gpu", "gpu"]);
+        }
+        for h in &moved.hours {
+            assert_eq!(h.mode, "MODE_10W");
+            let mut units = h.units.clone();
+            units.sort();
+            assert_eq!(units, ["dla0", "gpu"], "hour {}", h.hour);
+        }
+        for r in [&fixed, &moved] {
+            for a in &r.tenants {
+                assert!(a.counts.is_conserved(), "{:?}", a.counts);
+                assert_eq!(a.counts.on_time, a.counts.submitted, "{:?}", a.counts);
+            }
+        }
+        assert!(moved.ledger.energy_j < fixed.ledger.energy_j);
+    }
+
+    #[test]
     fn every_request_ends_in_one_outcome_and_runs_replay_exactly() {
         let w = workload(TWO_CAMS);
         let p = policy(r#"(name: "edf")"#);

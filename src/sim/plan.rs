@@ -1,6 +1,7 @@
 //! Hourly planners and the analytic predictor they share.
 //!
-//! A [`Candidate`] is a power mode plus one variant per tenant. The
+//! A [`Candidate`] is a power mode plus one variant per tenant (and, for
+//! the mapping planner and the re-mapping oracle, one unit each). The
 //! [`Analysis`] predicts, without simulating, whether a candidate meets
 //! every deadline at the workload's load, the device's mean power, and the
 //! mean accuracy of what it serves. The predictor is deliberately simple
@@ -17,7 +18,7 @@ use rand::{Rng, SeedableRng};
 /// rest is headroom for jitter and service-time tails (MODELLED).
 pub const MAX_UTILISATION: f64 = 0.85;
 
-/// A power mode and one variant per tenant.
+/// A power mode and one variant per tenant, and optionally one unit each.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Candidate {
     /// The mode.
@@ -25,7 +26,8 @@ pub struct Candidate {
     /// `variants[t]`: tenant `t`'s variant (0 = heaviest).
     pub variants: Vec<usize>,
     /// `units[t]`: the unit tenant `t` is moved to; `None` keeps the
-    /// workload's mapping (every planner but the mapping planner).
+    /// workload's mapping (every planner but the mapping planner and the
+    /// re-mapping oracle).
     pub units: Option<Vec<usize>>,
 }
 
@@ -766,7 +768,7 @@ mod tests {
         let fixed = oracle_schedule(&a, &[300.0, 300.0], 0.0);
         let moved = remapping_oracle_schedule(&a, &[300.0, 300.0], 0.0);
         assert_eq!(fixed[0].units, None);
-        assert_ne!(mode(&fixed[0]), "MODE_10W");
+        assert_eq!(mode(&fixed[0]), "MODE_30W_ALL");
         assert_eq!(mode(&moved[0]), "MODE_10W");
         let units = moved[0]
             .units
