@@ -17,6 +17,16 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+/// `o` exited 2, without a panic, and its stderr names every needle.
+fn assert_exit_2(o: &std::process::Output, needles: &[&str]) {
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    for n in needles {
+        assert!(err.contains(n), "stderr lacks {n:?}: {err}");
+    }
+    assert!(!err.contains("panicked"), "{err}");
+}
+
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
@@ -162,14 +172,10 @@ fn weights_that_do_not_match_the_network_exit_2() {
         meta.replace("width: 32", "width: 48"),
     )
     .unwrap();
-    let o = evaluate_weights(&data, &out);
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(o.status.code(), Some(2), "{err}");
-    assert!(
-        err.contains("do not match the network") && err.contains("retrain"),
-        "{err}"
+    assert_exit_2(
+        &evaluate_weights(&data, &out),
+        &["do not match the network", "retrain"],
     );
-    assert!(!err.contains("panicked"), "{err}");
 }
 
 #[test]
@@ -191,14 +197,10 @@ fn an_additive_head_whose_metadata_disagrees_with_its_weights_exits_2() {
         meta.replace(&line, "    power_mean: 9.5,"),
     )
     .unwrap();
-    let o = evaluate_weights(&data, &out);
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(o.status.code(), Some(2), "{err}");
-    assert!(
-        err.contains("power_norm") && err.contains("power_mean 9.5"),
-        "{err}"
+    assert_exit_2(
+        &evaluate_weights(&data, &out),
+        &["power_norm", "power_mean 9.5"],
     );
-    assert!(!err.contains("panicked"), "{err}");
 }
 
 #[test]
@@ -223,9 +225,7 @@ fn a_bad_dataset_row_exits_2_with_its_line() {
         "--out",
         dir.path().to_str().unwrap(),
     ]);
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(o.status.code(), Some(2), "{err}");
-    assert!(err.contains("line 4") && err.contains("column 16"), "{err}");
+    assert_exit_2(&o, &["line 4", "column 16"]);
 }
 
 /// Predictions of `est` by both forward passes agree to float rounding.

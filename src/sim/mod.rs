@@ -852,17 +852,9 @@ mod tests {
 
     #[test]
     fn the_timeline_names_the_units_the_remapping_oracle_moves_tenants_to() {
-        // Two 12 ms GPU tenants at 30 Hz: at 10 W only one unit each keeps
-        // up, so the re-mapping oracle splits them over the GPU and dla0.
-        let w = workload(
-            r#"(tenants: [
-            (name: "a", model: Synthetic(service: "12ms"), units: Some(["gpu"]),
-             movable_to: Some(["dla0"]), arrival: Periodic(rate_hz: 30.0),
-             deadline: "33ms", capacity: 4),
-            (name: "b", model: Synthetic(service: "12ms"), units: Some(["gpu"]),
-             movable_to: Some(["dla0"]), arrival: Periodic(rate_hz: 30.0),
-             deadline: "33ms", capacity: 4)])"#,
-        );
+        // At 10 W only one unit each keeps up, so the re-mapping oracle
+        // splits them over the GPU and dla0.
+        let w = workload(super::plan::tests::TWO_MOVABLE);
         let t = trace(6, |_| 300.0);
         let fixed = run(&w, &policy(r#"(name: "o", plan: Some(Oracle))"#), &t, 0);
         let moved = run(

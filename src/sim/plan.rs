@@ -647,7 +647,7 @@ fn schedule_on_front(
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::config::parse_ron;
     use crate::config::workload::Workload;
@@ -744,19 +744,19 @@ mod tests {
         );
     }
 
-    /// Two 12 ms GPU tenants at 30 Hz: together on the GPU only a fast
-    /// mode keeps up (at 10 W each needs ~24 ms: 146% of the GPU); one
-    /// moved to a DLA core, both fit at 10 W.
+    /// Two 12 ms GPU tenants at 30 Hz, each movable to dla0: together on
+    /// the GPU only a fast mode keeps up (at 10 W each needs ~24 ms: 146%
+    /// of the GPU); one moved to a DLA core, both fit at 10 W.
+    pub(in crate::sim) const TWO_MOVABLE: &str = r#"(tenants: [
+        (name: "a", model: Synthetic(service: "12ms"), units: Some(["gpu"]),
+         movable_to: Some(["dla0"]), arrival: Periodic(rate_hz: 30.0),
+         deadline: "33ms", capacity: 4),
+        (name: "b", model: Synthetic(service: "12ms"), units: Some(["gpu"]),
+         movable_to: Some(["dla0"]), arrival: Periodic(rate_hz: 30.0),
+         deadline: "33ms", capacity: 4)])"#;
+
     fn two_movable() -> Analysis {
-        analysis(
-            r#"(tenants: [
-                (name: "a", model: Synthetic(service: "12ms"), units: Some(["gpu"]),
-                 movable_to: Some(["dla0"]), arrival: Periodic(rate_hz: 30.0),
-                 deadline: "33ms", capacity: 4),
-                (name: "b", model: Synthetic(service: "12ms"), units: Some(["gpu"]),
-                 movable_to: Some(["dla0"]), arrival: Periodic(rate_hz: 30.0),
-                 deadline: "33ms", capacity: 4)])"#,
-        )
+        analysis(TWO_MOVABLE)
     }
 
     #[test]

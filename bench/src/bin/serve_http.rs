@@ -394,10 +394,7 @@ fn main() -> ExitCode {
     let rq_body = bytes::Bytes::from(body.clone());
     // Eight hyper connections, each driven by whichever client thread
     // holds it.
-    let hyper_clients: Vec<Mutex<hyper_client::Client>> = match (0..8)
-        .map(|_| hyper_client::Client::connect(http.addr).map(Mutex::new))
-        .collect()
-    {
+    let hyper_clients = match connections(|| hyper_client::Client::connect(http.addr)) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("error: cannot connect a hyper client: {e}");
@@ -419,10 +416,7 @@ fn main() -> ExitCode {
         .chain(x.data.iter())
         .copied()
         .collect();
-    let raw_clients: Vec<Mutex<raw_tcp::Client>> = match (0..8)
-        .map(|_| raw_tcp::Client::connect(raw_server.addr).map(Mutex::new))
-        .collect()
-    {
+    let raw_clients = match connections(|| raw_tcp::Client::connect(raw_server.addr)) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("error: cannot connect to the raw TCP server: {e}");
@@ -703,6 +697,11 @@ fn load(args: &Args, secs: u64, over_http: &PathFn<'_>, in_process: &PathFn<'_>)
 /// Each connection is served by a thread of its own, placed like the HTTP
 /// threads (the rt-config's `server` entry), which reads the body with
 /// `read_exact` into one buffer and waits for the ticket blocking.
+/// Eight connections, each driven by whichever client thread holds it.
+fn connections<C, E>(connect: impl Fn() -> Result<C, E>) -> Result<Vec<Mutex<C>>, E> {
+    (0..8).map(|_| connect().map(Mutex::new)).collect()
+}
+
 mod raw_tcp {
     use super::Sample;
     use ecomap::tensor::{DataType, TensorData};
