@@ -116,11 +116,7 @@ impl Meter {
                     level,
                     power_w: r.watts,
                     utilisation,
-                    queue_depths: self
-                        .queues
-                        .iter()
-                        .map(|q| q.waiting.load(Ordering::Relaxed))
-                        .collect(),
+                    queue_depths: self.queues.iter().map(|q| q.waiting.held()).collect(),
                     variants: self
                         .queues
                         .iter()

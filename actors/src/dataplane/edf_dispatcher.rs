@@ -385,7 +385,7 @@ impl EdfDispatcher {
         let (left, s) = core.finish();
         for r in &left {
             let counters = &tenants[r.tenant.index()].counters;
-            counters.waiting.fetch_sub(1, Ordering::AcqRel);
+            counters.waiting.give_back();
             counters.count(Outcome::Failed);
             if let Some(w) = works.remove(&(r.tenant.0, r.id)) {
                 w.resolve(Answer::unserved(
@@ -402,11 +402,7 @@ impl EdfDispatcher {
     /// The request left the tenant's queue (dispatched or expired): its
     /// admission slot is free again.
     fn release_slot(&self, r: &Request) {
-        let prev = self.tenants[r.tenant.index()]
-            .counters
-            .waiting
-            .fetch_sub(1, Ordering::AcqRel);
-        debug_assert!(prev > 0, "a queued request held an admission slot");
+        self.tenants[r.tenant.index()].counters.waiting.give_back();
     }
 
     fn pull_arrivals(&mut self) {

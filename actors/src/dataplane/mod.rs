@@ -9,14 +9,16 @@
 //!   worker that becomes free (no thread of its own);
 //! - [`accelerator_worker`]: real inference through a [`crate::backend`];
 //! - [`telemetry`]: outcome counters and latency histograms;
-//! - [`power_cell`]: the governor's power state, published without a channel;
+//! - [`plan_cell`], [`power_cell`]: the planner's mapping and the governor's
+//!   power state, published without a channel or a lock (the `ecomap-sync`
+//!   crate, `actors/sync/`, where loom model-checks them);
 //! - [`ticket`]: what a caller that hands in an input gets back.
 
 pub mod accelerator_worker;
 pub mod edf_dispatcher;
 pub mod load_generator;
-pub mod plan_cell;
-pub mod power_cell;
 pub mod telemetry;
 pub mod tenant_queue;
 pub mod ticket;
+
+pub use ecomap_sync::{plan_cell, power_cell};

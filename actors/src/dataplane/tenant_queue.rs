@@ -22,6 +22,7 @@ use ecomap::accounting::OutcomeCounts;
 use ecomap::config::workload::TenantSpec;
 use ecomap::request::{Outcome, Request, TenantId};
 use ecomap::tensor::{TensorData, TensorError, TensorSpec};
+use ecomap_sync::admission::AdmissionSlots;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -82,8 +83,9 @@ pub enum SubmitError {
 /// lost).
 #[derive(Debug, Default)]
 pub struct TenantCounters {
-    /// Requests admitted and not yet dispatched or expired.
-    pub waiting: AtomicUsize,
+    /// Requests admitted and not yet dispatched or expired: the tenant's
+    /// admission slots (taken here, given back by the dispatcher).
+    pub waiting: AdmissionSlots,
     /// Requests offered.
     pub submitted: AtomicU64,
     /// `outcomes[o.index()]`: requests that ended in outcome `o`.
@@ -283,9 +285,12 @@ impl TenantQueue {
     ) -> Result<T, SubmitError> {
         self.counters.submitted.fetch_add(1, Ordering::Relaxed);
         let id = self.counters.next_id.fetch_add(1, Ordering::Relaxed);
-        let prev = self.counters.waiting.fetch_add(1, Ordering::AcqRel);
-        if !ecomap::dispatch::admission::admits(prev, self.capacity) {
-            self.counters.waiting.fetch_sub(1, Ordering::AcqRel);
+        let capacity = self.capacity;
+        if !self
+            .counters
+            .waiting
+            .try_take(|held| ecomap::dispatch::admission::admits(held, capacity))
+        {
             self.counters.count(Outcome::Rejected);
             return Err(SubmitError::QueueFull {
                 tenant: self.name.to_string(),
@@ -309,7 +314,7 @@ impl TenantQueue {
                     Err(reason) => {
                         // `submission` (with any work) was never sent: its
                         // ticket, dropped with it, never reaches the caller.
-                        self.counters.waiting.fetch_sub(1, Ordering::AcqRel);
+                        self.counters.waiting.give_back();
                         self.counters.count(Outcome::Rejected);
                         return Err(SubmitError::PriorityInversion {
                             tenant: self.name.to_string(),
@@ -323,7 +328,7 @@ impl TenantQueue {
         match sent {
             Ok(()) => Ok(handle),
             Err(e) => {
-                self.counters.waiting.fetch_sub(1, Ordering::AcqRel);
+                self.counters.waiting.give_back();
                 self.counters.count(Outcome::Rejected);
                 Err(match e {
                     // Cannot happen while `waiting` bounds the channel, but
@@ -352,7 +357,7 @@ impl TenantQueue {
 
     /// Requests currently waiting (admitted, not yet started).
     pub fn waiting(&self) -> usize {
-        self.counters.waiting.load(Ordering::Acquire)
+        self.counters.waiting.held()
     }
 
     /// Shared counters.
@@ -411,7 +416,7 @@ mod tests {
         assert_eq!(q.waiting(), 2);
         // The dispatcher takes one: room for one more.
         rx.rx.try_recv().unwrap();
-        rx.counters.waiting.fetch_sub(1, Ordering::AcqRel);
+        rx.counters.waiting.give_back();
         q.submit().unwrap();
         let c = q.counters();
         assert_eq!(c.submitted.load(Ordering::Relaxed), 4);

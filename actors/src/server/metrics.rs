@@ -144,8 +144,7 @@ impl Collector for RunCollector {
             (
                 "ecomap_queue_depth",
                 "Requests admitted and not yet started, by tenant",
-                (|c: &TenantCounters| c.waiting.load(Ordering::Acquire))
-                    as fn(&TenantCounters) -> usize,
+                (|c: &TenantCounters| c.waiting.held()) as fn(&TenantCounters) -> usize,
             ),
             (
                 "ecomap_active_variant",

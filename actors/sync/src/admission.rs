@@ -1,0 +1,111 @@
+//! `AdmissionSlots`: how many of a tenant's requests are admitted and not
+//! yet started, taken by any number of submitters without a lock and given
+//! back by the dispatcher when a request leaves the queue.
+//!
+//! A submitter adds itself first and asks the rule with the count it found;
+//! refused, it takes itself off again. So the slots held never exceed what
+//! the rule allows, whatever the interleaving. While a refused submitter
+//! is taking itself off, the count reads one high: another submitter may be
+//! refused then although a slot is about to be free — a refusal the caller
+//! sees and counts, never an admission past the bound. The rule is the
+//! core's (`ecomap::dispatch::admission::admits`); this type only keeps the
+//! count.
+//!
+//! ```
+//! use ecomap_sync::admission::AdmissionSlots;
+//!
+//! let slots = AdmissionSlots::new();
+//! let admits = |waiting: usize| waiting < 2; // a capacity of 2
+//! assert!(slots.try_take(admits));
+//! assert!(slots.try_take(admits));
+//! assert!(!slots.try_take(admits)); // full: refused, not counted
+//! assert_eq!(slots.held(), 2);
+//! slots.give_back();
+//! assert!(slots.try_take(admits));
+//! ```
+
+use crate::sync::{AtomicUsize, Ordering};
+
+/// A tenant's admission count. Not shared by itself: it lives in a
+/// structure the submitters and the dispatcher share (an `Arc`).
+#[derive(Debug, Default)]
+pub struct AdmissionSlots {
+    /// Slots held, plus refused submitters not yet taken off.
+    count: AtomicUsize,
+}
+
+impl AdmissionSlots {
+    /// No slot held.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Take a slot if `admits(held)` says a request may join a queue that
+    /// holds `held` admitted requests; `false` (nothing held) if not.
+    pub fn try_take(&self, admits: impl FnOnce(usize) -> bool) -> bool {
+        let held = self.count.fetch_add(1, Ordering::AcqRel);
+        if admits(held) {
+            return true;
+        }
+        let before = self.count.fetch_sub(1, Ordering::AcqRel);
+        debug_assert!(before > 0, "our own increment is still counted");
+        false
+    }
+
+    /// Give back a slot taken by [`try_take`](Self::try_take) (the request
+    /// was dispatched, expired, shed, failed, or never sent).
+    pub fn give_back(&self) {
+        let before = self.count.fetch_sub(1, Ordering::AcqRel);
+        debug_assert!(before > 0, "a slot given back was taken");
+    }
+
+    /// Slots held now (admitted, not yet started). May read one high per
+    /// submitter being refused at this instant.
+    pub fn held(&self) -> usize {
+        self.count.load(Ordering::Acquire)
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refusal_leaves_the_count_as_it_was() {
+        let slots = AdmissionSlots::new();
+        assert!(slots.try_take(|w| w < 1));
+        assert!(!slots.try_take(|w| w < 1));
+        assert!(!slots.try_take(|w| w < 1));
+        assert_eq!(slots.held(), 1);
+        slots.give_back();
+        assert_eq!(slots.held(), 0);
+    }
+
+    #[test]
+    fn concurrent_submitters_never_hold_more_than_the_rule_allows() {
+        // A stress test on real threads; tests/loom.rs checks every
+        // interleaving of a smaller case.
+        const CAPACITY: usize = 3;
+        let slots = std::sync::Arc::new(AdmissionSlots::new());
+        let holders = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let threads: Vec<_> = (0..4)
+            .map(|_| {
+                let (slots, holders) = (slots.clone(), holders.clone());
+                std::thread::spawn(move || {
+                    for _ in 0..20_000 {
+                        if slots.try_take(|w| w < CAPACITY) {
+                            let now = holders.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                            assert!(now < CAPACITY, "{} holders", now + 1);
+                            holders.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+                            slots.give_back();
+                        }
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        assert_eq!(slots.held(), 0);
+    }
+}
