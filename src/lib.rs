@@ -16,6 +16,7 @@
 //! - [`config`]: the RON files (workload, policy, real-time config) with
 //!   validation that says what is wrong, where, and how to fix it;
 //! - [`model`]: which DNN a tenant runs;
+//! - [`pass_log`]: one row per forward pass of a run, replayed into the simulator;
 //! - [`device`]: the device model (units, power modes, service and power);
 //! - [`sim`]: the discrete-event simulator and its planners;
 //! - [`estimate`]: what a latency/power estimator is asked and answers, its
@@ -38,6 +39,7 @@
 //! assert_eq!(first.id, 2);
 //! ```
 #![warn(missing_docs, rust_2018_idioms, unreachable_pub)]
+#![forbid(unsafe_code)]
 
 pub mod accounting;
 pub mod arrival;
@@ -51,6 +53,7 @@ pub mod estimate;
 pub mod governor;
 pub mod hgrm;
 pub mod model;
+pub mod pass_log;
 pub mod planner;
 pub mod quality;
 pub mod report;

@@ -121,6 +121,11 @@ enum Command {
         /// Serve `GET /metrics` (Prometheus) on this address while running.
         #[arg(long)]
         metrics_listen: Option<std::net::SocketAddr>,
+        /// Write one CSV row per forward pass (tenant, request, worker,
+        /// variant, release/start/finish µs, service µs, outcome) to this
+        /// file, for `ecomap simulate --service-replay`.
+        #[arg(long, value_name = "FILE")]
+        pass_log: Option<PathBuf>,
     },
     /// Measure real co-located runs (sets of tenants, each with a variant,
     /// a worker and a thread count, at each emulated power mode) and write
@@ -298,6 +303,12 @@ enum Command {
         /// accuracy.
         #[arg(long, value_parser = parse_accuracy)]
         oracle_accuracy: Option<f64>,
+        /// Replay the service a run measured (`ecomap run --pass-log FILE`,
+        /// same workload) pass by pass, in place of the device model's
+        /// draws, wherever the run served the tenant's variant. The times
+        /// carry the run's mode and contention: replay them at that mode.
+        #[arg(long, value_name = "FILE")]
+        service_replay: Option<PathBuf>,
     },
 }
 
@@ -397,6 +408,7 @@ struct RunOptions<'a> {
     strict: bool,
     faults: &'a [ecomap_actors::faults::ScheduledFault],
     metrics_listen: Option<std::net::SocketAddr>,
+    pass_log: Option<&'a Path>,
 }
 
 fn run(files: &Files, o: RunOptions<'_>) -> Result<(), ExitCode> {
@@ -409,8 +421,21 @@ fn run(files: &Files, o: RunOptions<'_>) -> Result<(), ExitCode> {
         strict,
         faults,
         metrics_listen,
+        pass_log,
     } = o;
     let l = load_for_serving(files, "--load-factor", Some(load_factor))?;
+    let pass_log = match pass_log {
+        None => None,
+        Some(path) => Some(
+            ecomap_actors::dataplane::pass_log::PassLog::create(path).map_err(|e| {
+                eprintln!(
+                    "error: --pass-log {}: cannot create it: {e}; name a file in a folder that exists",
+                    path.display()
+                );
+                ExitCode::from(2)
+            })?,
+        ),
+    };
     let start_error = start_failed;
     let worker_names: Vec<String> = l.rt.workers.iter().map(|w| w.name.clone()).collect();
     let injector = ecomap_actors::faults::FaultInjector::new(&worker_names);
@@ -429,7 +454,8 @@ fn run(files: &Files, o: RunOptions<'_>) -> Result<(), ExitCode> {
         let _ = injector.arm(&f.fault);
     }
     let mut runtime =
-        Runtime::start_with_faults(&l.workload, &l.rt, &l.policy, injector).map_err(start_error)?;
+        Runtime::start_with_pass_log(&l.workload, &l.rt, &l.policy, injector, pass_log)
+            .map_err(start_error)?;
     runtime.set_strict(strict);
     runtime.schedule_faults(later).map_err(start_error)?;
     if strict {
@@ -1059,6 +1085,7 @@ fn main() -> ExitCode {
             strict,
             inject_fault,
             metrics_listen,
+            pass_log,
         } => run(
             files,
             RunOptions {
@@ -1070,6 +1097,7 @@ fn main() -> ExitCode {
                 strict: *strict,
                 faults: inject_fault,
                 metrics_listen: *metrics_listen,
+                pass_log: pass_log.as_deref(),
             },
         ),
         Command::Simulate {
@@ -1084,6 +1112,7 @@ fn main() -> ExitCode {
             out,
             jobs,
             oracle_accuracy,
+            service_replay,
         } => {
             let args = ecomap_actors::simulate::SimulateArgs {
                 policies: policies.clone(),
@@ -1104,6 +1133,7 @@ fn main() -> ExitCode {
                 policy_dir: PathBuf::from("policies"),
                 descriptors: PathBuf::from("rt-config/model-descriptors.csv"),
                 oracle_accuracy: *oracle_accuracy,
+                service_replay: service_replay.clone(),
             };
             simulate_command(&args)
         }

@@ -365,6 +365,18 @@ impl Runtime {
         policy: &Policy,
         faults: FaultInjector,
     ) -> Result<Runtime, StartError> {
+        Self::start_with_pass_log(workload, rt_config, policy, faults, None)
+    }
+
+    /// [`Runtime::start_with_faults`], writing one row per forward pass to
+    /// `pass_log` if given (see [`crate::dataplane::pass_log`]).
+    pub fn start_with_pass_log(
+        workload: &Workload,
+        rt_config: &RtConfig,
+        policy: &Policy,
+        faults: FaultInjector,
+        pass_log: Option<crate::dataplane::pass_log::PassLog>,
+    ) -> Result<Runtime, StartError> {
         let names: Vec<&str> = workload.tenants.iter().map(|t| t.name.as_str()).collect();
         rt_config.validate(
             std::path::Path::new("<rt-config>"),
@@ -410,8 +422,11 @@ impl Runtime {
         let telemetry_tx = TelemetrySender::new(telemetry_tx, rt_config.workers.len() + 1);
         let telemetry_dropped = telemetry_tx.drop_counter();
         let latency = crate::server::metrics::LatencyMetrics::new(&tenant_names);
-        let sink = Telemetry::new(&tenant_names, &worker_names, telemetry_rx, faults.clone())
+        let mut sink = Telemetry::new(&tenant_names, &worker_names, telemetry_rx, faults.clone())
             .with_metrics(latency.clone());
+        if let Some(log) = pass_log {
+            sink = sink.with_pass_log(log);
+        }
         let telemetry = spawn("telemetry", rt_config.telemetry, &notes, move || sink.run())?;
         let incidents = IncidentLog::new(clock);
         let (stop_tx, stop_rx) = crossbeam_channel::bounded::<()>(0);

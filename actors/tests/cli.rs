@@ -83,6 +83,88 @@ fn a_short_run_prints_the_table_and_writes_hgrm_files() {
 }
 
 #[test]
+fn a_pass_log_has_a_row_per_pass_and_replays_into_the_simulator() {
+    let f = Files::new();
+    let log = f.path("passes.csv");
+    let summary = f.path("summary.csv");
+    let o = f.run(&[
+        "--duration",
+        "1s",
+        "--pass-log",
+        log.to_str().unwrap(),
+        "--summary",
+        summary.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let rows = std::fs::read_to_string(&log).unwrap();
+    let mut lines = rows.lines();
+    assert_eq!(
+        lines.next(),
+        Some("tenant,request,worker,variant,release_us,started_us,finished_us,service_us,outcome")
+    );
+    let passes: Vec<Vec<&str>> = lines.map(|l| l.split(',').collect()).collect();
+    // One row per served request (the synthetic tenant never fails).
+    let totals = std::fs::read_to_string(&summary).unwrap();
+    let mut csv = totals.lines();
+    let header: Vec<&str> = csv.next().unwrap().split(',').collect();
+    let all: Vec<&str> = csv.next().unwrap().split(',').collect();
+    let col = |name: &str| -> u64 {
+        all[header.iter().position(|h| *h == name).unwrap()]
+            .parse()
+            .unwrap()
+    };
+    assert_eq!(passes.len() as u64, col("on_time") + col("late"), "{rows}");
+    for p in &passes {
+        assert_eq!((p[0], p[2], p[3]), ("cam", "w0", "0"), "{p:?}");
+        let (start, finish, service): (u64, u64, u64) = (
+            p[5].parse().unwrap(),
+            p[6].parse().unwrap(),
+            p[7].parse().unwrap(),
+        );
+        assert!(
+            finish >= start && service.abs_diff(finish - start) <= 1,
+            "{p:?}"
+        );
+        // The synthetic model sleeps 1 ms.
+        assert!(service >= 1_000, "{p:?}");
+    }
+    // The simulator replays it; a log of another workload is bad input.
+    let sim = |workload: &Path, out: &str| {
+        Command::new(env!("CARGO_BIN_EXE_ecomap"))
+            .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join(".."))
+            .args([
+                "simulate",
+                "--policies",
+                "edf",
+                "--span",
+                "1h",
+                "--sample",
+                "10s",
+            ])
+            .args([
+                "--traces",
+                "../shared/data/carbon/eia_2022/CISO_2022_hourly_avgCI.csv",
+            ])
+            .arg("--workload")
+            .arg(workload)
+            .arg("--service-replay")
+            .arg(&log)
+            .arg("--out")
+            .arg(f.path(out))
+            .output()
+            .unwrap()
+    };
+    let o = sim(&f.path("w.ron"), "sim");
+    assert!(o.status.success(), "{}", stderr(&o));
+    let other = f.write("other.ron", &WORKLOAD.replace("\"cam\"", "\"lidar\""));
+    let o = sim(&other, "sim2");
+    assert_bad_input(&o, &["passes.csv", "line 2", "'cam'", "'lidar'"]);
+    // An output that cannot be created is refused before the run.
+    let o = f.run(&["--duration", "1s", "--pass-log", "/nonexistent/dir/p.csv"]);
+    assert_bad_input(&o, &["--pass-log", "/nonexistent/dir/p.csv"]);
+}
+
+#[test]
 fn malformed_ron_reports_file_line_and_column() {
     let f = Files::new();
     let p = f.write(

@@ -21,9 +21,16 @@ simulated with (OUT/host-now.ron, or host.ron), with
 then runs `ecomap simulate` with it and prints on time % and mean e2e:
 measured / predictive simulation (run.sh's) / trace-driven simulation.
 
-This is a diagnostic, not the fidelity goal: the goal asks the simulator
-to predict a run from the device description; here the description is
-taken from the run itself.
+Then, where run.sh kept each run's pass log (OUT/<name>-passes.csv,
+`ecomap run --pass-log`), every configuration — `quality-only` too — is
+simulated once more replaying that run's passes in order, per tenant and
+variant (`ecomap simulate --service-replay`): the measured service with
+its slow stretches, its shape and its pass-to-pass correlation, not just
+its mean and CV.
+
+These are diagnostics, not the fidelity goal: the goal asks the simulator
+to predict a run from the device description; here the service is taken
+from the run itself.
 
     python3 bench/fidelity/trace_driven.py OUT DEVICE TRACE SECONDS
 """
@@ -125,3 +132,38 @@ for name, policy, mode in CONFIGS:
           f" mean e2e {e2e(r):6.1f} / {e2e(p):6.1f} / {e2e(t):6.1f} ms"
           f" ({100 * (e2e(p) / e2e(r) - 1):+.1f} / {100 * (e2e(t) / e2e(r) - 1):+.1f}%);"
           f" service cv {cv:.3f}")
+
+
+REPLAYED = [
+    ("edf", "policies/edf.ron", "workloads/robot.ron"),
+    ("quality-only", "policies/quality-only.ron", "workloads/robot-mixed.ron"),
+    ("capped-15w", "bench/fidelity/capped-15w.ron", "workloads/robot.ron"),
+]
+printed = False
+for name, policy, workload in REPLAYED:
+    passes = os.path.join(out, f"{name}-passes.csv")
+    run_csv = os.path.join(out, f"{name}-run.csv")
+    if not (os.path.exists(passes) and os.path.exists(run_csv)):
+        continue
+    if not printed:
+        print("\nreplayed (each run's own passes, in order): on time % and mean e2e ms, "
+              "measured / predictive sim / replayed sim")
+        printed = True
+    sim_dir = os.path.join(out, f"{name}-replay-sim")
+    subprocess.run(
+        ["target/release/ecomap", "simulate", "--device", device, "--workload", workload,
+         "--policies", policy, "--traces", trace, "--span", "1h", "--sample", f"{secs}s",
+         "--seed", "0", "--service-replay", passes, "--out", sim_dir],
+        check=True, stdout=subprocess.DEVNULL,
+    )
+    r = row(run_csv)
+    p = row(os.path.join(out, f"{name}-sim", "summary.csv"))
+    t = row(os.path.join(sim_dir, "summary.csv"))
+    on_time = lambda x: 100.0 * float(x["on_time"]) / float(x["submitted"])
+    e2e = lambda x: float(x["mean_e2e_ms"])
+    shares = f"; variant shares {r['variant_shares']} / {p['variant_shares']} / {t['variant_shares']}" \
+        if r["variant_shares"].count("/") else ""
+    print(f"{name:<12} on time {on_time(r):6.2f} / {on_time(p):6.2f} / {on_time(t):6.2f} %"
+          f" ({on_time(p) - on_time(r):+.2f} / {on_time(t) - on_time(r):+.2f} pts);"
+          f" mean e2e {e2e(r):6.1f} / {e2e(p):6.1f} / {e2e(t):6.1f} ms"
+          f" ({100 * (e2e(p) / e2e(r) - 1):+.1f} / {100 * (e2e(t) / e2e(r) - 1):+.1f}%){shares}")

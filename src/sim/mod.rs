@@ -180,6 +180,12 @@ pub struct SimSetup<'a> {
     /// The trained estimator for a `Mapping` plan (`None`: the device
     /// model's analytic estimator).
     pub planning: Option<mapping::Planning<'a>>,
+    /// Service measured by a run (`ecomap run --pass-log`), replayed pass by
+    /// pass in place of the device model's draws wherever the run served
+    /// that tenant's variant (`None`: the device model throughout). The
+    /// recorded times carry the run's mode and contention, so the model's
+    /// slowdown and contention are not applied to them.
+    pub service_replay: Option<&'a crate::pass_log::ServiceReplay>,
 }
 
 /// One trace hour of a run.
@@ -264,6 +270,8 @@ struct Engine<'a> {
     fx: StepEffects,
     rng: SmallRng,
     sigma: Vec<f64>,
+    /// Per tenant and variant, the next replayed pass (wraps around).
+    replay_next: Vec<Vec<usize>>,
     mode: ModeId,
     accounts: Vec<TenantAccount>,
     /// Busy time in the current window, per unit and per tenant (ns).
@@ -277,10 +285,20 @@ impl<'a> Engine<'a> {
         self.events.push(Reverse((at, self.seq, e)));
     }
 
-    /// Service time of a job on unit `u`: the device model's mean at the
-    /// mode, stretched by contention, drawn log-normal.
+    /// Service time of a job on unit `u`: the next replayed pass of its
+    /// tenant's variant if the setup replays a run's, else the device
+    /// model's mean at the mode, stretched by contention, drawn log-normal.
     fn draw_service(&mut self, u: usize, job: &Job) -> Duration {
         let t = job.request.tenant.index();
+        if let Some(replay) = self.setup.service_replay {
+            let passes = replay.services(t, job.variant);
+            if !passes.is_empty() {
+                let next = &mut self.replay_next[t][job.variant];
+                let s = passes[*next % passes.len()];
+                *next += 1;
+                return s;
+            }
+        }
         let mean = self.analysis.tenants[t].cost_s[job.variant][u]
             * self.analysis.slowdown[self.mode][u]
             * self
@@ -629,6 +647,7 @@ pub fn simulate(
         })
         .collect();
     let serving = analysis.tenants.iter().map(|t| t.units.clone()).collect();
+    let analysis_variants: Vec<usize> = analysis.tenants.iter().map(|t| t.cost_s.len()).collect();
     let mut engine = Engine {
         setup,
         analysis,
@@ -648,6 +667,7 @@ pub fn simulate(
         fx: StepEffects::default(),
         rng: SmallRng::seed_from_u64(mix(setup.seed ^ 0xd1ce)),
         sigma,
+        replay_next: analysis_variants.iter().map(|&v| vec![0; v]).collect(),
         mode: device.reference_mode(),
         accounts: workload
             .tenants
@@ -844,6 +864,7 @@ mod tests {
                 seed,
                 accuracy_target: None,
                 planning: None,
+                service_replay: None,
             },
             |_| {},
         )
@@ -898,6 +919,66 @@ mod tests {
         assert_eq!(a.tenants[0].counts.submitted, 4 * 60 * 30);
         assert_eq!(a.hours.len(), 4);
         assert!(a.ledger.energy_j > 0.0);
+    }
+
+    #[test]
+    fn a_replayed_run_serves_the_recorded_passes_in_order_at_any_mode() {
+        // Tenant a's passes alternate 2 ms and 4 ms; b has none recorded
+        // and keeps the device model's draws. The grid holds MODE_10W,
+        // whose slowdown the recorded times already carry.
+        let w = workload(TWO_CAMS);
+        let p = policy(
+            r#"(name: "g", governor: (rule: Fixed(cap_w: 10.0), max_staleness: "2h",
+                fallback_cap_w: 10.0))"#,
+        );
+        let t = trace(6, |_| 300.0);
+        let mut log = String::from(
+            "tenant,request,worker,variant,release_us,started_us,finished_us,service_us,outcome\n",
+        );
+        for i in 0..10u64 {
+            let service = if i % 2 == 0 { 2_000 } else { 4_000 };
+            log.push_str(&format!("a,{i},gpu,0,0,{},0,{service},on_time\n", 100 * i));
+        }
+        let replay = crate::pass_log::ServiceReplay::from_reader(
+            log.as_bytes(),
+            "log",
+            &[("a", 1), ("b", 1)],
+        )
+        .unwrap();
+        let d = xavier();
+        let setup = SimSetup {
+            workload: &w,
+            device: &d,
+            policy: &p,
+            trace: &t,
+            start: Duration::ZERO,
+            hours: 2,
+            sample: Some(Duration::from_secs(30)),
+            seed: 0,
+            accuracy_target: None,
+            planning: None,
+            service_replay: Some(&replay),
+        };
+        let r = simulate(&setup, |_| {}).unwrap();
+        assert!(r.hours.iter().all(|h| h.mode == "MODE_10W"));
+        let a = &r.tenants[0].service;
+        let ms = |us: u64| us as f64 / 1000.0;
+        assert!(
+            (ms(a.quantile_us(0.0).unwrap()) - 2.0).abs() < 0.01,
+            "{a:?}"
+        );
+        assert!((ms(a.max_us().unwrap()) - 4.0).abs() < 0.01, "{a:?}");
+        assert!((a.mean_us().unwrap() / 1000.0 - 3.0).abs() < 0.01, "{a:?}");
+        // b: the 20 ms synthetic cost at MODE_10W's DLA slowdown (≈ 1.97).
+        let b = r.tenants[1].service.mean_us().unwrap() / 1000.0;
+        assert!((35.0..45.0).contains(&b), "{b}");
+        for t in &r.tenants {
+            assert!(t.counts.is_conserved(), "{:?}", t.counts);
+        }
+        // Replays are deterministic too.
+        let again = simulate(&setup, |_| {}).unwrap();
+        assert_eq!(again.tenants[0].counts, r.tenants[0].counts);
+        assert_eq!(again.ledger, r.ledger);
     }
 
     #[test]
@@ -983,6 +1064,7 @@ mod tests {
                     seed: 2,
                     accuracy_target: None,
                     planning: None,
+                    service_replay: None,
                 },
                 |_| {},
             )

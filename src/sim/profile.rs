@@ -108,6 +108,7 @@ pub fn simulate_configuration(
         seed: u64::from(cfg.id),
         accuracy_target: None,
         planning: None,
+        service_replay: None,
     };
     let result = simulate(&setup, |_| {})?;
     let simulated_s = result.simulated.as_secs_f64().max(1e-9);

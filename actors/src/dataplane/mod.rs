@@ -9,6 +9,7 @@
 //!   worker that becomes free (no thread of its own);
 //! - [`accelerator_worker`]: real inference through a [`crate::backend`];
 //! - [`telemetry`]: outcome counters and latency histograms;
+//! - [`pass_log`]: one row per forward pass, for the simulator to replay;
 //! - [`plan_cell`], [`power_cell`]: the planner's mapping and the governor's
 //!   power state, published without a channel or a lock (the `ecomap-sync`
 //!   crate, `actors/sync/`, where loom model-checks them);
@@ -17,6 +18,7 @@
 pub mod accelerator_worker;
 pub mod edf_dispatcher;
 pub mod load_generator;
+pub mod pass_log;
 pub mod telemetry;
 pub mod tenant_queue;
 pub mod ticket;

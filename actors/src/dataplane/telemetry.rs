@@ -78,6 +78,7 @@ pub struct Telemetry {
     rx: Receiver<TelemetryEvent>,
     faults: FaultInjector,
     metrics: Option<crate::server::metrics::LatencyMetrics>,
+    pass_log: Option<crate::dataplane::pass_log::PassLog>,
 }
 
 impl Telemetry {
@@ -104,7 +105,14 @@ impl Telemetry {
             rx,
             faults,
             metrics: None,
+            pass_log: None,
         }
+    }
+
+    /// Also write one row per pass to `log`.
+    pub fn with_pass_log(mut self, log: crate::dataplane::pass_log::PassLog) -> Self {
+        self.pass_log = Some(log);
+        self
     }
 
     /// Also observe served requests into these Prometheus histograms.
@@ -120,6 +128,13 @@ impl Telemetry {
                 self.tenants[c.request.tenant.index()].record_completion(&c);
                 if let (Some(m), true) = (&self.metrics, c.succeeded) {
                     m.observe(&c);
+                }
+                if let Some(log) = &mut self.pass_log {
+                    log.record(
+                        &c,
+                        &self.tenants[c.request.tenant.index()].name,
+                        &self.workers[c.worker].name,
+                    );
                 }
                 let w = &mut self.workers[c.worker];
                 w.served += 1;
@@ -137,6 +152,12 @@ impl Telemetry {
         for t in &mut self.tenants {
             if let Some(log) = &mut t.intervals {
                 log.finish();
+            }
+        }
+        if let Some(log) = self.pass_log.take() {
+            match log.finish() {
+                Ok(rows) => tracing::info!("pass log: {rows} row(s)"),
+                Err(e) => tracing::error!("{e}"),
             }
         }
         (self.tenants, self.workers)

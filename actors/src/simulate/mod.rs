@@ -55,6 +55,9 @@ pub struct SimulateArgs {
     /// modes and variants (on the workload's unit mapping; `oracle-remap`:
     /// and of units) at it.
     pub oracle_accuracy: Option<f64>,
+    /// A pass log of `ecomap run` (`--pass-log`) whose measured service
+    /// replaces the device model's draws (see [`ecomap::pass_log`]).
+    pub service_replay: Option<PathBuf>,
 }
 
 /// Where a span starts.
@@ -97,6 +100,9 @@ pub enum SimulateError {
     /// `--oracle-accuracy` without an `oracle` to hold to it.
     #[error("--oracle-accuracy holds the oracles to an accuracy, but --policies has no `oracle` or `oracle-remap`; add one (e.g. --policies oracle)")]
     OracleAccuracyWithoutOracle,
+    /// A pass log that cannot be replayed.
+    #[error(transparent)]
+    Replay(#[from] ecomap::pass_log::PassLogError),
     /// A start date outside a trace.
     #[error("{}: --start {date} is outside the trace ({first} …)", trace.display())]
     StartOutside {
@@ -228,6 +234,23 @@ pub fn run_simulate(args: &SimulateArgs) -> Result<Vec<SummaryRow>, SimulateErro
     let workload = Workload::load(&args.workload)?;
     let device = DeviceModel::load(&args.device)?;
     ecomap::sim::analyse(&workload, &device)?;
+    let replay = match &args.service_replay {
+        None => None,
+        Some(path) => {
+            let variants: Vec<usize> = workload
+                .tenants
+                .iter()
+                .map(|t| t.variants().len())
+                .collect();
+            let tenants: Vec<(&str, usize)> = workload
+                .tenants
+                .iter()
+                .zip(variants)
+                .map(|(t, v)| (t.name.as_str(), v))
+                .collect();
+            Some(ecomap::pass_log::ServiceReplay::read(path, &tenants)?)
+        }
+    };
     let mut policies = Vec::new();
     for name in &args.policies {
         let p = resolve_policy(name, &args.policy_dir)?;
@@ -330,6 +353,7 @@ pub fn run_simulate(args: &SimulateArgs) -> Result<Vec<SummaryRow>, SimulateErro
         sample: args.sample,
         seed: args.seed,
         accuracy_target: target,
+        service_replay: replay.as_ref(),
         planning: match (&makers[spec.policy], &descriptors[spec.policy]) {
             (Some(make), Some(d)) => Some(ecomap::sim::mapping::Planning {
                 descriptors: d,

@@ -83,6 +83,7 @@ fn main() -> ExitCode {
         seed: 1,
         accuracy_target: None,
         planning: None,
+        service_replay: None,
     };
     let mut rates = Vec::new();
     let mut rss_after_short = f64::NAN;
