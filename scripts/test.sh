@@ -17,8 +17,8 @@ trap 'rm -f "$log"' EXIT
 cargo test --workspace 2>&1 | tee "$log"
 echo "== loom: every interleaving of the data plane's lock-free protocols"
 # Its own target folder: --cfg loom rebuilds what it touches (a few crates).
-RUSTFLAGS="--cfg loom" cargo clippy -p ecomap-sync --all-targets --target-dir target/loom -- -D warnings
-RUSTFLAGS="--cfg loom" cargo test -p ecomap-sync --release --target-dir target/loom --test loom 2>&1 | tee -a "$log"
+RUSTFLAGS="--cfg loom -C debug-assertions" cargo clippy -p ecomap-sync --all-targets --target-dir target/loom -- -D warnings
+RUSTFLAGS="--cfg loom -C debug-assertions" cargo test -p ecomap-sync --release --target-dir target/loom --test loom 2>&1 | tee -a "$log"
 echo "== ecomap serve against real clients (tritonclient, prometheus_client)"
 .venv/bin/python tests/python/test_serve.py target/debug/ecomap 2>&1 | tee -a "$log"
 # One closing line over every test binary (cargo prints one per binary,

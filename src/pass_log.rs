@@ -47,7 +47,8 @@ pub struct PassRecord {
     pub started_us: u64,
     /// When it ended (emulated throttling included).
     pub finished_us: u64,
-    /// `finished_us - started_us`.
+    /// The pass's duration (each time is truncated to the µs on its own,
+    /// so this may differ from `finished_us - started_us` by 1).
     pub service_us: u64,
     /// `on_time`, `late` or `failed`.
     pub outcome: String,
@@ -102,6 +103,16 @@ pub enum PassLogError {
         /// The workload's tenants.
         known: String,
     },
+    /// A row's outcome is not one a pass can end in.
+    #[error("{path}, line {line}: outcome '{outcome}' is not a pass's (on_time, late or failed)")]
+    BadOutcome {
+        /// The file.
+        path: String,
+        /// 1-based line.
+        line: u64,
+        /// The outcome in the log.
+        outcome: String,
+    },
     /// A row names a variant the tenant's model family does not have.
     #[error("{path}, line {line}: tenant '{tenant}' has {variants} variant(s), the log says variant {variant}")]
     BadVariant {
@@ -154,12 +165,24 @@ impl ServiceReplay {
             tenants.iter().map(|&(_, n)| vec![Vec::new(); n]).collect();
         let mut csv = csv::Reader::from_reader(reader);
         let mut any = false;
-        for (i, row) in csv.deserialize::<PassRecord>().enumerate() {
-            let line = i as u64 + 2; // after the header
-            let r = row.map_err(|source| PassLogError::Row {
+        let mut record = csv::StringRecord::new();
+        let headers = csv
+            .headers()
+            .map_err(|source| PassLogError::Row {
                 path: path.to_string(),
                 source,
-            })?;
+            })?
+            .clone();
+        loop {
+            let row_error = |source| PassLogError::Row {
+                path: path.to_string(),
+                source,
+            };
+            if !csv.read_record(&mut record).map_err(row_error)? {
+                break;
+            }
+            let line = record.position().map_or(0, |p| p.line());
+            let r: PassRecord = record.deserialize(Some(&headers)).map_err(row_error)?;
             let t = tenants
                 .iter()
                 .position(|&(name, _)| name == r.tenant)
@@ -183,8 +206,16 @@ impl ServiceReplay {
                     variants: tenants[t].1,
                 });
             }
+            let outcome = [Outcome::OnTime, Outcome::Late, Outcome::Failed]
+                .into_iter()
+                .find(|o| o.name() == r.outcome)
+                .ok_or_else(|| PassLogError::BadOutcome {
+                    path: path.to_string(),
+                    line,
+                    outcome: r.outcome.clone(),
+                })?;
             // A failed pass's time is not a service time.
-            if r.outcome != Outcome::Failed.name() {
+            if outcome != Outcome::Failed {
                 rows[t][v].push((r.started_us, Duration::from_micros(r.service_us)));
                 any = true;
             }
@@ -293,6 +324,10 @@ mod tests {
         assert!(e.starts_with("log.csv:") && e.contains("columns"), "{e}");
         let e = err(HEADER);
         assert!(e.contains("no successful forward pass"), "{e}");
+        let e = err(&format!(
+            "{HEADER}cam,0,cpu0,0,0,1,2,1,on_time\ncam,1,cpu0,0,0,1,2,1,expired\n"
+        ));
+        assert!(e.contains("line 3") && e.contains("'expired'"), "{e}");
         let e = ServiceReplay::read(Path::new("/nonexistent/log.csv"), &tenants)
             .unwrap_err()
             .to_string();

@@ -429,7 +429,7 @@ fn run(files: &Files, o: RunOptions<'_>) -> Result<(), ExitCode> {
         Some(path) => Some(
             ecomap_actors::dataplane::pass_log::PassLog::create(path).map_err(|e| {
                 eprintln!(
-                    "error: --pass-log {}: cannot create it: {e}; name a file in a folder that exists",
+                    "error: --pass-log {}: cannot create it: {e}; name a writable file in a folder that exists",
                     path.display()
                 );
                 ExitCode::from(2)

@@ -38,6 +38,10 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 secs=${1:-60}
 out=out/fidelity
+case "${STRETCH:-solo}" in
+    solo | loaded) ;;
+    *) echo "STRETCH=$STRETCH: expected 'solo' (the default) or 'loaded'" >&2; exit 2 ;;
+esac
 mkdir -p "$out"
 trace=../shared/data/carbon/electricitymaps_2023/US-CAL-CISO_2023_hourly.csv
 device=rt-config/devices/host.ron
@@ -91,9 +95,12 @@ for model, tenant in names.items():
     text = re.sub(r'\(name: "%s", cpu_ms: Some\([0-9.]+\)\)' % re.escape(model),
                   '(name: "%s", cpu_ms: Some(%.1f))' % (model, mean(tenant)), text)
 header = "// host.ron with solo mean service re-measured just now (bench/fidelity/run.sh)\n"
+def utilisations(report_path):
+    """Each worker's utilisation, as `ecomap run`'s report prints it."""
+    report = open(report_path).read()
+    return [float(u) / 100 for u in re.findall(r"^worker \S+ .* utilisation +([0-9.]+)%", report, re.M)]
 if contention_dir:
-    report = open(os.path.join(contention_dir, "contention.txt")).read()
-    util = [float(u) / 100 for u in re.findall(r"^worker \S+ .* utilisation +([0-9.]+)%", report, re.M)]
+    util = utilisations(os.path.join(contention_dir, "contention.txt"))
     tenants = sorted(set(names.values()))
     ratios = {t: mean(t, os.path.join(contention_dir, "contention")) / mean(t) for t in tenants}
     u = statistics.mean(util)
@@ -101,14 +108,10 @@ if contention_dir:
     print(f"contention re-measured: {contention:.3f} (workers {', '.join(f'{x:.0%}' for x in util)} busy; "
           f"both-busy / solo means {', '.join(f'{t} {r:.2f}' for t, r in ratios.items())})")
     text, n = re.subn(r"contention: [0-9.]+,", f"contention: {contention:.3f},", text)
-else:
-    contention = float(re.search(r"contention: ([0-9.]+),", text).group(1))
     assert n == 1, "host.ron names one contention"
     header += f"// contention re-measured just now: {contention:.3f}\n"
-def utilisation(report_path):
-    report = open(report_path).read()
-    util = [float(u) / 100 for u in re.findall(r"^worker \S+ .* utilisation +([0-9.]+)%", report, re.M)]
-    return statistics.mean(util)
+else:
+    contention = float(re.search(r"contention: ([0-9.]+),", text).group(1))
 if throttle_dir:
     tenants = sorted(set(names.values()))
     ratios = {t: mean(t, throttle_dir) / mean(t) for t in tenants}
@@ -120,7 +123,7 @@ if throttle_dir:
     if contention_dir and os.path.isdir(loaded_dir):
         # Both workers busy at 15 W: service = cost x (slowdown + contention
         # x the other worker's utilisation) under the sleeping throttle.
-        u15 = utilisation(loaded_dir + ".txt")
+        u15 = statistics.mean(utilisations(loaded_dir + ".txt"))
         loaded = {t: mean(t, loaded_dir) / mean(t) - contention * u15 for t in tenants}
         loaded_stretch = statistics.median(loaded.values())
         print(f"15 W stretch, both workers busy: {loaded_stretch:.2f}x (workers {u15:.0%} busy; "

@@ -75,8 +75,21 @@ def slowdown(text, mode):
     return (clock(reference) / clock(mode)) ** exponent
 
 
-def row(path):
-    return next(r for r in csv.DictReader(open(path)) if r["tenant"] == "all")
+def row(path, tenant="all"):
+    return next(r for r in csv.DictReader(open(path)) if r["tenant"] == tenant)
+
+
+def on_time(r):
+    return 100.0 * float(r["on_time"]) / float(r["submitted"])
+
+
+def e2e(r):
+    return float(r["mean_e2e_ms"])
+
+
+def accuracy(r):
+    a = float(r["accuracy_pct"] or "nan")
+    return "-" if a != a else f"{a:.2f}"
 
 
 base = open(device).read()
@@ -125,8 +138,6 @@ for name, policy, mode in CONFIGS:
     r = row(run_csv)
     p = row(os.path.join(out, f"{name}-sim", "summary.csv"))
     t = row(os.path.join(sim_dir, "summary.csv"))
-    on_time = lambda x: 100.0 * float(x["on_time"]) / float(x["submitted"])
-    e2e = lambda x: float(x["mean_e2e_ms"])
     print(f"{name:<11} on time {on_time(r):6.2f} / {on_time(p):6.2f} / {on_time(t):6.2f} %"
           f" ({on_time(p) - on_time(r):+.2f} / {on_time(t) - on_time(r):+.2f} pts);"
           f" mean e2e {e2e(r):6.1f} / {e2e(p):6.1f} / {e2e(t):6.1f} ms"
@@ -159,11 +170,14 @@ for name, policy, workload in REPLAYED:
     r = row(run_csv)
     p = row(os.path.join(out, f"{name}-sim", "summary.csv"))
     t = row(os.path.join(sim_dir, "summary.csv"))
-    on_time = lambda x: 100.0 * float(x["on_time"]) / float(x["submitted"])
-    e2e = lambda x: float(x["mean_e2e_ms"])
-    shares = f"; variant shares {r['variant_shares']} / {p['variant_shares']} / {t['variant_shares']}" \
-        if r["variant_shares"].count("/") else ""
     print(f"{name:<12} on time {on_time(r):6.2f} / {on_time(p):6.2f} / {on_time(t):6.2f} %"
           f" ({on_time(p) - on_time(r):+.2f} / {on_time(t) - on_time(r):+.2f} pts);"
           f" mean e2e {e2e(r):6.1f} / {e2e(p):6.1f} / {e2e(t):6.1f} ms"
-          f" ({100 * (e2e(p) / e2e(r) - 1):+.1f} / {100 * (e2e(t) / e2e(r) - 1):+.1f}%){shares}")
+          f" ({100 * (e2e(p) / e2e(r) - 1):+.1f} / {100 * (e2e(t) / e2e(r) - 1):+.1f}%);"
+          f" accuracy {' / '.join(accuracy(x) for x in (r, p, t))} %")
+    # Variant shares per tenant (the `all` row has none).
+    for tenant in [x["tenant"] for x in csv.DictReader(open(run_csv)) if x["tenant"] != "all"]:
+        shares = [row(f, tenant)["variant_shares"] for f in
+                  (run_csv, os.path.join(out, f"{name}-sim", "summary.csv"), os.path.join(sim_dir, "summary.csv"))]
+        if shares[0].count("/"):
+            print(f"{'':<12} {tenant} variant shares (heaviest first) {' / '.join(shares)}")

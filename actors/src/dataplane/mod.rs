@@ -10,9 +10,10 @@
 //! - [`accelerator_worker`]: real inference through a [`crate::backend`];
 //! - [`telemetry`]: outcome counters and latency histograms;
 //! - [`pass_log`]: one row per forward pass, for the simulator to replay;
-//! - [`plan_cell`], [`power_cell`]: the planner's mapping and the governor's
-//!   power state, published without a channel or a lock (the `ecomap-sync`
-//!   crate, `actors/sync/`, where loom model-checks them);
+//! - [`plan_cell`], [`power_cell`], [`admission`]: the planner's mapping
+//!   and the governor's power state, published without a channel or a
+//!   lock, and a tenant's admission slots (the `ecomap-sync` crate,
+//!   `actors/sync/`, where loom model-checks them);
 //! - [`ticket`]: what a caller that hands in an input gets back.
 
 pub mod accelerator_worker;
@@ -23,4 +24,4 @@ pub mod telemetry;
 pub mod tenant_queue;
 pub mod ticket;
 
-pub use ecomap_sync::{plan_cell, power_cell};
+pub use ecomap_sync::{admission, plan_cell, power_cell};

@@ -3,33 +3,44 @@
 //! the data path, so the simulator can replay the service a run measured
 //! (`ecomap simulate --service-replay FILE`).
 //!
-//! Rows stream through a buffered writer: memory stays flat however long
-//! the run. A write error stops the log (the run goes on) and is reported
-//! when it closes; a pass whose telemetry sample was dropped under
-//! pressure (counted in the report) has no row.
+//! Rows stream through the CSV writer's buffer: memory stays flat however
+//! long the run. A write error stops the log (the run goes on) and is
+//! reported when it closes; a pass whose telemetry sample was dropped under
+//! pressure (counted in the report), or that finished after the telemetry
+//! sink died, has no row.
 
 use ecomap::pass_log::PassRecord;
 use ecomap::request::Completion;
 use std::fs::File;
-use std::io::BufWriter;
 use std::path::{Path, PathBuf};
+
+/// Why the pass log is incomplete.
+#[derive(Debug, thiserror::Error)]
+#[error("{}: the pass log stopped after {rows} row(s): {source}", path.display())]
+pub struct PassLogError {
+    /// The file.
+    pub path: PathBuf,
+    /// Rows written before the error.
+    pub rows: u64,
+    /// The write error.
+    pub source: csv::Error,
+}
 
 /// An open pass log.
 #[derive(Debug)]
 pub struct PassLog {
-    writer: csv::Writer<BufWriter<File>>,
+    writer: csv::Writer<File>,
     path: PathBuf,
     rows: u64,
     /// The first write error; nothing is written after it.
-    error: Option<String>,
+    error: Option<csv::Error>,
 }
 
 impl PassLog {
     /// Create (or truncate) the log at `path`.
     pub fn create(path: &Path) -> std::io::Result<Self> {
-        let file = File::create(path)?;
         Ok(PassLog {
-            writer: csv::Writer::from_writer(BufWriter::new(file)),
+            writer: csv::Writer::from_writer(File::create(path)?),
             path: path.to_path_buf(),
             rows: 0,
             error: None,
@@ -46,27 +57,22 @@ impl PassLog {
             .serialize(PassRecord::from_completion(c, tenant, worker))
         {
             Ok(()) => self.rows += 1,
-            Err(e) => self.error = Some(e.to_string()),
+            Err(e) => self.error = Some(e),
         }
     }
 
     /// Flush and close: the rows written, or what went wrong.
-    pub(crate) fn finish(mut self) -> Result<u64, String> {
+    pub(crate) fn finish(mut self) -> Result<u64, PassLogError> {
         if let Err(e) = self.writer.flush() {
-            self.error.get_or_insert(e.to_string());
+            self.error.get_or_insert(e.into());
         }
         match self.error {
             None => Ok(self.rows),
-            Some(e) => Err(format!(
-                "{}: the pass log stopped after {} row(s): {e}",
-                self.path.display(),
-                self.rows
-            )),
+            Some(source) => Err(PassLogError {
+                path: self.path,
+                rows: self.rows,
+                source,
+            }),
         }
-    }
-
-    /// Where it is written.
-    pub fn path(&self) -> &Path {
-        &self.path
     }
 }

@@ -16,13 +16,13 @@
 //! [`TenantQueue::infer`] as its blocking form.
 
 use crate::clock::RunClock;
+use crate::dataplane::admission::AdmissionSlots;
 use crate::dataplane::ticket::{self, Answer, Ticket, Work};
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 use ecomap::accounting::OutcomeCounts;
 use ecomap::config::workload::TenantSpec;
 use ecomap::request::{Outcome, Request, TenantId};
 use ecomap::tensor::{TensorData, TensorError, TensorSpec};
-use ecomap_sync::admission::AdmissionSlots;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;

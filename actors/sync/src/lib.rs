@@ -17,7 +17,9 @@
 //! Atomics and `Arc` come from the `sync` shim (`src/sync.rs`): std's normally, loom's
 //! under `--cfg loom`, where `tests/loom.rs` explores every interleaving
 //! (and the weak-memory outcomes loom models) of each protocol:
-//! `RUSTFLAGS="--cfg loom" cargo test -p ecomap-sync --release --target-dir target/loom`.
+//! `RUSTFLAGS="--cfg loom -C debug-assertions" cargo test -p ecomap-sync
+//! --release --target-dir target/loom --test loom` (the doctests run only
+//! without loom: loom's types work only inside `loom::model`).
 
 #![warn(missing_docs, rust_2018_idioms, unreachable_pub)]
 #![forbid(unsafe_code)]

@@ -60,17 +60,17 @@ impl PlanCell {
         debug_assert_eq!(plan.units.len(), self.0.units.len(), "one per tenant");
         let g = self.0.generation.fetch_add(1, Ordering::Relaxed);
         debug_assert!(g % 2 == 0, "one writer at a time");
-        // Each of the plan's stores is a release: a reader whose load sees
-        // any of them (and whose acquire fence follows) also sees the odd
-        // generation stored before it, so its second check fails. (A
-        // release fence before plain stores would do the same; loom models
-        // acquire fences only, and on x86 and ARMv8 a release store costs
-        // what a plain one does.)
+        // The odd generation must be visible before any of the plan's
+        // stores: a release fence orders the increment before them (an
+        // AcqRel increment would only order what came before it). A reader
+        // whose load sees one of them, then runs its acquire fence, sees
+        // the odd generation and drops what it read.
+        fence(Ordering::Release);
         for (cell, &v) in self.0.variants.iter().zip(&plan.variants) {
-            cell.store(v, Ordering::Release);
+            cell.store(v, Ordering::Relaxed);
         }
         for (cell, &u) in self.0.units.iter().zip(&plan.units) {
-            cell.store(u, Ordering::Release);
+            cell.store(u, Ordering::Relaxed);
         }
         // Release: a reader that sees the even generation sees the plan.
         self.0.generation.fetch_add(1, Ordering::Release);
@@ -91,7 +91,8 @@ impl PlanCell {
             units: load(&self.0.units),
         };
         // Order the loads above before the second generation check (and
-        // synchronise with any release store they read from).
+        // synchronise with the writer's release fence if they read a store
+        // made after it).
         fence(Ordering::Acquire);
         let g2 = self.0.generation.load(Ordering::Relaxed);
         debug_assert!(g2 >= g1, "the generation only grows");

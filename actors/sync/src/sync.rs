@@ -1,9 +1,7 @@
-//! The one place the protocols take their atomics and `Arc` from: std's,
-//! or loom's under `--cfg loom` so the model checker sees every atomic
-//! step (tokio's `loom` shim does the same).
-//!
-//! loom models acquire fences only, so the protocols here use release
-//! *stores* rather than release fences.
+//! The one place the protocols take their atomics, fences and `Arc` from:
+//! std's, or loom's under `--cfg loom` so the model checker sees every
+//! atomic step (tokio's `loom` shim does the same). loom 0.7 models
+//! acquire, release and SeqCst fences as well as the atomics.
 
 #[cfg(loom)]
 pub(crate) use loom::sync::atomic::{fence, AtomicU64, AtomicUsize, Ordering};

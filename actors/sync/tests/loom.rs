@@ -3,8 +3,10 @@
 //! outcomes it models), so an assertion here holds in all of them, not
 //! just in the ones a stress test happens to hit.
 //!
-//! Run: `RUSTFLAGS="--cfg loom" cargo test -p ecomap-sync --release --target-dir target/loom`
-//! (scripts/test.sh does).
+//! Run: `RUSTFLAGS="--cfg loom -C debug-assertions" cargo test -p ecomap-sync
+//! --release --target-dir target/loom --test loom` (scripts/test.sh does;
+//! debug assertions on, so the protocols' `debug_assert!`s are checked in
+//! every interleaving too).
 #![cfg(loom)]
 
 use ecomap_sync::admission::AdmissionSlots;
