@@ -135,12 +135,28 @@ pub enum PassLogError {
     },
 }
 
+/// How a replayed pass is picked for a simulated one.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ReplayAlignment {
+    /// The tenant's variant's next recorded pass, in start order: keeps
+    /// each tenant's sequence, not when its passes ran.
+    #[default]
+    InOrder,
+    /// The tenant's variant's recorded pass that started nearest the same
+    /// time into the run (from the log's first release): keeps when the
+    /// machine was slow for every tenant at once.
+    ByTime,
+}
+
 /// The measured service of every successful pass, per tenant and variant,
 /// in the order the passes started.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ServiceReplay {
     /// `services[t][v]`.
     services: Vec<Vec<Vec<Duration>>>,
+    /// `started_us[t][v]`, beside `services`, from the log's first release.
+    started_us: Vec<Vec<Vec<u64>>>,
+    alignment: ReplayAlignment,
 }
 
 impl ServiceReplay {
@@ -165,6 +181,7 @@ impl ServiceReplay {
             tenants.iter().map(|&(_, n)| vec![Vec::new(); n]).collect();
         let mut csv = csv::Reader::from_reader(reader);
         let mut any = false;
+        let mut first_release = u64::MAX;
         let mut record = csv::StringRecord::new();
         let headers = csv
             .headers()
@@ -219,26 +236,70 @@ impl ServiceReplay {
                 rows[t][v].push((r.started_us, Duration::from_micros(r.service_us)));
                 any = true;
             }
+            first_release = first_release.min(r.release_us);
         }
         if !any {
             return Err(PassLogError::Empty {
                 path: path.to_string(),
             });
         }
-        let services = rows
-            .into_iter()
-            .map(|per_variant| {
-                per_variant
-                    .into_iter()
-                    .map(|mut passes| {
-                        // Workers log as they finish; replay in start order.
-                        passes.sort_by_key(|&(started, _)| started);
-                        passes.into_iter().map(|(_, s)| s).collect()
-                    })
-                    .collect()
-            })
-            .collect();
-        Ok(ServiceReplay { services })
+        let mut services = Vec::with_capacity(rows.len());
+        let mut started_us = Vec::with_capacity(rows.len());
+        for per_variant in rows {
+            let (mut s, mut at) = (Vec::new(), Vec::new());
+            for mut passes in per_variant {
+                // Workers log as they finish; replay in start order.
+                passes.sort_by_key(|&(started, _)| started);
+                at.push(
+                    passes
+                        .iter()
+                        .map(|&(started, _)| started.saturating_sub(first_release))
+                        .collect(),
+                );
+                s.push(passes.into_iter().map(|(_, d)| d).collect());
+            }
+            services.push(s);
+            started_us.push(at);
+        }
+        Ok(ServiceReplay {
+            services,
+            started_us,
+            alignment: ReplayAlignment::InOrder,
+        })
+    }
+
+    /// The same passes, picked as `alignment` says.
+    pub fn aligned(mut self, alignment: ReplayAlignment) -> Self {
+        self.alignment = alignment;
+        self
+    }
+
+    /// How passes are picked.
+    pub fn alignment(&self) -> ReplayAlignment {
+        self.alignment
+    }
+
+    /// The recorded pass of tenant `t`'s variant `v` that started nearest
+    /// `at` into the run (from its first release); `None` if the run never
+    /// served it.
+    pub fn nearest(&self, t: usize, v: usize, at: Duration) -> Option<Duration> {
+        let starts = self.started_us.get(t)?.get(v)?;
+        let at = at.as_micros() as u64;
+        let i = starts.partition_point(|&s| s < at);
+        let before = i.checked_sub(1);
+        let pick = match (before, starts.get(i)) {
+            (None, None) => return None,
+            (Some(b), None) => b,
+            (None, Some(_)) => i,
+            (Some(b), Some(&after)) => {
+                if at - starts[b] <= after - at {
+                    b
+                } else {
+                    i
+                }
+            }
+        };
+        Some(self.services[t][v][pick])
     }
 
     /// Tenant `t`'s variant `v`'s measured services, in start order (empty
@@ -303,6 +364,31 @@ mod tests {
             replay.services(0, 0),
             &[Duration::from_micros(1000), Duration::from_micros(600)]
         );
+    }
+
+    #[test]
+    fn by_time_the_pass_nearest_the_same_moment_of_the_run_is_picked() {
+        // Releases start at 1 s into the run's clock; passes start 0.1 s
+        // and 0.5 s after that.
+        let log = format!(
+            "{HEADER}cam,0,cpu0,0,1000000,1100000,1102000,2000,on_time\n\
+             cam,1,cpu0,0,1400000,1500000,1509000,9000,on_time\n"
+        );
+        let replay = ServiceReplay::from_reader(log.as_bytes(), "t", &[("cam", 2)])
+            .unwrap()
+            .aligned(ReplayAlignment::ByTime);
+        assert_eq!(replay.alignment(), ReplayAlignment::ByTime);
+        let at = |ms: u64| replay.nearest(0, 0, Duration::from_millis(ms));
+        assert_eq!(at(0), Some(Duration::from_micros(2000)));
+        assert_eq!(
+            at(300),
+            Some(Duration::from_micros(2000)),
+            "a tie goes earlier"
+        );
+        assert_eq!(at(301), Some(Duration::from_micros(9000)));
+        assert_eq!(at(60_000), Some(Duration::from_micros(9000)));
+        assert_eq!(replay.nearest(0, 1, Duration::ZERO), None, "never served");
+        assert_eq!(replay.nearest(3, 0, Duration::ZERO), None, "no such tenant");
     }
 
     #[test]

@@ -76,6 +76,15 @@ impl ServeFiles {
     }
 }
 
+/// `simulate --replay-by`.
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+enum ReplayByArg {
+    /// Each tenant's variant's passes in start order.
+    Order,
+    /// The pass that started nearest the same moment of the run.
+    Time,
+}
+
 /// `train-estimator --power-head`.
 #[derive(clap::ValueEnum, Clone, Copy, Debug)]
 enum PowerHeadArg {
@@ -309,6 +318,12 @@ enum Command {
         /// carry the run's mode and contention: replay them at that mode.
         #[arg(long, value_name = "FILE")]
         service_replay: Option<PathBuf>,
+        /// How --service-replay picks a recorded pass: `order` (the
+        /// tenant's variant's next pass, in start order) or `time` (its pass
+        /// that started nearest the same moment of the run, so a slow
+        /// stretch hits every tenant at once as it did in the run).
+        #[arg(long, value_enum, default_value = "order", requires = "service_replay")]
+        replay_by: ReplayByArg,
     },
 }
 
@@ -1113,6 +1128,7 @@ fn main() -> ExitCode {
             jobs,
             oracle_accuracy,
             service_replay,
+            replay_by,
         } => {
             let args = ecomap_actors::simulate::SimulateArgs {
                 policies: policies.clone(),
@@ -1134,6 +1150,10 @@ fn main() -> ExitCode {
                 descriptors: PathBuf::from("rt-config/model-descriptors.csv"),
                 oracle_accuracy: *oracle_accuracy,
                 service_replay: service_replay.clone(),
+                replay_alignment: match replay_by {
+                    ReplayByArg::Order => ecomap::pass_log::ReplayAlignment::InOrder,
+                    ReplayByArg::Time => ecomap::pass_log::ReplayAlignment::ByTime,
+                },
             };
             simulate_command(&args)
         }

@@ -23,10 +23,12 @@ measured / predictive simulation (run.sh's) / trace-driven simulation.
 
 Then, where run.sh kept each run's pass log (OUT/<name>-passes.csv,
 `ecomap run --pass-log`), every configuration — `quality-only` too — is
-simulated once more replaying that run's passes in order, per tenant and
-variant (`ecomap simulate --service-replay`): the measured service with
-its slow stretches, its shape and its pass-to-pass correlation, not just
-its mean and CV.
+simulated twice more replaying that run's passes (`ecomap simulate
+--service-replay`): per tenant and variant in start order (`--replay-by
+order`: the measured service with its slow stretches, its shape and its
+pass-to-pass correlation, not just its mean and CV), and by the time each
+pass ran (`--replay-by time`: a slow stretch then hits every tenant at
+once, as it did in the run).
 
 These are diagnostics, not the fidelity goal: the goal asks the simulator
 to predict a run from the device description; here the service is taken
@@ -150,34 +152,35 @@ REPLAYED = [
     ("quality-only", "policies/quality-only.ron", "workloads/robot-mixed.ron"),
     ("capped-15w", "bench/fidelity/capped-15w.ron", "workloads/robot.ron"),
 ]
-printed = False
-for name, policy, workload in REPLAYED:
-    passes = os.path.join(out, f"{name}-passes.csv")
-    run_csv = os.path.join(out, f"{name}-run.csv")
-    if not (os.path.exists(passes) and os.path.exists(run_csv)):
-        continue
-    if not printed:
-        print("\nreplayed (each run's own passes, in order): on time % and mean e2e ms, "
-              "measured / predictive sim / replayed sim")
-        printed = True
-    sim_dir = os.path.join(out, f"{name}-replay-sim")
-    subprocess.run(
-        ["target/release/ecomap", "simulate", "--device", device, "--workload", workload,
-         "--policies", policy, "--traces", trace, "--span", "1h", "--sample", f"{secs}s",
-         "--seed", "0", "--service-replay", passes, "--out", sim_dir],
-        check=True, stdout=subprocess.DEVNULL,
-    )
-    r = row(run_csv)
-    p = row(os.path.join(out, f"{name}-sim", "summary.csv"))
-    t = row(os.path.join(sim_dir, "summary.csv"))
-    print(f"{name:<12} on time {on_time(r):6.2f} / {on_time(p):6.2f} / {on_time(t):6.2f} %"
-          f" ({on_time(p) - on_time(r):+.2f} / {on_time(t) - on_time(r):+.2f} pts);"
-          f" mean e2e {e2e(r):6.1f} / {e2e(p):6.1f} / {e2e(t):6.1f} ms"
-          f" ({100 * (e2e(p) / e2e(r) - 1):+.1f} / {100 * (e2e(t) / e2e(r) - 1):+.1f}%);"
-          f" accuracy {' / '.join(accuracy(x) for x in (r, p, t))} %")
-    # Variant shares per tenant (the `all` row has none).
-    for tenant in [x["tenant"] for x in csv.DictReader(open(run_csv)) if x["tenant"] != "all"]:
-        shares = [row(f, tenant)["variant_shares"] for f in
-                  (run_csv, os.path.join(out, f"{name}-sim", "summary.csv"), os.path.join(sim_dir, "summary.csv"))]
-        if shares[0].count("/"):
-            print(f"{'':<12} {tenant} variant shares (heaviest first) {' / '.join(shares)}")
+for by in ["order", "time"]:
+    printed = False
+    for name, policy, workload in REPLAYED:
+        passes = os.path.join(out, f"{name}-passes.csv")
+        run_csv = os.path.join(out, f"{name}-run.csv")
+        if not (os.path.exists(passes) and os.path.exists(run_csv)):
+            continue
+        if not printed:
+            print(f"\nreplayed (each run's own passes, --replay-by {by}): on time % and mean e2e ms, "
+                  "measured / predictive sim / replayed sim")
+            printed = True
+        sim_dir = os.path.join(out, f"{name}-replay-{by}-sim")
+        subprocess.run(
+            ["target/release/ecomap", "simulate", "--device", device, "--workload", workload,
+             "--policies", policy, "--traces", trace, "--span", "1h", "--sample", f"{secs}s",
+             "--seed", "0", "--service-replay", passes, "--replay-by", by, "--out", sim_dir],
+            check=True, stdout=subprocess.DEVNULL,
+        )
+        r = row(run_csv)
+        p = row(os.path.join(out, f"{name}-sim", "summary.csv"))
+        t = row(os.path.join(sim_dir, "summary.csv"))
+        print(f"{name:<12} on time {on_time(r):6.2f} / {on_time(p):6.2f} / {on_time(t):6.2f} %"
+              f" ({on_time(p) - on_time(r):+.2f} / {on_time(t) - on_time(r):+.2f} pts);"
+              f" mean e2e {e2e(r):6.1f} / {e2e(p):6.1f} / {e2e(t):6.1f} ms"
+              f" ({100 * (e2e(p) / e2e(r) - 1):+.1f} / {100 * (e2e(t) / e2e(r) - 1):+.1f}%);"
+              f" accuracy {' / '.join(accuracy(x) for x in (r, p, t))} %")
+        # Variant shares per tenant (the `all` row has none).
+        for tenant in [x["tenant"] for x in csv.DictReader(open(run_csv)) if x["tenant"] != "all"]:
+            shares = [row(f, tenant)["variant_shares"] for f in
+                      (run_csv, os.path.join(out, f"{name}-sim", "summary.csv"), os.path.join(sim_dir, "summary.csv"))]
+            if shares[0].count("/"):
+                print(f"{'':<12} {tenant} variant shares (heaviest first) {' / '.join(shares)}")

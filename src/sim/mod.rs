@@ -36,6 +36,7 @@ use crate::dispatch::{DispatchCore, Job, JobDone, Next, StepEffects, StepEvent};
 use crate::energy::EnergyLedger;
 use crate::governor::Governor;
 use crate::model::ModelSpec;
+use crate::pass_log::ReplayAlignment;
 use crate::quality::{QualityController, QualityPolicy};
 use crate::request::{Completion, Request, TenantId};
 use crate::time::Timestamp;
@@ -288,15 +289,27 @@ impl<'a> Engine<'a> {
     /// Service time of a job on unit `u`: the next replayed pass of its
     /// tenant's variant if the setup replays a run's, else the device
     /// model's mean at the mode, stretched by contention, drawn log-normal.
-    fn draw_service(&mut self, u: usize, job: &Job) -> Duration {
+    fn draw_service(&mut self, u: usize, job: &Job, now: Timestamp) -> Duration {
         let t = job.request.tenant.index();
         if let Some(replay) = self.setup.service_replay {
-            let passes = replay.services(t, job.variant);
-            if !passes.is_empty() {
-                let next = &mut self.replay_next[t][job.variant];
-                let s = passes[*next % passes.len()];
-                *next += 1;
-                return s;
+            match replay.alignment() {
+                ReplayAlignment::InOrder => {
+                    let passes = replay.services(t, job.variant);
+                    if !passes.is_empty() {
+                        let next = &mut self.replay_next[t][job.variant];
+                        let s = passes[*next % passes.len()];
+                        *next += 1;
+                        return s;
+                    }
+                }
+                ReplayAlignment::ByTime => {
+                    // Simulated time runs from the first release, as the
+                    // log's times are taken from the run's.
+                    let into_run = Duration::from_nanos(now.as_nanos());
+                    if let Some(s) = replay.nearest(t, job.variant, into_run) {
+                        return s;
+                    }
+                }
             }
         }
         let mean = self.analysis.tenants[t].cost_s[job.variant][u]
@@ -330,7 +343,7 @@ impl<'a> Engine<'a> {
         self.fx = fx;
         if let Next::Run(job) = next {
             debug_assert!(self.running[u].is_none(), "a unit runs one job at a time");
-            let service = self.draw_service(u, &job);
+            let service = self.draw_service(u, &job, now);
             let finishes = now + service;
             self.running[u] = Some(Running {
                 job,
@@ -979,6 +992,55 @@ mod tests {
         let again = simulate(&setup, |_| {}).unwrap();
         assert_eq!(again.tenants[0].counts, r.tenants[0].counts);
         assert_eq!(again.ledger, r.ledger);
+    }
+
+    #[test]
+    fn a_replay_by_time_serves_each_moment_with_the_pass_recorded_then() {
+        // The run was fast (2 ms) for its first 15 s and slow (4 ms) after;
+        // its releases start 1 s into its clock. By time, the simulation's
+        // first 15 s get 2 ms and the rest 4 ms (the last pass's, past the
+        // log's end); in order, the sequence repeats, half of each.
+        let w = workload(TWO_CAMS);
+        let p = policy(r#"(name: "edf")"#);
+        let t = trace(4, |_| 300.0);
+        let mut log = String::from(
+            "tenant,request,worker,variant,release_us,started_us,finished_us,service_us,outcome\n",
+        );
+        for i in 0..300u64 {
+            let started = 1_000_000 + 100_000 * i;
+            let service = if i < 150 { 2_000 } else { 4_000 };
+            log.push_str(&format!(
+                "a,{i},gpu,0,{started},{started},0,{service},on_time\n"
+            ));
+        }
+        let replay = crate::pass_log::ServiceReplay::from_reader(
+            log.as_bytes(),
+            "log",
+            &[("a", 1), ("b", 1)],
+        )
+        .unwrap();
+        let d = xavier();
+        let mean_ms = |replay: &crate::pass_log::ServiceReplay| {
+            let setup = SimSetup {
+                workload: &w,
+                device: &d,
+                policy: &p,
+                trace: &t,
+                start: Duration::ZERO,
+                hours: 2,
+                sample: Some(Duration::from_secs(30)),
+                seed: 0,
+                accuracy_target: None,
+                planning: None,
+                service_replay: Some(replay),
+            };
+            let r = simulate(&setup, |_| {}).unwrap();
+            r.tenants[0].service.mean_us().unwrap() / 1000.0
+        };
+        let in_order = mean_ms(&replay);
+        let by_time = mean_ms(&replay.clone().aligned(ReplayAlignment::ByTime));
+        assert!((in_order - 3.0).abs() < 0.05, "{in_order}");
+        assert!((by_time - 3.5).abs() < 0.05, "{by_time}");
     }
 
     #[test]

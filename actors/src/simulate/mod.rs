@@ -58,6 +58,8 @@ pub struct SimulateArgs {
     /// A pass log of `ecomap run` (`--pass-log`) whose measured service
     /// replaces the device model's draws (see [`ecomap::pass_log`]).
     pub service_replay: Option<PathBuf>,
+    /// How the replay picks a recorded pass.
+    pub replay_alignment: ecomap::pass_log::ReplayAlignment,
 }
 
 /// Where a span starts.
@@ -248,7 +250,10 @@ pub fn run_simulate(args: &SimulateArgs) -> Result<Vec<SummaryRow>, SimulateErro
                 .zip(variants)
                 .map(|(t, v)| (t.name.as_str(), v))
                 .collect();
-            Some(ecomap::pass_log::ServiceReplay::read(path, &tenants)?)
+            Some(
+                ecomap::pass_log::ServiceReplay::read(path, &tenants)?
+                    .aligned(args.replay_alignment),
+            )
         }
     };
     let mut policies = Vec::new();
