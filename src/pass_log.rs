@@ -72,6 +72,15 @@ impl PassRecord {
     }
 }
 
+/// What to add to a row error: a parse error is most likely a file that is
+/// not a pass log.
+fn hint(e: &csv::Error) -> &'static str {
+    match e.kind() {
+        csv::ErrorKind::Io(_) => "",
+        _ => " (expected the columns `ecomap run --pass-log` writes)",
+    }
+}
+
 /// What is wrong with a pass log.
 #[derive(Debug, Error)]
 pub enum PassLogError {
@@ -84,7 +93,7 @@ pub enum PassLogError {
         source: std::io::Error,
     },
     /// A row does not parse.
-    #[error("{path}: {source} (expected the columns `ecomap run --pass-log` writes)")]
+    #[error("{path}: {source}{}", hint(source))]
     Row {
         /// The file.
         path: String,
@@ -143,8 +152,9 @@ pub enum ReplayAlignment {
     #[default]
     InOrder,
     /// The tenant's variant's recorded pass that started nearest the same
-    /// time into the run (from the log's first release): keeps when the
-    /// machine was slow for every tenant at once.
+    /// time into the run (from the log's first release; wrapping around
+    /// the log's span, as `InOrder` wraps around its sequence): keeps when
+    /// the machine was slow for every tenant at once.
     ByTime,
 }
 
@@ -156,6 +166,8 @@ pub struct ServiceReplay {
     services: Vec<Vec<Vec<Duration>>>,
     /// `started_us[t][v]`, beside `services`, from the log's first release.
     started_us: Vec<Vec<Vec<u64>>>,
+    /// From the first release to the last pass's start, µs (at least 1).
+    span_us: u64,
     alignment: ReplayAlignment,
 }
 
@@ -245,17 +257,18 @@ impl ServiceReplay {
         }
         let mut services = Vec::with_capacity(rows.len());
         let mut started_us = Vec::with_capacity(rows.len());
+        let mut span_us = 1;
         for per_variant in rows {
             let (mut s, mut at) = (Vec::new(), Vec::new());
             for mut passes in per_variant {
                 // Workers log as they finish; replay in start order.
                 passes.sort_by_key(|&(started, _)| started);
-                at.push(
-                    passes
-                        .iter()
-                        .map(|&(started, _)| started.saturating_sub(first_release))
-                        .collect(),
-                );
+                let offsets: Vec<u64> = passes
+                    .iter()
+                    .map(|&(started, _)| started.saturating_sub(first_release))
+                    .collect();
+                span_us = span_us.max(offsets.last().map_or(0, |&last| last + 1));
+                at.push(offsets);
                 s.push(passes.into_iter().map(|(_, d)| d).collect());
             }
             services.push(s);
@@ -264,6 +277,7 @@ impl ServiceReplay {
         Ok(ServiceReplay {
             services,
             started_us,
+            span_us,
             alignment: ReplayAlignment::InOrder,
         })
     }
@@ -280,11 +294,12 @@ impl ServiceReplay {
     }
 
     /// The recorded pass of tenant `t`'s variant `v` that started nearest
-    /// `at` into the run (from its first release); `None` if the run never
-    /// served it.
+    /// `at` into the run (from its first release; `at` past the log's last
+    /// start wraps around to its beginning), the earlier one on a tie;
+    /// `None` if the run never served it.
     pub fn nearest(&self, t: usize, v: usize, at: Duration) -> Option<Duration> {
         let starts = self.started_us.get(t)?.get(v)?;
-        let at = at.as_micros() as u64;
+        let at = (at.as_micros() as u64) % self.span_us;
         let i = starts.partition_point(|&s| s < at);
         let before = i.checked_sub(1);
         let pick = match (before, starts.get(i)) {
@@ -379,14 +394,18 @@ mod tests {
             .aligned(ReplayAlignment::ByTime);
         assert_eq!(replay.alignment(), ReplayAlignment::ByTime);
         let at = |ms: u64| replay.nearest(0, 0, Duration::from_millis(ms));
-        assert_eq!(at(0), Some(Duration::from_micros(2000)));
-        assert_eq!(
-            at(300),
+        let (fast, slow) = (
             Some(Duration::from_micros(2000)),
-            "a tie goes earlier"
+            Some(Duration::from_micros(9000)),
         );
-        assert_eq!(at(301), Some(Duration::from_micros(9000)));
-        assert_eq!(at(60_000), Some(Duration::from_micros(9000)));
+        assert_eq!(at(0), fast);
+        assert_eq!(at(100), fast, "an exact start");
+        assert_eq!(at(300), fast, "a tie goes earlier");
+        assert_eq!(at(301), slow);
+        assert_eq!(at(500), slow, "the last start");
+        // Past the log (its span: 0 to 500 ms) the time wraps around.
+        assert_eq!(at(501), fast);
+        assert_eq!(at(901), slow);
         assert_eq!(replay.nearest(0, 1, Duration::ZERO), None, "never served");
         assert_eq!(replay.nearest(3, 0, Duration::ZERO), None, "no such tenant");
     }

@@ -39,7 +39,12 @@ cd "$(dirname "$0")/../.."
 secs=${1:-60}
 out=out/fidelity
 case "${STRETCH:-solo}" in
-    solo | loaded) ;;
+    solo) ;;
+    loaded)
+        if [ "${THROTTLE:-1}" = 0 ] || [ "${CONTENTION:-1}" = 0 ]; then
+            echo "STRETCH=loaded measures the stretch with the contention workload at 15 W: drop THROTTLE=0 / CONTENTION=0" >&2
+            exit 2
+        fi ;;
     *) echo "STRETCH=$STRETCH: expected 'solo' (the default) or 'loaded'" >&2; exit 2 ;;
 esac
 mkdir -p "$out"
@@ -73,8 +78,6 @@ if [ "${CALIBRATE:-1}" != 0 ] && [ -d "$out/calib" ]; then
     python3 - "$out/calib" rt-config/devices/host.ron "$out/host-now.ron" "$contention_dir" "$throttle_dir" "${STRETCH:-solo}" <<'PY'
 import re, sys, os, statistics
 calib, src, dst, contention_dir, throttle_dir, stretch_from = sys.argv[1:]
-if stretch_from not in ("loaded", "solo"):
-    sys.exit(f"STRETCH={stretch_from}: expected 'loaded' or 'solo'")
 def mean(name, folder=calib):
     # The simulator draws each service from a log-normal with the device
     # description's cost as its *mean* (and scales that mean by the mode's

@@ -286,9 +286,10 @@ impl<'a> Engine<'a> {
         self.events.push(Reverse((at, self.seq, e)));
     }
 
-    /// Service time of a job on unit `u`: the next replayed pass of its
-    /// tenant's variant if the setup replays a run's, else the device
-    /// model's mean at the mode, stretched by contention, drawn log-normal.
+    /// Service time of a job on unit `u`: a replayed pass of its tenant's
+    /// variant if the setup replays a run's (the next in order, or the one
+    /// recorded nearest this moment of the run), else the device model's
+    /// mean at the mode, stretched by contention, drawn log-normal.
     fn draw_service(&mut self, u: usize, job: &Job, now: Timestamp) -> Duration {
         let t = job.request.tenant.index();
         if let Some(replay) = self.setup.service_replay {
@@ -303,9 +304,11 @@ impl<'a> Engine<'a> {
                     }
                 }
                 ReplayAlignment::ByTime => {
-                    // Simulated time runs from the first release, as the
-                    // log's times are taken from the run's.
-                    let into_run = Duration::from_nanos(now.as_nanos());
+                    // Simulated time zero stands for the log's first
+                    // release: both the simulator and the runtime release
+                    // from their start plus each tenant's first gap (off by
+                    // the first gaps' difference, a few ms on robot.ron).
+                    let into_run = now.since_epoch();
                     if let Some(s) = replay.nearest(t, job.variant, into_run) {
                         return s;
                     }
@@ -996,19 +999,21 @@ mod tests {
 
     #[test]
     fn a_replay_by_time_serves_each_moment_with_the_pass_recorded_then() {
-        // The run was fast (2 ms) for its first 15 s and slow (4 ms) after;
-        // its releases start 1 s into its clock. By time, the simulation's
-        // first 15 s get 2 ms and the rest 4 ms (the last pass's, past the
-        // log's end); in order, the sequence repeats, half of each.
+        // The run served tenant a densely while fast (2 ms, every 10 ms for
+        // its first 10 s) and sparsely while slow (4 ms, every 200 ms for
+        // the next 20 s); its releases start 1 s into its clock. By time,
+        // the simulation's 30 s get 2 ms for a third and 4 ms for the rest;
+        // in order, nearly every pass replayed is a fast one.
         let w = workload(TWO_CAMS);
         let p = policy(r#"(name: "edf")"#);
         let t = trace(4, |_| 300.0);
         let mut log = String::from(
             "tenant,request,worker,variant,release_us,started_us,finished_us,service_us,outcome\n",
         );
-        for i in 0..300u64 {
-            let started = 1_000_000 + 100_000 * i;
-            let service = if i < 150 { 2_000 } else { 4_000 };
+        let fast = (0..1000u64).map(|i| (10_000 * i, 2_000));
+        let slow = (0..100u64).map(|i| (10_000_000 + 200_000 * i, 4_000));
+        for (i, (offset, service)) in fast.chain(slow).enumerate() {
+            let started = 1_000_000 + offset;
             log.push_str(&format!(
                 "a,{i},gpu,0,{started},{started},0,{service},on_time\n"
             ));
@@ -1028,7 +1033,7 @@ mod tests {
                 trace: &t,
                 start: Duration::ZERO,
                 hours: 2,
-                sample: Some(Duration::from_secs(30)),
+                sample: Some(Duration::from_secs(15)),
                 seed: 0,
                 accuracy_target: None,
                 planning: None,
@@ -1039,8 +1044,12 @@ mod tests {
         };
         let in_order = mean_ms(&replay);
         let by_time = mean_ms(&replay.clone().aligned(ReplayAlignment::ByTime));
-        assert!((in_order - 3.0).abs() < 0.05, "{in_order}");
-        assert!((by_time - 3.5).abs() < 0.05, "{by_time}");
+        // In order: 900 requests take the first 900 passes, all fast.
+        assert!((in_order - 2.0).abs() < 0.01, "{in_order}");
+        assert!(
+            (by_time - (2.0 + 2.0 * 4.0) / 3.0).abs() < 0.05,
+            "{by_time}"
+        );
     }
 
     #[test]

@@ -16,14 +16,14 @@ use std::path::{Path, PathBuf};
 
 /// Why the pass log is incomplete.
 #[derive(Debug, thiserror::Error)]
-#[error("{}: the pass log stopped after {rows} row(s): {source}", path.display())]
-pub struct PassLogError {
+#[error("{}: the pass log stopped after {rows} row(s): {error}", path.display())]
+pub struct PassLogWriteError {
     /// The file.
     pub path: PathBuf,
     /// Rows written before the error.
     pub rows: u64,
-    /// The write error.
-    pub source: csv::Error,
+    /// The write error (shown in the message, so not also a `source`).
+    pub error: csv::Error,
 }
 
 /// An open pass log.
@@ -62,16 +62,16 @@ impl PassLog {
     }
 
     /// Flush and close: the rows written, or what went wrong.
-    pub(crate) fn finish(mut self) -> Result<u64, PassLogError> {
+    pub(crate) fn finish(mut self) -> Result<u64, PassLogWriteError> {
         if let Err(e) = self.writer.flush() {
             self.error.get_or_insert(e.into());
         }
         match self.error {
             None => Ok(self.rows),
-            Some(source) => Err(PassLogError {
+            Some(error) => Err(PassLogWriteError {
                 path: self.path,
                 rows: self.rows,
-                source,
+                error,
             }),
         }
     }

@@ -4,9 +4,8 @@
 //!
 //! A submitter adds itself first and asks the rule with the count it found;
 //! refused, it takes itself off again. So the slots held never exceed what
-//! the rule allows, whatever the interleaving — for a rule that admits
-//! fewer held slots whenever it admits more (a capacity), as the core's
-//! does. While a refused submitter
+//! the rule allows, whatever the interleaving — for a monotone rule (one
+//! that admits at `n` held admits at fewer), as the core's capacity is. While a refused submitter
 //! is taking itself off, the count reads one high: another submitter may be
 //! refused then although a slot is about to be free — a refusal the caller
 //! sees and counts, never an admission past the bound. The rule is the
