@@ -468,9 +468,16 @@ fn run(files: &Files, o: RunOptions<'_>) -> Result<(), ExitCode> {
     for f in &at_load {
         let _ = injector.arm(&f.fault);
     }
-    let mut runtime =
-        Runtime::start_with_pass_log(&l.workload, &l.rt, &l.policy, injector, pass_log)
-            .map_err(start_error)?;
+    let mut runtime = Runtime::start_with(
+        &l.workload,
+        &l.rt,
+        &l.policy,
+        ecomap_actors::runtime::StartOptions {
+            faults: Some(injector),
+            pass_log,
+        },
+    )
+    .map_err(start_error)?;
     runtime.set_strict(strict);
     runtime.schedule_faults(later).map_err(start_error)?;
     if strict {

@@ -346,6 +346,17 @@ fn probe_outputs(
         .collect())
 }
 
+/// What [`Runtime::start_with`] adds to the files; the default adds nothing.
+#[derive(Debug, Default)]
+pub struct StartOptions {
+    /// Fault injection (see [`crate::faults`]); arm `load-panic` faults on
+    /// it before starting. `None`: an injector with nothing armed.
+    pub faults: Option<FaultInjector>,
+    /// Write one row per forward pass here (see
+    /// [`crate::dataplane::pass_log`]).
+    pub pass_log: Option<crate::dataplane::pass_log::PassLog>,
+}
+
 impl Runtime {
     /// Build every actor, load every model, and start serving.
     pub fn start(
@@ -353,8 +364,7 @@ impl Runtime {
         rt_config: &RtConfig,
         policy: &Policy,
     ) -> Result<Runtime, StartError> {
-        let names: Vec<String> = rt_config.workers.iter().map(|w| w.name.clone()).collect();
-        Self::start_with_faults(workload, rt_config, policy, FaultInjector::new(&names))
+        Self::start_with(workload, rt_config, policy, StartOptions::default())
     }
 
     /// [`Runtime::start`] with a fault injector (see [`crate::faults`]);
@@ -365,18 +375,25 @@ impl Runtime {
         policy: &Policy,
         faults: FaultInjector,
     ) -> Result<Runtime, StartError> {
-        Self::start_with_pass_log(workload, rt_config, policy, faults, None)
+        let options = StartOptions {
+            faults: Some(faults),
+            ..StartOptions::default()
+        };
+        Self::start_with(workload, rt_config, policy, options)
     }
 
-    /// [`Runtime::start_with_faults`], writing one row per forward pass to
-    /// `pass_log` if given (see [`crate::dataplane::pass_log`]).
-    pub fn start_with_pass_log(
+    /// [`Runtime::start`] with everything [`StartOptions`] can add.
+    pub fn start_with(
         workload: &Workload,
         rt_config: &RtConfig,
         policy: &Policy,
-        faults: FaultInjector,
-        pass_log: Option<crate::dataplane::pass_log::PassLog>,
+        options: StartOptions,
     ) -> Result<Runtime, StartError> {
+        let StartOptions { faults, pass_log } = options;
+        let faults = faults.unwrap_or_else(|| {
+            let names: Vec<String> = rt_config.workers.iter().map(|w| w.name.clone()).collect();
+            FaultInjector::new(&names)
+        });
         let names: Vec<&str> = workload.tenants.iter().map(|t| t.name.as_str()).collect();
         rt_config.validate(
             std::path::Path::new("<rt-config>"),
