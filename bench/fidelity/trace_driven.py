@@ -30,6 +30,9 @@ pass-to-pass correlation, not just its mean and CV), and by the time each
 pass ran (`--replay-by time`: a slow stretch then hits every tenant at
 once, as it did in the run).
 
+Last, it prints what each pass log says of the machine's speed over the
+run (see `pass_log_stats`).
+
 These are diagnostics, not the fidelity goal: the goal asks the simulator
 to predict a run from the device description; here the service is taken
 from the run itself.
@@ -75,6 +78,24 @@ def slowdown(text, mode):
         re.search(r'name: "%s".*?clocks_mhz: \(.*?cpu: ([0-9.]+)\)' % re.escape(name), text, re.S).group(1)
     )
     return (clock(reference) / clock(mode)) ** exponent
+
+
+def simulate(device_file, workload, policy, sim_dir, *extra):
+    """`ecomap simulate` of one configuration over the runs' window."""
+    subprocess.run(
+        ["target/release/ecomap", "simulate", "--device", device_file, "--workload", workload,
+         "--policies", policy, "--traces", trace, "--span", "1h", "--sample", f"{secs}s",
+         "--seed", "0", "--out", sim_dir, *extra],
+        check=True, stdout=subprocess.DEVNULL,
+    )
+
+
+def compared(name, width, r, p, t):
+    """On time and mean e2e: measured / predictive / this check, and the gaps."""
+    return (f"{name:<{width}} on time {on_time(r):6.2f} / {on_time(p):6.2f} / {on_time(t):6.2f} %"
+            f" ({on_time(p) - on_time(r):+.2f} / {on_time(t) - on_time(r):+.2f} pts);"
+            f" mean e2e {e2e(r):6.1f} / {e2e(p):6.1f} / {e2e(t):6.1f} ms"
+            f" ({100 * (e2e(p) / e2e(r) - 1):+.1f} / {100 * (e2e(t) / e2e(r) - 1):+.1f}%)")
 
 
 def row(path, tenant="all"):
@@ -131,20 +152,11 @@ for name, policy, mode in CONFIGS:
     dst = os.path.join(out, f"{name}-trace.ron")
     open(dst, "w").write(f"// {device} with the service measured in {run_csv} (trace_driven.py)\n" + text)
     sim_dir = os.path.join(out, f"{name}-trace-sim")
-    subprocess.run(
-        ["target/release/ecomap", "simulate", "--device", dst, "--workload", "workloads/robot.ron",
-         "--policies", policy, "--traces", trace, "--span", "1h", "--sample", f"{secs}s",
-         "--seed", "0", "--out", sim_dir],
-        check=True, stdout=subprocess.DEVNULL,
-    )
+    simulate(dst, "workloads/robot.ron", policy, sim_dir)
     r = row(run_csv)
     p = row(os.path.join(out, f"{name}-sim", "summary.csv"))
     t = row(os.path.join(sim_dir, "summary.csv"))
-    print(f"{name:<11} on time {on_time(r):6.2f} / {on_time(p):6.2f} / {on_time(t):6.2f} %"
-          f" ({on_time(p) - on_time(r):+.2f} / {on_time(t) - on_time(r):+.2f} pts);"
-          f" mean e2e {e2e(r):6.1f} / {e2e(p):6.1f} / {e2e(t):6.1f} ms"
-          f" ({100 * (e2e(p) / e2e(r) - 1):+.1f} / {100 * (e2e(t) / e2e(r) - 1):+.1f}%);"
-          f" service cv {cv:.3f}")
+    print(compared(name, 11, r, p, t) + f"; service cv {cv:.3f}")
 
 
 REPLAYED = [
@@ -164,23 +176,79 @@ for by in ["order", "time"]:
                   "measured / predictive sim / replayed sim")
             printed = True
         sim_dir = os.path.join(out, f"{name}-replay-{by}-sim")
-        subprocess.run(
-            ["target/release/ecomap", "simulate", "--device", device, "--workload", workload,
-             "--policies", policy, "--traces", trace, "--span", "1h", "--sample", f"{secs}s",
-             "--seed", "0", "--service-replay", passes, "--replay-by", by, "--out", sim_dir],
-            check=True, stdout=subprocess.DEVNULL,
-        )
+        simulate(device, workload, policy, sim_dir, "--service-replay", passes, "--replay-by", by)
         r = row(run_csv)
         p = row(os.path.join(out, f"{name}-sim", "summary.csv"))
         t = row(os.path.join(sim_dir, "summary.csv"))
-        print(f"{name:<12} on time {on_time(r):6.2f} / {on_time(p):6.2f} / {on_time(t):6.2f} %"
-              f" ({on_time(p) - on_time(r):+.2f} / {on_time(t) - on_time(r):+.2f} pts);"
-              f" mean e2e {e2e(r):6.1f} / {e2e(p):6.1f} / {e2e(t):6.1f} ms"
-              f" ({100 * (e2e(p) / e2e(r) - 1):+.1f} / {100 * (e2e(t) / e2e(r) - 1):+.1f}%);"
-              f" accuracy {' / '.join(accuracy(x) for x in (r, p, t))} %")
+        print(compared(name, 12, r, p, t) + f"; accuracy {' / '.join(accuracy(x) for x in (r, p, t))} %")
         # Variant shares per tenant (the `all` row has none).
         for tenant in [x["tenant"] for x in csv.DictReader(open(run_csv)) if x["tenant"] != "all"]:
             shares = [row(f, tenant)["variant_shares"] for f in
                       (run_csv, os.path.join(out, f"{name}-sim", "summary.csv"), os.path.join(sim_dir, "summary.csv"))]
             if shares[0].count("/"):
                 print(f"{'':<12} {tenant} variant shares (heaviest first) {' / '.join(shares)}")
+
+
+def pass_log_stats(path):
+    """What a pass log says of the machine's speed (docs/results.md §6):
+    the time a worker with work waiting took to start its next pass, and
+    each pass's service over its tenant's variant's mean in the run,
+    averaged per second of the run — its CV (against the same passes
+    shuffled in time, seeded), its autocorrelation at 1 s, and how the two
+    workers' per-second speeds correlate."""
+    import random
+    import statistics as st
+    passes = [x for x in csv.DictReader(open(path)) if x["outcome"] != "failed"]
+    by_worker = {}
+    for x in passes:
+        by_worker.setdefault(x["worker"], []).append(x)
+    gaps = []
+    for rows in by_worker.values():
+        rows.sort(key=lambda x: int(x["started_us"]))
+        gaps += [int(b["started_us"]) - int(a["finished_us"]) for a, b in zip(rows, rows[1:])
+                 if int(b["release_us"]) <= int(a["finished_us"])]
+    by_variant = {}
+    for x in passes:
+        by_variant.setdefault((x["tenant"], x["variant"]), []).append(int(x["service_us"]))
+    mean = {k: st.mean(v) for k, v in by_variant.items()}
+    t0 = min(int(x["started_us"]) for x in passes)
+    second = [(int(x["started_us"]) - t0) // 1_000_000 for x in passes]
+    ratio = [int(x["service_us"]) / mean[(x["tenant"], x["variant"])] for x in passes]
+
+    def per_second(ratios, key=lambda i: second[i]):
+        bins = {}
+        for i, q in enumerate(ratios):
+            bins.setdefault(key(i), []).append(q)
+        return {k: st.mean(v) for k, v in bins.items()}
+
+    def cv(series):
+        return st.pstdev(series) / st.mean(series)
+
+    def corr(a, b):
+        return st.correlation(a, b) if len(a) > 2 and st.pstdev(a) and st.pstdev(b) else float("nan")
+
+    speed = per_second(ratio)
+    seconds = sorted(speed)
+    series = [speed[k] for k in seconds]
+    shuffled = ratio[:]
+    random.Random(0).shuffle(shuffled)
+    workers = sorted(by_worker)
+    per_worker = [per_second(ratio, key=lambda i, w=w: (second[i], passes[i]["worker"] == w)) for w in workers]
+    both = [s for s in seconds if all((s, True) in pw for pw in per_worker)]
+    worker_corr = corr([per_worker[0][(s, True)] for s in both], [per_worker[-1][(s, True)] for s in both]) \
+        if len(workers) > 1 else float("nan")
+    gaps.sort()
+    gap = (f"gap before a waiting pass {st.mean(gaps):.0f} µs mean, {gaps[int(0.99 * (len(gaps) - 1))]} µs p99; "
+           if gaps else "")
+    return (f"{gap}per-second speed cv {cv(series):.3f} (shuffled {cv(list(per_second(shuffled).values())):.3f}), "
+            f"autocorrelation at 1 s {corr(series[:-1], series[1:]):.2f}, workers' correlation {worker_corr:.2f}")
+
+
+printed = False
+for name, _, _ in REPLAYED:
+    passes = os.path.join(out, f"{name}-passes.csv")
+    if os.path.exists(passes):
+        if not printed:
+            print("\nthe pass logs: the machine's speed over each run")
+            printed = True
+        print(f"{name:<12} {pass_log_stats(passes)}")

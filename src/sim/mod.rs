@@ -937,6 +937,47 @@ mod tests {
         assert!(a.ledger.energy_j > 0.0);
     }
 
+    /// A pass log of tenant `a` only (of `TWO_CAMS`), one pass per
+    /// `(started_us, service_us)`, each released as it started.
+    fn replay_of_a(passes: impl IntoIterator<Item = (u64, u64)>) -> crate::pass_log::ServiceReplay {
+        let mut log = String::from(
+            "tenant,request,worker,variant,release_us,started_us,finished_us,service_us,outcome\n",
+        );
+        for (i, (started, service)) in passes.into_iter().enumerate() {
+            log.push_str(&format!(
+                "a,{i},gpu,0,{started},{started},0,{service},on_time\n"
+            ));
+        }
+        crate::pass_log::ServiceReplay::from_reader(log.as_bytes(), "log", &[("a", 1), ("b", 1)])
+            .unwrap()
+    }
+
+    /// `hours` sampled hours of `sample` each, replaying `replay`.
+    fn run_replayed(
+        w: &Workload,
+        p: &Policy,
+        t: &CarbonTrace,
+        hours: usize,
+        sample: Duration,
+        replay: &crate::pass_log::ServiceReplay,
+    ) -> SimResult {
+        let d = xavier();
+        let setup = SimSetup {
+            workload: w,
+            device: &d,
+            policy: p,
+            trace: t,
+            start: Duration::ZERO,
+            hours,
+            sample: Some(sample),
+            seed: 0,
+            accuracy_target: None,
+            planning: None,
+            service_replay: Some(replay),
+        };
+        simulate(&setup, |_| {}).unwrap()
+    }
+
     #[test]
     fn a_replayed_run_serves_the_recorded_passes_in_order_at_any_mode() {
         // Tenant a's passes alternate 2 ms and 4 ms; b has none recorded
@@ -948,34 +989,10 @@ mod tests {
                 fallback_cap_w: 10.0))"#,
         );
         let t = trace(6, |_| 300.0);
-        let mut log = String::from(
-            "tenant,request,worker,variant,release_us,started_us,finished_us,service_us,outcome\n",
-        );
-        for i in 0..10u64 {
-            let service = if i % 2 == 0 { 2_000 } else { 4_000 };
-            log.push_str(&format!("a,{i},gpu,0,0,{},0,{service},on_time\n", 100 * i));
-        }
-        let replay = crate::pass_log::ServiceReplay::from_reader(
-            log.as_bytes(),
-            "log",
-            &[("a", 1), ("b", 1)],
-        )
-        .unwrap();
-        let d = xavier();
-        let setup = SimSetup {
-            workload: &w,
-            device: &d,
-            policy: &p,
-            trace: &t,
-            start: Duration::ZERO,
-            hours: 2,
-            sample: Some(Duration::from_secs(30)),
-            seed: 0,
-            accuracy_target: None,
-            planning: None,
-            service_replay: Some(&replay),
-        };
-        let r = simulate(&setup, |_| {}).unwrap();
+        let replay =
+            replay_of_a((0..10u64).map(|i| (100 * i, if i % 2 == 0 { 2_000 } else { 4_000 })));
+        let sample = Duration::from_secs(30);
+        let r = run_replayed(&w, &p, &t, 2, sample, &replay);
         assert!(r.hours.iter().all(|h| h.mode == "MODE_10W"));
         let a = &r.tenants[0].service;
         let ms = |us: u64| us as f64 / 1000.0;
@@ -992,7 +1009,7 @@ mod tests {
             assert!(t.counts.is_conserved(), "{:?}", t.counts);
         }
         // Replays are deterministic too.
-        let again = simulate(&setup, |_| {}).unwrap();
+        let again = run_replayed(&w, &p, &t, 2, sample, &replay);
         assert_eq!(again.tenants[0].counts, r.tenants[0].counts);
         assert_eq!(again.ledger, r.ledger);
     }
@@ -1007,39 +1024,11 @@ mod tests {
         let w = workload(TWO_CAMS);
         let p = policy(r#"(name: "edf")"#);
         let t = trace(4, |_| 300.0);
-        let mut log = String::from(
-            "tenant,request,worker,variant,release_us,started_us,finished_us,service_us,outcome\n",
-        );
-        let fast = (0..1000u64).map(|i| (10_000 * i, 2_000));
-        let slow = (0..100u64).map(|i| (10_000_000 + 200_000 * i, 4_000));
-        for (i, (offset, service)) in fast.chain(slow).enumerate() {
-            let started = 1_000_000 + offset;
-            log.push_str(&format!(
-                "a,{i},gpu,0,{started},{started},0,{service},on_time\n"
-            ));
-        }
-        let replay = crate::pass_log::ServiceReplay::from_reader(
-            log.as_bytes(),
-            "log",
-            &[("a", 1), ("b", 1)],
-        )
-        .unwrap();
-        let d = xavier();
+        let fast = (0..1000u64).map(|i| (1_000_000 + 10_000 * i, 2_000));
+        let slow = (0..100u64).map(|i| (11_000_000 + 200_000 * i, 4_000));
+        let replay = replay_of_a(fast.chain(slow));
         let mean_ms = |replay: &crate::pass_log::ServiceReplay| {
-            let setup = SimSetup {
-                workload: &w,
-                device: &d,
-                policy: &p,
-                trace: &t,
-                start: Duration::ZERO,
-                hours: 2,
-                sample: Some(Duration::from_secs(15)),
-                seed: 0,
-                accuracy_target: None,
-                planning: None,
-                service_replay: Some(replay),
-            };
-            let r = simulate(&setup, |_| {}).unwrap();
+            let r = run_replayed(&w, &p, &t, 2, Duration::from_secs(15), replay);
             r.tenants[0].service.mean_us().unwrap() / 1000.0
         };
         let in_order = mean_ms(&replay);
