@@ -292,9 +292,14 @@ enum Command {
         start: ecomap_actors::simulate::StartAt,
         /// Seed: XORed into the workload's seed for arrivals (0, the default,
         /// releases the same arrivals as `ecomap run`), and seeds the
-        /// service-time draws.
+        /// service-time draws (unless --service-seed).
         #[arg(long, default_value_t = 0)]
         seed: u64,
+        /// Seed the device model's service-time draws apart from the
+        /// arrivals: the same arrivals (e.g. a measured run's, --seed 0)
+        /// under other draws show the model's own sampling spread.
+        #[arg(long, value_name = "N")]
+        service_seed: Option<u64>,
         /// Simulated time per trace hour (e.g. 2m), or `full`. Default: full
         /// up to 3 days of span, 2m beyond.
         #[arg(long, value_parser = parse_sample)]
@@ -1130,6 +1135,7 @@ fn main() -> ExitCode {
             span,
             start,
             seed,
+            service_seed,
             sample,
             out,
             jobs,
@@ -1145,6 +1151,7 @@ fn main() -> ExitCode {
                 hours: *span,
                 start: *start,
                 seed: *seed,
+                service_seed: *service_seed,
                 sample: match sample {
                     Some(Sample::Full) => None,
                     Some(Sample::Part(d)) => Some(*d),

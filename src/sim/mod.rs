@@ -174,8 +174,13 @@ pub struct SimSetup<'a> {
     /// Simulated time per trace hour; `None`: the whole hour.
     pub sample: Option<Duration>,
     /// Varies arrivals (XORed into the workload's seed; 0 keeps it) and
-    /// seeds the service-time draws.
+    /// seeds the service-time draws unless `service_seed` is given.
     pub seed: u64,
+    /// Seeds the device model's service-time draws apart from the
+    /// arrivals (`None`: `seed` does both). The same arrivals under other
+    /// draws show how much of a result is the model's own sampling noise,
+    /// e.g. at the arrivals of a measured run (`seed` 0).
+    pub service_seed: Option<u64>,
     /// The oracle's required mean accuracy (%); `None`: the most accurate.
     pub accuracy_target: Option<f64>,
     /// The trained estimator for a `Mapping` plan (`None`: the device
@@ -681,7 +686,7 @@ pub fn simulate(
         next_id: vec![0; n],
         span_end: Timestamp::ZERO,
         fx: StepEffects::default(),
-        rng: SmallRng::seed_from_u64(mix(setup.seed ^ 0xd1ce)),
+        rng: SmallRng::seed_from_u64(mix(setup.service_seed.unwrap_or(setup.seed) ^ 0xd1ce)),
         sigma,
         replay_next: analysis_variants.iter().map(|&v| vec![0; v]).collect(),
         mode: device.reference_mode(),
@@ -878,6 +883,7 @@ mod tests {
                 hours: 4,
                 sample: Some(Duration::from_secs(60)),
                 seed,
+                service_seed: None,
                 accuracy_target: None,
                 planning: None,
                 service_replay: None,
@@ -971,6 +977,7 @@ mod tests {
             hours,
             sample: Some(sample),
             seed: 0,
+            service_seed: None,
             accuracy_target: None,
             planning: None,
             service_replay: Some(replay),
@@ -1039,6 +1046,58 @@ mod tests {
             (by_time - (2.0 + 2.0 * 4.0) / 3.0).abs() < 0.05,
             "{by_time}"
         );
+    }
+
+    #[test]
+    fn a_service_seed_redraws_service_at_the_same_arrivals() {
+        let w = workload(TWO_CAMS);
+        let p = policy(r#"(name: "edf")"#);
+        let t = trace(4, |_| 300.0);
+        let d = xavier();
+        let at = |seed: u64, service_seed: Option<u64>| {
+            simulate(
+                &SimSetup {
+                    workload: &w,
+                    device: &d,
+                    policy: &p,
+                    trace: &t,
+                    start: Duration::ZERO,
+                    hours: 2,
+                    sample: Some(Duration::from_secs(30)),
+                    seed,
+                    service_seed,
+                    accuracy_target: None,
+                    planning: None,
+                    service_replay: None,
+                },
+                |_| {},
+            )
+            .unwrap()
+        };
+        let submitted = |r: &SimResult| {
+            r.tenants
+                .iter()
+                .map(|t| t.counts.submitted)
+                .collect::<Vec<_>>()
+        };
+        let base = at(0, None);
+        // A service seed equal to the seed changes nothing.
+        let same = at(0, Some(0));
+        assert_eq!(same.ledger, base.ledger);
+        assert_eq!(
+            same.tenants[1].service.mean_us(),
+            base.tenants[1].service.mean_us()
+        );
+        // Another one keeps every arrival (b's are Poisson, so a new
+        // arrival seed would change its count) and redraws the service.
+        let redrawn = at(0, Some(7));
+        assert_eq!(submitted(&redrawn), submitted(&base));
+        assert_ne!(
+            redrawn.tenants[1].service.mean_us(),
+            base.tenants[1].service.mean_us()
+        );
+        // A new seed alone moves the arrivals as well.
+        assert_ne!(submitted(&at(7, None)), submitted(&base));
     }
 
     #[test]
@@ -1122,6 +1181,7 @@ mod tests {
                     hours: 24,
                     sample: Some(Duration::from_secs(20)),
                     seed: 2,
+                    service_seed: None,
                     accuracy_target: None,
                     planning: None,
                     service_replay: None,

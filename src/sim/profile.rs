@@ -106,6 +106,7 @@ pub fn simulate_configuration(
         hours: 1,
         sample: Some(window),
         seed: u64::from(cfg.id),
+        service_seed: None,
         accuracy_target: None,
         planning: None,
         service_replay: None,

@@ -40,6 +40,8 @@ pub struct SimulateArgs {
     pub start: StartAt,
     /// Seed.
     pub seed: u64,
+    /// Seeds the service draws apart from the arrivals (`None`: `seed`).
+    pub service_seed: Option<u64>,
     /// Simulated time per trace hour (`None`: all of it).
     pub sample: Option<Duration>,
     /// Output folder.
@@ -357,6 +359,7 @@ pub fn run_simulate(args: &SimulateArgs) -> Result<Vec<SummaryRow>, SimulateErro
         hours: args.hours,
         sample: args.sample,
         seed: args.seed,
+        service_seed: args.service_seed,
         accuracy_target: target,
         service_replay: replay.as_ref(),
         planning: match (&makers[spec.policy], &descriptors[spec.policy]) {

@@ -81,6 +81,7 @@ fn main() -> ExitCode {
         hours,
         sample,
         seed: 1,
+        service_seed: None,
         accuracy_target: None,
         planning: None,
         service_replay: None,

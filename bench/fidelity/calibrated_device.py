@@ -1,0 +1,137 @@
+#!/usr/bin/env python3
+"""Write the host's device description as calibrated just now
+(bench/fidelity/run.sh): rt-config/devices/host.ron with
+
+  - every model's cpu_ms replaced by its solo mean service in the
+    calibration run at MAXN (--solo DIR, the .service.hgrm files of
+    `ecomap run` on bench/fidelity/calibrate-host.ron, one worker);
+  - the contention re-measured (--contention DIR: the same workload at 5x
+    its rates on both workers; the median over models of (both-busy mean /
+    solo mean - 1) / the workers' mean utilisation, the form host.ron's
+    figure was fitted in);
+  - MODE_15W's cpu clock set to give the measured 15 W stretch (--at-15w
+    DIR[,DIR...]: the solo calibration at 15 W; with several folders, e.g.
+    one measured before the compared run and one after, each model's mean
+    is the mean of theirs), or with --stretch loaded the stretch measured
+    with both workers busy (--loaded-15w DIR).
+
+Every figure is a mean: the simulator draws each service from a log-normal
+whose *mean* is the description's cost (scaled by the mode's slowdown and
+the contention); the solo medians sit 0-4% below (the MobileNets; ResNets
+about 0%).
+
+    python3 bench/fidelity/calibrated_device.py --device host.ron --solo DIR --out FILE
+        [--contention DIR] [--at-15w DIR[,DIR...]] [--loaded-15w DIR] [--stretch solo|loaded]
+"""
+import argparse
+import os
+import re
+import statistics
+import sys
+
+# Calibration tenant per model name in the device description.
+TENANT_OF_MODEL = {
+    "resnet50": "resnet50", "resnet34": "resnet34", "resnet18": "resnet18",
+    "mobilenet_v2": "mobilenet_v2", "mobilenet_v2@160": "mobilenet_v2_160",
+    "mobilenet_v2@128": "mobilenet_v2_128", "squeezenet1_1": "squeezenet1_1",
+    "MobileNetV2": "mobilenet_v2", "ResNet18": "resnet18", "ResNet34": "resnet34",
+    "ResNet50": "resnet50",
+}
+TENANTS = sorted(set(TENANT_OF_MODEL.values()))
+
+
+def mean(tenant, folder):
+    """The HdrHistogram mean of a tenant's service in a calibration run."""
+    path = os.path.join(folder, f"{tenant}.service.hgrm")
+    try:
+        text = open(path).read()
+    except OSError as e:
+        sys.exit(f"{path}: {e.strerror}; is {folder} the --out folder of a calibration run?")
+    m = re.search(r"^#\[Mean\s*=\s*([0-9.]+),", text, re.M)
+    if not m:
+        sys.exit(f"{path}: no '#[Mean = ...' line; is it an .hgrm file from ecomap run?")
+    return float(m.group(1))
+
+
+def mean_over(tenant, folders):
+    return statistics.mean(mean(tenant, f) for f in folders)
+
+
+def utilisations(report_path):
+    """Each worker's utilisation, as `ecomap run`'s report prints it."""
+    report = open(report_path).read()
+    return [float(u) / 100 for u in re.findall(r"^worker \S+ .* utilisation +([0-9.]+)%", report, re.M)]
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--device", required=True)
+    ap.add_argument("--solo", required=True)
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--contention")
+    ap.add_argument("--at-15w", dest="at_15w")
+    ap.add_argument("--loaded-15w", dest="loaded_15w")
+    ap.add_argument("--stretch", choices=["solo", "loaded"], default="solo")
+    a = ap.parse_args()
+
+    text = open(a.device).read()
+    for model, tenant in TENANT_OF_MODEL.items():
+        text = re.sub(r'\(name: "%s", cpu_ms: Some\([0-9.]+\)\)' % re.escape(model),
+                      '(name: "%s", cpu_ms: Some(%.1f))' % (model, mean(tenant, a.solo)), text)
+    header = "// host.ron with solo mean service re-measured just now (bench/fidelity/run.sh)\n"
+
+    if a.contention:
+        util = utilisations(a.contention + ".txt")
+        ratios = {t: mean(t, a.contention) / mean(t, a.solo) for t in TENANTS}
+        u = statistics.mean(util)
+        contention = max(0.0, statistics.median((r - 1) / u for r in ratios.values()))
+        print(f"contention re-measured: {contention:.3f} (workers {', '.join(f'{x:.0%}' for x in util)} busy; "
+              f"both-busy / solo means {', '.join(f'{t} {r:.2f}' for t, r in ratios.items())})")
+        text, n = re.subn(r"contention: [0-9.]+,", f"contention: {contention:.3f},", text)
+        assert n == 1, "host.ron names one contention"
+        header += f"// contention re-measured just now: {contention:.3f}\n"
+    else:
+        contention = float(re.search(r"contention: ([0-9.]+),", text).group(1))
+
+    if a.at_15w:
+        folders = a.at_15w.split(",")
+        ratios = {t: mean_over(t, folders) / mean(t, a.solo) for t in TENANTS}
+        stretch = statistics.median(ratios.values())
+        source = "solo" if len(folders) == 1 else f"solo, mean of {len(folders)} calibrations"
+        print(f"15 W stretch, {source}: {stretch:.2f}x "
+              f"(solo at 15 W / solo {', '.join(f'{t} {r:.2f}' for t, r in ratios.items())})")
+        if len(folders) > 1:
+            drift = {t: mean(t, folders[-1]) / mean(t, folders[0]) for t in TENANTS}
+            print(f"15 W calibrations, last / first: median {statistics.median(drift.values()):.3f} "
+                  f"({', '.join(f'{t} {r:.3f}' for t, r in drift.items())})")
+        if a.loaded_15w:
+            # Both workers busy at 15 W: service = cost x (slowdown +
+            # contention x the other worker's utilisation) under the
+            # sleeping throttle.
+            u15 = statistics.mean(utilisations(a.loaded_15w + ".txt"))
+            loaded = {t: mean(t, a.loaded_15w) / mean(t, a.solo) - contention * u15 for t in TENANTS}
+            loaded_stretch = statistics.median(loaded.values())
+            print(f"15 W stretch, both workers busy: {loaded_stretch:.2f}x (workers {u15:.0%} busy; "
+                  f"{', '.join(f'{t} {r:.2f}' for t, r in loaded.items())})")
+            if a.stretch == "loaded":
+                stretch, source = loaded_stretch, "both workers busy"
+        elif a.stretch == "loaded":
+            sys.exit("--stretch loaded: no both-busy 15 W calibration (--loaded-15w)")
+        # The cpu kind's exponent and the reference mode's clock (host.ron's
+        # workers are CPUs; the simulator's slowdown is (f_ref / f_mode)^exp).
+        exponent = float(re.search(r"clock_exponent: \(.*?cpu: ([0-9.]+)\)", text).group(1))
+        reference = re.search(r'reference_mode: "([^"]+)"', text).group(1)
+        maxn = float(re.search(r'name: "%s".*?clocks_mhz: \(.*?cpu: ([0-9.]+)\)' % re.escape(reference),
+                               text, re.S).group(1))
+        m = re.search(r'(name: "MODE_15W".*?clocks_mhz: \(.*?cpu: )([0-9.]+)(\))', text, re.S)
+        asked = (maxn / float(m.group(2))) ** exponent
+        clock = maxn / stretch ** (1 / exponent)
+        text = text[:m.start(2)] + f"{clock:.1f}" + text[m.end(2):]
+        print(f"15 W stretch used: {stretch:.2f}x, {source} (the throttle asks {asked:.2f}x); "
+              f"MODE_15W cpu clock {clock:.1f} MHz")
+        header += f"// MODE_15W's stretch re-measured just now ({source}): {stretch:.2f}x\n"
+    open(a.out, "w").write(header + text)
+
+
+if __name__ == "__main__":
+    main()

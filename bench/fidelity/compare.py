@@ -1,0 +1,120 @@
+#!/usr/bin/env python3
+"""Print bench/fidelity/run.sh's comparison: each configuration's measured
+run(s) against its simulation(s).
+
+First, per tenant, the first measured run (OUT/<name>-run.csv) against the
+simulation at the run's arrivals and service seed 0 (OUT/<name>-sim).
+
+Then the goal check (on time within 2 points, mean e2e within 10%), with
+the noise of both sides shown rather than hidden in one pair:
+  - measured: every repeat of the run (OUT/<name>-run.csv, then
+    OUT/<name>-r2-run.csv, ... when run.sh had REPEAT > 1), their mean and
+    range; same arrivals each time, so the spread is the machine's;
+  - simulated: the same arrivals under every service seed run.sh drew
+    (OUT/<name>-sim and OUT/<name>-sim-seeds/<k>), their mean and range;
+    the spread is the device model's own sampling noise over the window;
+  - where run.sh calibrated 15 W after the runs too, the same with the
+    bracketing calibration (OUT/<name>-bracket-sim[-seeds]).
+The error the goal is judged on is simulated mean − measured mean.
+
+    python3 bench/fidelity/compare.py OUT NAME...
+"""
+import csv
+import glob
+import os
+import re
+import statistics
+import sys
+
+COLS = ["submitted", "miss_pct", "mean_e2e_ms", "p99_e2e_ms", "energy_j", "accuracy_pct"]
+
+
+def rows(path):
+    return list(csv.DictReader(open(path)))
+
+
+def overall(path):
+    return next(r for r in rows(path) if r["tenant"] == "all")
+
+
+def on_time(r):
+    return 100.0 * float(r["on_time"]) / float(r["submitted"])
+
+
+def e2e(r):
+    return float(r["mean_e2e_ms"])
+
+
+def per_tenant(out, name):
+    run = rows(os.path.join(out, f"{name}-run.csv"))
+    sim = rows(os.path.join(out, f"{name}-sim", "summary.csv"))
+    print(f"\n{name}: measured (ecomap run) vs simulated (host device)")
+    print(f"{'tenant':<12} " + " ".join(f"{c:>22}" for c in COLS))
+    for r, s in zip(run, sim):
+        cells = []
+        for c in COLS:
+            a, b = float(r[c] or "nan"), float(s[c] or "nan")
+            if c == "energy_j":  # run: the whole run; sim: per hour extrapolated
+                b = b * float(r["simulated_s"]) / 3600.0
+            cells.append(f"{a:>10.2f} / {b:>9.2f}")
+        print(f"{r['tenant']:<12} " + " ".join(f"{x:>22}" for x in cells))
+        if r["variant_shares"].count("/"):
+            print(f"{'':<12} variant shares (heaviest first): measured {r['variant_shares']}, "
+                  f"simulated {s['variant_shares']}")
+
+
+def repeat_index(path):
+    m = re.search(r"-r([0-9]+)-run\.csv$", path)
+    return int(m.group(1)) if m else 1
+
+
+def spread(values, fmt):
+    if len(values) == 1:
+        return fmt.format(values[0])
+    return (fmt.format(statistics.mean(values)) + " (" + ", ".join(fmt.format(v) for v in values) + ")"
+            if len(values) <= 4 else
+            fmt.format(statistics.mean(values)) + f" [{fmt.format(min(values))} – {fmt.format(max(values))}]")
+
+
+def simulated(out, name, kind):
+    first = os.path.join(out, f"{name}-{kind}", "summary.csv")
+    if not os.path.exists(first):
+        return []
+    seeds = sorted(glob.glob(os.path.join(out, f"{name}-{kind}-seeds", "*", "summary.csv")),
+                   key=lambda p: int(os.path.basename(os.path.dirname(p))))
+    return [overall(p) for p in [first, *seeds]]
+
+
+def goal(out, name):
+    runs = sorted(glob.glob(os.path.join(out, f"{name}-run.csv")) +
+                  glob.glob(os.path.join(out, f"{name}-r[0-9]*-run.csv")), key=repeat_index)
+    measured = [overall(p) for p in runs]
+    m_on, m_e2e = [on_time(r) for r in measured], [e2e(r) for r in measured]
+    print(f"{name}: measured, {len(measured)} run(s): on time {spread(m_on, '{:.2f}')}%, "
+          f"mean e2e {spread(m_e2e, '{:.1f}')} ms")
+    for kind, label in [("sim", "predictive"), ("bracket-sim", "bracketed 15 W calibration")]:
+        sims = simulated(out, name, kind)
+        if not sims:
+            continue
+        s_on, s_e2e = [on_time(r) for r in sims], [e2e(r) for r in sims]
+        d_on = statistics.mean(s_on) - statistics.mean(m_on)
+        d_e2e = 100 * (statistics.mean(s_e2e) / statistics.mean(m_e2e) - 1)
+        verdict = ("met" if abs(d_on) <= 2 and abs(d_e2e) <= 10 else
+                   "on-time missed" if abs(d_e2e) <= 10 else
+                   "mean e2e missed" if abs(d_on) <= 2 else "both missed")
+        print(f"  {label}, {len(sims)} service seed(s): on time {statistics.mean(s_on):.2f}% "
+              f"[{min(s_on):.2f} – {max(s_on):.2f}], mean e2e {statistics.mean(s_e2e):.1f} ms "
+              f"[{min(s_e2e):.1f} – {max(s_e2e):.1f}]; sim − run {d_on:+.2f} pts, {d_e2e:+.1f}%: {verdict}")
+
+
+def main():
+    out, names = sys.argv[1], sys.argv[2:]
+    for name in names:
+        per_tenant(out, name)
+    print("\nthe goal (on time within 2 points, mean e2e within 10%), means over repeats and service seeds:")
+    for name in names:
+        goal(out, name)
+
+
+if __name__ == "__main__":
+    main()
