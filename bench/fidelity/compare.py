@@ -13,9 +13,15 @@ the noise of both sides shown rather than hidden in one pair:
   - simulated: the same arrivals under every service seed run.sh drew
     (OUT/<name>-sim and OUT/<name>-sim-seeds/<k>), their mean and range;
     the spread is the device model's own sampling noise over the window;
-  - where run.sh calibrated 15 W after the runs too, the same with the
-    bracketing calibration (OUT/<name>-bracket-sim[-seeds]).
+  - where run.sh calibrated 15 W before each run and after the last
+    (BRACKET), each run against the simulation with the mean of the two
+    calibrations around it (OUT/<run>-bracket-sim[-seeds]), and the mean
+    of those errors; an older folder, with one calibration before all the
+    runs and one after, has one such simulation (OUT/<name>-bracket-sim).
 The error the goal is judged on is simulated mean − measured mean.
+Beside each run and calibration, the share of CPU time the hypervisor gave
+to other guests meanwhile (OUT/<run>.steal, /proc/stat's steal column),
+where run.sh recorded it.
 
     python3 bench/fidelity/compare.py OUT NAME...
 """
@@ -76,6 +82,15 @@ def spread(values, fmt):
             fmt.format(statistics.mean(values)) + f" [{fmt.format(min(values))} – {fmt.format(max(values))}]")
 
 
+def steal_pct(path):
+    """The share of CPU time the hypervisor gave to other guests during a
+    run, as run.sh wrote it beside the run (None for older folders)."""
+    try:
+        return float(open(path).read())
+    except FileNotFoundError:
+        return None
+
+
 def simulated(out, name, kind):
     first = os.path.join(out, f"{name}-{kind}", "summary.csv")
     if not os.path.exists(first):
@@ -92,25 +107,54 @@ def goal(out, name):
     m_on, m_e2e = [on_time(r) for r in measured], [e2e(r) for r in measured]
     print(f"{name}: measured, {len(measured)} run(s): on time {spread(m_on, '{:.2f}')}%, "
           f"mean e2e {spread(m_e2e, '{:.1f}')} ms")
-    for kind, label in [("sim", "predictive"), ("bracket-sim", "bracketed 15 W calibration")]:
-        sims = simulated(out, name, kind)
-        if not sims:
-            continue
+    steal = [steal_pct(p[: -len(".csv")] + ".steal") for p in runs]
+    if all(s is not None for s in steal):
+        print(f"  CPU time stolen by the hypervisor during each run: "
+              + ", ".join(f"{s:.2f}%" for s in steal))
+    sims = simulated(out, name, "sim")
+    if sims:
         s_on, s_e2e = [on_time(r) for r in sims], [e2e(r) for r in sims]
         d_on = statistics.mean(s_on) - statistics.mean(m_on)
         d_e2e = 100 * (statistics.mean(s_e2e) / statistics.mean(m_e2e) - 1)
-        verdict = ("met" if abs(d_on) <= 2 and abs(d_e2e) <= 10 else
-                   "on-time missed" if abs(d_e2e) <= 10 else
-                   "mean e2e missed" if abs(d_on) <= 2 else "both missed")
-        print(f"  {label}, {len(sims)} service seed(s): on time {statistics.mean(s_on):.2f}% "
+        print(f"  predictive, {len(sims)} service seed(s): on time {statistics.mean(s_on):.2f}% "
               f"[{min(s_on):.2f} – {max(s_on):.2f}], mean e2e {statistics.mean(s_e2e):.1f} ms "
-              f"[{min(s_e2e):.1f} – {max(s_e2e):.1f}]; sim − run {d_on:+.2f} pts, {d_e2e:+.1f}%: {verdict}")
+              f"[{min(s_e2e):.1f} – {max(s_e2e):.1f}]; sim − run {d_on:+.2f} pts, {d_e2e:+.1f}%: "
+              f"{verdict(d_on, d_e2e)}")
+    # Each run against the simulation calibrated just before and just after
+    # it (run.sh's BRACKET), or, in an older folder, before and after all.
+    tags = [os.path.basename(p)[: -len("-run.csv")] for p in runs]
+    bracketed = [simulated(out, t, "bracket-sim") or simulated(out, name, "bracket-sim") for t in tags]
+    if all(bracketed):
+        errors_on, errors_e2e = [], []
+        for tag, run, b in zip(tags, measured, bracketed):
+            b_on, b_e2e = statistics.mean(on_time(r) for r in b), statistics.mean(e2e(r) for r in b)
+            errors_on.append(b_on - on_time(run))
+            errors_e2e.append(100 * (b_e2e / e2e(run) - 1))
+            print(f"  {tag}: measured {on_time(run):.2f}%, {e2e(run):.1f} ms; bracketed 15 W calibration, "
+                  f"{len(b)} service seed(s): {b_on:.2f}% [{min(on_time(r) for r in b):.2f} – "
+                  f"{max(on_time(r) for r in b):.2f}], {b_e2e:.1f} ms; sim − run {errors_on[-1]:+.2f} pts, "
+                  f"{errors_e2e[-1]:+.1f}%")
+        d_on, d_e2e = statistics.mean(errors_on), statistics.mean(errors_e2e)
+        print(f"  bracketed, over the {len(tags)} run(s): sim − run {d_on:+.2f} pts, {d_e2e:+.1f}% "
+              f"(mean |error| {statistics.mean(abs(e) for e in errors_on):.2f} pts, "
+              f"{statistics.mean(abs(e) for e in errors_e2e):.1f}%): {verdict(d_on, d_e2e)}")
+
+
+def verdict(d_on, d_e2e):
+    return ("met" if abs(d_on) <= 2 and abs(d_e2e) <= 10 else
+            "on-time missed" if abs(d_e2e) <= 10 else
+            "mean e2e missed" if abs(d_on) <= 2 else "both missed")
 
 
 def main():
     out, names = sys.argv[1], sys.argv[2:]
     for name in names:
         per_tenant(out, name)
+    calibrations = [(c, steal_pct(os.path.join(out, f"{c}.steal")))
+                    for c in ["calib", "contention", "calib-15w", "contention-15w", "calib-15w-after"]]
+    if any(s is not None for _, s in calibrations):
+        print("\nCPU time stolen by the hypervisor during each calibration: "
+              + ", ".join(f"{c} {s:.2f}%" for c, s in calibrations if s is not None))
     print("\nthe goal (on time within 2 points, mean e2e within 10%), means over repeats and service seeds:")
     for name in names:
         goal(out, name)

@@ -39,7 +39,11 @@
 # REPEAT=n runs each configuration n times back to back (same arrivals;
 # default 1), and SEEDS=n simulates each at the run's arrivals under n
 # service seeds (`ecomap simulate --service-seed`; default 10); the error is
-# the simulations' mean less the runs' mean.
+# the simulations' mean less the runs' mean. Each run's steal time (the
+# share of its CPU time the hypervisor gave to other guests, from
+# /proc/stat) is kept beside it (OUT/<run>.steal) and printed with it.
+# CONFIGS=capped-15w (comma-separated names; default all three) measures
+# only some configurations (their calibrations still run).
 # Last, the same measured runs are simulated with the service times each
 # measured itself (bench/fidelity/trace_driven.py; TRACE_DRIVEN=0 skips it):
 # with each run's mean and CV per tenant, and replaying each run's pass log
@@ -67,26 +71,48 @@ for knob in "REPEAT=$repeat" "SEEDS=$seeds"; do
 done
 mkdir -p "$out"
 trace=../shared/data/carbon/electricitymaps_2023/US-CAL-CISO_2023_hourly.csv
+configs=${CONFIGS:-edf,quality-only,capped-15w}
+for c in ${configs//,/ }; do
+    case "$c" in
+        edf|quality-only|capped-15w) ;;
+        *) echo "CONFIGS=$configs: unknown configuration '$c' (edf, quality-only, capped-15w)" >&2; exit 2 ;;
+    esac
+done
+wanted() { [[ ",$configs," == *",$1,"* ]]; }
+# The machine's CPU time so far, all CPUs: total and steal (jiffies).
+cpu_time() { awk '/^cpu /{print $2+$3+$4+$5+$6+$7+$8+$9, $9; exit}' /proc/stat; }
+# Run a command and write the share of CPU time stolen meanwhile to FILE.
+with_steal() {
+    local file=$1 t0 s0 t1 s1
+    shift
+    read -r t0 s0 < <(cpu_time)
+    "$@"
+    read -r t1 s1 < <(cpu_time)
+    awk -v t="$((t1 - t0))" -v s="$((s1 - s0))" 'BEGIN{printf "%.3f\n", (t > 0 ? 100 * s / t : 0)}' >"$file"
+}
 calibrating() { [ "${CALIBRATE:-1}" != 0 ] && [ -z "${SIM_ONLY:-}" ]; }
 throttling() { [ "${THROTTLE:-1}" != 0 ]; }
 # One calibration run: NAME RT_CONFIG POLICY [extra ecomap run arguments].
 calibrate() {
     local name=$1 rt=$2 policy=$3
     shift 3
-    target/release/ecomap run --rt-config "$rt" --policy "$policy" \
+    with_steal "$out/$name.steal" target/release/ecomap run --rt-config "$rt" --policy "$policy" \
         --workload bench/fidelity/calibrate-host.ron --duration 40s "$@" \
         --out "$out/$name" --pass-log "$out/$name-passes.csv" >"$out/$name.txt"
 }
+# The i-th compared run of one configuration: NAME POLICY WORKLOAD I (the
+# first keeps the plain name, repeats are NAME-rI).
+compared_run() {
+    local name=$1 policy=$2 workload=$3 i=$4 tag=$1
+    if [ "$i" -gt 1 ]; then tag=$name-r$i; fi
+    with_steal "$out/$tag-run.steal" target/release/ecomap run --rt-config rt-config/host.ron \
+        --policy "$policy" --workload "$workload" --duration "${secs}s" --out "$out/$tag-hgrm" \
+        --summary "$out/$tag-run.csv" --pass-log "$out/$tag-passes.csv" >"$out/$tag-run.txt"
+}
 # REPEAT compared runs of one configuration: NAME POLICY WORKLOAD.
 compared_runs() {
-    local name=$1 policy=$2 workload=$3 i tag
-    for i in $(seq 1 "$repeat"); do
-        tag=$name
-        if [ "$i" -gt 1 ]; then tag=$name-r$i; fi
-        target/release/ecomap run --rt-config rt-config/host.ron --policy "$policy" \
-            --workload "$workload" --duration "${secs}s" --out "$out/$tag-hgrm" \
-            --summary "$out/$tag-run.csv" --pass-log "$out/$tag-passes.csv" >"$out/$tag-run.txt"
-    done
+    local i
+    for i in $(seq 1 "$repeat"); do compared_run "$1" "$2" "$3" "$i"; done
 }
 pairs=(
     "policies/edf.ron workloads/robot.ron"
@@ -94,30 +120,45 @@ pairs=(
     "bench/fidelity/capped-15w.ron workloads/robot.ron"
 )
 if [ -z "${SIM_ONLY:-}" ]; then
-    # A new measurement: drop the repeats and bracket of an earlier one.
-    rm -rf "$out"/*-r[0-9]*-* "$out/calib-15w-after" "$out/calib-15w-after.txt"
+    # A new measurement starts from an empty folder: nothing of an earlier
+    # one (a repeat, a bracket, a configuration not asked for now) mixes in.
+    rm -rf "$out"
+    mkdir -p "$out"
     if calibrating; then
         calibrate calib bench/fidelity/one-worker.ron policies/fifo.ron
         if [ "${CONTENTION:-1}" != 0 ]; then
             calibrate contention rt-config/host.ron policies/fifo.ron --load-factor 5
         fi
     fi
-    compared_runs edf policies/edf.ron workloads/robot.ron
-    compared_runs quality-only policies/quality-only.ron workloads/robot-mixed.ron
-    # The 15 W calibration right before the overloaded runs, and after.
+    if wanted edf; then compared_runs edf policies/edf.ron workloads/robot.ron; fi
+    if wanted quality-only; then
+        compared_runs quality-only policies/quality-only.ron workloads/robot-mixed.ron
+    fi
+    # The 15 W calibration right before the overloaded runs; with BRACKET,
+    # again before each repeat and after the last, so each run is bracketed
+    # by two calibrations of its own.
     if calibrating && throttling; then
         calibrate calib-15w bench/fidelity/one-worker-15w.ron bench/fidelity/capped-15w.ron
         if [ "${CONTENTION:-1}" != 0 ] && [ "${STRETCH:-solo}" = loaded ]; then
             calibrate contention-15w rt-config/host.ron bench/fidelity/capped-15w.ron --load-factor 5
         fi
     fi
-    compared_runs capped-15w bench/fidelity/capped-15w.ron workloads/robot.ron
-    if calibrating && throttling && [ "${BRACKET:-1}" != 0 ]; then
+    bracketing() { calibrating && throttling && [ "${BRACKET:-1}" != 0 ]; }
+    if wanted capped-15w; then
+        for i in $(seq 1 "$repeat"); do
+            if [ "$i" -gt 1 ] && bracketing; then
+                calibrate "calib-15w-r$i" bench/fidelity/one-worker-15w.ron bench/fidelity/capped-15w.ron
+            fi
+            compared_run capped-15w bench/fidelity/capped-15w.ron workloads/robot.ron "$i"
+        done
+    fi
+    if bracketing; then
         calibrate calib-15w-after bench/fidelity/one-worker-15w.ron bench/fidelity/capped-15w.ron
     fi
 fi
 device=rt-config/devices/host.ron
-bracket=""
+# capped-15w's runs and the device bracketing each (TAG:DEVICE).
+brackets=()
 if [ "${CALIBRATE:-1}" != 0 ] && [ -d "$out/calib" ]; then
     args=(--device "$device" --solo "$out/calib" --stretch "${STRETCH:-solo}")
     if [ "${CONTENTION:-1}" != 0 ] && [ -d "$out/contention" ]; then args+=(--contention "$out/contention"); fi
@@ -125,10 +166,30 @@ if [ "${CALIBRATE:-1}" != 0 ] && [ -d "$out/calib" ]; then
     if throttling && [ -d "$out/calib-15w" ]; then
         python3 bench/fidelity/calibrated_device.py "${args[@]}" --at-15w "$out/calib-15w" --out "$out/host-now.ron"
         if [ -d "$out/calib-15w-after" ] && [ "${STRETCH:-solo}" = solo ]; then
-            echo "bracketed by the 15 W calibration after the capped-15w run(s):"
-            python3 bench/fidelity/calibrated_device.py "${args[@]}" \
-                --at-15w "$out/calib-15w,$out/calib-15w-after" --out "$out/host-bracket.ron"
-            bracket="$out/host-bracket.ron"
+            # Run i between the calibrations before it and after it (the
+            # next run's, or the last). A folder measured before session 13
+            # has one calibration after all the runs: one bracket for all.
+            run_tag() { if [ "$1" -gt 1 ]; then echo "capped-15w-r$1"; else echo capped-15w; fi; }
+            calib_before() { if [ "$1" -gt 1 ]; then echo "calib-15w-r$1"; else echo calib-15w; fi; }
+            per_run=1
+            i=2
+            while [ -f "$out/$(run_tag "$i")-run.csv" ]; do
+                if [ ! -d "$out/$(calib_before "$i")" ]; then per_run=0; fi
+                i=$((i + 1))
+            done
+            i=1
+            while [ -f "$out/$(run_tag "$i")-run.csv" ]; do
+                before=$(calib_before "$i")
+                after=$(calib_before $((i + 1)))
+                if [ "$per_run" = 0 ] || [ ! -d "$out/$after" ]; then after=calib-15w-after; fi
+                tag=$(run_tag "$i")
+                echo "$tag bracketed by $before and $after:"
+                python3 bench/fidelity/calibrated_device.py "${args[@]}" \
+                    --at-15w "$out/$before,$out/$after" --out "$out/host-bracket-$tag.ron"
+                brackets+=("$tag:$out/host-bracket-$tag.ron")
+                if [ "$per_run" = 0 ]; then break; fi
+                i=$((i + 1))
+            done
         fi
     else
         python3 bench/fidelity/calibrated_device.py "${args[@]}" --out "$out/host-now.ron"
@@ -152,11 +213,14 @@ names=()
 for pair in "${pairs[@]}"; do
     read -r policy workload <<<"$pair"
     name=$(basename "$policy" .ron)
+    if ! wanted "$name" || [ ! -f "$out/$name-run.csv" ]; then continue; fi
     names+=("$name")
     simulated sim "$device" "$policy" "$workload" "$name"
-    rm -rf "$out/$name-bracket-sim" "$out/$name-bracket-sim-seeds"
-    if [ -n "$bracket" ] && [ "$name" = capped-15w ]; then
-        simulated bracket-sim "$bracket" "$policy" "$workload" "$name"
+    rm -rf "$out/$name"*-bracket-sim "$out/$name"*-bracket-sim-seeds
+    if [ "$name" = capped-15w ]; then
+        for b in "${brackets[@]}"; do
+            simulated bracket-sim "${b#*:}" "$policy" "$workload" "${b%%:*}"
+        done
     fi
 done
 python3 bench/fidelity/compare.py "$out" "${names[@]}"
