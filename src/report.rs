@@ -116,6 +116,10 @@ pub struct RunReport {
     /// Wall-clock time of the run clock's zero (stamps in `.hlog` files
     /// are relative to it), when the run had one.
     pub clock_zero: Option<std::time::SystemTime>,
+    /// The share (0–1) of the machine's CPU time that its hypervisor gave
+    /// to other guests while serving (`/proc/stat`'s steal; `None` where
+    /// there is none): a shared VM's neighbours, which slow every pass.
+    pub cpu_steal: Option<f64>,
 }
 
 /// A fault the runtime met during a run.
@@ -130,6 +134,12 @@ pub struct Incident {
     /// command then exits with status 3.
     pub degrades: bool,
 }
+
+/// From this share of stolen CPU time on, the report says that it slowed
+/// the run: on this project's 2-vCPU VM, overloaded runs that lost about
+/// 4% served 13–19 points fewer deadlines than runs that lost under 1.3%
+/// (docs/results.md §6, session 13).
+const STEAL_WORTH_A_WARNING: f64 = 0.02;
 
 impl RunReport {
     /// Whether an incident compromised the run (see [`Incident::degrades`]).
@@ -168,6 +178,18 @@ impl RunReport {
                 w.served,
                 w.busy.as_secs_f64(),
                 100.0 * util
+            );
+        }
+        if let Some(steal) = self.cpu_steal {
+            let _ = writeln!(
+                out,
+                "host: {:.2}% of the CPU time stolen by the hypervisor while serving{}",
+                100.0 * steal,
+                if steal >= STEAL_WORTH_A_WARNING {
+                    " (other guests ran on this VM's cores: its passes were slower for it)"
+                } else {
+                    ""
+                }
             );
         }
         if self.rt_notes.is_empty() {
@@ -398,11 +420,34 @@ mod tests {
                 degrades: false,
             }],
             clock_zero: None,
+            cpu_steal: Some(0.0412),
         };
         assert!(r.is_conserved());
         assert!(!r.is_degraded());
         let text = r.render();
         assert!(text.contains("utilisation  50.0%"), "{text}");
+        assert!(
+            text.contains(
+                "host: 4.12% of the CPU time stolen by the hypervisor while serving (other guests"
+            ),
+            "{text}"
+        );
+        let quiet = RunReport {
+            cpu_steal: Some(0.003),
+            ..r.clone()
+        };
+        assert!(
+            quiet
+                .render()
+                .contains("host: 0.30% of the CPU time stolen by the hypervisor while serving\n"),
+            "{}",
+            quiet.render()
+        );
+        let bare = RunReport {
+            cpu_steal: None,
+            ..r.clone()
+        };
+        assert!(!bare.render().contains("host:"));
         assert!(text.contains("SCHED_FIFO refused"));
         assert!(text.contains("1.500 s  worker 'cpu0' panicked"), "{text}");
         let dir = tempfile::tempdir().unwrap();

@@ -27,6 +27,7 @@ use crate::energy_meter::TimelineRow;
 use crate::faults::{FaultInjector, ScheduledFault};
 use crate::incidents::IncidentLog;
 use crate::load_generator::LoadGenerator;
+use crate::platform::cpu_steal::CpuTimes;
 use crate::rt::{self, RtNotes};
 use crate::telemetry::{Telemetry, TelemetrySender};
 use crate::tenant_queue::{tenant_queue, TenantCounters, TenantQueue};
@@ -113,6 +114,9 @@ pub struct Runtime {
     )>,
     notes: RtNotes,
     load_started: Option<Timestamp>,
+    /// The machine's CPU times when serving started (for the share the
+    /// hypervisor stole meanwhile); `None` before, or without `/proc/stat`.
+    cpu_at_load_start: Option<CpuTimes>,
     busy: Arc<BusyCounters>,
     control_plan: Option<ControlPlan>,
     control: Option<ControlPlane>,
@@ -715,6 +719,7 @@ impl Runtime {
             telemetry,
             notes,
             load_started: None,
+            cpu_at_load_start: None,
             busy,
             control_plan,
             control: None,
@@ -835,7 +840,15 @@ impl Runtime {
     /// Mark the start of serving (the report's duration counts from the
     /// first call), for callers that submit without [`Runtime::run_load`].
     pub fn mark_serving(&mut self) {
-        self.load_started.get_or_insert(self.clock.now());
+        self.mark_load_start(self.clock.now());
+    }
+
+    /// The first call sets when serving started (later ones keep it).
+    fn mark_load_start(&mut self, at: Timestamp) {
+        if self.load_started.is_none() {
+            self.load_started = Some(at);
+            self.cpu_at_load_start = CpuTimes::read();
+        }
     }
 
     /// What tenant `t`'s model takes and gives (its heaviest variant's), as
@@ -927,7 +940,7 @@ impl Runtime {
         }
         self.start_control(load_factor)?;
         let start = self.clock.now() + Duration::from_millis(5);
-        self.load_started.get_or_insert(start);
+        self.mark_load_start(start);
         let until = start + duration;
         let stop = Arc::new(AtomicBool::new(false));
         if !self.scheduled_faults.is_empty() {
@@ -1026,6 +1039,7 @@ impl Runtime {
             telemetry,
             notes,
             load_started,
+            cpu_at_load_start,
             control,
             stop,
             counters,
@@ -1085,6 +1099,7 @@ impl Runtime {
         // The control plane outlives the drain so its energy is counted.
         let outcome = control.map(ControlPlane::stop);
         let end = clock.now();
+        let cpu_steal = cpu_at_load_start.and_then(|start| CpuTimes::read()?.stolen_since(&start));
         let variant_counts: Vec<usize> = workload
             .tenants
             .iter()
@@ -1125,6 +1140,7 @@ impl Runtime {
                 quality,
                 incidents: incidents.incidents(load_started.unwrap_or(Timestamp::ZERO)),
                 clock_zero: std::time::SystemTime::now().checked_sub(end.since_epoch()),
+                cpu_steal,
             },
             timeline,
         )

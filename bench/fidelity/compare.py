@@ -20,8 +20,8 @@ the noise of both sides shown rather than hidden in one pair:
     runs and one after, has one such simulation (OUT/<name>-bracket-sim).
 The error the goal is judged on is simulated mean − measured mean.
 Beside each run and calibration, the share of CPU time the hypervisor gave
-to other guests meanwhile (OUT/<run>.steal, /proc/stat's steal column),
-where run.sh recorded it.
+to other guests while it served (the `host:` line of its report,
+OUT/<run>-run.txt or OUT/<calibration>.txt; from session 13 on).
 
     python3 bench/fidelity/compare.py OUT NAME...
 """
@@ -82,13 +82,23 @@ def spread(values, fmt):
             fmt.format(statistics.mean(values)) + f" [{fmt.format(min(values))} – {fmt.format(max(values))}]")
 
 
-def steal_pct(path):
-    """The share of CPU time the hypervisor gave to other guests during a
-    run, as run.sh wrote it beside the run (None for older folders)."""
+# The runtime's report warns from this much stolen CPU time on
+# (src/report.rs, STEAL_WORTH_A_WARNING).
+DISTURBED_PCT = 2.0
+
+
+def mark(steal):
+    return "*" if steal >= DISTURBED_PCT else ""
+
+
+def steal_pct(report):
+    """The share (%) of CPU time the hypervisor gave to other guests while a
+    run served, from its report (None for older folders, or without one)."""
     try:
-        return float(open(path).read())
+        m = re.search(r"^host: ([0-9.]+)% of the CPU time stolen", open(report).read(), re.M)
     except FileNotFoundError:
         return None
+    return float(m.group(1)) if m else None
 
 
 def simulated(out, name, kind):
@@ -107,10 +117,10 @@ def goal(out, name):
     m_on, m_e2e = [on_time(r) for r in measured], [e2e(r) for r in measured]
     print(f"{name}: measured, {len(measured)} run(s): on time {spread(m_on, '{:.2f}')}%, "
           f"mean e2e {spread(m_e2e, '{:.1f}')} ms")
-    steal = [steal_pct(p[: -len(".csv")] + ".steal") for p in runs]
+    steal = [steal_pct(p[: -len(".csv")] + ".txt") for p in runs]
     if all(s is not None for s in steal):
         print(f"  CPU time stolen by the hypervisor during each run: "
-              + ", ".join(f"{s:.2f}%" for s in steal))
+              + ", ".join(f"{s:.2f}%{mark(s)}" for s in steal))
     sims = simulated(out, name, "sim")
     if sims:
         s_on, s_e2e = [on_time(r) for r in sims], [e2e(r) for r in sims]
@@ -150,11 +160,13 @@ def main():
     out, names = sys.argv[1], sys.argv[2:]
     for name in names:
         per_tenant(out, name)
-    calibrations = [(c, steal_pct(os.path.join(out, f"{c}.steal")))
-                    for c in ["calib", "contention", "calib-15w", "contention-15w", "calib-15w-after"]]
+    calibrations = [(os.path.basename(p)[: -len(".txt")], steal_pct(p))
+                    for p in sorted(glob.glob(os.path.join(out, "calib*.txt")) +
+                                    glob.glob(os.path.join(out, "contention*.txt")), key=os.path.getmtime)]
     if any(s is not None for _, s in calibrations):
-        print("\nCPU time stolen by the hypervisor during each calibration: "
-              + ", ".join(f"{c} {s:.2f}%" for c, s in calibrations if s is not None))
+        print("\nCPU time stolen by the hypervisor during each calibration, in the order they ran: "
+              + ", ".join(f"{c} {s:.2f}%{mark(s)}" for c, s in calibrations if s is not None)
+              + f" (* at least {DISTURBED_PCT}%: the report says the passes were slower for it)")
     print("\nthe goal (on time within 2 points, mean e2e within 10%), means over repeats and service seeds:")
     for name in names:
         goal(out, name)

@@ -39,9 +39,10 @@
 # REPEAT=n runs each configuration n times back to back (same arrivals;
 # default 1), and SEEDS=n simulates each at the run's arrivals under n
 # service seeds (`ecomap simulate --service-seed`; default 10); the error is
-# the simulations' mean less the runs' mean. Each run's steal time (the
-# share of its CPU time the hypervisor gave to other guests, from
-# /proc/stat) is kept beside it (OUT/<run>.steal) and printed with it.
+# the simulations' mean less the runs' mean. Each run's and calibration's
+# steal time (the share of CPU time the hypervisor gave to other guests
+# while it served, the `host:` line of `ecomap run`'s report) is printed
+# with it: on this VM it is what most separates two runs.
 # CONFIGS=capped-15w (comma-separated names; default all three) measures
 # only some configurations (their calibrations still run).
 # Last, the same measured runs are simulated with the service times each
@@ -79,24 +80,13 @@ for c in ${configs//,/ }; do
     esac
 done
 wanted() { [[ ",$configs," == *",$1,"* ]]; }
-# The machine's CPU time so far, all CPUs: total and steal (jiffies).
-cpu_time() { awk '/^cpu /{print $2+$3+$4+$5+$6+$7+$8+$9, $9; exit}' /proc/stat; }
-# Run a command and write the share of CPU time stolen meanwhile to FILE.
-with_steal() {
-    local file=$1 t0 s0 t1 s1
-    shift
-    read -r t0 s0 < <(cpu_time)
-    "$@"
-    read -r t1 s1 < <(cpu_time)
-    awk -v t="$((t1 - t0))" -v s="$((s1 - s0))" 'BEGIN{printf "%.3f\n", (t > 0 ? 100 * s / t : 0)}' >"$file"
-}
 calibrating() { [ "${CALIBRATE:-1}" != 0 ] && [ -z "${SIM_ONLY:-}" ]; }
 throttling() { [ "${THROTTLE:-1}" != 0 ]; }
 # One calibration run: NAME RT_CONFIG POLICY [extra ecomap run arguments].
 calibrate() {
     local name=$1 rt=$2 policy=$3
     shift 3
-    with_steal "$out/$name.steal" target/release/ecomap run --rt-config "$rt" --policy "$policy" \
+    target/release/ecomap run --rt-config "$rt" --policy "$policy" \
         --workload bench/fidelity/calibrate-host.ron --duration 40s "$@" \
         --out "$out/$name" --pass-log "$out/$name-passes.csv" >"$out/$name.txt"
 }
@@ -105,7 +95,7 @@ calibrate() {
 compared_run() {
     local name=$1 policy=$2 workload=$3 i=$4 tag=$1
     if [ "$i" -gt 1 ]; then tag=$name-r$i; fi
-    with_steal "$out/$tag-run.steal" target/release/ecomap run --rt-config rt-config/host.ron \
+    target/release/ecomap run --rt-config rt-config/host.ron \
         --policy "$policy" --workload "$workload" --duration "${secs}s" --out "$out/$tag-hgrm" \
         --summary "$out/$tag-run.csv" --pass-log "$out/$tag-passes.csv" >"$out/$tag-run.txt"
 }

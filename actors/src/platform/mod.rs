@@ -9,9 +9,13 @@
 //! - [`rapl::RaplBackend`]: Linux powercap (Intel RAPL) — power limit and
 //!   `energy_uj` with wrap-around.
 //!
+//! And [`cpu_steal`]: how much CPU time a VM's host gave to other guests
+//! while serving (`/proc/stat`), for the run report.
+//!
 //! Every sysfs path is taken under a configurable root, so tests run the
 //! real code against a fake tree with the real layout.
 
+pub mod cpu_steal;
 pub mod emulated;
 pub mod jetson;
 pub mod rapl;
