@@ -101,6 +101,13 @@ fn overload_conserves_every_request_per_tenant() {
     );
     assert!(total(|c| c.on_time) > 0);
     assert!(report.is_conserved());
+    // Where /proc/stat has a steal column (Linux), the report gives the
+    // share of the serving window's CPU time the hypervisor stole.
+    if ecomap_actors::platform::cpu_steal::CpuTimes::read().is_some() {
+        let steal = report.cpu_steal.expect("a steal share on Linux");
+        assert!((0.0..=1.0).contains(&steal), "{steal}");
+        assert!(report.render().contains("host: "), "{}", report.render());
+    }
 }
 
 #[test]

@@ -66,6 +66,52 @@ fn run_small(out: &Path, trace: &Path, seed: &str) -> Output {
     ])
 }
 
+#[test]
+fn a_service_seed_redraws_the_service_at_the_same_arrivals() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = trace(dir.path());
+    let summary = |name: &str, extra: &[&str]| {
+        let out = dir.path().join(name);
+        let mut args = vec![
+            "--policies",
+            "max-perf",
+            "--traces",
+            t.to_str().unwrap(),
+            "--span",
+            "2h",
+            "--sample",
+            "30s",
+            "--seed",
+            "7",
+            "--out",
+            out.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        let o = simulate(&args);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        read(&out.join("summary.csv"))
+    };
+    let submitted = |csv: &str| -> Vec<String> {
+        let header: Vec<&str> = csv.lines().next().unwrap().split(',').collect();
+        let i = header.iter().position(|h| *h == "submitted").unwrap();
+        csv.lines()
+            .skip(1)
+            .map(|l| l.split(',').nth(i).unwrap().to_string())
+            .collect()
+    };
+    let plain = summary("plain", &[]);
+    assert_eq!(
+        summary("same", &["--service-seed", "7"]),
+        plain,
+        "a service seed equal to --seed changes nothing"
+    );
+    let redrawn = summary("redrawn", &["--service-seed", "9"]);
+    assert_ne!(redrawn, plain, "other draws, other latencies");
+    assert_eq!(submitted(&redrawn), submitted(&plain), "the same arrivals");
+    let o = simulate(&["--service-seed", "x"]);
+    assert_eq!(o.status.code(), Some(2), "{o:?}");
+}
+
 fn read(p: &Path) -> String {
     std::fs::read_to_string(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
 }

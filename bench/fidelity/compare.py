@@ -44,11 +44,12 @@ def overall(path):
 
 
 def on_time(r):
-    return 100.0 * float(r["on_time"]) / float(r["submitted"])
+    submitted = float(r["submitted"])
+    return 100.0 * float(r["on_time"]) / submitted if submitted > 0 else float("nan")
 
 
 def e2e(r):
-    return float(r["mean_e2e_ms"])
+    return float(r["mean_e2e_ms"] or "nan")
 
 
 def per_tenant(out, name):
@@ -129,11 +130,16 @@ def goal(out, name):
         print(f"  predictive, {len(sims)} service seed(s): on time {statistics.mean(s_on):.2f}% "
               f"[{min(s_on):.2f} – {max(s_on):.2f}], mean e2e {statistics.mean(s_e2e):.1f} ms "
               f"[{min(s_e2e):.1f} – {max(s_e2e):.1f}]; sim − run {d_on:+.2f} pts, {d_e2e:+.1f}%: "
-              f"{verdict(d_on, d_e2e)}")
+              f"{verdict(d_on, d_e2e)}"
+              + (f" (run by run: mean |error| {statistics.mean(abs(statistics.mean(s_on) - x) for x in m_on):.2f} pts)"
+                 if len(m_on) > 1 else ""))
     # Each run against the simulation calibrated just before and just after
     # it (run.sh's BRACKET), or, in an older folder, before and after all.
     tags = [os.path.basename(p)[: -len("-run.csv")] for p in runs]
-    bracketed = [simulated(out, t, "bracket-sim") or simulated(out, name, "bracket-sim") for t in tags]
+    bracketed = [simulated(out, t, "bracket-sim") for t in tags]
+    if not any(bracketed[1:]):
+        # An older folder: one bracket around all the runs, under the name.
+        bracketed = [bracketed[0]] * len(tags)
     if all(bracketed):
         errors_on, errors_e2e = [], []
         for tag, run, b in zip(tags, measured, bracketed):
@@ -160,9 +166,11 @@ def main():
     out, names = sys.argv[1], sys.argv[2:]
     for name in names:
         per_tenant(out, name)
-    calibrations = [(os.path.basename(p)[: -len(".txt")], steal_pct(p))
-                    for p in sorted(glob.glob(os.path.join(out, "calib*.txt")) +
-                                    glob.glob(os.path.join(out, "contention*.txt")), key=os.path.getmtime)]
+    repeats = sorted(int(m.group(1)) for p in glob.glob(os.path.join(out, "calib-15w-r*.txt"))
+                     if (m := re.search(r"calib-15w-r([0-9]+)\.txt$", p)))
+    order = ["calib", "contention", "calib-15w", "contention-15w",
+             *[f"calib-15w-r{i}" for i in repeats], "calib-15w-after"]
+    calibrations = [(c, steal_pct(os.path.join(out, f"{c}.txt"))) for c in order]
     if any(s is not None for _, s in calibrations):
         print("\nCPU time stolen by the hypervisor during each calibration, in the order they ran: "
               + ", ".join(f"{c} {s:.2f}%{mark(s)}" for c, s in calibrations if s is not None)

