@@ -44,7 +44,7 @@
 # the simulations' mean less the runs' mean. Each run's and calibration's
 # steal time (the share of CPU time the hypervisor gave to other guests
 # while it served, the `host:` line of `ecomap run`'s report) is printed
-# with it: on this VM it is what most separates two runs.
+# with it: on this VM it goes with part of the difference between runs.
 # CONFIGS=capped-15w (comma-separated names; default all three) measures
 # only some configurations: the MAXN calibrations always run (every
 # simulation starts from them), the 15 W ones only for capped-15w.

@@ -2,11 +2,11 @@
 //! that its host gave to other guests (Linux `/proc/stat`, the `steal`
 //! column).
 //!
-//! On a shared VM it is what most often separates two runs of the same
-//! workload: in the fidelity check's five back-to-back overloaded runs of
-//! session 13 (docs/results.md §6), the two that lost about 4% of their
-//! CPU time this way met 13–19 points fewer of their deadlines than the
-//! three that lost under 1.3%. `ecomap run`'s report prints it, so a
+//! On a shared VM it goes with part of the difference between two runs of
+//! the same workload: in one set of five back-to-back overloaded runs of
+//! the fidelity check (session 13, docs/results.md §6), the two that lost
+//! about 4% of their CPU time this way met 13–19 points fewer of their
+//! deadlines than the three that lost under 1.3%. `ecomap run`'s report prints it, so a
 //! latency histogram measured under a noisy neighbour says so.
 //!
 //! ```
