@@ -29,6 +29,9 @@ import re
 import statistics
 import sys
 
+from fidelity_files import cpu_clock_span, cpu_exponent, cpu_slowdown, hgrm_stats, reference_mode
+from fidelity_files import worker_utilisations as utilisations
+
 # Calibration tenant per model name in the device description.
 TENANT_OF_MODEL = {
     "resnet50": "resnet50", "resnet34": "resnet34", "resnet18": "resnet18",
@@ -42,25 +45,11 @@ TENANTS = sorted(set(TENANT_OF_MODEL.values()))
 
 def mean(tenant, folder):
     """The HdrHistogram mean of a tenant's service in a calibration run."""
-    path = os.path.join(folder, f"{tenant}.service.hgrm")
-    try:
-        text = open(path).read()
-    except OSError as e:
-        sys.exit(f"{path}: {e.strerror}; is {folder} the --out folder of a calibration run?")
-    m = re.search(r"^#\[Mean\s*=\s*([0-9.]+),", text, re.M)
-    if not m:
-        sys.exit(f"{path}: no '#[Mean = ...' line; is it an .hgrm file from ecomap run?")
-    return float(m.group(1))
+    return hgrm_stats(os.path.join(folder, f"{tenant}.service.hgrm"))[0]
 
 
 def mean_over(tenant, folders):
     return statistics.mean(mean(tenant, f) for f in folders)
-
-
-def utilisations(report_path):
-    """Each worker's utilisation, as `ecomap run`'s report prints it."""
-    report = open(report_path).read()
-    return [float(u) / 100 for u in re.findall(r"^worker \S+ .* utilisation +([0-9.]+)%", report, re.M)]
 
 
 def main():
@@ -119,12 +108,10 @@ def main():
             sys.exit("--stretch loaded: no both-busy 15 W calibration (--loaded-15w)")
         # The cpu kind's exponent and the reference mode's clock (host.ron's
         # workers are CPUs; the simulator's slowdown is (f_ref / f_mode)^exp).
-        exponent = float(re.search(r"clock_exponent: \(.*?cpu: ([0-9.]+)\)", text).group(1))
-        reference = re.search(r'reference_mode: "([^"]+)"', text).group(1)
-        maxn = float(re.search(r'name: "%s".*?clocks_mhz: \(.*?cpu: ([0-9.]+)\)' % re.escape(reference),
-                               text, re.S).group(1))
-        m = re.search(r'(name: "MODE_15W".*?clocks_mhz: \(.*?cpu: )([0-9.]+)(\))', text, re.S)
-        asked = (maxn / float(m.group(2))) ** exponent
+        exponent = cpu_exponent(text)
+        maxn = float(cpu_clock_span(text, reference_mode(text)).group(2))
+        m = cpu_clock_span(text, "MODE_15W")
+        asked = cpu_slowdown(text, "MODE_15W")
         clock = maxn / stretch ** (1 / exponent)
         text = text[:m.start(2)] + f"{clock:.1f}" + text[m.end(2):]
         print(f"15 W stretch used: {stretch:.2f}x, {source} (the throttle asks {asked:.2f}x); "

@@ -32,24 +32,14 @@ import re
 import statistics
 import sys
 
+from fidelity_files import e2e, on_time
+from fidelity_files import summary_row as overall
+
 COLS = ["submitted", "miss_pct", "mean_e2e_ms", "p99_e2e_ms", "energy_j", "accuracy_pct"]
 
 
 def rows(path):
     return list(csv.DictReader(open(path)))
-
-
-def overall(path):
-    return next(r for r in rows(path) if r["tenant"] == "all")
-
-
-def on_time(r):
-    submitted = float(r["submitted"])
-    return 100.0 * float(r["on_time"]) / submitted if submitted > 0 else float("nan")
-
-
-def e2e(r):
-    return float(r["mean_e2e_ms"] or "nan")
 
 
 def per_tenant(out, name):

@@ -45,6 +45,9 @@ import re
 import subprocess
 import sys
 
+from fidelity_files import cpu_slowdown, e2e, hgrm_stats, on_time
+from fidelity_files import summary_row as row
+
 out, device, trace, secs = sys.argv[1:]
 
 # robot.ron's tenants and the model names the device description uses.
@@ -56,28 +59,13 @@ CONFIGS = [
 
 
 def mean_std_count(path):
+    """A run's service (mean, std, count) from its .hgrm file; None if absent."""
     if not os.path.exists(path):
         return None
-    text = open(path).read()
-    m = re.search(r"#\[Mean\s*=\s*([0-9.]+), StdDeviation\s*=\s*([0-9.]+)\]", text)
-    n = re.search(r"Total count\s*=\s*([0-9]+)\]", text)
-    if not (m and n):
-        sys.exit(f"{path}: no '#[Mean = …, StdDeviation = …]' or 'Total count' line; is it an .hgrm file?")
-    mean, std, count = float(m.group(1)), float(m.group(2)), int(n.group(1))
+    mean, std, count = hgrm_stats(path)
     if not (mean > 0 and count > 0):
         sys.exit(f"{path}: no service recorded (mean {mean}, count {count})")
     return mean, std, count
-
-
-def slowdown(text, mode):
-    """The simulator's slowdown of the host's CPU workers at `mode`
-    (src/device: (f_reference / f_mode)^exponent, the cpu kind's)."""
-    exponent = float(re.search(r"clock_exponent: \(.*?cpu: ([0-9.]+)\)", text).group(1))
-    reference = re.search(r'reference_mode: "([^"]+)"', text).group(1)
-    clock = lambda name: float(
-        re.search(r'name: "%s".*?clocks_mhz: \(.*?cpu: ([0-9.]+)\)' % re.escape(name), text, re.S).group(1)
-    )
-    return (clock(reference) / clock(mode)) ** exponent
 
 
 def simulate(device_file, workload, policy, sim_dir, *extra):
@@ -98,18 +86,6 @@ def compared(name, width, r, p, t):
             f" ({100 * (e2e(p) / e2e(r) - 1):+.1f} / {100 * (e2e(t) / e2e(r) - 1):+.1f}%)")
 
 
-def row(path, tenant="all"):
-    return next(r for r in csv.DictReader(open(path)) if r["tenant"] == tenant)
-
-
-def on_time(r):
-    return 100.0 * float(r["on_time"]) / float(r["submitted"])
-
-
-def e2e(r):
-    return float(r["mean_e2e_ms"])
-
-
 def accuracy(r):
     a = float(r["accuracy_pct"] or "nan")
     return "-" if a != a else f"{a:.2f}"
@@ -126,7 +102,7 @@ for name, policy, mode in CONFIGS:
         continue
     text = base
     cvs = []
-    stretch = slowdown(text, mode)
+    stretch = cpu_slowdown(text, mode)
     stats = {t: mean_std_count(os.path.join(hgrm, f"{t}.service.hgrm")) for t in MODELS}
     if any(v is None for v in stats.values()):
         print(f"{name}: {hgrm} lacks a tenant's .service.hgrm; skipped")
