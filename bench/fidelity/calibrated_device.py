@@ -5,6 +5,10 @@
   - every model's cpu_ms replaced by its solo mean service in the
     calibration run at MAXN (--solo DIR, the .service.hgrm files of
     `ecomap run` on bench/fidelity/calibrate-host.ron, one worker);
+  - every model's own service_cv set to the same run's StdDeviation /
+    Mean of it (--cv variant, the default), or every model's own figure
+    dropped, so the description's per-kind service_cv applies to all
+    (--cv kind: the host model before session 14);
   - the contention re-measured (--contention DIR: the same workload at 5x
     its rates on both workers; the median over models of (both-busy mean /
     solo mean - 1) / the workers' mean utilisation, the form host.ron's
@@ -21,7 +25,8 @@ the contention); the solo medians sit 0-4% below (the MobileNets; ResNets
 about 0%).
 
     python3 bench/fidelity/calibrated_device.py --device host.ron --solo DIR --out FILE
-        [--contention DIR] [--at-15w DIR[,DIR...]] [--loaded-15w DIR] [--stretch solo|loaded]
+        [--cv variant|kind] [--contention DIR] [--at-15w DIR[,DIR...]] [--loaded-15w DIR]
+        [--stretch solo|loaded]
 """
 import argparse
 import os
@@ -29,7 +34,7 @@ import re
 import statistics
 import sys
 
-from fidelity_files import cpu_clock_span, cpu_exponent, cpu_slowdown, hgrm_stats, reference_mode
+from fidelity_files import cpu_clock_span, cpu_exponent, cpu_slowdown, hgrm_stats, reference_mode, set_model
 from fidelity_files import worker_utilisations as utilisations
 
 # Calibration tenant per model name in the device description.
@@ -48,6 +53,12 @@ def mean(tenant, folder):
     return hgrm_stats(os.path.join(folder, f"{tenant}.service.hgrm"))[0]
 
 
+def cv(tenant, folder):
+    """StdDeviation / Mean of a tenant's service in a calibration run."""
+    m, sd, _ = hgrm_stats(os.path.join(folder, f"{tenant}.service.hgrm"))
+    return sd / m
+
+
 def mean_over(tenant, folders):
     return statistics.mean(mean(tenant, f) for f in folders)
 
@@ -61,13 +72,18 @@ def main():
     ap.add_argument("--at-15w", dest="at_15w")
     ap.add_argument("--loaded-15w", dest="loaded_15w")
     ap.add_argument("--stretch", choices=["solo", "loaded"], default="solo")
+    ap.add_argument("--cv", choices=["variant", "kind"], default="variant")
     a = ap.parse_args()
 
     text = open(a.device).read()
     for model, tenant in TENANT_OF_MODEL.items():
-        text = re.sub(r'\(name: "%s", cpu_ms: Some\([0-9.]+\)\)' % re.escape(model),
-                      '(name: "%s", cpu_ms: Some(%.1f))' % (model, mean(tenant, a.solo)), text)
+        own_cv = cv(tenant, a.solo) if a.cv == "variant" else None
+        text = set_model(text, model, mean(tenant, a.solo), own_cv, where=a.device, digits=1)
     header = "// host.ron with solo mean service re-measured just now (bench/fidelity/run.sh)\n"
+    if a.cv == "variant":
+        print("service cv per model, solo at the reference mode: "
+              + ", ".join(f"{t} {cv(t, a.solo):.3f}" for t in TENANTS))
+        header += "// each model's service_cv re-measured just now (solo StdDeviation / Mean)\n"
 
     if a.contention:
         util = utilisations(a.contention + ".txt")

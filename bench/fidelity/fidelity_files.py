@@ -65,3 +65,22 @@ def cpu_slowdown(device_text, mode):
     (src/device: (f_reference / f_mode)^exponent, the cpu kind's)."""
     clock = lambda name: float(cpu_clock_span(device_text, name).group(2))
     return (clock(reference_mode(device_text)) / clock(mode)) ** cpu_exponent(device_text)
+
+
+def model_entry(model):
+    """A pattern for one CPU-only model entry of a device description, with
+    or without its own service_cv."""
+    return r'\(name: "%s", cpu_ms: Some\([0-9.]+\)(?:, service_cv: Some\([0-9.]+\))?\)' % re.escape(model)
+
+
+def set_model(device_text, model, cpu_ms, cv=None, where="device description", digits=2):
+    """The text with `model`'s entry set to `cpu_ms` (`digits` decimals)
+    and, given `cv`, its own service CV (else none: the kind's figure);
+    exits unless exactly one entry names it."""
+    entry = '(name: "%s", cpu_ms: Some(%.*f)' % (model, digits, cpu_ms)
+    if cv is not None:
+        entry += ", service_cv: Some(%.3f)" % cv
+    text, n = re.subn(model_entry(model), lambda _: entry + ")", device_text)
+    if n != 1:
+        sys.exit(f"{where}: expected one cost entry for {model}, found {n}")
+    return text

@@ -34,6 +34,9 @@
 # measured 1.78x and the overloaded run served at 1.78x, so the solo
 # stretch stays the default (docs/results.md §6).
 # The other modes are not used by the compared runs and stay as they are.
+# Each model's service CV is re-measured too (its solo StdDeviation / Mean
+# at MAXN, written as the model's own service_cv); CV=kind drops them, so
+# host.ron's per-kind figure applies to every model, as before session 14.
 #
 # Both sides of the comparison are noisy over a 60-s window, so the goal
 # check (bench/fidelity/compare.py) shows the noise rather than one pair:
@@ -67,6 +70,10 @@ case "${STRETCH:-solo}" in
             exit 2
         fi ;;
     *) echo "STRETCH=$STRETCH: expected 'solo' (the default) or 'loaded'" >&2; exit 2 ;;
+esac
+case "${CV:-variant}" in
+    variant|kind) ;;
+    *) echo "CV=$CV: expected 'variant' (the default) or 'kind'" >&2; exit 2 ;;
 esac
 repeat=${REPEAT:-1}
 seeds=${SEEDS:-10}
@@ -160,7 +167,7 @@ device=rt-config/devices/host.ron
 # capped-15w's runs and the device bracketing each (TAG:DEVICE).
 brackets=()
 if [ "${CALIBRATE:-1}" != 0 ] && [ -d "$out/calib" ]; then
-    args=(--device "$device" --solo "$out/calib" --stretch "${STRETCH:-solo}")
+    args=(--device "$device" --solo "$out/calib" --stretch "${STRETCH:-solo}" --cv "${CV:-variant}")
     if [ "${CONTENTION:-1}" != 0 ] && [ -d "$out/contention" ]; then args+=(--contention "$out/contention"); fi
     if throttling && [ -d "$out/contention-15w" ]; then args+=(--loaded-15w "$out/contention-15w"); fi
     if throttling && [ -d "$out/calib-15w" ]; then

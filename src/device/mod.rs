@@ -165,6 +165,9 @@ impl DeviceModel {
                     "service times must be positive milliseconds",
                 ));
             }
+            if c.service_cv.is_some_and(|cv| !non_negative(cv)) {
+                return Err(invalid(place, "service_cv must be ≥ 0"));
+            }
             if models.insert(c.name.clone(), i).is_some() {
                 return Err(invalid(place, "two entries share this name"));
             }
@@ -253,6 +256,15 @@ impl DeviceModel {
     pub fn service_s(&self, variant: &str, kind: UnitKind, mode: ModeId) -> Option<f64> {
         let ms = self.model(variant)?.ms(kind)?;
         Some(ms / 1000.0 * self.slowdown(mode, kind))
+    }
+
+    /// Coefficient of variation of one service time of `variant` on a unit
+    /// of `kind`: the variant's own figure where the description gives one,
+    /// else the kind's.
+    pub fn service_cv(&self, variant: &str, kind: UnitKind) -> f64 {
+        self.model(variant)
+            .and_then(|c| c.service_cv)
+            .unwrap_or_else(|| self.spec.service_cv.get(kind))
     }
 
     /// Stretch of a job that starts at `mode` while `others_busy` other
@@ -372,6 +384,31 @@ mod tests {
         let m10 = x.mode_for_cap(10.0);
         let c = x.spec().contention;
         assert!((x.contention_factor(2, m10) - (1.0 + 2.0 * c)).abs() < 1e-12);
+    }
+
+    #[test]
+    fn a_variant_measured_cv_overrides_its_kind_and_must_be_non_negative() {
+        let mut spec = shipped("xavier.ron").spec().clone();
+        let kind_cv = spec.service_cv.gpu;
+        let i = spec
+            .models
+            .iter()
+            .position(|m| m.name == "resnet50")
+            .unwrap();
+        spec.models[i].service_cv = Some(0.09);
+        let x = DeviceModel::new(spec.clone()).unwrap();
+        assert_eq!(x.service_cv("resnet50", UnitKind::Gpu), 0.09);
+        assert_eq!(x.service_cv("resnet18", UnitKind::Gpu), kind_cv);
+        // An unknown name (a synthetic model) takes the kind's figure.
+        assert_eq!(x.service_cv("no-such-model", UnitKind::Gpu), kind_cv);
+        for bad in [-0.1, f64::NAN, f64::INFINITY] {
+            spec.models[i].service_cv = Some(bad);
+            let e = DeviceModel::new(spec.clone()).unwrap_err();
+            assert!(
+                e.place.contains("resnet50") && e.message.contains("service_cv"),
+                "{e}"
+            );
+        }
     }
 
     #[test]

@@ -116,6 +116,13 @@ pub struct ModelCost {
     /// On one CPU core.
     #[serde(default)]
     pub cpu_ms: Option<f64>,
+    /// This variant's own coefficient of variation of one service time,
+    /// where it was measured; `None` takes the device's per-kind
+    /// [`DeviceSpec::service_cv`]. (On the host a MobileNet's passes
+    /// spread about twice as widely as a ResNet's, so one figure per kind
+    /// over-states the ResNets' queueing.)
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_cv: Option<f64>,
 }
 
 impl ModelCost {
@@ -156,7 +163,9 @@ pub struct DeviceSpec {
     pub reference_mode: String,
     /// Service time ∝ (f_reference / f_mode)^exponent, per kind.
     pub clock_exponent: PerKind,
-    /// Coefficient of variation of one service time, per kind (log-normal).
+    /// Coefficient of variation of one service time, per kind (log-normal),
+    /// for every variant that does not give its own
+    /// ([`ModelCost::service_cv`]).
     pub service_cv: PerKind,
     /// Each other busy unit stretches a starting job by this fraction
     /// (shared memory bandwidth).

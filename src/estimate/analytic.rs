@@ -95,7 +95,11 @@ impl MappingEstimator for AnalyticEstimator {
                     .iter()
                     .zip(&p50)
                     .map(|(p, s)| {
-                        let cv = self.device.spec().service_cv.get(p.kind);
+                        // The name was checked when `solo` was computed.
+                        let cv = match self.names.get(p.model) {
+                            Some(name) => self.device.service_cv(name, p.kind),
+                            None => self.device.spec().service_cv.get(p.kind),
+                        };
                         let sigma = (1.0 + cv * cv).ln().sqrt();
                         s * (1.645 * sigma).exp()
                     })

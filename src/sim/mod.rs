@@ -275,7 +275,8 @@ struct Engine<'a> {
     span_end: Timestamp,
     fx: StepEffects,
     rng: SmallRng,
-    sigma: Vec<f64>,
+    /// `sigma[t][v][u]`: the log-normal σ of tenant `t`'s variant `v` on unit `u`.
+    sigma: Vec<Vec<Vec<f64>>>,
     /// Per tenant and variant, the next replayed pass (wraps around).
     replay_next: Vec<Vec<usize>>,
     mode: ModeId,
@@ -326,7 +327,7 @@ impl<'a> Engine<'a> {
                 .setup
                 .device
                 .contention_factor(self.busy_units, self.mode);
-        let sigma = self.sigma[u];
+        let sigma = self.sigma[t][job.variant][u];
         let s = if sigma > 0.0 {
             let z: f64 = StandardNormal.sample(&mut self.rng);
             mean * (sigma * z - 0.5 * sigma * sigma).exp()
@@ -658,13 +659,26 @@ pub fn simulate(
     if let Some(c) = quality {
         core.set_quality(c);
     }
-    let sigma = device
-        .spec()
-        .units
+    // The log-normal's σ per tenant, variant and unit, from the variant's
+    // own measured spread where the device description gives one.
+    let sigma = analysis
+        .tenants
         .iter()
-        .map(|u| {
-            let cv = device.spec().service_cv.get(u.kind);
-            (1.0 + cv * cv).ln().sqrt()
+        .map(|tm| {
+            tm.names
+                .iter()
+                .map(|name| {
+                    device
+                        .spec()
+                        .units
+                        .iter()
+                        .map(|u| {
+                            let cv = device.service_cv(name, u.kind);
+                            (1.0 + cv * cv).ln().sqrt()
+                        })
+                        .collect()
+                })
+                .collect()
         })
         .collect();
     let serving = analysis.tenants.iter().map(|t| t.units.clone()).collect();
@@ -1118,6 +1132,71 @@ mod tests {
         assert!((6.0..12.5).contains(&p50), "{p50}");
         let carbon: f64 = r.hours.iter().map(|h| h.carbon_g).sum();
         assert!((carbon - r.ledger.carbon_g).abs() < 1e-9);
+    }
+
+    #[test]
+    fn a_variant_with_its_own_measured_cv_is_drawn_with_that_spread() {
+        // Two lightly loaded tenants on the host's two workers: ResNet50,
+        // whose own CV the test sets, and a synthetic model the device
+        // does not name, which keeps the kind's 0.18.
+        let w = workload(
+            r#"(tenants: [
+            (name: "r", model: Vision(ResNet50), units: Some(["cpu0"]),
+             arrival: Periodic(rate_hz: 2.0), deadline: "2s", capacity: 4),
+            (name: "s", model: Synthetic(service: "20ms"), units: Some(["cpu1"]),
+             arrival: Periodic(rate_hz: 5.0), deadline: "1s", capacity: 4),
+        ])"#,
+        );
+        let p = policy(r#"(name: "edf")"#);
+        let t = trace(4, |_| 300.0);
+        let host = DeviceModel::load(
+            &PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("rt-config/devices/host.ron"),
+        )
+        .unwrap();
+        // p90 / p10 of each tenant's service with ResNet50's CV set to `cv`.
+        let spread = |cv: f64| {
+            let mut spec = host.spec().clone();
+            let i = spec
+                .models
+                .iter()
+                .position(|m| m.name == "ResNet50")
+                .unwrap();
+            spec.models[i].service_cv = Some(cv);
+            let d = DeviceModel::new(spec).unwrap();
+            let r = simulate(
+                &SimSetup {
+                    workload: &w,
+                    device: &d,
+                    policy: &p,
+                    trace: &t,
+                    start: Duration::ZERO,
+                    hours: 3,
+                    sample: Some(Duration::from_secs(120)),
+                    seed: 1,
+                    service_seed: None,
+                    accuracy_target: None,
+                    planning: None,
+                    service_replay: None,
+                },
+                |_| {},
+            )
+            .unwrap();
+            r.tenants
+                .iter()
+                .map(|t| {
+                    let q = |x| t.service.quantile_us(x).unwrap() as f64;
+                    q(0.9) / q(0.1)
+                })
+                .collect::<Vec<f64>>()
+        };
+        // A log-normal's p90 / p10 is exp(2 × 1.2816 σ), σ² = ln(1 + CV²):
+        // 2.13 at CV 0.3, 1.08 at 0.03, 1.58 at the kind's 0.18.
+        let (wide, narrow) = (spread(0.3), spread(0.03));
+        assert!((1.8..2.5).contains(&wide[0]), "{wide:?}");
+        assert!(narrow[0] < 1.15, "{narrow:?}");
+        for s in [wide[1], narrow[1]] {
+            assert!((1.4..1.8).contains(&s), "the synthetic tenant: {s}");
+        }
     }
 
     #[test]
