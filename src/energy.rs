@@ -6,8 +6,9 @@
 //!
 //! - energy (J) = power × time;
 //! - carbon (g) = energy (kWh) × intensity (gCO2eq/kWh), integrated interval by interval;
-//! - each interval's carbon is attributed to tenants by their share of the
-//!   interval's busy time; an interval with no busy time is `idle` carbon;
+//! - each interval's energy and carbon are attributed to tenants by their
+//!   share of the interval's busy time; an interval with no busy time is
+//!   `idle` energy and carbon;
 //! - carbon-delay product CDP = carbon (g) × mean end-to-end latency (s),
 //!   per tenant and in total (lower is better: it rewards cutting carbon
 //!   without paying for it in latency).
@@ -24,10 +25,20 @@ pub struct EnergyLedger {
     pub energy_j: f64,
     /// Total carbon, grams CO2eq.
     pub carbon_g: f64,
+    /// Energy attributed to each tenant, joules.
+    pub tenant_energy_j: Vec<f64>,
+    /// Energy of intervals in which no tenant was busy, joules.
+    pub idle_energy_j: f64,
     /// Carbon attributed to each tenant, grams.
     pub tenant_carbon_g: Vec<f64>,
     /// Carbon of intervals in which no tenant was busy, grams.
     pub idle_carbon_g: f64,
+    /// Energy of intervals whose intensity was unknown (before the first
+    /// reading, or with the source down), joules: counted in `energy_j`,
+    /// missing from `carbon_g`, which is then a lower bound.
+    pub unpriced_energy_j: f64,
+    /// Time those intervals took.
+    pub unpriced: Duration,
     /// Time spent at each cap (watts, time), in order of first use.
     pub time_at_cap: Vec<(f64, Duration)>,
     /// Time accounted.
@@ -38,6 +49,7 @@ impl EnergyLedger {
     /// A ledger for `tenants` tenants.
     pub fn new(tenants: usize) -> Self {
         EnergyLedger {
+            tenant_energy_j: vec![0.0; tenants],
             tenant_carbon_g: vec![0.0; tenants],
             ..Default::default()
         }
@@ -52,17 +64,54 @@ impl EnergyLedger {
         cap_w: f64,
         tenant_busy: &[Duration],
     ) {
+        self.add(dt, power_w, Some(gco2_per_kwh), cap_w, tenant_busy);
+    }
+
+    /// Account one interval whose intensity is unknown: its energy counts,
+    /// its carbon cannot, and the ledger keeps how much energy went
+    /// unpriced so a report can say the carbon total is incomplete
+    /// (rather than count the interval at 0 g/kWh without a word).
+    pub fn record_unpriced(
+        &mut self,
+        dt: Duration,
+        power_w: f64,
+        cap_w: f64,
+        tenant_busy: &[Duration],
+    ) {
+        self.add(dt, power_w, None, cap_w, tenant_busy);
+    }
+
+    fn add(
+        &mut self,
+        dt: Duration,
+        power_w: f64,
+        gco2_per_kwh: Option<f64>,
+        cap_w: f64,
+        tenant_busy: &[Duration],
+    ) {
         let energy = power_w.max(0.0) * dt.as_secs_f64();
-        let carbon = energy / J_PER_KWH * gco2_per_kwh.max(0.0);
+        let carbon = gco2_per_kwh.map_or(0.0, |g| energy / J_PER_KWH * g.max(0.0));
+        if gco2_per_kwh.is_none() {
+            self.unpriced_energy_j += energy;
+            self.unpriced += dt;
+        }
         self.energy_j += energy;
         self.carbon_g += carbon;
         self.elapsed += dt;
         let busy: f64 = tenant_busy.iter().map(Duration::as_secs_f64).sum();
         if busy > 0.0 {
-            for (acc, b) in self.tenant_carbon_g.iter_mut().zip(tenant_busy) {
-                *acc += carbon * b.as_secs_f64() / busy;
+            for ((e, c), b) in self
+                .tenant_energy_j
+                .iter_mut()
+                .zip(&mut self.tenant_carbon_g)
+                .zip(tenant_busy)
+            {
+                let share = b.as_secs_f64() / busy;
+                *e += energy * share;
+                *c += carbon * share;
             }
         } else {
+            self.idle_energy_j += energy;
             self.idle_carbon_g += carbon;
         }
         match self.time_at_cap.iter_mut().find(|(c, _)| *c == cap_w) {
@@ -105,6 +154,8 @@ mod tests {
         assert!((l.carbon_g - 0.5).abs() < 1e-12);
         assert!((l.tenant_carbon_g[0] - 0.375).abs() < 1e-12);
         assert!((l.tenant_carbon_g[1] - 0.125).abs() < 1e-12);
+        assert!((l.tenant_energy_j[0] - 2700.0).abs() < 1e-9);
+        assert!((l.tenant_energy_j[1] - 900.0).abs() < 1e-9);
         // An idle interval at another cap.
         l.record(
             Duration::from_secs(100),
@@ -114,6 +165,22 @@ mod tests {
             &[Duration::ZERO; 2],
         );
         assert!((l.idle_carbon_g - 0.1).abs() < 1e-12);
+        assert!((l.idle_energy_j - 3600.0).abs() < 1e-9);
+        // Tenant 0 was busy in the dirtier interval only: its share of the
+        // energy is its share of the busy time, not of the carbon (a
+        // tenant busy in clean hours is not credited less energy).
+        l.record(
+            Duration::from_secs(100),
+            36.0,
+            0.0,
+            15.0,
+            &[Duration::ZERO, Duration::from_secs(10)],
+        );
+        assert!((l.tenant_energy_j[1] - 4500.0).abs() < 1e-9);
+        assert!((l.tenant_carbon_g[1] - 0.125).abs() < 1e-12);
+        let energy: f64 = l.tenant_energy_j.iter().sum::<f64>() + l.idle_energy_j;
+        assert!((energy - l.energy_j).abs() < 1e-9, "energy is conserved");
+        assert_eq!(l.unpriced_energy_j, 0.0);
         let attributed: f64 = l.tenant_carbon_g.iter().sum::<f64>() + l.idle_carbon_g;
         assert!(
             (attributed - l.carbon_g).abs() < 1e-12,
@@ -123,10 +190,23 @@ mod tests {
             l.time_at_cap,
             vec![
                 (40.0, Duration::from_secs(100)),
-                (15.0, Duration::from_secs(100))
+                (15.0, Duration::from_secs(200))
             ]
         );
         assert!((l.mean_power_w() - 36.0).abs() < 1e-9);
+        // An interval with no intensity: energy counted, carbon not, and
+        // the ledger says how much went unpriced.
+        let carbon = l.carbon_g;
+        l.record_unpriced(
+            Duration::from_secs(10),
+            36.0,
+            15.0,
+            &[Duration::from_secs(5), Duration::ZERO],
+        );
+        assert_eq!(l.carbon_g, carbon);
+        assert!((l.unpriced_energy_j - 360.0).abs() < 1e-9);
+        assert_eq!(l.unpriced, Duration::from_secs(10));
+        assert!((l.tenant_energy_j[0] - 3060.0).abs() < 1e-9);
         assert!((cdp(2.0, Duration::from_millis(250)) - 0.5).abs() < 1e-12);
     }
 }

@@ -316,6 +316,15 @@ impl RunReport {
             h.mean_us()
                 .map_or(Duration::ZERO, |us| Duration::from_secs_f64(us / 1e6))
         };
+        if l.unpriced_energy_j > 0.0 {
+            let _ = writeln!(
+                out,
+                "  carbon leaves out {:.1} J over {:.1} s while the intensity was unknown \
+                 (before the first reading, or with the source down): a lower bound",
+                l.unpriced_energy_j,
+                l.unpriced.as_secs_f64()
+            );
+        }
         let _ = writeln!(
             out,
             "  CDP (carbon × mean end-to-end latency) {:.6} g·s",
@@ -491,5 +500,36 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("40 W: 100.0 s"), "{text}");
+        assert!(!text.contains("leaves out"), "{text}");
+    }
+
+    #[test]
+    fn energy_section_says_when_carbon_leaves_out_unpriced_intervals() {
+        let mut ledger = EnergyLedger::new(1);
+        ledger.record_unpriced(Duration::from_secs(4), 10.0, 40.0, &[Duration::ZERO]);
+        ledger.record(
+            Duration::from_secs(96),
+            10.0,
+            500.0,
+            40.0,
+            &[Duration::ZERO],
+        );
+        let r = RunReport {
+            policy: "p".into(),
+            duration: Duration::from_secs(100),
+            tenants: vec![TenantAccount::new("cam")],
+            energy: Some(EnergyReport {
+                platform: "emulated".into(),
+                carbon_source: "http".into(),
+                ledger,
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let text = r.render();
+        assert!(
+            text.contains("carbon leaves out 40.0 J over 4.0 s while the intensity was unknown"),
+            "{text}"
+        );
     }
 }

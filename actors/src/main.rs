@@ -820,14 +820,18 @@ fn write_run_summary(
     l: &Loaded,
 ) -> Result<(), Box<dyn std::error::Error>> {
     let top1 = l.workload.top1_table();
-    let (energy_j, carbon_g, tenant_carbon) =
-        report.energy.as_ref().map_or((0.0, 0.0, Vec::new()), |e| {
-            (
-                e.ledger.energy_j,
-                e.ledger.carbon_g,
-                e.ledger.tenant_carbon_g.clone(),
-            )
-        });
+    let (energy_j, carbon_g, tenant_energy, tenant_carbon) =
+        report
+            .energy
+            .as_ref()
+            .map_or((0.0, 0.0, Vec::new(), Vec::new()), |e| {
+                (
+                    e.ledger.energy_j,
+                    e.ledger.carbon_g,
+                    e.ledger.tenant_energy_j.clone(),
+                    e.ledger.tenant_carbon_g.clone(),
+                )
+            });
     let trace = match &l.policy.carbon {
         Some(CarbonSource::Trace { path, .. }) => ecomap_actors::simulate::trace_name(path),
         Some(CarbonSource::Fixed { gco2_per_kwh }) => format!("fixed-{gco2_per_kwh}"),
@@ -841,6 +845,7 @@ fn write_run_summary(
             tenants: &report.tenants,
             energy_j,
             carbon_g,
+            tenant_energy_j: &tenant_energy,
             tenant_carbon_g: &tenant_carbon,
             top1: &top1,
             swaps: report.quality.as_ref().map_or(0, |q| q.swaps.len()),

@@ -139,6 +139,8 @@ pub struct RunTotals<'a> {
     pub energy_j: f64,
     /// Total carbon, grams.
     pub carbon_g: f64,
+    /// Energy attributed to each tenant by busy time (empty when not metered).
+    pub tenant_energy_j: &'a [f64],
     /// Carbon attributed to each tenant (empty when not metered).
     pub tenant_carbon_g: &'a [f64],
     /// `top1[t][v]`: published accuracy of tenant `t`'s variant `v`.
@@ -160,6 +162,7 @@ pub fn summary_rows(trace: &str, policy: &str, r: &SimResult) -> Vec<SummaryRow>
             tenants: &r.tenants,
             energy_j: r.ledger.energy_j,
             carbon_g: r.ledger.carbon_g,
+            tenant_energy_j: &r.ledger.tenant_energy_j,
             tenant_carbon_g: &r.ledger.tenant_carbon_g,
             top1: &r.top1,
             swaps: r.swaps,
@@ -198,19 +201,13 @@ pub fn totals_rows(trace: &str, policy: &str, r: &RunTotals<'_>) -> Vec<SummaryR
     )];
     rows[0].swaps = r.swaps;
     for (t, acc) in r.tenants.iter().enumerate() {
-        let carbon = r.tenant_carbon_g.get(t).copied().unwrap_or(0.0);
-        let share = if r.carbon_g > 0.0 {
-            carbon / r.carbon_g
-        } else {
-            0.0
-        };
         rows.push(row(
             trace,
             policy,
             &acc.name,
             acc,
-            r.energy_j * share,
-            carbon,
+            r.tenant_energy_j.get(t).copied().unwrap_or(0.0),
+            r.tenant_carbon_g.get(t).copied().unwrap_or(0.0),
             accuracy(acc, r.top1.get(t).map_or(&[], Vec::as_slice)),
         ));
     }

@@ -107,8 +107,14 @@ impl Meter {
         match reading {
             Ok(r) => {
                 self.measured = Some(r.measured);
-                self.ledger
-                    .record(dt, r.watts, gco2.unwrap_or(0.0), cap_w, &tenant_busy);
+                match gco2 {
+                    Some(g) => self.ledger.record(dt, r.watts, g, cap_w, &tenant_busy),
+                    // Before the first reading, or with the source down:
+                    // the report says the carbon total leaves this out.
+                    None => self
+                        .ledger
+                        .record_unpriced(dt, r.watts, cap_w, &tenant_busy),
+                }
                 self.timeline.push(TimelineRow {
                     t_s: now.since_epoch().as_secs_f64(),
                     gco2_per_kwh: gco2,
@@ -128,7 +134,7 @@ impl Meter {
                 self.power_errors += 1;
                 if self.power_errors <= 3 {
                     let msg = format!(
-                        "power reading failed for {:.1} s of the run (not counted in energy): {e}",
+                        "power reading failed for {:.1} s of the run (a platform that reads an energy counter, e.g. RAPL, counts it in the next interval; one that reads power does not): {e}",
                         dt.as_secs_f64()
                     );
                     tracing::warn!("energy meter: {msg}");
