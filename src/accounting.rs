@@ -2,7 +2,8 @@
 //!
 //! Latencies are recorded in microseconds into HdrHistograms (3 significant
 //! digits, 1 µs to 1 h). The counters enforce conservation: `submitted` must
-//! equal the sum of the five outcomes once a run has drained.
+//! equal the sum of the six outcomes (on time, late, expired, rejected, shed,
+//! failed) once a run has drained.
 
 use crate::request::{Completion, Outcome, Request};
 use hdrhistogram::Histogram;

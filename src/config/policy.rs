@@ -134,8 +134,10 @@ pub struct Policy {
     #[serde(default)]
     pub shedding: bool,
     /// An hourly planner that picks the power mode (and, for some, every
-    /// tenant's variant) itself, instead of the governor's cap rule.
-    /// Simulator only for now: `ecomap run` refuses it.
+    /// tenant's variant and unit) itself, instead of the governor's cap
+    /// rule. `ecomap run` takes `Mapping` (the runtime plans with its
+    /// estimator) and refuses the others, which need the whole trace ahead
+    /// (simulator only).
     #[serde(default)]
     pub plan: Option<PlanPolicy>,
 }

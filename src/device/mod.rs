@@ -215,18 +215,14 @@ impl DeviceModel {
     /// cap, or the lowest-capped mode when the cap is below all of them.
     /// Modes without `cap_w` are never selected by a cap.
     pub fn mode_for_cap(&self, cap_w: f64) -> ModeId {
-        let capped = || {
-            self.spec
-                .modes
-                .iter()
-                .enumerate()
-                .filter_map(|(i, m)| m.cap_w.map(|c| (i, c)))
-        };
-        capped()
-            .filter(|&(_, c)| c <= cap_w)
-            .max_by(|a, b| a.1.total_cmp(&b.1))
-            .or_else(|| capped().min_by(|a, b| a.1.total_cmp(&b.1)))
-            .map_or(self.reference, |(i, _)| i)
+        let capped: Vec<(ModeId, f64)> = self
+            .spec
+            .modes
+            .iter()
+            .enumerate()
+            .filter_map(|(i, m)| m.cap_w.map(|c| (i, c)))
+            .collect();
+        pick_for_cap(&capped, cap_w, |&(_, c)| c).map_or(self.reference, |&(i, _)| i)
     }
 
     /// The largest cap any mode has (the uncapped device).
@@ -311,6 +307,19 @@ impl DeviceModel {
             .position(|u| Some(u.name.as_str()) == name)
             .unwrap_or(0)
     }
+}
+
+/// What a power cap selects among `items` of a given `budget` (watts):
+/// the largest budget at or under the cap, or the smallest when the cap is
+/// below all of them; `None` only when there are none. The simulated
+/// device's modes and a real Jetson's nvpmodel modes and clock levels are
+/// all chosen by this one rule.
+pub fn pick_for_cap<T>(items: &[T], cap_w: f64, budget: impl Fn(&T) -> f64) -> Option<&T> {
+    items
+        .iter()
+        .filter(|i| budget(i) <= cap_w)
+        .max_by(|a, b| budget(a).total_cmp(&budget(b)))
+        .or_else(|| items.iter().min_by(|a, b| budget(a).total_cmp(&budget(b))))
 }
 
 #[cfg(test)]

@@ -22,11 +22,13 @@
 //! tenants placed so far. An infeasible set of tenants is an error that
 //! says which tenant could not be placed — never a silent best effort.
 
+mod in_force;
 mod ledger;
 mod price;
 mod replan;
 mod search;
 
+pub use in_force::PlanInForce;
 pub use ledger::{
     AccuracyLedger, MeanAccuracyBudget, MAX_LEVEL, MAX_WEIGHT_MULTIPLIER, WEIGHT_STEP,
 };

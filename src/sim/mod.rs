@@ -597,6 +597,16 @@ pub fn simulate(
     let n = workload.tenants.len();
     let units = device.spec().units.len();
     let hourly = hourly_intensity(setup.trace, setup.start, setup.hours);
+    // Rows the trace marks stale (held over an empty or malformed row) reach
+    // the governor as stale, as the runtime's carbon monitor passes them on.
+    let stale: Vec<bool> = (0..setup.hours)
+        .map(|h| {
+            setup
+                .trace
+                .sample_at(setup.start + Duration::from_secs(h as u64 * HOUR_S))
+                .stale
+        })
+        .collect();
     let mut planner = setup
         .policy
         .plan
@@ -720,6 +730,8 @@ pub fn simulate(
         .sample
         .unwrap_or(Duration::from_secs(HOUR_S))
         .min(Duration::from_secs(HOUR_S));
+    let first_row = setup.trace.samples[0].at;
+    let mut in_force = crate::planner::PlanInForce::new();
     let mut ledger = EnergyLedger::new(n);
     let mut hours = Vec::with_capacity(setup.hours);
     let mut simulated = Duration::ZERO;
@@ -736,17 +748,27 @@ pub fn simulate(
         if let Some(p) = planner.as_mut() {
             if let Some(c) = p.decide(&engine.analysis, h, &hourly) {
                 mode = c.mode;
-                // Mode-only planners leave variants to the quality
-                // controller (or the heaviest, when the policy has none).
-                if p.pins_variants() {
-                    apply_variants(&mut engine.core, &c, start);
-                }
-                if let Some(units) = &c.units {
-                    engine.remap(units, start);
+                // The same plan again leaves the quality controller's steps
+                // since the last one in place, as in the runtime.
+                if in_force.changes(&c) {
+                    // Mode-only planners leave variants to the quality
+                    // controller (or the heaviest, when the policy has none).
+                    if p.pins_variants() {
+                        apply_variants(&mut engine.core, &c, start);
+                    }
+                    if let Some(units) = &c.units {
+                        engine.remap(units, start);
+                    }
+                    in_force.applied(c);
                 }
             }
         } else if let Some(g) = governor.as_mut() {
-            if let Some(d) = g.on_sample(start, Some((gco2, Duration::ZERO))) {
+            let age = if stale[h] {
+                Duration::MAX
+            } else {
+                Duration::ZERO
+            };
+            if let Some(d) = g.on_sample(start, Some((gco2, age))) {
                 mode = device.mode_for_cap(d.cap_w);
             }
         }
@@ -790,10 +812,15 @@ pub fn simulate(
         });
         hours.push(HourRow {
             hour: h,
-            at: setup
-                .trace
-                .sample_at(setup.start + Duration::from_secs(h as u64 * HOUR_S))
-                .at,
+            // The hour's own start, not the sample in force (which repeats
+            // over a gap in the trace).
+            at: {
+                let offset = setup.start + Duration::from_secs(h as u64 * HOUR_S);
+                chrono::Duration::from_std(offset)
+                    .ok()
+                    .and_then(|d| first_row.checked_add_signed(d))
+                    .unwrap_or_else(|| setup.trace.sample_at(offset).at)
+            },
             gco2_per_kwh: gco2,
             mode: device.modes()[mode].name.clone(),
             power_w,
@@ -1115,26 +1142,6 @@ mod tests {
     }
 
     #[test]
-    fn the_governor_picks_modes_from_the_trace_and_slower_modes_stretch_service() {
-        let w = workload(TWO_CAMS);
-        let p = policy(
-            r#"(name: "g", governor: (rule: Thresholds(bands: [(below: 200.0, cap_w: 40.0)],
-                otherwise_w: 10.0), max_staleness: "2h", fallback_cap_w: 10.0))"#,
-        );
-        let t = trace(6, |h| if h < 2 { 100.0 } else { 500.0 });
-        let r = run(&w, &p, &t, 1);
-        let modes: Vec<&str> = r.hours.iter().map(|h| h.mode.as_str()).collect();
-        assert_eq!(modes, ["MAXN", "MAXN", "MODE_10W", "MODE_10W"]);
-        assert!(r.hours[3].power_w < r.hours[0].power_w);
-        // GPU slowdown at MODE_10W ≈ 2.03: the 6 ms tenant's service p50
-        // lies between the two speeds' means.
-        let p50 = r.tenants[0].service.quantile_us(0.5).unwrap() as f64 / 1000.0;
-        assert!((6.0..12.5).contains(&p50), "{p50}");
-        let carbon: f64 = r.hours.iter().map(|h| h.carbon_g).sum();
-        assert!((carbon - r.ledger.carbon_g).abs() < 1e-9);
-    }
-
-    #[test]
     fn a_variant_with_its_own_measured_cv_is_drawn_with_that_spread() {
         // Two lightly loaded tenants on the host's two workers: ResNet50,
         // whose own CV the test sets, and a synthetic model the device
@@ -1197,6 +1204,54 @@ mod tests {
         for s in [wide[1], narrow[1]] {
             assert!((1.4..1.8).contains(&s), "the synthetic tenant: {s}");
         }
+    }
+
+    #[test]
+    fn the_governor_picks_modes_from_the_trace_and_slower_modes_stretch_service() {
+        let w = workload(TWO_CAMS);
+        let p = policy(
+            r#"(name: "g", governor: (rule: Thresholds(bands: [(below: 200.0, cap_w: 40.0)],
+                otherwise_w: 10.0), max_staleness: "2h", fallback_cap_w: 10.0))"#,
+        );
+        let t = trace(6, |h| if h < 2 { 100.0 } else { 500.0 });
+        let r = run(&w, &p, &t, 1);
+        let modes: Vec<&str> = r.hours.iter().map(|h| h.mode.as_str()).collect();
+        assert_eq!(modes, ["MAXN", "MAXN", "MODE_10W", "MODE_10W"]);
+        assert!(r.hours[3].power_w < r.hours[0].power_w);
+        // GPU slowdown at MODE_10W ≈ 2.03: the 6 ms tenant's service p50
+        // lies between the two speeds' means.
+        let p50 = r.tenants[0].service.quantile_us(0.5).unwrap() as f64 / 1000.0;
+        assert!((6.0..12.5).contains(&p50), "{p50}");
+        let carbon: f64 = r.hours.iter().map(|h| h.carbon_g).sum();
+        assert!((carbon - r.ledger.carbon_g).abs() < 1e-9);
+    }
+
+    #[test]
+    fn a_stale_row_reaches_the_governor_as_stale_and_hours_keep_their_own_time() {
+        // Hour 1 is empty (held over, marked stale), hour 3 is missing (the
+        // sample of hour 2 holds over it). The runtime's governor takes the
+        // fallback cap on a stale row; so must the simulator's.
+        let text = "timestamp,gco2_per_kwh\n\
+                    2023-01-01 00:00:00,100\n\
+                    2023-01-01 01:00:00,\n\
+                    2023-01-01 02:00:00,100\n\
+                    2023-01-01 04:00:00,100\n";
+        let t = CarbonTrace::parse(text.as_bytes(), Path::new("t.csv")).unwrap();
+        assert!(t.samples[1].stale, "{:?}", t.samples);
+        let w = workload(TWO_CAMS);
+        let p = policy(
+            r#"(name: "g", governor: (rule: Fixed(cap_w: 40.0), max_staleness: "2h",
+                fallback_cap_w: 10.0))"#,
+        );
+        let r = run(&w, &p, &t, 1);
+        let modes: Vec<&str> = r.hours.iter().map(|h| h.mode.as_str()).collect();
+        assert_eq!(modes, ["MAXN", "MODE_10W", "MAXN", "MAXN"]);
+        let hours: Vec<u32> = r
+            .hours
+            .iter()
+            .map(|h| chrono::Timelike::hour(&h.at))
+            .collect();
+        assert_eq!(hours, [0, 1, 2, 3]);
     }
 
     #[test]

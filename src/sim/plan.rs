@@ -429,8 +429,13 @@ impl Planner {
                 Some(current.clone())
             }
             Planner::Buckets { window_h, modes } => {
-                let end = (h + *window_h).min(hourly.len());
-                let w = &hourly[h..end];
+                // The coming `window_h` hours; near the span's end, the
+                // last `window_h` hours of the span instead, so the window
+                // never shrinks to a few hours (in the last one, to a
+                // single intensity that fills no bucket but the first).
+                let start = h.min(hourly.len().saturating_sub(*window_h));
+                let end = (start + *window_h).min(hourly.len());
+                let w = &hourly[start..end];
                 let lo = w.iter().copied().fold(f64::INFINITY, f64::min);
                 let hi = w.iter().copied().fold(f64::NEG_INFINITY, f64::max);
                 let n = modes.len();
@@ -859,6 +864,24 @@ pub(super) mod tests {
             one += 1
         });
         assert_eq!(one, 1);
+    }
+
+    #[test]
+    fn carbon_buckets_keep_a_full_window_to_the_end_of_the_span() {
+        let a = one(30.0);
+        let policy = PlanPolicy::CarbonBuckets {
+            window: std::time::Duration::from_secs(4 * 3600),
+            modes: vec!["MAXN".into(), "MODE_30W_ALL".into(), "MODE_15W".into()],
+        };
+        // The last hour is the dirtiest of the span: it belongs in the
+        // slowest bucket, also when fewer than 4 hours follow it.
+        let hourly = [100.0, 200.0, 300.0, 150.0, 120.0, 500.0];
+        let mut p = Planner::new(&policy, &a, &hourly, None, None).unwrap();
+        let mode = |c: Candidate| a.device.modes()[c.mode].name.clone();
+        assert_eq!(mode(p.decide(&a, 0, &hourly).unwrap()), "MAXN");
+        assert_eq!(mode(p.decide(&a, 2, &hourly).unwrap()), "MODE_30W_ALL");
+        assert_eq!(mode(p.decide(&a, 5, &hourly).unwrap()), "MODE_15W");
+        assert_eq!(mode(p.decide(&a, 4, &hourly).unwrap()), "MAXN");
     }
 
     #[test]

@@ -10,9 +10,10 @@
 //!                                  variants, workers → PlanCell → EdfDispatcher
 //! ```
 //!
-//! On this runtime a tenant stays on the workers the rt-config gives it;
-//! the plan chooses the mode and the variants (re-mapping between workers
-//! is simulator-only so far).
+//! The plan chooses the mode, the variants and each tenant's worker: the
+//! dispatcher moves a tenant to the one worker its plan names, between
+//! requests (`EdfDispatcher::pull_plan`), when that worker holds the
+//! tenant's models and is alive; otherwise the tenant stays where it is.
 
 use ecomap::config::policy::{PlanPolicy, Policy};
 use ecomap::config::rt::{DeviceSpec, RtConfig};

@@ -59,7 +59,7 @@ pub struct GovernorPlanner {
     replanner: Replanner<ecomap::planner::Plan>,
     in_flight: bool,
     /// Mode, variants and workers of the plan in force.
-    in_force: Option<(usize, Vec<usize>, Vec<usize>)>,
+    in_force: ecomap::planner::PlanInForce<ecomap::planner::Mapping>,
 }
 
 impl GovernorPlanner {
@@ -73,7 +73,7 @@ impl GovernorPlanner {
             planning,
             cell,
             in_flight: false,
-            in_force: None,
+            in_force: ecomap::planner::PlanInForce::new(),
         }
     }
 }
@@ -217,12 +217,7 @@ impl PowerGovernor {
                     ),
                     None => String::new(),
                 };
-                let chosen = (
-                    plan.mapping.mode,
-                    plan.mapping.variants.clone(),
-                    plan.mapping.units.clone(),
-                );
-                if p.in_force.as_ref() == Some(&chosen) {
+                if !p.in_force.changes(&plan.mapping) {
                     // The same plan again: leave the quality controller's
                     // adjustments since the last plan in place. (A search
                     // that confirmed it is worth a line; a cache hit is not.)
@@ -248,7 +243,7 @@ impl PowerGovernor {
                 }
                 if let Some(p) = &mut self.planner {
                     p.cell.publish(&mapping);
-                    p.in_force = Some(chosen);
+                    p.in_force.applied(plan.mapping.clone());
                     if let Some(ledger) = &mut p.ledger {
                         ledger.set_in_force(plan.accuracy_lost);
                     }

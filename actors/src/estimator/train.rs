@@ -440,7 +440,13 @@ impl Lookup {
                     .min_by(|x, y| {
                         let gx = self.gmacs.get(&x.0 .0).copied().unwrap_or(1.0);
                         let gy = self.gmacs.get(&y.0 .0).copied().unwrap_or(1.0);
-                        (gx / g).ln().abs().total_cmp(&(gy / g).ln().abs())
+                        // Ties (two names of one network) go to the first
+                        // name in order, not to the map's iteration order.
+                        (gx / g)
+                            .ln()
+                            .abs()
+                            .total_cmp(&(gy / g).ln().abs())
+                            .then_with(|| x.0.cmp(y.0))
                     })
                     .map(|(k, &(a, b))| {
                         let r = g / self.gmacs.get(&k.0).copied().unwrap_or(g);

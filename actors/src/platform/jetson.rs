@@ -13,6 +13,7 @@
 
 use super::{read_u64, write_value, AppliedCap, Platform, PlatformError, PowerReading};
 use ecomap::config::rt::{JetsonControl, JetsonSpec};
+use ecomap::device::pick_for_cap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
@@ -139,11 +140,12 @@ impl Platform for JetsonBackend {
                 slowdown: 1.0,
             },
             JetsonControl::Nvpmodel { binary, modes } => {
-                let mode =
-                    pick(modes, cap_w, |m| m.budget_w).ok_or_else(|| PlatformError::Command {
+                let mode = pick_for_cap(modes, cap_w, |m| m.budget_w).ok_or_else(|| {
+                    PlatformError::Command {
                         command: format!("{binary} -m ?"),
                         why: "no nvpmodel modes configured".into(),
-                    })?;
+                    }
+                })?;
                 let out = Command::new(binary)
                     .args(["-m", &mode.id.to_string()])
                     .output()
@@ -168,7 +170,7 @@ impl Platform for JetsonBackend {
                 }
             }
             JetsonControl::Clocks { levels, cpus } => {
-                let l = pick(levels, cap_w, |l| l.cap_w)
+                let l = pick_for_cap(levels, cap_w, |l| l.cap_w)
                     .ok_or_else(|| PlatformError::NoSensor("no clock levels configured".into()))?;
                 self.apply_clocks(l.gpu_max_hz, l.cpu_max_khz, l.cpus_online, *cpus)?;
                 AppliedCap {
@@ -213,15 +215,6 @@ impl Platform for JetsonBackend {
             JetsonControl::ReadOnly => f64::INFINITY,
         }
     }
-}
-
-/// The entry with the largest budget at or under `cap`, else the smallest.
-fn pick<T>(items: &[T], cap: f64, budget: impl Fn(&T) -> f64) -> Option<&T> {
-    items
-        .iter()
-        .filter(|i| budget(i) <= cap)
-        .max_by(|a, b| budget(a).total_cmp(&budget(b)))
-        .or_else(|| items.iter().min_by(|a, b| budget(a).total_cmp(&budget(b))))
 }
 
 /// Lay out a fake Xavier sysfs tree under `root` (for tests and dry runs):
