@@ -13,10 +13,24 @@ pub enum Sample {
     Part(Duration),
 }
 
-/// `--span`: whole trace hours, e.g. `3d`, `36h`, or `1y` (8760 h).
+/// `--span`: whole trace hours, e.g. `3d`, `36h`, or `1y` (8760 h: a
+/// trace year, not humantime's Julian 8766 h; `2y` is 17520 h).
 pub fn parse_span(s: &str) -> Result<usize, String> {
-    if matches!(s, "1y" | "1year" | "year") {
+    if s == "year" {
         return Ok(crate::simulate::YEAR_H);
+    }
+    let years = ["years", "year", "y"]
+        .iter()
+        .find_map(|unit| s.strip_suffix(unit))
+        .map(str::trim_end)
+        .filter(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
+    if let Some(n) = years {
+        return n
+            .parse::<usize>()
+            .ok()
+            .filter(|&n| n > 0)
+            .and_then(|n| n.checked_mul(crate::simulate::YEAR_H))
+            .ok_or_else(|| format!("the span must be a positive number of years, got {s:?}"));
     }
     let d = humantime::parse_duration(s)
         .map_err(|e| format!("{e}; write a span such as 3d, 30d, 36h or 1y"))?;
@@ -29,29 +43,52 @@ pub fn parse_span(s: &str) -> Result<usize, String> {
     usize::try_from(h).map_err(|_| "span too long".into())
 }
 
-/// `--start`: an offset from the trace's first row (`30days`) or a UTC date (`2023-06-01`).
+/// `--start`: a whole-hour offset from the trace's first row (`30days`)
+/// or a UTC date (`2023-06-01`).
 pub fn parse_start(s: &str) -> Result<crate::simulate::StartAt, String> {
-    if let Ok(date) = chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d") {
-        return Ok(crate::simulate::StartAt::Date(date));
+    match chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d") {
+        Ok(date) => return Ok(crate::simulate::StartAt::Date(date)),
+        // Shaped like a date (digits and dashes) but not one, e.g. 2022-02-30.
+        Err(e) if s.contains('-') && s.bytes().all(|b| b.is_ascii_digit() || b == b'-') => {
+            return Err(format!(
+                "{s:?} is not a date ({e}); write a date such as 2023-06-01"
+            ));
+        }
+        Err(_) => {}
     }
-    humantime::parse_duration(s)
-        .map(crate::simulate::StartAt::Offset)
-        .map_err(|e| {
-            format!("{e}; write an offset such as 0s or 30days, or a date such as 2023-06-01")
-        })
+    let d = humantime::parse_duration(s).map_err(|e| {
+        format!("{e}; write an offset such as 0s or 30days, or a date such as 2023-06-01")
+    })?;
+    if d.as_secs() % 3600 != 0 || d.subsec_nanos() != 0 {
+        return Err(format!(
+            "the start must be a whole number of hours after the trace's first row (the traces are hourly), got {s:?}"
+        ));
+    }
+    Ok(crate::simulate::StartAt::Offset(d))
 }
 
-/// `--sample`: `full`, or simulated time per trace hour in (0, 1 h].
+/// `--sample`: `full`, or simulated time per trace hour in [1 s, 1 h]
+/// (less than a second would sample too few arrivals to mean anything).
 pub fn parse_sample(s: &str) -> Result<Sample, String> {
     if s == "full" {
         return Ok(Sample::Full);
     }
     let d = humantime::parse_duration(s)
         .map_err(|e| format!("{e}; write `full` or a duration such as 2m"))?;
-    if d.is_zero() || d > Duration::from_secs(3600) {
-        return Err(format!("--sample must be in (0, 1h] or `full`, got {s:?}"));
+    if d < Duration::from_secs(1) || d > Duration::from_secs(3600) {
+        return Err(format!("--sample must be in [1s, 1h] or `full`, got {s:?}"));
     }
     Ok(Sample::Part(d))
+}
+
+/// `--jobs`: a whole number of parallel runs, at least 1.
+pub fn parse_jobs(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(n) if n >= 1 => Ok(n),
+        _ => Err(format!(
+            "--jobs must be a whole number ≥ 1 (runs at once; at most one per run is used), got {s:?}"
+        )),
+    }
 }
 
 /// `--duration`: a positive duration such as `20s` or `1m30s`.
@@ -84,8 +121,27 @@ mod tests {
         assert!(parse_span("90m")
             .unwrap_err()
             .contains("whole number of hours"));
+        // Years are trace years of 8760 hours, however they are spelled.
+        assert_eq!(parse_span("1years"), Ok(crate::simulate::YEAR_H));
+        assert_eq!(parse_span("2y"), Ok(2 * crate::simulate::YEAR_H));
+        assert_eq!(parse_span("1 year"), Ok(crate::simulate::YEAR_H));
+        assert!(parse_span("0y").unwrap_err().contains("positive"));
         assert_eq!(parse_sample("full"), Ok(Sample::Full));
         assert!(parse_sample("2h").unwrap_err().contains("--sample"));
+        assert!(parse_sample("1ns").unwrap_err().contains("[1s, 1h]"));
+        assert_eq!(parse_jobs("3"), Ok(3));
+        assert!(parse_jobs("0").unwrap_err().contains("≥ 1"));
+        // An impossible date says so; a part-hour offset is refused.
+        assert!(parse_start("2022-02-30")
+            .unwrap_err()
+            .contains("not a date"));
+        assert!(parse_start("59m")
+            .unwrap_err()
+            .contains("whole number of hours"));
+        assert_eq!(
+            parse_start("2h"),
+            Ok(crate::simulate::StartAt::Offset(Duration::from_secs(7200)))
+        );
         assert!(parse_positive("-1").is_err() && parse_positive("NaN").is_err());
         assert!(parse_duration("0s").unwrap_err().contains("positive"));
         assert!(matches!(
@@ -102,6 +158,7 @@ mod tests {
             let _ = parse_sample(&s);
             let _ = parse_duration(&s);
             let _ = parse_positive(&s);
+            let _ = parse_jobs(&s);
         }
 
         #[test]

@@ -195,25 +195,27 @@ enum Command {
         /// Output folder.
         #[arg(long)]
         out: PathBuf,
-        /// Model descriptors (CSV).
-        #[arg(long, default_value = "rt-config/model-descriptors.csv")]
-        descriptors: PathBuf,
+        /// Model descriptors (CSV) [default: rt-config/model-descriptors.csv;
+        /// evaluating, the copy beside the weights when they carry one].
+        #[arg(long)]
+        descriptors: Option<PathBuf>,
         /// Evaluate instead of training.
         #[arg(long, requires = "weights")]
         evaluate: bool,
         /// Trained weights to evaluate: a folder or its estimator.safetensors.
-        #[arg(long)]
+        #[arg(long, requires = "evaluate")]
         weights: Option<PathBuf>,
         /// Seed of initialisation, batch order and the split.
         #[arg(long, default_value_t = 2026)]
         seed: u64,
-        /// Training epochs.
-        #[arg(long, default_value_t = 300)]
-        epochs: usize,
-        /// Architecture held out of training.
-        #[arg(long, default_value = "squeezenet1_1")]
-        heldout_arch: String,
-        /// AdamW weight decay.
+        /// Training epochs (≥ 1).
+        #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u32).range(1..))]
+        epochs: u32,
+        /// Architecture held out of training [default: squeezenet1_1;
+        /// evaluating, the one the weights were trained without].
+        #[arg(long)]
+        heldout_arch: Option<String>,
+        /// AdamW weight decay (≥ 0).
         #[arg(long, default_value_t = 0.05)]
         weight_decay: f64,
         /// Share of the training combinations kept out of the gradient
@@ -307,8 +309,9 @@ enum Command {
         /// Output folder.
         #[arg(long, default_value = "out/sim")]
         out: PathBuf,
-        /// Runs in parallel (default: the cores available).
-        #[arg(long)]
+        /// Runs in parallel (default: the cores available; never more
+        /// threads than runs).
+        #[arg(long, value_parser = parse_jobs)]
         jobs: Option<usize>,
         /// Hold `oracle` and `oracle-remap` to this mean accuracy (%, e.g.
         /// 76.0) on every trace instead of `ecomap`'s: the least predicted
@@ -345,7 +348,7 @@ fn parse_accuracy(s: &str) -> Result<f64, String> {
 }
 
 use ecomap_actors::cli_args::{
-    parse_duration, parse_positive, parse_sample, parse_span, parse_start, Sample,
+    parse_duration, parse_jobs, parse_positive, parse_sample, parse_span, parse_start, Sample,
 };
 
 struct Loaded {
@@ -383,10 +386,18 @@ fn load(files: &Files) -> Result<Loaded, ConfigError> {
             speedup,
             start_offset: Duration::ZERO,
         });
-    } else if let (Some(s), Some(CarbonSource::Trace { speedup, .. })) =
-        (files.carbon_speedup, policy.carbon.as_mut())
-    {
-        *speedup = s;
+    } else if let Some(s) = files.carbon_speedup {
+        match policy.carbon.as_mut() {
+            Some(CarbonSource::Trace { speedup, .. }) => *speedup = s,
+            _ => {
+                return Err(ConfigError::invalid(
+                    &files.policy,
+                    "carbon",
+                    "--carbon-speedup speeds up a replayed trace, but there is none: give \
+                     --carbon-trace FILE, or a policy whose `carbon` is a `Trace`",
+                ))
+            }
+        }
     }
     // The flags may have replaced the policy's values: check them again.
     if let Some(c) = &policy.carbon {
@@ -1008,14 +1019,21 @@ fn profile_command(a: &ProfileArgs<'_>) -> Result<(), ExitCode> {
 fn train_estimator_command(
     data: &Path,
     out: &Path,
-    descriptors: &Path,
+    descriptors: Option<&Path>,
     evaluate: Option<PathBuf>,
     seed: u64,
-    (epochs, weight_decay, validation_fraction, power_head): (usize, f64, f64, PowerHeadArg),
-    heldout_arch: &str,
+    (epochs, weight_decay, validation_fraction, power_head): (u32, f64, f64, PowerHeadArg),
+    heldout_arch: Option<&str>,
 ) -> Result<(), ExitCode> {
     use ecomap_actors::estimator::network::{NetworkShape, PowerHead};
     use ecomap_actors::estimator::{command, train::TrainOptions};
+    if !(weight_decay.is_finite() && weight_decay >= 0.0) {
+        eprintln!(
+            "error: --weight-decay {weight_decay}: AdamW's weight decay must be a number ≥ 0, \
+             e.g. 0.05 (0: none)"
+        );
+        return Err(ExitCode::from(2));
+    }
     if !(0.0..1.0).contains(&validation_fraction) {
         eprintln!(
             "error: --validation {validation_fraction}: the share of training combinations \
@@ -1026,14 +1044,19 @@ fn train_estimator_command(
     let args = command::TrainEstimatorArgs {
         data: data.to_path_buf(),
         out: out.to_path_buf(),
-        descriptors: descriptors.to_path_buf(),
+        descriptors: descriptors.map_or_else(
+            || PathBuf::from("rt-config/model-descriptors.csv"),
+            Path::to_path_buf,
+        ),
+        descriptors_given: descriptors.is_some(),
         evaluate,
+        heldout_arch_given: heldout_arch.is_some(),
         options: TrainOptions {
             seed,
-            epochs,
+            epochs: epochs as usize,
             weight_decay,
             validation_fraction,
-            heldout_arch: heldout_arch.to_string(),
+            heldout_arch: heldout_arch.unwrap_or("squeezenet1_1").to_string(),
             shape: NetworkShape {
                 power_head: match power_head {
                     PowerHeadArg::Pooled => PowerHead::Pooled,
@@ -1060,11 +1083,11 @@ fn train_estimator_command(
 fn train_estimator_command(
     _: &Path,
     _: &Path,
-    _: &Path,
+    _: Option<&Path>,
     _: Option<PathBuf>,
     _: u64,
-    _: (usize, f64, f64, PowerHeadArg),
-    _: &str,
+    _: (u32, f64, f64, PowerHeadArg),
+    _: Option<&str>,
 ) -> Result<(), ExitCode> {
     eprintln!("error: train-estimator needs libtorch: build with the default `tch` feature");
     Err(ExitCode::from(2))
@@ -1083,6 +1106,8 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .with_target(false)
+        // Colour only on a terminal: a log file or a pipe gets plain text.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let cli = Cli::parse();
     let result = match &cli.command {
@@ -1218,11 +1243,11 @@ fn main() -> ExitCode {
         } => train_estimator_command(
             data,
             out,
-            descriptors,
+            descriptors.as_deref(),
             evaluate.then(|| weights.clone()).flatten(),
             *seed,
             (*epochs, *weight_decay, *validation, *power_head),
-            heldout_arch,
+            heldout_arch.as_deref(),
         ),
         Command::Check { files } => load(files).map_err(bad_input).and_then(|l| {
             ecomap_actors::control_plane::ControlPlan::prepare(&l.policy, &l.rt)
@@ -1235,7 +1260,11 @@ fn main() -> ExitCode {
                 })
                 .map(|_| println!("ok"))
                 .map_err(|e| {
-                    eprintln!("error: {e}");
+                    eprintln!(
+                        "error: {e} (policy {}, rt-config {})",
+                        files.policy.display(),
+                        files.rt_config.display()
+                    );
                     ExitCode::from(2)
                 })
         }),

@@ -44,6 +44,15 @@ pub enum ProfileError {
         /// Why.
         source: StartError,
     },
+    /// A configuration ran but its report lacks a worker's figures (its
+    /// telemetry thread died): nothing trustworthy to write for it.
+    #[error("configuration {config}: the run's report has no figures for worker {worker} (its telemetry stopped); the configuration is not written — run the profile again")]
+    NoWorkerReport {
+        /// Which configuration.
+        config: u32,
+        /// The worker index.
+        worker: usize,
+    },
 }
 
 /// Everything a configuration run needs besides the configuration.
@@ -185,7 +194,17 @@ pub fn run_configuration(
             service_p50_ms: ms(0.5),
             service_p95_ms: ms(0.95),
             tenant_util: (served as f64 * mean_s / duration_s).min(1.5),
-            unit_util: (report.workers[w].busy.as_secs_f64() / duration_s).min(1.5),
+            unit_util: (report
+                .workers
+                .get(w)
+                .ok_or(ProfileError::NoWorkerReport {
+                    config: cfg.id,
+                    worker: w,
+                })?
+                .busy
+                .as_secs_f64()
+                / duration_s)
+                .min(1.5),
             power_w,
             source: "measured".into(),
             power_source: if power_measured {

@@ -345,6 +345,18 @@ impl RtConfig {
                 "must be at least 1",
             ));
         }
+        if let Some(mb) = self.memory_budget_mb {
+            if !(mb.is_finite() && mb > 0.0) {
+                return Err(ConfigError::invalid(
+                    path,
+                    "memory_budget_mb",
+                    format!(
+                        "{mb} is not a budget: give a positive number of megabytes per \
+                         worker, e.g. Some(512.0), or None for no limit"
+                    ),
+                ));
+            }
+        }
         if self.workers.is_empty() {
             return Err(ConfigError::invalid(
                 path,
@@ -634,5 +646,18 @@ mod tests {
         assert!(e.contains("no workers"), "{e}");
         let e = check(&GOOD.replace("Fifo(", "Deadline("), 2).unwrap_err();
         assert!(e.contains("rt.ron:") && e.contains("Deadline"), "{e}");
+        for bad in ["-5.0", "0.0", "NaN", "inf"] {
+            let text = GOOD.replace(
+                "    workers: [",
+                &format!("    memory_budget_mb: Some({bad}),\n    workers: ["),
+            );
+            let e = check(&text, 2).unwrap_err();
+            assert!(e.contains("memory_budget_mb"), "{bad}: {e}");
+        }
+        let text = GOOD.replace(
+            "    workers: [",
+            "    memory_budget_mb: Some(512.0),\n    workers: [",
+        );
+        assert_eq!(check(&text, 2).unwrap().memory_budget_mb, Some(512.0));
     }
 }

@@ -55,10 +55,12 @@ const HOUR_S: u64 = 3600;
 #[derive(Debug, thiserror::Error)]
 pub enum SimError {
     /// A tenant names a unit the device does not have.
-    #[error("tenant '{tenant}' names unit {unit:?}, but the device has {units:?}; fix `units` in the workload")]
+    #[error("tenant '{tenant}' names unit {unit:?} in `{field}`, but the device has {units:?}; fix `{field}` in the workload")]
     UnknownUnit {
         /// Tenant.
         tenant: String,
+        /// `units` or `movable_to`.
+        field: &'static str,
         /// The unit named.
         unit: String,
         /// The device's units.
@@ -90,6 +92,9 @@ pub enum SimError {
     /// The span is empty.
     #[error("the span is empty: simulate at least one hour")]
     EmptySpan,
+    /// A sample of no time per hour.
+    #[error("the sample per hour is zero: give a sample of at least 1s (e.g. --sample 2m), or none to simulate whole hours")]
+    EmptySample,
     /// The trace does not cover the span.
     #[error(
         "{}: the trace covers {covers_h} hours, but the span needs {needs_h} hours from hour \
@@ -505,18 +510,22 @@ pub fn analyse(workload: &Workload, device: &DeviceModel) -> Result<Analysis, Si
                     .map(|ms| ms / 1000.0),
             }
         };
-        let unit_index = |n: &String| {
+        let unit_index = |n: &String, field: &'static str| {
             unit_names
                 .iter()
                 .position(|x| x == n)
                 .ok_or_else(|| SimError::UnknownUnit {
                     tenant: t.name.clone(),
+                    field,
                     unit: n.clone(),
                     units: unit_names.clone(),
                 })
         };
         let allowed: Vec<usize> = match &t.units {
-            Some(names) => names.iter().map(unit_index).collect::<Result<_, _>>()?,
+            Some(names) => names
+                .iter()
+                .map(|n| unit_index(n, "units"))
+                .collect::<Result<_, _>>()?,
             None => (0..units.len())
                 .filter(|&u| variants.iter().all(|v| cost(v, u).is_some()))
                 .collect(),
@@ -533,7 +542,7 @@ pub fn analyse(workload: &Workload, device: &DeviceModel) -> Result<Analysis, Si
         }
         let mut movable = allowed.clone();
         for n in t.movable_to.iter().flatten() {
-            let u = unit_index(n)?;
+            let u = unit_index(n, "movable_to")?;
             if let Some(v) = variants.iter().find(|v| cost(v, u).is_none()) {
                 return Err(SimError::NoCost {
                     tenant: t.name.clone(),
@@ -591,6 +600,9 @@ pub fn simulate(
     mut progress: impl FnMut(usize),
 ) -> Result<SimResult, SimError> {
     check_span(setup.trace, setup.start, setup.hours)?;
+    if setup.sample.is_some_and(|s| s.is_zero()) {
+        return Err(SimError::EmptySample);
+    }
     let device = setup.device;
     let workload = setup.workload;
     let analysis = analyse(workload, device)?;

@@ -17,8 +17,14 @@ pub struct TrainEstimatorArgs {
     pub out: PathBuf,
     /// Model descriptors.
     pub descriptors: PathBuf,
+    /// Whether `descriptors` was asked for (not the default): evaluating
+    /// weights that carry their own table then says which one is used.
+    pub descriptors_given: bool,
     /// `Some(weights)`: evaluate these instead of training.
     pub evaluate: Option<PathBuf>,
+    /// Whether `options.heldout_arch` was asked for (not the default):
+    /// evaluating weights trained holding out another is then an error.
+    pub heldout_arch_given: bool,
     /// Training options.
     pub options: TrainOptions,
 }
@@ -93,17 +99,55 @@ pub fn run(args: &TrainEstimatorArgs) -> Result<Vec<EvalRow>, TrainEstimatorErro
         .as_ref()
         .map(|w| super::weight_files(w).0.with_file_name("descriptors.csv"))
         .filter(|p| p.is_file());
+    if let (Some(own), true) = (&own, args.descriptors_given) {
+        eprintln!(
+            "ecomap: --descriptors {} is not used: the weights carry the table they were \
+             trained with ({})",
+            args.descriptors.display(),
+            own.display()
+        );
+    }
     let descriptors = Descriptors::load(own.as_deref().unwrap_or(&args.descriptors))?;
     let rows = read_profile(&args.data)?;
     let write = |path: &Path, e: &dyn std::fmt::Display| TrainEstimatorError::Write {
         path: path.to_path_buf(),
         message: e.to_string(),
     };
-    std::fs::create_dir_all(&args.out).map_err(|e| write(&args.out, &e))?;
     let mut est = match &args.evaluate {
-        Some(weights) => TransformerEstimator::load(weights, descriptors)?,
+        Some(weights) => {
+            let est = TransformerEstimator::load(weights, descriptors)?;
+            let trained_without = &est.meta().heldout_arch;
+            if args.heldout_arch_given && *trained_without != args.options.heldout_arch {
+                return Err(TrainEstimatorError::Split(format!(
+                    "--heldout-arch {}: these weights were trained holding out '{trained_without}', \
+                     and evaluation scores the split they were trained on; drop --heldout-arch, \
+                     or train weights that hold out '{}'",
+                    args.options.heldout_arch, args.options.heldout_arch
+                )));
+            }
+            est
+        }
         None => {
             let all = examples(&descriptors, &rows, &args.options)?;
+            if !all
+                .iter()
+                .any(|e| e.split == super::train::Split::HeldoutArch)
+            {
+                let mut known: Vec<&str> = rows
+                    .iter()
+                    .filter_map(|r| descriptors.index(&r.variant))
+                    .map(|i| descriptors.get(i).architecture.as_str())
+                    .collect();
+                known.sort_unstable();
+                known.dedup();
+                return Err(TrainEstimatorError::Split(format!(
+                    "--heldout-arch {}: no configuration of {} runs that architecture, so \
+                     nothing would be held out; name one of {}",
+                    args.options.heldout_arch,
+                    args.data.display(),
+                    known.join(", ")
+                )));
+            }
             let n_train = all
                 .iter()
                 .filter(|e| e.split == super::train::Split::Train)
@@ -140,6 +184,7 @@ pub fn run(args: &TrainEstimatorArgs) -> Result<Vec<EvalRow>, TrainEstimatorErro
                     args.options.epochs
                 ),
             }
+            std::fs::create_dir_all(&args.out).map_err(|e| write(&args.out, &e))?;
             est.save(&args.out)?;
             // The weights are only meaningful with the table their model
             // indices refer to: keep a copy beside them.
@@ -162,6 +207,8 @@ pub fn run(args: &TrainEstimatorArgs) -> Result<Vec<EvalRow>, TrainEstimatorErro
     };
     let all = examples(est.descriptors(), &rows, &options)?;
     let eval = evaluate(&mut est, &all)?;
+    // Made only now: a bad input above leaves no empty folder behind.
+    std::fs::create_dir_all(&args.out).map_err(|e| write(&args.out, &e))?;
     let path = args.out.join("estimator_eval.csv");
     write_eval(&path, &eval).map_err(|e| write(&path, &e))?;
     eprintln!("ecomap: wrote {}", path.display());

@@ -98,6 +98,26 @@ pub enum SimulateError {
     /// The simulation cannot run as asked.
     #[error(transparent)]
     Sim(#[from] SimError),
+    /// The workload does not fit the device (a unit or model it lacks).
+    #[error("{} on {}: {source}", workload.display(), device.display())]
+    Mismatch {
+        /// The workload file.
+        workload: PathBuf,
+        /// The device description.
+        device: PathBuf,
+        /// What does not fit.
+        source: Box<SimError>,
+    },
+    /// A policy's plan names a mode the device lacks.
+    #[error("{}: plan: {source}; name one of the device's modes ({})", policy.display(), device.display())]
+    PlanMode {
+        /// The policy file (or name).
+        policy: PathBuf,
+        /// The device description.
+        device: PathBuf,
+        /// Which mode.
+        source: Box<SimError>,
+    },
     /// A mapping policy's trained estimator or the descriptors cannot be used.
     #[error("{0}")]
     Estimator(String),
@@ -108,7 +128,7 @@ pub enum SimulateError {
     #[error(transparent)]
     Replay(#[from] ecomap::pass_log::PassLogError),
     /// A start date outside a trace.
-    #[error("{}: --start {date} is outside the trace ({first} …)", trace.display())]
+    #[error("{}: --start {date} is outside the trace ({first} … {last}); give a date within it", trace.display())]
     StartOutside {
         /// The trace.
         trace: PathBuf,
@@ -116,6 +136,33 @@ pub enum SimulateError {
         date: chrono::NaiveDate,
         /// The trace's first row.
         first: String,
+        /// The trace's last row.
+        last: String,
+    },
+    /// Two traces or two policies that would write the same rows and files.
+    #[error(
+        "two {what} are both called {name:?} ({first} and {second}): their summary rows and \
+         timeline files would collide; {hint}"
+    )]
+    DuplicateName {
+        /// `traces` or `policies`.
+        what: &'static str,
+        /// The shared name.
+        name: String,
+        /// The first one, as given.
+        first: String,
+        /// The second one, as given.
+        second: String,
+        /// How to fix it.
+        hint: &'static str,
+    },
+    /// The output folder cannot be made.
+    #[error("--out {}: cannot create the output folder: {source}; give a folder path", path.display())]
+    OutDir {
+        /// The folder.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
     },
     /// Output could not be written.
     #[error("cannot write {}: {source}", path.display())]
@@ -237,7 +284,11 @@ pub fn run_simulate(args: &SimulateArgs) -> Result<Vec<SummaryRow>, SimulateErro
     // Load and check every input before any work.
     let workload = Workload::load(&args.workload)?;
     let device = DeviceModel::load(&args.device)?;
-    ecomap::sim::analyse(&workload, &device)?;
+    ecomap::sim::analyse(&workload, &device).map_err(|source| SimulateError::Mismatch {
+        workload: args.workload.clone(),
+        device: args.device.clone(),
+        source: Box::new(source),
+    })?;
     let replay = match &args.service_replay {
         None => None,
         Some(path) => {
@@ -258,33 +309,69 @@ pub fn run_simulate(args: &SimulateArgs) -> Result<Vec<SummaryRow>, SimulateErro
             )
         }
     };
-    let mut policies = Vec::new();
+    let mut policies: Vec<Policy> = Vec::new();
     for name in &args.policies {
         let p = resolve_policy(name, &args.policy_dir)?;
         if let Some(plan) = &p.plan {
-            ecomap::sim::plan::check_modes(plan, &device)?;
+            ecomap::sim::plan::check_modes(plan, &device).map_err(|source| {
+                SimulateError::PlanMode {
+                    policy: PathBuf::from(name),
+                    device: args.device.clone(),
+                    source: Box::new(source),
+                }
+            })?;
+        }
+        if let Some(i) = policies.iter().position(|q| q.name == p.name) {
+            return Err(SimulateError::DuplicateName {
+                what: "policies",
+                name: p.name,
+                first: args.policies[i].clone(),
+                second: name.clone(),
+                hint: "name each once, and give a copied policy file a `name:` of its own",
+            });
         }
         policies.push(p);
+    }
+    for (i, path) in args.traces.iter().enumerate() {
+        let name = trace_name(path);
+        if let Some(first) = args.traces[..i].iter().find(|p| trace_name(p) == name) {
+            return Err(SimulateError::DuplicateName {
+                what: "traces",
+                name,
+                first: first.display().to_string(),
+                second: path.display().to_string(),
+                hint: "name each once, or copy one under another file name",
+            });
+        }
     }
     let mut traces = Vec::new();
     let mut starts = Vec::new();
     for path in &args.traces {
         let t = CarbonTrace::load(path)?;
+        // Empty or malformed rows are held over and marked stale: say so,
+        // as `ecomap run` does.
+        for w in &t.warnings {
+            tracing::warn!("carbon trace: {w}");
+        }
         let start = match args.start {
             StartAt::Offset(d) => d,
             StartAt::Date(date) => {
                 let first = t.samples[0].at;
+                let last = t.samples[t.samples.len() - 1].at;
                 let at = date
                     .and_hms_opt(0, 0, 0)
                     .expect("midnight exists")
                     .and_utc();
-                (at - first)
-                    .to_std()
-                    .map_err(|_| SimulateError::StartOutside {
-                        trace: path.clone(),
-                        date,
-                        first: first.to_string(),
-                    })?
+                let outside = || SimulateError::StartOutside {
+                    trace: path.clone(),
+                    date,
+                    first: first.to_string(),
+                    last: last.to_string(),
+                };
+                if at > last {
+                    return Err(outside());
+                }
+                (at - first).to_std().map_err(|_| outside())?
             }
         };
         ecomap::sim::check_span(&t, start, args.hours)?;
@@ -348,6 +435,13 @@ pub fn run_simulate(args: &SimulateArgs) -> Result<Vec<SummaryRow>, SimulateErro
         .zip(&descriptors)
         .map(|(p, d)| estimator_maker(p, d.as_ref()))
         .collect::<Result<_, _>>()?;
+    // The output folder too, before any work: a year's sweep should not
+    // end in a path that cannot be written.
+    let timeline_dir = args.out.join("timeline");
+    std::fs::create_dir_all(&timeline_dir).map_err(|source| SimulateError::OutDir {
+        path: args.out.clone(),
+        source,
+    })?;
     let results: Mutex<Vec<Option<SimResult>>> =
         Mutex::new((0..traces.len() * policies.len()).map(|_| None).collect());
     let setup = |spec: &RunSpec, target: Option<f64>| SimSetup {
@@ -374,7 +468,8 @@ pub fn run_simulate(args: &SimulateArgs) -> Result<Vec<SummaryRow>, SimulateErro
         let next = AtomicUsize::new(0);
         let error: Mutex<Option<SimulateError>> = Mutex::new(None);
         std::thread::scope(|s| {
-            for _ in 0..args.jobs.max(1) {
+            // Never more threads than runs.
+            for _ in 0..args.jobs.clamp(1, wave.len().max(1)) {
                 s.spawn(|| loop {
                     let i = next.fetch_add(1, Ordering::Relaxed);
                     let Some(spec) = wave.get(i) else { break };
@@ -413,11 +508,6 @@ pub fn run_simulate(args: &SimulateArgs) -> Result<Vec<SummaryRow>, SimulateErro
     bar.finish_and_clear();
     // Write, in a fixed order: traces × policies as asked.
     let results = results.into_inner().unwrap_or_else(|e| e.into_inner());
-    let timeline_dir = args.out.join("timeline");
-    std::fs::create_dir_all(&timeline_dir).map_err(|source| SimulateError::Write {
-        path: timeline_dir.clone(),
-        source,
-    })?;
     let names: Vec<String> = workload.tenants.iter().map(|t| t.name.clone()).collect();
     let mut rows = Vec::new();
     for (ti, path) in args.traces.iter().enumerate() {
