@@ -204,6 +204,46 @@ fn an_additive_head_whose_metadata_disagrees_with_its_weights_exits_2() {
 }
 
 #[test]
+fn train_estimator_flags_that_cannot_mean_anything_exit_2_and_leave_no_output() {
+    let dir = tempfile::tempdir().unwrap();
+    let (data, weights) = train_tiny(dir.path(), &[]);
+    let w = weights.to_str().unwrap();
+    let fresh = dir.path().join("never-made");
+    let f = fresh.to_str().unwrap();
+    let train = |extra: &[&str]| {
+        let mut args = vec!["train-estimator", "--data", &data, "--out", f];
+        args.extend_from_slice(extra);
+        ecomap(&args)
+    };
+    assert_exit_2(
+        &train(&["--heldout-arch", "vgg16"]),
+        &[
+            "--heldout-arch vgg16",
+            "nothing would be held out",
+            "squeezenet1_1",
+        ],
+    );
+    assert_exit_2(&train(&["--epochs", "0"]), &["--epochs"]);
+    assert_exit_2(&train(&["--weight-decay=-1"]), &["--weight-decay"]);
+    assert_exit_2(&train(&["--weights", w]), &["--evaluate"]);
+    // Evaluating: the split is the weights' own, and missing weights
+    // leave no empty output folder behind.
+    assert_exit_2(
+        &train(&["--evaluate", "--weights", w, "--heldout-arch", "resnet18"]),
+        &["trained holding out 'squeezenet1_1'"],
+    );
+    assert_exit_2(
+        &train(&[
+            "--evaluate",
+            "--weights",
+            dir.path().join("nope").to_str().unwrap(),
+        ]),
+        &["nope"],
+    );
+    assert!(!fresh.exists(), "--out was made for a failed command");
+}
+
+#[test]
 fn a_bad_dataset_row_exits_2_with_its_line() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("bad.csv");

@@ -297,7 +297,36 @@ fn bad_input_is_named_and_exits_2() {
             "--out",
             os,
         ]),
-        &["unit \"tpu\"", "gpu"],
+        &["unit \"tpu\"", "gpu", "w.ron", "`units`"],
+    );
+    // Outputs that would overwrite each other, and an --out that cannot be
+    // a folder: refused before any run (not exit 1 after all of them).
+    let other = dir.path().join("elsewhere");
+    std::fs::create_dir_all(&other).unwrap();
+    let twin = other.join("trace.csv");
+    std::fs::copy(&t, &twin).unwrap();
+    assert_exit_2(
+        &simulate_6h(
+            "max-perf",
+            &format!("{ts},{}", twin.to_str().unwrap()),
+            os,
+            &[],
+        ),
+        &["two traces are both called \"trace\""],
+    );
+    assert_exit_2(
+        &simulate_6h("max-perf,max-perf", ts, os, &[]),
+        &["two policies are both called \"max-perf\""],
+    );
+    let file = dir.path().join("a-file");
+    std::fs::write(&file, "").unwrap();
+    assert_exit_2(
+        &simulate_6h("max-perf", ts, file.join("o").to_str().unwrap(), &[]),
+        &["--out", "cannot create the output folder"],
+    );
+    assert_exit_2(
+        &simulate_6h("max-perf", ts, os, &["--jobs", "0"]),
+        &["--jobs"],
     );
     // A carbon price with no window to average over.
     let p = dir.path().join("p.ron");
