@@ -65,8 +65,21 @@ pub enum TraceError {
         header: Vec<String>,
     },
     /// No row had a usable value.
-    #[error("{}: the carbon trace has no usable rows (header only, or every row empty)", path.display())]
+    #[error(
+        "{}: the carbon trace has no usable rows: {rows} row(s) after the header, none with both a \
+         valid timestamp and a finite intensity ≥ 0{}",
+        path.display(),
+        if *rows > 0 { " (each is named above as a warning)" } else { "" }
+    )]
     NoRows {
+        /// The file.
+        path: PathBuf,
+        /// Rows after the header.
+        rows: usize,
+    },
+    /// Nothing at all in the file.
+    #[error("{}: the file is empty; a carbon trace is a CSV with a header (e.g. timestamp,gco2_per_kwh) and hourly rows", path.display())]
+    Empty {
         /// The file.
         path: PathBuf,
     },
@@ -152,6 +165,11 @@ impl CarbonTrace {
             .iter()
             .map(str::to_string)
             .collect();
+        if header.iter().all(String::is_empty) {
+            return Err(TraceError::Empty {
+                path: path.to_path_buf(),
+            });
+        }
         let col = |names: &[&str]| header.iter().position(|h| names.contains(&h.as_str()));
         let (format, t_col, v_col) = if let (Some(t), Some(v)) = (
             col(&["Datetime (UTC)"]),
@@ -178,7 +196,9 @@ impl CarbonTrace {
         let mut samples: Vec<TraceSample> = Vec::new();
         let mut warnings = Vec::new();
         let mut last_good: Option<f64> = None;
+        let mut rows = 0;
         for (i, record) in rdr.records().enumerate() {
+            rows += 1;
             let line = record
                 .as_ref()
                 .ok()
@@ -213,6 +233,18 @@ impl CarbonTrace {
                 }
             }
             let raw = record.get(v_col).unwrap_or("");
+            // What is wrong with a value that is not a number, for warnings.
+            let why = if record.len() <= v_col {
+                format!(
+                    "short row ({} of {} fields, no intensity)",
+                    record.len(),
+                    header.len()
+                )
+            } else if raw.is_empty() {
+                "empty intensity \"\"".to_string()
+            } else {
+                format!("malformed intensity {raw:?}")
+            };
             match raw.parse::<f64>() {
                 Ok(v) if v.is_finite() && v < 0.0 => {
                     return Err(TraceError::Negative {
@@ -232,10 +264,9 @@ impl CarbonTrace {
                 _ => match last_good {
                     Some(v) => {
                         warnings.push(format!(
-                            "{}:{line}: {} intensity {raw:?} at {at}; holding the last good value \
+                            "{}:{line}: {why} at {at}; holding the last good value \
                              {v} gCO2eq/kWh (marked stale)",
                             path.display(),
-                            if raw.is_empty() { "empty" } else { "malformed" }
                         ));
                         samples.push(TraceSample {
                             at,
@@ -244,9 +275,8 @@ impl CarbonTrace {
                         });
                     }
                     None => warnings.push(format!(
-                        "{}:{line}: {} intensity {raw:?} before any good value; row skipped",
+                        "{}:{line}: {why} before any good value; row skipped",
                         path.display(),
-                        if raw.is_empty() { "empty" } else { "malformed" }
                     )),
                 },
             }
@@ -254,6 +284,7 @@ impl CarbonTrace {
         if samples.is_empty() {
             return Err(TraceError::NoRows {
                 path: path.to_path_buf(),
+                rows,
             });
         }
         Ok(CarbonTrace {
@@ -374,7 +405,18 @@ mod tests {
         let e = parse("timestamp,avg_CI\n2022-01-01 00:00:00+00:00,,\n")
             .unwrap_err()
             .to_string();
-        assert!(e.contains("no usable rows"), "{e}");
+        assert!(e.contains("no usable rows: 1 row(s)"), "{e}");
+        let e = parse("").unwrap_err().to_string();
+        assert!(e.contains("the file is empty"), "{e}");
+        // A row cut short says so (and is held over like an empty value).
+        let t = parse("timestamp,WND,avg_CI\n2022-01-01 00:00:00+00:00,1,5\n2022-01-01 01:00:00+00:00,garbage\n")
+            .unwrap();
+        assert!(t.samples[1].stale, "{:?}", t.samples);
+        assert!(
+            t.warnings[0].contains("short row (2 of 3 fields"),
+            "{:?}",
+            t.warnings
+        );
         let e =
             parse("timestamp,avg_CI\n2022-01-01 01:00:00+00:00,1\n2022-01-01 00:00:00+00:00,2\n")
                 .unwrap_err()

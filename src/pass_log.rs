@@ -122,6 +122,16 @@ pub enum PassLogError {
         /// The outcome in the log.
         outcome: String,
     },
+    /// A row whose times cannot be a pass's.
+    #[error("{path}, line {line}: {what}; a pass log from `ecomap run --pass-log` never has this")]
+    BadTimes {
+        /// The file.
+        path: String,
+        /// 1-based line.
+        line: u64,
+        /// What is wrong.
+        what: String,
+    },
     /// A row names a variant the tenant's model family does not have.
     #[error("{path}, line {line}: tenant '{tenant}' has {variants} variant(s), the log says variant {variant}")]
     BadVariant {
@@ -243,8 +253,22 @@ impl ServiceReplay {
                     line,
                     outcome: r.outcome.clone(),
                 })?;
+            let bad_times = |what: String| PassLogError::BadTimes {
+                path: path.to_string(),
+                line,
+                what,
+            };
+            if r.started_us < r.release_us {
+                return Err(bad_times(format!(
+                    "started_us {} is before release_us {}",
+                    r.started_us, r.release_us
+                )));
+            }
             // A failed pass's time is not a service time.
             if outcome != Outcome::Failed {
+                if r.service_us == 0 {
+                    return Err(bad_times("service_us is 0 for a served pass".into()));
+                }
                 rows[t][v].push((r.started_us, Duration::from_micros(r.service_us)));
                 any = true;
             }
@@ -433,6 +457,10 @@ mod tests {
             "{HEADER}cam,0,cpu0,0,0,1,2,1,on_time\ncam,1,cpu0,0,0,1,2,1,expired\n"
         ));
         assert!(e.contains("line 3") && e.contains("'expired'"), "{e}");
+        let e = err(&format!("{HEADER}cam,0,cpu0,0,0,1,2,0,on_time\n"));
+        assert!(e.contains("line 2") && e.contains("service_us is 0"), "{e}");
+        let e = err(&format!("{HEADER}cam,0,cpu0,0,9,1,2,1,on_time\n"));
+        assert!(e.contains("started_us 1 is before release_us 9"), "{e}");
         let e = ServiceReplay::read(Path::new("/nonexistent/log.csv"), &tenants)
             .unwrap_err()
             .to_string();
