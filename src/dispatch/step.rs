@@ -380,13 +380,6 @@ impl DispatchCore {
         self.units.len()
     }
 
-    /// Whether some unit flagged in `to` is still live.
-    pub fn serves_any_live(&self, to: &[bool]) -> bool {
-        to.iter()
-            .zip(&self.units)
-            .any(|(&on, unit)| on && !unit.gone)
-    }
-
     /// Move tenant `t` to the units `to[u]` says (between requests: a job
     /// already running finishes where it is; queued requests wait for the
     /// new units). `fx.wake` lists the live units that now serve `t`, so an
@@ -414,6 +407,51 @@ impl DispatchCore {
             }
         }
         self.restore_stranded();
+    }
+
+    /// Apply a plan, between requests: each tenant's planned variant
+    /// (given `variants` and a quality controller to hold them; the
+    /// controller may step down from it later) and, given `units`, the one
+    /// unit `units[t]` names — where that unit holds the tenant's models and
+    /// is alive; otherwise the tenant stays where it is. Returns, per
+    /// tenant, the unit it now runs on alone (`None`: not moved); `fx.wake`
+    /// lists the units that now serve a moved tenant. The runtime's
+    /// dispatcher and the simulator apply plans only through here.
+    pub fn apply_plan(
+        &mut self,
+        variants: Option<&[usize]>,
+        units: Option<&[usize]>,
+        now: Timestamp,
+        fx: &mut StepEffects,
+    ) -> Vec<Option<usize>> {
+        if let (Some(vs), Some(q)) = (variants, self.quality.as_mut()) {
+            debug_assert_eq!(vs.len(), self.queued.len(), "one variant per tenant");
+            for (t, &v) in vs.iter().enumerate() {
+                q.set_active(t, v, now);
+            }
+        }
+        let mut moved = vec![None; self.queued.len()];
+        let mut wake = Vec::new();
+        if let Some(us) = units {
+            debug_assert_eq!(us.len(), self.queued.len(), "one unit per tenant");
+            let n = self.units.len();
+            for (t, &u) in us.iter().enumerate() {
+                // Never onto a unit without the tenant's models, nor a
+                // dead one: its requests would strand.
+                if !self.units.get(u).is_some_and(|x| x.holds[t] && !x.gone) {
+                    continue;
+                }
+                let to: Vec<bool> = (0..n).map(|w| w == u).collect();
+                self.remap(t, &to, fx);
+                wake.extend_from_slice(&fx.wake);
+                moved[t] = Some(u);
+            }
+        }
+        fx.clear();
+        // In tenant order, repeats kept: the simulator turns each into a
+        // wake event, and an unchanged sequence keeps its runs identical.
+        fx.wake = wake;
+        moved
     }
 
     /// A tenant that no live unit takes any more (a remap onto units that
@@ -724,6 +762,37 @@ mod tests {
         assert_eq!(c.step(1, done(0), ms(5), &mut fx), Next::Exit);
         let (left, _) = c.finish();
         assert!(left.is_empty());
+    }
+
+    #[test]
+    fn a_plan_moves_each_tenant_only_onto_a_live_unit_that_holds_it() {
+        // Three units. Tenant 0 is held by units 0 and 1, tenant 1 by all
+        // three, tenant 2 by unit 2 only; unit 1 is lost.
+        let mut c = DispatchCore::new(
+            QueueOrder::EarliestDeadline,
+            3,
+            vec![
+                vec![true, true, false],
+                vec![true, true, false],
+                vec![false, true, true],
+            ],
+        );
+        let mut fx = StepEffects::default();
+        c.unit_lost(1, &mut fx);
+        // Tenant 0 planned onto the lost unit 1, tenant 1 onto unit 2,
+        // tenant 2 onto unit 0, which does not hold it.
+        let moved = c.apply_plan(None, Some(&[1, 2, 0]), ms(0), &mut fx);
+        assert_eq!(moved, vec![None, Some(2), None]);
+        assert!(c.serves(0, 0), "tenant 0 stays where it was");
+        assert!(
+            !c.serves(0, 1) && c.serves(2, 1),
+            "tenant 1 moved alone to unit 2"
+        );
+        assert!(
+            c.serves(2, 2) && !c.serves(0, 2),
+            "tenant 2 stays on unit 2"
+        );
+        assert_eq!(fx.wake, vec![2]);
     }
 
     #[test]

@@ -40,7 +40,7 @@ use crate::pass_log::ReplayAlignment;
 use crate::quality::{QualityController, QualityPolicy};
 use crate::request::{Completion, Request, TenantId};
 use crate::time::Timestamp;
-use plan::{Analysis, Candidate, Planner, TenantModel};
+use plan::{Analysis, Planner, TenantModel};
 use rand::rngs::SmallRng;
 use rand::SeedableRng;
 use rand_distr::{Distribution, StandardNormal};
@@ -462,18 +462,19 @@ impl<'a> Engine<'a> {
 
     /// Move every tenant to `units[t]` (between requests: running jobs
     /// finish where they are) and wake the units that now serve it.
-    fn remap(&mut self, units: &[usize], now: Timestamp) {
-        let n_units = self.running.len();
-        for (t, &unit) in units.iter().enumerate() {
-            self.serving[t] = vec![unit];
-            let to: Vec<bool> = (0..n_units).map(|u| u == unit).collect();
-            let mut fx = std::mem::take(&mut self.fx);
-            self.core.remap(t, &to, &mut fx);
-            for &w in &fx.wake {
-                self.push(now, Event::Wake(w));
+    /// A plan's variants and units, through the core's one rule.
+    fn apply_plan(&mut self, variants: Option<&[usize]>, units: Option<&[usize]>, now: Timestamp) {
+        let mut fx = std::mem::take(&mut self.fx);
+        let moved = self.core.apply_plan(variants, units, now, &mut fx);
+        for (t, unit) in moved.into_iter().enumerate() {
+            if let Some(u) = unit {
+                self.serving[t] = vec![u];
             }
-            self.fx = fx;
         }
+        for &w in &fx.wake {
+            self.push(now, Event::Wake(w));
+        }
+        self.fx = fx;
     }
 
     fn set_mode(&mut self, mode: ModeId) {
@@ -765,12 +766,8 @@ pub fn simulate(
                 if in_force.changes(&c) {
                     // Mode-only planners leave variants to the quality
                     // controller (or the heaviest, when the policy has none).
-                    if p.pins_variants() {
-                        apply_variants(&mut engine.core, &c, start);
-                    }
-                    if let Some(units) = &c.units {
-                        engine.remap(units, start);
-                    }
+                    let variants = p.pins_variants().then_some(c.variants.as_slice());
+                    engine.apply_plan(variants, c.units.as_deref(), start);
                     in_force.applied(c);
                 }
             }
@@ -873,14 +870,6 @@ pub fn simulate(
         top1,
         plans,
     })
-}
-
-fn apply_variants(core: &mut DispatchCore, c: &Candidate, now: Timestamp) {
-    if let Some(q) = core.quality_mut() {
-        for (t, &v) in c.variants.iter().enumerate() {
-            q.set_active(t, v, now);
-        }
-    }
 }
 
 #[cfg(test)]

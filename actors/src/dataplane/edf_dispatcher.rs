@@ -194,10 +194,10 @@ pub struct EdfDispatcher {
     outbox: Outbox,
     clock: RunClock,
     power: Option<PowerCell>,
-    /// The plan cell, the last generation applied, and `may_serve[u][t]`:
-    /// the workers that hold tenant `t`'s models (a plan may only move a
-    /// tenant among those).
-    plan: Option<(PlanCell, u64, Vec<Vec<bool>>)>,
+    /// The plan cell and the last generation applied (a plan may only
+    /// move a tenant among the workers that hold its models: the core
+    /// knows which).
+    plan: Option<(PlanCell, u64)>,
 }
 
 impl EdfDispatcher {
@@ -245,10 +245,8 @@ impl EdfDispatcher {
     /// Apply the mapping planner's variants from `cell` at every step (the
     /// policy's quality controller then carries on from them).
     pub fn with_plan_updates(mut self, cell: PlanCell, tenants: usize) -> Self {
-        let may_serve = (0..self.core.units())
-            .map(|u| (0..tenants).map(|t| self.core.serves(u, t)).collect())
-            .collect();
-        self.plan = Some((cell, 0, may_serve));
+        debug_assert_eq!(tenants, self.tenants.len(), "one plan entry per tenant");
+        self.plan = Some((cell, 0));
         self
     }
 
@@ -430,31 +428,20 @@ impl EdfDispatcher {
     }
 
     fn pull_plan(&mut self) {
-        let Some((cell, seen, may_serve)) = &mut self.plan else {
+        let Some((cell, seen)) = &mut self.plan else {
             return;
         };
         if let Some((generation, plan)) = cell.newer_than(*seen) {
             *seen = generation;
             let now = self.clock.now();
-            if let Some(q) = self.core.quality_mut() {
-                for (t, &v) in plan.variants.iter().enumerate() {
-                    q.set_active(t, v, now);
-                }
-            }
-            // Move each tenant to its planned worker, between requests. The
-            // wake-ups are not needed here: the step that follows wakes
-            // every idle worker that now has work.
-            let workers = self.core.units();
+            // Variants, and each tenant onto its planned worker where that
+            // worker holds its models and is alive, between requests (the
+            // core's rule, the simulator's too). The wake-ups are not
+            // needed here: the step that follows wakes every idle worker
+            // that now has work.
             let mut scratch = StepEffects::default();
-            for (t, &u) in plan.units.iter().enumerate() {
-                if !may_serve.get(u).is_some_and(|m| m[t]) {
-                    continue; // that worker does not hold the tenant's models
-                }
-                let to: Vec<bool> = (0..workers).map(|w| w == u).collect();
-                if self.core.serves_any_live(&to) {
-                    self.core.remap(t, &to, &mut scratch);
-                }
-            }
+            self.core
+                .apply_plan(Some(&plan.variants), Some(&plan.units), now, &mut scratch);
         }
     }
 
