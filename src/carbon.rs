@@ -69,16 +69,18 @@ pub enum TraceError {
         "{}: the carbon trace has no usable rows: {rows} row(s) after the header, none with both a \
          valid timestamp and a finite intensity ≥ 0{}",
         path.display(),
-        if *rows > 0 { " (each is named above as a warning)" } else { "" }
+        if first.is_empty() { String::new() } else { format!("; first: {}", first.join("; ")) }
     )]
     NoRows {
         /// The file.
         path: PathBuf,
         /// Rows after the header.
         rows: usize,
+        /// What was wrong with the first few of them.
+        first: Vec<String>,
     },
-    /// Nothing at all in the file.
-    #[error("{}: the file is empty; a carbon trace is a CSV with a header (e.g. timestamp,gco2_per_kwh) and hourly rows", path.display())]
+    /// A blank first line (or nothing at all).
+    #[error("{}: the header line is blank (or the file is empty); a carbon trace is a CSV with a header (e.g. timestamp,gco2_per_kwh) and hourly rows", path.display())]
     Empty {
         /// The file.
         path: PathBuf,
@@ -282,9 +284,16 @@ impl CarbonTrace {
             }
         }
         if samples.is_empty() {
+            // The warnings die with the error: carry the first few.
+            let prefix = format!("{}:", path.display());
             return Err(TraceError::NoRows {
                 path: path.to_path_buf(),
                 rows,
+                first: warnings
+                    .iter()
+                    .take(3)
+                    .map(|w| w.strip_prefix(&prefix).unwrap_or(w).to_string())
+                    .collect(),
             });
         }
         Ok(CarbonTrace {
@@ -406,8 +415,9 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("no usable rows: 1 row(s)"), "{e}");
+        assert!(e.contains("first: 2: empty intensity"), "{e}");
         let e = parse("").unwrap_err().to_string();
-        assert!(e.contains("the file is empty"), "{e}");
+        assert!(e.contains("the header line is blank"), "{e}");
         // A row cut short says so (and is held over like an empty value).
         let t = parse("timestamp,WND,avg_CI\n2022-01-01 00:00:00+00:00,1,5\n2022-01-01 01:00:00+00:00,garbage\n")
             .unwrap();

@@ -33,9 +33,9 @@ pub struct EnergyLedger {
     pub tenant_carbon_g: Vec<f64>,
     /// Carbon of intervals in which no tenant was busy, grams.
     pub idle_carbon_g: f64,
-    /// Energy of intervals whose intensity was unknown (before the first
-    /// reading, or with the source down), joules: counted in `energy_j`,
-    /// missing from `carbon_g`, which is then a lower bound.
+    /// Energy of intervals whose intensity was unknown (before the carbon
+    /// source's first reading, or a run without one), joules: counted in
+    /// `energy_j`, missing from `carbon_g`, which is then a lower bound.
     pub unpriced_energy_j: f64,
     /// Time those intervals took.
     pub unpriced: Duration,

@@ -196,6 +196,25 @@ pub struct Governor {
     stale: bool,
 }
 
+/// The age a reading is judged at: one its source marks stale (a trace's
+/// row held over an empty or malformed one) is never fresh, however recent.
+/// The runtime's governor and the simulator both judge readings by it, and
+/// neither plans on a stale one.
+///
+/// ```
+/// use ecomap::governor::reading_age;
+/// use std::time::Duration;
+/// assert_eq!(reading_age(false, Duration::from_secs(3)), Duration::from_secs(3));
+/// assert_eq!(reading_age(true, Duration::ZERO), Duration::MAX);
+/// ```
+pub fn reading_age(stale: bool, since_observed: Duration) -> Duration {
+    if stale {
+        Duration::MAX
+    } else {
+        since_observed
+    }
+}
+
 impl Governor {
     /// A governor with no cap decided yet.
     pub fn new(policy: GovernorPolicy) -> Self {

@@ -316,13 +316,18 @@ impl RunReport {
             h.mean_us()
                 .map_or(Duration::ZERO, |us| Duration::from_secs_f64(us / 1e6))
         };
-        if l.unpriced_energy_j > 0.0 {
+        if l.unpriced_energy_j > 0.0 && l.unpriced < l.elapsed {
             let _ = writeln!(
                 out,
-                "  carbon leaves out {:.1} J over {:.1} s while the intensity was unknown \
-                 (before the first reading, or with the source down): a lower bound",
+                "  carbon leaves out {:.1} J over {:.1} s before the first intensity reading: \
+                 a lower bound",
                 l.unpriced_energy_j,
                 l.unpriced.as_secs_f64()
+            );
+        } else if l.unpriced_energy_j > 0.0 {
+            let _ = writeln!(
+                out,
+                "  no intensity was read during the run: its carbon is not counted"
             );
         }
         let _ = writeln!(
@@ -528,7 +533,7 @@ mod tests {
         };
         let text = r.render();
         assert!(
-            text.contains("carbon leaves out 40.0 J over 4.0 s while the intensity was unknown"),
+            text.contains("carbon leaves out 40.0 J over 4.0 s before the first intensity reading"),
             "{text}"
         );
     }

@@ -136,8 +136,8 @@ pub struct Policy {
     /// An hourly planner that picks the power mode (and, for some, every
     /// tenant's variant and unit) itself, instead of the governor's cap
     /// rule. `ecomap run` takes `Mapping` (the runtime plans with its
-    /// estimator) and refuses the others, which need the whole trace ahead
-    /// (simulator only).
+    /// estimator) and refuses the others (simulator only: the baselines
+    /// and bounds of the evaluation, some of which read the trace ahead).
     #[serde(default)]
     pub plan: Option<PlanPolicy>,
 }
@@ -171,9 +171,11 @@ pub enum PlanPolicy {
         #[serde(default = "iterations")]
         iterations: u32,
     },
-    /// Like the Azure carbon-aware KEDA operator: the day-ahead window's
+    /// Like the Azure carbon-aware KEDA operator: the look-ahead window's
     /// min..max intensity split into as many equal buckets as `modes`; the
     /// bucket of the current intensity picks the mode (first = cleanest).
+    /// Near the span's end the window is its last `window` hours (the whole
+    /// span when that is shorter), so it never shrinks.
     CarbonBuckets {
         /// Look-ahead window, e.g. "24h".
         #[serde(with = "humantime_serde")]

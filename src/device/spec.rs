@@ -98,10 +98,11 @@ pub struct ModeSpec {
 
 /// Mean service time of one model variant on each kind of unit at the
 /// reference mode, in milliseconds (the simulator draws log-normal service
-/// times with this mean and the kind's `service_cv`; the analytic
-/// estimator reads it as the median, which for the Xavier GPU's and DLAs'
-/// 1.1% spread differs from the mean by 0.006%, for its CPU's 8% by 0.3%);
-/// `None` where the kind cannot run it.
+/// times with this mean and the variant's own `service_cv`, else the
+/// kind's; the analytic estimator reads it as the median, which for the
+/// Xavier GPU's and DLAs' 1.1% spread differs from the mean by 0.006%, for
+/// its CPU's 8% by 0.3%, for the host's 9–16% by 0.4–1.3%); `None` where the
+/// kind cannot run it.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ModelCost {

@@ -683,20 +683,24 @@ pub fn simulate(
         core.set_quality(c);
     }
     // The log-normal's σ per tenant, variant and unit, from the variant's
-    // own measured spread where the device description gives one.
-    let sigma = analysis
+    // own measured spread where the device description gives one (a
+    // synthetic model is not the network its name may echo: its kind's).
+    let sigma = workload
         .tenants
         .iter()
-        .map(|tm| {
-            tm.names
+        .map(|wt| {
+            wt.variants()
                 .iter()
-                .map(|name| {
+                .map(|v| {
                     device
                         .spec()
                         .units
                         .iter()
                         .map(|u| {
-                            let cv = device.service_cv(name, u.kind);
+                            let cv = match v.model {
+                                ModelSpec::Synthetic { .. } => device.spec().service_cv.get(u.kind),
+                                _ => device.service_cv(&v.name, u.kind),
+                            };
                             (1.0 + cv * cv).ln().sqrt()
                         })
                         .collect()
@@ -759,7 +763,14 @@ pub fn simulate(
         // Decide the hour's mode (and variants).
         let mut mode = engine.mode;
         if let Some(p) = planner.as_mut() {
-            if let Some(c) = p.decide(&engine.analysis, h, &hourly) {
+            // A stale hour keeps the plan in force, as the runtime plans
+            // on fresh readings only.
+            let decided = if stale[h] {
+                None
+            } else {
+                p.decide(&engine.analysis, h, &hourly)
+            };
+            if let Some(c) = decided {
                 mode = c.mode;
                 // The same plan again leaves the quality controller's steps
                 // since the last one in place, as in the runtime.
@@ -772,11 +783,7 @@ pub fn simulate(
                 }
             }
         } else if let Some(g) = governor.as_mut() {
-            let age = if stale[h] {
-                Duration::MAX
-            } else {
-                Duration::ZERO
-            };
+            let age = crate::governor::reading_age(stale[h], Duration::ZERO);
             if let Some(d) = g.on_sample(start, Some((gco2, age))) {
                 mode = device.mode_for_cap(d.cap_w);
             }

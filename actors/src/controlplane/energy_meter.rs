@@ -109,8 +109,10 @@ impl Meter {
                 self.measured = Some(r.measured);
                 match gco2 {
                     Some(g) => self.ledger.record(dt, r.watts, g, cap_w, &tenant_busy),
-                    // Before the first reading, or with the source down:
-                    // the report says the carbon total leaves this out.
+                    // Before the first reading (a source that has gone
+                    // down keeps its last reading, as the governor does
+                    // until it is stale): the report says the carbon total
+                    // leaves this out.
                     None => self
                         .ledger
                         .record_unpriced(dt, r.watts, cap_w, &tenant_busy),

@@ -277,11 +277,7 @@ impl PowerGovernor {
             return;
         }
         let sample = self.latest.map(|r| {
-            let age = if r.stale {
-                Duration::MAX
-            } else {
-                now.saturating_since(r.observed)
-            };
+            let age = ecomap::governor::reading_age(r.stale, now.saturating_since(r.observed));
             (r.gco2_per_kwh, age)
         });
         if let Some(d) = rule.on_sample(now, sample) {
