@@ -16,21 +16,14 @@ pub enum Sample {
 /// `--span`: whole trace hours, e.g. `3d`, `36h`, or `1y` (8760 h: a
 /// trace year, not humantime's Julian 8766 h; `2y` is 17520 h).
 pub fn parse_span(s: &str) -> Result<usize, String> {
-    if s == "year" {
-        return Ok(crate::simulate::YEAR_H);
-    }
-    let years = ["years", "year", "y"]
-        .iter()
-        .find_map(|unit| s.strip_suffix(unit))
-        .map(str::trim_end)
-        .filter(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
-    if let Some(n) = years {
-        return n
-            .parse::<usize>()
-            .ok()
+    if let Some(years) = trace_years(s) {
+        return years
             .filter(|&n| n > 0)
             .and_then(|n| n.checked_mul(crate::simulate::YEAR_H))
             .ok_or_else(|| format!("the span must be a positive number of years, got {s:?}"));
+    }
+    if let Some(e) = calendar_units(s, "the span") {
+        return Err(e);
     }
     let d = humantime::parse_duration(s)
         .map_err(|e| format!("{e}; write a span such as 3d, 30d, 36h or 1y"))?;
@@ -43,9 +36,54 @@ pub fn parse_span(s: &str) -> Result<usize, String> {
     usize::try_from(h).map_err(|_| "span too long".into())
 }
 
-/// `--start`: a whole-hour offset from the trace's first row (`30days`)
-/// or a UTC date (`2023-06-01`).
+/// A whole number of trace years (`year`, `1y`, `2 years`): `Some(None)`
+/// when it is years but not a usable number; `None` when it is not years
+/// alone.
+fn trace_years(s: &str) -> Option<Option<usize>> {
+    if s == "year" {
+        return Some(Some(1));
+    }
+    let n = ["years", "year", "y"]
+        .iter()
+        .find_map(|unit| s.strip_suffix(unit))
+        .map(str::trim_end)
+        .filter(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))?;
+    Some(n.parse::<usize>().ok())
+}
+
+/// An error when `s` mixes years or months into other units: humantime
+/// counts a year as 365.25 days (8766 h) and a month as 30.44 days, not the
+/// traces' 8760-hour year.
+fn calendar_units(s: &str, what: &str) -> Option<String> {
+    let units: Vec<&str> = s
+        .split(|c: char| c.is_ascii_digit() || c.is_whitespace())
+        .filter(|u| !u.is_empty())
+        .collect();
+    let calendar = units
+        .iter()
+        .any(|u| matches!(*u, "y" | "year" | "years" | "M" | "month" | "months"));
+    calendar.then(|| {
+        format!(
+            "{what} {s:?} mixes years or months with other units, which would count a year as \
+             365.25 days and a month as 30.44; write years alone (1y = 8760 h, a trace year) or \
+             days and hours (e.g. 30days)"
+        )
+    })
+}
+
+/// `--start`: a whole-hour offset from the trace's first row (`30days`,
+/// `1y` = 8760 h) or a UTC date (`2023-06-01`).
 pub fn parse_start(s: &str) -> Result<crate::simulate::StartAt, String> {
+    if let Some(years) = trace_years(s) {
+        return years
+            .and_then(|n| n.checked_mul(crate::simulate::YEAR_H))
+            .and_then(|h| u64::try_from(h).ok()?.checked_mul(3600))
+            .map(|secs| crate::simulate::StartAt::Offset(Duration::from_secs(secs)))
+            .ok_or_else(|| format!("--start {s:?}: too many years"));
+    }
+    if let Some(e) = calendar_units(s, "the start") {
+        return Err(e);
+    }
     match chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d") {
         Ok(date) => return Ok(crate::simulate::StartAt::Date(date)),
         // Shaped like a date (digits and dashes) but not one, e.g. 2022-02-30.
@@ -138,6 +176,16 @@ mod tests {
         assert!(parse_start("59m")
             .unwrap_err()
             .contains("whole number of hours"));
+        // Years are trace years for --start too; mixed calendar units say why not.
+        assert_eq!(
+            parse_start("1y"),
+            Ok(crate::simulate::StartAt::Offset(Duration::from_secs(
+                8760 * 3600
+            )))
+        );
+        assert!(parse_start("1month").unwrap_err().contains("30.44"));
+        assert!(parse_span("1y12h").unwrap_err().contains("years alone"));
+        assert_eq!(parse_span("30days"), Ok(720));
         assert_eq!(
             parse_start("2h"),
             Ok(crate::simulate::StartAt::Offset(Duration::from_secs(7200)))

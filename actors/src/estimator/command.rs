@@ -161,6 +161,9 @@ pub fn run(args: &TrainEstimatorArgs) -> Result<Vec<EvalRow>, TrainEstimatorErro
                     args.options.heldout_mix_fraction * 100.0
                 )));
             }
+            // Before the epochs, not after: an --out that cannot be made
+            // should not cost a training run.
+            std::fs::create_dir_all(&args.out).map_err(|e| write(&args.out, &e))?;
             let bar = indicatif::ProgressBar::new(args.options.epochs as u64);
             let (est, loss) = train(
                 descriptors,
@@ -184,7 +187,6 @@ pub fn run(args: &TrainEstimatorArgs) -> Result<Vec<EvalRow>, TrainEstimatorErro
                     args.options.epochs
                 ),
             }
-            std::fs::create_dir_all(&args.out).map_err(|e| write(&args.out, &e))?;
             est.save(&args.out)?;
             // The weights are only meaningful with the table their model
             // indices refer to: keep a copy beside them.
