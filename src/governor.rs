@@ -91,6 +91,13 @@ impl CapRule {
                 positive(*otherwise_w, "otherwise_w")?;
                 for (i, b) in bands.iter().enumerate() {
                     positive(b.cap_w, &format!("bands[{i}].cap_w"))?;
+                    // NaN compares false everywhere: a NaN band would never
+                    // apply and would hide the order check below.
+                    if b.below.is_nan() {
+                        return Err(format!(
+                            "bands[{i}].below must be an intensity in gCO2/kWh, got NaN"
+                        ));
+                    }
                     if i > 0 && b.below <= bands[i - 1].below {
                         return Err(format!(
                             "bands must be in increasing order of `below`: bands[{i}].below {} ≤ \
@@ -401,6 +408,10 @@ mod tests {
             otherwise_w: 15.0,
         };
         assert!(p.validate().unwrap_err().contains("increasing order"));
+        if let CapRule::Thresholds { bands, .. } = &mut p.rule {
+            bands[0].below = f64::NAN;
+        }
+        assert!(p.validate().unwrap_err().contains("bands[0].below"));
         let mut p = policy(0.0, 0);
         p.fallback_cap_w = 0.0;
         assert!(p.validate().unwrap_err().contains("fallback_cap_w"));

@@ -25,6 +25,11 @@ pub fn parse_span(s: &str) -> Result<usize, String> {
     if let Some(e) = calendar_units(s, "the span") {
         return Err(e);
     }
+    if s.starts_with('-') {
+        return Err(format!(
+            "the span must be positive, got {s:?}; write a span such as 3d, 30d, 36h or 1y"
+        ));
+    }
     let d = humantime::parse_duration(s)
         .map_err(|e| format!("{e}; write a span such as 3d, 30d, 36h or 1y"))?;
     let h = d.as_secs() / 3600;
@@ -186,6 +191,7 @@ mod tests {
         assert!(parse_start("1month").unwrap_err().contains("30.44"));
         assert!(parse_span("1y12h").unwrap_err().contains("years alone"));
         assert_eq!(parse_span("30days"), Ok(720));
+        assert!(parse_span("-1d").unwrap_err().contains("positive"));
         assert_eq!(
             parse_start("2h"),
             Ok(crate::simulate::StartAt::Offset(Duration::from_secs(7200)))

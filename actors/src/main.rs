@@ -286,11 +286,11 @@ enum Command {
         #[arg(long, default_value = "rt-config/devices/xavier.ron")]
         device: PathBuf,
         /// How much trace to replay: 3d, 30d, 1y (= 8760 h), 36h, …
-        #[arg(long, default_value = "3d", value_parser = parse_span)]
+        #[arg(long, default_value = "3d", value_parser = parse_span, allow_hyphen_values = true)]
         span: usize,
         /// Where to start: an offset from the trace's first row (0s, 30days)
         /// or a UTC date (2023-06-01).
-        #[arg(long, default_value = "0s", value_parser = parse_start)]
+        #[arg(long, default_value = "0s", value_parser = parse_start, allow_hyphen_values = true)]
         start: ecomap_actors::simulate::StartAt,
         /// Seed: XORed into the workload's seed for arrivals (0, the default,
         /// releases the same arrivals as `ecomap run`), and seeds the
@@ -304,7 +304,7 @@ enum Command {
         service_seed: Option<u64>,
         /// Simulated time per trace hour (e.g. 2m), or `full`. Default: full
         /// up to 3 days of span, 2m beyond.
-        #[arg(long, value_parser = parse_sample)]
+        #[arg(long, value_parser = parse_sample, allow_hyphen_values = true)]
         sample: Option<Sample>,
         /// Output folder.
         #[arg(long, default_value = "out/sim")]
@@ -467,7 +467,7 @@ fn run(files: &Files, o: RunOptions<'_>) -> Result<(), ExitCode> {
             })?,
         ),
     };
-    let start_error = start_failed;
+    let start_error = |e| start_failed(files, e);
     let worker_names: Vec<String> = l.rt.workers.iter().map(|w| w.name.clone()).collect();
     let injector = ecomap_actors::faults::FaultInjector::new(&worker_names);
     for f in faults {
@@ -598,8 +598,17 @@ fn load_for_serving(files: &Files, flag: &str, factor: Option<f64>) -> Result<Lo
 
 /// A start-up error's message, and its exit status: 2 (bad input or a
 /// model that does not load) but for a thread the OS would not create (1).
-fn start_failed(e: StartError) -> ExitCode {
-    eprintln!("error: {e}");
+/// A control-plane error (carbon source, platform, planner) comes from the
+/// policy or the rt-config: the message names both.
+fn start_failed(files: &Files, e: StartError) -> ExitCode {
+    match &e {
+        StartError::Control(_) => eprintln!(
+            "error: {e} (policy {}, rt-config {})",
+            files.policy.display(),
+            files.rt_config.display()
+        ),
+        _ => eprintln!("error: {e}"),
+    }
     match e {
         StartError::Spawn { .. } => ExitCode::from(1),
         StartError::ModelLoad { .. }
@@ -685,7 +694,7 @@ struct ServeOptions<'a> {
 fn serve(files: &Files, o: ServeOptions<'_>) -> Result<(), ExitCode> {
     use ecomap_actors::server::{self, ModelEntry, ServerState};
     let l = load_for_serving(files, "--generate", o.generate)?;
-    let fail = start_failed;
+    let fail = |e| start_failed(files, e);
     let mut runtime = Runtime::start(&l.workload, &l.rt, &l.policy).map_err(fail)?;
     if let Err(e) = runtime.start_control(o.generate.unwrap_or(1.0)) {
         let _ = runtime.shutdown();

@@ -349,7 +349,7 @@ fn carbon_without_a_platform_is_refused() {
     let trace = f.write("t.csv", "timestamp,gco2_per_kwh\n2023-01-01T00:00:00Z,5\n");
     assert_bad_input(
         &f.run(&["--carbon-trace", trace.to_str().unwrap()]),
-        &["no `platform`"],
+        &["no `platform`", "p.ron", "rt.ron"],
     );
 }
 
@@ -377,6 +377,12 @@ fn bad_model_catalogs_and_families_exit_2() {
     assert_bad_input(&f.run(&[]), &["no family \"fam\" in the catalog"]);
     f.write("w.ron", &family.replace("catalog: \"models.ron\",", ""));
     assert_bad_input(&f.run(&[]), &["no `catalog`"]);
+    // A catalog that is named is checked even when no tenant uses it.
+    f.write(
+        "w.ron",
+        &WORKLOAD.replace("tenants: [", "catalog: \"nope.ron\",\n    tenants: ["),
+    );
+    assert_bad_input(&f.run(&[]), &["nope.ron"]);
 }
 
 #[test]

@@ -123,14 +123,14 @@ impl Workload {
 
     /// Resolve `Family` models against the catalog.
     fn resolve_families(&mut self, path: &Path) -> Result<(), ConfigError> {
-        if !self
+        let uses_family = self
             .tenants
             .iter()
-            .any(|t| matches!(t.model, ModelSpec::Family(_)))
-        {
-            return Ok(());
-        }
+            .any(|t| matches!(t.model, ModelSpec::Family(_)));
         let Some(cat_path) = &self.catalog else {
+            if !uses_family {
+                return Ok(());
+            }
             return Err(ConfigError::invalid(
                 path,
                 "catalog",
@@ -138,8 +138,13 @@ impl Workload {
                  `catalog: \"../policies/models.ron\"`",
             ));
         };
+        // A catalog the file names is checked even when no tenant uses it
+        // yet: a wrong path should not wait for the first Family to show.
         let base = path.parent().unwrap_or(Path::new("."));
         let catalog = Catalog::load(&base.join(cat_path))?;
+        if !uses_family {
+            return Ok(());
+        }
         for (i, t) in self.tenants.iter_mut().enumerate() {
             if let ModelSpec::Family(name) = &t.model {
                 let f = catalog.family(name).ok_or_else(|| {
