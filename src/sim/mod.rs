@@ -921,16 +921,28 @@ mod tests {
     ])"#;
 
     fn run(w: &Workload, p: &Policy, t: &CarbonTrace, seed: u64) -> SimResult {
-        let d = xavier();
+        run_on(&xavier(), w, p, t, (4, Duration::from_secs(60)), seed)
+    }
+
+    /// `hours` sampled hours of `sample` each on device `d`, from the
+    /// trace's first row.
+    fn run_on(
+        d: &DeviceModel,
+        w: &Workload,
+        p: &Policy,
+        t: &CarbonTrace,
+        (hours, sample): (usize, Duration),
+        seed: u64,
+    ) -> SimResult {
         simulate(
             &SimSetup {
                 workload: w,
-                device: &d,
+                device: d,
                 policy: p,
                 trace: t,
                 start: Duration::ZERO,
-                hours: 4,
-                sample: Some(Duration::from_secs(60)),
+                hours,
+                sample: Some(sample),
                 seed,
                 service_seed: None,
                 accuracy_target: None,
@@ -1178,24 +1190,7 @@ mod tests {
                 .unwrap();
             spec.models[i].service_cv = Some(cv);
             let d = DeviceModel::new(spec).unwrap();
-            let r = simulate(
-                &SimSetup {
-                    workload: &w,
-                    device: &d,
-                    policy: &p,
-                    trace: &t,
-                    start: Duration::ZERO,
-                    hours: 3,
-                    sample: Some(Duration::from_secs(120)),
-                    seed: 1,
-                    service_seed: None,
-                    accuracy_target: None,
-                    planning: None,
-                    service_replay: None,
-                },
-                |_| {},
-            )
-            .unwrap();
+            let r = run_on(&d, &w, &p, &t, (3, Duration::from_secs(120)), 1);
             r.tenants
                 .iter()
                 .map(|t| {
@@ -1313,24 +1308,7 @@ mod tests {
         let t = trace(24, |_| 700.0);
         let d = xavier();
         let go = |p: &Policy| {
-            let r = simulate(
-                &SimSetup {
-                    workload: &w,
-                    device: &d,
-                    policy: p,
-                    trace: &t,
-                    start: Duration::ZERO,
-                    hours: 24,
-                    sample: Some(Duration::from_secs(20)),
-                    seed: 2,
-                    service_seed: None,
-                    accuracy_target: None,
-                    planning: None,
-                    service_replay: None,
-                },
-                |_| {},
-            )
-            .unwrap();
+            let r = run_on(&d, &w, p, &t, (24, Duration::from_secs(20)), 2);
             let rows = output::summary_rows("t", &p.name, &r);
             let all = rows.iter().find(|x| x.tenant == "all").unwrap().clone();
             (r, all)
