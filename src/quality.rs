@@ -3,7 +3,9 @@
 //!
 //! Pure logic, owned by the dispatcher. Per tenant it keeps, for every
 //! variant, an estimate of the forward-pass time *at full speed* (service
-//! divided by the throttle it ran under, so estimates survive cap changes):
+//! divided by the throttle it ran under and by the unit's cost relative to
+//! the tenant's fastest unit, so estimates survive cap changes and moves
+//! between units):
 //! an exponentially weighted mean and a high percentile of recent samples,
 //! the larger of the two used as the prediction. It also keeps the tenant's
 //! recent hit/miss record.
@@ -286,13 +288,15 @@ impl QualityController {
     }
 
     /// Record a finished request of tenant `t` served by variant `v`:
-    /// its service time, the throttle it ran under, and whether it missed.
-    pub fn record(&mut self, t: usize, v: usize, service: Duration, throttle: f64, missed: bool) {
+    /// its service time, how much slower than full speed it ran (`scale`:
+    /// the throttle, times the unit's relative cost where units differ;
+    /// see [`QualityController::choose_on`]), and whether it missed.
+    pub fn record(&mut self, t: usize, v: usize, service: Duration, scale: f64, missed: bool) {
         let p = &self.policy;
         let q = &mut self.tenants[t];
         if let Some(e) = q.estimates.get_mut(v) {
             e.record(
-                service.as_secs_f64() / throttle.max(1.0),
+                service.as_secs_f64() / scale.max(1.0),
                 p.ewma_alpha,
                 p.window,
             );
@@ -324,7 +328,8 @@ impl QualityController {
 
     /// Decide tenant `t`'s variant for a request being dispatched `now`
     /// with absolute deadline `deadline`, under `throttle` (the slowdown in
-    /// force). Returns the variant to use.
+    /// force), on a unit that runs every variant at full speed. Returns the
+    /// variant to use.
     pub fn choose(
         &mut self,
         t: usize,
@@ -332,10 +337,26 @@ impl QualityController {
         deadline: Timestamp,
         throttle: f64,
     ) -> usize {
+        self.choose_on(t, now, deadline, |_| throttle.max(1.0))
+    }
+
+    /// [`QualityController::choose`] on a unit whose speed differs per
+    /// variant: `scale(v)` is how much longer than its full-speed estimate
+    /// variant `v` takes there (the mode's slowdown times the unit's cost
+    /// relative to the fastest unit that holds the tenant; ≥ 1). A DLA core
+    /// runs a network about twice as long as the GPU: an estimate learnt on
+    /// one unit then predicts the other from the first request on.
+    pub fn choose_on(
+        &mut self,
+        t: usize,
+        now: Timestamp,
+        deadline: Timestamp,
+        scale: impl Fn(usize) -> f64,
+    ) -> usize {
         if !self.policy.enabled {
             return self.tenants[t].active;
         }
-        if let Some((to, reason)) = self.decide(t, now, deadline, throttle) {
+        if let Some((to, reason)) = self.decide(t, now, deadline, scale) {
             self.swap(t, to, now, reason);
         }
         self.tenants[t].active
@@ -347,7 +368,7 @@ impl QualityController {
         t: usize,
         now: Timestamp,
         deadline: Timestamp,
-        throttle: f64,
+        scale: impl Fn(usize) -> f64,
     ) -> Option<(usize, SwapReason)> {
         let miss_rate = self.miss_rate(t);
         let p = &self.policy;
@@ -359,7 +380,7 @@ impl QualityController {
         let predict = |v: usize| {
             q.estimates[v]
                 .predict(p.tail_quantile)
-                .map(|s| s * throttle.max(1.0))
+                .map(|s| s * scale(v).max(1.0))
         };
         // Degrade? No dwell: stepping down is what keeps deadlines, and it
         // cannot oscillate by itself (only upgrades wait out `min_dwell`).

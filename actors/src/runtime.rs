@@ -37,6 +37,7 @@ use ecomap::config::policy::Policy;
 use ecomap::config::rt::{RtConfig, ThreadSpec};
 use ecomap::config::workload::Workload;
 use ecomap::dispatch::schedulability::{self, TenantDemand};
+use ecomap::dispatch::unit_cost::{relative_costs, TimedPass};
 use ecomap::quality::QualityController;
 use ecomap::report::{QualityReport, RunReport};
 use ecomap::request::TenantId;
@@ -128,8 +129,8 @@ pub struct Runtime {
     faults: FaultInjector,
     scheduled_faults: Vec<ScheduledFault>,
     incidents: IncidentLog,
-    /// `(tenant, variant, warm pass)` per worker that loaded it.
-    warm: Vec<(usize, usize, Duration)>,
+    /// Each model's warm pass, on each worker that loaded it.
+    warm: Vec<TimedPass>,
     /// `serves[w][t]`: whether worker `w` holds tenant `t`'s models.
     serves: Vec<Vec<bool>>,
     worker_names: Vec<String>,
@@ -608,7 +609,12 @@ impl Runtime {
         for _ in 0..rt_config.workers.len() {
             match ready_rx.recv() {
                 Ok(Ok((wi, w, outs, sched))) => {
-                    warm.extend(w);
+                    warm.extend(w.into_iter().map(|(tenant, variant, took)| TimedPass {
+                        unit: wi,
+                        tenant,
+                        variant,
+                        took,
+                    }));
                     for (t, o) in outs {
                         outputs[t].get_or_insert(o);
                     }
@@ -652,6 +658,30 @@ impl Runtime {
             (None, Some(_)) => Some(ecomap::quality::QualityPolicy::disabled()),
             (None, None) => None,
         };
+        // Workers of one device kind are alike; between kinds (a CUDA worker
+        // beside CPU workers) the warm passes say how much slower a model
+        // runs where, so the dispatcher's estimates — kept at the fastest
+        // kind's speed — predict a tenant moved between them at once.
+        let kinds: Vec<usize> = rt_config
+            .workers
+            .iter()
+            .map(|w| {
+                rt_config
+                    .workers
+                    .iter()
+                    .position(|o| o.device == w.device)
+                    .unwrap_or(0)
+            })
+            .collect();
+        let unit_costs = relative_costs(&kinds, &warm);
+        let relative = |p: &TimedPass| {
+            unit_costs
+                .iter()
+                .find(|c| c.unit == p.unit && c.tenant == p.tenant)
+                .and_then(|c| c.relative.get(p.variant))
+                .copied()
+                .unwrap_or(1.0)
+        };
         let quality = quality_policy.map(|qp| {
             let counts: Vec<usize> = workload
                 .tenants
@@ -660,8 +690,8 @@ impl Runtime {
                 .collect();
             let deadlines: Vec<Duration> = workload.tenants.iter().map(|t| t.deadline).collect();
             let mut c = QualityController::new(qp, &counts, &deadlines);
-            for (t, v, took) in &warm {
-                c.seed_estimate(*t, *v, *took);
+            for p in &warm {
+                c.seed_estimate(p.tenant, p.variant, p.took.div_f64(relative(p)));
             }
             c
         });
@@ -671,8 +701,11 @@ impl Runtime {
                 d.set_quality(q);
             }
             d.set_shedding(workload.shed_mask(policy.shedding));
-            for (t, v, took) in &warm {
-                d.seed_service(*t, *v, *took);
+            for c in &unit_costs {
+                d.set_relative_cost(c.unit, c.tenant, c.relative.clone());
+            }
+            for p in &warm {
+                d.seed_service(p.tenant, p.variant, p.took.div_f64(relative(p)));
             }
         }
 
@@ -778,8 +811,8 @@ impl Runtime {
                 let fastest = self
                     .warm
                     .iter()
-                    .filter(|(wt, _, _)| *wt == t)
-                    .map(|(_, _, took)| *took)
+                    .filter(|p| p.tenant == t)
+                    .map(|p| p.took)
                     .min()
                     .unwrap_or(Duration::ZERO);
                 TenantDemand {

@@ -73,6 +73,7 @@ fn done() -> WorkerEvent {
         variant: 0,
         service: Duration::from_millis(1),
         throttle: 1.0,
+        unit_cost: 1.0,
         missed: false,
     })
 }

@@ -7,12 +7,16 @@
 //! - [`step`]: the dispatch step, a pure state machine driven by events with
 //!   timestamps passed in. The runtime's `EdfDispatcher` (crate
 //!   `ecomap-actors`) and the simulator ([`crate::sim`]) both call it, so
-//!   the decisions exist once.
+//!   the decisions exist once;
+//! - [`unit_cost`]: how much slower one kind of unit runs a tenant's model
+//!   than another, from timed passes (the step keeps its service estimates
+//!   at the fastest unit's speed).
 
 pub mod admission;
 pub mod queue;
 pub mod schedulability;
 pub mod step;
+pub mod unit_cost;
 
 pub use queue::{DispatchQueue, QueueOrder};
 pub use step::{DispatchCore, DispatchStats, Job, JobDone, Next, StepEffects, StepEvent};

@@ -62,6 +62,12 @@ pub struct Job {
     pub throttle: f64,
     /// Which variant of the tenant's family to run (0 = heaviest).
     pub variant: usize,
+    /// How much longer than on the fastest unit holding its tenant the
+    /// variant runs on this unit at the same mode (≥ 1; 1 where every
+    /// unit is alike). Not a stretch the worker applies — the unit is
+    /// simply that slow — but divided out of the measured service with
+    /// the throttle, so one estimate serves every unit.
+    pub unit_cost: f64,
 }
 
 /// What a unit reports about the job it just finished.
@@ -75,6 +81,8 @@ pub struct JobDone {
     pub service: Duration,
     /// The throttle it ran under.
     pub throttle: f64,
+    /// The job's [`Job::unit_cost`].
+    pub unit_cost: f64,
     /// Whether it finished after its deadline or failed
     /// ([`crate::request::Outcome::is_miss`]).
     pub missed: bool,
@@ -158,6 +166,25 @@ struct UnitSlot {
     lost: bool,
     /// Slowdown at the current power mode.
     throttle: f64,
+    /// `cost[t][v]`: tenant `t`'s variant `v` here relative to the fastest
+    /// unit that holds the tenant (missing: 1).
+    cost: Vec<Vec<f64>>,
+}
+
+impl UnitSlot {
+    fn cost(&self, t: usize, v: usize) -> f64 {
+        self.cost
+            .get(t)
+            .and_then(|c| c.get(v))
+            .copied()
+            .unwrap_or(1.0)
+    }
+
+    /// How much slower than the full-speed estimate tenant `t`'s variant
+    /// `v` runs here now.
+    fn scale(&self, t: usize, v: usize) -> f64 {
+        self.throttle.max(1.0) * self.cost(t, v)
+    }
 }
 
 /// The dispatcher's state: the deadline heap, per-tenant counts, the units'
@@ -207,6 +234,7 @@ impl DispatchCore {
                     gone: false,
                     lost: false,
                     throttle: 1.0,
+                    cost: Vec::new(),
                 })
                 .collect(),
             quality: None,
@@ -256,6 +284,21 @@ impl DispatchCore {
     pub fn set_throttle(&mut self, u: usize, throttle: f64) {
         debug_assert!(throttle.is_finite() && throttle > 0.0);
         self.units[u].throttle = throttle;
+    }
+
+    /// Set unit `u`'s cost of running tenant `t`'s variants, relative to
+    /// the fastest unit that holds the tenant at the same mode
+    /// (`relative[v] ≥ 1`; unset, 1: every unit alike). Service estimates
+    /// are kept at the fastest unit's full speed, so a tenant moved between
+    /// a GPU and a DLA core is predicted right from its first request
+    /// there.
+    pub fn set_relative_cost(&mut self, u: usize, t: usize, relative: Vec<f64>) {
+        debug_assert!(relative.iter().all(|c| c.is_finite() && *c >= 1.0));
+        let cost = &mut self.units[u].cost;
+        if cost.len() <= t {
+            cost.resize_with(t + 1, Vec::new);
+        }
+        cost[t] = relative;
     }
 
     /// Set every unit's slowdown (a device whose units all slow alike).
@@ -336,19 +379,15 @@ impl DispatchCore {
             StepEvent::Woke => {}
             StepEvent::Finished(done) => {
                 debug_assert!(!self.units[u].idle, "only a busy unit finishes a job");
+                debug_assert!(done.unit_cost.is_finite() && done.unit_cost >= 1.0);
+                let scale = done.throttle.max(1.0) * done.unit_cost;
                 self.record_service(
                     done.tenant,
                     done.variant,
-                    done.service.as_secs_f64() / done.throttle.max(1.0),
+                    done.service.as_secs_f64() / scale,
                 );
                 if let Some(q) = &mut self.quality {
-                    q.record(
-                        done.tenant,
-                        done.variant,
-                        done.service,
-                        done.throttle,
-                        done.missed,
-                    );
+                    q.record(done.tenant, done.variant, done.service, scale, done.missed);
                 }
             }
             StepEvent::Received(r) => self.admit(r),
@@ -579,14 +618,16 @@ impl DispatchCore {
             let t = request.tenant.index();
             debug_assert!(self.queued[t] > 0);
             self.queued[t] -= 1;
-            let throttle = self.units[u].throttle;
+            let unit = &self.units[u];
+            let throttle = unit.throttle;
             // The quality controller may degrade first: shed only what even
             // the variant it chose cannot serve in time.
             let variant = match &mut self.quality {
-                Some(q) => q.choose(t, now, request.deadline, throttle),
+                Some(q) => q.choose_on(t, now, request.deadline, |v| unit.scale(t, v)),
                 None => 0,
             };
-            if self.shed[t] && self.hopeless(&request, variant, throttle, now) {
+            let unit_cost = unit.cost(t, variant);
+            if self.shed[t] && self.hopeless(&request, variant, unit.scale(t, variant), now) {
                 if let Some(q) = &mut self.quality {
                     q.record_miss(t);
                 }
@@ -600,20 +641,22 @@ impl DispatchCore {
                 dispatched: now,
                 throttle,
                 variant,
+                unit_cost,
             });
         }
     }
 
-    /// Whether `r`, started now as `variant` at `throttle`, is predicted to
-    /// finish past its deadline. Unknown service: not hopeless.
-    fn hopeless(&self, r: &Request, variant: usize, throttle: f64, now: Timestamp) -> bool {
+    /// Whether `r`, started now as `variant` on a unit `scale` times slower
+    /// than full speed, is predicted to finish past its deadline. Unknown
+    /// service: not hopeless.
+    fn hopeless(&self, r: &Request, variant: usize, scale: f64, now: Timestamp) -> bool {
         let Some(full_speed) = self.service[r.tenant.index()]
             .get(variant)
             .and_then(|e| e.predict(SHED_QUANTILE))
         else {
             return false;
         };
-        let finish = now + Duration::from_secs_f64(full_speed * throttle.max(1.0));
+        let finish = now + Duration::from_secs_f64(full_speed * scale);
         finish > r.deadline
     }
 }
@@ -643,6 +686,7 @@ mod tests {
             variant: 0,
             service: Duration::from_millis(1),
             throttle: 1.0,
+            unit_cost: 1.0,
             missed: false,
         })
     }
@@ -943,6 +987,7 @@ mod tests {
             variant: 0,
             service: Duration::from_millis(8),
             throttle: 2.0,
+            unit_cost: 1.0,
             missed: true,
         });
         assert_eq!(run(c.step(0, done_slow, ms(8), &mut fx)).request.id, 2);
@@ -952,6 +997,60 @@ mod tests {
         c.admit(req(3, 0, 9, 10));
         assert_eq!(c.step(0, done(0), ms(9), &mut fx), Next::Wait);
         assert_eq!(fx.shed.len(), 1);
+    }
+
+    #[test]
+    fn a_tenant_moved_to_a_slower_unit_is_predicted_at_that_units_speed() {
+        // Unit 1 (say a DLA core) runs tenant 0's only variant twice as
+        // long as unit 0 (the GPU) at the same mode.
+        let mut c = DispatchCore::new(QueueOrder::EarliestDeadline, 1, vec![vec![true]; 2]);
+        c.set_relative_cost(1, 0, vec![2.0]);
+        c.set_shedding(vec![true]);
+        let mut fx = StepEffects::default();
+        assert_eq!(c.step(1, StepEvent::Woke, ms(0), &mut fx), Next::Wait);
+        let j = run(c.step(0, StepEvent::Received(req(1, 0, 0, 10)), ms(0), &mut fx));
+        assert_eq!(j.unit_cost, 1.0);
+        // 4 ms on the GPU: 4 ms at full speed on the tenant's fastest unit.
+        let on_gpu = |service_ms| {
+            StepEvent::Finished(JobDone {
+                tenant: 0,
+                variant: 0,
+                service: Duration::from_millis(service_ms),
+                throttle: 1.0,
+                unit_cost: 1.0,
+                missed: false,
+            })
+        };
+        assert_eq!(c.step(0, on_gpu(4), ms(4), &mut fx), Next::Wait);
+        c.remap(0, &[false, true], &mut fx);
+        // 6 ms left: 4 ms would make it on the GPU, 8 ms on the DLA does not.
+        c.admit(req(2, 0, 4, 6));
+        assert_eq!(c.step(1, StepEvent::Woke, ms(4), &mut fx), Next::Wait);
+        assert_eq!(
+            fx.shed.len(),
+            1,
+            "predicted at the DLA's 8 ms, not the GPU's 4"
+        );
+        // 10 ms left: it runs there, and says how slow the unit is.
+        c.admit(req(3, 0, 5, 10));
+        let j = run(c.step(1, StepEvent::Woke, ms(5), &mut fx));
+        assert_eq!(j.unit_cost, 2.0);
+        // Its 10 ms pass there (throttle 1) is 5 ms at the GPU's speed: back
+        // on the GPU, 6 ms left is enough.
+        let on_dla = StepEvent::Finished(JobDone {
+            tenant: 0,
+            variant: 0,
+            service: Duration::from_millis(10),
+            throttle: 1.0,
+            unit_cost: j.unit_cost,
+            missed: false,
+        });
+        assert_eq!(c.step(1, on_dla, ms(15), &mut fx), Next::Wait);
+        c.remap(0, &[true, false], &mut fx);
+        c.admit(req(4, 0, 15, 6));
+        let j = run(c.step(0, StepEvent::Woke, ms(15), &mut fx));
+        assert_eq!((j.request.id, j.unit_cost), (4, 1.0));
+        assert!(fx.shed.is_empty());
     }
 
     #[test]

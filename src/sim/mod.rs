@@ -416,6 +416,7 @@ impl<'a> Engine<'a> {
             variant: run.job.variant,
             service: c.service(),
             throttle: run.job.throttle,
+            unit_cost: run.job.unit_cost,
             missed: c.outcome().is_miss(),
         };
         self.step(u, StepEvent::Finished(done), now);
@@ -663,15 +664,32 @@ pub fn simulate(
         (None, None) => None,
     };
     let mut quality = quality_policy.map(|q| QualityController::new(q, &variants, &deadlines));
-    // Seed each variant's full-speed estimate (shedding and quality) from
-    // the device model, as the runtime seeds them from a warm-up pass.
+    // Estimates are kept at the speed of the fastest unit a tenant may run
+    // on; each unit's cost relative to it comes from the device model, so
+    // a tenant the planner moves from the GPU to a DLA core is predicted
+    // at the DLA's speed from its first request there. Seed each variant's
+    // full-speed estimate (shedding and quality) from the device model, as
+    // the runtime seeds them from a warm-up pass.
     for (t, tm) in analysis.tenants.iter().enumerate() {
-        for v in 0..tm.top1.len() {
-            let s = tm
-                .units
+        let fastest: Vec<f64> = tm
+            .cost_s
+            .iter()
+            .map(|per_unit| {
+                tm.movable
+                    .iter()
+                    .map(|&u| per_unit[u])
+                    .fold(f64::INFINITY, f64::min)
+            })
+            .collect();
+        for &u in &tm.movable {
+            let relative = fastest
                 .iter()
-                .map(|&u| tm.cost_s[v][u])
-                .fold(0.0, f64::max);
+                .zip(&tm.cost_s)
+                .map(|(f, per_unit)| per_unit[u] / f)
+                .collect();
+            core.set_relative_cost(u, t, relative);
+        }
+        for (v, &s) in fastest.iter().enumerate() {
             let full_speed = Duration::from_secs_f64(s);
             core.seed_service(t, v, full_speed);
             if let Some(c) = quality.as_mut() {

@@ -374,6 +374,7 @@ impl AcceleratorWorker {
                         variant: job.variant,
                         service: completion.service(),
                         throttle: job.throttle,
+                        unit_cost: job.unit_cost,
                         missed: completion.outcome().is_miss(),
                     });
                 }

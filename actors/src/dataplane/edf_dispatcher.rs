@@ -242,6 +242,13 @@ impl EdfDispatcher {
         self.core.seed_service(t, v, full_speed);
     }
 
+    /// Set worker `w`'s cost of tenant `t`'s variants relative to the
+    /// fastest kind of worker that holds it (see
+    /// [`ecomap::dispatch::DispatchCore::set_relative_cost`]).
+    pub fn set_relative_cost(&mut self, w: usize, t: usize, relative: Vec<f64>) {
+        self.core.set_relative_cost(w, t, relative);
+    }
+
     /// Apply the mapping planner's variants from `cell` at every step (the
     /// policy's quality controller then carries on from them).
     pub fn with_plan_updates(mut self, cell: PlanCell, tenants: usize) -> Self {
