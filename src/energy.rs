@@ -39,6 +39,13 @@ pub struct EnergyLedger {
     pub unpriced_energy_j: f64,
     /// Time those intervals took.
     pub unpriced: Duration,
+    /// Energy of intervals priced at a stale intensity (the last reading of
+    /// a source that stopped answering, older than the policy's
+    /// `max_staleness`), joules: counted in `energy_j` and `carbon_g`,
+    /// whose carbon is then partly an estimate.
+    pub stale_priced_energy_j: f64,
+    /// Time those intervals took.
+    pub stale_priced: Duration,
     /// Time spent at each cap (watts, time), in order of first use.
     pub time_at_cap: Vec<(f64, Duration)>,
     /// Time accounted.
@@ -79,6 +86,23 @@ impl EnergyLedger {
         tenant_busy: &[Duration],
     ) {
         self.add(dt, power_w, None, cap_w, tenant_busy);
+    }
+
+    /// Account one interval priced at a stale reading: as
+    /// [`EnergyLedger::record`], and the ledger keeps how much energy was
+    /// priced so, so a report can say how much of the carbon rests on an
+    /// old reading.
+    pub fn record_stale(
+        &mut self,
+        dt: Duration,
+        power_w: f64,
+        gco2_per_kwh: f64,
+        cap_w: f64,
+        tenant_busy: &[Duration],
+    ) {
+        self.add(dt, power_w, Some(gco2_per_kwh), cap_w, tenant_busy);
+        self.stale_priced_energy_j += power_w.max(0.0) * dt.as_secs_f64();
+        self.stale_priced += dt;
     }
 
     fn add(

@@ -330,6 +330,16 @@ impl RunReport {
                 "  no intensity was read during the run: its carbon is not counted"
             );
         }
+        if l.stale_priced_energy_j > 0.0 {
+            let _ = writeln!(
+                out,
+                "  carbon prices {:.1} J over {:.1} s at a stale intensity reading (a source \
+                 down past the governor's max_staleness, or a trace row held over a gap): \
+                 an estimate",
+                l.stale_priced_energy_j,
+                l.stale_priced.as_secs_f64()
+            );
+        }
         let _ = writeln!(
             out,
             "  CDP (carbon × mean end-to-end latency) {:.6} g·s",
@@ -536,5 +546,46 @@ mod tests {
             text.contains("carbon leaves out 40.0 J over 4.0 s before the first intensity reading"),
             "{text}"
         );
+        assert!(!text.contains("stale intensity"), "{text}");
+    }
+
+    #[test]
+    fn energy_section_says_how_much_carbon_rests_on_a_stale_reading() {
+        let mut ledger = EnergyLedger::new(1);
+        ledger.record(
+            Duration::from_secs(90),
+            10.0,
+            500.0,
+            40.0,
+            &[Duration::ZERO],
+        );
+        // The source went down: the last reading prices the rest.
+        ledger.record_stale(
+            Duration::from_secs(10),
+            12.0,
+            500.0,
+            40.0,
+            &[Duration::ZERO],
+        );
+        assert!((ledger.energy_j - 1020.0).abs() < 1e-9);
+        assert!((ledger.carbon_g - 1020.0 / 3.6e6 * 500.0).abs() < 1e-12);
+        let r = RunReport {
+            policy: "p".into(),
+            duration: Duration::from_secs(100),
+            tenants: vec![TenantAccount::new("cam")],
+            energy: Some(EnergyReport {
+                platform: "emulated".into(),
+                carbon_source: "http".into(),
+                ledger,
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let text = r.render();
+        assert!(
+            text.contains("carbon prices 120.0 J over 10.0 s at a stale intensity reading"),
+            "{text}"
+        );
+        assert!(!text.contains("leaves out"), "{text}");
     }
 }

@@ -103,6 +103,46 @@ fn a_dirty_grid_caps_the_device_and_really_slows_the_workers() {
 }
 
 #[test]
+fn carbon_priced_on_the_last_reading_of_a_source_that_went_down_is_reported_as_stale() {
+    let _serial = serial();
+    let srv = tiny_http::Server::http("127.0.0.1:0").unwrap();
+    let base = format!("http://{}", srv.server_addr().to_ip().unwrap());
+    std::thread::spawn(move || {
+        let mut answered = false;
+        while let Ok(Some(req)) = srv.recv_timeout(Duration::from_secs(10)) {
+            // One reading, then the source is down.
+            let response = if answered {
+                tiny_http::Response::from_string("down").with_status_code(500)
+            } else {
+                tiny_http::Response::from_string(
+                    r#"{"data": [{"from": "2026-12-07T10:00Z", "to": "2026-12-07T10:30Z",
+                        "intensity": {"forecast": 250, "actual": 240, "index": "moderate"}}]}"#,
+                )
+            };
+            answered = true;
+            let _ = req.respond(response);
+        }
+    });
+    let p = policy(&format!(
+        r#"Http(provider: UkNationalGrid, base_url: "{base}", poll: "200ms", timeout: "200ms")"#
+    ));
+    // max_staleness 1 s: about 2 of the 4 s are priced at the old reading.
+    let report = run(&p, 4);
+    let e = report.energy.clone().unwrap();
+    let l = &e.ledger;
+    assert!(l.stale_priced > Duration::from_millis(500), "{l:?}");
+    assert!(l.stale_priced_energy_j > 0.0 && l.carbon_g > 0.0, "{l:?}");
+    assert!(l.stale_priced_energy_j <= l.energy_j, "{l:?}");
+    assert!(e.staleness_events >= 1, "{e:?}");
+    assert!(
+        report.render().contains("at a stale intensity reading"),
+        "{}",
+        report.render()
+    );
+    assert!(report.is_conserved());
+}
+
+#[test]
 fn a_failing_provider_falls_back_and_the_runtime_keeps_serving() {
     let _serial = serial();
     let srv = tiny_http::Server::http("127.0.0.1:0").unwrap();

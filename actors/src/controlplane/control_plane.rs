@@ -68,6 +68,9 @@ pub struct ControlShared {
 #[derive(Default)]
 struct SharedState {
     intensity: Option<f64>,
+    /// The reading in force is older than `max_staleness` (or marked
+    /// stale by its source): carbon priced on it is an estimate.
+    intensity_stale: bool,
     cap_w: f64,
     level: String,
     cap_changes: Vec<(f64, f64, String, String)>,
@@ -97,8 +100,16 @@ impl ControlShared {
     }
 
     /// Record the intensity in force.
-    pub fn set_intensity(&self, gco2: f64, _stale: bool) {
-        self.state().intensity = Some(gco2);
+    pub fn set_intensity(&self, gco2: f64, stale: bool) {
+        let mut s = self.state();
+        s.intensity = Some(gco2);
+        s.intensity_stale = stale;
+    }
+
+    /// Record whether the reading in force has gone stale (the governor
+    /// judges it each tick, as it judges its cap).
+    pub fn set_intensity_stale(&self, stale: bool) {
+        self.state().intensity_stale = stale;
     }
 
     /// Record an applied cap.
@@ -127,11 +138,30 @@ impl ControlShared {
         }
     }
 
-    /// (intensity, cap, level) in force.
-    pub fn snapshot(&self) -> (Option<f64>, f64, String) {
+    /// What is in force, read at once.
+    pub fn snapshot(&self) -> InForce {
         let s = self.state();
-        (s.intensity, s.cap_w, s.level.clone())
+        InForce {
+            intensity: s.intensity,
+            intensity_stale: s.intensity_stale,
+            cap_w: s.cap_w,
+            level: s.level.clone(),
+        }
     }
+}
+
+/// The intensity, cap and device level in force at one moment.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InForce {
+    /// The last intensity read (gCO2eq/kWh), if any.
+    pub intensity: Option<f64>,
+    /// Whether that reading is stale (older than the policy's
+    /// `max_staleness`, or marked stale by its source).
+    pub intensity_stale: bool,
+    /// The cap in force (watts).
+    pub cap_w: f64,
+    /// The device level's name.
+    pub level: String,
 }
 
 /// A control plane ready to start: inputs checked, platform opened.
@@ -267,12 +297,12 @@ pub struct ControlSnapshot {
 impl ControlView {
     /// The state now.
     pub fn snapshot(&self) -> ControlSnapshot {
-        let (intensity, cap_w, level) = self.shared.snapshot();
+        let now = self.shared.snapshot();
         let m = self.meter.lock().unwrap_or_else(|p| p.into_inner());
         ControlSnapshot {
-            cap_w,
-            level,
-            intensity,
+            cap_w: now.cap_w,
+            level: now.level,
+            intensity: now.intensity,
             power_w: m.timeline.last().map_or(0.0, |r| r.power_w),
             power_measured: m.measured.unwrap_or(false),
             energy_j: m.ledger.energy_j,

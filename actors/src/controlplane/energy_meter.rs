@@ -103,16 +103,22 @@ impl Meter {
         let utilisation = (worker_busy.as_secs_f64() / (dt.as_secs_f64() * w.len().max(1) as f64))
             .clamp(0.0, 1.0);
         let reading = self.shared.platform().read_power(dt, utilisation);
-        let (gco2, cap_w, level) = self.shared.snapshot();
+        let in_force = self.shared.snapshot();
+        let (gco2, cap_w, level) = (in_force.intensity, in_force.cap_w, in_force.level);
         match reading {
             Ok(r) => {
                 self.measured = Some(r.measured);
                 match gco2 {
+                    // A source that has gone down keeps its last reading,
+                    // the best estimate there is; the ledger counts what
+                    // it priced so, and the report says so.
+                    Some(g) if in_force.intensity_stale => {
+                        self.ledger
+                            .record_stale(dt, r.watts, g, cap_w, &tenant_busy)
+                    }
                     Some(g) => self.ledger.record(dt, r.watts, g, cap_w, &tenant_busy),
-                    // Before the first reading (a source that has gone
-                    // down keeps its last reading, as the governor does
-                    // until it is stale): the report says the carbon total
-                    // leaves this out.
+                    // Before the first reading: the report says the carbon
+                    // total leaves this out.
                     None => self
                         .ledger
                         .record_unpriced(dt, r.watts, cap_w, &tenant_busy),

@@ -269,6 +269,13 @@ impl PowerGovernor {
 
     fn decide(&mut self) {
         let now = self.clock.now();
+        // Whether the reading in force has gone stale, for the energy
+        // meter's pricing — judged whether or not a cap rule runs.
+        let stale = self.latest.is_some_and(|r| {
+            ecomap::governor::reading_age(r.stale, now.saturating_since(r.observed))
+                > self.max_staleness
+        });
+        self.shared.set_intensity_stale(stale);
         let Some(rule) = &mut self.rule else {
             return;
         };
