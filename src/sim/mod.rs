@@ -216,9 +216,10 @@ pub struct HourRow {
     pub energy_j: f64,
     /// Carbon of the hour, grams.
     pub carbon_g: f64,
-    /// Requests simulated in the hour.
+    /// Requests released in the hour.
     pub submitted: u64,
-    /// Of which on time.
+    /// Requests that finished on time in the hour (one released near the
+    /// hour's end may finish in the next: counted there).
     pub on_time: u64,
     /// Each tenant's variant at the end of the hour.
     pub variants: Vec<usize>,
