@@ -205,27 +205,38 @@ enum Command {
         /// Trained weights to evaluate: a folder or its estimator.safetensors.
         #[arg(long, requires = "evaluate")]
         weights: Option<PathBuf>,
-        /// Seed of initialisation, batch order and the split.
-        #[arg(long, default_value_t = 2026)]
+        // Training-only settings conflict with --evaluate (clap counts only
+        // what the command line gives, not defaults): evaluation scores the
+        // weights on the split and seed they were trained with, and a flag
+        // it would ignore must not pass silently.
+        /// Seed of initialisation, batch order and the split (training
+        /// only: evaluating uses the weights' own).
+        #[arg(long, default_value_t = 2026, conflicts_with = "evaluate")]
         seed: u64,
         /// Training epochs (≥ 1).
-        #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u32).range(1..))]
+        #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u32).range(1..),
+              conflicts_with = "evaluate")]
         epochs: u32,
         /// Architecture held out of training [default: squeezenet1_1;
         /// evaluating, the one the weights were trained without].
         #[arg(long)]
         heldout_arch: Option<String>,
         /// AdamW weight decay (≥ 0).
-        #[arg(long, default_value_t = 0.05)]
+        #[arg(long, default_value_t = 0.05, conflicts_with = "evaluate")]
         weight_decay: f64,
         /// Share of the training combinations kept out of the gradient
         /// steps to pick the epoch whose weights are kept (0: the last).
-        #[arg(long, default_value_t = 0.15)]
+        #[arg(long, default_value_t = 0.15, conflicts_with = "evaluate")]
         validation: f64,
         /// How the network predicts power: from the mean tenant token
         /// (`pooled`), or as a base plus one contribution per tenant
         /// (`additive`).
-        #[arg(long, value_enum, default_value = "pooled")]
+        #[arg(
+            long,
+            value_enum,
+            default_value = "pooled",
+            conflicts_with = "evaluate"
+        )]
         power_head: PowerHeadArg,
     },
     /// Serve the workload's models over HTTP, speaking the Open Inference

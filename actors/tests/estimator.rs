@@ -232,6 +232,21 @@ fn train_estimator_flags_that_cannot_mean_anything_exit_2_and_leave_no_output() 
         &train(&["--evaluate", "--weights", w, "--heldout-arch", "resnet18"]),
         &["trained holding out 'squeezenet1_1'"],
     );
+    // Training-only settings would be ignored by an evaluation.
+    for flag in [
+        &["--seed", "7"][..],
+        &["--epochs", "5"],
+        &["--weight-decay", "0.2"],
+        &["--validation", "0"],
+        &["--power-head", "additive"],
+    ] {
+        let mut args = vec!["--evaluate", "--weights", w];
+        args.extend_from_slice(flag);
+        assert_exit_2(
+            &train(&args),
+            &[flag[0], "cannot be used with", "--evaluate"],
+        );
+    }
     assert_exit_2(
         &train(&[
             "--evaluate",
