@@ -167,7 +167,7 @@ impl ServiceEstimate {
 pub enum SwapReason {
     /// Predicted finish past the deadline.
     PredictedMiss {
-        /// Predicted service (s), throttle included.
+        /// Predicted service (s), throttle and the unit's relative cost included.
         predicted_s: f64,
         /// Time left to the deadline (s).
         budget_s: f64,
@@ -551,6 +551,26 @@ mod tests {
         // A plan for the heaviest lifts the ceiling.
         c.set_active(0, 0, at(30_000));
         assert_eq!(c.active(0), 0);
+    }
+
+    #[test]
+    fn each_variant_is_predicted_at_its_own_cost_on_the_unit() {
+        // Heavy 60 ms and light 20 ms at the fastest unit's full speed; on
+        // this unit the heavy one runs 2x as long, the light one 1.5x.
+        let mut c = controller(policy());
+        let scale = |v: usize| [2.0, 1.5][v];
+        // 120 ms predicted for the heavy variant > 100 ms: degrade.
+        assert_eq!(c.choose_on(0, at(0), at(100), scale), 1);
+        // A 30 ms pass of the light one there is 20 ms at full speed: the
+        // estimate stays where it was, and on a full-speed unit the heavy
+        // one would have fitted.
+        for _ in 0..50 {
+            c.record(0, 1, ms(30), scale(1), false);
+        }
+        let light = c.tenants[0].estimates[1].predict(0.9).unwrap();
+        assert!((light - 0.020).abs() < 1e-9, "{light}");
+        let mut c = controller(policy());
+        assert_eq!(c.choose_on(0, at(0), at(100), |_| 1.0), 0);
     }
 
     #[test]

@@ -665,12 +665,11 @@ impl Runtime {
         let kinds: Vec<usize> = rt_config
             .workers
             .iter()
-            .map(|w| {
-                rt_config
-                    .workers
-                    .iter()
-                    .position(|o| o.device == w.device)
-                    .unwrap_or(0)
+            .map(|w| match w.device {
+                ecomap::config::rt::DeviceSpec::Cpu => 0,
+                // Two CUDA devices are one kind: alike unless measured
+                // otherwise, which a single warm pass cannot do.
+                ecomap::config::rt::DeviceSpec::Cuda(_) => 1,
             })
             .collect();
         let unit_costs = relative_costs(&kinds, &warm);

@@ -6,7 +6,11 @@
 //! warm-up pass on each swings by ±25% with the allocator's arenas, and a
 //! ratio between two of them would be that noise, not a speed. Between
 //! kinds (a CUDA worker and a CPU worker) the ratio is the median pass of
-//! one kind over the fastest kind's, per tenant and variant.
+//! one kind over the fastest kind's, per tenant and variant — and for the
+//! same reason a ratio below [`NOISE_RATIO`] counts as 1 (a model that
+//! ignores the device, or two kinds about as fast). The ratios are
+//! measured once, at load, while every worker loads at once; a tenant
+//! that stays on one kind corrects its estimate with every pass anyway.
 //!
 //! ```
 //! use ecomap::dispatch::unit_cost::{relative_costs, TimedPass};
@@ -23,6 +27,10 @@
 
 use std::collections::BTreeMap;
 use std::time::Duration;
+
+/// Below this a ratio between two kinds is within one pass's swing
+/// (±25%, docs/results.md §2) and counts as 1.
+pub const NOISE_RATIO: f64 = 1.25;
 
 /// One timed pass of a tenant's variant on a unit.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -106,7 +114,7 @@ pub fn relative_costs(kind: &[usize], passes: &[TimedPass]) -> Vec<UnitCost> {
                 let best = fastest.get(&(t, v));
                 match (here, best) {
                     // A zero-length pass (a fixture) has no speed to compare.
-                    (Some(&h), Some(&b)) if b > 0.0 => (h / b).max(1.0),
+                    (Some(&h), Some(&b)) if b > 0.0 && h / b >= NOISE_RATIO => h / b,
                     _ => 1.0,
                 }
             })
@@ -169,6 +177,14 @@ mod tests {
                 },
             ]
         );
+    }
+
+    #[test]
+    fn a_ratio_within_one_passs_noise_counts_as_one() {
+        // A synthetic model ignores the device: 20 ms on the GPU, 23 ms on
+        // the CPU is noise, not a slower unit.
+        let costs = relative_costs(&[0, 1], &[pass(0, 0, 0, 20), pass(1, 0, 0, 23)]);
+        assert!(costs.iter().flat_map(|c| &c.relative).all(|&r| r == 1.0));
     }
 
     #[test]

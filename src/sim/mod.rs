@@ -488,6 +488,34 @@ impl<'a> Engine<'a> {
     }
 }
 
+/// A tenant's full-speed cost of each variant on the fastest unit it may
+/// run on, and each such unit's cost relative to it, per variant (≥ 1).
+fn unit_costs(tm: &TenantModel) -> (Vec<f64>, Vec<(usize, Vec<f64>)>) {
+    let fastest: Vec<f64> = tm
+        .cost_s
+        .iter()
+        .map(|per_unit| {
+            tm.movable
+                .iter()
+                .map(|&u| per_unit[u])
+                .fold(f64::INFINITY, f64::min)
+        })
+        .collect();
+    let relative = tm
+        .movable
+        .iter()
+        .map(|&u| {
+            let r = fastest
+                .iter()
+                .zip(&tm.cost_s)
+                .map(|(f, per_unit)| per_unit[u] / f)
+                .collect();
+            (u, r)
+        })
+        .collect();
+    (fastest, relative)
+}
+
 /// SplitMix64: decorrelates seeds derived from small integers.
 fn mix(mut z: u64) -> u64 {
     z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
@@ -672,23 +700,9 @@ pub fn simulate(
     // full-speed estimate (shedding and quality) from the device model, as
     // the runtime seeds them from a warm-up pass.
     for (t, tm) in analysis.tenants.iter().enumerate() {
-        let fastest: Vec<f64> = tm
-            .cost_s
-            .iter()
-            .map(|per_unit| {
-                tm.movable
-                    .iter()
-                    .map(|&u| per_unit[u])
-                    .fold(f64::INFINITY, f64::min)
-            })
-            .collect();
-        for &u in &tm.movable {
-            let relative = fastest
-                .iter()
-                .zip(&tm.cost_s)
-                .map(|(f, per_unit)| per_unit[u] / f)
-                .collect();
-            core.set_relative_cost(u, t, relative);
+        let (fastest, relative) = unit_costs(tm);
+        for (u, r) in relative {
+            core.set_relative_cost(u, t, r);
         }
         for (v, &s) in fastest.iter().enumerate() {
             let full_speed = Duration::from_secs_f64(s);
@@ -971,6 +985,28 @@ mod tests {
             |_| {},
         )
         .unwrap()
+    }
+
+    #[test]
+    fn estimates_are_seeded_at_the_fastest_units_speed_and_slower_units_cost_more() {
+        // The segmenter starts on dla0 and may move to the GPU and dla1: a
+        // DLA core runs each of its networks slower (xavier.ron).
+        let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+        let w = Workload::load(&root.join("workloads/xavier-robot.ron")).unwrap();
+        let a = analyse(&w, &xavier()).unwrap();
+        let tm = &a.tenants[2];
+        assert_eq!(tm.name, "segmenter");
+        let (gpu, dla0) = (0, 1);
+        let (fastest, relative) = unit_costs(tm);
+        let gpu_costs: Vec<f64> = tm.cost_s.iter().map(|c| c[gpu]).collect();
+        assert_eq!(fastest, gpu_costs, "seeded at the GPU's speed");
+        assert_eq!(relative.len(), 3, "one entry per unit it may run on");
+        let of = |u: usize| &relative.iter().find(|(x, _)| *x == u).unwrap().1;
+        assert!(of(gpu).iter().all(|&r| r == 1.0));
+        for (v, &r) in of(dla0).iter().enumerate() {
+            assert!(r > 1.0, "variant {v} is slower on dla0: {r}");
+            assert!((r * fastest[v] - tm.cost_s[v][dla0]).abs() < 1e-12);
+        }
     }
 
     #[test]
