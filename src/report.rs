@@ -330,12 +330,12 @@ impl RunReport {
                 "  no intensity was read during the run: its carbon is not counted"
             );
         }
-        if l.stale_priced_energy_j > 0.0 {
+        if !l.stale_priced.is_zero() {
             let _ = writeln!(
                 out,
                 "  carbon prices {:.1} J over {:.1} s at a stale intensity reading (a source \
-                 down past the governor's max_staleness, or a trace row held over a gap): \
-                 an estimate",
+                 silent past its staleness limit, or a trace row held over a gap): an \
+                 estimate",
                 l.stale_priced_energy_j,
                 l.stale_priced.as_secs_f64()
             );

@@ -102,15 +102,14 @@ fn a_dirty_grid_caps_the_device_and_really_slows_the_workers() {
     assert!(dirty.render().contains("power MODELLED"));
 }
 
-#[test]
-fn carbon_priced_on_the_last_reading_of_a_source_that_went_down_is_reported_as_stale() {
-    let _serial = serial();
+/// A UK National Grid stand-in that answers one reading, then HTTP 500s;
+/// its base URL.
+fn answer_once_then_fail() -> String {
     let srv = tiny_http::Server::http("127.0.0.1:0").unwrap();
     let base = format!("http://{}", srv.server_addr().to_ip().unwrap());
     std::thread::spawn(move || {
         let mut answered = false;
         while let Ok(Some(req)) = srv.recv_timeout(Duration::from_secs(10)) {
-            // One reading, then the source is down.
             let response = if answered {
                 tiny_http::Response::from_string("down").with_status_code(500)
             } else {
@@ -123,11 +122,21 @@ fn carbon_priced_on_the_last_reading_of_a_source_that_went_down_is_reported_as_s
             let _ = req.respond(response);
         }
     });
-    let p = policy(&format!(
-        r#"Http(provider: UkNationalGrid, base_url: "{base}", poll: "200ms", timeout: "200ms")"#
-    ));
-    // max_staleness 1 s: about 2 of the 4 s are priced at the old reading.
-    let report = run(&p, 4);
+    base
+}
+
+#[test]
+fn carbon_priced_on_the_last_reading_of_a_source_that_went_down_is_reported_as_stale() {
+    let _serial = serial();
+    let base = answer_once_then_fail();
+    // A generous timeout: the one good answer must not be lost to a slow
+    // machine (the failures are immediate 500s).
+    let source = format!(
+        r#"Http(provider: UkNationalGrid, base_url: "{base}", poll: "200ms", timeout: "2s")"#
+    );
+    // max_staleness 1 s and a 1 s meter interval judged at its end: the
+    // intervals ending after about 1.2 s are priced at the old reading.
+    let report = run(&policy(&source), 4);
     let e = report.energy.clone().unwrap();
     let l = &e.ledger;
     assert!(l.stale_priced > Duration::from_millis(500), "{l:?}");
@@ -140,6 +149,26 @@ fn carbon_priced_on_the_last_reading_of_a_source_that_went_down_is_reported_as_s
         report.render()
     );
     assert!(report.is_conserved());
+}
+
+#[test]
+fn without_a_governor_a_reading_three_polls_old_prices_carbon_as_stale() {
+    let _serial = serial();
+    let base = answer_once_then_fail();
+    // No governor section (as the planning policies): no max_staleness;
+    // three 200 ms polls without a newer reading make it stale.
+    let p: Policy = parse_ron(
+        &format!(
+            r#"(name: "no-governor", carbon: Http(provider: UkNationalGrid,
+                base_url: "{base}", poll: "200ms", timeout: "2s"))"#
+        ),
+        Path::new("p.ron"),
+        "policy",
+    )
+    .unwrap();
+    let l = run(&p, 3).energy.unwrap().ledger;
+    assert!(l.stale_priced >= Duration::from_millis(900), "{l:?}");
+    assert!(l.carbon_g > 0.0, "{l:?}");
 }
 
 #[test]

@@ -63,14 +63,18 @@ pub struct ControlShared {
     /// Set by the watchdog when it declares the control plane failed: the
     /// governor (if it comes back) then leaves the fallback cap alone.
     failed: AtomicBool,
+    /// Past this age the reading in force prices energy as an estimate
+    /// ([`ControlPlan::pricing_staleness`]).
+    pricing_staleness: Duration,
 }
 
 #[derive(Default)]
 struct SharedState {
     intensity: Option<f64>,
-    /// The reading in force is older than `max_staleness` (or marked
-    /// stale by its source): carbon priced on it is an estimate.
-    intensity_stale: bool,
+    /// When that reading was taken (run clock).
+    observed: Option<Timestamp>,
+    /// Whether its source marked it stale (a trace row held over a gap).
+    source_stale: bool,
     cap_w: f64,
     level: String,
     cap_changes: Vec<(f64, f64, String, String)>,
@@ -99,17 +103,13 @@ impl ControlShared {
             .store(now.since_epoch().as_nanos() as u64, Ordering::Relaxed);
     }
 
-    /// Record the intensity in force.
-    pub fn set_intensity(&self, gco2: f64, stale: bool) {
+    /// Record the intensity in force: its value, whether its source marked
+    /// it stale, and when it was observed.
+    pub fn set_intensity(&self, gco2: f64, stale: bool, observed: Timestamp) {
         let mut s = self.state();
         s.intensity = Some(gco2);
-        s.intensity_stale = stale;
-    }
-
-    /// Record whether the reading in force has gone stale (the governor
-    /// judges it each tick, as it judges its cap).
-    pub fn set_intensity_stale(&self, stale: bool) {
-        self.state().intensity_stale = stale;
+        s.source_stale = stale;
+        s.observed = Some(observed);
     }
 
     /// Record an applied cap.
@@ -138,12 +138,18 @@ impl ControlShared {
         }
     }
 
-    /// What is in force, read at once.
-    pub fn snapshot(&self) -> InForce {
+    /// What is in force at `now`, read at once. The reading is judged
+    /// stale here, by its age, not by the governor: a policy without a
+    /// governor section, or a governor that has died, still gets it right.
+    pub fn snapshot(&self, now: Timestamp) -> InForce {
         let s = self.state();
+        let intensity_stale = s.observed.is_some_and(|o| {
+            ecomap::governor::reading_age(s.source_stale, now.saturating_since(o))
+                > self.pricing_staleness
+        });
         InForce {
             intensity: s.intensity,
-            intensity_stale: s.intensity_stale,
+            intensity_stale,
             cap_w: s.cap_w,
             level: s.level.clone(),
         }
@@ -155,8 +161,8 @@ impl ControlShared {
 pub struct InForce {
     /// The last intensity read (gCO2eq/kWh), if any.
     pub intensity: Option<f64>,
-    /// Whether that reading is stale (older than the policy's
-    /// `max_staleness`, or marked stale by its source).
+    /// Whether that reading is stale: marked so by its source, or older
+    /// than [`ControlPlan::pricing_staleness`].
     pub intensity_stale: bool,
     /// The cap in force (watts).
     pub cap_w: f64,
@@ -170,6 +176,11 @@ pub struct ControlPlan {
     source_name: String,
     governor: Option<Governor>,
     max_staleness: Duration,
+    /// Past this age the reading in force prices energy as an estimate:
+    /// the governor's `max_staleness`, or without a governor section three
+    /// polls of an HTTP source (never, for a trace or a fixed intensity,
+    /// whose held-over rows are marked stale by the trace itself).
+    pub pricing_staleness: Duration,
     /// The cap the device falls back to if the control plane dies.
     fallback_cap_w: Option<f64>,
     platform: Box<dyn Platform>,
@@ -250,11 +261,21 @@ impl ControlPlan {
             Some(g) => (Some(Governor::new(g.clone())), g.max_staleness),
             None => (None, Duration::MAX),
         };
+        // Pricing judges a reading as the governor does where there is one;
+        // without one, an HTTP reading is stale once three polls have
+        // brought nothing newer. A trace or fixed source is read every
+        // tick: stale only where the trace says so.
+        let pricing_staleness = match (&policy.governor, &source) {
+            (Some(g), _) => g.max_staleness,
+            (None, Some(MonitorSource::Http { poll, .. })) => poll.saturating_mul(3),
+            (None, _) => Duration::MAX,
+        };
         Ok(Some(ControlPlan {
             source,
             source_name,
             governor,
             max_staleness,
+            pricing_staleness,
             fallback_cap_w: policy.governor.as_ref().map(|g| g.fallback_cap_w),
             platform,
             planning: None,
@@ -297,8 +318,10 @@ pub struct ControlSnapshot {
 impl ControlView {
     /// The state now.
     pub fn snapshot(&self) -> ControlSnapshot {
-        let now = self.shared.snapshot();
+        // The meter's lock, then the state's: the order the meter takes
+        // them in while sampling.
         let m = self.meter.lock().unwrap_or_else(|p| p.into_inner());
+        let now = self.shared.snapshot(m.last_sample());
         ControlSnapshot {
             cap_w: now.cap_w,
             level: now.level,
@@ -378,6 +401,7 @@ impl ControlPlane {
             state: Mutex::new(SharedState::default()),
             beat_ns: AtomicU64::new(clock.now().since_epoch().as_nanos() as u64),
             failed: AtomicBool::new(false),
+            pricing_staleness: plan.pricing_staleness,
         });
         let meter = Arc::new(Mutex::new(Meter::new(
             shared.clone(),

@@ -103,7 +103,10 @@ impl Meter {
         let utilisation = (worker_busy.as_secs_f64() / (dt.as_secs_f64() * w.len().max(1) as f64))
             .clamp(0.0, 1.0);
         let reading = self.shared.platform().read_power(dt, utilisation);
-        let in_force = self.shared.snapshot();
+        // The whole interval goes to what is in force at its end (the
+        // reading, the cap, whether the reading is stale): at most one
+        // meter interval off at each change.
+        let in_force = self.shared.snapshot(now);
         let (gco2, cap_w, level) = (in_force.intensity, in_force.cap_w, in_force.level);
         match reading {
             Ok(r) => {

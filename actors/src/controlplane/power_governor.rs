@@ -269,13 +269,6 @@ impl PowerGovernor {
 
     fn decide(&mut self) {
         let now = self.clock.now();
-        // Whether the reading in force has gone stale, for the energy
-        // meter's pricing — judged whether or not a cap rule runs.
-        let stale = self.latest.is_some_and(|r| {
-            ecomap::governor::reading_age(r.stale, now.saturating_since(r.observed))
-                > self.max_staleness
-        });
-        self.shared.set_intensity_stale(stale);
         let Some(rule) = &mut self.rule else {
             return;
         };
@@ -378,7 +371,8 @@ impl Handler<CarbonReading> for PowerGovernor {
 
     fn handle(&mut self, msg: CarbonReading, ctx: &mut Self::Context) {
         self.latest = Some(msg);
-        self.shared.set_intensity(msg.gco2_per_kwh, msg.stale);
+        self.shared
+            .set_intensity(msg.gco2_per_kwh, msg.stale, msg.observed);
         self.decide();
         if !msg.stale {
             self.maybe_plan(&msg, ctx);
