@@ -172,6 +172,49 @@ fn without_a_governor_a_reading_three_polls_old_prices_carbon_as_stale() {
 }
 
 #[test]
+fn a_jetson_s_rails_are_metered_as_measured_power_through_the_runtime() {
+    let _serial = serial();
+    // A fake Xavier sysfs tree (the real L4T 32 layout): 7.5 W on the rails.
+    let dir = tempfile::tempdir().unwrap();
+    ecomap_actors::platform::jetson::write_fixture(
+        dir.path(),
+        8,
+        [1000, 2000, 3000, 400, 500, 600],
+        false,
+    )
+    .unwrap();
+    let rt: RtConfig = parse_ron(
+        &format!(
+            r#"(platform: Jetson((sysfs_root: "{}", control: ReadOnly)),
+                workers: [(name: "w0", core: Some(0))])"#,
+            dir.path().display()
+        ),
+        Path::new("rt.ron"),
+        "rt",
+    )
+    .unwrap();
+    let p: Policy = parse_ron(
+        r#"(name: "metered", carbon: Fixed(gco2_per_kwh: 400.0))"#,
+        Path::new("p.ron"),
+        "policy",
+    )
+    .unwrap();
+    let mut r = Runtime::start(&workload(), &rt, &p).unwrap();
+    r.run_load(Duration::from_secs(2), 1.0).unwrap();
+    let report = r.shutdown();
+    let e = report.energy.unwrap();
+    assert!(e.power_measured, "rails are a sensor");
+    // Whatever the intervals, polled or not, constant rails mean 7.5 W.
+    let l = &e.ledger;
+    assert!((l.mean_power_w() - 7.5).abs() < 1e-6, "{l:?}");
+    let priced_j = l.energy_j - l.unpriced_energy_j;
+    assert!(
+        (l.carbon_g - priced_j / 3.6e6 * 400.0).abs() < 1e-9,
+        "{l:?}"
+    );
+}
+
+#[test]
 fn a_failing_provider_falls_back_and_the_runtime_keeps_serving() {
     let _serial = serial();
     let srv = tiny_http::Server::http("127.0.0.1:0").unwrap();

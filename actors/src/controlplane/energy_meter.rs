@@ -185,6 +185,19 @@ impl Actor for EnergyMeter {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
+        // A sensor that reads instantaneous power is sampled between the
+        // meter's reads too, so an interval is priced at its mean.
+        let poll = {
+            let m = self.meter.lock().unwrap_or_else(|p| p.into_inner());
+            let every = m.shared.platform().power_poll_interval();
+            every.filter(|p| *p < self.interval)
+        };
+        if let Some(every) = poll {
+            ctx.run_interval(every, |act, _| {
+                let m = act.meter.lock().unwrap_or_else(|p| p.into_inner());
+                m.shared.platform().poll_power();
+            });
+        }
         ctx.run_interval(self.interval, |act, _| {
             let now = act.clock.now();
             act.meter

@@ -20,11 +20,21 @@ use std::time::Duration;
 
 const GPU_MAX_FREQ: &str = "sys/devices/17000000.gv11b/devfreq/17000000.gv11b/max_freq";
 
+/// How often the rails are sampled between meter reads. The INA3221
+/// reports instantaneous power; inference at 30 Hz swings it within tens of
+/// milliseconds, so one reading per second would price a second at
+/// whatever instant it hit. (tegrastats' default interval is 1 s; 100 ms
+/// is ten samples per meter interval for the cost of reading six sysfs
+/// files.)
+const POWER_POLL: Duration = Duration::from_millis(100);
+
 /// A Jetson AGX Xavier.
 #[derive(Debug)]
 pub struct JetsonBackend {
     spec: JetsonSpec,
     applied: Option<AppliedCap>,
+    /// Sum (W) and count of the samples polled since the last read.
+    polled: (f64, u32),
 }
 
 impl JetsonBackend {
@@ -33,7 +43,17 @@ impl JetsonBackend {
         JetsonBackend {
             spec,
             applied: None,
+            polled: (0.0, 0),
         }
+    }
+
+    /// The rails' total power now, watts.
+    fn instant_watts(&self) -> Result<f64, PlatformError> {
+        let mut mw = 0.0;
+        for r in self.rails()? {
+            mw += r.milliwatts()?;
+        }
+        Ok(mw / 1000.0)
     }
 
     fn path(&self, rel: &str) -> PathBuf {
@@ -189,19 +209,32 @@ impl Platform for JetsonBackend {
         self.applied.as_ref()
     }
 
+    /// The mean of the samples polled since the last read and one taken
+    /// now (the interval's end).
     fn read_power(
         &mut self,
         _dt: Duration,
         _utilisation: f64,
     ) -> Result<PowerReading, PlatformError> {
-        let mut mw = 0.0;
-        for r in self.rails()? {
-            mw += r.milliwatts()?;
-        }
+        let (sum, n) = std::mem::take(&mut self.polled);
+        let now = self.instant_watts()?;
         Ok(PowerReading {
-            watts: mw / 1000.0,
+            watts: (sum + now) / f64::from(n + 1),
             measured: true,
         })
+    }
+
+    fn power_poll_interval(&self) -> Option<Duration> {
+        Some(POWER_POLL)
+    }
+
+    fn poll_power(&mut self) {
+        // A failed sample is left out; the read at the interval's end
+        // reports a sensor that has gone.
+        if let Ok(w) = self.instant_watts() {
+            self.polled.0 += w;
+            self.polled.1 += 1;
+        }
     }
 
     fn max_cap_w(&self) -> f64 {
@@ -333,6 +366,27 @@ mod tests {
             .read_power(Duration::from_secs(1), 0.0)
             .unwrap_err();
         assert!(e.to_string().contains("no INA3221 rails"), "{e}");
+    }
+
+    #[test]
+    fn a_read_averages_the_samples_polled_since_the_last_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let rail = dir
+            .path()
+            .join("sys/bus/i2c/drivers/ina3221x/1-0040/iio:device0/in_power0_input");
+        write_fixture(dir.path(), 2, [0; 6], false).unwrap();
+        let mut j = clocks(dir.path());
+        assert_eq!(j.power_poll_interval(), Some(POWER_POLL));
+        // A burst: 20 W, 20 W, then idle 2 W when the meter reads.
+        std::fs::write(&rail, "20000\n").unwrap();
+        j.poll_power();
+        j.poll_power();
+        std::fs::write(&rail, "2000\n").unwrap();
+        let p = j.read_power(Duration::from_secs(1), 0.0).unwrap();
+        assert!((p.watts - 14.0).abs() < 1e-9, "{p:?}");
+        // The samples were spent: the next read starts afresh.
+        let p = j.read_power(Duration::from_secs(1), 0.0).unwrap();
+        assert!((p.watts - 2.0).abs() < 1e-9, "{p:?}");
     }
 
     #[test]

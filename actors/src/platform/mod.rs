@@ -96,6 +96,20 @@ pub trait Platform: Send {
     fn read_power(&mut self, dt: Duration, utilisation: f64)
         -> Result<PowerReading, PlatformError>;
 
+    /// How often the meter should take an extra power sample between its
+    /// reads ([`Platform::poll_power`]): a sensor that reads instantaneous
+    /// power (the Jetson's INA3221 rails) would otherwise price a whole
+    /// interval at one instant of a bursty load. `None` (default): the
+    /// backend already averages over the interval (an energy counter, or
+    /// the model fed with the interval's utilisation).
+    fn power_poll_interval(&self) -> Option<Duration> {
+        None
+    }
+
+    /// Take one power sample, averaged into the next
+    /// [`Platform::read_power`]. Default: nothing.
+    fn poll_power(&mut self) {}
+
     /// Whether workers must be throttled by the cap's slowdown (only the
     /// emulated device: a real device slows down by itself).
     fn throttles_workers(&self) -> bool {
