@@ -851,18 +851,11 @@ fn write_run_summary(
     l: &Loaded,
 ) -> Result<(), Box<dyn std::error::Error>> {
     let top1 = l.workload.top1_table();
-    let (energy_j, carbon_g, tenant_energy, tenant_carbon) =
-        report
-            .energy
-            .as_ref()
-            .map_or((0.0, 0.0, Vec::new(), Vec::new()), |e| {
-                (
-                    e.ledger.energy_j,
-                    e.ledger.carbon_g,
-                    e.ledger.tenant_energy_j.clone(),
-                    e.ledger.tenant_carbon_g.clone(),
-                )
-            });
+    let ledger = report
+        .energy
+        .as_ref()
+        .map(|e| e.ledger.clone())
+        .unwrap_or_default();
     let trace = match &l.policy.carbon {
         Some(CarbonSource::Trace { path, .. }) => ecomap_actors::simulate::trace_name(path),
         Some(CarbonSource::Fixed { gco2_per_kwh }) => format!("fixed-{gco2_per_kwh}"),
@@ -874,14 +867,16 @@ fn write_run_summary(
         &l.policy.name,
         &ecomap::sim::output::RunTotals {
             tenants: &report.tenants,
-            energy_j,
-            carbon_g,
-            tenant_energy_j: &tenant_energy,
-            tenant_carbon_g: &tenant_carbon,
+            energy_j: ledger.energy_j,
+            carbon_g: ledger.carbon_g,
+            tenant_energy_j: &ledger.tenant_energy_j,
+            tenant_carbon_g: &ledger.tenant_carbon_g,
             top1: &top1,
             swaps: report.quality.as_ref().map_or(0, |q| q.swaps.len()),
             span_h: 0,
             simulated_s: report.duration.as_secs_f64(),
+            unpriced_energy_j: ledger.unpriced_energy_j,
+            stale_priced_energy_j: ledger.stale_priced_energy_j,
         },
     );
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {

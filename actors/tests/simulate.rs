@@ -163,6 +163,8 @@ fn same_seed_gives_byte_identical_tables_and_the_summary_has_its_columns() {
         "p99_e2e_ms",
         "cdp_g_s",
         "accuracy_pct",
+        "unpriced_energy_j",
+        "stale_priced_energy_j",
     ] {
         assert!(header.contains(&col), "summary.csv lacks {col}: {header:?}");
     }

@@ -849,13 +849,25 @@ pub fn simulate(
             .collect();
         let cap_w = device.modes()[mode].cap_w.unwrap_or(0.0);
         let carbon_before = ledger.carbon_g;
-        ledger.record(
-            Duration::from_secs(HOUR_S),
-            power_w,
-            gco2,
-            cap_w,
-            &tenant_busy,
-        );
+        // A held-over trace row prices the hour as the runtime's meter
+        // prices a stale reading: counted, and said to be an estimate.
+        if stale[h] {
+            ledger.record_stale(
+                Duration::from_secs(HOUR_S),
+                power_w,
+                gco2,
+                cap_w,
+                &tenant_busy,
+            );
+        } else {
+            ledger.record(
+                Duration::from_secs(HOUR_S),
+                power_w,
+                gco2,
+                cap_w,
+                &tenant_busy,
+            );
+        }
         let after: (u64, u64) = engine.accounts.iter().fold((0, 0), |a, t| {
             (a.0 + t.counts.submitted, a.1 + t.counts.on_time)
         });
@@ -1304,6 +1316,18 @@ mod tests {
         let r = run(&w, &p, &t, 1);
         let modes: Vec<&str> = r.hours.iter().map(|h| h.mode.as_str()).collect();
         assert_eq!(modes, ["MAXN", "MODE_10W", "MAXN", "MAXN"]);
+        // The stale hour's carbon is counted and said to rest on a
+        // held-over reading (the missing hour 3 is priced at hour 2's own,
+        // which is not marked).
+        assert_eq!(r.ledger.stale_priced, Duration::from_secs(HOUR_S));
+        let hour1 = r.hours[1].energy_j;
+        assert!((r.ledger.stale_priced_energy_j - hour1).abs() < 1e-6 * hour1);
+        let all = &output::summary_rows("t", "g", &r)[0];
+        assert_eq!(
+            all.stale_priced_energy_j,
+            Some(r.ledger.stale_priced_energy_j)
+        );
+        assert_eq!(all.unpriced_energy_j, Some(0.0));
         let hours: Vec<u32> = r
             .hours
             .iter()

@@ -54,6 +54,13 @@ pub struct SummaryRow {
     pub span_h: usize,
     /// Simulated seconds (less than the span when sampled).
     pub simulated_s: f64,
+    /// Energy `carbon_g` leaves out: metered before the first intensity
+    /// reading, joules (all-tenant rows; empty on tenant rows).
+    pub unpriced_energy_j: Option<f64>,
+    /// Energy priced at a stale intensity reading — a trace row held over
+    /// a gap, or a live source silent past its limit —, joules: that part
+    /// of `carbon_g` is an estimate (all-tenant rows; empty on tenant rows).
+    pub stale_priced_energy_j: Option<f64>,
 }
 
 fn accuracy(acc: &TenantAccount, top1: &[Option<f64>]) -> (f64, u64) {
@@ -125,6 +132,8 @@ fn row(
         swaps: 0,
         span_h: 0,
         simulated_s: 0.0,
+        unpriced_energy_j: None,
+        stale_priced_energy_j: None,
     }
 }
 
@@ -151,6 +160,10 @@ pub struct RunTotals<'a> {
     pub span_h: usize,
     /// Seconds simulated (or run).
     pub simulated_s: f64,
+    /// Energy left out of the carbon total (before the first reading), joules.
+    pub unpriced_energy_j: f64,
+    /// Energy priced at a stale reading, joules.
+    pub stale_priced_energy_j: f64,
 }
 
 /// The summary rows of one run: "all" first, then each tenant.
@@ -168,6 +181,8 @@ pub fn summary_rows(trace: &str, policy: &str, r: &SimResult) -> Vec<SummaryRow>
             swaps: r.swaps,
             span_h: r.hours.len(),
             simulated_s: r.simulated.as_secs_f64(),
+            unpriced_energy_j: r.ledger.unpriced_energy_j,
+            stale_priced_energy_j: r.ledger.stale_priced_energy_j,
         },
     )
 }
@@ -200,6 +215,8 @@ pub fn totals_rows(trace: &str, policy: &str, r: &RunTotals<'_>) -> Vec<SummaryR
         (sum, n),
     )];
     rows[0].swaps = r.swaps;
+    rows[0].unpriced_energy_j = Some(r.unpriced_energy_j);
+    rows[0].stale_priced_energy_j = Some(r.stale_priced_energy_j);
     for (t, acc) in r.tenants.iter().enumerate() {
         rows.push(row(
             trace,
