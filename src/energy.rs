@@ -39,10 +39,10 @@ pub struct EnergyLedger {
     pub unpriced_energy_j: f64,
     /// Time those intervals took.
     pub unpriced: Duration,
-    /// Energy of intervals priced at a stale intensity (the last reading of
-    /// a source that stopped answering, older than the policy's
-    /// `max_staleness`), joules: counted in `energy_j` and `carbon_g`,
-    /// whose carbon is then partly an estimate.
+    /// Energy of intervals priced at a stale intensity (a trace row held
+    /// over a gap, or the last reading of a source that stopped answering,
+    /// past its staleness limit), joules: counted in `energy_j` and
+    /// `carbon_g`, whose carbon is then partly an estimate.
     pub stale_priced_energy_j: f64,
     /// Time those intervals took.
     pub stale_priced: Duration,

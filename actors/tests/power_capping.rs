@@ -102,15 +102,17 @@ fn a_dirty_grid_caps_the_device_and_really_slows_the_workers() {
     assert!(dirty.render().contains("power MODELLED"));
 }
 
-/// A UK National Grid stand-in that answers one reading, then HTTP 500s;
-/// its base URL.
-fn answer_once_then_fail() -> String {
+/// A UK National Grid stand-in that answers readings for 700 ms after its
+/// first request (a few polls: one answer lost to a loaded machine's
+/// client timeout is retried), then HTTP 500s; its base URL.
+fn answer_then_fail() -> String {
     let srv = tiny_http::Server::http("127.0.0.1:0").unwrap();
     let base = format!("http://{}", srv.server_addr().to_ip().unwrap());
     std::thread::spawn(move || {
-        let mut answered = false;
+        let mut first: Option<std::time::Instant> = None;
         while let Ok(Some(req)) = srv.recv_timeout(Duration::from_secs(10)) {
-            let response = if answered {
+            let since = first.get_or_insert_with(std::time::Instant::now).elapsed();
+            let response = if since > Duration::from_millis(700) {
                 tiny_http::Response::from_string("down").with_status_code(500)
             } else {
                 tiny_http::Response::from_string(
@@ -118,7 +120,6 @@ fn answer_once_then_fail() -> String {
                         "intensity": {"forecast": 250, "actual": 240, "index": "moderate"}}]}"#,
                 )
             };
-            answered = true;
             let _ = req.respond(response);
         }
     });
@@ -128,14 +129,15 @@ fn answer_once_then_fail() -> String {
 #[test]
 fn carbon_priced_on_the_last_reading_of_a_source_that_went_down_is_reported_as_stale() {
     let _serial = serial();
-    let base = answer_once_then_fail();
+    let base = answer_then_fail();
     // A generous timeout: the one good answer must not be lost to a slow
     // machine (the failures are immediate 500s).
     let source = format!(
         r#"Http(provider: UkNationalGrid, base_url: "{base}", poll: "200ms", timeout: "2s")"#
     );
-    // max_staleness 1 s and a 1 s meter interval judged at its end: the
-    // intervals ending after about 1.2 s are priced at the old reading.
+    // max_staleness 1 s after the last answer (by about 0.9 s), and 1 s
+    // meter intervals judged at their end: those ending at 2 s, 3 s and
+    // 4 s are priced at the old reading.
     let report = run(&policy(&source), 4);
     let e = report.energy.clone().unwrap();
     let l = &e.ledger;
@@ -152,21 +154,24 @@ fn carbon_priced_on_the_last_reading_of_a_source_that_went_down_is_reported_as_s
 }
 
 #[test]
-fn without_a_governor_a_reading_three_polls_old_prices_carbon_as_stale() {
+fn without_a_governor_a_silent_http_source_prices_carbon_as_stale() {
     let _serial = serial();
-    let base = answer_once_then_fail();
-    // No governor section (as the planning policies): no max_staleness;
-    // three 200 ms polls without a newer reading make it stale.
+    let base = answer_then_fail();
+    // No governor section (as the planning policies): no max_staleness.
+    // A reading is stale once a poll and a whole failing cycle of the
+    // poller (3 × 300 ms timeouts, 1.5 s of back-off) brought nothing
+    // newer: 2.6 s after the last answer (by about 0.9 s), so the
+    // intervals ending at 4 s and 5 s are priced stale.
     let p: Policy = parse_ron(
         &format!(
             r#"(name: "no-governor", carbon: Http(provider: UkNationalGrid,
-                base_url: "{base}", poll: "200ms", timeout: "2s"))"#
+                base_url: "{base}", poll: "200ms", timeout: "300ms"))"#
         ),
         Path::new("p.ron"),
         "policy",
     )
     .unwrap();
-    let l = run(&p, 3).energy.unwrap().ledger;
+    let l = run(&p, 5).energy.unwrap().ledger;
     assert!(l.stale_priced >= Duration::from_millis(900), "{l:?}");
     assert!(l.carbon_g > 0.0, "{l:?}");
 }
@@ -245,6 +250,36 @@ fn a_failing_provider_falls_back_and_the_runtime_keeps_serving() {
     let c = report.tenants[0].counts;
     assert!(c.on_time > 30, "serving went on: {c:?}");
     assert!(report.is_conserved());
+}
+
+#[test]
+fn a_held_over_trace_row_prices_carbon_as_stale_without_a_governor() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let trace = dir.path().join("t.csv");
+    // Hours 1 and 2 are empty: held over from hour 0 and marked stale. At
+    // 3600x they are in force from 1 s to 3 s of the run.
+    std::fs::write(
+        &trace,
+        "timestamp,gco2_per_kwh\n2024-01-01T00:00:00Z,100\n2024-01-01T01:00:00Z,\n\
+         2024-01-01T02:00:00Z,\n2024-01-01T03:00:00Z,100\n",
+    )
+    .unwrap();
+    // No governor section, as the planning policies.
+    let p: Policy = parse_ron(
+        &format!(
+            r#"(name: "no-governor", carbon: Trace(path: "{}", speedup: 3600.0))"#,
+            trace.display()
+        ),
+        Path::new("p.ron"),
+        "policy",
+    )
+    .unwrap();
+    let l = run(&p, 4).energy.unwrap().ledger;
+    // The 1 s meter intervals ending at 2 s (at least) and 3 s see a
+    // held-over row.
+    assert!(l.stale_priced >= Duration::from_millis(900), "{l:?}");
+    assert!(l.stale_priced < l.elapsed, "{l:?}");
 }
 
 #[test]

@@ -92,6 +92,16 @@ impl ControlShared {
         self.platform.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// The platform backend if no one holds it (a hung governor may: the
+    /// watchdog must not wait for it).
+    pub fn try_platform(&self) -> Option<MutexGuard<'_, Box<dyn Platform>>> {
+        match self.platform.try_lock() {
+            Ok(p) => Some(p),
+            Err(std::sync::TryLockError::Poisoned(p)) => Some(p.into_inner()),
+            Err(std::sync::TryLockError::WouldBlock) => None,
+        }
+    }
+
     /// Whether the watchdog declared the control plane failed.
     pub fn has_failed(&self) -> bool {
         self.failed.load(Ordering::Acquire)
@@ -143,10 +153,12 @@ impl ControlShared {
     /// governor section, or a governor that has died, still gets it right.
     pub fn snapshot(&self, now: Timestamp) -> InForce {
         let s = self.state();
-        let intensity_stale = s.observed.is_some_and(|o| {
-            ecomap::governor::reading_age(s.source_stale, now.saturating_since(o))
-                > self.pricing_staleness
-        });
+        // A reading its source marked stale is stale whatever the limit
+        // (which may be "never" for a trace: `reading_age` gives such a
+        // reading Duration::MAX, and MAX is not above MAX).
+        let intensity_stale = s
+            .observed
+            .is_some_and(|o| s.source_stale || now.saturating_since(o) > self.pricing_staleness);
         InForce {
             intensity: s.intensity,
             intensity_stale,
@@ -177,9 +189,12 @@ pub struct ControlPlan {
     governor: Option<Governor>,
     max_staleness: Duration,
     /// Past this age the reading in force prices energy as an estimate:
-    /// the governor's `max_staleness`, or without a governor section three
-    /// polls of an HTTP source (never, for a trace or a fixed intensity,
-    /// whose held-over rows are marked stale by the trace itself).
+    /// the governor's `max_staleness`; without a governor section, three
+    /// poll periods of an HTTP source (at least a poll plus one failing
+    /// cycle of retries), [`HANG_AFTER`] for a trace (re-read every tick:
+    /// older means the readings stopped), never for a fixed intensity. A
+    /// reading its source marks stale (a held-over trace row) is stale at
+    /// any age.
     pub pricing_staleness: Duration,
     /// The cap the device falls back to if the control plane dies.
     fallback_cap_w: Option<f64>,
@@ -261,13 +276,20 @@ impl ControlPlan {
             Some(g) => (Some(Governor::new(g.clone())), g.max_staleness),
             None => (None, Duration::MAX),
         };
-        // Pricing judges a reading as the governor does where there is one;
-        // without one, an HTTP reading is stale once three polls have
-        // brought nothing newer. A trace or fixed source is read every
-        // tick: stale only where the trace says so.
-        let pricing_staleness = match (&policy.governor, &source) {
+        // Pricing judges a reading as the governor does where there is one.
+        // Without one: an HTTP reading is stale once three poll periods —
+        // and at least one whole failing cycle of the poller (three tries
+        // of `timeout`, 0.5 + 1 s of back-off between them) past a poll —
+        // have brought nothing newer; a trace is re-read every monitor
+        // tick, so a reading older than the watchdog's HANG_AFTER means
+        // the readings stopped (a dead governor, through which they
+        // reach the meter); a fixed intensity never goes stale.
+        let pricing_staleness = match (&policy.governor, &policy.carbon) {
             (Some(g), _) => g.max_staleness,
-            (None, Some(MonitorSource::Http { poll, .. })) => poll.saturating_mul(3),
+            (None, Some(CarbonSource::Http { poll, timeout, .. })) => {
+                (*poll * 3).max(*poll + *timeout * 3 + Duration::from_millis(1500))
+            }
+            (None, Some(CarbonSource::Trace { .. })) => HANG_AFTER,
             (None, _) => Duration::MAX,
         };
         Ok(Some(ControlPlan {
@@ -591,10 +613,13 @@ fn watch(
         // force. `try_lock`: a hung thread may hold the meter.
         if let Ok(mut m) = meter.try_lock() {
             let stalled = now.saturating_since(m.last_sample()) >= meter_interval * 3;
+            // `try_sample`: a hung governor may hold the platform, and a
+            // watchdog blocked on it (holding the meter) would hang the
+            // shutdown and /metrics; the next try covers the interval.
             if (meter_gone || (failed && stalled))
                 && now.saturating_since(last_sample) >= meter_interval
+                && m.try_sample(now)
             {
-                m.sample(now);
                 last_sample = now;
             }
         }

@@ -2,9 +2,12 @@
 //!
 //! Every interval it reads how long each worker and tenant was busy (the
 //! workers' atomic counters), asks the platform for the interval's power
-//! (a sensor, or the model fed with the utilisation), takes the intensity
-//! and cap in force from the governor, and records the interval in the
-//! core's [`EnergyLedger`] plus one timeline row.
+//! (a sensor, or the model fed with the utilisation; a sensor that reads
+//! instantaneous power is also polled between reads, see
+//! `Platform::poll_power`), takes the intensity and cap in force (the
+//! readings the governor received, judged stale by their own age), and
+//! records the interval in the core's [`EnergyLedger`] plus one timeline
+//! row.
 
 use crate::accelerator_worker::BusyCounters;
 use crate::control_plane::ControlShared;
@@ -85,10 +88,30 @@ impl Meter {
 
     /// Account the interval from the last sample to `now`.
     pub fn sample(&mut self, now: Timestamp) {
+        self.sample_with(now, true);
+    }
+
+    /// [`Meter::sample`] unless someone holds the platform (then nothing
+    /// is accounted yet, and the next sample covers the interval): the
+    /// watchdog's form, which must never wait on a hung governor.
+    /// Whether it sampled.
+    pub fn try_sample(&mut self, now: Timestamp) -> bool {
+        self.sample_with(now, false)
+    }
+
+    fn sample_with(&mut self, now: Timestamp, block: bool) -> bool {
         let dt = now.saturating_since(self.last_t);
         if dt.is_zero() {
-            return;
+            return true;
         }
+        let shared = self.shared.clone();
+        let Some(mut platform) = (if block {
+            Some(shared.platform())
+        } else {
+            shared.try_platform()
+        }) else {
+            return false;
+        };
         let (w, t) = self.busy.snapshot();
         let worker_busy: Duration = w
             .iter()
@@ -102,7 +125,8 @@ impl Meter {
             .collect();
         let utilisation = (worker_busy.as_secs_f64() / (dt.as_secs_f64() * w.len().max(1) as f64))
             .clamp(0.0, 1.0);
-        let reading = self.shared.platform().read_power(dt, utilisation);
+        let reading = platform.read_power(dt, utilisation);
+        drop(platform);
         // The whole interval goes to what is in force at its end (the
         // reading, the cap, whether the reading is stale): at most one
         // meter interval off at each change.
@@ -156,6 +180,7 @@ impl Meter {
         self.last_t = now;
         self.last_workers = w;
         self.last_tenants = t;
+        true
     }
 }
 

@@ -210,16 +210,22 @@ impl Platform for JetsonBackend {
     }
 
     /// The mean of the samples polled since the last read and one taken
-    /// now (the interval's end).
+    /// now (the interval's end); the polled ones alone if the rails fail
+    /// now, so a failed read at the end does not lose a measured interval.
     fn read_power(
         &mut self,
         _dt: Duration,
         _utilisation: f64,
     ) -> Result<PowerReading, PlatformError> {
+        let now = self.instant_watts();
         let (sum, n) = std::mem::take(&mut self.polled);
-        let now = self.instant_watts()?;
+        let watts = match now {
+            Ok(w) => (sum + w) / f64::from(n + 1),
+            Err(_) if n > 0 => sum / f64::from(n),
+            Err(e) => return Err(e),
+        };
         Ok(PowerReading {
-            watts: (sum + now) / f64::from(n + 1),
+            watts,
             measured: true,
         })
     }
@@ -387,6 +393,13 @@ mod tests {
         // The samples were spent: the next read starts afresh.
         let p = j.read_power(Duration::from_secs(1), 0.0).unwrap();
         assert!((p.watts - 2.0).abs() < 1e-9, "{p:?}");
+        // Rails that vanish at the interval's end: the polled samples
+        // still measure it; with none polled, the read is an error.
+        j.poll_power();
+        std::fs::remove_dir_all(dir.path().join("sys/bus")).unwrap();
+        let p = j.read_power(Duration::from_secs(1), 0.0).unwrap();
+        assert!((p.watts - 2.0).abs() < 1e-9, "{p:?}");
+        assert!(j.read_power(Duration::from_secs(1), 0.0).is_err());
     }
 
     #[test]
