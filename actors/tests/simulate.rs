@@ -231,6 +231,25 @@ fn bad_input_is_named_and_exits_2() {
         &simulate_6h("no-such-policy", ts, os, &[]),
         &["unknown policy \"no-such-policy\"", "no-such-policy.ron"],
     );
+    // Every problem at once, in command-line order.
+    assert_exit_2(
+        &simulate(&[
+            "--policies",
+            "no-such-policy,max-perf,other-typo",
+            "--traces",
+            &format!("{ts},/nonexistent/elsewhere.csv"),
+            "--span",
+            "6h",
+            "--out",
+            os,
+        ]),
+        &[
+            "3 problems with the input:",
+            "1. unknown policy \"no-such-policy\"",
+            "2. unknown policy \"other-typo\"",
+            "3. /nonexistent/elsewhere.csv: cannot read the carbon trace",
+        ],
+    );
     assert_exit_2(
         &simulate(&[
             "--traces",

@@ -172,12 +172,38 @@ pub enum SimulateError {
         /// Why.
         source: std::io::Error,
     },
+    /// More than one input is wrong: every one, in command-line order.
+    #[error("{} problems with the input:{}", .0.len(), list(.0))]
+    Inputs(Vec<SimulateError>),
+}
+
+fn list(errors: &[SimulateError]) -> String {
+    errors
+        .iter()
+        .enumerate()
+        .map(|(i, e)| format!("\n  {}. {e}", i + 1))
+        .collect()
 }
 
 impl SimulateError {
     /// Bad input (exit 2) rather than a failure while running (exit 1).
     pub fn is_bad_input(&self) -> bool {
-        !matches!(self, SimulateError::Write { .. })
+        match self {
+            SimulateError::Write { .. } => false,
+            SimulateError::Inputs(all) => all.iter().all(SimulateError::is_bad_input),
+            _ => true,
+        }
+    }
+
+    /// One error for `errors` (at least one): itself when alone.
+    fn all(mut errors: Vec<SimulateError>) -> SimulateError {
+        debug_assert!(!errors.is_empty(), "called with no error");
+        if errors.len() == 1 {
+            if let Some(e) = errors.pop() {
+                return e;
+            }
+        }
+        SimulateError::Inputs(errors)
     }
 }
 
@@ -281,17 +307,27 @@ struct RunSpec {
 
 /// Run everything and write the outputs; returns the summary rows.
 pub fn run_simulate(args: &SimulateArgs) -> Result<Vec<SummaryRow>, SimulateError> {
-    // Load and check every input before any work.
-    let workload = Workload::load(&args.workload)?;
-    let device = DeviceModel::load(&args.device)?;
-    ecomap::sim::analyse(&workload, &device).map_err(|source| SimulateError::Mismatch {
-        workload: args.workload.clone(),
-        device: args.device.clone(),
-        source: Box::new(source),
-    })?;
-    let replay = match &args.service_replay {
-        None => None,
-        Some(path) => {
+    // Load and check every input before any work, and report every
+    // problem at once: a user with a mistyped policy and a wrong trace
+    // path should not need two tries to learn of both.
+    let mut bad: Vec<SimulateError> = Vec::new();
+    let workload = Workload::load(&args.workload)
+        .map_err(|e| bad.push(e.into()))
+        .ok();
+    let device = DeviceModel::load(&args.device)
+        .map_err(|e| bad.push(e.into()))
+        .ok();
+    if let (Some(workload), Some(device)) = (&workload, &device) {
+        if let Err(source) = ecomap::sim::analyse(workload, device) {
+            bad.push(SimulateError::Mismatch {
+                workload: args.workload.clone(),
+                device: args.device.clone(),
+                source: Box::new(source),
+            });
+        }
+    }
+    let replay = match (&args.service_replay, &workload) {
+        (Some(path), Some(workload)) => {
             let variants: Vec<usize> = workload
                 .tenants
                 .iter()
@@ -303,39 +339,47 @@ pub fn run_simulate(args: &SimulateArgs) -> Result<Vec<SummaryRow>, SimulateErro
                 .zip(variants)
                 .map(|(t, v)| (t.name.as_str(), v))
                 .collect();
-            Some(
-                ecomap::pass_log::ServiceReplay::read(path, &tenants)?
-                    .aligned(args.replay_alignment),
-            )
+            ecomap::pass_log::ServiceReplay::read(path, &tenants)
+                .map_err(|e| bad.push(e.into()))
+                .ok()
+                .map(|r| r.aligned(args.replay_alignment))
         }
+        _ => None,
     };
     let mut policies: Vec<Policy> = Vec::new();
     for name in &args.policies {
-        let p = resolve_policy(name, &args.policy_dir)?;
-        if let Some(plan) = &p.plan {
-            ecomap::sim::plan::check_modes(plan, &device).map_err(|source| {
-                SimulateError::PlanMode {
+        let p = match resolve_policy(name, &args.policy_dir) {
+            Ok(p) => p,
+            Err(e) => {
+                bad.push(e);
+                continue;
+            }
+        };
+        if let (Some(plan), Some(device)) = (&p.plan, &device) {
+            if let Err(source) = ecomap::sim::plan::check_modes(plan, device) {
+                bad.push(SimulateError::PlanMode {
                     policy: PathBuf::from(name),
                     device: args.device.clone(),
                     source: Box::new(source),
-                }
-            })?;
+                });
+            }
         }
         if let Some(i) = policies.iter().position(|q| q.name == p.name) {
-            return Err(SimulateError::DuplicateName {
+            bad.push(SimulateError::DuplicateName {
                 what: "policies",
                 name: p.name,
                 first: args.policies[i].clone(),
                 second: name.clone(),
                 hint: "name each once, and give a copied policy file a `name:` of its own",
             });
+            continue;
         }
         policies.push(p);
     }
     for (i, path) in args.traces.iter().enumerate() {
         let name = trace_name(path);
         if let Some(first) = args.traces[..i].iter().find(|p| trace_name(p) == name) {
-            return Err(SimulateError::DuplicateName {
+            bad.push(SimulateError::DuplicateName {
                 what: "traces",
                 name,
                 first: first.display().to_string(),
@@ -347,7 +391,13 @@ pub fn run_simulate(args: &SimulateArgs) -> Result<Vec<SummaryRow>, SimulateErro
     let mut traces = Vec::new();
     let mut starts = Vec::new();
     for path in &args.traces {
-        let t = CarbonTrace::load(path)?;
+        let t = match CarbonTrace::load(path) {
+            Ok(t) => t,
+            Err(e) => {
+                bad.push(e.into());
+                continue;
+            }
+        };
         // Empty or malformed rows are held over and marked stale: say so,
         // as `ecomap run` does.
         for w in &t.warnings {
@@ -368,27 +418,42 @@ pub fn run_simulate(args: &SimulateArgs) -> Result<Vec<SummaryRow>, SimulateErro
                     first: first.to_string(),
                     last: last.to_string(),
                 };
-                if at > last {
-                    return Err(outside());
+                match (at <= last).then(|| (at - first).to_std()) {
+                    Some(Ok(d)) => d,
+                    _ => {
+                        bad.push(outside());
+                        continue;
+                    }
                 }
-                (at - first).to_std().map_err(|_| outside())?
             }
         };
-        ecomap::sim::check_span(&t, start, args.hours)?;
+        if let Err(e) = ecomap::sim::check_span(&t, start, args.hours) {
+            bad.push(e.into());
+            continue;
+        }
         traces.push(t);
         starts.push(start);
     }
-    // The oracle must match `ecomap`'s accuracy on the same trace: make
-    // sure an `ecomap` run exists (run it even if not asked for).
     let needs_oracle = policies.iter().any(|p| {
         matches!(
             p.plan,
             Some(PlanPolicy::Oracle | PlanPolicy::RemappingOracle)
         )
     });
-    if args.oracle_accuracy.is_some() && !needs_oracle {
-        return Err(SimulateError::OracleAccuracyWithoutOracle);
+    // Only when every policy resolved: an oracle among the unknown ones
+    // cannot be ruled out.
+    if args.oracle_accuracy.is_some() && !needs_oracle && policies.len() == args.policies.len() {
+        bad.push(SimulateError::OracleAccuracyWithoutOracle);
     }
+    // A workload or device that failed to load left its error in `bad`.
+    let (Some(workload), Some(device)) = (workload, device) else {
+        return Err(SimulateError::all(bad));
+    };
+    if !bad.is_empty() {
+        return Err(SimulateError::all(bad));
+    }
+    // The oracle must match `ecomap`'s accuracy on the same trace: make
+    // sure an `ecomap` run exists (run it even if not asked for).
     let ecomap_index = match policies.iter().position(|p| p.name == "ecomap") {
         Some(i) => Some(i),
         None if needs_oracle && args.oracle_accuracy.is_none() => {
