@@ -239,6 +239,9 @@ pub struct SimResult {
     pub hours: Vec<HourRow>,
     /// Model swaps.
     pub swaps: usize,
+    /// Each swap, in order (time, tenant, variants, reason: the quality
+    /// controller's or a plan's).
+    pub swap_log: Vec<crate::quality::Swap>,
     /// Simulated time.
     pub simulated: Duration,
     /// Published accuracy (%) of each tenant's variants.
@@ -918,6 +921,7 @@ pub fn simulate(
         ledger,
         hours,
         swaps: stats.swaps.len(),
+        swap_log: stats.swaps,
         simulated,
         top1,
         plans,
@@ -1334,6 +1338,66 @@ mod tests {
             .map(|h| chrono::Timelike::hour(&h.at))
             .collect();
         assert_eq!(hours, [0, 1, 2, 3]);
+    }
+
+    #[test]
+    fn a_plan_chosen_again_leaves_the_quality_controllers_steps_in_place() {
+        // The grid swings past the hysteresis every hour, so the planner
+        // answers every hour — with the same plan at 400 and 430 g/kWh.
+        // The quality controller steps tenants down within an hour and
+        // never back (no upgrade within the span): those steps must
+        // survive the plans that follow.
+        // Tenants stay on their units (two DLA cores are alike: the
+        // planner could swap tenants between them on a whim).
+        let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+        let mut w = Workload::load(&root.join("workloads/xavier-robot.ron")).unwrap();
+        for t in &mut w.tenants {
+            t.movable_to = None;
+        }
+        let p = policy(
+            r#"(name: "plan", plan: Some(Mapping(accuracy_point_g_per_h: 1.0,
+                  hysteresis_gco2: 15.0, margin: 0.0)),
+                quality: (miss_rate_threshold: 0.0, tail_quantile: 0.99,
+                          upgrade_after: "1000h"))"#,
+        );
+        let hours = 24;
+        let t = trace(hours, |h| if h % 2 == 0 { 400.0 } else { 430.0 });
+        let r = run_on(&xavier(), &w, &p, &t, (hours, Duration::from_secs(60)), 3);
+        let answered: Vec<_> = r.plans.iter().filter(|e| e.hour > 0).collect();
+        assert!(
+            answered.len() >= hours / 2,
+            "the planner answered: {:?}",
+            r.plans
+        );
+        let same = |e: &&mapping::PlanLogEntry| e.mapping == r.plans[0].mapping;
+        assert!(
+            answered.iter().all(same),
+            "one plan throughout: {:?}",
+            r.plans
+        );
+        let planned = crate::quality::SwapReason::Planned;
+        let first_step = r
+            .swap_log
+            .iter()
+            .find(|s| s.reason != planned)
+            .map(|s| s.at)
+            .expect("the controller stepped a tenant down");
+        // Not vacuous: the planner answered again after that step …
+        let hour_start = |h: usize| Timestamp::ZERO + Duration::from_secs(60 * h as u64);
+        assert!(
+            answered.iter().any(|e| hour_start(e.hour) > first_step),
+            "a plan after the step at {first_step:?}: {:?}",
+            r.plans
+        );
+        // … and no plan put a tenant back: the only planned swaps are the
+        // first plan's, at the start.
+        assert!(
+            r.swap_log
+                .iter()
+                .all(|s| s.reason != planned || s.at == Timestamp::ZERO),
+            "{:?}",
+            r.swap_log
+        );
     }
 
     #[test]
