@@ -251,6 +251,21 @@ fn an_absurd_trace_speedup_is_refused_before_any_work() {
 }
 
 #[test]
+fn a_governor_whose_readings_go_stale_between_polls_is_refused() {
+    let f = Files::new();
+    with_platform(&f);
+    f.write(
+        "p.ron",
+        r#"(name: "p", carbon: Http(provider: UkNationalGrid, poll: "5m"),
+            governor: (rule: Fixed(cap_w: 40.0), max_staleness: "5s", fallback_cap_w: 15.0))"#,
+    );
+    assert_bad_input(
+        &f.run(&["--duration", "1s"]),
+        &["p.ron", "max_staleness 5s", "poll 5m", "\"15m\""],
+    );
+}
+
+#[test]
 fn a_missing_file_is_named() {
     let f = Files::new();
     std::fs::remove_file(f.path("p.ron")).unwrap();

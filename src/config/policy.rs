@@ -425,6 +425,25 @@ impl Policy {
         if let Some(g) = &p.governor {
             g.validate()
                 .map_err(|m| ConfigError::invalid(path, "governor", m))?;
+            // A reading goes stale before the next poll can replace it: the
+            // cap would sit at the fallback and every gram would be priced
+            // as an estimate, without anything being wrong.
+            if let Some(CarbonSource::Http { poll, .. }) = &p.carbon {
+                if g.max_staleness <= *poll {
+                    return Err(ConfigError::invalid(
+                        path,
+                        "governor",
+                        format!(
+                            "max_staleness {} is not longer than the carbon source's poll {}: \
+                             every reading would go stale before the next one arrives; give \
+                             max_staleness a few polls, e.g. \"{}\"",
+                            humantime::format_duration(g.max_staleness),
+                            humantime::format_duration(*poll),
+                            humantime::format_duration(*poll * 3)
+                        ),
+                    ));
+                }
+            }
         }
         Ok(p)
     }
