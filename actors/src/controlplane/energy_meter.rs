@@ -218,9 +218,13 @@ impl Actor for EnergyMeter {
             every.filter(|p| *p < self.interval)
         };
         if let Some(every) = poll {
-            ctx.run_interval(every, |act, _| {
+            let interval = self.interval;
+            ctx.run_interval(every, move |act, _| {
+                let now = act.clock.now();
                 let m = act.meter.lock().unwrap_or_else(|p| p.into_inner());
-                m.shared.platform().poll_power();
+                if poll_due(now.saturating_since(m.last_sample()), interval, every) {
+                    m.shared.platform().poll_power();
+                }
             });
         }
         ctx.run_interval(self.interval, |act, _| {
@@ -230,5 +234,37 @@ impl Actor for EnergyMeter {
                 .unwrap_or_else(|p| p.into_inner())
                 .sample(now);
         });
+    }
+}
+
+/// Whether a power poll `since_read` after the meter's last read should
+/// sample: not within half a poll of the next read, which takes its own
+/// sample at the interval's end. The two timers fire at the same instants
+/// (every tenth poll with the read, at 100 ms and 1 s), in either order:
+/// without this, a poll just before the read would count that instant
+/// twice.
+fn poll_due(since_read: Duration, interval: Duration, every: Duration) -> bool {
+    since_read + every / 2 < interval
+}
+
+#[cfg(test)]
+mod tests {
+    use super::poll_due;
+    use std::time::Duration;
+
+    #[test]
+    fn a_poll_at_the_reads_instant_is_left_to_the_read() {
+        let ms = Duration::from_millis;
+        let (interval, every) = (ms(1000), ms(100));
+        // Nine polls in between, then the read's own sample: ten in all.
+        let due = (1..=10)
+            .filter(|k| poll_due(every * *k, interval, every))
+            .count();
+        assert_eq!(due, 9);
+        // A poll right after the read (the other order) opens the next
+        // interval.
+        assert!(poll_due(Duration::ZERO, interval, every));
+        // A late timer, 60 ms before the read, still samples.
+        assert!(poll_due(ms(940), interval, every));
     }
 }
