@@ -11,6 +11,7 @@
 //! | `pass-panic:W` | inside `W`'s next forward pass | the same (the model's state is suspect) |
 //! | `load-panic:W` | while `W` loads its models at start | fail start-up with an error, never hang |
 //! | `control-plane-panic` | the power governor's next tick | data plane to the fallback cap, the report says so, exit status 3 |
+//! | `control-plane-stall:D` | the control plane's thread (governor and energy meter), for `D` | past 10 s without a tick the watchdog takes the fallback cap and meters energy in the meter's place; the report says so, exit status 3 |
 //! | `telemetry-stall:D` | the telemetry sink, for `D` | no dispatch step waits; samples beyond the channel are dropped and counted, outcome counts stay exact |
 //! | `telemetry-panic` | the telemetry sink | outcome counts stay exact, the report says histograms are incomplete, exit status 3 |
 //!
@@ -34,6 +35,9 @@ pub enum Fault {
     LoadPanic(String),
     /// The power governor panics at its next tick.
     ControlPlanePanic,
+    /// The power governor's next tick blocks the control plane's thread
+    /// (governor and energy meter) for this long: a hang.
+    ControlPlaneStall(Duration),
     /// The telemetry sink stops reading for this long.
     TelemetryStall(Duration),
     /// The telemetry sink panics.
@@ -53,8 +57,8 @@ pub struct ScheduledFault {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
     "--inject-fault {given:?}: {why}; expected KIND[@TIME] with KIND one of worker-panic:WORKER, \
-     pass-panic:WORKER, load-panic:WORKER, control-plane-panic, telemetry-stall:DURATION, \
-     telemetry-panic (e.g. worker-panic:cpu0@5s)"
+     pass-panic:WORKER, load-panic:WORKER, control-plane-panic, control-plane-stall:DURATION, \
+     telemetry-stall:DURATION, telemetry-panic (e.g. worker-panic:cpu0@5s)"
 )]
 pub struct FaultSpecError {
     given: String,
@@ -90,16 +94,19 @@ impl FromStr for ScheduledFault {
             "load-panic" => Fault::LoadPanic(worker(arg)?),
             "control-plane-panic" => Fault::ControlPlanePanic,
             "telemetry-panic" => Fault::TelemetryPanic,
-            "telemetry-stall" => {
-                let d = arg.ok_or_else(|| {
-                    err("telemetry-stall needs a duration, e.g. telemetry-stall:2s".into())
-                })?;
+            "telemetry-stall" | "control-plane-stall" => {
+                let d =
+                    arg.ok_or_else(|| err(format!("{name} needs a duration, e.g. {name}:2s")))?;
                 let d = humantime::parse_duration(d)
                     .map_err(|e| err(format!("stall duration {d:?}: {e}")))?;
                 if d > Duration::from_secs(3600) {
                     return Err(err("a stall of more than an hour".into()));
                 }
-                Fault::TelemetryStall(d)
+                if name == "telemetry-stall" {
+                    Fault::TelemetryStall(d)
+                } else {
+                    Fault::ControlPlaneStall(d)
+                }
             }
             other => return Err(err(format!("unknown fault {other:?}"))),
         };
@@ -116,6 +123,8 @@ struct Flags {
     /// Bit `w`: worker `w` panics loading its models.
     load_panic: AtomicU64,
     control_plane_panic: AtomicBool,
+    /// Nanoseconds the control plane's thread stalls for (0: none).
+    control_plane_stall_ns: AtomicU64,
     telemetry_panic: AtomicBool,
     /// Nanoseconds the telemetry sink stalls for (0: none).
     telemetry_stall_ns: AtomicU64,
@@ -185,6 +194,11 @@ impl FaultInjector {
                 f.telemetry_panic.store(true, Ordering::Release);
                 0
             }
+            Fault::ControlPlaneStall(d) => {
+                let ns = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX).max(1);
+                f.control_plane_stall_ns.store(ns, Ordering::Release);
+                0
+            }
             Fault::TelemetryStall(d) => {
                 let ns = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX).max(1);
                 f.telemetry_stall_ns.store(ns, Ordering::Release);
@@ -226,6 +240,10 @@ impl FaultInjector {
 
     /// Control-plane hook: panics if armed.
     pub fn control_plane_hook(&self) {
+        let ns = self.flags.control_plane_stall_ns.swap(0, Ordering::AcqRel);
+        if ns > 0 {
+            std::thread::sleep(Duration::from_nanos(ns));
+        }
         if self.flags.control_plane_panic.swap(false, Ordering::AcqRel) {
             panic!("injected fault: the power governor panics");
         }
@@ -255,12 +273,16 @@ mod tests {
         let f: ScheduledFault = "telemetry-stall:1500ms".parse().unwrap();
         assert_eq!(f.fault, Fault::TelemetryStall(Duration::from_millis(1500)));
         assert_eq!(f.at, Duration::ZERO);
+        let f: ScheduledFault = "control-plane-stall:12s@1s".parse().unwrap();
+        assert_eq!(f.fault, Fault::ControlPlaneStall(Duration::from_secs(12)));
+        assert_eq!(f.at, Duration::from_secs(1));
         for bad in [
             "",
             "worker-panic",
             "melt@1s",
             "control-plane-panic@soon",
             "telemetry-stall",
+            "control-plane-stall",
         ] {
             let e = bad.parse::<ScheduledFault>().unwrap_err().to_string();
             assert!(e.contains("expected KIND[@TIME]"), "{bad}: {e}");

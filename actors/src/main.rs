@@ -124,7 +124,8 @@ enum Command {
         /// Fault injection, for testing what a run survives: KIND[@TIME]
         /// after the first release, KIND one of worker-panic:WORKER,
         /// pass-panic:WORKER, load-panic:WORKER, control-plane-panic,
-        /// telemetry-stall:DURATION, telemetry-panic. Repeatable.
+        /// control-plane-stall:DURATION, telemetry-stall:DURATION,
+        /// telemetry-panic. Repeatable.
         #[arg(long = "inject-fault", value_name = "KIND[@TIME]")]
         inject_fault: Vec<ecomap_actors::faults::ScheduledFault>,
         /// Serve `GET /metrics` (Prometheus) on this address while running.

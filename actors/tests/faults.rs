@@ -226,6 +226,59 @@ fn a_control_plane_that_dies_leaves_the_device_at_the_fallback_cap_and_says_so()
 }
 
 #[test]
+fn a_hung_control_plane_is_replaced_by_the_watchdog_which_keeps_metering_a_jetson() {
+    let _s = serial();
+    // A fake Xavier sysfs tree: 7.5 W on the rails, read-only control.
+    let dir = tempfile::tempdir().unwrap();
+    ecomap_actors::platform::jetson::write_fixture(
+        dir.path(),
+        8,
+        [1000, 2000, 3000, 400, 500, 600],
+        false,
+    )
+    .unwrap();
+    let rt = rt(&format!(
+        r#"platform: Some(Jetson((sysfs_root: "{}", control: ReadOnly))),"#,
+        dir.path().display()
+    ));
+    let policy: Policy = parse_ron(
+        r#"(name: "metered", carbon: Fixed(gco2_per_kwh: 100.0))"#,
+        Path::new("p.ron"),
+        "policy",
+    )
+    .unwrap();
+    // The governor's and meter's thread blocks for 12 s from 0.3 s: past
+    // the watchdog's 10 s the run is degraded, and the watchdog meters.
+    let mut run = Runtime::start_with_faults(&workload(20.0), &rt, &policy, injector()).unwrap();
+    run.schedule_faults(vec![at(
+        Fault::ControlPlaneStall(Duration::from_secs(12)),
+        300,
+    )])
+    .unwrap();
+    run.run_load(Duration::from_secs_f64(13.5), 1.0).unwrap();
+    let (r, timeline) = run.shutdown_with_timeline();
+    // A row the watchdog metered: after it declared the failure (10 s
+    // into the stall) and before the thread came back (12.3 s).
+    assert!(
+        timeline.iter().any(|row| row.t_s > 10.0 && row.t_s < 12.2),
+        "{:?}",
+        timeline.iter().map(|row| row.t_s).collect::<Vec<_>>()
+    );
+    assert_conserved(&r);
+    assert!(r.is_degraded());
+    incident(
+        &r,
+        "control plane failed: the power governor has not ticked",
+    );
+    let e = r.energy.as_ref().expect("metered");
+    assert!(e.power_measured, "the rails are a sensor");
+    // Energy covers the stall: nothing was lost while the thread hung.
+    let l = &e.ledger;
+    assert!(l.elapsed >= Duration::from_secs(12), "{l:?}");
+    assert!((l.mean_power_w() - 7.5).abs() < 1e-6, "{l:?}");
+}
+
+#[test]
 fn a_stalled_telemetry_sink_costs_latency_samples_never_a_dispatch() {
     let _s = serial();
     // A 64-slot channel and a 1.5 s stall at 2 x 200 requests/s: the

@@ -616,11 +616,14 @@ fn watch(
             // `try_sample`: a hung governor may hold the platform, and a
             // watchdog blocked on it (holding the meter) would hang the
             // shutdown and /metrics; the next try covers the interval.
-            if (meter_gone || (failed && stalled))
-                && now.saturating_since(last_sample) >= meter_interval
-                && m.try_sample(now)
+            let metering = meter_gone || (failed && stalled);
+            if metering && now.saturating_since(last_sample) >= meter_interval && m.try_sample(now)
             {
                 last_sample = now;
+            } else if metering {
+                // Between reads, as the meter actor's poll timer would (a
+                // Jetson's instantaneous rails; a no-op elsewhere).
+                m.try_poll(now, meter_interval);
             }
         }
     }

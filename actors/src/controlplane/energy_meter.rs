@@ -99,6 +99,21 @@ impl Meter {
         self.sample_with(now, false)
     }
 
+    /// Take a power sample between reads when the platform wants them
+    /// (`Platform::power_poll_interval`), is free, and the next read is
+    /// not due within half a poll: the watchdog's form of the meter
+    /// actor's poll timer, for when it meters in the actor's place.
+    pub fn try_poll(&mut self, now: Timestamp, interval: Duration) {
+        if let Some(mut platform) = self.shared.try_platform() {
+            let due = platform.power_poll_interval().is_some_and(|every| {
+                every < interval && poll_due(now.saturating_since(self.last_t), interval, every)
+            });
+            if due {
+                platform.poll_power();
+            }
+        }
+    }
+
     fn sample_with(&mut self, now: Timestamp, block: bool) -> bool {
         let dt = now.saturating_since(self.last_t);
         if dt.is_zero() {
