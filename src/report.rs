@@ -518,6 +518,22 @@ mod tests {
         assert!(!text.contains("leaves out"), "{text}");
     }
 
+    /// A 100 s run of one tenant whose energy is `ledger`'s.
+    fn energy_report(ledger: EnergyLedger) -> RunReport {
+        RunReport {
+            policy: "p".into(),
+            duration: Duration::from_secs(100),
+            tenants: vec![TenantAccount::new("cam")],
+            energy: Some(EnergyReport {
+                platform: "emulated".into(),
+                carbon_source: "http".into(),
+                ledger,
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
     #[test]
     fn energy_section_says_when_carbon_leaves_out_unpriced_intervals() {
         let mut ledger = EnergyLedger::new(1);
@@ -529,19 +545,7 @@ mod tests {
             40.0,
             &[Duration::ZERO],
         );
-        let r = RunReport {
-            policy: "p".into(),
-            duration: Duration::from_secs(100),
-            tenants: vec![TenantAccount::new("cam")],
-            energy: Some(EnergyReport {
-                platform: "emulated".into(),
-                carbon_source: "http".into(),
-                ledger,
-                ..Default::default()
-            }),
-            ..Default::default()
-        };
-        let text = r.render();
+        let text = energy_report(ledger).render();
         assert!(
             text.contains("carbon leaves out 40.0 J over 4.0 s before the first intensity reading"),
             "{text}"
@@ -569,19 +573,7 @@ mod tests {
         );
         assert!((ledger.energy_j - 1020.0).abs() < 1e-9);
         assert!((ledger.carbon_g - 1020.0 / 3.6e6 * 500.0).abs() < 1e-12);
-        let r = RunReport {
-            policy: "p".into(),
-            duration: Duration::from_secs(100),
-            tenants: vec![TenantAccount::new("cam")],
-            energy: Some(EnergyReport {
-                platform: "emulated".into(),
-                carbon_source: "http".into(),
-                ledger,
-                ..Default::default()
-            }),
-            ..Default::default()
-        };
-        let text = r.render();
+        let text = energy_report(ledger).render();
         assert!(
             text.contains("carbon prices 120.0 J over 10.0 s at a stale intensity reading"),
             "{text}"

@@ -854,23 +854,19 @@ pub fn simulate(
         let carbon_before = ledger.carbon_g;
         // A held-over trace row prices the hour as the runtime's meter
         // prices a stale reading: counted, and said to be an estimate.
-        if stale[h] {
-            ledger.record_stale(
-                Duration::from_secs(HOUR_S),
-                power_w,
-                gco2,
-                cap_w,
-                &tenant_busy,
-            );
+        let record = if stale[h] {
+            EnergyLedger::record_stale
         } else {
-            ledger.record(
-                Duration::from_secs(HOUR_S),
-                power_w,
-                gco2,
-                cap_w,
-                &tenant_busy,
-            );
-        }
+            EnergyLedger::record
+        };
+        record(
+            &mut ledger,
+            Duration::from_secs(HOUR_S),
+            power_w,
+            gco2,
+            cap_w,
+            &tenant_busy,
+        );
         let after: (u64, u64) = engine.accounts.iter().fold((0, 0), |a, t| {
             (a.0 + t.counts.submitted, a.1 + t.counts.on_time)
         });
