@@ -37,6 +37,7 @@ use ecomap::carbon::CarbonTrace;
 use ecomap::config::policy::{CarbonSource, Policy};
 use ecomap::config::rt::RtConfig;
 use ecomap::config::rt::ThreadSpec;
+use ecomap::energy::pricing::{IntensityLog, IntensityReading, PricedSpan};
 use ecomap::governor::Governor;
 use ecomap::report::EnergyReport;
 use ecomap::time::Timestamp;
@@ -63,18 +64,12 @@ pub struct ControlShared {
     /// Set by the watchdog when it declares the control plane failed: the
     /// governor (if it comes back) then leaves the fallback cap alone.
     failed: AtomicBool,
-    /// Past this age the reading in force prices energy as an estimate
-    /// ([`ControlPlan::pricing_staleness`]).
-    pricing_staleness: Duration,
 }
 
-#[derive(Default)]
 struct SharedState {
-    intensity: Option<f64>,
-    /// When that reading was taken (run clock).
-    observed: Option<Timestamp>,
-    /// Whether its source marked it stale (a trace row held over a gap).
-    source_stale: bool,
+    /// The readings in force since the meter last sampled, each priced as
+    /// stale past [`ControlPlan::pricing_staleness`] of age.
+    intensity: IntensityLog,
     cap_w: f64,
     level: String,
     cap_changes: Vec<(f64, f64, String, String)>,
@@ -83,6 +78,28 @@ struct SharedState {
 }
 
 impl ControlShared {
+    /// Shared state with no reading yet, its first meter interval opening
+    /// at `start`.
+    pub(crate) fn new(
+        platform: Box<dyn Platform>,
+        pricing_staleness: Duration,
+        start: Timestamp,
+    ) -> Self {
+        ControlShared {
+            platform: Mutex::new(platform),
+            state: Mutex::new(SharedState {
+                intensity: IntensityLog::new(pricing_staleness, start),
+                cap_w: 0.0,
+                level: String::new(),
+                cap_changes: Vec::new(),
+                staleness_events: 0,
+                notes: Vec::new(),
+            }),
+            beat_ns: AtomicU64::new(start.since_epoch().as_nanos() as u64),
+            failed: AtomicBool::new(false),
+        }
+    }
+
     fn state(&self) -> MutexGuard<'_, SharedState> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -113,13 +130,23 @@ impl ControlShared {
             .store(now.since_epoch().as_nanos() as u64, Ordering::Relaxed);
     }
 
-    /// Record the intensity in force: its value, whether its source marked
-    /// it stale, and when it was observed.
-    pub fn set_intensity(&self, gco2: f64, stale: bool, observed: Timestamp) {
-        let mut s = self.state();
-        s.intensity = Some(gco2);
-        s.source_stale = stale;
-        s.observed = Some(observed);
+    /// Record the intensity in force from `now`: its value, whether its
+    /// source marked it stale, and when it was observed.
+    pub fn set_intensity(&self, now: Timestamp, gco2: f64, stale: bool, observed: Timestamp) {
+        self.state().intensity.set(
+            now,
+            IntensityReading {
+                gco2_per_kwh: gco2,
+                observed,
+                source_stale: stale,
+            },
+        );
+    }
+
+    /// Price the meter's interval ending at `now` at the readings in force
+    /// over it, and open the next.
+    pub fn price_interval(&self, now: Timestamp) -> Vec<PricedSpan> {
+        self.state().intensity.close(now)
     }
 
     /// Record an applied cap.
@@ -153,15 +180,10 @@ impl ControlShared {
     /// governor section, or a governor that has died, still gets it right.
     pub fn snapshot(&self, now: Timestamp) -> InForce {
         let s = self.state();
-        // A reading its source marked stale is stale whatever the limit
-        // (which may be "never" for a trace: `reading_age` gives such a
-        // reading Duration::MAX, and MAX is not above MAX).
-        let intensity_stale = s
-            .observed
-            .is_some_and(|o| s.source_stale || now.saturating_since(o) > self.pricing_staleness);
+        let in_force = s.intensity.in_force(now);
         InForce {
-            intensity: s.intensity,
-            intensity_stale,
+            intensity: in_force.map(|(g, _)| g),
+            intensity_stale: in_force.is_some_and(|(_, stale)| stale),
             cap_w: s.cap_w,
             level: s.level.clone(),
         }
@@ -418,19 +440,14 @@ impl ControlPlane {
             faults,
             incidents,
         } = links;
-        let shared = Arc::new(ControlShared {
-            platform: Mutex::new(plan.platform),
-            state: Mutex::new(SharedState::default()),
-            beat_ns: AtomicU64::new(clock.now().since_epoch().as_nanos() as u64),
-            failed: AtomicBool::new(false),
-            pricing_staleness: plan.pricing_staleness,
-        });
-        let meter = Arc::new(Mutex::new(Meter::new(
-            shared.clone(),
-            busy,
-            queues,
-            clock.now(),
-        )));
+        // The meter's first interval and the pricing log's open together.
+        let start = clock.now();
+        let shared = Arc::new(ControlShared::new(
+            plan.platform,
+            plan.pricing_staleness,
+            start,
+        ));
+        let meter = Arc::new(Mutex::new(Meter::new(shared.clone(), busy, queues, start)));
         let (sys_tx, sys_rx) = crossbeam_channel::bounded(1);
         let (sh, me) = (shared.clone(), meter.clone());
         let (source, governor, max_staleness) = (plan.source, plan.governor, plan.max_staleness);
@@ -450,7 +467,8 @@ impl ControlPlane {
                         clock,
                         Duration::from_millis(50),
                     )
-                    .with_faults(faults);
+                    .with_faults(faults)
+                    .with_meter(me.clone());
                     if let Some((planning, cell)) = planning {
                         let for_actor = planning.clone();
                         let addr = crate::controlplane::estimator_actor::EstimatorActor::start(
@@ -602,6 +620,12 @@ fn watch(
             };
             if let Some(why) = why {
                 failed = true;
+                // Close the meter's interval at the old mode, as the
+                // governor does before a change (best effort: a hung thread
+                // may hold the meter or the platform).
+                if let Ok(mut m) = meter.try_lock() {
+                    m.try_sample(now);
+                }
                 let action = fall_back(shared, power, fallback_cap_w, now);
                 let note = format!("control plane failed: {why}; {action}");
                 shared.note(note.clone());

@@ -13,6 +13,7 @@ use crate::accelerator_worker::BusyCounters;
 use crate::control_plane::ControlShared;
 use crate::tenant_queue::TenantCounters;
 use actix::prelude::*;
+use ecomap::energy::pricing::PricedSpan;
 use ecomap::energy::EnergyLedger;
 use ecomap::time::Timestamp;
 use std::sync::atomic::Ordering;
@@ -24,7 +25,8 @@ use std::time::Duration;
 pub struct TimelineRow {
     /// Run seconds at the interval's end.
     pub t_s: f64,
-    /// Intensity in force (gCO2eq/kWh), if known.
+    /// Intensity the interval was priced at (gCO2eq/kWh): the time-weighted
+    /// mean of the readings in force over its priced part, if any.
     pub gco2_per_kwh: Option<f64>,
     /// Cap in force (watts).
     pub cap_w: f64,
@@ -48,6 +50,11 @@ pub struct Meter {
     last_t: Timestamp,
     last_workers: Vec<Duration>,
     last_tenants: Vec<Duration>,
+    /// Busy time counted past an interval's capacity, carried to the next:
+    /// a worker adds a pass's time when the pass ends, so a short interval
+    /// (one the governor closed at a cap change) may see more busy time
+    /// than it had room for, and clamping it would lose that energy.
+    busy_carry: Duration,
     /// The totals.
     pub ledger: EnergyLedger,
     /// One row per interval.
@@ -79,6 +86,7 @@ impl Meter {
             last_t: start,
             last_workers: w,
             last_tenants: t,
+            busy_carry: Duration::ZERO,
             ledger: EnergyLedger::new(tenants),
             timeline: Vec::new(),
             measured: None,
@@ -138,33 +146,31 @@ impl Meter {
             .zip(&self.last_tenants)
             .map(|(a, b)| a.saturating_sub(*b))
             .collect();
-        let utilisation = (worker_busy.as_secs_f64() / (dt.as_secs_f64() * w.len().max(1) as f64))
-            .clamp(0.0, 1.0);
+        let capacity = dt.saturating_mul(w.len().max(1) as u32);
+        let busy = worker_busy + self.busy_carry;
+        let counted = busy.min(capacity);
+        self.busy_carry = busy - counted;
+        let utilisation = counted.as_secs_f64() / capacity.as_secs_f64();
+        debug_assert!((0.0..=1.0).contains(&utilisation));
         let reading = platform.read_power(dt, utilisation);
         drop(platform);
-        // The whole interval goes to what is in force at its end (the
-        // reading, the cap, whether the reading is stale): at most one
-        // meter interval off at each change.
+        // Each stretch of the interval is priced at the reading in force
+        // over it (a change, or a reading passing its staleness limit,
+        // mid-interval splits it); the cap and level are the ones at its
+        // end — the governor closes the interval before it changes them.
+        let spans = self.shared.price_interval(now);
         let in_force = self.shared.snapshot(now);
-        let (gco2, cap_w, level) = (in_force.intensity, in_force.cap_w, in_force.level);
+        let (cap_w, level) = (in_force.cap_w, in_force.level);
         match reading {
             Ok(r) => {
                 self.measured = Some(r.measured);
-                match gco2 {
-                    // A source that has gone down keeps its last reading,
-                    // the best estimate there is; the ledger counts what
-                    // it priced so, and the report says so.
-                    Some(g) if in_force.intensity_stale => {
-                        self.ledger
-                            .record_stale(dt, r.watts, g, cap_w, &tenant_busy)
-                    }
-                    Some(g) => self.ledger.record(dt, r.watts, g, cap_w, &tenant_busy),
-                    // Before the first reading: the report says the carbon
-                    // total leaves this out.
-                    None => self
-                        .ledger
-                        .record_unpriced(dt, r.watts, cap_w, &tenant_busy),
-                }
+                // A source that has gone down keeps its last reading, the
+                // best estimate there is; the ledger counts what it priced
+                // so, and the report says so. Before the first reading the
+                // report says the carbon total leaves the energy out.
+                self.ledger
+                    .record_spans(r.watts, cap_w, &tenant_busy, &spans);
+                let gco2 = mean_intensity(&spans);
                 self.timeline.push(TimelineRow {
                     t_s: now.since_epoch().as_secs_f64(),
                     gco2_per_kwh: gco2,
@@ -197,6 +203,17 @@ impl Meter {
         self.last_tenants = t;
         true
     }
+}
+
+/// The mean intensity over the priced part of an interval, weighted by
+/// time (power is one average over the interval, so also by energy): the
+/// timeline's intensity, from which the row's carbon is recomputed.
+fn mean_intensity(spans: &[PricedSpan]) -> Option<f64> {
+    let (weighted, priced) = spans
+        .iter()
+        .filter_map(|s| Some((s.pricing.gco2_per_kwh()?, s.length.as_secs_f64())))
+        .fold((0.0, 0.0), |(w, t), (g, l)| (w + g * l, t + l));
+    (priced > 0.0).then(|| weighted / priced)
 }
 
 /// The energy meter actor: samples the shared [`Meter`] every interval.
@@ -264,8 +281,8 @@ fn poll_due(since_read: Duration, interval: Duration, every: Duration) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::poll_due;
-    use std::time::Duration;
+    use super::*;
+    use crate::platform::{AppliedCap, Platform, PlatformError, PowerReading};
 
     #[test]
     fn a_poll_at_the_reads_instant_is_left_to_the_read() {
@@ -281,5 +298,67 @@ mod tests {
         assert!(poll_due(Duration::ZERO, interval, every));
         // A late timer, 60 ms before the read, still samples.
         assert!(poll_due(ms(940), interval, every));
+    }
+
+    /// A platform drawing 10 W at any load, noting the utilisation it is fed.
+    struct TenWatts(Arc<Mutex<Vec<f64>>>);
+
+    impl Platform for TenWatts {
+        fn name(&self) -> String {
+            "ten watts".into()
+        }
+        fn set_cap(&mut self, _: f64) -> Result<AppliedCap, PlatformError> {
+            unreachable!("the meter never sets a cap")
+        }
+        fn current_cap(&self) -> Option<&AppliedCap> {
+            None
+        }
+        fn read_power(&mut self, _: Duration, u: f64) -> Result<PowerReading, PlatformError> {
+            self.0.lock().unwrap().push(u);
+            Ok(PowerReading {
+                watts: 10.0,
+                measured: true,
+            })
+        }
+        fn max_cap_w(&self) -> f64 {
+            f64::INFINITY
+        }
+    }
+
+    fn ms(x: u64) -> Timestamp {
+        Timestamp::from_duration(Duration::from_millis(x))
+    }
+
+    #[test]
+    fn an_interval_is_priced_at_each_reading_for_as_long_as_it_held() {
+        let fed = Arc::new(Mutex::new(Vec::new()));
+        let shared = Arc::new(ControlShared::new(
+            Box::new(TenWatts(fed.clone())),
+            Duration::from_secs(5),
+            ms(0),
+        ));
+        let busy = BusyCounters::new(1, 1);
+        let mut meter = Meter::new(shared.clone(), busy.clone(), Vec::new(), ms(0));
+        // A trace at 3600x: hour 0 at 100 g/kWh, hour 1 (from 0.4 s) at 700.
+        shared.set_intensity(ms(0), 100.0, false, ms(0));
+        shared.set_intensity(ms(400), 700.0, false, ms(400));
+        meter.sample(ms(1000));
+        // 10 J: 4 at 100 and 6 at 700 g/kWh — not all 10 at 700.
+        let want = (4.0 * 100.0 + 6.0 * 700.0) / ecomap::energy::J_PER_KWH;
+        assert!(
+            (meter.ledger.carbon_g - want).abs() < 1e-15,
+            "{:?}",
+            meter.ledger
+        );
+        assert_eq!(meter.timeline[0].gco2_per_kwh, Some(460.0));
+
+        // A pass of 1.5 s credited at its end, in an interval of 0.5 s (one
+        // closed early at a cap change): the 1 s beyond its room is
+        // carried into the next interval, not lost.
+        busy.workers[0].store(1_500_000_000, std::sync::atomic::Ordering::Relaxed);
+        meter.sample(ms(1500));
+        meter.sample(ms(2500));
+        meter.sample(ms(3500));
+        assert_eq!(*fed.lock().unwrap(), vec![0.0, 1.0, 1.0, 0.0]);
     }
 }

@@ -15,11 +15,12 @@ use crate::controlplane::estimator_actor::{EstimatorActor, PlanFor};
 use crate::controlplane::planning::RuntimePlanning;
 use crate::dataplane::plan_cell::PlanCell;
 use crate::dataplane::power_cell::PowerCell;
+use crate::energy_meter::Meter;
 use crate::platform::AppliedCap;
 use actix::prelude::*;
 use ecomap::governor::{CapReason, Governor};
 use ecomap::planner::{AccuracyLedger, CarbonPricer, Replan, Replanner};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// Where a plan handed to `apply_plan` came from, and the accuracy-weight
@@ -44,6 +45,9 @@ pub struct PowerGovernor {
     read_only: bool,
     planner: Option<GovernorPlanner>,
     faults: crate::faults::FaultInjector,
+    /// The energy meter, whose interval closes before each cap change so
+    /// that no interval straddles two modes.
+    meter: Option<Arc<Mutex<Meter>>>,
 }
 
 /// The mapping planner's state inside the governor.
@@ -100,7 +104,14 @@ impl PowerGovernor {
             read_only: false,
             planner: None,
             faults: crate::faults::FaultInjector::default(),
+            meter: None,
         }
+    }
+
+    /// Close `meter`'s interval before each cap change.
+    pub fn with_meter(mut self, meter: Arc<Mutex<Meter>>) -> Self {
+        self.meter = Some(meter);
+        self
     }
 
     /// Fire the control-plane fault of `faults` when it is armed.
@@ -310,6 +321,13 @@ impl PowerGovernor {
         {
             return true;
         }
+        // The interval so far is metered at the mode it ran at (the
+        // modelled power reads the mode in force, and a sensor's mean would
+        // mix the two); the next opens with the new one.
+        let now = self.clock.now();
+        if let Some(meter) = &self.meter {
+            meter.lock().unwrap_or_else(|p| p.into_inner()).sample(now);
+        }
         let result = {
             let mut p = self.shared.platform();
             p.set_cap(cap_w).map(|a| (a, p.throttles_workers()))
@@ -321,7 +339,7 @@ impl PowerGovernor {
                     applied.level,
                     applied.slowdown
                 );
-                self.shared.record_cap(self.clock.now(), &applied, reason);
+                self.shared.record_cap(now, &applied, reason);
                 self.publish(&applied, throttles);
                 true
             }
@@ -372,7 +390,7 @@ impl Handler<CarbonReading> for PowerGovernor {
     fn handle(&mut self, msg: CarbonReading, ctx: &mut Self::Context) {
         self.latest = Some(msg);
         self.shared
-            .set_intensity(msg.gco2_per_kwh, msg.stale, msg.observed);
+            .set_intensity(msg.observed, msg.gco2_per_kwh, msg.stale, msg.observed);
         self.decide();
         if !msg.stale {
             self.maybe_plan(&msg, ctx);

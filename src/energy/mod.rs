@@ -12,7 +12,13 @@
 //! - carbon-delay product CDP = carbon (g) × mean end-to-end latency (s),
 //!   per tenant and in total (lower is better: it rewards cutting carbon
 //!   without paying for it in latency).
+//!
+//! An interval over which the intensity changed is priced stretch by
+//! stretch ([`pricing`]).
 
+pub mod pricing;
+
+use pricing::{PricedSpan, Pricing};
 use std::time::Duration;
 
 /// Joules in a kilowatt-hour.
@@ -71,7 +77,13 @@ impl EnergyLedger {
         cap_w: f64,
         tenant_busy: &[Duration],
     ) {
-        self.add(dt, power_w, Some(gco2_per_kwh), cap_w, tenant_busy);
+        self.record_one(
+            dt,
+            power_w,
+            Pricing::Current(gco2_per_kwh),
+            cap_w,
+            tenant_busy,
+        );
     }
 
     /// Account one interval whose intensity is unknown: its energy counts,
@@ -85,7 +97,7 @@ impl EnergyLedger {
         cap_w: f64,
         tenant_busy: &[Duration],
     ) {
-        self.add(dt, power_w, None, cap_w, tenant_busy);
+        self.record_one(dt, power_w, Pricing::Unpriced, cap_w, tenant_busy);
     }
 
     /// Account one interval priced at a stale reading: as
@@ -100,44 +112,83 @@ impl EnergyLedger {
         cap_w: f64,
         tenant_busy: &[Duration],
     ) {
-        self.add(dt, power_w, Some(gco2_per_kwh), cap_w, tenant_busy);
-        self.stale_priced_energy_j += power_w.max(0.0) * dt.as_secs_f64();
-        self.stale_priced += dt;
+        self.record_one(
+            dt,
+            power_w,
+            Pricing::Stale(gco2_per_kwh),
+            cap_w,
+            tenant_busy,
+        );
     }
 
-    fn add(
+    fn record_one(
         &mut self,
         dt: Duration,
         power_w: f64,
-        gco2_per_kwh: Option<f64>,
+        pricing: Pricing,
         cap_w: f64,
         tenant_busy: &[Duration],
     ) {
-        let energy = power_w.max(0.0) * dt.as_secs_f64();
-        let carbon = gco2_per_kwh.map_or(0.0, |g| energy / J_PER_KWH * g.max(0.0));
-        if gco2_per_kwh.is_none() {
-            self.unpriced_energy_j += energy;
-            self.unpriced += dt;
+        let span = PricedSpan {
+            length: dt,
+            pricing,
+        };
+        self.record_spans(power_w, cap_w, tenant_busy, &[span]);
+    }
+
+    /// Account one interval at one average power whose intensity changed
+    /// within it: each span's energy is priced as the span says (the
+    /// interval lasts as long as the spans together). Tenants share every
+    /// span's energy and carbon by their busy time over the whole interval.
+    pub fn record_spans(
+        &mut self,
+        power_w: f64,
+        cap_w: f64,
+        tenant_busy: &[Duration],
+        spans: &[PricedSpan],
+    ) {
+        if spans.is_empty() {
+            return;
         }
-        self.energy_j += energy;
-        self.carbon_g += carbon;
-        self.elapsed += dt;
         let busy: f64 = tenant_busy.iter().map(Duration::as_secs_f64).sum();
-        if busy > 0.0 {
-            for ((e, c), b) in self
-                .tenant_energy_j
-                .iter_mut()
-                .zip(&mut self.tenant_carbon_g)
-                .zip(tenant_busy)
-            {
-                let share = b.as_secs_f64() / busy;
-                *e += energy * share;
-                *c += carbon * share;
+        let mut dt = Duration::ZERO;
+        for span in spans {
+            let energy = power_w.max(0.0) * span.length.as_secs_f64();
+            let carbon = span
+                .pricing
+                .gco2_per_kwh()
+                .map_or(0.0, |g| energy / J_PER_KWH * g.max(0.0));
+            match span.pricing {
+                Pricing::Unpriced => {
+                    self.unpriced_energy_j += energy;
+                    self.unpriced += span.length;
+                }
+                Pricing::Stale(_) => {
+                    self.stale_priced_energy_j += energy;
+                    self.stale_priced += span.length;
+                }
+                Pricing::Current(_) => {}
             }
-        } else {
-            self.idle_energy_j += energy;
-            self.idle_carbon_g += carbon;
+            self.energy_j += energy;
+            self.carbon_g += carbon;
+            if busy > 0.0 {
+                for ((e, c), b) in self
+                    .tenant_energy_j
+                    .iter_mut()
+                    .zip(&mut self.tenant_carbon_g)
+                    .zip(tenant_busy)
+                {
+                    let share = b.as_secs_f64() / busy;
+                    *e += energy * share;
+                    *c += carbon * share;
+                }
+            } else {
+                self.idle_energy_j += energy;
+                self.idle_carbon_g += carbon;
+            }
+            dt += span.length;
         }
+        self.elapsed += dt;
         match self.time_at_cap.iter_mut().find(|(c, _)| *c == cap_w) {
             Some((_, t)) => *t += dt,
             None => self.time_at_cap.push((cap_w, dt)),
@@ -232,5 +283,49 @@ mod tests {
         assert_eq!(l.unpriced, Duration::from_secs(10));
         assert!((l.tenant_energy_j[0] - 3060.0).abs() < 1e-9);
         assert!((cdp(2.0, Duration::from_millis(250)) - 0.5).abs() < 1e-12);
+    }
+
+    #[test]
+    fn an_interval_priced_in_spans_is_the_sum_of_its_spans() {
+        let busy = [Duration::from_secs(3), Duration::from_secs(1)];
+        let spans = [
+            PricedSpan {
+                length: Duration::from_millis(250),
+                pricing: Pricing::Unpriced,
+            },
+            PricedSpan {
+                length: Duration::from_millis(500),
+                pricing: Pricing::Current(400.0),
+            },
+            PricedSpan {
+                length: Duration::from_millis(250),
+                pricing: Pricing::Stale(800.0),
+            },
+        ];
+        let mut whole = EnergyLedger::new(2);
+        whole.record_spans(36.0, 15.0, &busy, &spans);
+        let mut apart = EnergyLedger::new(2);
+        let quarter = Duration::from_millis(250);
+        apart.record_unpriced(quarter, 36.0, 15.0, &busy);
+        apart.record(quarter * 2, 36.0, 400.0, 15.0, &busy);
+        apart.record_stale(quarter, 36.0, 800.0, 15.0, &busy);
+        // 36 J at 0, 400 and 800 g/kWh for 9, 18 and 9 J.
+        assert!((whole.energy_j - 36.0).abs() < 1e-12);
+        assert!((whole.carbon_g - (18.0 * 400.0 + 9.0 * 800.0) / J_PER_KWH).abs() < 1e-15);
+        assert!((whole.unpriced_energy_j - 9.0).abs() < 1e-12);
+        assert!((whole.stale_priced_energy_j - 9.0).abs() < 1e-12);
+        assert_eq!(whole.stale_priced, quarter);
+        assert_eq!(whole.unpriced, quarter);
+        assert_eq!(whole.elapsed, Duration::from_secs(1));
+        assert_eq!(whole.time_at_cap, vec![(15.0, Duration::from_secs(1))]);
+        for (a, b) in whole.tenant_carbon_g.iter().zip(&apart.tenant_carbon_g) {
+            assert!((a - b).abs() < 1e-15);
+        }
+        assert!((whole.tenant_energy_j[0] - 27.0).abs() < 1e-12);
+        assert_eq!(whole.time_at_cap, apart.time_at_cap);
+        // No spans: nothing happened.
+        let before = whole.clone();
+        whole.record_spans(36.0, 40.0, &busy, &[]);
+        assert_eq!(whole, before);
     }
 }
