@@ -136,7 +136,9 @@ pub enum TensorError {
         actual: DataType,
     },
     /// The shape is not the model's.
-    #[error("input '{name}' takes shape {expected:?} (-1: any size), not {actual:?}")]
+    #[error(
+        "input '{name}' takes shape {expected:?} (-1: any size of at least 1), not {actual:?}"
+    )]
     Shape {
         /// Input name.
         name: String,
@@ -246,7 +248,8 @@ pub struct TensorSpec {
     pub name: String,
     /// Element type.
     pub datatype: DataType,
-    /// Dimensions; `-1` where any size is accepted.
+    /// Dimensions; `-1` where any size of at least 1 is accepted (an
+    /// empty image is no input a model can run on).
     pub shape: Vec<i64>,
 }
 
@@ -276,7 +279,7 @@ impl TensorSpec {
                 .shape
                 .iter()
                 .zip(&t.shape)
-                .all(|(&want, &got)| want < 0 || want == got);
+                .all(|(&want, &got)| if want < 0 { got >= 1 } else { want == got });
         if fits {
             Ok(())
         } else {
@@ -313,6 +316,13 @@ mod tests {
         let spec = TensorSpec::new("image", DataType::Fp32, vec![1, 3, -1, -1]);
         let ok = TensorData::from_f32(vec![1, 3, 2, 2], &[0.0; 12]).unwrap();
         assert!(spec.accepts(&ok).is_ok());
+        // A free dimension is at least 1: an empty image is refused here
+        // (a 400), not left to fail in the forward pass.
+        let empty = TensorData::from_f32(vec![1, 3, 0, 0], &[]).unwrap();
+        assert!(matches!(
+            spec.accepts(&empty),
+            Err(TensorError::Shape { .. })
+        ));
         let flat = TensorData::from_f32(vec![12], &[0.0; 12]).unwrap();
         assert!(spec
             .accepts(&flat)

@@ -207,6 +207,21 @@ def main():
         status, body = raw_post(base, b"x" * (2 << 20), {})
         sent["echo", status] += 1
         check(status == 413, f"oversized body: {status} {body}")
+        empty = json.dumps({"inputs": [{"name": "input", "shape": [1, 3, 0, 0],
+                                        "datatype": "FP32", "data": []}]}).encode()
+        status, body = raw_post(f"http://{url}/v2/models/squeezenet/infer", empty, {})
+        sent["squeezenet", status] += 1
+        check(status == 400 and "at least 1" in body["error"], f"empty image: {status} {body}")
+        status, body = raw_post(base, b"\x1f\x8b compressed", {"Content-Encoding": "gzip"})
+        sent["echo", status] += 1
+        check(status == 415 and "Content-Encoding" in body["error"], f"gzip body: {status} {body}")
+        one = json.dumps({"inputs": [{"name": "input", "shape": [1], "datatype": "FP32",
+                                      "data": [1.0]}]}).encode()
+        status, body = raw_post(f"http://{url}/v2/models/echo/versions/2/infer", one, {})
+        check(status == 404 and "only version is 1" in body["error"], f"version 2: {status} {body}")
+        status, body = raw_post(f"http://{url}/v2/models/echo/versions/1/infer", one, {})
+        sent["echo", status] += 1
+        check(status == 200, f"version 1: {status} {body}")
 
         print("many concurrent clients")
         def hammer(model, n, results):
@@ -248,7 +263,7 @@ def main():
             mine = {k[1]: v for k, v in sent.items() if k[0] == model}
             total = sum(mine.values())
             served = got("on_time") + got("late")
-            refused = mine.get(400, 0) + mine.get(413, 0) + mine.get(429, 0)
+            refused = mine.get(400, 0) + mine.get(413, 0) + mine.get(415, 0) + mine.get(429, 0)
             check(submitted == total, f"{model}: submitted {submitted} == sent {total}")
             check(served == mine.get(200, 0), f"{model}: served {served} == 200s {mine.get(200, 0)}")
             check(got("rejected") == refused, f"{model}: rejected {got('rejected')} == 4xx {refused}")

@@ -5,8 +5,9 @@
 //! refused). The ticket resolves exactly once, to an [`Answer`]: the
 //! model's outputs with the request's timings, or the outcome that
 //! prevented them (`expired`, `shed`, `failed`). Wait for it blocking
-//! ([`Ticket::wait`]), poll it ([`Ticket::try_answer`]), or `.await` it
-//! from async code (the HTTP server does).
+//! ([`Ticket::wait`]), poll it ([`Ticket::try_answer`], which hands the
+//! ticket back until the answer is there), or `.await` it from async code
+//! (the HTTP server does).
 //!
 //! The answer travels on a one-shot channel whose send never waits for the
 //! receiver. Waking a caller parked in an async runtime takes that
@@ -93,21 +94,12 @@ impl Work {
 pub struct Ticket {
     request: Request,
     rx: oneshot::Receiver<Answer>,
-    /// The answer was taken by `try_answer` or a poll.
-    taken: bool,
 }
 
 /// A ticket and the work that resolves it, for `request`.
 pub fn ticket(request: Request, input: TensorData) -> (Ticket, Work) {
     let (reply, rx) = oneshot::channel();
-    (
-        Ticket {
-            request,
-            rx,
-            taken: false,
-        },
-        Work { input, reply },
-    )
+    (Ticket { request, rx }, Work { input, reply })
 }
 
 impl Ticket {
@@ -123,43 +115,48 @@ impl Ticket {
         self.rx.blocking_recv().unwrap_or_else(|_| lost(request))
     }
 
-    /// The answer, if it has come (once: `None` after it was taken).
-    pub fn try_answer(&mut self) -> Option<Answer> {
-        if self.taken {
-            return None;
+    /// The answer if it has come, else the ticket back to try again later
+    /// (the answer can be taken only once, so the ticket is spent by it).
+    ///
+    /// ```
+    /// # use ecomap_actors::dataplane::ticket::{ticket, Answer};
+    /// # use ecomap::request::{Outcome, Request, TenantId};
+    /// # use ecomap::tensor::TensorData;
+    /// # use ecomap::time::Timestamp;
+    /// # use std::time::Duration;
+    /// # let request = Request::new(1, TenantId(0), Timestamp::ZERO, Duration::from_millis(50), 0);
+    /// # let input = TensorData::from_f32(vec![1], &[0.0]).unwrap();
+    /// let (ticket, work) = ticket(request, input);
+    /// let ticket = ticket.try_answer().expect_err("not answered yet");
+    /// work.resolve(Answer::unserved(request, Outcome::Expired, None));
+    /// assert_eq!(ticket.try_answer().unwrap().outcome, Outcome::Expired);
+    /// ```
+    pub fn try_answer(mut self) -> Result<Answer, Ticket> {
+        match self.rx.try_recv() {
+            Ok(a) => Ok(a),
+            Err(oneshot::error::TryRecvError::Empty) => Err(self),
+            Err(oneshot::error::TryRecvError::Closed) => Ok(lost(self.request)),
         }
-        let answer = match self.rx.try_recv() {
-            Ok(a) => Some(a),
-            Err(oneshot::error::TryRecvError::Empty) => None,
-            Err(oneshot::error::TryRecvError::Closed) => Some(lost(self.request)),
-        };
-        self.taken = answer.is_some();
-        answer
     }
 }
 
+/// As every future, a ticket must not be polled again once it is ready.
 impl Future for Ticket {
     type Output = Answer;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Answer> {
         let request = self.request;
-        let answer = Pin::new(&mut self.rx)
+        Pin::new(&mut self.rx)
             .poll(cx)
-            .map(|r| r.unwrap_or_else(|_| lost(request)));
-        if answer.is_ready() {
-            self.taken = true;
-        }
-        answer
+            .map(|r| r.unwrap_or_else(|_| lost(request)))
     }
 }
 
 /// The runtime dropped a work item without resolving it: a bug (every
-/// path resolves it), reported as `failed` rather than a hang.
+/// path resolves it), reported as `failed` — and logged — rather than a
+/// hang or a panic in the caller's thread.
 fn lost(request: Request) -> Answer {
-    debug_assert!(
-        false,
-        "request {request:?}: its work was dropped unresolved"
-    );
+    tracing::error!("request {request:?}: its work was dropped unresolved (a bug)");
     Answer::unserved(
         request,
         Outcome::Failed,

@@ -150,7 +150,10 @@ async fn server_metadata() -> HttpResponse {
     HttpResponse::Ok().json(json!({
         "name": "ecomap",
         "version": env!("CARGO_PKG_VERSION"),
-        "extensions": ["binary_tensor_data", "model_repository"],
+        // Of Triton's `model_repository` extension only the index is
+        // served (models are fixed at start: no load or unload), so it is
+        // not claimed.
+        "extensions": ["binary_tensor_data"],
     }))
 }
 
@@ -176,11 +179,27 @@ async fn model_metadata(state: web::Data<ServerState>, path: web::Path<String>) 
     }
 }
 
+/// Every model has one version, `1`: another is a 404 naming it (before
+/// the body is read, so, like an unknown model, it is counted for no
+/// tenant).
+fn other_version(name: &str, version: &str) -> Option<HttpResponse> {
+    (version != "1").then(|| {
+        error(
+            StatusCode::NOT_FOUND,
+            &format!("model '{name}' has no version '{version}'; its only version is 1"),
+        )
+    })
+}
+
 async fn model_metadata_v(
     state: web::Data<ServerState>,
     path: web::Path<(String, String)>,
 ) -> HttpResponse {
-    model_metadata(state, web::Path::from(path.into_inner().0)).await
+    let (name, version) = path.into_inner();
+    if let Some(e) = other_version(&name, &version) {
+        return e;
+    }
+    model_metadata(state, web::Path::from(name)).await
 }
 
 async fn model_ready(state: web::Data<ServerState>, path: web::Path<String>) -> HttpResponse {
@@ -195,7 +214,11 @@ async fn model_ready_v(
     state: web::Data<ServerState>,
     path: web::Path<(String, String)>,
 ) -> HttpResponse {
-    model_ready(state, web::Path::from(path.into_inner().0)).await
+    let (name, version) = path.into_inner();
+    if let Some(e) = other_version(&name, &version) {
+        return e;
+    }
+    model_ready(state, web::Path::from(name)).await
 }
 
 async fn repository_index(state: web::Data<ServerState>) -> HttpResponse {
@@ -205,6 +228,41 @@ async fn repository_index(state: web::Data<ServerState>) -> HttpResponse {
         .map(|m| json!({"name": m.queue.name(), "version": "1", "state": "READY", "reason": ""}))
         .collect();
     HttpResponse::Ok().json(models)
+}
+
+/// A request for a model not yet submitted to its queue: counted refused
+/// if it is refused — or dropped — before it is.
+struct Unsubmitted<'a> {
+    queue: &'a TenantQueue,
+    counted: bool,
+}
+
+impl<'a> Unsubmitted<'a> {
+    fn new(queue: &'a TenantQueue) -> Self {
+        Unsubmitted {
+            queue,
+            counted: false,
+        }
+    }
+
+    /// Refused before submission: counted here.
+    fn refused(&mut self) {
+        if !self.counted {
+            self.counted = true;
+            self.queue.count_refused();
+        }
+    }
+
+    /// Handed to the queue, which counts it from now on.
+    fn submitted(mut self) {
+        self.counted = true;
+    }
+}
+
+impl Drop for Unsubmitted<'_> {
+    fn drop(&mut self) {
+        self.refused();
+    }
 }
 
 /// Why a body could not be read.
@@ -247,7 +305,7 @@ async fn read_body(
         }
         buf.extend_from_slice(&chunk);
     }
-    Ok(pool.seal(buf, pad))
+    Ok(buf.seal(pad))
 }
 
 async fn infer(
@@ -261,11 +319,25 @@ async fn infer(
         Ok(m) => m,
         Err(e) => return *e,
     };
-    // Everything refused before submission is still counted for the model.
-    let refuse = |status: StatusCode, message: String| {
-        model.queue.count_refused();
+    // Everything refused before submission is still counted for the model,
+    // and so is a request whose handler is dropped before it was submitted
+    // (its client went away mid-upload, or the server stopped waiting).
+    let mut pending = Unsubmitted::new(&model.queue);
+    let mut refuse = |status: StatusCode, message: String| {
+        pending.refused();
         error(status, &message)
     };
+    if let Some(encoding) = req.headers().get(header::CONTENT_ENCODING) {
+        if !encoding.as_bytes().eq_ignore_ascii_case(b"identity") {
+            return refuse(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                format!(
+                    "request bodies are read uncompressed, not with Content-Encoding {encoding:?}; \
+                     send the body without compression"
+                ),
+            );
+        }
+    }
     let header_length = match req.headers().get(HEADER_LENGTH) {
         None => None,
         Some(v) => match v.to_str().ok().and_then(|s| s.trim().parse::<usize>().ok()) {
@@ -341,6 +413,8 @@ async fn infer(
         }
     };
     let (_, tensor) = inputs.remove(0);
+    // From here the data plane counts it, whatever becomes of it.
+    pending.submitted();
     let ticket = match model.queue.submit_input(tensor, parsed.timeout) {
         Ok(t) => t,
         Err(e) => return submit_error(&e),
@@ -375,7 +449,11 @@ async fn infer_v(
     req: HttpRequest,
     payload: web::Payload,
 ) -> HttpResponse {
-    infer(state, web::Path::from(path.into_inner().0), req, payload).await
+    let (name, version) = path.into_inner();
+    if let Some(e) = other_version(&name, &version) {
+        return e;
+    }
+    infer(state, web::Path::from(name), req, payload).await
 }
 
 fn submit_error(e: &SubmitError) -> HttpResponse {
