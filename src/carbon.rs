@@ -36,7 +36,9 @@ pub struct TraceSample {
     pub at: DateTime<Utc>,
     /// Grid carbon intensity, gCO2eq/kWh.
     pub gco2_per_kwh: f64,
-    /// True when the row was empty or malformed and the previous value is held.
+    /// True when the row was empty or malformed and the previous value is
+    /// held — or, from [`CarbonTrace::sample_at`], when the row is held
+    /// over a gap in the trace's rows or past its end.
     pub stale: bool,
 }
 
@@ -122,6 +124,10 @@ pub struct CarbonTrace {
     pub format: TraceFormat,
     /// Samples in time order (stale ones included).
     pub samples: Vec<TraceSample>,
+    /// How long one row lasts: the median spacing between rows (`None`
+    /// for a single row, which holds for ever). A row held longer — over
+    /// missing rows, or past the last — is stale.
+    pub step: Option<Duration>,
     /// Warnings about empty or malformed rows (`file:line: …`).
     pub warnings: Vec<String>,
 }
@@ -296,10 +302,29 @@ impl CarbonTrace {
                     .collect(),
             });
         }
+        let step = median_spacing(&samples);
+        if let Some(step) = step {
+            let gaps: Vec<&[TraceSample]> = samples
+                .windows(2)
+                .filter(|w| (w[1].at - w[0].at).to_std().is_ok_and(|d| d > step))
+                .collect();
+            if let Some(first) = gaps.first() {
+                warnings.push(format!(
+                    "{}: {} gap(s) longer than the trace's step of {} (the first from {} to {}): \
+                     the row before each is held over it, marked stale",
+                    path.display(),
+                    gaps.len(),
+                    humantime::format_duration(step),
+                    first[0].at,
+                    first[1].at
+                ));
+            }
+        }
         Ok(CarbonTrace {
             path: path.to_path_buf(),
             format,
             samples,
+            step,
             warnings,
         })
     }
@@ -312,23 +337,44 @@ impl CarbonTrace {
     }
 
     /// The sample in force `offset` after the first sample (a step function;
-    /// past the end the last sample holds).
+    /// past the end the last sample holds). A sample held longer than the
+    /// trace's [`step`](CarbonTrace::step) — over missing rows, or past
+    /// the last row — comes back marked stale.
     pub fn sample_at(&self, offset: Duration) -> TraceSample {
+        let last = self.samples[self.samples.len() - 1];
         // Past the representable range the last sample holds, as past the end.
         let t = chrono::Duration::from_std(offset)
             .ok()
             .and_then(|d| self.samples[0].at.checked_add_signed(d));
         let Some(t) = t else {
-            return self.samples[self.samples.len() - 1];
+            return TraceSample {
+                stale: self.step.is_some() || last.stale,
+                ..last
+            };
         };
         let i = self.samples.partition_point(|s| s.at <= t);
-        self.samples[i.saturating_sub(1)]
+        let sample = self.samples[i.saturating_sub(1)];
+        let held = (t - sample.at).to_std().unwrap_or(Duration::ZERO);
+        TraceSample {
+            stale: sample.stale || self.step.is_some_and(|step| held >= step),
+            ..sample
+        }
     }
 
     /// Mean intensity over all samples.
     pub fn mean(&self) -> f64 {
         self.samples.iter().map(|s| s.gco2_per_kwh).sum::<f64>() / self.samples.len() as f64
     }
+}
+
+/// The median spacing between consecutive samples (`None` for one).
+fn median_spacing(samples: &[TraceSample]) -> Option<Duration> {
+    let mut spacing: Vec<Duration> = samples
+        .windows(2)
+        .filter_map(|w| (w[1].at - w[0].at).to_std().ok())
+        .collect();
+    spacing.sort_unstable();
+    spacing.get(spacing.len() / 2).copied()
 }
 
 #[cfg(test)]
@@ -391,6 +437,31 @@ mod tests {
             t.warnings
         );
         assert!(t.warnings[1].starts_with("t.csv:4: malformed intensity \"abc\""));
+    }
+
+    #[test]
+    fn a_row_held_over_missing_rows_or_past_the_end_is_stale() {
+        // Hours 2 and 3 are missing: hour 1's row is held over them.
+        let t = parse(
+            "timestamp,gco2_per_kwh\n2023-01-01 00:00:00,100\n2023-01-01 01:00:00,200\n\
+             2023-01-01 04:00:00,300\n2023-01-01 05:00:00,400\n",
+        )
+        .unwrap();
+        assert_eq!(t.step, Some(Duration::from_secs(3600)));
+        assert!(t.warnings[0].contains("1 gap(s) longer than the trace's step of 1h"));
+        let at = |minutes: u64| t.sample_at(Duration::from_secs(minutes * 60));
+        assert_eq!((at(90).gco2_per_kwh, at(90).stale), (200.0, false));
+        assert_eq!((at(120).gco2_per_kwh, at(120).stale), (200.0, true));
+        assert_eq!((at(239).gco2_per_kwh, at(239).stale), (200.0, true));
+        assert_eq!((at(240).gco2_per_kwh, at(240).stale), (300.0, false));
+        // The last row lasts one step, then it is an old reading.
+        assert!(!at(5 * 60 + 59).stale);
+        assert_eq!((at(6 * 60).gco2_per_kwh, at(6 * 60).stale), (400.0, true));
+        assert!(t.sample_at(Duration::MAX).stale);
+        // A single row holds for ever.
+        let one = parse("timestamp,gco2_per_kwh\n2023-01-01 00:00:00,100\n").unwrap();
+        assert_eq!(one.step, None);
+        assert!(!one.sample_at(Duration::from_secs(1 << 30)).stale);
     }
 
     #[test]

@@ -320,6 +320,29 @@ fn bad_carbon_traces_stop_start_up_with_exit_2_before_any_work() {
 }
 
 #[test]
+fn a_trace_start_offset_past_its_last_row_is_refused() {
+    let f = Files::new();
+    with_platform(&f);
+    let trace = f.write(
+        "short.csv",
+        "timestamp,gco2_per_kwh\n2023-01-01T00:00:00Z,5\n2023-01-01T01:00:00Z,6\n",
+    );
+    f.write(
+        "p.ron",
+        &format!(
+            r#"(name: "late", carbon: Trace(path: "{}", speedup: 3600.0, start_offset: "3h"))"#,
+            trace.display()
+        ),
+    );
+    let o = f.run(&["--duration", "5s"]);
+    assert_bad_input(
+        &o,
+        &["start_offset 3h is past its last row (1h after its first)"],
+    );
+    assert!(!stderr(&o).contains("serving for"), "work started");
+}
+
+#[test]
 fn a_trace_run_reports_energy_carbon_and_writes_the_timeline() {
     let f = Files::new();
     with_platform(&f);

@@ -800,8 +800,8 @@ pub fn simulate(
         let mut mode = engine.mode;
         if let Some(p) = planner.as_mut() {
             // A stale hour keeps the plan in force, as the runtime plans
-            // on fresh readings only.
-            let decided = if stale[h] {
+            // on fresh readings only (a static plan reads none).
+            let decided = if stale[h] && p.reads_intensity() {
                 None
             } else {
                 p.decide(&engine.analysis, h, &hourly)
@@ -1299,8 +1299,8 @@ mod tests {
     #[test]
     fn a_stale_row_reaches_the_governor_as_stale_and_hours_keep_their_own_time() {
         // Hour 1 is empty (held over, marked stale), hour 3 is missing (the
-        // sample of hour 2 holds over it). The runtime's governor takes the
-        // fallback cap on a stale row; so must the simulator's.
+        // sample of hour 2 holds over it, stale too). The runtime's governor
+        // takes the fallback cap on a stale row; so must the simulator's.
         let text = "timestamp,gco2_per_kwh\n\
                     2023-01-01 00:00:00,100\n\
                     2023-01-01 01:00:00,\n\
@@ -1315,13 +1315,12 @@ mod tests {
         );
         let r = run(&w, &p, &t, 1);
         let modes: Vec<&str> = r.hours.iter().map(|h| h.mode.as_str()).collect();
-        assert_eq!(modes, ["MAXN", "MODE_10W", "MAXN", "MAXN"]);
-        // The stale hour's carbon is counted and said to rest on a
-        // held-over reading (the missing hour 3 is priced at hour 2's own,
-        // which is not marked).
-        assert_eq!(r.ledger.stale_priced, Duration::from_secs(HOUR_S));
-        let hour1 = r.hours[1].energy_j;
-        assert!((r.ledger.stale_priced_energy_j - hour1).abs() < 1e-6 * hour1);
+        assert_eq!(modes, ["MAXN", "MODE_10W", "MAXN", "MODE_10W"]);
+        // The stale hours' carbon is counted and said to rest on a
+        // held-over reading.
+        assert_eq!(r.ledger.stale_priced, Duration::from_secs(2 * HOUR_S));
+        let held = r.hours[1].energy_j + r.hours[3].energy_j;
+        assert!((r.ledger.stale_priced_energy_j - held).abs() < 1e-6 * held);
         let all = &output::summary_rows("t", "g", &r)[0];
         assert_eq!(
             all.stale_priced_energy_j,
@@ -1334,6 +1333,39 @@ mod tests {
             .map(|h| chrono::Timelike::hour(&h.at))
             .collect();
         assert_eq!(hours, [0, 1, 2, 3]);
+    }
+
+    #[test]
+    fn a_static_plan_holds_from_the_first_hour_even_when_that_hour_is_stale() {
+        // The span starts on an empty row (held over, stale): a planner
+        // that follows the intensity keeps what is in force, but a static
+        // plan reads none and must still be applied.
+        let text = "timestamp,gco2_per_kwh\n2023-01-01 00:00:00,100\n\
+                    2023-01-01 01:00:00,\n2023-01-01 02:00:00,100\n\
+                    2023-01-01 03:00:00,100\n";
+        let t = CarbonTrace::parse(text.as_bytes(), Path::new("t.csv")).unwrap();
+        let w = workload(TWO_CAMS);
+        let p = policy(r#"(name: "s", plan: Some(Static(mode: "MODE_10W")))"#);
+        let r = simulate(
+            &SimSetup {
+                workload: &w,
+                device: &xavier(),
+                policy: &p,
+                trace: &t,
+                start: Duration::from_secs(HOUR_S),
+                hours: 3,
+                sample: Some(Duration::from_secs(30)),
+                seed: 1,
+                service_seed: None,
+                accuracy_target: None,
+                planning: None,
+                service_replay: None,
+            },
+            |_| {},
+        )
+        .unwrap();
+        let modes: Vec<&str> = r.hours.iter().map(|h| h.mode.as_str()).collect();
+        assert_eq!(modes, ["MODE_10W"; 3]);
     }
 
     #[test]

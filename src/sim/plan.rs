@@ -396,12 +396,21 @@ impl Planner {
         )
     }
 
+    /// Whether its plans follow the intensity (all but the static
+    /// baselines): such a planner keeps the plan in force through a stale
+    /// hour, as the runtime plans on fresh readings only.
+    pub fn reads_intensity(&self) -> bool {
+        !matches!(self, Planner::Fixed(_))
+    }
+
     /// The plan for hour `h` (intensity `hourly[h]`); `None` keeps the
     /// plan in force.
     pub fn decide(&mut self, analysis: &Analysis, h: usize, hourly: &[f64]) -> Option<Candidate> {
         let gco2 = hourly[h];
         match self {
-            Planner::Fixed(c) => (h == 0).then(|| c.clone()),
+            // Every hour (the caller applies only a change): a first hour
+            // that is stale must not leave the device at the default.
+            Planner::Fixed(c) => Some(c.clone()),
             Planner::Clover {
                 lambda,
                 reference_gco2,

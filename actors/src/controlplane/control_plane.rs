@@ -245,6 +245,15 @@ impl ControlPlan {
                 start_offset,
             }) => {
                 let trace = CarbonTrace::load(path).map_err(|e| e.to_string())?;
+                if *start_offset > trace.span() {
+                    return Err(format!(
+                        "carbon trace {}: start_offset {} is past its last row ({} after its \
+                         first); use an offset of at most that",
+                        path.display(),
+                        humantime::format_duration(*start_offset),
+                        humantime::format_duration(trace.span())
+                    ));
+                }
                 for w in &trace.warnings {
                     tracing::warn!("carbon trace: {w}");
                 }
