@@ -290,31 +290,50 @@ impl QualityController {
     /// Record a finished request of tenant `t` served by variant `v`:
     /// its service time, how much slower than full speed it ran (`scale`:
     /// the throttle, times the unit's relative cost where units differ;
-    /// see [`QualityController::choose_on`]), and whether it missed.
+    /// see [`QualityController::choose_on`]), and whether it missed. The
+    /// outcome counts toward the miss rate only if `v` is still the active
+    /// variant: a job the previous variant started before a swap says
+    /// nothing of the new one, which starts with a clean record.
     pub fn record(&mut self, t: usize, v: usize, service: Duration, scale: f64, missed: bool) {
         let p = &self.policy;
-        let q = &mut self.tenants[t];
-        if let Some(e) = q.estimates.get_mut(v) {
+        if let Some(e) = self.tenants[t].estimates.get_mut(v) {
             e.record(
                 service.as_secs_f64() / scale.max(1.0),
                 p.ewma_alpha,
                 p.window,
             );
         }
-        if q.outcomes.len() == p.window {
-            q.outcomes.pop_front();
+        if v == self.tenants[t].active {
+            self.push_outcome(t, missed);
         }
-        q.outcomes.push_back(missed);
     }
 
-    /// Count a request that never ran (expired) as a miss.
-    pub fn record_miss(&mut self, t: usize) {
+    /// Record a pass of tenant `t` on variant `v` that failed: a miss (if
+    /// `v` is active), but no service time — how soon a backend gave up
+    /// says nothing of how long the model takes.
+    pub fn record_failure(&mut self, t: usize, v: usize) {
+        if v == self.tenants[t].active {
+            self.push_outcome(t, true);
+        }
+    }
+
+    /// Count a request released at `released` that never ran (expired, or
+    /// shed) as a miss — unless it was released before the last swap: the
+    /// backlog the previous variant left says nothing of the new one.
+    pub fn record_miss(&mut self, t: usize, released: Timestamp) {
+        if self.tenants[t].last_swap.is_none_or(|s| released >= s) {
+            self.push_outcome(t, true);
+        }
+    }
+
+    fn push_outcome(&mut self, t: usize, missed: bool) {
         let w = self.policy.window;
         let q = &mut self.tenants[t];
         if q.outcomes.len() == w {
             q.outcomes.pop_front();
         }
-        q.outcomes.push_back(true);
+        q.outcomes.push_back(missed);
+        debug_assert!(q.outcomes.len() <= w);
     }
 
     fn miss_rate(&self, t: usize) -> f64 {
@@ -327,7 +346,8 @@ impl QualityController {
     }
 
     /// Decide tenant `t`'s variant for a request being dispatched `now`
-    /// with absolute deadline `deadline`, under `throttle` (the slowdown in
+    /// with absolute deadline `deadline` (the tenant's own: it was released
+    /// one tenant deadline before), under `throttle` (the slowdown in
     /// force), on a unit that runs every variant at full speed. Returns the
     /// variant to use.
     pub fn choose(
@@ -337,7 +357,8 @@ impl QualityController {
         deadline: Timestamp,
         throttle: f64,
     ) -> usize {
-        self.choose_on(t, now, deadline, |_| throttle.max(1.0))
+        let released = deadline - self.tenants[t].deadline;
+        self.choose_on(t, now, released, deadline, |_| throttle.max(1.0))
     }
 
     /// [`QualityController::choose`] on a unit whose speed differs per
@@ -345,18 +366,21 @@ impl QualityController {
     /// variant `v` takes there (the mode's slowdown times the unit's cost
     /// relative to the fastest unit that holds the tenant; ≥ 1). A DLA core
     /// runs a network about twice as long as the GPU: an estimate learnt on
-    /// one unit then predicts the other from the first request on.
+    /// one unit then predicts the other from the first request on. The
+    /// request was `released` then, and must finish by `deadline` (which a
+    /// caller may have set tighter than the tenant's).
     pub fn choose_on(
         &mut self,
         t: usize,
         now: Timestamp,
+        released: Timestamp,
         deadline: Timestamp,
         scale: impl Fn(usize) -> f64,
     ) -> usize {
         if !self.policy.enabled {
             return self.tenants[t].active;
         }
-        if let Some((to, reason)) = self.decide(t, now, deadline, scale) {
+        if let Some((to, reason)) = self.decide(t, now, released, deadline, scale) {
             self.swap(t, to, now, reason);
         }
         self.tenants[t].active
@@ -367,6 +391,7 @@ impl QualityController {
         &mut self,
         t: usize,
         now: Timestamp,
+        released: Timestamp,
         deadline: Timestamp,
         scale: impl Fn(usize) -> f64,
     ) -> Option<(usize, SwapReason)> {
@@ -374,8 +399,9 @@ impl QualityController {
         let p = &self.policy;
         let q = &mut self.tenants[t];
         let budget = deadline.saturating_since(now).as_secs_f64();
-        // Time this request already waited: deadline - budget = now - release.
-        let waited = (q.deadline.as_secs_f64() - budget).max(0.0);
+        // Time this request already waited (not the tenant's deadline less
+        // the budget: a caller's tighter deadline is no wait).
+        let waited = now.saturating_since(released).as_secs_f64();
         q.wait_ewma_s += p.ewma_alpha * (waited - q.wait_ewma_s);
         let predict = |v: usize| {
             q.estimates[v]
@@ -487,6 +513,58 @@ mod tests {
     }
 
     #[test]
+    fn what_the_previous_variant_left_behind_does_not_step_the_new_one_down() {
+        // Three variants: 60, 30, 20 ms; deadline 100 ms.
+        let mut c = QualityController::new(policy(), &[3], &[ms(100)]);
+        for (v, s) in [60, 30, 20].into_iter().enumerate() {
+            c.seed_estimate(0, v, ms(s));
+        }
+        // Throttle 2: the heavy variant's 120 ms misses; step to 1 (60 ms).
+        assert_eq!(c.choose(0, at(1000), at(1100), 2.0), 1);
+        // A job variant 0 started before the swap finishes late; a request
+        // released before the swap expires; one released after it is shed
+        // by another path later — only the last is variant 1's doing.
+        c.record(0, 0, ms(120), 2.0, true);
+        c.record_miss(0, at(900));
+        assert_eq!(c.choose(0, at(1010), at(1110), 2.0), 1, "no second step");
+        c.record_miss(0, at(1005));
+        assert_eq!(
+            c.choose(0, at(1020), at(1120), 2.0),
+            2,
+            "variant 1's own miss counts"
+        );
+        assert!(matches!(c.swaps[1].reason, SwapReason::MissRate(r) if r == 1.0));
+    }
+
+    #[test]
+    fn a_callers_tighter_deadline_is_not_taken_for_waiting() {
+        let mut c = controller(policy());
+        // Released and dispatched at once, due in 70 ms of the tenant's
+        // 100: it waited nothing.
+        for i in 0..50 {
+            c.choose_on(0, at(i * 10), at(i * 10), at(i * 10 + 70), |_| 1.0);
+        }
+        assert_eq!(c.tenants[0].wait_ewma_s, 0.0);
+        // Dispatched 30 ms after release: it waited 30 ms.
+        c.choose_on(0, at(1030), at(1000), at(1070), |_| 1.0);
+        assert!(c.tenants[0].wait_ewma_s > 0.0);
+    }
+
+    #[test]
+    fn a_failed_pass_is_a_miss_but_not_a_service_time() {
+        let mut c = controller(policy());
+        // A backend that gives up in 1 µs, again and again: the 60 ms
+        // estimate stays, and the misses step the tenant down.
+        for _ in 0..10 {
+            c.record_failure(0, 0);
+        }
+        assert_eq!(c.choose(0, at(0), at(100), 1.0), 1);
+        assert!(matches!(c.swaps[0].reason, SwapReason::MissRate(r) if r == 1.0));
+        let heavy = c.tenants[0].estimates[0].predict(0.9).unwrap();
+        assert!((heavy - 0.060).abs() < 1e-9, "{heavy}");
+    }
+
+    #[test]
     fn noisy_latencies_near_the_edge_do_not_flap() {
         let mut c = controller(policy());
         // Cap at 1.6x: heavy predicted ~96 ms of a 100 ms budget: fits, no swap;
@@ -560,7 +638,7 @@ mod tests {
         let mut c = controller(policy());
         let scale = |v: usize| [2.0, 1.5][v];
         // 120 ms predicted for the heavy variant > 100 ms: degrade.
-        assert_eq!(c.choose_on(0, at(0), at(100), scale), 1);
+        assert_eq!(c.choose_on(0, at(0), at(0), at(100), scale), 1);
         // A 30 ms pass of the light one there is 20 ms at full speed: the
         // estimate stays where it was, and on a full-speed unit the heavy
         // one would have fitted.
@@ -570,7 +648,7 @@ mod tests {
         let light = c.tenants[0].estimates[1].predict(0.9).unwrap();
         assert!((light - 0.020).abs() < 1e-9, "{light}");
         let mut c = controller(policy());
-        assert_eq!(c.choose_on(0, at(0), at(100), |_| 1.0), 0);
+        assert_eq!(c.choose_on(0, at(0), at(0), at(100), |_| 1.0), 0);
     }
 
     #[test]

@@ -340,6 +340,15 @@ impl RunReport {
                 l.stale_priced.as_secs_f64()
             );
         }
+        if !l.unmetered.is_zero() {
+            let _ = writeln!(
+                out,
+                "  power could not be read for {:.1} s of the run: a platform that reads an \
+                 energy counter counted it in its next reading, one that reads power left it \
+                 out of energy and carbon",
+                l.unmetered.as_secs_f64()
+            );
+        }
         let _ = writeln!(
             out,
             "  CDP (carbon × mean end-to-end latency) {:.6} g·s",
@@ -579,5 +588,18 @@ mod tests {
             "{text}"
         );
         assert!(!text.contains("leaves out"), "{text}");
+        assert!(!text.contains("could not be read"), "{text}");
+    }
+
+    #[test]
+    fn energy_section_says_how_long_power_could_not_be_read() {
+        let mut ledger = EnergyLedger::new(1);
+        ledger.record(Duration::from_secs(9), 10.0, 500.0, 40.0, &[Duration::ZERO]);
+        ledger.record_unmetered(Duration::from_millis(1500));
+        let text = energy_report(ledger).render();
+        assert!(
+            text.contains("power could not be read for 1.5 s of the run"),
+            "{text}"
+        );
     }
 }

@@ -75,6 +75,7 @@ fn done() -> WorkerEvent {
         throttle: 1.0,
         unit_cost: 1.0,
         missed: false,
+        served: true,
     })
 }
 

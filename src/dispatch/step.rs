@@ -7,8 +7,9 @@
 //! code. One [`DispatchCore::step`] on behalf of free unit `u`:
 //! 1. records `u`'s finished job (for the quality controller), or queues the
 //!    request `u` was woken with;
-//! 2. drops (as `expired`) every queued request whose deadline has passed —
-//!    it can no longer finish in time, so it must not start;
+//! 2. drops (as `expired`) every queued request whose deadline has come
+//!    (`deadline <= now`) — it can no longer finish in time, so it must not
+//!    start;
 //! 3. pops the earliest-deadline request `u` can serve and chooses its model
 //!    variant (quality controller); with feasibility shedding on for its
 //!    tenant, a request whose predicted finish (now + the variant's recent
@@ -86,6 +87,9 @@ pub struct JobDone {
     /// Whether it finished after its deadline or failed
     /// ([`crate::request::Outcome::is_miss`]).
     pub missed: bool,
+    /// Whether the pass produced outputs (a failed one's time is not
+    /// recorded as the model's service time).
+    pub served: bool,
 }
 
 /// Why a unit runs a dispatch step.
@@ -381,13 +385,21 @@ impl DispatchCore {
                 debug_assert!(!self.units[u].idle, "only a busy unit finishes a job");
                 debug_assert!(done.unit_cost.is_finite() && done.unit_cost >= 1.0);
                 let scale = done.throttle.max(1.0) * done.unit_cost;
-                self.record_service(
-                    done.tenant,
-                    done.variant,
-                    done.service.as_secs_f64() / scale,
-                );
-                if let Some(q) = &mut self.quality {
-                    q.record(done.tenant, done.variant, done.service, scale, done.missed);
+                // A failed pass is a miss, but its time (a backend that
+                // gave up at once) is no estimate of the model's.
+                if done.served {
+                    self.record_service(
+                        done.tenant,
+                        done.variant,
+                        done.service.as_secs_f64() / scale,
+                    );
+                }
+                match &mut self.quality {
+                    Some(q) if done.served => {
+                        q.record(done.tenant, done.variant, done.service, scale, done.missed)
+                    }
+                    Some(q) => q.record_failure(done.tenant, done.variant),
+                    None => {}
                 }
             }
             StepEvent::Received(r) => self.admit(r),
@@ -600,7 +612,7 @@ impl DispatchCore {
         queue.drain_expired(now, |r| {
             let t = r.tenant.index();
             if let Some(q) = quality.as_mut() {
-                q.record_miss(t);
+                q.record_miss(t, r.release);
             }
             debug_assert!(queued[t] > 0);
             queued[t] -= 1;
@@ -623,13 +635,15 @@ impl DispatchCore {
             // The quality controller may degrade first: shed only what even
             // the variant it chose cannot serve in time.
             let variant = match &mut self.quality {
-                Some(q) => q.choose_on(t, now, request.deadline, |v| unit.scale(t, v)),
+                Some(q) => q.choose_on(t, now, request.release, request.deadline, |v| {
+                    unit.scale(t, v)
+                }),
                 None => 0,
             };
             let unit_cost = unit.cost(t, variant);
             if self.shed[t] && self.hopeless(&request, variant, unit.scale(t, variant), now) {
                 if let Some(q) = &mut self.quality {
-                    q.record_miss(t);
+                    q.record_miss(t, request.release);
                 }
                 self.stats.shed += 1;
                 fx.shed.push(request);
@@ -688,6 +702,7 @@ mod tests {
             throttle: 1.0,
             unit_cost: 1.0,
             missed: false,
+            served: true,
         })
     }
 
@@ -989,6 +1004,7 @@ mod tests {
             throttle: 2.0,
             unit_cost: 1.0,
             missed: true,
+            served: true,
         });
         assert_eq!(run(c.step(0, done_slow, ms(8), &mut fx)).request.id, 2);
         // At throttle 3 a pass takes 12 ms: started at 9 ms it would end at
@@ -997,6 +1013,40 @@ mod tests {
         c.admit(req(3, 0, 9, 10));
         assert_eq!(c.step(0, done(0), ms(9), &mut fx), Next::Wait);
         assert_eq!(fx.shed.len(), 1);
+    }
+
+    #[test]
+    fn a_failed_pass_does_not_teach_the_step_how_fast_the_model_is() {
+        let mut c = DispatchCore::new(QueueOrder::EarliestDeadline, 1, vec![vec![true]]);
+        c.set_shedding(vec![true]);
+        let mut fx = StepEffects::default();
+        run(c.step(0, StepEvent::Received(req(1, 0, 0, 20)), ms(0), &mut fx));
+        c.admit(req(2, 0, 4, 20));
+        let served = |service: Duration, served: bool| {
+            StepEvent::Finished(JobDone {
+                tenant: 0,
+                variant: 0,
+                service,
+                throttle: 1.0,
+                unit_cost: 1.0,
+                missed: !served,
+                served,
+            })
+        };
+        // A real 8 ms pass, then a backend that gives up in a microsecond,
+        // many times: the estimate stays at 8 ms.
+        run(c.step(0, served(ms(8).since_epoch(), true), ms(8), &mut fx));
+        for k in 0..30 {
+            c.admit(req(10 + k, 0, 8, 1000));
+            run(c.step(0, served(Duration::from_micros(1), false), ms(8), &mut fx));
+        }
+        // 8 ms cannot fit a 5 ms budget: shed.
+        c.admit(req(99, 0, 8, 5));
+        assert_eq!(
+            c.step(0, served(Duration::from_micros(1), false), ms(8), &mut fx),
+            Next::Wait
+        );
+        assert_eq!(fx.shed.len(), 1, "{fx:?}");
     }
 
     #[test]
@@ -1019,6 +1069,7 @@ mod tests {
                 throttle: 1.0,
                 unit_cost: 1.0,
                 missed: false,
+                served: true,
             })
         };
         assert_eq!(c.step(0, on_gpu(4), ms(4), &mut fx), Next::Wait);
@@ -1044,6 +1095,7 @@ mod tests {
             throttle: 1.0,
             unit_cost: j.unit_cost,
             missed: false,
+            served: true,
         });
         assert_eq!(c.step(1, on_dla, ms(15), &mut fx), Next::Wait);
         c.remap(0, &[true, false], &mut fx);

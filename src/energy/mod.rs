@@ -52,6 +52,11 @@ pub struct EnergyLedger {
     pub stale_priced_energy_j: f64,
     /// Time those intervals took.
     pub stale_priced: Duration,
+    /// Time whose power could not be read (a failed sensor read): not in
+    /// `elapsed`, and its energy is in `energy_j` only if the platform's
+    /// next reading covered it (an energy counter's does; a power
+    /// sensor's does not).
+    pub unmetered: Duration,
     /// Time spent at each cap (watts, time), in order of first use.
     pub time_at_cap: Vec<(f64, Duration)>,
     /// Time accounted.
@@ -193,6 +198,11 @@ impl EnergyLedger {
             Some((_, t)) => *t += dt,
             None => self.time_at_cap.push((cap_w, dt)),
         }
+    }
+
+    /// Note an interval whose power could not be read.
+    pub fn record_unmetered(&mut self, dt: Duration) {
+        self.unmetered += dt;
     }
 
     /// Mean power over the run, watts.

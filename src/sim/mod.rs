@@ -265,6 +265,9 @@ struct Running {
     job: Job,
     started: Timestamp,
     finishes: Timestamp,
+    /// Busy time up to here is already in an earlier window's energy (a
+    /// job running across a window's end is split there).
+    counted_until: Timestamp,
 }
 
 /// The simulation of one policy on one trace.
@@ -367,6 +370,7 @@ impl<'a> Engine<'a> {
                 job,
                 started: now,
                 finishes,
+                counted_until: now,
             });
             self.busy_units += 1;
             self.push(finishes, Event::Finish(u));
@@ -412,7 +416,7 @@ impl<'a> Engine<'a> {
         };
         let t = c.request.tenant.index();
         self.accounts[t].record_completion(&c);
-        let busy = c.service().as_nanos() as u64;
+        let busy = now.saturating_since(run.counted_until).as_nanos() as u64;
         self.unit_busy_ns[u] += busy;
         self.tenant_busy_ns[t] += busy;
         let done = JobDone {
@@ -422,6 +426,7 @@ impl<'a> Engine<'a> {
             throttle: run.job.throttle,
             unit_cost: run.job.unit_cost,
             missed: c.outcome().is_miss(),
+            served: c.succeeded,
         };
         self.step(u, StepEvent::Finished(done), now);
     }
@@ -463,6 +468,20 @@ impl<'a> Engine<'a> {
             }
         }
         last
+    }
+
+    /// Count the busy time of the jobs running at a window's `end` into
+    /// that window (the rest goes to the window they finish in): the
+    /// window's energy is its units' busy share of it, never above one.
+    fn close_window(&mut self, end: Timestamp) {
+        for (u, run) in self.running.iter_mut().enumerate() {
+            if let Some(run) = run {
+                let busy = end.saturating_since(run.counted_until).as_nanos() as u64;
+                self.unit_busy_ns[u] += busy;
+                self.tenant_busy_ns[run.job.request.tenant.index()] += busy;
+                run.counted_until = run.counted_until.max(end);
+            }
+        }
     }
 
     /// Move every tenant to `units[t]` (between requests: running jobs
@@ -834,6 +853,9 @@ pub fn simulate(
         let last_hour = h + 1 == setup.hours;
         // The last hour also drains what is still queued or running.
         let last = engine.run_until((!last_hour).then_some(end));
+        if !last_hour {
+            engine.close_window(end);
+        }
         let elapsed = last.map_or(window, |l| l.saturating_since(start).max(window));
         simulated += elapsed;
         // Energy of the window, extrapolated to the hour.
@@ -843,6 +865,10 @@ pub fn simulate(
             .iter()
             .map(|&b| b as f64 / 1e9 / secs)
             .collect();
+        debug_assert!(
+            busy.iter().all(|&b| b <= 1.0 + 1e-9),
+            "a unit is busy at most the whole window: {busy:?}"
+        );
         let power_w = device.power_w(mode, &busy);
         let scale = HOUR_S as f64 / secs;
         let tenant_busy: Vec<Duration> = engine
@@ -909,9 +935,15 @@ pub fn simulate(
         Some(Planner::Mapping(m)) => m.log,
         _ => Vec::new(),
     };
-    let Engine { core, accounts, .. } = engine;
+    let Engine {
+        core, mut accounts, ..
+    } = engine;
     let (left, stats) = core.finish();
     debug_assert!(left.is_empty(), "every window drains");
+    // Should one be left all the same, it still ends in an outcome.
+    for r in &left {
+        accounts[r.tenant.index()].record_unserved(r);
+    }
     Ok(SimResult {
         tenants: accounts,
         ledger,

@@ -113,7 +113,13 @@ fn row(
             .end_to_end
             .quantile_us(0.99)
             .map_or(f64::NAN, |us| us as f64 / 1000.0),
-        cdp_g_s: cdp(carbon_g, Duration::from_secs_f64((mean / 1000.0).max(0.0))),
+        // No request served, no mean latency: no CDP either (0 would read
+        // as the best score).
+        cdp_g_s: if mean.is_finite() {
+            cdp(carbon_g, Duration::from_secs_f64((mean / 1000.0).max(0.0)))
+        } else {
+            f64::NAN
+        },
         accuracy_pct: if acc_n == 0 {
             f64::NAN
         } else {

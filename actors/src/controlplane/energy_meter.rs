@@ -187,6 +187,7 @@ impl Meter {
                 });
             }
             Err(e) => {
+                self.ledger.record_unmetered(dt);
                 self.power_errors += 1;
                 if self.power_errors <= 3 {
                     let msg = format!(

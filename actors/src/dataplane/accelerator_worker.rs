@@ -376,6 +376,7 @@ impl AcceleratorWorker {
                         throttle: job.throttle,
                         unit_cost: job.unit_cost,
                         missed: completion.outcome().is_miss(),
+                        served: completion.succeeded,
                     });
                 }
                 Next::Wait => {
