@@ -118,9 +118,11 @@ impl CapRule {
             } => {
                 positive(*low_carbon_cap_w, "low_carbon_cap_w")?;
                 positive(*high_carbon_cap_w, "high_carbon_cap_w")?;
-                if low_gco2.is_nan() || high_gco2.is_nan() || low_gco2 >= high_gco2 {
+                // Infinite ends would make every reading's position NaN.
+                if !low_gco2.is_finite() || !high_gco2.is_finite() || low_gco2 >= high_gco2 {
                     return Err(format!(
-                        "low_gco2 ({low_gco2}) must be below high_gco2 ({high_gco2})"
+                        "low_gco2 ({low_gco2}) must be below high_gco2 ({high_gco2}), both \
+                         finite intensities in gCO2/kWh"
                     ));
                 }
                 Ok(())
@@ -425,5 +427,16 @@ mod tests {
             high_carbon_cap_w: 10.0,
         };
         assert!(p.validate().unwrap_err().contains("must be below"));
+        // An infinite end would put every reading at NaN.
+        let p = GovernorPolicy {
+            rule: CapRule::Linear {
+                low_gco2: f64::NEG_INFINITY,
+                high_gco2: 500.0,
+                low_carbon_cap_w: 40.0,
+                high_carbon_cap_w: 10.0,
+            },
+            ..p
+        };
+        assert!(p.validate().unwrap_err().contains("finite"));
     }
 }

@@ -243,6 +243,7 @@ impl TensorData {
 /// What a model takes or gives: a name, a datatype and a shape (`-1`: any
 /// size in that dimension).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct TensorSpec {
     /// Name (the protocol's tensor name).
     pub name: String,
@@ -337,6 +338,13 @@ mod tests {
             .to_string()
             .contains("FP32 data, not UINT8"));
         assert_eq!(DataType::from_name("INT64"), Some(DataType::Int64));
+        // A spec in a RON catalog with a misspelt field is refused.
+        let bad = crate::config::parse_ron::<TensorSpec>(
+            r#"(name: "x", datatype: FP32, shape: [1], dims: [2])"#,
+            std::path::Path::new("m.ron"),
+            "catalog",
+        );
+        assert!(bad.unwrap_err().to_string().contains("dims"));
         assert_eq!(DataType::from_name("BYTES"), None);
     }
 }

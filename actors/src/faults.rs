@@ -76,9 +76,12 @@ impl FromStr for ScheduledFault {
         let (kind, at) = match s.split_once('@') {
             Some((k, t)) => (
                 k,
-                humantime::parse_duration(t.trim()).map_err(|e| err(format!("time {t:?}: {e}")))?,
+                Some(
+                    humantime::parse_duration(t.trim())
+                        .map_err(|e| err(format!("time {t:?}: {e}")))?,
+                ),
             ),
-            None => (s, Duration::ZERO),
+            None => (s, None),
         };
         let (name, arg) = match kind.split_once(':') {
             Some((n, a)) => (n.trim(), Some(a.trim())),
@@ -110,7 +113,17 @@ impl FromStr for ScheduledFault {
             }
             other => return Err(err(format!("unknown fault {other:?}"))),
         };
-        Ok(ScheduledFault { fault, at })
+        // A model loads before the first release: there is no later time
+        // for it to fire at, and a time silently ignored misleads.
+        if matches!(fault, Fault::LoadPanic(_)) && at.is_some_and(|t| !t.is_zero()) {
+            return Err(err(
+                "load-panic fires while the models load, before any time: drop the @TIME".into(),
+            ));
+        }
+        Ok(ScheduledFault {
+            fault,
+            at: at.unwrap_or(Duration::ZERO),
+        })
     }
 }
 
@@ -283,6 +296,7 @@ mod tests {
             "control-plane-panic@soon",
             "telemetry-stall",
             "control-plane-stall",
+            "load-panic:cpu0@2s",
         ] {
             let e = bad.parse::<ScheduledFault>().unwrap_err().to_string();
             assert!(e.contains("expected KIND[@TIME]"), "{bad}: {e}");

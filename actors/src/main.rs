@@ -467,6 +467,7 @@ fn run(files: &Files, o: RunOptions<'_>) -> Result<(), ExitCode> {
         pass_log,
     } = o;
     let l = load_for_serving(files, "--load-factor", Some(load_factor))?;
+    check_outputs(out, &[("--timeline", timeline), ("--summary", summary)])?;
     let pass_log = match pass_log {
         None => None,
         Some(path) => Some(
@@ -487,6 +488,15 @@ fn run(files: &Files, o: RunOptions<'_>) -> Result<(), ExitCode> {
             eprintln!("error: {e}");
             ExitCode::from(2)
         })?;
+        if f.at >= duration {
+            eprintln!(
+                "error: --inject-fault: a fault at {} would never fire in a run of {}: give it a \
+                 time within --duration",
+                humantime::format_duration(f.at),
+                humantime::format_duration(duration)
+            );
+            return Err(ExitCode::from(2));
+        }
     }
     // Load-time faults fire while the models load; the rest at their times.
     let (at_load, later): (Vec<_>, Vec<_>) = faults
@@ -631,6 +641,33 @@ fn start_failed(files: &Files, e: StartError) -> ExitCode {
     }
 }
 
+/// Before any work: the `--out` folder exists (created if need be) and
+/// each named output file can be created (its folder too). A run must not
+/// serve for minutes and then fail to write what it measured; a path that
+/// cannot be written is bad input (exit 2).
+fn check_outputs(out: &Path, files: &[(&str, Option<&Path>)]) -> Result<(), ExitCode> {
+    let refuse = |flag: &str, path: &Path, e: std::io::Error| {
+        eprintln!(
+            "error: {flag} {}: cannot be written ({e}); name a writable path",
+            path.display()
+        );
+        ExitCode::from(2)
+    };
+    std::fs::create_dir_all(out).map_err(|e| refuse("--out", out, e))?;
+    for (flag, path) in files {
+        let Some(path) = path else { continue };
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| refuse(flag, path, e))?;
+        }
+        std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(path)
+            .map_err(|e| refuse(flag, path, e))?;
+    }
+    Ok(())
+}
+
 /// The report on stdout, its `.hgrm` and `.hlog` files in `out`, and the
 /// summary row(s) if asked for (exit 1 if a file cannot be written).
 fn write_outputs(
@@ -706,6 +743,7 @@ struct ServeOptions<'a> {
 fn serve(files: &Files, o: ServeOptions<'_>) -> Result<(), ExitCode> {
     use ecomap_actors::server::{self, ModelEntry, ServerState};
     let l = load_for_serving(files, "--generate", o.generate)?;
+    check_outputs(o.out, &[("--summary", o.summary)])?;
     let fail = |e| start_failed(files, e);
     let mut runtime = Runtime::start(&l.workload, &l.rt, &l.policy).map_err(fail)?;
     if let Err(e) = runtime.start_control(o.generate.unwrap_or(1.0)) {
@@ -913,9 +951,11 @@ fn profile_command(a: &ProfileArgs<'_>) -> Result<(), ExitCode> {
     let catalog = ecomap::catalog::Catalog::load(a.catalog).map_err(bad_input)?;
     let variants = profile::catalog_variants(&catalog, a.variants)
         .map_err(|m| usage(format!("--variants: {m} ({})", a.catalog.display())))?;
-    if a.threads.is_empty() || a.threads.contains(&0) || a.max_tenants == 0 {
+    // 64 tenants on one device is far past any edge workload (and each
+    // configuration allocates its tenants up front).
+    if a.threads.is_empty() || a.threads.contains(&0) || !(1..=64).contains(&a.max_tenants) {
         return Err(usage(
-            "--threads needs counts of at least 1 and --max-tenants at least 1".into(),
+            "--threads needs counts of at least 1 and --max-tenants between 1 and 64".into(),
         ));
     }
     let mut plan = ProfilePlan {
@@ -943,6 +983,15 @@ fn profile_command(a: &ProfileArgs<'_>) -> Result<(), ExitCode> {
     let mut real = None;
     if !a.simulate {
         let rt = RtConfig::load(a.rt_config).map_err(bad_input)?;
+        if let Some(w) = rt.workers.iter().find(|w| w.tenants.is_some()) {
+            return Err(usage(format!(
+                "{}: worker {:?} lists the tenants it serves, but `ecomap profile` places its own \
+                 tenants on the workers; use an rt-config whose workers list none (e.g. \
+                 rt-config/host.ron)",
+                a.rt_config.display(),
+                w.name
+            )));
+        }
         rt.validate(a.rt_config, available_cores(), &[])
             .map_err(bad_input)?;
         let modes = profile::capped_modes(&device);

@@ -266,6 +266,23 @@ fn a_governor_whose_readings_go_stale_between_polls_is_refused() {
 }
 
 #[test]
+fn a_carbon_api_address_that_is_no_address_is_refused() {
+    let f = Files::new();
+    with_platform(&f);
+    f.write(
+        "p.ron",
+        r#"(name: "p", carbon: Http(provider: UkNationalGrid, base_url: "htp://x", poll: "5m"))"#,
+    );
+    assert_bad_input(
+        &f.run(&["--duration", "1s"]),
+        &[
+            "p.ron",
+            "base_url \"htp://x\" is not an http:// or https:// address",
+        ],
+    );
+}
+
+#[test]
 fn a_missing_file_is_named() {
     let f = Files::new();
     std::fs::remove_file(f.path("p.ron")).unwrap();
@@ -316,6 +333,48 @@ fn bad_carbon_traces_stop_start_up_with_exit_2_before_any_work() {
         let o = f.run(&["--carbon-trace", path.to_str().unwrap(), "--duration", "5s"]);
         assert_bad_input(&o, &[needle]);
         assert!(!stderr(&o).contains("serving for"), "{name}: work started");
+    }
+}
+
+#[test]
+fn outputs_that_cannot_be_written_are_refused_before_any_work() {
+    let f = Files::new();
+    let file = f.write("a-file", "not a folder");
+    // --out names a file: nothing can go in it.
+    let mut args = vec!["run".to_string()];
+    for (flag, name) in [
+        ("--rt-config", "rt.ron"),
+        ("--policy", "p.ron"),
+        ("--workload", "w.ron"),
+    ] {
+        args.push(flag.into());
+        args.push(f.path(name).display().to_string());
+    }
+    args.extend([
+        "--out".into(),
+        file.display().to_string(),
+        "--duration".into(),
+        "5s".into(),
+    ]);
+    let o = Command::new(env!("CARGO_BIN_EXE_ecomap"))
+        .args(&args)
+        .output()
+        .unwrap();
+    assert_bad_input(&o, &["--out", "cannot be written"]);
+    assert!(!stderr(&o).contains("serving for"), "work started");
+    // A summary inside that file cannot be created either.
+    let inside = file.join("s.csv");
+    let o = f.run(&["--summary", inside.to_str().unwrap(), "--duration", "5s"]);
+    assert_bad_input(&o, &["--summary", "cannot be written"]);
+}
+
+#[test]
+fn a_policy_name_that_cannot_name_files_is_refused() {
+    let f = Files::new();
+    for name in ["v2/ecomap", "x__plans", ""] {
+        f.write("p.ron", &format!(r#"(name: "{name}")"#));
+        let o = f.run(&["--duration", "5s"]);
+        assert_bad_input(&o, &["p.ron", "letters, digits, '-' and '_'"]);
     }
 }
 
@@ -583,5 +642,13 @@ fn fault_specs_that_do_not_parse_or_name_no_worker_are_bad_input() {
     assert_bad_input(
         &f.run(&["--inject-fault", "worker-panic:gpu7@1s"]),
         &["no worker named 'gpu7'", "w0"],
+    );
+    assert_bad_input(
+        &f.run(&["--inject-fault", "worker-panic:w0@90s", "--duration", "60s"]),
+        &["a fault at 1m 30s would never fire in a run of 1m"],
+    );
+    assert_bad_input(
+        &f.run(&["--inject-fault", "load-panic:w0@2s"]),
+        &["load-panic fires while the models load"],
     );
 }

@@ -63,6 +63,17 @@ impl ConfigError {
     }
 }
 
+/// Whether `name` can name output files: non-empty, letters, digits, `-`
+/// and `_`, without `__` (which joins a trace's and a policy's name in
+/// the simulator's file names).
+pub fn is_file_safe_name(name: &str) -> bool {
+    !name.is_empty()
+        && !name.contains("__")
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+}
+
 /// Parse a RON string as `T`; `path` is only used in error messages and
 /// `kind` (e.g. "workload") in the hint.
 pub fn parse_ron<T: DeserializeOwned>(

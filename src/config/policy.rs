@@ -98,12 +98,29 @@ impl CarbonSource {
                     ))
                 }
             }
-            CarbonSource::Http { poll, timeout, .. } => {
+            CarbonSource::Http {
+                poll,
+                timeout,
+                base_url,
+                ..
+            } => {
                 if poll.is_zero() || timeout.is_zero() {
-                    Err("poll and timeout must be positive durations".into())
-                } else {
-                    Ok(())
+                    return Err("poll and timeout must be positive durations".into());
                 }
+                // A typo here would only show as every poll failing, the
+                // run sitting at the fallback cap, and exit 0.
+                if let Some(url) = base_url {
+                    let host = url
+                        .strip_prefix("http://")
+                        .or_else(|| url.strip_prefix("https://"));
+                    if !host.is_some_and(|h| !h.is_empty() && !h.starts_with('/')) {
+                        return Err(format!(
+                            "base_url {url:?} is not an http:// or https:// address with a \
+                             host, e.g. \"https://api.electricitymap.org\""
+                        ));
+                    }
+                }
+                Ok(())
             }
         }
     }
@@ -384,8 +401,16 @@ impl Policy {
     /// Read and validate a policy file.
     pub fn load(path: &Path) -> Result<Policy, ConfigError> {
         let mut p: Policy = load_ron(path, "policy")?;
-        if p.name.trim().is_empty() {
-            return Err(ConfigError::invalid(path, "name", "name must not be empty"));
+        if !super::is_file_safe_name(&p.name) {
+            return Err(ConfigError::invalid(
+                path,
+                "name",
+                format!(
+                    "name {:?} must be non-empty and use only letters, digits, '-' and '_', \
+                     without '__' (it names the simulator's output files)",
+                    p.name
+                ),
+            ));
         }
         if let Some(c) = &mut p.carbon {
             c.validate()
@@ -439,7 +464,7 @@ impl Policy {
                              max_staleness a few polls, e.g. \"{}\"",
                             humantime::format_duration(g.max_staleness),
                             humantime::format_duration(*poll),
-                            humantime::format_duration(*poll * 3)
+                            humantime::format_duration(poll.saturating_mul(3))
                         ),
                     ));
                 }

@@ -167,6 +167,90 @@ fn nvpmodel() -> String {
     "nvpmodel".into()
 }
 
+impl JetsonControl {
+    /// Check the modes or levels: a cap must have something to select, and
+    /// every figure must be one a cap can be compared with or a worker
+    /// slowed by. The place (`modes[2].slowdown`) and the problem.
+    pub fn validate(&self) -> Result<(), (String, String)> {
+        let positive = |place: String, what: &str, x: f64| {
+            if x.is_finite() && x > 0.0 {
+                Ok(())
+            } else {
+                Err((
+                    place,
+                    format!("{what} must be a positive number of watts, not {x}"),
+                ))
+            }
+        };
+        let slowdown = |place: String, x: f64| {
+            if x.is_finite() && x >= 1.0 {
+                Ok(())
+            } else {
+                Err((
+                    place,
+                    format!(
+                        "slowdown is relative to the fastest mode, so at least 1.0 (1.0 for \
+                         the fastest), not {x}"
+                    ),
+                ))
+            }
+        };
+        match self {
+            JetsonControl::Nvpmodel { modes, .. } => {
+                if modes.is_empty() {
+                    return Err((
+                        "control.modes".into(),
+                        "no modes: list the nvpmodel modes a cap may select, e.g. \
+                         [(id: 0, budget_w: 40.0, slowdown: 1.0)]"
+                            .into(),
+                    ));
+                }
+                for (i, m) in modes.iter().enumerate() {
+                    positive(
+                        format!("control.modes[{i}].budget_w"),
+                        "budget_w",
+                        m.budget_w,
+                    )?;
+                    slowdown(format!("control.modes[{i}].slowdown"), m.slowdown)?;
+                }
+            }
+            JetsonControl::Clocks { levels, cpus } => {
+                if levels.is_empty() {
+                    return Err((
+                        "control.levels".into(),
+                        "no levels: list the clock levels a cap may select".into(),
+                    ));
+                }
+                if *cpus == 0 {
+                    return Err(("control.cpus".into(), "cpus must be at least 1".into()));
+                }
+                for (i, l) in levels.iter().enumerate() {
+                    positive(format!("control.levels[{i}].cap_w"), "cap_w", l.cap_w)?;
+                    slowdown(format!("control.levels[{i}].slowdown"), l.slowdown)?;
+                    if l.gpu_max_hz == 0 || l.cpu_max_khz == 0 {
+                        return Err((
+                            format!("control.levels[{i}]"),
+                            "gpu_max_hz and cpu_max_khz must be positive clock frequencies".into(),
+                        ));
+                    }
+                    if l.cpus_online == 0 || l.cpus_online > *cpus {
+                        return Err((
+                            format!("control.levels[{i}].cpus_online"),
+                            format!(
+                                "cpus_online must be between 1 (cpu0 stays online) and cpus \
+                                 ({cpus}), not {}",
+                                l.cpus_online
+                            ),
+                        ));
+                    }
+                }
+            }
+            JetsonControl::ReadOnly => {}
+        }
+        Ok(())
+    }
+}
+
 fn sysfs_root() -> PathBuf {
     PathBuf::from("/")
 }
@@ -323,6 +407,11 @@ impl RtConfig {
                  whichever worker becomes free, so a request reaches a worker in one wake-up \
                  (docs/architecture.md); delete the `dispatcher` line",
             ));
+        }
+        if let Some(PlatformSpec::Jetson(j)) = &self.platform {
+            j.control.validate().map_err(|(place, m)| {
+                ConfigError::invalid(path, format!("platform.Jetson.{place}"), m)
+            })?;
         }
         core_check("load_generator".into(), &self.load_generator)?;
         core_check("telemetry".into(), &self.telemetry)?;
@@ -614,6 +703,43 @@ mod tests {
             "{e}"
         );
         assert!(e.contains("delete the `dispatcher` line"), "{e}");
+    }
+
+    #[test]
+    fn a_jetson_whose_caps_could_select_nothing_is_refused() {
+        let with = |control: &str| {
+            check(
+                &format!(
+                    r#"(platform: Some(Jetson((control: {control}))), workers: [(name: "a")])"#
+                ),
+                2,
+            )
+        };
+        assert!(with("ReadOnly").is_ok());
+        assert!(with("Nvpmodel(modes: [(id: 0, budget_w: 30.0, slowdown: 1.0)])").is_ok());
+        for (control, needle) in [
+            ("Nvpmodel(modes: [])", "control.modes"),
+            (
+                "Nvpmodel(modes: [(id: 0, budget_w: 30.0, slowdown: 0.0)])",
+                "modes[0].slowdown",
+            ),
+            (
+                "Nvpmodel(modes: [(id: 0, budget_w: NaN, slowdown: 1.0)])",
+                "modes[0].budget_w",
+            ),
+            ("Clocks(cpus: 8, levels: [])", "control.levels"),
+            (
+                "Clocks(cpus: 8, levels: [(cap_w: 30.0, gpu_max_hz: 1, cpu_max_khz: 1, \
+                 cpus_online: 9, slowdown: 1.0)])",
+                "levels[0].cpus_online",
+            ),
+        ] {
+            let e = with(control).unwrap_err();
+            assert!(
+                e.contains(needle) && e.contains("platform.Jetson"),
+                "{control}: {e}"
+            );
+        }
     }
 
     #[test]

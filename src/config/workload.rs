@@ -182,20 +182,23 @@ impl Workload {
         let mut names = HashSet::new();
         for (i, t) in self.tenants.iter().enumerate() {
             let place = |field: &str| format!("tenants[{i}] \"{}\".{field}", t.name);
-            if t.name.is_empty()
-                || !t
-                    .name
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-            {
+            if !super::is_file_safe_name(&t.name) {
                 return Err(ConfigError::invalid(
                     path,
                     format!("tenants[{i}].name"),
                     format!(
-                        "name {:?} must be non-empty and use only letters, digits, '-' and '_' \
-                         (it names output files)",
+                        "name {:?} must be non-empty and use only letters, digits, '-' and '_', \
+                         without '__' (it names output files)",
                         t.name
                     ),
+                ));
+            }
+            if t.name == "all" {
+                return Err(ConfigError::invalid(
+                    path,
+                    format!("tenants[{i}].name"),
+                    "\"all\" names the all-tenant rows of summaries and reports; call the \
+                     tenant something else",
                 ));
             }
             if !names.insert(t.name.as_str()) {
@@ -359,6 +362,10 @@ mod tests {
         assert!(e.contains("share this name"), "{e}");
         let e = err(&GOOD.replace("\"cls\"", "\"a b\""));
         assert!(e.contains("letters, digits"), "{e}");
+        let e = err(&GOOD.replace("\"cls\"", "\"a__b\""));
+        assert!(e.contains("without '__'"), "{e}");
+        let e = err(&GOOD.replace("\"cls\"", "\"all\""));
+        assert!(e.contains("all-tenant rows"), "{e}");
         let e = err("(tenants: [])");
         assert!(e.contains("no tenants"), "{e}");
         let e = err(&GOOD.replace(

@@ -71,8 +71,23 @@ impl DeviceModel {
         if spec.modes.is_empty() {
             return Err(invalid("modes", "no modes: add at least one"));
         }
+        let mut mode_names = std::collections::HashSet::new();
         for (i, m) in spec.modes.iter().enumerate() {
             let place = format!("modes[{i}] \"{}\"", m.name);
+            // Policies and profiles name modes: a second one of a name
+            // could never be chosen.
+            if !mode_names.insert(&m.name) {
+                return Err(invalid(
+                    place,
+                    "two modes share this name; names must be unique",
+                ));
+            }
+            if m.budget_w.is_some_and(|b| !positive(b)) {
+                return Err(invalid(
+                    place,
+                    "budget_w must be a positive number of watts",
+                ));
+            }
             for k in UnitKind::ALL {
                 if !positive(m.clocks_mhz.get(k)) || !non_negative(m.busy_w.get(k)) {
                     return Err(invalid(
@@ -156,13 +171,15 @@ impl DeviceModel {
                     "no unit kind can run it: give gpu_ms, dla_ms or cpu_ms",
                 ));
             }
+            // At most an hour: the simulator turns them into durations,
+            // and a pass longer than a trace hour is no model of a DNN.
             if UnitKind::ALL
                 .iter()
-                .any(|&k| c.ms(k).is_some_and(|x| !positive(x)))
+                .any(|&k| c.ms(k).is_some_and(|x| !positive(x) || x > 3_600_000.0))
             {
                 return Err(invalid(
                     place,
-                    "service times must be positive milliseconds",
+                    "service times must be positive milliseconds, at most an hour (3600000)",
                 ));
             }
             if c.service_cv.is_some_and(|cv| !non_negative(cv)) {
@@ -434,5 +451,23 @@ mod tests {
             e.place.contains("MODE_10W") && e.message.contains("budget"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn a_second_mode_of_a_name_a_bad_budget_and_an_endless_pass_are_refused() {
+        let good = shipped("xavier.ron").spec().clone();
+        let mut spec = good.clone();
+        let copy = spec.modes[1].clone();
+        spec.modes.push(copy);
+        let e = DeviceModel::new(spec).unwrap_err();
+        assert!(e.message.contains("two modes share this name"), "{e}");
+        let mut spec = good.clone();
+        spec.modes[0].budget_w = Some(f64::NAN);
+        let e = DeviceModel::new(spec).unwrap_err();
+        assert!(e.message.contains("budget_w must be"), "{e}");
+        let mut spec = good;
+        spec.models[0].gpu_ms = Some(1e22);
+        let e = DeviceModel::new(spec).unwrap_err();
+        assert!(e.message.contains("at most an hour"), "{e}");
     }
 }

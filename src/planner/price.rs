@@ -23,6 +23,7 @@ const MEAN_FLOOR_G_PER_KWH: f64 = 1.0;
 
 /// How the planner prices carbon (a policy's `carbon_price`).
 #[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub enum CarbonPrice {
     /// At the intensity as read.
     #[default]
@@ -122,6 +123,18 @@ impl CarbonPricer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_unknown_field_is_refused_not_ignored() {
+        let parse = |text: &str| {
+            crate::config::parse_ron::<CarbonPrice>(text, std::path::Path::new("p.ron"), "policy")
+        };
+        assert!(parse("Relative(window_hours: 168.0, typical_g_per_kwh: 400.0)").is_ok());
+        let e = parse("Relative(window_hours: 168.0, typical_g_per_kwh: 400.0, floor: 5.0)")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("floor"), "{e}");
+    }
 
     #[test]
     fn absolute_pricing_passes_the_reading_through() {

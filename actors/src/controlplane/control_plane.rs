@@ -318,7 +318,11 @@ impl ControlPlan {
         let pricing_staleness = match (&policy.governor, &policy.carbon) {
             (Some(g), _) => g.max_staleness,
             (None, Some(CarbonSource::Http { poll, timeout, .. })) => {
-                (*poll * 3).max(*poll + *timeout * 3 + Duration::from_millis(1500))
+                // Saturating: a poll of centuries is odd, not a panic.
+                poll.saturating_mul(3).max(
+                    poll.saturating_add(timeout.saturating_mul(3))
+                        .saturating_add(Duration::from_millis(1500)),
+                )
             }
             (None, Some(CarbonSource::Trace { .. })) => HANG_AFTER,
             (None, _) => Duration::MAX,

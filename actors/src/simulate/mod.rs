@@ -286,7 +286,8 @@ fn estimator_maker(
 ) -> Result<Option<Box<EstimatorMaker>>, SimulateError> {
     match trained_estimator(p) {
         Some(_) => Err(SimulateError::Estimator(format!(
-            "policy '{}' names a trained estimator, which needs libtorch: build with the default              `tch` feature",
+            "policy '{}' names a trained estimator, which needs libtorch: build with the default \
+             `tch` feature",
             p.name
         ))),
         None => Ok(None),
