@@ -877,7 +877,6 @@ pub fn simulate(
             .map(|&b| Duration::from_secs_f64(b as f64 / 1e9 * scale))
             .collect();
         let cap_w = device.modes()[mode].cap_w.unwrap_or(0.0);
-        let carbon_before = ledger.carbon_g;
         // A held-over trace row prices the hour as the runtime's meter
         // prices a stale reading: counted, and said to be an estimate.
         let record = if stale[h] {
@@ -911,7 +910,9 @@ pub fn simulate(
             mode: device.modes()[mode].name.clone(),
             power_w,
             energy_j: power_w * HOUR_S as f64,
-            carbon_g: ledger.carbon_g - carbon_before,
+            // As the ledger prices it, but of this hour alone (the
+            // difference of two running totals loses digits late in a year).
+            carbon_g: power_w.max(0.0) * HOUR_S as f64 / crate::energy::J_PER_KWH * gco2.max(0.0),
             submitted: after.0 - before.0,
             on_time: after.1 - before.1,
             variants: (0..n)
