@@ -40,6 +40,11 @@ pub struct TraceSample {
     /// held — or, from [`CarbonTrace::sample_at`], when the row is held
     /// over a gap in the trace's rows or past its end.
     pub stale: bool,
+    /// How long the row stays current (`None`: until the next row, or for
+    /// ever for the only row). Set for a row followed by a gap — the next
+    /// row comes more than 1.5 times the local spacing later — and for the
+    /// last row: the local spacing; held longer, the row is stale.
+    pub lasts: Option<Duration>,
 }
 
 /// A trace could not be used.
@@ -124,10 +129,6 @@ pub struct CarbonTrace {
     pub format: TraceFormat,
     /// Samples in time order (stale ones included).
     pub samples: Vec<TraceSample>,
-    /// How long one row lasts: the median spacing between rows (`None`
-    /// for a single row, which holds for ever). A row held longer — over
-    /// missing rows, or past the last — is stale.
-    pub step: Option<Duration>,
     /// Warnings about empty or malformed rows (`file:line: …`).
     pub warnings: Vec<String>,
 }
@@ -267,6 +268,7 @@ impl CarbonTrace {
                         at,
                         gco2_per_kwh: v,
                         stale: false,
+                        lasts: None,
                     });
                 }
                 _ => match last_good {
@@ -280,6 +282,7 @@ impl CarbonTrace {
                             at,
                             gco2_per_kwh: v,
                             stale: true,
+                            lasts: None,
                         });
                     }
                     None => warnings.push(format!(
@@ -302,29 +305,18 @@ impl CarbonTrace {
                     .collect(),
             });
         }
-        let step = median_spacing(&samples);
-        if let Some(step) = step {
-            let gaps: Vec<&[TraceSample]> = samples
-                .windows(2)
-                .filter(|w| (w[1].at - w[0].at).to_std().is_ok_and(|d| d > step))
-                .collect();
-            if let Some(first) = gaps.first() {
-                warnings.push(format!(
-                    "{}: {} gap(s) longer than the trace's step of {} (the first from {} to {}): \
-                     the row before each is held over it, marked stale",
-                    path.display(),
-                    gaps.len(),
-                    humantime::format_duration(step),
-                    first[0].at,
-                    first[1].at
-                ));
-            }
+        let gaps = mark_gaps(&mut samples);
+        if let Some((count, from, to)) = gaps {
+            warnings.push(format!(
+                "{}: {count} gap(s) in the rows (the first from {from} to {to}): the row before \
+                 each is held over it, marked stale past its usual spacing",
+                path.display(),
+            ));
         }
         Ok(CarbonTrace {
             path: path.to_path_buf(),
             format,
             samples,
-            step,
             warnings,
         })
     }
@@ -337,9 +329,9 @@ impl CarbonTrace {
     }
 
     /// The sample in force `offset` after the first sample (a step function;
-    /// past the end the last sample holds). A sample held longer than the
-    /// trace's [`step`](CarbonTrace::step) — over missing rows, or past
-    /// the last row — comes back marked stale.
+    /// past the end the last sample holds). A sample held past how long it
+    /// [`lasts`](TraceSample::lasts) — over a gap in the rows, or past the
+    /// last row — comes back marked stale.
     pub fn sample_at(&self, offset: Duration) -> TraceSample {
         let last = self.samples[self.samples.len() - 1];
         // Past the representable range the last sample holds, as past the end.
@@ -348,7 +340,7 @@ impl CarbonTrace {
             .and_then(|d| self.samples[0].at.checked_add_signed(d));
         let Some(t) = t else {
             return TraceSample {
-                stale: self.step.is_some() || last.stale,
+                stale: last.stale || last.lasts.is_some(),
                 ..last
             };
         };
@@ -356,7 +348,7 @@ impl CarbonTrace {
         let sample = self.samples[i.saturating_sub(1)];
         let held = (t - sample.at).to_std().unwrap_or(Duration::ZERO);
         TraceSample {
-            stale: sample.stale || self.step.is_some_and(|step| held >= step),
+            stale: sample.stale || sample.lasts.is_some_and(|d| held >= d),
             ..sample
         }
     }
@@ -367,14 +359,39 @@ impl CarbonTrace {
     }
 }
 
-/// The median spacing between consecutive samples (`None` for one).
-fn median_spacing(samples: &[TraceSample]) -> Option<Duration> {
-    let mut spacing: Vec<Duration> = samples
+/// Set how long each row lasts where that is not "until the next row":
+/// a row followed by a gap (the next row more than 1.5 times the local
+/// spacing away — the longer of the two neighbouring spacings, so that a
+/// trace going from 15-minute to hourly rows has no gap) lasts the local
+/// spacing, and so does the last row (the spacing before it). Rows a few
+/// seconds late are no gap either. Two gaps either side of a single row
+/// read as a change of resolution and are not marked. The number of gaps
+/// and the first one's ends, if any.
+fn mark_gaps(samples: &mut [TraceSample]) -> Option<(usize, DateTime<Utc>, DateTime<Utc>)> {
+    let spacing: Vec<Duration> = samples
         .windows(2)
-        .filter_map(|w| (w[1].at - w[0].at).to_std().ok())
+        .map(|w| (w[1].at - w[0].at).to_std().unwrap_or(Duration::ZERO))
         .collect();
-    spacing.sort_unstable();
-    spacing.get(spacing.len() / 2).copied()
+    let mut gaps = 0;
+    let mut first = None;
+    for (i, &here) in spacing.iter().enumerate() {
+        let neighbours = [i.checked_sub(1), Some(i + 1)]
+            .into_iter()
+            .flatten()
+            .filter_map(|j| spacing.get(j).copied());
+        let Some(local) = neighbours.max() else {
+            continue; // two rows: nothing to compare with
+        };
+        if here.as_secs_f64() > 1.5 * local.as_secs_f64() {
+            samples[i].lasts = Some(local);
+            gaps += 1;
+            first.get_or_insert((samples[i].at, samples[i + 1].at));
+        }
+    }
+    if let (Some(&before), Some(last)) = (spacing.last(), samples.last_mut()) {
+        last.lasts = Some(before);
+    }
+    first.map(|(from, to)| (gaps, from, to))
 }
 
 #[cfg(test)]
@@ -447,21 +464,39 @@ mod tests {
              2023-01-01 04:00:00,300\n2023-01-01 05:00:00,400\n",
         )
         .unwrap();
-        assert_eq!(t.step, Some(Duration::from_secs(3600)));
-        assert!(t.warnings[0].contains("1 gap(s) longer than the trace's step of 1h"));
+        assert!(
+            t.warnings[0].contains("1 gap(s) in the rows"),
+            "{:?}",
+            t.warnings
+        );
         let at = |minutes: u64| t.sample_at(Duration::from_secs(minutes * 60));
         assert_eq!((at(90).gco2_per_kwh, at(90).stale), (200.0, false));
         assert_eq!((at(120).gco2_per_kwh, at(120).stale), (200.0, true));
         assert_eq!((at(239).gco2_per_kwh, at(239).stale), (200.0, true));
         assert_eq!((at(240).gco2_per_kwh, at(240).stale), (300.0, false));
-        // The last row lasts one step, then it is an old reading.
+        // The last row lasts one spacing, then it is an old reading.
         assert!(!at(5 * 60 + 59).stale);
         assert_eq!((at(6 * 60).gco2_per_kwh, at(6 * 60).stale), (400.0, true));
         assert!(t.sample_at(Duration::MAX).stale);
         // A single row holds for ever.
         let one = parse("timestamp,gco2_per_kwh\n2023-01-01 00:00:00,100\n").unwrap();
-        assert_eq!(one.step, None);
         assert!(!one.sample_at(Duration::from_secs(1 << 30)).stale);
+    }
+
+    #[test]
+    fn late_rows_and_a_change_of_resolution_are_no_gap() {
+        // A row 5 s late, then the trace goes from 15-minute to hourly rows.
+        let t = parse(
+            "timestamp,gco2_per_kwh\n2023-01-01 00:00:00,1\n2023-01-01 00:15:05,2\n\
+             2023-01-01 00:30:00,3\n2023-01-01 00:45:00,4\n2023-01-01 01:00:00,5\n\
+             2023-01-01 02:00:00,6\n2023-01-01 03:00:00,7\n2023-01-01 04:00:00,8\n",
+        )
+        .unwrap();
+        assert!(t.warnings.is_empty(), "{:?}", t.warnings);
+        for minutes in [15, 16, 59, 60, 90, 150, 239] {
+            let s = t.sample_at(Duration::from_secs(minutes * 60));
+            assert!(!s.stale, "at {minutes} min: {s:?}");
+        }
     }
 
     #[test]

@@ -659,11 +659,17 @@ fn check_outputs(out: &Path, files: &[(&str, Option<&Path>)]) -> Result<(), Exit
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|e| refuse(flag, path, e))?;
         }
+        // Opened to append (nothing existing is touched), and removed again
+        // if this made it: an empty file must not pass for a run's output.
+        let existed = path.exists();
         std::fs::OpenOptions::new()
             .append(true)
             .create(true)
             .open(path)
             .map_err(|e| refuse(flag, path, e))?;
+        if !existed {
+            let _ = std::fs::remove_file(path);
+        }
     }
     Ok(())
 }

@@ -52,10 +52,9 @@ pub struct EnergyLedger {
     pub stale_priced_energy_j: f64,
     /// Time those intervals took.
     pub stale_priced: Duration,
-    /// Time whose power could not be read (a failed sensor read): not in
-    /// `elapsed`, and its energy is in `energy_j` only if the platform's
-    /// next reading covered it (an energy counter's does; a power
-    /// sensor's does not).
+    /// Time at the end of a run that no good power reading covered (the
+    /// sensor's reads failed until the end; a failed read earlier is
+    /// covered by the next good one): in neither `elapsed` nor energy.
     pub unmetered: Duration,
     /// Time spent at each cap (watts, time), in order of first use.
     pub time_at_cap: Vec<(f64, Duration)>,

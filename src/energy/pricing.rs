@@ -109,6 +109,8 @@ pub struct IntensityLog {
     at_open: Option<IntensityReading>,
     /// Readings that took force after `opened`: (from when, reading).
     changes: Vec<(Timestamp, IntensityReading)>,
+    /// Whether an interval has been priced yet.
+    closed_any: bool,
 }
 
 impl IntensityLog {
@@ -121,7 +123,16 @@ impl IntensityLog {
             opened: start,
             at_open: None,
             changes: Vec::new(),
+            closed_any: false,
         }
+    }
+
+    /// Whether the first interval is still open, with no reading yet, and
+    /// younger than `grace`: the meter then waits for the first reading
+    /// rather than price the run's first moments as unknown (the carbon
+    /// monitor's first reading comes a few milliseconds after the start).
+    pub fn awaits_first_reading(&self, now: Timestamp, grace: Duration) -> bool {
+        !self.closed_any && self.latest().is_none() && now.saturating_since(self.opened) < grace
     }
 
     /// The reading in force now (the last one set).
@@ -141,6 +152,13 @@ impl IntensityLog {
     /// intensity seen again while the one in force is still current only
     /// refreshes it: a trace re-read every monitor tick adds no span.
     pub fn set(&mut self, from: Timestamp, reading: IntensityReading) {
+        // The first reading, before any interval was priced, prices the
+        // run from its start: the moments before it are the monitor
+        // starting up, not a time without a source.
+        if !self.closed_any && self.latest().is_none() {
+            self.at_open = Some(reading);
+            return;
+        }
         let floor = self.changes.last().map_or(self.opened, |(t, _)| *t);
         let from = from.max(floor);
         let stale_after = self.stale_after;
@@ -190,6 +208,7 @@ impl IntensityLog {
         );
         self.opened = to;
         self.at_open = reading;
+        self.closed_any = true;
         spans
     }
 
@@ -250,10 +269,15 @@ mod tests {
     #[test]
     fn an_interval_is_unpriced_until_the_first_reading_and_split_at_each_change() {
         let mut log = IntensityLog::new(d(5000), ms(0));
-        log.set(ms(250), reading(100.0, 250));
-        log.set(ms(700), reading(400.0, 700));
+        // A first interval closed before any reading (the source is slow)
+        // is unpriced.
+        assert!(log.awaits_first_reading(ms(999), d(1000)));
+        assert!(!log.awaits_first_reading(ms(1000), d(1000)));
+        assert_eq!(log.close(ms(1000)), vec![span(1000, Pricing::Unpriced)]);
+        log.set(ms(1250), reading(100.0, 1250));
+        log.set(ms(1700), reading(400.0, 1700));
         assert_eq!(
-            log.close(ms(1000)),
+            log.close(ms(2000)),
             vec![
                 span(250, Pricing::Unpriced),
                 span(450, Pricing::Current(100.0)),
@@ -262,8 +286,20 @@ mod tests {
         );
         // The next interval opens with the last reading.
         assert_eq!(
-            log.close(ms(2000)),
+            log.close(ms(3000)),
             vec![span(1000, Pricing::Current(400.0))]
+        );
+    }
+
+    #[test]
+    fn a_first_reading_before_any_close_prices_the_run_from_its_start() {
+        // The monitor's first reading comes a few ms after the start.
+        let mut log = IntensityLog::new(d(5000), ms(0));
+        log.set(ms(30), reading(100.0, 30));
+        assert!(!log.awaits_first_reading(ms(40), d(1000)));
+        assert_eq!(
+            log.close(ms(1000)),
+            vec![span(1000, Pricing::Current(100.0))]
         );
     }
 
@@ -321,8 +357,7 @@ mod tests {
         assert_eq!(
             log.close(ms(1000)),
             vec![
-                span(100, Pricing::Unpriced),
-                span(500, Pricing::Current(200.0)),
+                span(600, Pricing::Current(200.0)),
                 span(400, Pricing::Stale(200.0)),
             ]
         );

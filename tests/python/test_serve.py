@@ -215,6 +215,14 @@ def main():
         status, body = raw_post(base, b"\x1f\x8b compressed", {"Content-Encoding": "gzip"})
         sent["echo", status] += 1
         check(status == 415 and "Content-Encoding" in body["error"], f"gzip body: {status} {body}")
+        # A client that goes away mid-upload: its request is counted (rejected).
+        host, port = url.split(":")
+        with socket.create_connection((host, int(port)), timeout=10) as sock:
+            sock.sendall(b"POST /v2/models/echo/infer HTTP/1.1\r\nHost: x\r\n"
+                         b"Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n"
+                         b'{"inputs": [')
+        sent["echo", "gone"] += 1
+        time.sleep(0.5)
         one = json.dumps({"inputs": [{"name": "input", "shape": [1], "datatype": "FP32",
                                       "data": [1.0]}]}).encode()
         status, body = raw_post(f"http://{url}/v2/models/echo/versions/2/infer", one, {})
@@ -263,7 +271,8 @@ def main():
             mine = {k[1]: v for k, v in sent.items() if k[0] == model}
             total = sum(mine.values())
             served = got("on_time") + got("late")
-            refused = mine.get(400, 0) + mine.get(413, 0) + mine.get(415, 0) + mine.get(429, 0)
+            refused = (mine.get(400, 0) + mine.get(413, 0) + mine.get(415, 0) + mine.get(429, 0)
+                       + mine.get("gone", 0))
             check(submitted == total, f"{model}: submitted {submitted} == sent {total}")
             check(served == mine.get(200, 0), f"{model}: served {served} == 200s {mine.get(200, 0)}")
             check(got("rejected") == refused, f"{model}: rejected {got('rejected')} == 4xx {refused}")

@@ -52,6 +52,12 @@ use std::time::Duration;
 /// second by default), and must not be declared dead for being starved.
 pub const HANG_AFTER: Duration = Duration::from_secs(10);
 
+/// How long the energy meter holds its first interval open for the carbon
+/// source's first reading, which then prices the run from its start (a
+/// trace's comes within milliseconds; an HTTP source's first poll may take
+/// its timeout, and a run's first seconds without one are unpriced).
+pub const FIRST_READING_GRACE: Duration = Duration::from_secs(2);
+
 /// How often the watchdog looks.
 const WATCH_EVERY: Duration = Duration::from_millis(100);
 
@@ -147,6 +153,14 @@ impl ControlShared {
     /// over it, and open the next.
     pub fn price_interval(&self, now: Timestamp) -> Vec<PricedSpan> {
         self.state().intensity.close(now)
+    }
+
+    /// Whether the meter should hold its first interval open for the
+    /// carbon source's first reading (see [`FIRST_READING_GRACE`]).
+    pub fn awaits_first_reading(&self, now: Timestamp) -> bool {
+        self.state()
+            .intensity
+            .awaits_first_reading(now, FIRST_READING_GRACE)
     }
 
     /// Record an applied cap.
@@ -577,7 +591,7 @@ impl ControlPlane {
             );
         }
         let mut meter = self.meter.lock().unwrap_or_else(|p| p.into_inner());
-        meter.sample(self.clock.now());
+        meter.finish(self.clock.now());
         let platform = self.shared.platform().name();
         let s = self.shared.state();
         ControlOutcome {
@@ -636,7 +650,7 @@ fn watch(
                 // Close the meter's interval at the old mode, as the
                 // governor does before a change (best effort: a hung thread
                 // may hold the meter or the platform).
-                if let Ok(mut m) = meter.try_lock() {
+                if let Some(mut m) = try_meter(meter) {
                     m.try_sample(now);
                 }
                 let action = fall_back(shared, power, fallback_cap_w, now);
@@ -648,7 +662,7 @@ fn watch(
         // The meter's actor is gone, or (its thread hung) has not sampled
         // for three intervals: energy is still accounted, at the cap now in
         // force. `try_lock`: a hung thread may hold the meter.
-        if let Ok(mut m) = meter.try_lock() {
+        if let Some(mut m) = try_meter(meter) {
             let stalled = now.saturating_since(m.last_sample()) >= meter_interval * 3;
             // `try_sample`: a hung governor may hold the platform, and a
             // watchdog blocked on it (holding the meter) would hang the
@@ -663,6 +677,18 @@ fn watch(
                 m.try_poll(now, meter_interval);
             }
         }
+    }
+}
+
+/// The meter if no one holds it. A panic while sampling (in the meter
+/// actor, or in the governor closing an interval) poisons the lock; the
+/// meter's state is whole between samples, so the watchdog goes on
+/// metering with it rather than lose the rest of the run's energy.
+fn try_meter(meter: &Mutex<Meter>) -> Option<std::sync::MutexGuard<'_, Meter>> {
+    match meter.try_lock() {
+        Ok(m) => Some(m),
+        Err(std::sync::TryLockError::Poisoned(p)) => Some(p.into_inner()),
+        Err(std::sync::TryLockError::WouldBlock) => None,
     }
 }
 

@@ -55,6 +55,8 @@ pub struct Meter {
     /// (one the governor closed at a cap change) may see more busy time
     /// than it had room for, and clamping it would lose that energy.
     busy_carry: Duration,
+    /// The run is ending: account what is left, waiting for nothing.
+    closing: bool,
     /// The totals.
     pub ledger: EnergyLedger,
     /// One row per interval.
@@ -87,6 +89,7 @@ impl Meter {
             last_workers: w,
             last_tenants: t,
             busy_carry: Duration::ZERO,
+            closing: false,
             ledger: EnergyLedger::new(tenants),
             timeline: Vec::new(),
             measured: None,
@@ -97,6 +100,19 @@ impl Meter {
     /// Account the interval from the last sample to `now`.
     pub fn sample(&mut self, now: Timestamp) {
         self.sample_with(now, true);
+    }
+
+    /// The run's last sample, at `now`: the last interval is accounted
+    /// whatever it waits for, and time no good power reading covered is
+    /// counted as unmetered.
+    pub fn finish(&mut self, now: Timestamp) {
+        self.closing = true;
+        self.sample(now);
+        let left = now.saturating_since(self.last_t);
+        if !left.is_zero() {
+            self.ledger.record_unmetered(left);
+            self.last_t = now;
+        }
     }
 
     /// [`Meter::sample`] unless someone holds the platform (then nothing
@@ -124,7 +140,10 @@ impl Meter {
 
     fn sample_with(&mut self, now: Timestamp, block: bool) -> bool {
         let dt = now.saturating_since(self.last_t);
-        if dt.is_zero() {
+        // Nothing yet, or the run's first moments before the first
+        // intensity reading (which will price them): the interval stays
+        // open.
+        if dt.is_zero() || (!self.closing && self.shared.awaits_first_reading(now)) {
             return true;
         }
         let shared = self.shared.clone();
@@ -149,11 +168,30 @@ impl Meter {
         let capacity = dt.saturating_mul(w.len().max(1) as u32);
         let busy = worker_busy + self.busy_carry;
         let counted = busy.min(capacity);
-        self.busy_carry = busy - counted;
         let utilisation = counted.as_secs_f64() / capacity.as_secs_f64();
         debug_assert!((0.0..=1.0).contains(&utilisation));
         let reading = platform.read_power(dt, utilisation);
         drop(platform);
+        let r = match reading {
+            Ok(r) => r,
+            Err(e) => {
+                // The interval stays open: the next good reading covers it
+                // (an energy counter's exactly; a power sensor's at its
+                // power then), priced at the readings in force over it.
+                self.power_errors += 1;
+                if self.power_errors <= 3 {
+                    let msg = format!(
+                        "power reading failed ({:.1} s since the last good one; the next good \
+                         reading covers them): {e}",
+                        dt.as_secs_f64()
+                    );
+                    tracing::warn!("energy meter: {msg}");
+                    self.shared.note(msg);
+                }
+                return true;
+            }
+        };
+        self.busy_carry = busy - counted;
         // Each stretch of the interval is priced at the reading in force
         // over it (a change, or a reading passing its staleness limit,
         // mid-interval splits it); the cap and level are the ones at its
@@ -161,44 +199,27 @@ impl Meter {
         let spans = self.shared.price_interval(now);
         let in_force = self.shared.snapshot(now);
         let (cap_w, level) = (in_force.cap_w, in_force.level);
-        match reading {
-            Ok(r) => {
-                self.measured = Some(r.measured);
-                // A source that has gone down keeps its last reading, the
-                // best estimate there is; the ledger counts what it priced
-                // so, and the report says so. Before the first reading the
-                // report says the carbon total leaves the energy out.
-                self.ledger
-                    .record_spans(r.watts, cap_w, &tenant_busy, &spans);
-                let gco2 = mean_intensity(&spans);
-                self.timeline.push(TimelineRow {
-                    t_s: now.since_epoch().as_secs_f64(),
-                    gco2_per_kwh: gco2,
-                    cap_w,
-                    level,
-                    power_w: r.watts,
-                    utilisation,
-                    queue_depths: self.queues.iter().map(|q| q.waiting.held()).collect(),
-                    variants: self
-                        .queues
-                        .iter()
-                        .map(|q| q.active_variant.load(Ordering::Relaxed))
-                        .collect(),
-                });
-            }
-            Err(e) => {
-                self.ledger.record_unmetered(dt);
-                self.power_errors += 1;
-                if self.power_errors <= 3 {
-                    let msg = format!(
-                        "power reading failed for {:.1} s of the run (a platform that reads an energy counter, e.g. RAPL, counts it in the next interval; one that reads power does not): {e}",
-                        dt.as_secs_f64()
-                    );
-                    tracing::warn!("energy meter: {msg}");
-                    self.shared.note(msg);
-                }
-            }
-        }
+        self.measured = Some(r.measured);
+        // A source that has gone down keeps its last reading, the best
+        // estimate there is; the ledger counts what it priced so, and the
+        // report says so. Before the first reading the report says the
+        // carbon total leaves the energy out.
+        self.ledger
+            .record_spans(r.watts, cap_w, &tenant_busy, &spans);
+        self.timeline.push(TimelineRow {
+            t_s: now.since_epoch().as_secs_f64(),
+            gco2_per_kwh: mean_intensity(&spans),
+            cap_w,
+            level,
+            power_w: r.watts,
+            utilisation,
+            queue_depths: self.queues.iter().map(|q| q.waiting.held()).collect(),
+            variants: self
+                .queues
+                .iter()
+                .map(|q| q.active_variant.load(Ordering::Relaxed))
+                .collect(),
+        });
         self.last_t = now;
         self.last_workers = w;
         self.last_tenants = t;
