@@ -50,10 +50,9 @@ pub struct Meter {
     last_t: Timestamp,
     last_workers: Vec<Duration>,
     last_tenants: Vec<Duration>,
-    /// Busy time counted past an interval's capacity, carried to the next:
-    /// a worker adds a pass's time when the pass ends, so a short interval
-    /// (one the governor closed at a cap change) may see more busy time
-    /// than it had room for, and clamping it would lose that energy.
+    /// Busy time counted past an interval's capacity, carried to the next
+    /// (a pass ending while the busy time is read may be counted early for
+    /// a moment; clamping it would lose that energy).
     busy_carry: Duration,
     /// The run is ending: account what is left, waiting for nothing.
     closing: bool,
@@ -79,7 +78,7 @@ impl Meter {
         queues: Vec<Arc<TenantCounters>>,
         start: Timestamp,
     ) -> Self {
-        let (w, t) = busy.snapshot();
+        let (w, t) = busy.snapshot_at(start);
         let tenants = t.len();
         Meter {
             shared,
@@ -154,7 +153,7 @@ impl Meter {
         }) else {
             return false;
         };
-        let (w, t) = self.busy.snapshot();
+        let (w, t) = self.busy.snapshot_at(now);
         let worker_busy: Duration = w
             .iter()
             .zip(&self.last_workers)
@@ -221,8 +220,13 @@ impl Meter {
                 .collect(),
         });
         self.last_t = now;
-        self.last_workers = w;
-        self.last_tenants = t;
+        // Never below an earlier read (see `BusyCounters::snapshot_at`).
+        for (last, now) in self.last_workers.iter_mut().zip(w) {
+            *last = (*last).max(now);
+        }
+        for (last, now) in self.last_tenants.iter_mut().zip(t) {
+            *last = (*last).max(now);
+        }
         true
     }
 }
@@ -382,5 +386,36 @@ mod tests {
         meter.sample(ms(2500));
         meter.sample(ms(3500));
         assert_eq!(*fed.lock().unwrap(), vec![0.0, 1.0, 1.0, 0.0]);
+    }
+
+    #[test]
+    fn a_long_pass_is_metered_in_the_intervals_it_ran_in() {
+        let fed = Arc::new(Mutex::new(Vec::new()));
+        let shared = Arc::new(ControlShared::new(
+            Box::new(TenWatts(fed.clone())),
+            Duration::from_secs(5),
+            ms(0),
+        ));
+        shared.set_intensity(ms(0), 100.0, false, ms(0));
+        let busy = BusyCounters::new(1, 2);
+        let mut meter = Meter::new(shared, busy.clone(), Vec::new(), ms(0));
+        // Tenant 1's pass runs from 0.2 s to 1.5 s: 0.8 s of it in the
+        // first interval, 0.5 s in the second — not 1.3 s in the second.
+        busy.pass_started(0, 1, ms(200));
+        meter.sample(ms(1000));
+        busy.pass_finished(0, 1, 1_300_000_000);
+        meter.sample(ms(2000));
+        meter.sample(ms(3000));
+        let fed = fed.lock().unwrap().clone();
+        assert_eq!(fed.len(), 3);
+        for (got, want) in fed.iter().zip([0.8, 0.5, 0.0]) {
+            assert!((got - want).abs() < 1e-9, "{fed:?}");
+        }
+        // All of it is tenant 1's.
+        let l = &meter.ledger;
+        assert!(
+            l.tenant_energy_j[0] == 0.0 && l.tenant_energy_j[1] > 0.0,
+            "{l:?}"
+        );
     }
 }

@@ -31,7 +31,7 @@ use ecomap::request::{Completion, Outcome, Request};
 use ecomap::tensor::TensorData;
 use ecomap::time::Timestamp;
 use std::panic::AssertUnwindSafe;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -41,13 +41,18 @@ pub const MAX_RESTARTS: u32 = 3;
 
 /// Busy time counters the energy meter reads: per worker and per tenant,
 /// in nanoseconds, including emulated throttling (a slower clock keeps a
-/// unit busy for longer).
+/// unit busy for longer), and the pass each worker has in progress, so a
+/// meter interval counts the part of a long pass that ran within it rather
+/// than the whole pass in the interval it ends in.
 #[derive(Debug)]
 pub struct BusyCounters {
-    /// `workers[w]`: worker `w`'s busy nanoseconds.
+    /// `workers[w]`: worker `w`'s busy nanoseconds, of finished passes.
     pub workers: Vec<AtomicU64>,
-    /// `tenants[t]`: nanoseconds spent serving tenant `t`.
+    /// `tenants[t]`: nanoseconds spent serving tenant `t`, of finished passes.
     pub tenants: Vec<AtomicU64>,
+    /// Per worker: when its pass in progress started (run-clock
+    /// nanoseconds + 1; 0 while idle), and whose request it serves.
+    running: Vec<(AtomicU64, AtomicUsize)>,
 }
 
 impl BusyCounters {
@@ -56,17 +61,59 @@ impl BusyCounters {
         Arc::new(BusyCounters {
             workers: (0..workers).map(|_| AtomicU64::new(0)).collect(),
             tenants: (0..tenants).map(|_| AtomicU64::new(0)).collect(),
+            running: (0..workers)
+                .map(|_| (AtomicU64::new(0), AtomicUsize::new(0)))
+                .collect(),
         })
     }
 
-    /// Snapshot: (per-worker, per-tenant) busy time so far.
-    pub fn snapshot(&self) -> (Vec<Duration>, Vec<Duration>) {
-        let read = |v: &[AtomicU64]| {
-            v.iter()
-                .map(|a| Duration::from_nanos(a.load(Ordering::Relaxed)))
-                .collect()
-        };
-        (read(&self.workers), read(&self.tenants))
+    /// Worker `w` started a pass for tenant `t` at `at`.
+    pub fn pass_started(&self, w: usize, t: usize, at: Timestamp) {
+        let (since, tenant) = &self.running[w];
+        tenant.store(t, Ordering::Relaxed);
+        since.store(at.as_nanos().saturating_add(1), Ordering::Release);
+    }
+
+    /// Worker `w` finished its pass for tenant `t`, busy `busy_ns` in all.
+    pub fn pass_finished(&self, w: usize, t: usize, busy_ns: u64) {
+        self.workers[w].fetch_add(busy_ns, Ordering::Release);
+        self.tenants[t].fetch_add(busy_ns, Ordering::Release);
+        self.running[w].0.store(0, Ordering::Release);
+    }
+
+    /// Worker `w`'s pass ended without finishing (a panic): its time so far
+    /// is left uncounted, and it is idle.
+    pub fn pass_abandoned(&self, w: usize) {
+        self.running[w].0.store(0, Ordering::Release);
+    }
+
+    /// Busy time so far at `now`, (per worker, per tenant): finished passes
+    /// and the running part of passes in progress. Read without locks, so
+    /// a pass ending during the read may be counted in part twice or not
+    /// at all for that moment; the meter keeps its baseline monotonic
+    /// (never below an earlier read), so such a slip only shifts busy time
+    /// between two neighbouring intervals, never adds or loses any.
+    pub fn snapshot_at(&self, now: Timestamp) -> (Vec<Duration>, Vec<Duration>) {
+        let mut workers: Vec<u64> = Vec::with_capacity(self.workers.len());
+        let mut tenants: Vec<u64> = self
+            .tenants
+            .iter()
+            .map(|a| a.load(Ordering::Acquire))
+            .collect();
+        for (w, (since, tenant)) in self.running.iter().enumerate() {
+            let since = since.load(Ordering::Acquire);
+            let mut busy = self.workers[w].load(Ordering::Acquire);
+            if since != 0 {
+                let running = now.as_nanos().saturating_sub(since - 1);
+                busy += running;
+                if let Some(t) = tenants.get_mut(tenant.load(Ordering::Relaxed)) {
+                    *t += running;
+                }
+            }
+            workers.push(busy);
+        }
+        let d = |v: Vec<u64>| v.into_iter().map(Duration::from_nanos).collect();
+        (d(workers), d(tenants))
     }
 }
 
@@ -275,6 +322,8 @@ impl AcceleratorWorker {
             Ok(exit) => exit,
             Err(payload) => {
                 let why = panic_message(&*payload);
+                // A pass cut short by the panic is busy no longer.
+                self.busy.pass_abandoned(self.index);
                 self.count_held_failed(&why);
                 WorkerExit::Crashed(why)
             }
@@ -317,6 +366,8 @@ impl AcceleratorWorker {
                     self.in_flight_work = self.io.work.take();
                     self.faults.worker_hook(self.index);
                     let started = self.clock.now();
+                    self.busy
+                        .pass_started(self.index, job.request.tenant.index(), started);
                     let (pass, outputs) = self.serve(&job);
                     if job.throttle > 1.0 {
                         // Emulated lower clock: stretch the pass by
@@ -327,9 +378,8 @@ impl AcceleratorWorker {
                     }
                     let finished = self.clock.now();
                     let busy = finished.saturating_since(started).as_nanos() as u64;
-                    self.busy.workers[self.index].fetch_add(busy, Ordering::Relaxed);
-                    self.busy.tenants[job.request.tenant.index()]
-                        .fetch_add(busy, Ordering::Relaxed);
+                    self.busy
+                        .pass_finished(self.index, job.request.tenant.index(), busy);
                     self.flush();
                     let completion = Completion {
                         request: job.request,
