@@ -424,69 +424,89 @@ fn search(
                 ),
             });
     }
-    // Beam search: one beam per mode, tenants placed in `order`.
+    // Beam search: one beam per mode, tenants placed in `order`. Partial
+    // mappings are ranked by their objective, so a narrow beam can drop
+    // the only partials a later tenant fits beside; when the beams empty
+    // after pruning, the search runs again four times as wide (up to 64 ×
+    // the policy's width) before it calls the tenants infeasible.
     let modes = problem.modes.len();
-    let mut beams: Vec<Vec<Scored>> = (0..modes)
-        .map(|_| {
-            vec![Scored {
-                assign: Vec::new(),
-                pred: MappingPrediction {
-                    service_p50_s: Vec::new(),
-                    service_p95_s: Vec::new(),
-                    power_w: 0.0,
-                },
-                objective: 0.0,
-                worst: 0.0,
-            }]
-        })
-        .collect();
-    for (depth, &t) in order.iter().enumerate() {
-        let mut batch = Vec::new();
-        for (m, beam) in beams.iter().enumerate() {
-            for s in beam {
-                for &(v, u) in &opts_per[t] {
-                    let mut a = s.assign.clone();
-                    a.push((t, v, u));
-                    batch.push((m, a));
+    let widest = opts.beam_width.max(1).saturating_mul(64);
+    let mut width = opts.beam_width.max(1);
+    'widen: loop {
+        let mut beams: Vec<Vec<Scored>> = (0..modes)
+            .map(|_| {
+                vec![Scored {
+                    assign: Vec::new(),
+                    pred: MappingPrediction {
+                        service_p50_s: Vec::new(),
+                        service_p95_s: Vec::new(),
+                        power_w: 0.0,
+                    },
+                    objective: 0.0,
+                    worst: 0.0,
+                }]
+            })
+            .collect();
+        let mut pruned = false;
+        for (depth, &t) in order.iter().enumerate() {
+            let mut batch = Vec::new();
+            for (m, beam) in beams.iter().enumerate() {
+                for s in beam {
+                    for &(v, u) in &opts_per[t] {
+                        let mut a = s.assign.clone();
+                        a.push((t, v, u));
+                        batch.push((m, a));
+                    }
                 }
             }
+            batch.retain(|(_, a)| budget.keeps(problem, a));
+            evaluated += batch.len();
+            let mut next: Vec<Vec<Scored>> = (0..modes).map(|_| Vec::new()).collect();
+            for (m, s) in score(problem, est, batch, gco2, opts)? {
+                next[m].push(s);
+            }
+            if next.iter().all(|b| b.is_empty()) {
+                // Had nothing been pruned, no mapping exists at all.
+                if pruned && width < widest {
+                    width = width.saturating_mul(4).min(widest);
+                    continue 'widen;
+                }
+                let placed: Vec<&str> = order[..depth]
+                    .iter()
+                    .map(|&p| problem.tenants[p].name.as_str())
+                    .collect();
+                let tenant = &problem.tenants[t];
+                let how = if pruned {
+                    format!(" (a beam search of width up to {width} over {space} mappings)")
+                } else {
+                    String::new()
+                };
+                return Err(PlanError::Infeasible {
+                    reason: format!(
+                        "tenant '{}' ({:.1} Hz, deadline {:.1} ms) cannot be placed with any \
+                         variant, unit or mode alongside {:?}{how}",
+                        tenant.name,
+                        tenant.rate_hz,
+                        tenant.deadline_s * 1000.0,
+                        placed
+                    ),
+                });
+            }
+            for beam in &mut next {
+                beam.sort_by(&better);
+                pruned |= beam.len() > width;
+                beam.truncate(width);
+            }
+            beams = next;
         }
-        batch.retain(|(_, a)| budget.keeps(problem, a));
-        evaluated += batch.len();
-        let mut next: Vec<Vec<Scored>> = (0..modes).map(|_| Vec::new()).collect();
-        for (m, s) in score(problem, est, batch, gco2, opts)? {
-            next[m].push(s);
-        }
-        for beam in &mut next {
-            beam.sort_by(&better);
-            beam.truncate(opts.beam_width.max(1));
-        }
-        if next.iter().all(|b| b.is_empty()) {
-            let placed: Vec<&str> = order[..depth]
-                .iter()
-                .map(|&p| problem.tenants[p].name.as_str())
-                .collect();
-            let tenant = &problem.tenants[t];
-            return Err(PlanError::Infeasible {
-                reason: format!(
-                    "tenant '{}' ({:.1} Hz, deadline {:.1} ms) cannot be placed with any variant, \
-                     unit or mode alongside {:?}",
-                    tenant.name,
-                    tenant.rate_hz,
-                    tenant.deadline_s * 1000.0,
-                    placed
-                ),
+        return beams
+            .into_iter()
+            .enumerate()
+            .filter_map(|(m, b)| b.into_iter().next().map(|s| (m, s)))
+            .min_by(|a, b| better(&a.1, &b.1))
+            .map(|(m, s)| finish(problem, s, m, gco2, evaluated))
+            .ok_or_else(|| PlanError::Infeasible {
+                reason: "no complete mapping survived the search".into(),
             });
-        }
-        beams = next;
     }
-    beams
-        .into_iter()
-        .enumerate()
-        .filter_map(|(m, b)| b.into_iter().next().map(|s| (m, s)))
-        .min_by(|a, b| better(&a.1, &b.1))
-        .map(|(m, s)| finish(problem, s, m, gco2, evaluated))
-        .ok_or_else(|| PlanError::Infeasible {
-            reason: "no complete mapping survived the search".into(),
-        })
 }

@@ -156,6 +156,47 @@ fn an_infeasible_set_of_tenants_is_reported() {
     assert!(e.contains("tight"), "{e}");
 }
 
+#[test]
+fn a_narrow_beam_widens_rather_than_call_a_feasible_set_infeasible() {
+    // "first" (20 Hz, 15 ms) is placed first; alone it is cheapest on unit
+    // 0 (4 ms) but fits unit 1 too (8 ms). "second" (10 Hz, 15 ms) runs
+    // only on unit 0 (10 ms, tail 12 ms) and misses beside "first" there
+    // (12 + 4 ms > 13.5 ms usable). A beam of width 1 keeps only "first"
+    // on unit 0 and empties at "second"; the search must widen and find
+    // "first" on unit 1.
+    let p = problem(vec![
+        tenant(
+            "first",
+            20.0,
+            15.0,
+            vec![variant("light", 1, 70.0, vec![0, 1])],
+        ),
+        tenant(
+            "second",
+            10.0,
+            15.0,
+            vec![variant("heavy", 0, 80.0, vec![0])],
+        ),
+    ]);
+    let narrow = SearchOptions {
+        exhaustive_limit: 0,
+        beam_width: 1,
+        ..SearchOptions::default()
+    };
+    let plan = plan(&p, &mut table(), 300.0, &narrow).unwrap();
+    assert_eq!(
+        plan.mapping,
+        Mapping {
+            mode: 0,
+            variants: vec![0, 0],
+            units: vec![1, 0]
+        }
+    );
+    // The exhaustive search agrees.
+    let all = super::plan(&p, &mut table(), 300.0, &SearchOptions::default()).unwrap();
+    assert_eq!(all.mapping, plan.mapping);
+}
+
 /// Predicts NaN for everything (e.g. corrupt normalisation).
 struct Broken;
 

@@ -432,7 +432,13 @@ impl Planner {
                             * analysis
                                 .predict(&analysis.heaviest(analysis.device.reference_mode()))
                                 .power_w),
-                    accuracy_scale: 1.0 / analysis.max_accuracy(),
+                    // No published accuracy (synthetic models): carbon
+                    // alone, not 0 × ∞ = NaN everywhere (then no move
+                    // would ever be taken).
+                    accuracy_scale: match analysis.max_accuracy() {
+                        a if a > 0.0 => 1.0 / a,
+                        _ => 0.0,
+                    },
                 };
                 *current = anneal(analysis, current.clone(), &objective, *iterations, h as u64);
                 Some(current.clone())
@@ -906,6 +912,14 @@ pub(super) mod tests {
         let mut p = Planner::new(&policy, &a, &hourly, None, None).unwrap();
         let first = p.decide(&a, 0, &hourly).expect("the first hour plans");
         assert!(a.predict(&first).feasible);
+        // A synthetic model has no published accuracy: the objective is
+        // carbon alone, and the search leaves the heaviest-at-reference
+        // start for a mode that draws less.
+        let start = a.heaviest(a.device.reference_mode());
+        assert!(
+            a.predict(&first).power_w < a.predict(&start).power_w,
+            "{first:?}"
+        );
         assert!(
             p.decide(&a, 1, &hourly).is_none(),
             "a 1.7% move keeps the plan"

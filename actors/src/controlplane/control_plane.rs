@@ -474,6 +474,11 @@ impl ControlPlane {
             plan.pricing_staleness,
             start,
         ));
+        // The platform's energy baseline is now, not when it was opened
+        // (before the models loaded).
+        if let Err(e) = shared.platform().start_metering() {
+            shared.note(format!("the energy meter could not take its baseline: {e}"));
+        }
         let meter = Arc::new(Mutex::new(Meter::new(shared.clone(), busy, queues, start)));
         let (sys_tx, sys_rx) = crossbeam_channel::bounded(1);
         let (sh, me) = (shared.clone(), meter.clone());
@@ -729,20 +734,15 @@ fn fall_back(
              governor"
         );
     };
-    let result = {
-        let throttles = platform.throttles_workers();
-        platform.set_cap(cap_w).map(|a| (a, throttles))
-    };
+    // Set and published under the platform's lock, as the governor does.
+    let result = platform.set_cap(cap_w);
+    if let Ok(applied) = &result {
+        crate::power_governor::publish(power, applied, platform.throttles_workers());
+    }
     drop(platform);
     match result {
-        Ok((applied, throttles)) => {
+        Ok(applied) => {
             shared.record_cap(now, &applied, "control plane failed: fallback cap".into());
-            let throttle = if throttles {
-                applied.slowdown.max(1.0)
-            } else {
-                1.0
-            };
-            power.publish(applied.cap_w, throttle);
             format!(
                 "the data plane runs on at the fallback cap {} W ({}) for the rest of the run \
                  (the governor, should it come back, changes nothing)",

@@ -328,19 +328,29 @@ impl PowerGovernor {
         if let Some(meter) = &self.meter {
             meter.lock().unwrap_or_else(|p| p.into_inner()).sample(now);
         }
+        // The cap is set and published to the data plane under the
+        // platform's lock, and only while the control plane stands: the
+        // watchdog's fallback takes the same lock, so a governor that comes
+        // back from a slow write can never publish over the fallback.
         let result = {
             let mut p = self.shared.platform();
-            p.set_cap(cap_w).map(|a| (a, p.throttles_workers()))
+            if self.shared.has_failed() {
+                return false;
+            }
+            let result = p.set_cap(cap_w);
+            if let Ok(applied) = &result {
+                publish(&self.power, applied, p.throttles_workers());
+            }
+            result
         };
         match result {
-            Ok((applied, throttles)) => {
+            Ok(applied) => {
                 tracing::info!(
                     "power governor: cap {cap_w} W ({}, slowdown {:.2}) — {reason}",
                     applied.level,
                     applied.slowdown
                 );
                 self.shared.record_cap(now, &applied, reason);
-                self.publish(&applied, throttles);
                 true
             }
             Err(e) => {
@@ -355,15 +365,17 @@ impl PowerGovernor {
             }
         }
     }
+}
 
-    fn publish(&mut self, applied: &AppliedCap, throttles: bool) {
-        let throttle = if throttles {
-            applied.slowdown.max(1.0)
-        } else {
-            1.0
-        };
-        self.power.publish(applied.cap_w, throttle);
-    }
+/// Tell the data plane a cap applied: the cap, and the throttle the
+/// workers emulate it with (1 on a device that slows down by itself).
+pub(crate) fn publish(power: &PowerCell, applied: &AppliedCap, throttles: bool) {
+    let throttle = if throttles {
+        applied.slowdown.max(1.0)
+    } else {
+        1.0
+    };
+    power.publish(applied.cap_w, throttle);
 }
 
 impl Actor for PowerGovernor {

@@ -208,6 +208,19 @@ pub fn run(args: &TrainEstimatorArgs) -> Result<Vec<EvalRow>, TrainEstimatorErro
         ..args.options.clone()
     };
     let all = examples(est.descriptors(), &rows, &options)?;
+    // The baselines (lookup, linear) are fitted on the training split: a
+    // dataset with none (only the held-out architecture, or only held-out
+    // mixes) cannot score them.
+    if !all.iter().any(|e| e.split == super::train::Split::Train) {
+        return Err(TrainEstimatorError::Split(format!(
+            "{}: no configuration falls in the training split of these weights (held out: '{}' \
+             and {:.0}% of the tenant combinations), so the lookup and linear baselines cannot \
+             be fitted; evaluate on a dataset with training configurations",
+            args.data.display(),
+            options.heldout_arch,
+            options.heldout_mix_fraction * 100.0
+        )));
+    }
     let eval = evaluate(&mut est, &all)?;
     // Made only now: a bad input above leaves no empty folder behind.
     std::fs::create_dir_all(&args.out).map_err(|e| write(&args.out, &e))?;

@@ -11,7 +11,7 @@
 //! A write the device refuses is an error naming the file; the governor then
 //! carries on read-only.
 
-use super::{read_u64, write_value, AppliedCap, Platform, PlatformError, PowerReading};
+use super::{read_non_negative, write_value, AppliedCap, Platform, PlatformError, PowerReading};
 use ecomap::config::rt::{JetsonControl, JetsonSpec};
 use ecomap::device::pick_for_cap;
 use std::path::{Path, PathBuf};
@@ -138,8 +138,8 @@ enum Rail {
 impl Rail {
     fn milliwatts(&self) -> Result<f64, PlatformError> {
         match self {
-            Rail::PowerMw(p) => Ok(read_u64(p)? as f64),
-            Rail::VoltCurrent(v, c) => Ok(read_u64(v)? as f64 * read_u64(c)? as f64 / 1000.0),
+            Rail::PowerMw(p) => read_non_negative(p),
+            Rail::VoltCurrent(v, c) => Ok(read_non_negative(v)? * read_non_negative(c)? / 1000.0),
         }
     }
 }
@@ -367,6 +367,18 @@ mod tests {
             assert!((p.watts - 7.5).abs() < 1e-9, "hwmon={hwmon}: {p:?}");
             assert!(p.measured);
         }
+        // An idle rail's current dips a few mA below zero: it counts as 0,
+        // not as a failed read of every rail.
+        let dir = tempfile::tempdir().unwrap();
+        write_fixture(dir.path(), 2, [1000, 2000, 3000, 400, 500, 600], true).unwrap();
+        let curr = dir
+            .path()
+            .join("sys/bus/i2c/drivers/ina3221/1-0040/hwmon/hwmon1/curr1_input");
+        std::fs::write(&curr, "-3\n").unwrap();
+        let p = clocks(dir.path())
+            .read_power(Duration::from_secs(1), 0.0)
+            .unwrap();
+        assert!((p.watts - 6.5).abs() < 1e-9, "{p:?}");
         let empty = tempfile::tempdir().unwrap();
         let e = clocks(empty.path())
             .read_power(Duration::from_secs(1), 0.0)

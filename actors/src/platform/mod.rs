@@ -58,6 +58,14 @@ pub enum PlatformError {
     /// Nothing to read power from.
     #[error("no power sensor found: {0}")]
     NoSensor(String),
+    /// A cap the device cannot take.
+    #[error("cannot apply a cap of {cap_w} W: {why}")]
+    BadCap {
+        /// The cap asked for.
+        cap_w: f64,
+        /// Why not.
+        why: String,
+    },
 }
 
 /// A cap as applied.
@@ -110,6 +118,14 @@ pub trait Platform: Send {
     /// [`Platform::read_power`]. Default: nothing.
     fn poll_power(&mut self) {}
 
+    /// The energy meter starts now: the next [`Platform::read_power`]
+    /// covers the time from here (an energy counter re-reads its baseline,
+    /// or the models' loading would be charged to the first interval).
+    /// Default: nothing.
+    fn start_metering(&mut self) -> Result<(), PlatformError> {
+        Ok(())
+    }
+
     /// Whether workers must be throttled by the cap's slowdown (only the
     /// emulated device: a real device slows down by itself).
     fn throttles_workers(&self) -> bool {
@@ -139,6 +155,19 @@ pub(crate) fn read_u64(path: &Path) -> Result<u64, PlatformError> {
         content: s,
         why: "expected an unsigned integer".into(),
     })
+}
+
+/// Read a sysfs file holding a reading that may dip below zero (an INA3221
+/// rail's current reads a few mA negative when idle): at least 0.
+pub(crate) fn read_non_negative(path: &Path) -> Result<f64, PlatformError> {
+    let s = read_text(path)?;
+    s.parse::<i64>()
+        .map(|v| v.max(0) as f64)
+        .map_err(|_| PlatformError::Parse {
+            path: path.to_path_buf(),
+            content: s,
+            why: "expected an integer".into(),
+        })
 }
 
 /// Write a value to a sysfs file.

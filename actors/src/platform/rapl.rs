@@ -20,12 +20,32 @@ pub struct RaplBackend {
 impl RaplBackend {
     /// Open a zone and take the first energy reading.
     pub fn open(zone: &Path) -> Result<Self, PlatformError> {
-        let max_range_uj = read_u64(&zone.join("max_energy_range_uj"))?;
-        let last_energy_uj = read_u64(&zone.join("energy_uj"))?;
+        let range_path = zone.join("max_energy_range_uj");
+        let max_range_uj = read_u64(&range_path)?;
+        if max_range_uj == 0 {
+            return Err(PlatformError::Parse {
+                path: range_path,
+                content: "0".into(),
+                why: "the counter's range must be positive".into(),
+            });
+        }
+        let energy_path = zone.join("energy_uj");
+        let last_energy_uj = read_u64(&energy_path)?;
+        if last_energy_uj > max_range_uj {
+            return Err(PlatformError::Parse {
+                path: energy_path,
+                content: last_energy_uj.to_string(),
+                why: format!("above the counter's range {max_range_uj}"),
+            });
+        }
         let limit = read_u64(&zone.join("constraint_0_power_limit_uw"))?;
+        // A maximum of 0 (some drivers) says nothing: fall back to the
+        // limit in force, and with neither, the zone has no known maximum.
         let max_cap_w = read_u64(&zone.join("constraint_0_max_power_uw"))
-            .map(|uw| uw as f64 / 1e6)
-            .unwrap_or(limit as f64 / 1e6);
+            .ok()
+            .filter(|&uw| uw > 0)
+            .or((limit > 0).then_some(limit))
+            .map_or(f64::INFINITY, |uw| uw as f64 / 1e6);
         Ok(RaplBackend {
             zone: zone.to_path_buf(),
             max_range_uj,
@@ -45,7 +65,14 @@ impl Platform for RaplBackend {
         if self.applied.as_ref().is_some_and(|a| a.cap_w == cap_w) {
             return Ok(self.applied.clone().expect("checked"));
         }
-        let uw = (cap_w * 1e6).round() as u64;
+        if !(cap_w.is_finite() && cap_w > 0.0) {
+            return Err(PlatformError::BadCap {
+                cap_w,
+                why: "a power limit must be a positive number of watts".into(),
+            });
+        }
+        // Never above the zone's maximum (the driver would refuse it).
+        let uw = (cap_w.min(self.max_cap_w) * 1e6).round() as u64;
         write_value(
             &self.zone.join("constraint_0_power_limit_uw"),
             &uw.to_string(),
@@ -68,19 +95,45 @@ impl Platform for RaplBackend {
         dt: Duration,
         _utilisation: f64,
     ) -> Result<PowerReading, PlatformError> {
-        let now = read_u64(&self.zone.join("energy_uj"))?;
-        let delta = if now >= self.last_energy_uj {
-            now - self.last_energy_uj
+        let path = self.zone.join("energy_uj");
+        let now = read_u64(&path)?;
+        let last = std::mem::replace(&mut self.last_energy_uj, now);
+        let delta = if now >= last {
+            now - last
         } else {
-            // The counter wrapped.
-            self.max_range_uj - self.last_energy_uj + now
+            // The counter wrapped (or was reset: judged below).
+            (self.max_range_uj.saturating_sub(last)).saturating_add(now)
         };
-        self.last_energy_uj = now;
         let secs = dt.as_secs_f64().max(1e-9);
+        let watts = delta as f64 / 1e6 / secs;
+        // More than ten times the zone's maximum (or 10 kW without one) is
+        // no wrap but a reset of the counter (a driver reload, a resume, a
+        // VM migration): the interval is not metered rather than charged
+        // up to the counter's whole range.
+        let plausible = if self.max_cap_w.is_finite() {
+            10.0 * self.max_cap_w
+        } else {
+            10_000.0
+        };
+        if watts > plausible {
+            return Err(PlatformError::Parse {
+                path,
+                content: now.to_string(),
+                why: format!(
+                    "the counter went from {last} to {now}: {watts:.0} W over {secs:.3} s is a \
+                     reset, not a wrap; metering goes on from the new value"
+                ),
+            });
+        }
         Ok(PowerReading {
-            watts: delta as f64 / 1e6 / secs,
+            watts,
             measured: true,
         })
+    }
+
+    fn start_metering(&mut self) -> Result<(), PlatformError> {
+        self.last_energy_uj = read_u64(&self.zone.join("energy_uj"))?;
+        Ok(())
     }
 
     fn max_cap_w(&self) -> f64 {
@@ -117,6 +170,41 @@ mod tests {
         assert!((p.watts - 5.0).abs() < 1e-6, "{p:?}");
         std::fs::write(dir.path().join("energy_uj"), "29671150\n").unwrap();
         assert!((r.read_power(Duration::from_secs(1), 0.0).unwrap().watts - 20.0).abs() < 1e-6);
+    }
+
+    #[test]
+    fn a_reset_counter_a_zero_maximum_and_a_bad_cap_are_not_taken_at_face_value() {
+        let dir = tempfile::tempdir().unwrap();
+        zone(dir.path(), 5_000_000_000);
+        let mut r = RaplBackend::open(dir.path()).unwrap();
+        // Metering starts after the models loaded: 100 J spent meanwhile
+        // are not the first interval's.
+        std::fs::write(dir.path().join("energy_uj"), "5100000000\n").unwrap();
+        r.start_metering().unwrap();
+        std::fs::write(dir.path().join("energy_uj"), "5110000000\n").unwrap();
+        let p = r.read_power(Duration::from_secs(1), 0.0).unwrap();
+        assert!((p.watts - 10.0).abs() < 1e-6, "{p:?}");
+        // The counter restarts at 1 J: not a wrap worth 257 kJ.
+        std::fs::write(dir.path().join("energy_uj"), "1000000\n").unwrap();
+        let e = r.read_power(Duration::from_secs(1), 0.0).unwrap_err();
+        assert!(e.to_string().contains("is a reset, not a wrap"), "{e}");
+        std::fs::write(dir.path().join("energy_uj"), "3000000\n").unwrap();
+        let p = r.read_power(Duration::from_secs(1), 0.0).unwrap();
+        assert!((p.watts - 2.0).abs() < 1e-6, "metering goes on: {p:?}");
+        // A cap is positive, and never above the maximum.
+        assert!(r.set_cap(f64::NAN).is_err() && r.set_cap(0.0).is_err());
+        r.set_cap(500.0).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("constraint_0_power_limit_uw")).unwrap(),
+            "95000000"
+        );
+        // A maximum of 0 falls back to the limit in force.
+        std::fs::write(dir.path().join("constraint_0_max_power_uw"), "0\n").unwrap();
+        std::fs::write(dir.path().join("constraint_0_power_limit_uw"), "65000000\n").unwrap();
+        assert_eq!(RaplBackend::open(dir.path()).unwrap().max_cap_w(), 65.0);
+        std::fs::write(dir.path().join("max_energy_range_uj"), "0\n").unwrap();
+        let e = RaplBackend::open(dir.path()).unwrap_err().to_string();
+        assert!(e.contains("range must be positive"), "{e}");
     }
 
     #[test]
