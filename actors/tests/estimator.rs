@@ -283,6 +283,46 @@ fn a_bad_dataset_row_exits_2_with_its_line() {
     assert_exit_2(&o, &["line 4", "column 16"]);
 }
 
+#[test]
+fn evaluating_on_a_dataset_with_nothing_to_fit_the_baselines_on_exits_2() {
+    // Only configurations of the committed weights' held-out architecture
+    // (SqueezeNet 1.1): the lookup and linear baselines have no training
+    // rows.
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let dir = tempfile::tempdir().unwrap();
+    let text = std::fs::read_to_string(root.join("rt-config/host-profile.csv")).unwrap();
+    let mut lines = text.lines();
+    let header = lines.next().unwrap();
+    // Configurations whose every row is squeezenet1_1.
+    let mut by_config: std::collections::BTreeMap<&str, Vec<&str>> = Default::default();
+    for l in lines {
+        by_config
+            .entry(l.split(',').next().unwrap())
+            .or_default()
+            .push(l);
+    }
+    let kept: Vec<&str> = by_config
+        .values()
+        .filter(|rows| rows.iter().all(|r| r.contains(",squeezenet1_1,")))
+        .flatten()
+        .copied()
+        .collect();
+    assert!(!kept.is_empty());
+    let data = dir.path().join("only-heldout.csv");
+    std::fs::write(&data, format!("{header}\n{}\n", kept.join("\n"))).unwrap();
+    let o = ecomap(&[
+        "train-estimator",
+        "--evaluate",
+        "--data",
+        data.to_str().unwrap(),
+        "--weights",
+        root.join("rt-config/host-estimator").to_str().unwrap(),
+        "--out",
+        dir.path().join("eval").to_str().unwrap(),
+    ]);
+    assert_exit_2(&o, &["no configuration falls in the training split"]);
+}
+
 /// Predictions of `est` by both forward passes agree to float rounding.
 fn assert_paths_agree(est: &mut TransformerEstimator, queries: &[ecomap::estimate::MappingQuery]) {
     use ecomap::estimate::MappingEstimator as _;
