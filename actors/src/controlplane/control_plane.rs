@@ -597,6 +597,16 @@ impl ControlPlane {
         }
         let mut meter = self.meter.lock().unwrap_or_else(|p| p.into_inner());
         meter.finish(self.clock.now());
+        // Leave the device as the run found it (a Jetson's clocks, a RAPL
+        // limit); a hung governor may still hold the platform.
+        if let Some(mut platform) = self.shared.try_platform() {
+            if let Err(e) = platform.restore() {
+                drop(platform);
+                self.shared.note(format!(
+                    "the device's power settings could not be put back after the run: {e}"
+                ));
+            }
+        }
         let platform = self.shared.platform().name();
         let s = self.shared.state();
         ControlOutcome {

@@ -11,7 +11,9 @@
 //! A write the device refuses is an error naming the file; the governor then
 //! carries on read-only.
 
-use super::{read_non_negative, write_value, AppliedCap, Platform, PlatformError, PowerReading};
+use super::{
+    read_non_negative, read_text, write_value, AppliedCap, Platform, PlatformError, PowerReading,
+};
 use ecomap::config::rt::{JetsonControl, JetsonSpec};
 use ecomap::device::pick_for_cap;
 use std::path::{Path, PathBuf};
@@ -35,6 +37,9 @@ pub struct JetsonBackend {
     applied: Option<AppliedCap>,
     /// Sum (W) and count of the samples polled since the last read.
     polled: (f64, u32),
+    /// The clock files as they were before the first cap (`Clocks`
+    /// control), written back by [`Platform::restore`].
+    original: Option<Vec<(PathBuf, String)>>,
 }
 
 impl JetsonBackend {
@@ -44,7 +49,45 @@ impl JetsonBackend {
             spec,
             applied: None,
             polled: (0.0, 0),
+            original: None,
         }
+    }
+
+    /// The files a `Clocks` cap writes, in the order they are written: the
+    /// GPU, then each CPU online (or off) before its frequency. `online`
+    /// CPUs stay up (cpu0 always).
+    fn clock_writes(
+        &self,
+        gpu_hz: u64,
+        cpu_khz: u64,
+        online: usize,
+        cpus: usize,
+    ) -> Vec<(PathBuf, String)> {
+        let mut writes = vec![(self.path(GPU_MAX_FREQ), gpu_hz.to_string())];
+        for n in 0..cpus {
+            let base = format!("sys/devices/system/cpu/cpu{n}");
+            // cpu0 cannot go offline; bring others up before capping them.
+            if n > 0 {
+                let up = if n < online { "1" } else { "0" };
+                writes.push((self.path(&format!("{base}/online")), up.to_string()));
+            }
+            if n < online.max(1) {
+                writes.push((
+                    self.path(&format!("{base}/cpufreq/scaling_max_freq")),
+                    cpu_khz.to_string(),
+                ));
+            }
+        }
+        writes
+    }
+
+    /// What the files of `writes` hold now (those that can be read: an
+    /// offline CPU has no cpufreq folder).
+    fn current_values(writes: &[(PathBuf, String)]) -> Vec<(PathBuf, String)> {
+        writes
+            .iter()
+            .filter_map(|(p, _)| read_text(p).ok().map(|v| (p.clone(), v)))
+            .collect()
     }
 
     /// The rails' total power now, watts.
@@ -102,28 +145,33 @@ impl JetsonBackend {
         Ok(rails)
     }
 
+    /// Write one clock level, all or nothing: a write that fails (a CPU
+    /// the device lacks, `EBUSY` taking one offline) puts back the files
+    /// already written, so the device is never left half at one level and
+    /// half at another while the report names the old one.
     fn apply_clocks(
-        &self,
+        &mut self,
         gpu_hz: u64,
         cpu_khz: u64,
         online: usize,
         cpus: usize,
     ) -> Result<(), PlatformError> {
-        write_value(&self.path(GPU_MAX_FREQ), &gpu_hz.to_string())?;
-        for n in 0..cpus {
-            let base = format!("sys/devices/system/cpu/cpu{n}");
-            // cpu0 cannot go offline; bring others up before capping them.
-            if n > 0 {
-                write_value(
-                    &self.path(&format!("{base}/online")),
-                    if n < online { "1" } else { "0" },
-                )?;
-            }
-            if n < online.max(1) {
-                write_value(
-                    &self.path(&format!("{base}/cpufreq/scaling_max_freq")),
-                    &cpu_khz.to_string(),
-                )?;
+        let writes = self.clock_writes(gpu_hz, cpu_khz, online, cpus);
+        let before = Self::current_values(&writes);
+        if self.original.is_none() {
+            self.original = Some(before.clone());
+        }
+        for (i, (path, value)) in writes.iter().enumerate() {
+            if let Err(e) = write_value(path, value) {
+                // Undo in reverse (frequencies before a CPU goes back
+                // offline), best effort: the error that stopped us is the
+                // one to report.
+                for (done, _) in writes[..i].iter().rev() {
+                    if let Some((_, old)) = before.iter().find(|(p, _)| p == done) {
+                        let _ = write_value(done, old);
+                    }
+                }
+                return Err(e);
             }
         }
         Ok(())
@@ -191,8 +239,10 @@ impl Platform for JetsonBackend {
             }
             JetsonControl::Clocks { levels, cpus } => {
                 let l = pick_for_cap(levels, cap_w, |l| l.cap_w)
-                    .ok_or_else(|| PlatformError::NoSensor("no clock levels configured".into()))?;
-                self.apply_clocks(l.gpu_max_hz, l.cpu_max_khz, l.cpus_online, *cpus)?;
+                    .ok_or_else(|| PlatformError::NoSensor("no clock levels configured".into()))?
+                    .clone();
+                let cpus = *cpus;
+                self.apply_clocks(l.gpu_max_hz, l.cpu_max_khz, l.cpus_online, cpus)?;
                 AppliedCap {
                     cap_w,
                     level: format!("gpu {} MHz", l.gpu_max_hz / 1_000_000),
@@ -207,6 +257,26 @@ impl Platform for JetsonBackend {
 
     fn current_cap(&self) -> Option<&AppliedCap> {
         self.applied.as_ref()
+    }
+
+    /// Put the clock files back as they were before the first cap (CPUs
+    /// online first, then their frequencies, the GPU last). An nvpmodel
+    /// mode is left as it is: `nvpmodel` has no way to say which mode was
+    /// in force before without parsing its report.
+    fn restore(&mut self) -> Result<(), PlatformError> {
+        let Some(original) = self.original.take() else {
+            return Ok(());
+        };
+        let mut first_error = None;
+        let online = original.iter().filter(|(p, _)| p.ends_with("online"));
+        let rest = original.iter().filter(|(p, _)| !p.ends_with("online"));
+        for (path, value) in online.chain(rest) {
+            if let Err(e) = write_value(path, value) {
+                first_error.get_or_insert(e);
+            }
+        }
+        self.applied = None;
+        first_error.map_or(Ok(()), Err)
     }
 
     /// The mean of the samples polled since the last read and one taken
@@ -355,6 +425,45 @@ mod tests {
         assert_eq!(read(GPU_MAX_FREQ), "1377000000");
         assert_eq!(read("sys/devices/system/cpu/cpu5/online"), "1");
         assert_eq!(j.max_cap_w(), 30.0);
+    }
+
+    #[test]
+    fn a_level_that_cannot_be_written_whole_is_undone_and_the_end_restores_the_device() {
+        let dir = tempfile::tempdir().unwrap();
+        write_fixture(dir.path(), 8, [0; 6], false).unwrap();
+        let read = |rel: &str| std::fs::read_to_string(dir.path().join(rel)).unwrap();
+        let mut j = clocks(dir.path());
+        // cpu6 cannot be taken offline (a directory where its file is).
+        let cpu6 = dir.path().join("sys/devices/system/cpu/cpu6/online");
+        std::fs::remove_file(&cpu6).unwrap();
+        std::fs::create_dir(&cpu6).unwrap();
+        let e = j.set_cap(15.0).unwrap_err().to_string();
+        assert!(e.contains("cpu6/online: write 0 failed"), "{e}");
+        // cpu4 and cpu5 went offline and cpu0..3 were capped before the
+        // failure: all put back.
+        assert_eq!(read("sys/devices/system/cpu/cpu5/online"), "1");
+        assert_eq!(read("sys/devices/system/cpu/cpu4/online"), "1");
+        assert_eq!(
+            read("sys/devices/system/cpu/cpu2/cpufreq/scaling_max_freq"),
+            "2265600"
+        );
+        assert_eq!(read(GPU_MAX_FREQ), "1377000000");
+        assert!(j.current_cap().is_none());
+        // A level that can be written, then the run's end (a new run: the
+        // state before its first cap is what it puts back).
+        std::fs::remove_dir(&cpu6).unwrap();
+        std::fs::write(&cpu6, "1\n").unwrap();
+        let mut j = clocks(dir.path());
+        j.set_cap(15.0).unwrap();
+        assert_eq!(read(GPU_MAX_FREQ), "675750000");
+        assert_eq!(read("sys/devices/system/cpu/cpu6/online"), "0");
+        j.restore().unwrap();
+        assert_eq!(read(GPU_MAX_FREQ), "1377000000");
+        assert_eq!(read("sys/devices/system/cpu/cpu6/online"), "1");
+        assert_eq!(
+            read("sys/devices/system/cpu/cpu2/cpufreq/scaling_max_freq"),
+            "2265600"
+        );
     }
 
     #[test]

@@ -126,6 +126,14 @@ pub trait Platform: Send {
         Ok(())
     }
 
+    /// The run is over: put the device's power settings back as they were
+    /// before the first cap, so a run does not leave its last cap behind
+    /// (a later run would read it as the device's maximum). Default:
+    /// nothing to put back.
+    fn restore(&mut self) -> Result<(), PlatformError> {
+        Ok(())
+    }
+
     /// Whether workers must be throttled by the cap's slowdown (only the
     /// emulated device: a real device slows down by itself).
     fn throttles_workers(&self) -> bool {

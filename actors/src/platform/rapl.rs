@@ -15,6 +15,8 @@ pub struct RaplBackend {
     last_energy_uj: u64,
     max_cap_w: f64,
     applied: Option<AppliedCap>,
+    /// The power limit before the first cap (µW), put back by `restore`.
+    original_limit_uw: u64,
 }
 
 impl RaplBackend {
@@ -52,6 +54,7 @@ impl RaplBackend {
             last_energy_uj,
             max_cap_w,
             applied: None,
+            original_limit_uw: limit,
         })
     }
 }
@@ -131,6 +134,16 @@ impl Platform for RaplBackend {
         })
     }
 
+    fn restore(&mut self) -> Result<(), PlatformError> {
+        if self.applied.take().is_some() {
+            write_value(
+                &self.zone.join("constraint_0_power_limit_uw"),
+                &self.original_limit_uw.to_string(),
+            )?;
+        }
+        Ok(())
+    }
+
     fn start_metering(&mut self) -> Result<(), PlatformError> {
         self.last_energy_uj = read_u64(&self.zone.join("energy_uj"))?;
         Ok(())
@@ -194,10 +207,11 @@ mod tests {
         // A cap is positive, and never above the maximum.
         assert!(r.set_cap(f64::NAN).is_err() && r.set_cap(0.0).is_err());
         r.set_cap(500.0).unwrap();
-        assert_eq!(
-            std::fs::read_to_string(dir.path().join("constraint_0_power_limit_uw")).unwrap(),
-            "95000000"
-        );
+        let limit = || std::fs::read_to_string(dir.path().join("constraint_0_power_limit_uw"));
+        assert_eq!(limit().unwrap(), "95000000");
+        // The run's end puts the limit found at open back.
+        r.restore().unwrap();
+        assert_eq!(limit().unwrap(), "65000000");
         // A maximum of 0 falls back to the limit in force.
         std::fs::write(dir.path().join("constraint_0_max_power_uw"), "0\n").unwrap();
         std::fs::write(dir.path().join("constraint_0_power_limit_uw"), "65000000\n").unwrap();
