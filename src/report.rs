@@ -343,8 +343,9 @@ impl RunReport {
         if !l.unmetered.is_zero() {
             let _ = writeln!(
                 out,
-                "  power could not be read for the last {:.1} s of the run (no good reading \
-                 came after the failures): energy and carbon leave them out, lower bounds",
+                "  power could not be read for {:.1} s of the run (an energy counter reset, or \
+                 no good reading after failures at the end): energy and carbon leave them out, \
+                 lower bounds",
                 l.unmetered.as_secs_f64()
             );
         }
@@ -597,7 +598,7 @@ mod tests {
         ledger.record_unmetered(Duration::from_millis(1500));
         let text = energy_report(ledger).render();
         assert!(
-            text.contains("power could not be read for the last 1.5 s of the run"),
+            text.contains("power could not be read for 1.5 s of the run"),
             "{text}"
         );
     }

@@ -52,8 +52,8 @@ pub struct EnergyLedger {
     pub stale_priced_energy_j: f64,
     /// Time those intervals took.
     pub stale_priced: Duration,
-    /// Time at the end of a run that no good power reading covered (the
-    /// sensor's reads failed until the end; a failed read earlier is
+    /// Time no good power reading covered — an energy counter's reset, or
+    /// reads that failed until the run's end (a failed read earlier is
     /// covered by the next good one): in neither `elapsed` nor energy.
     pub unmetered: Duration,
     /// Time spent at each cap (watts, time), in order of first use.

@@ -428,9 +428,14 @@ fn search(
     // mappings are ranked by their objective, so a narrow beam can drop
     // the only partials a later tenant fits beside; when the beams empty
     // after pruning, the search runs again four times as wide (up to 64 ×
-    // the policy's width) before it calls the tenants infeasible.
+    // the policy's width, 85 searches' worth at most) before it calls the
+    // tenants infeasible — in the search without an accuracy cap only
+    // (the last of `plan`'s loosening steps), so that cost is paid once.
     let modes = problem.modes.len();
-    let widest = opts.beam_width.max(1).saturating_mul(64);
+    let widest = match opts.max_accuracy_lost {
+        None => opts.beam_width.max(1).saturating_mul(64),
+        Some(_) => opts.beam_width.max(1),
+    };
     let mut width = opts.beam_width.max(1);
     'widen: loop {
         let mut beams: Vec<Vec<Scored>> = (0..modes)

@@ -599,13 +599,20 @@ impl ControlPlane {
         meter.finish(self.clock.now());
         // Leave the device as the run found it (a Jetson's clocks, a RAPL
         // limit); a hung governor may still hold the platform.
-        if let Some(mut platform) = self.shared.try_platform() {
-            if let Err(e) = platform.restore() {
-                drop(platform);
-                self.shared.note(format!(
-                    "the device's power settings could not be put back after the run: {e}"
-                ));
+        match self.shared.try_platform() {
+            Some(mut platform) => {
+                if let Err(e) = platform.restore() {
+                    drop(platform);
+                    self.shared.note(format!(
+                        "the device's power settings could not be put back after the run: {e}"
+                    ));
+                }
             }
+            None => self.shared.note(
+                "the device's power settings were not put back after the run: a hung \
+                 governor holds the platform"
+                    .into(),
+            ),
         }
         let platform = self.shared.platform().name();
         let s = self.shared.state();
@@ -748,11 +755,11 @@ fn fall_back(
     let result = platform.set_cap(cap_w);
     if let Ok(applied) = &result {
         crate::power_governor::publish(power, applied, platform.throttles_workers());
+        shared.record_cap(now, applied, "control plane failed: fallback cap".into());
     }
     drop(platform);
     match result {
         Ok(applied) => {
-            shared.record_cap(now, &applied, "control plane failed: fallback cap".into());
             format!(
                 "the data plane runs on at the fallback cap {} W ({}) for the rest of the run \
                  (the governor, should it come back, changes nothing)",

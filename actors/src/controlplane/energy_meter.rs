@@ -102,11 +102,14 @@ impl Meter {
     }
 
     /// The run's last sample, at `now`: the last interval is accounted
-    /// whatever it waits for, and time no good power reading covered is
-    /// counted as unmetered.
+    /// whatever it waits for, and time no good power reading covered (or
+    /// that a platform held by a hung governor could not read) is counted
+    /// as unmetered.
     pub fn finish(&mut self, now: Timestamp) {
         self.closing = true;
-        self.sample(now);
+        // Never waits: a hung governor may hold the platform, and the run
+        // must still end (what it could not meter is counted below).
+        self.try_sample(now);
         let left = now.saturating_since(self.last_t);
         if !left.is_zero() {
             self.ledger.record_unmetered(left);
@@ -173,6 +176,17 @@ impl Meter {
         drop(platform);
         let r = match reading {
             Ok(r) => r,
+            // An energy counter that was reset cannot say what the interval
+            // drew: it is unmetered (counted, and said in the report), and
+            // metering goes on from the counter's new value.
+            Err(e @ crate::platform::PlatformError::CounterReset { .. }) => {
+                self.ledger.record_unmetered(dt);
+                self.shared.note(format!("energy meter: {e}"));
+                let _ = self.shared.price_interval(now);
+                self.busy_carry = busy - counted;
+                self.advance(now, w, t);
+                return true;
+            }
             Err(e) => {
                 // The interval stays open: the next good reading covers it
                 // (an energy counter's exactly; a power sensor's at its
@@ -219,6 +233,12 @@ impl Meter {
                 .map(|q| q.active_variant.load(Ordering::Relaxed))
                 .collect(),
         });
+        self.advance(now, w, t);
+        true
+    }
+
+    /// The next interval starts at `now`, from busy totals `w` and `t`.
+    fn advance(&mut self, now: Timestamp, w: Vec<Duration>, t: Vec<Duration>) {
         self.last_t = now;
         // Never below an earlier read (see `BusyCounters::snapshot_at`).
         for (last, now) in self.last_workers.iter_mut().zip(w) {
@@ -227,7 +247,6 @@ impl Meter {
         for (last, now) in self.last_tenants.iter_mut().zip(t) {
             *last = (*last).max(now);
         }
-        true
     }
 }
 

@@ -340,19 +340,20 @@ impl PowerGovernor {
             let result = p.set_cap(cap_w);
             if let Ok(applied) = &result {
                 publish(&self.power, applied, p.throttles_workers());
-            }
-            result
-        };
-        match result {
-            Ok(applied) => {
                 tracing::info!(
                     "power governor: cap {cap_w} W ({}, slowdown {:.2}) — {reason}",
                     applied.level,
                     applied.slowdown
                 );
-                self.shared.record_cap(now, &applied, reason);
-                true
+                // Recorded under the lock too (platform, then state: the
+                // order everything takes them in), so the record of the cap
+                // in force cannot land after the fallback's.
+                self.shared.record_cap(now, applied, reason);
             }
+            result
+        };
+        match result {
+            Ok(_) => true,
             Err(e) => {
                 let msg = format!(
                     "cannot apply cap {cap_w} W: {e}; the governor continues read-only (power is \

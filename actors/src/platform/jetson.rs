@@ -37,8 +37,8 @@ pub struct JetsonBackend {
     applied: Option<AppliedCap>,
     /// Sum (W) and count of the samples polled since the last read.
     polled: (f64, u32),
-    /// The clock files as they were before the first cap (`Clocks`
-    /// control), written back by [`Platform::restore`].
+    /// The clock files as the run found them (each read before its first
+    /// write; `Clocks` control), written back by [`Platform::restore`].
     original: Option<Vec<(PathBuf, String)>>,
 }
 
@@ -158,17 +158,25 @@ impl JetsonBackend {
     ) -> Result<(), PlatformError> {
         let writes = self.clock_writes(gpu_hz, cpu_khz, online, cpus);
         let before = Self::current_values(&writes);
-        if self.original.is_none() {
-            self.original = Some(before.clone());
-        }
+        let original = self.original.get_or_insert_with(Vec::new);
         for (i, (path, value)) in writes.iter().enumerate() {
+            // What the run found, for `restore`: read just before the first
+            // write to each file (a CPU brought online a moment ago has its
+            // cpufreq folder back only now).
+            if !original.iter().any(|(p, _)| p == path) {
+                if let Ok(found) = read_text(path) {
+                    original.push((path.clone(), found));
+                }
+            }
             if let Err(e) = write_value(path, value) {
                 // Undo in reverse (frequencies before a CPU goes back
                 // offline), best effort: the error that stopped us is the
-                // one to report.
+                // one to report, and an undo that fails is logged.
                 for (done, _) in writes[..i].iter().rev() {
                     if let Some((_, old)) = before.iter().find(|(p, _)| p == done) {
-                        let _ = write_value(done, old);
+                        if let Err(undo) = write_value(done, old) {
+                            tracing::warn!("jetson: could not undo a clock write: {undo}");
+                        }
                     }
                 }
                 return Err(e);

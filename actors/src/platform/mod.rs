@@ -58,6 +58,17 @@ pub enum PlatformError {
     /// Nothing to read power from.
     #[error("no power sensor found: {0}")]
     NoSensor(String),
+    /// An energy counter went back further than a wrap explains: it was
+    /// reset, and the energy since the last reading is unknown.
+    #[error("{}: the energy counter went from {from} to {to}: a reset, not a wrap; the interval is unmetered", path.display())]
+    CounterReset {
+        /// The counter's file.
+        path: PathBuf,
+        /// The last reading.
+        from: u64,
+        /// This one.
+        to: u64,
+    },
     /// A cap the device cannot take.
     #[error("cannot apply a cap of {cap_w} W: {why}")]
     BadCap {
