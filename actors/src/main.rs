@@ -8,7 +8,7 @@ use ecomap::config::policy::{CarbonSource, Policy};
 use ecomap::config::rt::RtConfig;
 use ecomap::config::workload::Workload;
 use ecomap::config::ConfigError;
-use ecomap_actors::rt::available_cores;
+use ecomap_actors::rt::{allowed_cores, available_cores};
 use ecomap_actors::runtime::{Runtime, StartError};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -373,7 +373,7 @@ fn load(files: &Files) -> Result<Loaded, ConfigError> {
     let workload = Workload::load(&files.workload)?;
     let rt = RtConfig::load(&files.rt_config)?;
     let names: Vec<&str> = workload.tenants.iter().map(|t| t.name.as_str()).collect();
-    rt.validate(&files.rt_config, available_cores(), &names)?;
+    rt.validate(&files.rt_config, &allowed_cores(), &names)?;
     let mut policy = Policy::load(&files.policy)?;
     if policy
         .plan
@@ -998,7 +998,7 @@ fn profile_command(a: &ProfileArgs<'_>) -> Result<(), ExitCode> {
                 w.name
             )));
         }
-        rt.validate(a.rt_config, available_cores(), &[])
+        rt.validate(a.rt_config, &allowed_cores(), &[])
             .map_err(bad_input)?;
         let modes = profile::capped_modes(&device);
         if modes.is_empty() {

@@ -41,12 +41,20 @@ pub struct Applied {
     pub realtime: bool,
 }
 
-/// Number of CPU cores this machine has (online), for validating rt-configs.
-pub fn available_cores() -> usize {
+/// The cores this process may run on (its affinity mask: a cpuset or
+/// `taskset` can leave out any of the machine's), for validating rt-configs.
+pub fn allowed_cores() -> Vec<usize> {
     core_affinity::get_core_ids()
-        .map(|ids| ids.iter().map(|c| c.id + 1).max().unwrap_or(0))
-        .filter(|&n| n > 0)
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+        .map(|ids| ids.iter().map(|c| c.id).collect::<Vec<_>>())
+        .filter(|ids| !ids.is_empty())
+        .unwrap_or_else(|| {
+            (0..std::thread::available_parallelism().map_or(1, |n| n.get())).collect()
+        })
+}
+
+/// How many cores this process may run on.
+pub fn available_cores() -> usize {
+    allowed_cores().len()
 }
 
 /// Pin and schedule the calling thread as `spec` says. `thread` names it in

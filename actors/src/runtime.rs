@@ -402,7 +402,7 @@ impl Runtime {
         let names: Vec<&str> = workload.tenants.iter().map(|t| t.name.as_str()).collect();
         rt_config.validate(
             std::path::Path::new("<rt-config>"),
-            rt::available_cores(),
+            &rt::allowed_cores(),
             &names,
         )?;
         // Everything that can fail on bad input, before any thread starts.

@@ -212,7 +212,10 @@ fn a_core_the_machine_lacks_is_refused() {
     f.write("rt.ron", &RT.replace("Some(0)", "Some(4096)"));
     assert_bad_input(
         &f.run(&[]),
-        &["core 4096 does not exist", "this machine has"],
+        &[
+            "core 4096 is not one this process may run on",
+            "may run on: this machine lets it use",
+        ],
     );
 }
 

@@ -373,24 +373,28 @@ impl RtConfig {
         Ok(c)
     }
 
-    /// Check every value against the machine (`available_cores`) and the
+    /// Check every value against the cores this process may run on
+    /// (`allowed_cores`: its affinity mask, which a cpuset or `taskset`
+    /// may make smaller than the machine, and not always `0..n`) and the
     /// workload's tenant names.
     pub fn validate(
         &self,
         path: &Path,
-        available_cores: usize,
+        allowed_cores: &[usize],
         tenant_names: &[&str],
     ) -> Result<(), ConfigError> {
         let core_check = |place: String, t: &ThreadSpec| -> Result<(), ConfigError> {
             if let Some(c) = t.core {
-                if c >= available_cores {
+                if !allowed_cores.contains(&c) {
                     return Err(ConfigError::invalid(
                         path,
                         format!("{place}.core"),
                         format!(
-                            "core {c} does not exist: this machine has {available_cores} \
-                             core(s), numbered 0..={}; pick one of those or use None",
-                            available_cores.saturating_sub(1)
+                            "core {c} is not one this process may run on: this machine lets it \
+                             use {} core(s), {allowed_cores:?}; pick one of those or use None \
+                             (a pin the kernel refuses would leave the thread unpinned, and \
+                             the channel checks below assume the pins hold)",
+                            allowed_cores.len()
                         ),
                     ));
                 }
@@ -631,7 +635,8 @@ mod tests {
     fn check(text: &str, cores: usize) -> Result<RtConfig, String> {
         let p = Path::new("rt.ron");
         let c: RtConfig = parse_ron(text, p, "rt-config").map_err(|e| e.to_string())?;
-        c.validate(p, cores, &["cam", "cls"])
+        let allowed: Vec<usize> = (0..cores).collect();
+        c.validate(p, &allowed, &["cam", "cls"])
             .map_err(|e| e.to_string())?;
         Ok(c)
     }
@@ -746,7 +751,18 @@ mod tests {
     fn missing_core_is_refused_with_the_machine_size() {
         let e = check(GOOD, 1).unwrap_err();
         assert!(
-            e.contains("workers[0] \"a\".core") && e.contains("this machine has 1 core"),
+            e.contains("workers[0] \"a\".core") && e.contains("use 1 core(s), [0]"),
+            "{e}"
+        );
+        // A cpuset of cores 1 and 2: core 0 exists but may not be used.
+        let p = Path::new("rt.ron");
+        let c: RtConfig = parse_ron(GOOD, p, "rt-config").unwrap();
+        let e = c
+            .validate(p, &[1, 2], &["cam", "cls"])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("workers[1] \"b\".core") && e.contains("[1, 2]"),
             "{e}"
         );
     }

@@ -20,7 +20,7 @@ use ecomap::config::workload::Workload;
 use ecomap::report::RunReport;
 use ecomap::request::Outcome;
 use ecomap_actors::faults::{Fault, FaultInjector, ScheduledFault};
-use ecomap_actors::rt::available_cores;
+use ecomap_actors::rt::allowed_cores;
 use ecomap_actors::runtime::Runtime;
 use std::path::Path;
 use std::process::ExitCode;
@@ -40,7 +40,7 @@ fn load() -> Result<(Workload, RtConfig, Policy), String> {
     let w = Workload::load(Path::new("workloads/robot.ron")).map_err(|e| e.to_string())?;
     let rt = RtConfig::load(Path::new("rt-config/host.ron")).map_err(|e| e.to_string())?;
     let names: Vec<&str> = w.tenants.iter().map(|t| t.name.as_str()).collect();
-    rt.validate(Path::new("rt-config/host.ron"), available_cores(), &names)
+    rt.validate(Path::new("rt-config/host.ron"), &allowed_cores(), &names)
         .map_err(|e| e.to_string())?;
     let mut policy = Policy::load(Path::new("policies/edf.ron")).map_err(|e| e.to_string())?;
     let governed: Policy = parse_ron(

@@ -20,7 +20,7 @@ use ecomap::config::policy::{CarbonSource, Policy};
 use ecomap::config::rt::RtConfig;
 use ecomap::config::workload::Workload;
 use ecomap::report::RunReport;
-use ecomap_actors::rt::available_cores;
+use ecomap_actors::rt::allowed_cores;
 use ecomap_actors::runtime::Runtime;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -79,7 +79,7 @@ fn main() {
     let workload = Workload::load(Path::new("workloads/robot-mixed.ron")).expect("workload");
     let rt = RtConfig::load(Path::new("rt-config/host.ron")).expect("rt-config");
     let names: Vec<&str> = workload.tenants.iter().map(|t| t.name.as_str()).collect();
-    rt.validate(Path::new("rt-config/host.ron"), available_cores(), &names)
+    rt.validate(Path::new("rt-config/host.ron"), &allowed_cores(), &names)
         .expect("rt-config valid here");
     let mut policy = Policy::load(Path::new("policies/reactive.ron")).expect("policy");
     // A cap *drop* from MAXN needs bands that use MAXN when clean; ecomap's
