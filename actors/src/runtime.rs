@@ -414,6 +414,7 @@ impl Runtime {
         let plan_cell = planning
             .as_ref()
             .map(|_| crate::dataplane::plan_cell::PlanCell::new(workload.tenants.len()));
+        let lost_units = planning.as_ref().map(|p| p.lost_units.clone());
         match (&mut control_plan, planning, &plan_cell) {
             (Some(cp), Some(p), Some(cell)) => cp.planning = Some((p, cell.clone())),
             (None, Some(_), _) => {
@@ -496,6 +497,9 @@ impl Runtime {
             .with_power_updates(power.clone());
         if let Some(cell) = &plan_cell {
             edf = edf.with_plan_updates(cell.clone(), workload.tenants.len());
+        }
+        if let Some(mask) = lost_units {
+            edf = edf.with_lost_units(mask);
         }
         let dispatcher = SharedDispatcher::new(edf);
         let mut workers = Vec::new();

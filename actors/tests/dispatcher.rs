@@ -214,6 +214,20 @@ fn a_request_goes_only_to_a_worker_that_holds_its_model_and_wakes_it() {
 }
 
 #[test]
+fn the_workers_out_are_published_for_the_planner() {
+    let r = split_rig();
+    let mask = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let mut d = r.dispatcher.with_lost_units(mask.clone());
+    let load = || mask.load(std::sync::atomic::Ordering::Acquire);
+    d.worker_lost(1);
+    assert_eq!(load(), 0b10);
+    d.worker_lost(0);
+    assert_eq!(load(), 0b11);
+    d.worker_restored(1);
+    assert_eq!(load(), 0b01);
+}
+
+#[test]
 fn closing_the_queues_wakes_sleeping_workers_and_leftovers_are_counted_failed() {
     // Worker 1 alone serves tenant b, and is lost with a request of b queued.
     let mut r = split_rig();

@@ -147,6 +147,20 @@ pub enum PlanError {
 }
 
 impl PlanProblem {
+    /// The same problem without the units `gone` says are out (a worker
+    /// that died and stays out): no variant may be placed on them. A
+    /// tenant left with no unit makes the problem infeasible, and the
+    /// search says which.
+    pub fn without_units(&self, gone: impl Fn(usize) -> bool) -> PlanProblem {
+        let mut p = self.clone();
+        for t in &mut p.tenants {
+            for v in &mut t.variants {
+                v.units.retain(|&u| !gone(u));
+            }
+        }
+        p
+    }
+
     /// The estimator's query for `mapping` restricted to `tenants`
     /// (indices, in the order given).
     pub fn query(&self, mode: usize, tenants: &[(usize, usize, usize)]) -> MappingQuery {

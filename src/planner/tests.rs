@@ -197,6 +197,37 @@ fn a_narrow_beam_widens_rather_than_call_a_feasible_set_infeasible() {
     assert_eq!(all.mapping, plan.mapping);
 }
 
+#[test]
+fn a_unit_that_is_out_is_planned_around() {
+    // Both tenants heavy on unit 0 at the slow mode is the best mapping
+    // (picks_the_known_best_mapping); with unit 0 out they go to unit 1,
+    // where the heavy model misses its deadline at either mode — so they
+    // run light there.
+    let p = problem(vec![
+        tenant("a", 10.0, 50.0, both_variants()),
+        tenant("b", 10.0, 50.0, both_variants()),
+    ]);
+    let without_0 = p.without_units(|u| u == 0);
+    let around = plan(&without_0, &mut table(), 400.0, &SearchOptions::default()).unwrap();
+    assert_eq!(around.mapping.units, vec![1, 1]);
+    // A tenant whose only unit is out cannot be placed, and is named.
+    let q = problem(vec![tenant(
+        "pinned",
+        10.0,
+        50.0,
+        vec![variant("heavy", 0, 80.0, vec![0])],
+    )]);
+    let e = plan(
+        &q.without_units(|u| u == 0),
+        &mut table(),
+        400.0,
+        &SearchOptions::default(),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("pinned"), "{e}");
+}
+
 /// Predicts NaN for everything (e.g. corrupt normalisation).
 struct Broken;
 

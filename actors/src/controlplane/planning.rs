@@ -23,6 +23,8 @@ use ecomap::device::DeviceModel;
 use ecomap::estimate::descriptors::Descriptors;
 use ecomap::planner::{PlanMode, PlanProblem, PlanTenant, PlanVariant, SearchOptions};
 use std::path::PathBuf;
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
 
 /// Everything the runtime needs to plan, checked before anything starts.
 #[derive(Debug, Clone)]
@@ -43,6 +45,9 @@ pub struct RuntimePlanning {
     pub estimator: PathBuf,
     /// Its descriptor table.
     pub descriptors: Descriptors,
+    /// Bit `w`: worker `w` is out (it died and has not been restored). Set
+    /// by the dispatcher, read by the governor, which plans around it.
+    pub lost_units: Arc<AtomicU64>,
 }
 
 impl RuntimePlanning {
@@ -177,6 +182,7 @@ impl RuntimePlanning {
             caps_w,
             estimator,
             descriptors,
+            lost_units: Arc::new(AtomicU64::new(0)),
         }))
     }
 }

@@ -20,6 +20,7 @@ use crate::platform::AppliedCap;
 use actix::prelude::*;
 use ecomap::governor::{CapReason, Governor};
 use ecomap::planner::{AccuracyLedger, CarbonPricer, Replan, Replanner};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -64,6 +65,13 @@ pub struct GovernorPlanner {
     in_flight: bool,
     /// Mode, variants and workers of the plan in force.
     in_force: ecomap::planner::PlanInForce<ecomap::planner::Mapping>,
+    /// The problem with every worker in; `planning.problem` is it without
+    /// the workers out (`planning.lost_units`) as last seen.
+    all_units: ecomap::planner::PlanProblem,
+    lost_seen: u64,
+    /// Bumped when the workers out change: an answer to a search asked
+    /// before is dropped (it may place a tenant on a worker now out).
+    generation: u64,
 }
 
 impl GovernorPlanner {
@@ -74,6 +82,9 @@ impl GovernorPlanner {
             pricer: CarbonPricer::new(planning.carbon_price),
             ledger: planning.mean_accuracy_lost.map(AccuracyLedger::new),
             addr,
+            all_units: planning.problem.clone(),
+            lost_seen: 0,
+            generation: 0,
             planning,
             cell,
             in_flight: false,
@@ -141,6 +152,21 @@ impl PowerGovernor {
         if let Some(ledger) = &mut p.ledger {
             ledger.advance(grid_hours);
         }
+        // A worker died and stays out (or came back): plan around it from
+        // now on, and forget the plans found with it in (each may place a
+        // tenant there); a search in flight is answered for the old set
+        // and dropped.
+        let lost = p.planning.lost_units.load(Ordering::Acquire);
+        if lost != p.lost_seen {
+            p.lost_seen = lost;
+            p.generation += 1;
+            p.planning.problem = p
+                .all_units
+                .without_units(|u| 1u64.checked_shl(u as u32).is_some_and(|b| lost & b != 0));
+            p.replanner = Replanner::new(p.planning.hysteresis_gco2);
+            p.in_flight = false;
+            tracing::info!("power governor: workers out changed (mask {lost:#b}); re-planning");
+        }
         if p.in_flight {
             return;
         }
@@ -171,7 +197,15 @@ impl PowerGovernor {
                 options,
             })
             .timeout(Duration::from_secs(5));
+        let generation = p.generation;
         ctx.spawn(ask.into_actor(self).map(move |answer, act, _| {
+            if act
+                .planner
+                .as_ref()
+                .is_some_and(|p| p.generation != generation)
+            {
+                return; // asked before the workers out changed
+            }
             act.apply_plan(answer, gco2, Found::Searched(level));
         }));
     }

@@ -198,6 +198,9 @@ pub struct EdfDispatcher {
     /// move a tenant among the workers that hold its models: the core
     /// knows which).
     plan: Option<(PlanCell, u64)>,
+    /// Bit `w` set while worker `w` is out, for a planner to plan around
+    /// (workers past 64 are not tracked; the estimator's tokens name 4).
+    lost_units: Option<Arc<AtomicU64>>,
 }
 
 impl EdfDispatcher {
@@ -223,6 +226,23 @@ impl EdfDispatcher {
             clock,
             power: None,
             plan: None,
+            lost_units: None,
+        }
+    }
+
+    /// Publish which workers are out in `mask` (bit per worker).
+    pub fn with_lost_units(mut self, mask: Arc<AtomicU64>) -> Self {
+        self.lost_units = Some(mask);
+        self
+    }
+
+    fn mark_lost(&self, worker: usize, lost: bool) {
+        if let (Some(mask), Some(bit)) = (&self.lost_units, 1u64.checked_shl(worker as u32)) {
+            if lost {
+                mask.fetch_or(bit, Ordering::AcqRel);
+            } else {
+                mask.fetch_and(!bit, Ordering::AcqRel);
+            }
         }
     }
 
@@ -350,6 +370,7 @@ impl EdfDispatcher {
     pub fn worker_lost(&mut self, worker: usize) {
         let mut fx = StepEffects::default();
         self.core.unit_lost(worker, &mut fx);
+        self.mark_lost(worker, true);
         self.outbox.deliver(&fx);
     }
 
@@ -362,6 +383,7 @@ impl EdfDispatcher {
     /// every tenant it holds again and runs a `Woke` step next.
     pub fn worker_restored(&mut self, worker: usize) {
         self.core.unit_restored(worker);
+        self.mark_lost(worker, false);
     }
 
     /// Ring every live worker's doorbell. Doorbells are `try_send`s that
