@@ -106,6 +106,25 @@ impl Catalog {
                     }
                 }
             }
+            // The planner and the quality controller trade accuracy between
+            // a family's variants: one without a figure would count as
+            // losing nothing.
+            let known = f.variants.iter().filter(|v| v.top1.is_some()).count();
+            if known > 0 && known < f.variants.len() {
+                let (j, v) = f
+                    .variants
+                    .iter()
+                    .enumerate()
+                    .find(|(_, v)| v.top1.is_none())
+                    .expect("some variant lacks top1");
+                return Err(ConfigError::invalid(
+                    path,
+                    format!("{place}.variants[{j}] \"{}\".top1", v.name),
+                    "no published accuracy, while other variants of the family have one: a \
+                     variant without one would count as losing no accuracy; give every variant \
+                     its top1, or none",
+                ));
+            }
         }
         Ok(c)
     }
@@ -132,12 +151,28 @@ mod tests {
         let c = load(
             r#"(families: [(name: "f", variants: [
                 (name: "big", model: Vision(ResNet50), top1: 76.13),
-                (name: "small", model: Synthetic(service: "1ms")),
+                (name: "small", model: Synthetic(service: "1ms"), top1: 50.0),
             ])])"#,
         )
         .unwrap();
         assert_eq!(c.family("f").unwrap().variants.len(), 2);
         assert!(c.family("g").is_none());
+        // Either every variant of a family has a published accuracy, or none.
+        let e = load(
+            r#"(families: [(name: "f", variants: [
+                (name: "big", model: Vision(ResNet50), top1: 76.13),
+                (name: "small", model: Synthetic(service: "1ms")),
+            ])])"#,
+        )
+        .unwrap_err();
+        assert!(e.contains("\"small\".top1") && e.contains("or none"), "{e}");
+        assert!(load(
+            r#"(families: [(name: "f", variants: [
+                (name: "a", model: Synthetic(service: "2ms")),
+                (name: "b", model: Synthetic(service: "1ms")),
+            ])])"#,
+        )
+        .is_ok());
     }
 
     #[test]
