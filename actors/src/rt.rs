@@ -43,13 +43,44 @@ pub struct Applied {
 
 /// The cores this process may run on (its affinity mask: a cpuset or
 /// `taskset` can leave out any of the machine's), for validating rt-configs.
+/// The process's — its main thread's, `/proc/self/status`'s
+/// `Cpus_allowed_list` — not the calling thread's, which may itself be
+/// pinned to one core; else the calling thread's, else `0..n`.
 pub fn allowed_cores() -> Vec<usize> {
-    core_affinity::get_core_ids()
-        .map(|ids| ids.iter().map(|c| c.id).collect::<Vec<_>>())
-        .filter(|ids| !ids.is_empty())
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            let list = status
+                .lines()
+                .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))?;
+            parse_cpu_list(list.trim())
+        })
+        .or_else(|| {
+            core_affinity::get_core_ids()
+                .map(|ids| ids.iter().map(|c| c.id).collect::<Vec<_>>())
+                .filter(|ids| !ids.is_empty())
+        })
         .unwrap_or_else(|| {
             (0..std::thread::available_parallelism().map_or(1, |n| n.get())).collect()
         })
+}
+
+/// A kernel CPU list such as `0-3,6,8-9`; `None` if it is not one.
+fn parse_cpu_list(list: &str) -> Option<Vec<usize>> {
+    let mut cores = Vec::new();
+    for part in list.split(',').filter(|p| !p.is_empty()) {
+        match part.split_once('-') {
+            Some((a, b)) => {
+                let (a, b): (usize, usize) = (a.parse().ok()?, b.parse().ok()?);
+                if b < a || b - a > 4096 {
+                    return None;
+                }
+                cores.extend(a..=b);
+            }
+            None => cores.push(part.parse().ok()?),
+        }
+    }
+    (!cores.is_empty()).then_some(cores)
 }
 
 /// How many cores this process may run on.
@@ -355,6 +386,17 @@ mod tests {
             v.iter().any(|m| m.contains("core 100000 is beyond")),
             "{v:?}"
         );
+    }
+
+    #[test]
+    fn cpu_lists_parse_as_the_kernel_writes_them() {
+        assert_eq!(parse_cpu_list("0-3,6,8-9"), Some(vec![0, 1, 2, 3, 6, 8, 9]));
+        assert_eq!(parse_cpu_list("1"), Some(vec![1]));
+        assert_eq!(parse_cpu_list(""), None);
+        assert_eq!(parse_cpu_list("3-1"), None);
+        assert_eq!(parse_cpu_list("a-b"), None);
+        // This process's own list holds at least one core.
+        assert!(!allowed_cores().is_empty());
     }
 
     #[test]

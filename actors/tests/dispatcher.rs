@@ -216,15 +216,18 @@ fn a_request_goes_only_to_a_worker_that_holds_its_model_and_wakes_it() {
 #[test]
 fn the_workers_out_are_published_for_the_planner() {
     let r = split_rig();
-    let mask = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let mut d = r.dispatcher.with_lost_units(mask.clone());
-    let load = || mask.load(std::sync::atomic::Ordering::Acquire);
+    let lost = ecomap_actors::dataplane::lost_units::LostUnits::new();
+    let mut d = r.dispatcher.with_lost_units(lost.clone());
     d.worker_lost(1);
-    assert_eq!(load(), 0b10);
+    assert_eq!(lost.mask(), 0b10);
     d.worker_lost(0);
-    assert_eq!(load(), 0b11);
+    assert_eq!(lost.mask(), 0b11);
     d.worker_restored(1);
-    assert_eq!(load(), 0b01);
+    assert_eq!(lost.mask(), 0b01);
+    // A worker lost and restored between two looks still counts as a
+    // change (the dispatcher re-mapped its tenants meanwhile).
+    d.worker_restored(0);
+    assert_eq!((lost.mask(), lost.changes()), (0, 4));
 }
 
 #[test]

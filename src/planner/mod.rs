@@ -148,12 +148,17 @@ pub enum PlanError {
 
 impl PlanProblem {
     /// The same problem without the units `gone` says are out (a worker
-    /// that died and stays out): no variant may be placed on them. A
-    /// tenant left with no unit makes the problem infeasible, and the
-    /// search says which.
+    /// that died): no variant may be placed on them. A tenant every unit
+    /// of which is out keeps its units: it cannot be served anyway (its
+    /// requests end `failed`), and leaving it in place lets the others be
+    /// planned rather than the whole search fail on it.
     pub fn without_units(&self, gone: impl Fn(usize) -> bool) -> PlanProblem {
         let mut p = self.clone();
         for t in &mut p.tenants {
+            let stranded = t.variants.iter().all(|v| v.units.iter().all(|&u| gone(u)));
+            if stranded {
+                continue;
+            }
             for v in &mut t.variants {
                 v.units.retain(|&u| !gone(u));
             }

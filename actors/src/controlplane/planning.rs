@@ -23,7 +23,6 @@ use ecomap::device::DeviceModel;
 use ecomap::estimate::descriptors::Descriptors;
 use ecomap::planner::{PlanMode, PlanProblem, PlanTenant, PlanVariant, SearchOptions};
 use std::path::PathBuf;
-use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
 /// Everything the runtime needs to plan, checked before anything starts.
@@ -45,9 +44,9 @@ pub struct RuntimePlanning {
     pub estimator: PathBuf,
     /// Its descriptor table.
     pub descriptors: Descriptors,
-    /// Bit `w`: worker `w` is out (it died and has not been restored). Set
-    /// by the dispatcher, read by the governor, which plans around it.
-    pub lost_units: Arc<AtomicU64>,
+    /// The workers out (died, not restored): set by the dispatcher, read
+    /// by the governor, which plans around them.
+    pub lost_units: Arc<crate::dataplane::lost_units::LostUnits>,
 }
 
 impl RuntimePlanning {
@@ -182,7 +181,7 @@ impl RuntimePlanning {
             caps_w,
             estimator,
             descriptors,
-            lost_units: Arc::new(AtomicU64::new(0)),
+            lost_units: crate::dataplane::lost_units::LostUnits::new(),
         }))
     }
 }

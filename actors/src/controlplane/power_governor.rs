@@ -13,6 +13,7 @@ use crate::clock::RunClock;
 use crate::control_plane::ControlShared;
 use crate::controlplane::estimator_actor::{EstimatorActor, PlanFor};
 use crate::controlplane::planning::RuntimePlanning;
+use crate::dataplane::lost_units::LostUnits;
 use crate::dataplane::plan_cell::PlanCell;
 use crate::dataplane::power_cell::PowerCell;
 use crate::energy_meter::Meter;
@@ -20,7 +21,6 @@ use crate::platform::AppliedCap;
 use actix::prelude::*;
 use ecomap::governor::{CapReason, Governor};
 use ecomap::planner::{AccuracyLedger, CarbonPricer, Replan, Replanner};
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -68,6 +68,7 @@ pub struct GovernorPlanner {
     /// The problem with every worker in; `planning.problem` is it without
     /// the workers out (`planning.lost_units`) as last seen.
     all_units: ecomap::planner::PlanProblem,
+    /// `planning.lost_units.changes()` when the problem was last rebuilt.
     lost_seen: u64,
     /// Bumped when the workers out change: an answer to a search asked
     /// before is dropped (it may place a tenant on a worker now out).
@@ -156,14 +157,16 @@ impl PowerGovernor {
         // now on, and forget the plans found with it in (each may place a
         // tenant there); a search in flight is answered for the old set
         // and dropped.
-        let lost = p.planning.lost_units.load(Ordering::Acquire);
-        if lost != p.lost_seen {
-            p.lost_seen = lost;
+        let changes = p.planning.lost_units.changes();
+        if changes != p.lost_seen {
+            let lost = p.planning.lost_units.mask();
+            p.lost_seen = changes;
             p.generation += 1;
-            p.planning.problem = p
-                .all_units
-                .without_units(|u| 1u64.checked_shl(u as u32).is_some_and(|b| lost & b != 0));
+            p.planning.problem = p.all_units.without_units(|u| LostUnits::is_out(lost, u));
             p.replanner = Replanner::new(p.planning.hysteresis_gco2);
+            // The dispatcher re-mapped the tenants itself: the next plan is
+            // published even if it is the one in force before.
+            p.in_force = ecomap::planner::PlanInForce::new();
             p.in_flight = false;
             tracing::info!("power governor: workers out changed (mask {lost:#b}); re-planning");
         }
@@ -197,14 +200,19 @@ impl PowerGovernor {
                 options,
             })
             .timeout(Duration::from_secs(5));
-        let generation = p.generation;
+        let (generation, asked_with) = (p.generation, p.lost_seen);
         ctx.spawn(ask.into_actor(self).map(move |answer, act, _| {
-            if act
-                .planner
-                .as_ref()
-                .is_some_and(|p| p.generation != generation)
-            {
-                return; // asked before the workers out changed
+            let Some(p) = act.planner.as_mut() else {
+                return;
+            };
+            if p.generation != generation {
+                return; // asked before the workers out changed: dropped
+            }
+            if p.planning.lost_units.changes() != asked_with {
+                // A worker went out (or came back) during the search: the
+                // answer may use it; the next reading plans again.
+                p.in_flight = false;
+                return;
             }
             act.apply_plan(answer, gco2, Found::Searched(level));
         }));

@@ -71,6 +71,7 @@
 //! ```
 
 use crate::clock::RunClock;
+use crate::dataplane::lost_units::LostUnits;
 use crate::dataplane::plan_cell::PlanCell;
 use crate::dataplane::power_cell::PowerCell;
 use crate::dataplane::ticket::{Answer, Work};
@@ -198,9 +199,8 @@ pub struct EdfDispatcher {
     /// move a tenant among the workers that hold its models: the core
     /// knows which).
     plan: Option<(PlanCell, u64)>,
-    /// Bit `w` set while worker `w` is out, for a planner to plan around
-    /// (workers past 64 are not tracked; the estimator's tokens name 4).
-    lost_units: Option<Arc<AtomicU64>>,
+    /// The workers out, for a planner to plan around.
+    lost_units: Option<Arc<LostUnits>>,
 }
 
 impl EdfDispatcher {
@@ -230,19 +230,15 @@ impl EdfDispatcher {
         }
     }
 
-    /// Publish which workers are out in `mask` (bit per worker).
-    pub fn with_lost_units(mut self, mask: Arc<AtomicU64>) -> Self {
-        self.lost_units = Some(mask);
+    /// Publish which workers are out in `units`.
+    pub fn with_lost_units(mut self, units: Arc<LostUnits>) -> Self {
+        self.lost_units = Some(units);
         self
     }
 
     fn mark_lost(&self, worker: usize, lost: bool) {
-        if let (Some(mask), Some(bit)) = (&self.lost_units, 1u64.checked_shl(worker as u32)) {
-            if lost {
-                mask.fetch_or(bit, Ordering::AcqRel);
-            } else {
-                mask.fetch_and(!bit, Ordering::AcqRel);
-            }
+        if let Some(units) = &self.lost_units {
+            units.set(worker, lost);
         }
     }
 

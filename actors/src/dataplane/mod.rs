@@ -19,6 +19,7 @@
 pub mod accelerator_worker;
 pub mod edf_dispatcher;
 pub mod load_generator;
+pub mod lost_units;
 pub mod pass_log;
 pub mod telemetry;
 pub mod tenant_queue;
