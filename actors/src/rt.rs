@@ -43,18 +43,11 @@ pub struct Applied {
 
 /// The cores this process may run on (its affinity mask: a cpuset or
 /// `taskset` can leave out any of the machine's), for validating rt-configs.
-/// The process's — its main thread's, `/proc/self/status`'s
-/// `Cpus_allowed_list` — not the calling thread's, which may itself be
-/// pinned to one core; else the calling thread's, else `0..n`.
+/// The process's — its main thread's, whose thread id is the process id —
+/// not the calling thread's, which may itself be pinned to one core; else
+/// the calling thread's, else `0..n`.
 pub fn allowed_cores() -> Vec<usize> {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|status| {
-            let list = status
-                .lines()
-                .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))?;
-            parse_cpu_list(list.trim())
-        })
+    main_thread_affinity()
         .or_else(|| {
             core_affinity::get_core_ids()
                 .map(|ids| ids.iter().map(|c| c.id).collect::<Vec<_>>())
@@ -65,21 +58,26 @@ pub fn allowed_cores() -> Vec<usize> {
         })
 }
 
-/// A kernel CPU list such as `0-3,6,8-9`; `None` if it is not one.
-fn parse_cpu_list(list: &str) -> Option<Vec<usize>> {
-    let mut cores = Vec::new();
-    for part in list.split(',').filter(|p| !p.is_empty()) {
-        match part.split_once('-') {
-            Some((a, b)) => {
-                let (a, b): (usize, usize) = (a.parse().ok()?, b.parse().ok()?);
-                if b < a || b - a > 4096 {
-                    return None;
-                }
-                cores.extend(a..=b);
-            }
-            None => cores.push(part.parse().ok()?),
-        }
+/// `sched_getaffinity` of the process's main thread.
+fn main_thread_affinity() -> Option<Vec<usize>> {
+    // SAFETY: an all-zero `cpu_set_t` is a valid (empty) CPU set.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `getpid` has no preconditions; `set` is a valid, writable
+    // `cpu_set_t` of the size passed, for the call's duration.
+    let rc = unsafe {
+        libc::sched_getaffinity(
+            libc::getpid(),
+            std::mem::size_of::<libc::cpu_set_t>(),
+            &mut set,
+        )
+    };
+    if rc != 0 {
+        return None;
     }
+    let cores: Vec<usize> = (0..libc::CPU_SETSIZE as usize)
+        // SAFETY: `set` is initialised and `c` is below CPU_SETSIZE.
+        .filter(|&c| unsafe { libc::CPU_ISSET(c, &set) })
+        .collect();
     (!cores.is_empty()).then_some(cores)
 }
 
@@ -389,14 +387,18 @@ mod tests {
     }
 
     #[test]
-    fn cpu_lists_parse_as_the_kernel_writes_them() {
-        assert_eq!(parse_cpu_list("0-3,6,8-9"), Some(vec![0, 1, 2, 3, 6, 8, 9]));
-        assert_eq!(parse_cpu_list("1"), Some(vec![1]));
-        assert_eq!(parse_cpu_list(""), None);
-        assert_eq!(parse_cpu_list("3-1"), None);
-        assert_eq!(parse_cpu_list("a-b"), None);
-        // This process's own list holds at least one core.
-        assert!(!allowed_cores().is_empty());
+    fn the_allowed_cores_are_the_processs_not_a_pinned_threads() {
+        let all = allowed_cores();
+        assert!(!all.is_empty());
+        // A thread pinned to one core still sees the process's cores.
+        let first = all[0];
+        let seen = std::thread::spawn(move || {
+            core_affinity::set_for_current(core_affinity::CoreId { id: first });
+            allowed_cores()
+        })
+        .join()
+        .unwrap();
+        assert_eq!(seen, all);
     }
 
     #[test]

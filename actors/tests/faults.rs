@@ -230,17 +230,8 @@ fn a_hung_control_plane_is_replaced_by_the_watchdog_which_keeps_metering_a_jetso
     let _s = serial();
     // A fake Xavier sysfs tree: 7.5 W on the rails, read-only control.
     let dir = tempfile::tempdir().unwrap();
-    ecomap_actors::platform::jetson::write_fixture(
-        dir.path(),
-        8,
-        [1000, 2000, 3000, 400, 500, 600],
-        false,
-    )
-    .unwrap();
-    let rt = rt(&format!(
-        r#"platform: Some(Jetson((sysfs_root: "{}", control: ReadOnly))),"#,
-        dir.path().display()
-    ));
+    let platform = ecomap_actors::platform::jetson::read_only_fixture(dir.path()).unwrap();
+    let rt = rt(&format!("platform: Some({platform}),"));
     let policy: Policy = parse_ron(
         r#"(name: "metered", carbon: Fixed(gco2_per_kwh: 100.0))"#,
         Path::new("p.ron"),

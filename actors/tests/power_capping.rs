@@ -181,19 +181,9 @@ fn a_jetson_s_rails_are_metered_as_measured_power_through_the_runtime() {
     let _serial = serial();
     // A fake Xavier sysfs tree (the real L4T 32 layout): 7.5 W on the rails.
     let dir = tempfile::tempdir().unwrap();
-    ecomap_actors::platform::jetson::write_fixture(
-        dir.path(),
-        8,
-        [1000, 2000, 3000, 400, 500, 600],
-        false,
-    )
-    .unwrap();
+    let platform = ecomap_actors::platform::jetson::read_only_fixture(dir.path()).unwrap();
     let rt: RtConfig = parse_ron(
-        &format!(
-            r#"(platform: Jetson((sysfs_root: "{}", control: ReadOnly)),
-                workers: [(name: "w0", core: Some(0))])"#,
-            dir.path().display()
-        ),
+        &format!(r#"(platform: {platform}, workers: [(name: "w0", core: Some(0))])"#),
         Path::new("rt.ron"),
         "rt",
     )

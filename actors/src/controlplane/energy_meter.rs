@@ -374,16 +374,41 @@ mod tests {
         Timestamp::from_duration(Duration::from_millis(x))
     }
 
-    #[test]
-    fn an_interval_is_priced_at_each_reading_for_as_long_as_it_held() {
+    /// A meter over one worker on a 10 W platform, and what feeds it.
+    struct Rig {
+        meter: Meter,
+        shared: Arc<ControlShared>,
+        busy: Arc<BusyCounters>,
+        /// The utilisations the platform was fed.
+        fed: Arc<Mutex<Vec<f64>>>,
+    }
+
+    /// A [`Rig`] for `tenants` tenants (staleness 5 s), from time 0.
+    fn ten_watt_meter(tenants: usize) -> Rig {
         let fed = Arc::new(Mutex::new(Vec::new()));
         let shared = Arc::new(ControlShared::new(
             Box::new(TenWatts(fed.clone())),
             Duration::from_secs(5),
             ms(0),
         ));
-        let busy = BusyCounters::new(1, 1);
-        let mut meter = Meter::new(shared.clone(), busy.clone(), Vec::new(), ms(0));
+        let busy = BusyCounters::new(1, tenants);
+        let meter = Meter::new(shared.clone(), busy.clone(), Vec::new(), ms(0));
+        Rig {
+            meter,
+            shared,
+            busy,
+            fed,
+        }
+    }
+
+    #[test]
+    fn an_interval_is_priced_at_each_reading_for_as_long_as_it_held() {
+        let Rig {
+            mut meter,
+            shared,
+            busy,
+            fed,
+        } = ten_watt_meter(1);
         // A trace at 3600x: hour 0 at 100 g/kWh, hour 1 (from 0.4 s) at 700.
         shared.set_intensity(ms(0), 100.0, false, ms(0));
         shared.set_intensity(ms(400), 700.0, false, ms(400));
@@ -397,9 +422,9 @@ mod tests {
         );
         assert_eq!(meter.timeline[0].gco2_per_kwh, Some(460.0));
 
-        // A pass of 1.5 s credited at its end, in an interval of 0.5 s (one
-        // closed early at a cap change): the 1 s beyond its room is
-        // carried into the next interval, not lost.
+        // 1.5 s of busy time in an interval of 0.5 s (a pass that ended as
+        // the counters were read, counted early): the 1 s beyond its room
+        // is carried into the next interval, not lost.
         busy.workers[0].store(1_500_000_000, std::sync::atomic::Ordering::Relaxed);
         meter.sample(ms(1500));
         meter.sample(ms(2500));
@@ -409,15 +434,13 @@ mod tests {
 
     #[test]
     fn a_long_pass_is_metered_in_the_intervals_it_ran_in() {
-        let fed = Arc::new(Mutex::new(Vec::new()));
-        let shared = Arc::new(ControlShared::new(
-            Box::new(TenWatts(fed.clone())),
-            Duration::from_secs(5),
-            ms(0),
-        ));
+        let Rig {
+            mut meter,
+            shared,
+            busy,
+            fed,
+        } = ten_watt_meter(2);
         shared.set_intensity(ms(0), 100.0, false, ms(0));
-        let busy = BusyCounters::new(1, 2);
-        let mut meter = Meter::new(shared, busy.clone(), Vec::new(), ms(0));
         // Tenant 1's pass runs from 0.2 s to 1.5 s: 0.8 s of it in the
         // first interval, 0.5 s in the second — not 1.3 s in the second.
         busy.pass_started(0, 1, ms(200));

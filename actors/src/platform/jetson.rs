@@ -384,6 +384,17 @@ pub fn write_fixture(
     Ok(())
 }
 
+/// A fake Xavier sysfs tree under `root` (the L4T 32 layout, 8 CPUs) whose
+/// rails draw 7.5 W, and the rt-config `platform` entry that meters it
+/// without changing anything: what the runtime's tests of a Jetson use.
+pub fn read_only_fixture(root: &Path) -> std::io::Result<String> {
+    write_fixture(root, 8, [1000, 2000, 3000, 400, 500, 600], false)?;
+    Ok(format!(
+        r#"Jetson((sysfs_root: "{}", control: ReadOnly))"#,
+        root.display()
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
