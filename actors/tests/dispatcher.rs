@@ -283,3 +283,67 @@ fn a_request_taken_from_a_queue_that_then_closed_is_still_served() {
     let stats = dispatcher.finish();
     assert_eq!((stats.dispatched, stats.unserved), (1, 0));
 }
+
+#[test]
+fn a_caller_still_sending_at_the_end_gets_one_counted_outcome_per_request() {
+    // The tenant's only worker is lost; the caller keeps its handle and
+    // keeps submitting while the run ends. Every request it sent is
+    // answered exactly once: failed (queued, or caught in flight by the
+    // end's drain) or rejected as closed (after the end) — none dropped
+    // with the channel, uncounted.
+    let mut r = rig(&[tenant("t", 500)], &[vec![true]]);
+    r.dispatcher.worker_lost(0);
+    let Rig {
+        mut queues,
+        requests,
+        dispatcher,
+        ..
+    } = r;
+    drop(requests);
+    let handle = queues.pop().unwrap();
+    let counters = handle.counters().clone();
+    let queued = handle.submit().unwrap();
+    let ended = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let caller = {
+        let ended = ended.clone();
+        std::thread::spawn(move || {
+            let (mut sent, mut closed) = (0u64, 0u64);
+            loop {
+                match handle.submit() {
+                    Ok(_) => sent += 1,
+                    Err(ecomap_actors::tenant_queue::SubmitError::Closed { .. }) => {
+                        closed += 1;
+                        break;
+                    }
+                    // The queue's capacity (8): the dispatcher gives slots
+                    // back only at the end. Still full after the end: a slot
+                    // leaked with a request dropped uncounted.
+                    Err(ecomap_actors::tenant_queue::SubmitError::QueueFull { .. }) => {
+                        if ended.load(std::sync::atomic::Ordering::SeqCst) {
+                            break;
+                        }
+                        std::thread::yield_now()
+                    }
+                    Err(e) => panic!("unexpected refusal: {e}"),
+                }
+            }
+            (sent, closed)
+        })
+    };
+    // Let the caller fill the queue before the end, some of the time.
+    std::thread::sleep(Duration::from_millis(2));
+    let stats = dispatcher.finish();
+    ended.store(true, std::sync::atomic::Ordering::SeqCst);
+    let (sent, closed) = caller.join().unwrap();
+    let counts = counters.snapshot();
+    assert!(counts.is_conserved(), "one outcome per request: {counts:?}");
+    assert_eq!(
+        stats.unserved,
+        sent + 1,
+        "request {queued:?} and every one sent failed"
+    );
+    assert_eq!(counters.outcome(Outcome::Failed), sent + 1);
+    assert_eq!(closed, 1, "the caller learns the runtime closed");
+    assert!(counters.outcome(Outcome::Rejected) >= 1);
+    assert_eq!(counters.waiting.held(), 0, "every slot given back");
+}

@@ -396,7 +396,16 @@ impl EdfDispatcher {
     /// End of the run, after every worker has exited: count whatever is
     /// still queued — requests no live worker could serve — as `failed`, and
     /// return the counts.
+    ///
+    /// A caller may still hold a handle to a tenant no worker was left to
+    /// serve, and be sending: its tenant's admission is closed first, and
+    /// the channel drained until no admitted request is in flight, so a
+    /// request sent during the shutdown is failed and counted here rather
+    /// than dropped, uncounted, with the channel.
     pub fn finish(mut self) -> DispatcherStats {
+        for t in self.tenants.iter() {
+            t.counters.waiting.close();
+        }
         self.pull_arrivals();
         let EdfDispatcher {
             core,
@@ -406,20 +415,46 @@ impl EdfDispatcher {
             ..
         } = self;
         let (left, s) = core.finish();
-        for r in &left {
+        let fail = |r: &Request, work: Option<Box<Work>>, reason: &str| {
             let counters = &tenants[r.tenant.index()].counters;
             counters.waiting.give_back();
             counters.count(Outcome::Failed);
-            if let Some(w) = works.remove(&(r.tenant.0, r.id)) {
-                w.resolve(Answer::unserved(
-                    *r,
-                    Outcome::Failed,
-                    Some("no worker holding its model was left to serve it".into()),
-                ));
+            if let Some(w) = work {
+                w.resolve(Answer::unserved(*r, Outcome::Failed, Some(reason.into())));
             }
+        };
+        for r in &left {
+            let work = works.remove(&(r.tenant.0, r.id));
+            fail(r, work, "no worker holding its model was left to serve it");
         }
         debug_assert!(works.is_empty(), "every queued request's work is resolved");
-        DispatcherStats::from_core(s, &outbox, left.len() as u64)
+        let mut unserved = left.len() as u64;
+        for t in tenants.iter() {
+            // Slots still held belong to submitters that were admitted
+            // before the close and have sent, or are about to send.
+            while t.counters.waiting.held() > 0 {
+                match t.rx.try_recv() {
+                    Ok(Submission { request, work }) => {
+                        fail(
+                            &request,
+                            work,
+                            "the runtime shut down before it could be served",
+                        );
+                        unserved += 1;
+                    }
+                    // The submitter is between its take and its send:
+                    // sleep (not spin) so it runs even below our priority.
+                    Err(TryRecvError::Empty) => {
+                        std::thread::sleep(std::time::Duration::from_micros(50))
+                    }
+                    Err(TryRecvError::Disconnected) => {
+                        debug_assert!(false, "a slot is held with no sender left");
+                        break;
+                    }
+                }
+            }
+        }
+        DispatcherStats::from_core(s, &outbox, unserved)
     }
 
     /// The request left the tenant's queue (dispatched or expired): its

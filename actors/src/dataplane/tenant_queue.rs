@@ -292,6 +292,11 @@ impl TenantQueue {
             .try_take(|held| ecomap::dispatch::admission::admits(held, capacity))
         {
             self.counters.count(Outcome::Rejected);
+            if self.counters.waiting.is_closed() {
+                return Err(SubmitError::Closed {
+                    tenant: self.name.to_string(),
+                });
+            }
             return Err(SubmitError::QueueFull {
                 tenant: self.name.to_string(),
                 capacity: self.capacity,

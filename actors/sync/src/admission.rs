@@ -12,6 +12,14 @@
 //! core's (`ecomap::dispatch::admission::admits`); this type only keeps the
 //! count.
 //!
+//! At the end of a run the dispatcher [`close`](AdmissionSlots::close)s the
+//! slots: from then on every take is refused, and a submitter that took its
+//! slot before the close still holds it until the dispatcher has received
+//! its request and given the slot back. So the dispatcher, waiting for
+//! [`held`](AdmissionSlots::held) to reach zero while it drains the
+//! channel, receives every request that was admitted — none is left in the
+//! channel to be dropped with it, uncounted.
+//!
 //! ```
 //! use ecomap_sync::admission::AdmissionSlots;
 //!
@@ -27,11 +35,18 @@
 
 use crate::sync::{AtomicUsize, Ordering};
 
+/// The top bit of the count: set once by [`AdmissionSlots::close`]. A
+/// count never comes near it (one per admitted request or submitter in
+/// flight), so the bit and the count share one word and one atomic
+/// step decides both.
+const CLOSED: usize = 1 << (usize::BITS - 1);
+
 /// A tenant's admission count. Not shared by itself: it lives in a
 /// structure the submitters and the dispatcher share (an `Arc`).
 #[derive(Debug, Default)]
 pub struct AdmissionSlots {
-    /// Slots held, plus refused submitters not yet taken off.
+    /// Slots held, plus refused submitters not yet taken off; `CLOSED`
+    /// once closed.
     count: AtomicUsize,
 }
 
@@ -41,15 +56,19 @@ impl AdmissionSlots {
         Self::default()
     }
 
-    /// Take a slot if `admits(held)` says a request may join a queue that
-    /// holds `held` admitted requests; `false` (nothing held) if not.
+    /// Take a slot if the slots are open and `admits(held)` says a request
+    /// may join a queue that holds `held` admitted requests; `false`
+    /// (nothing held) if not — [`is_closed`](Self::is_closed) says which.
     pub fn try_take(&self, admits: impl FnOnce(usize) -> bool) -> bool {
-        let held = self.count.fetch_add(1, Ordering::AcqRel);
-        if admits(held) {
+        // One step both counts us and reads the closed bit: a take ordered
+        // after the close sees it, one ordered before is counted by the
+        // time the closer reads `held`.
+        let found = self.count.fetch_add(1, Ordering::AcqRel);
+        if found & CLOSED == 0 && admits(found) {
             return true;
         }
         let before = self.count.fetch_sub(1, Ordering::AcqRel);
-        debug_assert!(before > 0, "our own increment is still counted");
+        debug_assert!(before & !CLOSED > 0, "our own increment is still counted");
         false
     }
 
@@ -57,13 +76,24 @@ impl AdmissionSlots {
     /// was dispatched, expired, shed, failed, or never sent).
     pub fn give_back(&self) {
         let before = self.count.fetch_sub(1, Ordering::AcqRel);
-        debug_assert!(before > 0, "a slot given back was taken");
+        debug_assert!(before & !CLOSED > 0, "a slot given back was taken");
+    }
+
+    /// Refuse every take from now on. Slots already taken stay held until
+    /// given back. Idempotent.
+    pub fn close(&self) {
+        self.count.fetch_or(CLOSED, Ordering::AcqRel);
+    }
+
+    /// Whether [`close`](Self::close) was called.
+    pub fn is_closed(&self) -> bool {
+        self.count.load(Ordering::Acquire) & CLOSED != 0
     }
 
     /// Slots held now (admitted, not yet started). May read one high per
     /// submitter being refused at this instant.
     pub fn held(&self) -> usize {
-        self.count.load(Ordering::Acquire)
+        self.count.load(Ordering::Acquire) & !CLOSED
     }
 }
 
@@ -80,6 +110,28 @@ mod tests {
         assert_eq!(slots.held(), 1);
         slots.give_back();
         assert_eq!(slots.held(), 0);
+    }
+
+    #[test]
+    fn a_close_refuses_new_takes_and_keeps_those_held() {
+        let slots = AdmissionSlots::new();
+        assert!(slots.try_take(|w| w < 4));
+        assert!(!slots.is_closed());
+        slots.close();
+        slots.close();
+        assert!(slots.is_closed());
+        assert!(
+            !slots.try_take(|w| w < 4),
+            "closed: refused whatever the rule says"
+        );
+        assert_eq!(
+            slots.held(),
+            1,
+            "the slot taken before the close is still held"
+        );
+        slots.give_back();
+        assert_eq!(slots.held(), 0);
+        assert!(slots.is_closed());
     }
 
     #[test]
