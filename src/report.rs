@@ -16,6 +16,10 @@ pub struct WorkerAccount {
     pub served: u64,
     /// Time spent in forward passes.
     pub busy: Duration,
+    /// Of `busy`, the time spent asleep emulating a lower clock (an
+    /// emulated platform's throttle; zero on real hardware, whose clocks
+    /// slow the passes themselves).
+    pub throttled: Duration,
 }
 
 /// Energy and carbon of a run.
@@ -171,7 +175,7 @@ impl RunReport {
             } else {
                 w.busy.as_secs_f64() / self.duration.as_secs_f64()
             };
-            let _ = writeln!(
+            let _ = write!(
                 out,
                 "worker {:<10} served {:>7}  busy {:>8.3} s  utilisation {:>5.1}%",
                 w.name,
@@ -179,6 +183,14 @@ impl RunReport {
                 w.busy.as_secs_f64(),
                 100.0 * util
             );
+            if !w.throttled.is_zero() {
+                let _ = write!(
+                    out,
+                    "  (of it {:.3} s emulated throttle)",
+                    w.throttled.as_secs_f64()
+                );
+            }
+            out.push('\n');
         }
         if let Some(steal) = self.cpu_steal {
             let _ = writeln!(
@@ -443,6 +455,7 @@ mod tests {
                 name: "cpu0".into(),
                 served: 3,
                 busy: Duration::from_secs(1),
+                throttled: Duration::ZERO,
             }],
             rt_notes: vec!["thread 'x': SCHED_FIFO refused".into()],
             energy: None,

@@ -553,11 +553,13 @@ fn run(files: &Files, o: RunOptions<'_>) -> Result<(), ExitCode> {
             }
         }
     };
+    // Handlers first: a signal after the line below (which a supervisor
+    // may wait for) is always an orderly stop.
+    let signals = Signals::install();
     eprintln!(
         "ecomap: serving for {} (load factor {load_factor})…",
         humantime::format_duration(duration)
     );
-    let signals = Signals::install();
     let run_result = runtime.run_load_interruptible(duration, load_factor, &signals.any);
     if let Some(s) = metrics_server {
         let _ = s.stop();

@@ -1081,6 +1081,7 @@ impl Runtime {
             counters,
             telemetry_dropped,
             incidents,
+            busy,
             ..
         } = self;
         drop(queues);
@@ -1096,7 +1097,7 @@ impl Runtime {
             .map(EdfDispatcher::finish)
             .unwrap_or_default();
         let names: Vec<String> = workload.tenants.iter().map(|t| t.name.clone()).collect();
-        let (mut tenants, workers) = telemetry.join().unwrap_or_else(|_| {
+        let (mut tenants, mut workers) = telemetry.join().unwrap_or_else(|_| {
             incidents.record(
                 "the telemetry sink died: latency histograms and worker accounts are incomplete \
                  (the outcome counts are exact: they are kept where each outcome is decided)"
@@ -1111,6 +1112,11 @@ impl Runtime {
                 Vec::new(),
             )
         });
+        // Throttle time is counted by the workers themselves, like busy
+        // time for the meter (telemetry's sample of a pass may be dropped).
+        for (w, slept) in workers.iter_mut().zip(&busy.throttled) {
+            w.throttled = Duration::from_nanos(slept.load(Ordering::Relaxed));
+        }
         // The exact counts replace what telemetry saw; what it missed is
         // said, not hidden.
         let (mut served, mut sampled) = (0, 0);

@@ -90,16 +90,26 @@ fn requests_that_cannot_be_served_resolve_to_their_outcome_and_are_counted() {
     // One slow tenant, capacity 2, on one worker's worth of work.
     let r = start(
         r#"(tenants: [
-            (name: "slow", model: Synthetic(service: "40ms"), arrival: Periodic(rate_hz: 1.0),
-             deadline: "1s", capacity: 2),
+            (name: "slow", model: Synthetic(service: "200ms"), arrival: Periodic(rate_hz: 1.0),
+             deadline: "2s", capacity: 2),
         ])"#,
     );
     let q = r.queue(0).clone();
     let x = || TensorData::from_f32(vec![1], &[0.0]).unwrap();
     // Two take both workers; the next two queue with a 5 ms deadline and
-    // expire; one more is beyond the capacity of 2 waiting.
+    // expire (the workers are 200 ms from free); one more is beyond the
+    // capacity of 2 waiting.
     let busy: Vec<_> = (0..2).map(|_| q.submit_input(x(), None).unwrap()).collect();
-    std::thread::sleep(Duration::from_millis(5));
+    // Both workers have taken theirs once nothing waits (polled, not slept
+    // for: a loaded machine may take a while to run them).
+    let since = std::time::Instant::now();
+    while q.waiting() > 0 {
+        assert!(
+            since.elapsed() < Duration::from_secs(10),
+            "the workers never took the requests"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
     let doomed: Vec<_> = (0..2)
         .map(|_| q.submit_input(x(), Some(Duration::from_millis(5))).unwrap())
         .collect();

@@ -1,6 +1,8 @@
 //! The `ecomap` binary: bad input gets a clear message and exit code 2,
 //! never a panic; a good run prints the table and writes `.hgrm` files.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -10,7 +12,6 @@ const WORKLOAD: &str = r#"(
          arrival: Periodic(rate_hz: 50.0, jitter: "1ms"), deadline: "20ms", capacity: 4),
     ],
 )"#;
-const RT: &str = r#"(workers: [(name: "w0", core: Some(0))])"#;
 const POLICY: &str = r#"(name: "edf", queue_order: EarliestDeadline)"#;
 
 struct Files {
@@ -23,7 +24,7 @@ impl Files {
             dir: tempfile::tempdir().unwrap(),
         };
         f.write("w.ron", WORKLOAD);
-        f.write("rt.ron", RT);
+        f.write("rt.ron", &common::one_worker_rt(None));
         f.write("p.ron", POLICY);
         f
     }
@@ -209,7 +210,7 @@ fn zero_or_negative_rates_and_deadlines_are_refused() {
 #[test]
 fn a_core_the_machine_lacks_is_refused() {
     let f = Files::new();
-    f.write("rt.ron", &RT.replace("Some(0)", "Some(4096)"));
+    f.write("rt.ron", r#"(workers: [(name: "w0", core: Some(4096))])"#);
     assert_bad_input(
         &f.run(&[]),
         &[
@@ -297,10 +298,7 @@ fn with_platform(f: &Files) {
     let table = Path::new(env!("CARGO_MANIFEST_DIR")).join("../rt-config/devices/xavier.ron");
     f.write(
         "rt.ron",
-        &format!(
-            r#"(platform: Emulated(device: "{}"), workers: [(name: "w0", core: Some(0))])"#,
-            table.display()
-        ),
+        &common::one_worker_rt(Some(&format!(r#"Emulated(device: "{}")"#, table.display()))),
     );
 }
 
@@ -529,10 +527,11 @@ fn check_accepts_the_shipped_defaults() {
     }
 }
 
-/// Start `ecomap run` for a minute, send it `signal` once after 1.5 s, and
-/// return its output.
+/// Start `ecomap run` for a minute, send it `signal` once it says it
+/// serves (its signal handlers are in place by then), and return its
+/// output.
 fn interrupt_a_run(f: &Files, signal: libc::c_int) -> (Output, std::time::Duration) {
-    let child = Command::new(env!("CARGO_BIN_EXE_ecomap"))
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ecomap"))
         .args([
             "run",
             "--rt-config",
@@ -551,12 +550,30 @@ fn interrupt_a_run(f: &Files, signal: libc::c_int) -> (Output, std::time::Durati
         .spawn()
         .unwrap();
     let t0 = std::time::Instant::now();
-    // Wait until it serves (models load fast: a synthetic workload).
-    std::thread::sleep(std::time::Duration::from_millis(1500));
+    // Read stderr as it comes, telling us when the run serves.
+    let (serving_tx, serving_rx) = std::sync::mpsc::channel();
+    let stderr_pipe = child.stderr.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        use std::io::BufRead;
+        let mut all = Vec::new();
+        for line in std::io::BufReader::new(stderr_pipe).lines() {
+            let line = line.unwrap();
+            if line.contains("serving for") {
+                let _ = serving_tx.send(());
+            }
+            all.extend_from_slice(line.as_bytes());
+            all.push(b'\n');
+        }
+        all
+    });
+    serving_rx
+        .recv_timeout(std::time::Duration::from_secs(120))
+        .expect("the run never said it serves");
     // SAFETY: kill(2) on our own child's pid, which has not been reaped.
     let rc = unsafe { libc::kill(child.id() as libc::pid_t, signal) };
     assert_eq!(rc, 0);
-    let out = child.wait_with_output().unwrap();
+    let mut out = child.wait_with_output().unwrap();
+    out.stderr = reader.join().unwrap();
     (out, t0.elapsed())
 }
 

@@ -1,6 +1,8 @@
 //! Conservation under overload: every submitted request ends in exactly one
 //! counted outcome, per tenant, through the real threaded runtime.
 
+mod common;
+
 use ecomap::config::parse_ron;
 use ecomap::config::policy::Policy;
 use ecomap::config::rt::RtConfig;
@@ -62,8 +64,10 @@ fn run_on(rt: &str, order: QueueOrder, load_factor: f64) -> ecomap::report::RunR
     let w: Workload = parse_ron(WORKLOAD, Path::new("w.ron"), "workload").unwrap();
     w.validate(Path::new("w.ron")).unwrap();
     let mut rt: RtConfig = parse_ron(rt, Path::new("rt.ron"), "rt").unwrap();
-    if ecomap_actors::rt::available_cores() < 2 {
-        rt.workers[1].core = None;
+    // The RON's cores 0 and 1 stand for the first two this process may
+    // use; with one, the second worker runs unpinned.
+    for (i, w) in rt.workers.iter_mut().enumerate() {
+        w.core = (i == 0 || common::two_cores()).then(|| common::core(i));
     }
     let policy = Policy {
         queue_order: order,
@@ -83,12 +87,7 @@ fn overload_conserves_every_request_per_tenant() {
     for t in &report.tenants {
         let c = t.counts;
         assert!(c.submitted > 0, "{}: nothing submitted", t.name);
-        assert_eq!(
-            c.on_time + c.late + c.expired + c.rejected + c.failed,
-            c.submitted,
-            "{}: {c:?}",
-            t.name
-        );
+        assert!(c.is_conserved(), "{}: {c:?}", t.name);
         assert_eq!(c.failed, 0);
     }
     let total = |f: fn(&ecomap::accounting::OutcomeCounts) -> u64| -> u64 {
@@ -125,15 +124,29 @@ fn split_workers_serve_their_own_tenants_on_time_and_conserve_under_overload() {
     let report = run_on(RT_SPLIT, QueueOrder::EarliestDeadline, 1.0);
     assert!(report.is_conserved(), "{}", report.render());
     let detector = &report.tenants[0].counts;
-    assert_eq!(detector.on_time, detector.submitted, "{}", report.render());
     for t in &report.tenants {
         let c = t.counts;
         assert!(c.submitted > 0 && c.failed == 0, "{}: {c:?}", t.name);
-        assert!(
-            c.on_time as f64 >= 0.9 * c.submitted as f64,
-            "{}: {c:?}\n{}",
-            t.name,
-            report.render()
+    }
+    // Punctuality means something only where the workers and generator got
+    // SCHED_FIFO (as root): then a CPU hog cannot delay them, and a miss is
+    // the runtime's. Without it, a loaded machine decides.
+    let realtime = report.rt_notes.iter().all(|n| !n.contains("refused"));
+    if realtime {
+        assert_eq!(detector.on_time, detector.submitted, "{}", report.render());
+        for t in &report.tenants {
+            let c = t.counts;
+            assert!(
+                c.on_time as f64 >= 0.9 * c.submitted as f64,
+                "{}: {c:?}\n{}",
+                t.name,
+                report.render()
+            );
+        }
+    } else {
+        eprintln!(
+            "no real-time classes granted: punctuality not asserted\n{:?}",
+            report.rt_notes
         );
     }
     // Each worker served only its own tenants.

@@ -93,7 +93,7 @@ fn rang(doorbell: &Receiver<()>) -> bool {
 #[test]
 fn a_free_worker_takes_the_earliest_deadline_and_the_end_drains() {
     let mut r = rig(
-        &[tenant("slow", 500), tenant("fast", 50)],
+        &[tenant("slow", 60_000), tenant("fast", 30_000)],
         &[vec![true, true]],
     );
     assert!(matches!(
@@ -134,7 +134,7 @@ fn a_free_worker_takes_the_earliest_deadline_and_the_end_drains() {
 #[test]
 fn a_request_a_worker_was_woken_with_joins_the_deadline_order() {
     let mut r = rig(
-        &[tenant("slow", 500), tenant("fast", 50)],
+        &[tenant("slow", 60_000), tenant("fast", 30_000)],
         &[vec![true, true]],
     );
     // The worker was woken by (and took) the slow request from its queue,
@@ -151,10 +151,15 @@ fn a_request_a_worker_was_woken_with_joins_the_deadline_order() {
 
 #[test]
 fn requests_whose_deadline_passes_while_queued_expire_and_are_counted() {
-    let mut r = rig(&[tenant("t", 5)], &[vec![true]]);
+    // The run clock is real: only the request meant to expire has a short
+    // deadline (the caller's), so a loaded machine cannot expire the other.
+    let mut r = rig(&[tenant("t", 60_000)], &[vec![true]]);
     r.queues[0].submit().unwrap();
     job(r.dispatcher.next_job(0, WorkerEvent::Woke));
-    r.queues[0].submit().unwrap();
+    let input = ecomap::tensor::TensorData::from_f32(vec![1], &[0.0]).unwrap();
+    let doomed = r.queues[0]
+        .submit_input(input, Some(Duration::from_millis(5)))
+        .unwrap();
     std::thread::sleep(Duration::from_millis(15));
     assert_eq!(r.queues[0].waiting(), 1);
     assert!(
@@ -162,6 +167,11 @@ fn requests_whose_deadline_passes_while_queued_expire_and_are_counted() {
         "an expired request never starts"
     );
     assert_eq!(r.queues[0].counters().outcome(Outcome::Expired), 1);
+    assert_eq!(
+        doomed.wait().outcome,
+        Outcome::Expired,
+        "its caller hears it"
+    );
     // Its queue slot is free again.
     assert_eq!(r.queues[0].waiting(), 0);
     assert_eq!(r.dispatcher.stats().expired, 1);
@@ -171,7 +181,7 @@ fn requests_whose_deadline_passes_while_queued_expire_and_are_counted() {
 /// started and, with nothing to do, sleeps; worker 1 has not run a step yet.
 fn split_rig() -> Rig {
     let mut r = rig(
-        &[tenant("a", 1000), tenant("b", 1000)],
+        &[tenant("a", 60_000), tenant("b", 60_000)],
         &[vec![true, false], vec![false, true]],
     );
     assert!(matches!(
@@ -263,7 +273,7 @@ fn closing_the_queues_wakes_sleeping_workers_and_leftovers_are_counted_failed() 
 fn a_request_taken_from_a_queue_that_then_closed_is_still_served() {
     // Worker 0 takes a request from the channel; the sender goes away
     // before worker 0's step, and another step has seen the channel close.
-    let r = rig(&[tenant("t", 500)], &[vec![true], vec![true]]);
+    let r = rig(&[tenant("t", 60_000)], &[vec![true], vec![true]]);
     let Rig {
         queues,
         requests,
@@ -291,7 +301,7 @@ fn a_caller_still_sending_at_the_end_gets_one_counted_outcome_per_request() {
     // answered exactly once: failed (queued, or caught in flight by the
     // end's drain) or rejected as closed (after the end) — none dropped
     // with the channel, uncounted.
-    let mut r = rig(&[tenant("t", 500)], &[vec![true]]);
+    let mut r = rig(&[tenant("t", 60_000)], &[vec![true]]);
     r.dispatcher.worker_lost(0);
     let Rig {
         mut queues,

@@ -2,6 +2,8 @@
 //! Xavier: the cap follows the intensity, workers really slow down, energy
 //! and carbon are accounted, and a failing provider never stops serving.
 
+mod common;
+
 use ecomap::config::parse_ron;
 use ecomap::config::policy::Policy;
 use ecomap::config::rt::RtConfig;
@@ -35,11 +37,10 @@ fn workload() -> Workload {
 
 fn rt() -> RtConfig {
     parse_ron(
-        &format!(
-            r#"(platform: Emulated(device: "{}"),
-                workers: [(name: "w0", core: Some(0))])"#,
+        &common::one_worker_rt(Some(&format!(
+            r#"Emulated(device: "{}")"#,
             table().display()
-        ),
+        ))),
         Path::new("rt.ron"),
         "rt",
     )
@@ -71,13 +72,25 @@ fn a_dirty_grid_caps_the_device_and_really_slows_the_workers() {
     let _serial = serial();
     let clean = run(&policy("Fixed(gco2_per_kwh: 100.0)"), 2);
     let dirty = run(&policy("Fixed(gco2_per_kwh: 600.0)"), 2);
-    let p50 = |r: &ecomap::report::RunReport| r.tenants[0].service.quantile_us(0.5).unwrap() as f64;
     // MODE_10W's GPU slowdown is 2.03 (devices/xavier.ron; the exact value
-    // is tested in the core with no clock). Wall-clock service times on a
-    // shared machine only bound it from below: a loaded core stretches the
-    // clean run too, never the throttle away.
-    let ratio = p50(&dirty) / p50(&clean);
-    assert!(ratio > 1.3, "service p50 ratio {ratio}");
+    // is tested in the core with no clock): each pass at 10 W sleeps 1.03×
+    // what it computed, so at least 1.03 / 2.03 = 51% of its busy time is
+    // the emulated throttle, however loaded the machine (a sleep only
+    // overshoots). Passes before the first cap dilute it: bound it at 40%.
+    // Wall-clock service ratios between the two runs are not asserted: a
+    // CPU hog beside only one of them moves them either way.
+    let w = |r: &ecomap::report::RunReport| r.workers[0].clone();
+    assert_eq!(
+        w(&clean).throttled,
+        Duration::ZERO,
+        "40 W runs at full speed"
+    );
+    let (throttled, busy) = (w(&dirty).throttled, w(&dirty).busy);
+    assert!(
+        throttled.as_secs_f64() > 0.4 * busy.as_secs_f64(),
+        "throttled {throttled:?} of busy {busy:?}"
+    );
+    assert!(dirty.render().contains("emulated throttle"));
     let (ec, ed) = (clean.energy.clone().unwrap(), dirty.energy.clone().unwrap());
     assert!(!ed.power_measured, "emulated power is modelled");
     assert!(
@@ -183,7 +196,7 @@ fn a_jetson_s_rails_are_metered_as_measured_power_through_the_runtime() {
     let dir = tempfile::tempdir().unwrap();
     let platform = ecomap_actors::platform::jetson::read_only_fixture(dir.path()).unwrap();
     let rt: RtConfig = parse_ron(
-        &format!(r#"(platform: {platform}, workers: [(name: "w0", core: Some(0))])"#),
+        &common::one_worker_rt(Some(&platform.to_string())),
         Path::new("rt.ron"),
         "rt",
     )

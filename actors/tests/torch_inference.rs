@@ -2,6 +2,8 @@
 //! the full runtime serving a real model.
 #![cfg(feature = "tch")]
 
+mod common;
+
 use ecomap::config::rt::DeviceSpec;
 use ecomap::model::{ModelSpec, VisionModel};
 use ecomap_actors::backend::load_model;
@@ -130,8 +132,11 @@ fn the_runtime_serves_a_real_model_end_to_end() {
     )
     .unwrap();
     let rt: RtConfig = parse_ron(
-        r#"(load_generator: (sched: Fifo(priority: 40)),
-            workers: [(name: "cpu0", core: Some(0), sched: Fifo(priority: 40))])"#,
+        &format!(
+            r#"(load_generator: (sched: Fifo(priority: 40)),
+                workers: [(name: "cpu0", core: Some({}), sched: Fifo(priority: 40))])"#,
+            common::core(0)
+        ),
         Path::new("rt.ron"),
         "rt",
     )

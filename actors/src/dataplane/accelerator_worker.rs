@@ -50,6 +50,9 @@ pub struct BusyCounters {
     pub workers: Vec<AtomicU64>,
     /// `tenants[t]`: nanoseconds spent serving tenant `t`, of finished passes.
     pub tenants: Vec<AtomicU64>,
+    /// `throttled[w]`: of worker `w`'s busy nanoseconds, those it spent
+    /// asleep emulating a lower clock (the report's `throttled`).
+    pub throttled: Vec<AtomicU64>,
     /// Per worker: when its pass in progress started (run-clock
     /// nanoseconds + 1; 0 while idle), and whose request it serves.
     running: Vec<(AtomicU64, AtomicUsize)>,
@@ -61,6 +64,7 @@ impl BusyCounters {
         Arc::new(BusyCounters {
             workers: (0..workers).map(|_| AtomicU64::new(0)).collect(),
             tenants: (0..tenants).map(|_| AtomicU64::new(0)).collect(),
+            throttled: (0..workers).map(|_| AtomicU64::new(0)).collect(),
             running: (0..workers)
                 .map(|_| (AtomicU64::new(0), AtomicUsize::new(0)))
                 .collect(),
@@ -79,6 +83,12 @@ impl BusyCounters {
         self.workers[w].fetch_add(busy_ns, Ordering::Release);
         self.tenants[t].fetch_add(busy_ns, Ordering::Release);
         self.running[w].0.store(0, Ordering::Release);
+    }
+
+    /// Worker `w` slept `slept` to emulate a lower clock (part of the busy
+    /// time its pass will count when it finishes).
+    pub fn pass_throttled(&self, w: usize, slept: Duration) {
+        self.throttled[w].fetch_add(slept.as_nanos() as u64, Ordering::Relaxed);
     }
 
     /// Worker `w`'s pass ended without finishing (a panic): its time so far
@@ -373,8 +383,12 @@ impl AcceleratorWorker {
                         // Emulated lower clock: stretch the pass by
                         // duty-cycling — the unit stays busy (accounted
                         // below) but the core sleeps.
-                        let ran = self.clock.now().saturating_since(started);
-                        std::thread::sleep(ran.mul_f64(job.throttle - 1.0));
+                        let ran = self.clock.now();
+                        std::thread::sleep(
+                            ran.saturating_since(started).mul_f64(job.throttle - 1.0),
+                        );
+                        self.busy
+                            .pass_throttled(self.index, self.clock.now().saturating_since(ran));
                     }
                     let finished = self.clock.now();
                     let busy = finished.saturating_since(started).as_nanos() as u64;
