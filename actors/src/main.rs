@@ -39,7 +39,8 @@ struct Files {
     /// Replay this carbon-intensity CSV instead of the policy's carbon source.
     #[arg(long)]
     carbon_trace: Option<PathBuf>,
-    /// Trace seconds per run second for --carbon-trace (360 = one trace hour per 10 s).
+    /// Trace seconds per run second (360 = one trace hour per 10 s), for
+    /// --carbon-trace or the policy's own Trace source.
     #[arg(long, value_parser = parse_positive)]
     carbon_speedup: Option<f64>,
 }
@@ -59,7 +60,8 @@ struct ServeFiles {
     /// Replay this carbon-intensity CSV instead of the policy's carbon source.
     #[arg(long)]
     carbon_trace: Option<PathBuf>,
-    /// Trace seconds per run second for --carbon-trace (360 = one trace hour per 10 s).
+    /// Trace seconds per run second (360 = one trace hour per 10 s), for
+    /// --carbon-trace or the policy's own Trace source.
     #[arg(long, value_parser = parse_positive)]
     carbon_speedup: Option<f64>,
 }
@@ -106,10 +108,12 @@ enum Command {
         /// Multiply every tenant's arrival rate (2.0 = twice the load).
         #[arg(long, default_value_t = 1.0, value_parser = parse_positive)]
         load_factor: f64,
-        /// Folder for the per-tenant `.hgrm` latency files.
+        /// Folder for the per-tenant latency files (`.hgrm`, `.hlog`).
         #[arg(long, default_value = "out")]
         out: PathBuf,
-        /// Write per-second rows (time, intensity, cap, power, queue depths) to this CSV.
+        /// Write one row per meter interval (about a second), and one at each
+        /// cap change, to this CSV: time, intensity, cap and level, power,
+        /// utilisation, queue depths, variants.
         #[arg(long)]
         timeline: Option<PathBuf>,
         /// Write the run's totals in `ecomap simulate`'s summary.csv columns
@@ -187,8 +191,11 @@ enum Command {
         simulate: bool,
     },
     /// Train the latency/power estimator on a profile dataset (writes
-    /// OUT/estimator.safetensors and OUT/estimator.ron), or with --evaluate
-    /// score trained weights and the baselines (writes OUT/estimator_eval.csv).
+    /// OUT/estimator.safetensors, OUT/estimator.ron, OUT/descriptors.csv —
+    /// the model descriptors it was trained with, which `ecomap run` needs
+    /// beside the weights — and scores them in OUT/estimator_eval.csv), or
+    /// with --evaluate score trained weights and the baselines (writes
+    /// OUT/estimator_eval.csv).
     TrainEstimator {
         /// Profile dataset (CSV from `ecomap profile`).
         #[arg(long, default_value = "rt-config/host-profile.csv")]
@@ -262,7 +269,7 @@ enum Command {
         /// Largest request body accepted, in MB (1..=4096); beyond: 413.
         #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=4096))]
         max_body_mb: u32,
-        /// Folder for the per-tenant `.hgrm` latency files.
+        /// Folder for the per-tenant latency files (`.hgrm`, `.hlog`).
         #[arg(long, default_value = "out")]
         out: PathBuf,
         /// Write the run's totals in `ecomap simulate`'s summary.csv columns to this CSV.
@@ -275,7 +282,8 @@ enum Command {
         files: Files,
     },
     /// Replay carbon traces through the decision code on a simulated device,
-    /// policy by policy; writes OUT/summary.csv and OUT/timeline/*.csv.
+    /// policy by policy; writes OUT/summary.csv, OUT/timeline/*.csv (with
+    /// *__plans.csv for planning policies) and OUT/plots/*.svg.
     Simulate {
         /// Policies: names in policies/ (e.g. max-perf,ecomap) or paths.
         #[arg(

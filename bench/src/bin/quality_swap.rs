@@ -32,7 +32,8 @@ struct Args {
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=150))]
     phase_s: u64,
     /// Intensity of the dirty phase (gCO2/kWh): 400 selects the 15 W band
-    /// of policies/reactive.ron, 600 the 10 W band.
+    /// of policies/ecomap-power.ron's governor (which this bench uses), 600
+    /// the 10 W band.
     #[arg(long, default_value_t = 400.0)]
     dirty_gco2: f64,
     /// Folder for the results table.
