@@ -134,6 +134,53 @@ fn requests_that_cannot_be_served_resolve_to_their_outcome_and_are_counted() {
 }
 
 #[test]
+fn a_request_predicted_to_finish_late_is_shed_and_its_caller_told() {
+    let _s = serial();
+    // One worker, 300 ms passes, 500 ms deadlines, feasibility shedding on.
+    let w: Workload = parse_ron(
+        r#"(tenants: [
+            (name: "slow", model: Synthetic(service: "300ms"), arrival: Periodic(rate_hz: 1.0),
+             deadline: "500ms", capacity: 4),
+        ])"#,
+        Path::new("w.ron"),
+        "workload",
+    )
+    .unwrap();
+    w.validate(Path::new("w.ron")).unwrap();
+    let rt: RtConfig =
+        parse_ron(r#"(workers: [(name: "w0")])"#, Path::new("rt.ron"), "rt").unwrap();
+    let policy = Policy {
+        shedding: true,
+        ..Policy::edf("edf-shed")
+    };
+    let r = Runtime::start(&w, &rt, &policy).unwrap();
+    let q = r.queue(0).clone();
+    let x = || TensorData::from_f32(vec![1], &[0.0]).unwrap();
+    let first = q.submit_input(x(), None).unwrap();
+    let since = std::time::Instant::now();
+    while q.waiting() > 0 {
+        assert!(
+            since.elapsed() < Duration::from_secs(10),
+            "the worker never took it"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    // The worker is busy for about 300 ms more: this one could start then
+    // and finish 300 ms later, past its 500 ms deadline — shed when the
+    // worker is free, before its deadline has passed (so not `expired`).
+    let second = q.submit_input(x(), None).unwrap();
+    let a = second.wait();
+    assert_eq!(a.outcome, Outcome::Shed, "{a:?}");
+    assert!(a.outputs.is_empty() && a.timings.is_none());
+    assert!(first.wait().is_served());
+    drop(q);
+    let report = r.shutdown();
+    let c = &report.tenants[0].counts;
+    assert!(report.is_conserved(), "{c:?}");
+    assert_eq!((c.shed, c.submitted), (1, 2), "{c:?}");
+}
+
+#[test]
 fn an_input_the_model_does_not_take_is_refused_and_counted() {
     let _s = serial();
     let r = start(

@@ -181,7 +181,7 @@ fn same_seed_gives_byte_identical_tables_and_the_summary_has_its_columns() {
         let n = |c: &str| r[col(c)].parse::<u64>().unwrap();
         assert_eq!(
             n("submitted"),
-            n("on_time") + n("late") + n("expired") + n("rejected") + n("failed"),
+            n("on_time") + n("late") + n("expired") + n("rejected") + n("shed") + n("failed"),
             "{r:?}"
         );
     }
