@@ -226,7 +226,7 @@ pub fn resolve_policy(name: &str, dir: &Path) -> Result<Policy, SimulateError> {
 }
 
 /// Makes one estimator for a simulation run.
-type EstimatorMaker = dyn Fn() -> Result<Box<dyn ecomap::estimate::MappingEstimator>, ecomap::estimate::EstimateError>
+pub type EstimatorMaker = dyn Fn() -> Result<Box<dyn ecomap::estimate::MappingEstimator>, ecomap::estimate::EstimateError>
     + Sync;
 
 fn trained_estimator(p: &Policy) -> Option<&Path> {
@@ -239,8 +239,9 @@ fn trained_estimator(p: &Policy) -> Option<&Path> {
 }
 
 /// The descriptor table a policy's trained estimator was trained with:
-/// the copy in its folder, else `fallback`.
-fn load_descriptors(
+/// the copy in its folder, else `fallback`; `None` for a policy without a
+/// trained estimator.
+pub fn load_descriptors(
     p: &Policy,
     fallback: &Path,
 ) -> Result<Option<ecomap::estimate::descriptors::Descriptors>, SimulateError> {
@@ -258,8 +259,11 @@ fn load_descriptors(
         .map_err(|e| SimulateError::Estimator(format!("policy '{}': {e}", p.name)))
 }
 
+/// What makes a fresh trained estimator for each run of policy `p`
+/// (checked once here: bad weights fail before any run); `None` for a
+/// policy without a trained estimator.
 #[cfg(feature = "tch")]
-fn estimator_maker(
+pub fn estimator_maker(
     p: &Policy,
     descriptors: Option<&ecomap::estimate::descriptors::Descriptors>,
 ) -> Result<Option<Box<EstimatorMaker>>, SimulateError> {
@@ -279,8 +283,10 @@ fn estimator_maker(
     })))
 }
 
+/// Without libtorch a trained estimator cannot be loaded: an error for a
+/// policy that names one.
 #[cfg(not(feature = "tch"))]
-fn estimator_maker(
+pub fn estimator_maker(
     p: &Policy,
     _: Option<&ecomap::estimate::descriptors::Descriptors>,
 ) -> Result<Option<Box<EstimatorMaker>>, SimulateError> {

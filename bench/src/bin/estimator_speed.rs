@@ -2,9 +2,10 @@
 //!
 //! On one core (this thread pinned, one libtorch intra-op thread):
 //! 1. **Query**: batches of 32 candidate mappings of the six-tenant
-//!    `workloads/xavier-robot.ron` (random modes, variants and units), each
-//!    scored by the trained transformer in one call — p50 / p99 / max over
-//!    `--queries` batches (target: p99 ≤ 1 ms) — through the query path
+//!    `workloads/xavier-robot.ron` (random modes, variants and units; 512
+//!    distinct batches, cycled), each scored by the trained transformer in
+//!    one call — p50 / p99 / max over `--queries` batches (target: p99 ≤
+//!    1 ms) — through the query path
 //!    (the weights in plain Rust) and, batch for batch in turn, libtorch's
 //!    forward pass of the same weights;
 //! 2. **Plan**: the mapping planner's search for that workload on the
@@ -31,19 +32,23 @@ use std::time::Instant;
 
 #[derive(Parser, Debug)]
 struct Args {
-    /// Batches of 32 candidates to time.
-    #[arg(long, default_value_t = 5000)]
-    queries: usize,
-    /// Intensities to plan for.
-    #[arg(long, default_value_t = 16)]
-    plans: usize,
+    /// Batches of 32 candidates to time (at least 1).
+    #[arg(long, default_value_t = 5000, value_parser = clap::value_parser!(u64).range(1..))]
+    queries: u64,
+    /// Intensities to plan for (at least 1).
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u64).range(1..))]
+    plans: u64,
     /// Trained estimator.
     #[arg(long, default_value = "rt-config/devices/xavier-estimator")]
     weights: PathBuf,
-    /// Core to pin this thread to.
-    #[arg(long, default_value_t = 1)]
-    core: usize,
+    /// Core to pin this thread to (default: the last this process may use).
+    #[arg(long)]
+    core: Option<usize>,
 }
+
+/// Distinct random batches the timed queries cycle through: enough that
+/// the weights, not one batch's tokens, are what stays in cache.
+const BATCHES: usize = 512;
 
 fn us(h: &Histogram<u64>, q: f64) -> f64 {
     h.value_at_quantile(q) as f64 / 1000.0
@@ -51,13 +56,18 @@ fn us(h: &Histogram<u64>, q: f64) -> f64 {
 
 fn main() -> ExitCode {
     let a = Args::parse();
-    if let Some(id) = core_affinity::get_core_ids()
-        .unwrap_or_default()
-        .into_iter()
-        .find(|c| c.id == a.core)
+    let allowed = ecomap_actors::rt::allowed_cores();
+    let core = a.core.unwrap_or(allowed[allowed.len() - 1]);
+    if !allowed.contains(&core)
+        || !core_affinity::set_for_current(core_affinity::CoreId { id: core })
     {
-        core_affinity::set_for_current(id);
+        eprintln!(
+            "error: --core {core}: this thread cannot be pinned there (the process may use cores \
+             {allowed:?})"
+        );
+        return ExitCode::from(2);
     }
+    println!("pinned to core {core}");
     tch::set_num_threads(1);
     let descriptors = match Descriptors::load(&PathBuf::from("rt-config/model-descriptors.csv")) {
         Ok(d) => d,
@@ -73,10 +83,23 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let workload = Workload::load(&PathBuf::from("workloads/xavier-robot.ron")).expect("workload");
-    let device = DeviceModel::load(&PathBuf::from("rt-config/devices/xavier.ron")).expect("device");
-    let analysis = ecomap::sim::analyse(&workload, &device).expect("analysis");
-    let problem = ecomap::sim::mapping::plan_problem(&analysis, &descriptors).expect("problem");
+    let inputs = || -> Result<_, String> {
+        let workload = Workload::load(&PathBuf::from("workloads/xavier-robot.ron"))
+            .map_err(|e| e.to_string())?;
+        let device = DeviceModel::load(&PathBuf::from("rt-config/devices/xavier.ron"))
+            .map_err(|e| e.to_string())?;
+        let analysis = ecomap::sim::analyse(&workload, &device).map_err(|e| e.to_string())?;
+        let problem = ecomap::sim::mapping::plan_problem(&analysis, &descriptors)
+            .map_err(|e| e.to_string())?;
+        Ok((device, problem))
+    };
+    let (device, problem) = match inputs() {
+        Ok(x) => x,
+        Err(e) => {
+            eprintln!("error: {e} (run from the repository root)");
+            return ExitCode::from(2);
+        }
+    };
 
     // 1. Query latency: random full mappings, 32 per batch.
     let mut state = 0x5eedu64;
@@ -86,7 +109,7 @@ fn main() -> ExitCode {
         state ^= state << 17;
         (state % n as u64) as usize
     };
-    let batches: Vec<Vec<MappingQuery>> = (0..64)
+    let batches: Vec<Vec<MappingQuery>> = (0..BATCHES)
         .map(|_| {
             (0..32)
                 .map(|_| {
@@ -121,7 +144,7 @@ fn main() -> ExitCode {
         h.record(t0.elapsed().as_nanos() as u64).expect("in range");
         assert_eq!(answered, 32);
     };
-    for i in 0..a.queries {
+    for i in 0..a.queries as usize {
         let batch = &batches[i % batches.len()];
         time(&mut plain, &mut || {
             est.predict(batch).expect("predict").len()
@@ -158,30 +181,50 @@ fn main() -> ExitCode {
         .map(|d| d.variant.clone())
         .collect();
     let mut analytic = AnalyticEstimator::from_names(device.clone(), names);
-    let line = |label: &str, est: &mut dyn MappingEstimator| {
+    // A plan that fails is reported and left out of the times (a failure
+    // is not a plan), and the bench exits 1.
+    let mut failed = 0;
+    let mut line = |label: &str, est: &mut dyn MappingEstimator| {
         let mut times = Vec::new();
-        let mut evaluated = 0;
+        let mut evaluated = Vec::new();
         for i in 0..a.plans {
             let g = 50.0 + 750.0 * i as f64 / (a.plans.max(2) - 1) as f64;
             let t0 = Instant::now();
-            match plan(&problem, est, g, &options) {
-                Ok(p) => evaluated = p.evaluated,
-                Err(e) => eprintln!("plan at {g:.0} g/kWh: {e}"),
+            let planned = plan(&problem, est, g, &options);
+            let took = t0.elapsed().as_secs_f64() * 1000.0;
+            match planned {
+                Ok(p) => {
+                    evaluated.push(p.evaluated);
+                    times.push(took);
+                }
+                Err(e) => {
+                    eprintln!("error: {label}: plan at {g:.0} g/kWh failed: {e}");
+                    failed += 1;
+                }
             }
-            times.push(t0.elapsed().as_secs_f64() * 1000.0);
         }
-        times.sort_by(f64::total_cmp);
+        if times.is_empty() {
+            return f64::NAN;
+        }
+        let max = times.iter().copied().fold(f64::NAN, f64::max);
+        let median = ecomap_bench::median(&mut times);
+        let (fewest, most) = (
+            evaluated.iter().min().copied().unwrap_or(0),
+            evaluated.iter().max().copied().unwrap_or(0),
+        );
         println!(
-            "plan, 6 tenants on the virtual Xavier, {label}: median {:.1} ms, max {:.1} ms ({} candidates scored per plan, {} plans)",
-            times[times.len() / 2],
-            times[times.len() - 1],
-            evaluated,
+            "plan, 6 tenants on the virtual Xavier, {label}: median {median:.1} ms, max {max:.1} ms \
+             ({fewest}–{most} candidates scored per plan, {} plans)",
             times.len()
         );
-        times[times.len() / 2]
+        median
     };
     let t = line("transformer", &mut est);
     let an = line("analytic", &mut analytic);
     println!("plan time ratio transformer / analytic: {:.2}", t / an);
+    if failed > 0 {
+        eprintln!("error: {failed} plan(s) failed");
+        return ExitCode::FAILURE;
+    }
     ExitCode::SUCCESS
 }

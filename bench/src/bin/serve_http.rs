@@ -59,8 +59,8 @@ struct Args {
     /// Instead: a load test of this many seconds.
     #[arg(long)]
     load_seconds: Option<u64>,
-    /// Offered load in the load test, × the measured capacity.
-    #[arg(long, default_value_t = 2.0)]
+    /// Offered load in the load test, × the measured capacity (> 0).
+    #[arg(long, default_value_t = 2.0, value_parser = positive)]
     load_factor: f64,
     /// SCHED_FIFO priority of the client threads. The clients share this
     /// host's two cores with the server: at 70 (the load generators'
@@ -73,6 +73,13 @@ struct Args {
     /// Side of the square FP32 input image (the model resizes it to 224).
     #[arg(long, default_value_t = 224, value_parser = clap::value_parser!(i64).range(8..=1024))]
     side: i64,
+}
+
+fn positive(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(x) if x.is_finite() && x > 0.0 => Ok(x),
+        _ => Err(format!("{s:?} is not a positive number")),
+    }
 }
 
 const WORKLOAD: &str = r#"(tenants: [
@@ -301,9 +308,10 @@ fn run_clients(clients: usize, n: usize, one: &PathFn<'_>) -> Round {
     }
 }
 
+/// The median (the mean of the middle two for an even count, e.g. of two
+/// rounds).
 fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
+    ecomap_bench::median(&mut v)
 }
 
 fn main() -> ExitCode {
@@ -536,9 +544,13 @@ fn overhead(
                     eprintln!("warning: /dev/cpu_dma_latency refused; the held rows are skipped");
                     continue;
                 }
-                let paths = [("in-process", in_process), ("raw TCP, no HTTP", over_raw)]
-                    .into_iter()
-                    .chain(over_http);
+                let mut paths: Vec<(&str, &PathFn<'_>)> =
+                    vec![("in-process", in_process), ("raw TCP, no HTTP", over_raw)];
+                paths.extend(over_http);
+                // A different path first each round: on a VM whose speed
+                // drifts, a fixed order would favour the same path.
+                let first = round % paths.len();
+                paths.rotate_left(first);
                 for (path, one) in paths {
                     let measured = run_clients(clients, n, one);
                     let path = (path, idle);
@@ -557,12 +569,23 @@ fn overhead(
         }
         for ((path, idle), r) in &rows {
             let col = |i: usize| median(r.iter().map(|x| x.0[i]).collect());
+            // The same round's in-process figure subtracted, round by
+            // round, then the median: what this path adds over the API.
+            let over_api = |i: usize| match rows.get(&("in-process", *idle)) {
+                Some(api) if *path != "in-process" && api.len() == r.len() => {
+                    let d = median(r.iter().zip(api).map(|(x, a)| x.0[i] - a.0[i]).collect());
+                    format!("{d:+.0}")
+                }
+                _ => "".into(),
+            };
             table.push(format!(
-                "| {clients} | {idle} | {path} | {:.2} | {:.2} | {:.0} | {:.0} | {} |",
+                "| {clients} | {idle} | {path} | {:.2} | {:.2} | {:.0} | {:.0} | {} | {} | {} |",
                 col(0),
                 col(1),
                 col(2),
                 col(3),
+                over_api(2),
+                over_api(3),
                 errors[&(*path, *idle)]
             ));
             let parts: Vec<_> = r.iter().filter_map(|x| x.1).collect();
@@ -582,9 +605,9 @@ fn overhead(
         }
     }
     println!(
-        "| clients | idle cores | path | round trip p50 ms | round trip p99 ms | overhead p50 µs | overhead p99 µs | errors |"
+        "| clients | idle cores | path | round trip p50 ms | round trip p99 ms | overhead p50 µs | overhead p99 µs | over in-process p50 µs | over in-process p99 µs | errors |"
     );
-    println!("|---:|---|---|---:|---:|---:|---:|---:|");
+    println!("|---:|---|---|---:|---:|---:|---:|---:|---:|---:|");
     for line in table {
         println!("{line}");
     }
@@ -608,67 +631,107 @@ fn load(args: &Args, secs: u64, over_http: &PathFn<'_>, in_process: &PathFn<'_>)
     let t0 = Instant::now();
     let measured = run_clients(8, 25, in_process);
     let capacity = measured.samples.len() as f64 / t0.elapsed().as_secs_f64();
+    if capacity.is_nan() || capacity <= 0.0 {
+        eprintln!("error: the in-process path served nothing: no capacity to load against");
+        return ExitCode::from(1);
+    }
     let rate = capacity * args.load_factor;
     eprintln!("capacity {capacity:.1} req/s; offering {rate:.1} req/s for {secs} s…");
     let statuses: Mutex<BTreeMap<u16, u64>> = Mutex::new(BTreeMap::new());
     let sent = std::sync::atomic::AtomicU64::new(0);
     let stop = AtomicBool::new(false);
     let rss = Mutex::new(vec![ecomap_bench::proc_status_mb("VmRSS")]);
+    // Open loop, honestly: how late each request went out against its
+    // release time (all 64 senders busy → it slips), and its latency from
+    // that release time, not from the send (no coordinated omission).
+    let (lag, from_release) = (Mutex::new(hist()), Mutex::new(hist()));
     let start = Instant::now();
     let period = Duration::from_secs_f64(1.0 / rate);
     let next = Mutex::new(start);
+    let mut elapsed = 0.0;
     std::thread::scope(|s| {
         s.spawn(|| {
+            let mut last = Instant::now();
             while !stop.load(Ordering::Relaxed) {
-                std::thread::sleep(Duration::from_secs(5));
-                rss.lock()
-                    .unwrap()
-                    .push(ecomap_bench::proc_status_mb("VmRSS"));
+                std::thread::sleep(Duration::from_millis(100));
+                if last.elapsed() >= Duration::from_secs(5) {
+                    last = Instant::now();
+                    rss.lock()
+                        .unwrap()
+                        .push(ecomap_bench::proc_status_mb("VmRSS"));
+                }
             }
         });
         let workers: Vec<_> = (0..64)
             .map(|client| {
                 let (next, sent, statuses) = (&next, &sent, &statuses);
-                s.spawn(move || loop {
+                let (lag, from_release) = (&lag, &from_release);
+                s.spawn(move || {
                     as_client();
-                    // Open loop: each request has a release time on the
-                    // schedule, whoever sends it.
-                    let at = {
-                        let mut n = next.lock().unwrap();
-                        let at = *n;
-                        *n += period;
-                        at
-                    };
-                    if at.duration_since(start) >= Duration::from_secs(secs) {
-                        break;
+                    loop {
+                        // Open loop: each request has a release time on the
+                        // schedule, whoever sends it.
+                        let at = {
+                            let mut n = next.lock().unwrap();
+                            let at = *n;
+                            *n += period;
+                            at
+                        };
+                        if at.duration_since(start) >= Duration::from_secs(secs) {
+                            break;
+                        }
+                        if let Some(wait) = at.checked_duration_since(Instant::now()) {
+                            std::thread::sleep(wait);
+                        }
+                        let _ =
+                            lag.lock().unwrap().record(
+                                Instant::now().saturating_duration_since(at).as_micros() as u64,
+                            );
+                        sent.fetch_add(1, Ordering::Relaxed);
+                        let status = match over_http(client) {
+                            Ok(_) => 200,
+                            Err(code) => code,
+                        };
+                        let _ = from_release
+                            .lock()
+                            .unwrap()
+                            .record(at.elapsed().as_micros().max(1) as u64);
+                        *statuses.lock().unwrap().entry(status).or_default() += 1;
                     }
-                    if let Some(wait) = at.checked_duration_since(Instant::now()) {
-                        std::thread::sleep(wait);
-                    }
-                    sent.fetch_add(1, Ordering::Relaxed);
-                    let status = match over_http(client) {
-                        Ok(_) => 200,
-                        Err(code) => code,
-                    };
-                    *statuses.lock().unwrap().entry(status).or_default() += 1;
                 })
             })
             .collect();
         for w in workers {
             let _ = w.join();
         }
+        elapsed = start.elapsed().as_secs_f64();
+        rss.lock()
+            .unwrap()
+            .push(ecomap_bench::proc_status_mb("VmRSS"));
         stop.store(true, Ordering::Relaxed);
     });
-    let elapsed = start.elapsed().as_secs_f64();
     let statuses = statuses.into_inner().unwrap();
     let answered: u64 = statuses.values().sum();
     let sent = sent.into_inner();
     let rss = rss.into_inner().unwrap();
+    let (lag, from_release) = (
+        lag.into_inner().unwrap(),
+        from_release.into_inner().unwrap(),
+    );
     println!(
-        "load test: {secs} s at {rate:.1} req/s offered ({:.1}x the measured {capacity:.1} req/s); \
-         sent {sent}, answered {answered} in {elapsed:.1} s; by status: {statuses:?}; server RSS \
-         {:.0} MB at the start, {:.0} MB at the end, {:.0}–{:.0} MB over {} samples",
+        "load test: {secs} s at {rate:.1} req/s offered ({:.1}x the {capacity:.1} req/s the \
+         in-process path served closed-loop with 8 clients); sent {sent} ({:.1} req/s achieved), \
+         answered {answered} in {elapsed:.1} s; by status: {statuses:?}; sends behind their release \
+         time: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms; latency from release p50 {:.1} ms, p99 \
+         {:.1} ms; RSS of this process (the server with the runtime, and the 64 clients) {:.0} MB \
+         at the start, {:.0} MB at the end, {:.0}–{:.0} MB over {} samples",
         args.load_factor,
+        sent as f64 / elapsed,
+        lag.value_at_quantile(0.5) as f64 / 1e3,
+        lag.value_at_quantile(0.99) as f64 / 1e3,
+        lag.max() as f64 / 1e3,
+        from_release.value_at_quantile(0.5) as f64 / 1e3,
+        from_release.value_at_quantile(0.99) as f64 / 1e3,
         rss[0],
         rss[rss.len() - 1],
         rss.iter().copied().fold(f64::INFINITY, f64::min),

@@ -1,9 +1,11 @@
 //! Simulator speed and memory, and sampled-vs-full agreement.
 //!
-//! On one core (this thread pinned), the default Xavier workload under the
-//! `ecomap` policy on one trace:
+//! On one core (this thread pinned), the default Xavier workload under one
+//! policy (`--policy`, default `policies/reactive.ron`; `policies/ecomap.ron`
+//! is the planner with its trained estimator) on one trace:
 //! 1. simulated requests per second of wall time, full simulation of a span
-//!    (median of `--repeats` runs), and peak RSS after 3 days and after 30;
+//!    (median of `--repeats` runs), and peak RSS after `--days` and after a
+//!    further `--check-days` run;
 //! 2. the same month simulated in full and sampled (`--sample` of every
 //!    hour): carbon, miss % and accuracy side by side, and their difference.
 //!
@@ -53,8 +55,12 @@ fn main() -> ExitCode {
         eprintln!("error: --days, --repeats, --check-days and --sample-s must be at least 1");
         return ExitCode::from(2);
     }
-    if let Some(core) = core_affinity::get_core_ids().and_then(|c| c.into_iter().next()) {
-        core_affinity::set_for_current(core);
+    // One core: the process's first, and pinning must take (else the
+    // figure would not be the one-core figure it says it is).
+    let core = ecomap_actors::rt::allowed_cores()[0];
+    if !core_affinity::set_for_current(core_affinity::CoreId { id: core }) {
+        eprintln!("error: pinning this thread to core {core} was refused");
+        return ExitCode::from(2);
     }
     let load = || -> Result<_, String> {
         let w = Workload::load(std::path::Path::new("workloads/xavier-robot.ron"))
@@ -63,9 +69,16 @@ fn main() -> ExitCode {
             .map_err(|e| e.to_string())?;
         let p = Policy::load(&args.policy).map_err(|e| e.to_string())?;
         let t = CarbonTrace::load(&args.trace).map_err(|e| e.to_string())?;
-        Ok((w, d, p, t))
+        let descriptors = ecomap_actors::simulate::load_descriptors(
+            &p,
+            std::path::Path::new("rt-config/model-descriptors.csv"),
+        )
+        .map_err(|e| e.to_string())?;
+        let maker = ecomap_actors::simulate::estimator_maker(&p, descriptors.as_ref())
+            .map_err(|e| e.to_string())?;
+        Ok((w, d, p, t, descriptors, maker))
     };
-    let (workload, device, policy, trace) = match load() {
+    let (workload, device, policy, trace, descriptors, maker) = match load() {
         Ok(x) => x,
         Err(e) => {
             eprintln!("error: {e}");
@@ -83,9 +96,23 @@ fn main() -> ExitCode {
         seed: 1,
         service_seed: None,
         accuracy_target: None,
-        planning: None,
+        planning: match (&maker, &descriptors) {
+            (Some(make), Some(d)) => Some(ecomap::sim::mapping::Planning {
+                descriptors: d,
+                make: make.as_ref(),
+            }),
+            _ => None,
+        },
         service_replay: None,
     };
+    // Memory before any simulation: the binary and its libraries
+    // (libtorch's, linked for a trained estimator, are most of it).
+    let rss_at_start = ecomap_bench::proc_status_mb("VmRSS");
+    println!(
+        "policy '{}' ({}), core {core}; RSS before simulating {rss_at_start:.0} MB",
+        policy.name,
+        args.policy.display()
+    );
     let mut rates = Vec::new();
     let mut rss_after_short = f64::NAN;
     for _ in 0..args.repeats {
@@ -107,24 +134,31 @@ fn main() -> ExitCode {
             n as f64 / secs / 1e6
         );
     }
-    rates.sort_by(f64::total_cmp);
     println!(
         "median: {:.2} M simulated requests/s; peak RSS after {} d: {:.0} MB",
-        rates[rates.len() / 2] / 1e6,
+        ecomap_bench::median(&mut rates) / 1e6,
         args.days,
         rss_after_short
     );
     let hours = args.check_days * 24;
     let t0 = Instant::now();
-    let full = simulate(&setup(hours, None), |_| {}).expect("checked above");
+    let run = |sample: Option<Duration>| {
+        simulate(&setup(hours, sample), |_| {}).map_err(|e| {
+            eprintln!("error: --check-days {}: {e}", args.check_days);
+            ExitCode::from(2)
+        })
+    };
+    let full = match run(None) {
+        Ok(r) => r,
+        Err(code) => return code,
+    };
     let t_full = t0.elapsed().as_secs_f64();
     let rss_after_long = ecomap_bench::proc_status_mb("VmHWM");
     let t0 = Instant::now();
-    let sampled = simulate(
-        &setup(hours, Some(Duration::from_secs(args.sample_s))),
-        |_| {},
-    )
-    .expect("checked above");
+    let sampled = match run(Some(Duration::from_secs(args.sample_s))) {
+        Ok(r) => r,
+        Err(code) => return code,
+    };
     let t_sampled = t0.elapsed().as_secs_f64();
     println!(
         "peak RSS after a further full {} d run: {:.0} MB (flat in the span: histograms and counters only)",
@@ -133,7 +167,14 @@ fn main() -> ExitCode {
     );
     let f = &summary_rows("", "", &full)[0];
     let s = &summary_rows("", "", &sampled)[0];
-    let rel = |a: f64, b: f64| 100.0 * (b - a) / a;
+    // A zero full-run figure has no relative difference: NaN, printed so.
+    let rel = |a: f64, b: f64| {
+        if a == 0.0 {
+            f64::NAN
+        } else {
+            100.0 * (b - a) / a
+        }
+    };
     println!(
         "{} d, full ({t_full:.1} s) vs sampled {} s/h ({t_sampled:.1} s):",
         args.check_days, args.sample_s
