@@ -84,11 +84,22 @@ proptest! {
         let p = Path::new("w.ron");
         if let Ok(w) = parse_ron::<Workload>(&text, p, "workload") {
             if w.validate(p).is_ok() {
+                // What validation lets through is a workload that can run.
+                let t = &w.tenants[0];
+                prop_assert!(t.arrival.rate_hz().is_finite() && t.arrival.rate_hz() > 0.0);
+                prop_assert!(!t.deadline.is_zero());
+                prop_assert!(t.capacity >= 1);
                 if let Ok(scaled) = w.scaled(factor) {
+                    let rate = scaled.tenants[0].arrival.rate_hz();
+                    prop_assert!(rate.is_finite() && rate > 0.0, "scaled to {rate}");
                     let mut g = ArrivalGenerator::new(
                         scaled.tenants[0].arrival.clone(), 1, Timestamp::ZERO);
+                    // Releases move forward in time.
+                    let mut last = Timestamp::ZERO;
                     for _ in 0..3 {
-                        let _ = g.next_release();
+                        let t = g.next_release();
+                        prop_assert!(t >= last);
+                        last = t;
                     }
                 }
             }

@@ -165,10 +165,10 @@ enum Command {
         /// Intra-op thread counts to draw from.
         #[arg(long, value_delimiter = ',', default_value = "1,2")]
         threads: Vec<u32>,
-        /// Configurations in all (every variant alone at every mode and
-        /// thread count first).
-        #[arg(long, default_value_t = 600)]
-        configs: usize,
+        /// Configurations in all, at least 1 (every variant alone at every
+        /// mode and thread count first).
+        #[arg(long, default_value_t = 600, value_parser = clap::value_parser!(u32).range(1..))]
+        configs: u32,
         /// Most tenants in one configuration.
         #[arg(long, default_value_t = 6)]
         max_tenants: usize,
@@ -1301,7 +1301,7 @@ fn main() -> ExitCode {
             catalog,
             variants,
             threads,
-            configs: *configs,
+            configs: *configs as usize,
             max_tenants: *max_tenants,
             window: *window,
             seed: *seed,

@@ -180,6 +180,7 @@ fn a_request_predicted_to_finish_late_is_shed_and_its_caller_told() {
     assert_eq!((c.shed, c.submitted), (1, 2), "{c:?}");
 }
 
+#[cfg(feature = "tch")]
 #[test]
 fn an_input_the_model_does_not_take_is_refused_and_counted() {
     let _s = serial();

@@ -544,6 +544,8 @@ fn interrupt_a_run(f: &Files, signal: libc::c_int) -> (Output, std::time::Durati
             f.path("out").to_str().unwrap(),
             "--duration",
             "60s",
+            "--summary",
+            f.path("summary.csv").to_str().unwrap(),
         ])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
@@ -588,7 +590,7 @@ fn a_signal_stops_the_run_drains_and_reports_with_an_interrupted_status() {
         assert!(stderr(&o).contains("interrupted"), "{}", stderr(&o));
         // The full report, the histograms, and every request counted once.
         assert!(out.contains("cam") && out.contains("on_time"), "{out}");
-        assert!(!out.contains("do not add up"), "{out}");
+        assert_summary_conserved(&f.path("summary.csv"));
         assert!(f.path("out/cam.hgrm").exists());
     }
 }
@@ -638,18 +640,42 @@ fn a_control_plane_that_dies_mid_run_exits_3_with_the_report_saying_so() {
         r#"(name: "capped", carbon: Fixed(gco2_per_kwh: 100.0),
             governor: (rule: Fixed(cap_w: 40.0), max_staleness: "1h", fallback_cap_w: 15.0))"#,
     );
+    let summary = f.path("summary.csv");
     let o = f.run(&[
         "--duration",
         "2s",
         "--inject-fault",
         "control-plane-panic@500ms",
+        "--summary",
+        summary.to_str().unwrap(),
     ]);
     let (out, err) = (String::from_utf8_lossy(&o.stdout), stderr(&o));
     assert_eq!(o.status.code(), Some(3), "{err}");
     assert!(out.contains("DEGRADED control plane failed"), "{out}");
     assert!(out.contains("fallback cap 15 W"), "{out}");
     assert!(err.contains("the run was degraded"), "{err}");
-    assert!(!out.contains("do not add up"), "{out}");
+    assert_summary_conserved(&summary);
+}
+
+/// Every row of a `--summary` CSV (the `all` row and each tenant's) puts
+/// each submitted request in exactly one outcome, and something was
+/// submitted.
+fn assert_summary_conserved(path: &Path) {
+    let text = std::fs::read_to_string(path).unwrap();
+    let mut lines = text.lines();
+    let header: Vec<&str> = lines.next().unwrap().split(',').collect();
+    let col = |name: &str| header.iter().position(|h| *h == name).unwrap();
+    let rows: Vec<Vec<&str>> = lines.map(|l| l.split(',').collect()).collect();
+    assert!(!rows.is_empty(), "{text}");
+    for r in &rows {
+        let n = |c: &str| r[col(c)].parse::<u64>().unwrap();
+        let ended: u64 = ["on_time", "late", "expired", "rejected", "shed", "failed"]
+            .iter()
+            .map(|c| n(c))
+            .sum();
+        assert!(n("submitted") > 0, "{text}");
+        assert_eq!(n("submitted"), ended, "{text}");
+    }
 }
 
 #[test]
@@ -671,4 +697,64 @@ fn fault_specs_that_do_not_parse_or_name_no_worker_are_bad_input() {
         &f.run(&["--inject-fault", "load-panic:w0@2s"]),
         &["load-panic fires while the models load"],
     );
+}
+
+/// `ecomap profile --simulate` in a temporary folder: `--configs` and
+/// `--out` as given, the rest the shipped defaults.
+fn profile_simulated(out: &Path, configs: &str, resume: bool) -> Output {
+    let mut args = vec![
+        "profile",
+        "--simulate",
+        "--configs",
+        configs,
+        "--window",
+        "1s",
+        "--seed",
+        "5",
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    if resume {
+        args.push("--resume");
+    }
+    Command::new(env!("CARGO_BIN_EXE_ecomap"))
+        .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join(".."))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn a_simulated_profile_writes_its_rows_and_an_interrupted_one_resumes_to_the_same_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let full = dir.path().join("full.csv");
+    let o = profile_simulated(&full, "40", false);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = std::fs::read_to_string(&full).unwrap();
+    let mut lines = text.lines();
+    let header: Vec<&str> = lines.next().unwrap().split(',').collect();
+    let rows: Vec<&str> = lines.collect();
+    let col = |name: &str| header.iter().position(|h| *h == name).unwrap();
+    let configs: std::collections::BTreeSet<&str> = rows
+        .iter()
+        .map(|r| r.split(',').nth(col("config")).unwrap())
+        .collect();
+    assert_eq!(configs.len(), 40, "one configuration each: {configs:?}");
+    assert!(rows.len() >= 40, "a row per tenant of each configuration");
+    // Cut it off mid-way, as an interrupted profile leaves it (the last
+    // configuration may be partly written), and resume.
+    let cut = dir.path().join("cut.csv");
+    let keep: Vec<&str> = text.lines().take(1 + rows.len() / 2).collect();
+    std::fs::write(&cut, keep.join("\n") + "\n").unwrap();
+    let o = profile_simulated(&cut, "40", true);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let resumed = std::fs::read_to_string(&cut).unwrap();
+    let sorted = |t: &str| {
+        let mut v: Vec<String> = t.lines().skip(1).map(str::to_owned).collect();
+        v.sort();
+        v
+    };
+    assert_eq!(sorted(&resumed), sorted(&text), "the same rows, none twice");
+    // Bad input: no configurations.
+    assert_bad_input(&profile_simulated(&full, "0", false), &["--configs", "0"]);
 }

@@ -397,7 +397,7 @@ fn bad_input_is_named_and_exits_2() {
 }
 
 #[test]
-fn ecomap_run_refuses_a_planner_policy() {
+fn a_simulator_only_planner_policy_is_refused_for_a_run() {
     let o = Command::new(env!("CARGO_BIN_EXE_ecomap"))
         .current_dir(root())
         .args([

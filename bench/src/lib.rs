@@ -148,8 +148,15 @@ mod tests {
 
     #[test]
     fn hog_threads_stop_on_drop() {
-        let hog = CpuHog::start(&[0]);
+        let hog = CpuHog::start(&[0, 0]);
         std::thread::sleep(std::time::Duration::from_millis(10));
+        // Spinning until told to stop, not finished on their own.
+        assert_eq!(hog.threads.len(), 2);
+        assert!(hog.threads.iter().all(|t| !t.is_finished()));
+        let stop = hog.stop.clone();
+        // Drop stops and joins them: it returns, with the flag set.
         drop(hog);
+        assert!(stop.load(Ordering::Relaxed));
+        assert_eq!(Arc::strong_count(&stop), 1, "every hog thread has ended");
     }
 }
