@@ -56,9 +56,15 @@ fn check(
     pred: &MappingPrediction,
     opts: &SearchOptions,
 ) -> Option<f64> {
+    // Utilisation and the work ahead are sums of *mean* service times (the
+    // log-normal's through the predicted p50 and p95, as the delay term
+    // takes them): a median under-states a right-skewed service's load.
+    let mean: Vec<f64> = (0..assign.len())
+        .map(|i| service_moments(pred.service_p50_s[i], pred.service_p95_s[i]).0)
+        .collect();
     let mut util = vec![0.0; problem.units.len()];
     for (i, &(t, _, u)) in assign.iter().enumerate() {
-        util[u] += problem.tenants[t].rate_hz * pred.service_p50_s[i];
+        util[u] += problem.tenants[t].rate_hz * mean[i];
     }
     // Written so that a NaN prediction is infeasible, never feasible.
     let fits = |x: f64, limit: f64| x.is_finite() && x <= limit;
@@ -73,7 +79,7 @@ fn check(
             .iter()
             .enumerate()
             .filter(|&(j, a)| j != i && a.2 == u)
-            .map(|(j, _)| pred.service_p50_s[j])
+            .map(|(j, _)| mean[j])
             .sum();
         let usable = problem.tenants[t].deadline_s * (1.0 - opts.margin);
         let fraction = (pred.service_p95_s[i] + ahead) / usable;
@@ -128,22 +134,10 @@ pub(crate) fn mean_delay_ms(
     assign: &Assignment,
     pred: &MappingPrediction,
 ) -> f64 {
-    /// The standard normal's 95th percentile.
-    const Z95: f64 = 1.645;
     let units = problem.units.len();
     let (mut util, mut residual) = (vec![0.0; units], vec![0.0; units]);
-    let moments: Vec<(f64, f64)> = assign
-        .iter()
-        .enumerate()
-        .map(|(i, _)| {
-            let (p50, p95) = (pred.service_p50_s[i], pred.service_p95_s[i]);
-            let sigma = (p95 / p50).ln().max(0.0) / Z95;
-            let sigma = if sigma.is_finite() { sigma } else { 0.0 };
-            (
-                p50 * (sigma * sigma / 2.0).exp(),
-                p50 * p50 * (2.0 * sigma * sigma).exp(),
-            )
-        })
+    let moments: Vec<(f64, f64)> = (0..assign.len())
+        .map(|i| service_moments(pred.service_p50_s[i], pred.service_p95_s[i]))
         .collect();
     for (&(t, _, u), &(mean, second)) in assign.iter().zip(&moments) {
         let lambda = problem.tenants[t].rate_hz;
@@ -164,6 +158,21 @@ pub(crate) fn mean_delay_ms(
     } else {
         0.0
     }
+}
+
+/// The mean and second moment of a service time taken as log-normal
+/// through its median `p50` and 95th percentile `p95` (σ = ln(p95/p50) /
+/// 1.645; a p95 at or below the median, or an unreadable one, is no
+/// spread).
+fn service_moments(p50: f64, p95: f64) -> (f64, f64) {
+    /// The standard normal's 95th percentile.
+    const Z95: f64 = 1.645;
+    let sigma = (p95 / p50).ln().max(0.0) / Z95;
+    let sigma = if sigma.is_finite() { sigma } else { 0.0 };
+    (
+        p50 * (sigma * sigma / 2.0).exp(),
+        p50 * p50 * (2.0 * sigma * sigma).exp(),
+    )
 }
 
 fn objective(

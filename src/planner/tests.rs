@@ -373,9 +373,13 @@ fn brute_force(p: &PlanProblem, est: &mut Table, gco2: f64, o: &SearchOptions) -
                 })
                 .collect();
             let pred = &est.predict(&[p.query(mode, &assign)]).unwrap()[0];
+            // Table's p95 is 1.2 × p50: a log-normal with σ = ln 1.2 / 1.645,
+            // whose mean is p50 · e^(σ²/2).
+            let sigma = 1.2f64.ln() / 1.645;
+            let mean = |i: usize| pred.service_p50_s[i] * (sigma * sigma / 2.0).exp();
             let mut util = [0.0; 2];
             for (i, a) in assign.iter().enumerate() {
-                util[a.2] += p.tenants[a.0].rate_hz * pred.service_p50_s[i];
+                util[a.2] += p.tenants[a.0].rate_hz * mean(i);
             }
             let fits = util.iter().all(|&u| u <= o.max_utilisation)
                 && assign.iter().enumerate().all(|(i, a)| {
@@ -383,7 +387,7 @@ fn brute_force(p: &PlanProblem, est: &mut Table, gco2: f64, o: &SearchOptions) -
                         .iter()
                         .enumerate()
                         .filter(|(j, b)| *j != i && b.2 == a.2)
-                        .map(|(j, _)| pred.service_p50_s[j])
+                        .map(|(j, _)| mean(j))
                         .sum();
                     pred.service_p95_s[i] + ahead <= p.tenants[a.0].deadline_s * (1.0 - o.margin)
                 });
@@ -464,4 +468,66 @@ fn a_delay_weight_buys_speed_with_carbon() {
     // (2000 g/kWh: 8 g/h more for 1.19 g/h of delay).
     let dirty = plan(&p, &mut est, 2000.0, &opts).unwrap();
     assert_eq!(dirty.mapping.mode, 1);
+}
+
+/// One tenant's service, with a spread of its own, whatever the mapping.
+struct Skewed {
+    p50: f64,
+    p95: f64,
+}
+
+impl MappingEstimator for Skewed {
+    fn predict(&mut self, qs: &[MappingQuery]) -> Result<Vec<MappingPrediction>, EstimateError> {
+        Ok(qs
+            .iter()
+            .map(|q| MappingPrediction {
+                service_p50_s: vec![self.p50 / q.mode_fracs[0]; q.tenants.len()],
+                service_p95_s: vec![self.p95 / q.mode_fracs[0]; q.tenants.len()],
+                power_w: 10.0,
+            })
+            .collect())
+    }
+}
+
+#[test]
+fn utilisation_counts_the_mean_service_not_the_median() {
+    // 84 requests/s of a 10 ms median: 0.84 of the unit by the median,
+    // under the 0.85 ceiling. With a p95 of twice the median the
+    // log-normal's mean is 10.93 ms: 0.92 of the unit, over it.
+    let p = PlanProblem {
+        modes: modes()[..1].to_vec(),
+        ..problem(vec![tenant(
+            "t",
+            84.0,
+            100.0,
+            vec![variant("only", 0, 80.0, vec![0])],
+        )])
+    };
+    let opts = SearchOptions::default();
+    let even = plan(
+        &p,
+        &mut Skewed {
+            p50: 0.010,
+            p95: 0.010,
+        },
+        300.0,
+        &opts,
+    );
+    assert!(
+        even.is_ok(),
+        "no spread: mean = median, 0.84 fits: {even:?}"
+    );
+    let skewed = plan(
+        &p,
+        &mut Skewed {
+            p50: 0.010,
+            p95: 0.020,
+        },
+        300.0,
+        &opts,
+    );
+    assert!(
+        matches!(skewed, Err(PlanError::Infeasible { .. })),
+        "{skewed:?}"
+    );
 }
