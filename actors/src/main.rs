@@ -1032,13 +1032,24 @@ fn profile_command(a: &ProfileArgs<'_>) -> Result<(), ExitCode> {
     }
     let resuming = a.resume && a.out.exists();
     if resuming {
-        let done =
-            profile::complete_configurations(a.out).map_err(|e| usage(format!("--resume: {e}")))?;
+        let (done, dropped) =
+            profile::keep_complete_configurations(a.out).map_err(|e| match e {
+                e @ profile::ResumeError::Read(_) => usage(format!("--resume: {e}")),
+                e @ profile::ResumeError::Write { .. } => {
+                    eprintln!("error: --resume: {e}");
+                    ExitCode::from(1)
+                }
+            })?;
         configs.retain(|c| !done.contains(&c.id));
         eprintln!(
-            "ecomap: {} configurations already in {}; {} to run",
+            "ecomap: {} configurations already in {}{}; {} to run",
             done.len(),
             a.out.display(),
+            if dropped > 0 {
+                format!(" (and {dropped} row(s) of one cut short, dropped to run it again)")
+            } else {
+                String::new()
+            },
             configs.len()
         );
     }

@@ -24,7 +24,7 @@ use ecomap::config::{parse_ron, ConfigError};
 use ecomap::device::DeviceModel;
 use ecomap::estimate::dataset::ProfileRow;
 pub use ecomap::estimate::profile_plan::{ProfileConfig, ProfilePlan};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// Why profiling stopped.
@@ -95,11 +95,16 @@ pub fn run_configuration(
     // draining a long backlog after the window.
     let mut tenants_ron = String::new();
     let mut rates = Vec::new();
-    for (i, &(v, _, util)) in cfg.tenants.iter().enumerate() {
+    let units = &ctx.device.spec().units;
+    for (i, &(v, w, util)) in cfg.tenants.iter().enumerate() {
         let variant = &ctx.variants[v];
+        // The kind of the unit its worker stands for (as its row is
+        // labelled below): a GPU worker beside CPU workers on a Jetson is
+        // sized at the GPU's speed, not the first unit's.
+        let kind = units[w.min(units.len() - 1)].kind;
         let solo_s = ctx
             .device
-            .service_s(&variant.name, unit_kind, mode)
+            .service_s(&variant.name, kind, mode)
             .unwrap_or(0.05);
         let rate = (util / solo_s).max(3.0 / window_s);
         rates.push(rate);
@@ -263,27 +268,41 @@ pub fn single_malloc_arena() {
     }
 }
 
-/// Configurations of a dataset file whose every row is present (a
-/// configuration cut short by an interruption is not).
-pub fn complete_configurations(
+/// Why a profile cannot resume from its file.
+#[derive(Debug, thiserror::Error)]
+pub enum ResumeError {
+    /// The file is not a profile dataset (or a row is malformed).
+    #[error(transparent)]
+    Read(#[from] ecomap::estimate::dataset::DatasetError),
+    /// Rewriting it without a configuration cut short failed.
+    #[error("cannot rewrite {path} without its incomplete configuration: {source}")]
+    Write {
+        /// The file being written.
+        path: PathBuf,
+        /// The error.
+        source: csv::Error,
+    },
+}
+
+/// For `--resume`: the configurations of a dataset file whose every row is
+/// present, after dropping the rows of any configuration cut short by an
+/// interruption (the file is rewritten without them, through a temporary
+/// file renamed over it, so a resumed profile writes that configuration
+/// once, whole). Also returns how many rows were dropped.
+pub fn keep_complete_configurations(
     path: &Path,
-) -> Result<std::collections::BTreeSet<u32>, ecomap::estimate::dataset::DatasetError> {
-    let mut reader = csv::Reader::from_path(path).map_err(|source| {
-        ecomap::estimate::dataset::DatasetError::Read {
-            path: path.to_path_buf(),
-            source,
-        }
-    })?;
+) -> Result<(std::collections::BTreeSet<u32>, usize), ResumeError> {
+    use ecomap::estimate::dataset::DatasetError;
+    let read = |source| DatasetError::Read {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut reader = csv::Reader::from_path(path).map_err(read)?;
+    let headers = reader.headers().map_err(read)?.clone();
     let mut count: std::collections::BTreeMap<u32, (u32, u32)> = Default::default();
-    let headers = reader
-        .headers()
-        .map_err(|source| ecomap::estimate::dataset::DatasetError::Read {
-            path: path.to_path_buf(),
-            source,
-        })?
-        .clone();
+    let mut records = Vec::new();
     for record in reader.records() {
-        let bad = |line: u64, message: String| ecomap::estimate::dataset::DatasetError::BadRow {
+        let bad = |line: u64, message: String| DatasetError::BadRow {
             path: path.to_path_buf(),
             line,
             message,
@@ -296,10 +315,34 @@ pub fn complete_configurations(
             .map_err(|e| bad(line, e.to_string()))?;
         let c = count.entry(r.config).or_insert((r.n_tenants, 0));
         c.1 += 1;
+        records.push((r.config, record));
     }
-    Ok(count
+    let complete: std::collections::BTreeSet<u32> = count
         .into_iter()
         .filter(|(_, (n, seen))| n == seen)
         .map(|(id, _)| id)
-        .collect())
+        .collect();
+    let dropped = records
+        .iter()
+        .filter(|(c, _)| !complete.contains(c))
+        .count();
+    if dropped > 0 {
+        let tmp = path.with_extension("csv.resume");
+        let write = |source: csv::Error| ResumeError::Write {
+            path: tmp.clone(),
+            source,
+        };
+        let mut w = csv::Writer::from_path(&tmp).map_err(write)?;
+        w.write_record(&headers).map_err(write)?;
+        for (_, record) in records.iter().filter(|(c, _)| complete.contains(c)) {
+            w.write_record(record).map_err(write)?;
+        }
+        w.flush().map_err(|e| write(e.into()))?;
+        drop(w);
+        std::fs::rename(&tmp, path).map_err(|e| ResumeError::Write {
+            path: path.to_path_buf(),
+            source: e.into(),
+        })?;
+    }
+    Ok((complete, dropped))
 }

@@ -1112,10 +1112,12 @@ impl Runtime {
                 Vec::new(),
             )
         });
-        // Throttle time is counted by the workers themselves, like busy
-        // time for the meter (telemetry's sample of a pass may be dropped).
-        for (w, slept) in workers.iter_mut().zip(&busy.throttled) {
-            w.throttled = Duration::from_nanos(slept.load(Ordering::Relaxed));
+        // Busy and throttle time as the workers counted them for the meter
+        // (exact: telemetry's sample of a pass may have been dropped), so
+        // the throttle is always a part of the busy time it is shown in.
+        for (i, w) in workers.iter_mut().enumerate() {
+            w.busy = Duration::from_nanos(busy.workers[i].load(Ordering::Acquire));
+            w.throttled = Duration::from_nanos(busy.throttled[i].load(Ordering::Relaxed));
         }
         // The exact counts replace what telemetry saw; what it missed is
         // said, not hidden.

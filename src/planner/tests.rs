@@ -531,3 +531,51 @@ fn utilisation_counts_the_mean_service_not_the_median() {
         "{skewed:?}"
     );
 }
+
+#[test]
+fn the_work_ahead_counts_the_mean_service_not_the_median() {
+    // Two tenants on one unit, each 10 ms at the median and 20 ms at p95
+    // (mean 10.93 ms). Each must fit its own p95 plus one job of the
+    // other within 90% of a 33.9 ms deadline (30.5 ms): 20 + 10 = 30 by
+    // the median, 20 + 10.93 = 30.93 by the mean — it does not fit.
+    let only = || vec![variant("only", 0, 80.0, vec![0])];
+    let p = PlanProblem {
+        modes: modes()[..1].to_vec(),
+        ..problem(vec![
+            tenant("a", 1.0, 33.9, only()),
+            tenant("b", 1.0, 33.9, only()),
+        ])
+    };
+    let opts = SearchOptions::default();
+    let tight = plan(
+        &p,
+        &mut Skewed {
+            p50: 0.010,
+            p95: 0.020,
+        },
+        300.0,
+        &opts,
+    );
+    assert!(
+        matches!(tight, Err(PlanError::Infeasible { .. })),
+        "30.9 ms of work for 30.5 ms: {tight:?}"
+    );
+    // With a deadline a little longer it fits.
+    let p = PlanProblem {
+        modes: modes()[..1].to_vec(),
+        ..problem(vec![
+            tenant("a", 1.0, 34.5, only()),
+            tenant("b", 1.0, 34.5, only()),
+        ])
+    };
+    assert!(plan(
+        &p,
+        &mut Skewed {
+            p50: 0.010,
+            p95: 0.020
+        },
+        300.0,
+        &opts
+    )
+    .is_ok());
+}

@@ -429,10 +429,23 @@ impl EdfDispatcher {
         }
         debug_assert!(works.is_empty(), "every queued request's work is resolved");
         let mut unserved = left.len() as u64;
+        // Nothing between a take and its send can block, so this is a
+        // bound a healthy submitter never comes near; past it a slot has
+        // leaked (a bug), and the end goes on rather than hang.
+        let patience = std::time::Instant::now() + std::time::Duration::from_secs(5);
         for t in tenants.iter() {
             // Slots still held belong to submitters that were admitted
-            // before the close and have sent, or are about to send.
+            // before the close and have sent, or are about to send, or
+            // that are counting a refusal.
             while t.counters.waiting.held() > 0 {
+                if std::time::Instant::now() > patience {
+                    tracing::error!(
+                        "{} admission slot(s) still held 5 s after the end: a submitter stalled \
+                         between its take and its send (a bug); its request is not counted",
+                        t.counters.waiting.held()
+                    );
+                    break;
+                }
                 match t.rx.try_recv() {
                     Ok(Submission { request, work }) => {
                         fail(

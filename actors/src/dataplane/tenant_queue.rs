@@ -229,8 +229,11 @@ impl TenantQueue {
         deadline: Option<Duration>,
     ) -> Result<Ticket, SubmitError> {
         let refuse = |e: SubmitError| {
-            self.counters.submitted.fetch_add(1, Ordering::Relaxed);
-            self.counters.count(Outcome::Rejected);
+            if !self.count_refused() {
+                return Err(SubmitError::Closed {
+                    tenant: self.name.to_string(),
+                });
+            }
             Err(e)
         };
         if let Some(spec) = &self.input {
@@ -264,10 +267,19 @@ impl TenantQueue {
 
     /// Count a request for this tenant that was refused before it could be
     /// submitted (e.g. a malformed HTTP body): `submitted` and `rejected`,
-    /// so no request a client sent goes uncounted.
-    pub fn count_refused(&self) {
+    /// so no request a client sent goes uncounted. `false` (nothing
+    /// counted) once the run has ended: its counts are final.
+    pub fn count_refused(&self) -> bool {
+        let refusal = self.counters.waiting.refuse();
+        if refusal.closed() {
+            return false;
+        }
+        // Counted while the refusal holds its place in the admission
+        // count, so the end of the run waits for both counts.
         self.counters.submitted.fetch_add(1, Ordering::Relaxed);
         self.counters.count(Outcome::Rejected);
+        drop(refusal);
+        true
     }
 
     /// The input `submit_input` accepts (`None`: any tensor).
@@ -278,30 +290,40 @@ impl TenantQueue {
     /// Admission, then the send: counts the request, stamps it (with the
     /// tighter of `deadline` and the tenant's), and hands it to the
     /// channel with whatever `attach` makes of it.
+    ///
+    /// Every count is made while this submitter holds its place in the
+    /// admission count (a slot, or a refusal), so the end of the run —
+    /// which closes admission and waits for that count to reach zero —
+    /// reads counts that add up. A request refused because the run has
+    /// ended is not counted: the run's counts are final by then.
     fn offer<T>(
         &self,
         deadline: Option<Duration>,
         attach: impl FnOnce(Request) -> (T, Option<Box<Work>>),
     ) -> Result<T, SubmitError> {
-        self.counters.submitted.fetch_add(1, Ordering::Relaxed);
-        let id = self.counters.next_id.fetch_add(1, Ordering::Relaxed);
         let capacity = self.capacity;
-        if !self
+        if let Err(refusal) = self
             .counters
             .waiting
             .try_take(|held| ecomap::dispatch::admission::admits(held, capacity))
         {
-            self.counters.count(Outcome::Rejected);
-            if self.counters.waiting.is_closed() {
+            if refusal.closed() {
                 return Err(SubmitError::Closed {
                     tenant: self.name.to_string(),
                 });
             }
+            self.counters.submitted.fetch_add(1, Ordering::Relaxed);
+            self.counters.count(Outcome::Rejected);
+            drop(refusal);
             return Err(SubmitError::QueueFull {
                 tenant: self.name.to_string(),
                 capacity: self.capacity,
             });
         }
+        // Counted while the slot is held: the dispatcher gives it back only
+        // after receiving the request, so before the run's end reads it.
+        self.counters.submitted.fetch_add(1, Ordering::Relaxed);
+        let id = self.counters.next_id.fetch_add(1, Ordering::Relaxed);
         let request = Request::new(
             id,
             self.tenant,
@@ -319,8 +341,9 @@ impl TenantQueue {
                     Err(reason) => {
                         // `submission` (with any work) was never sent: its
                         // ticket, dropped with it, never reaches the caller.
-                        self.counters.waiting.give_back();
+                        // Counted before the slot is given back.
                         self.counters.count(Outcome::Rejected);
+                        self.counters.waiting.give_back();
                         return Err(SubmitError::PriorityInversion {
                             tenant: self.name.to_string(),
                             needed: floor,
@@ -333,8 +356,8 @@ impl TenantQueue {
         match sent {
             Ok(()) => Ok(handle),
             Err(e) => {
-                self.counters.waiting.give_back();
                 self.counters.count(Outcome::Rejected);
+                self.counters.waiting.give_back();
                 Err(match e {
                     // Cannot happen while `waiting` bounds the channel, but
                     // if it did the request is still counted, not lost.
@@ -426,6 +449,22 @@ mod tests {
         let c = q.counters();
         assert_eq!(c.submitted.load(Ordering::Relaxed), 4);
         assert_eq!(c.outcome(Outcome::Rejected), 1);
+    }
+
+    #[test]
+    fn after_the_run_has_ended_a_submission_is_refused_and_not_counted() {
+        let (q, _rx) = tenant_queue(TenantId(0), &spec(2), RunClock::start());
+        q.counters().waiting.close();
+        assert!(matches!(q.submit(), Err(SubmitError::Closed { .. })));
+        let input = TensorData::from_f32(vec![1], &[0.0]).unwrap();
+        assert!(matches!(
+            q.submit_input(input, Some(Duration::ZERO)),
+            Err(SubmitError::Closed { .. })
+        ));
+        assert!(!q.count_refused(), "the run's counts are final");
+        let c = q.counters().snapshot();
+        assert_eq!((c.submitted, c.rejected), (0, 0));
+        assert_eq!(q.waiting(), 0);
     }
 
     #[test]

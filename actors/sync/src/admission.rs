@@ -15,22 +15,27 @@
 //! At the end of a run the dispatcher [`close`](AdmissionSlots::close)s the
 //! slots: from then on every take is refused, and a submitter that took its
 //! slot before the close still holds it until the dispatcher has received
-//! its request and given the slot back. So the dispatcher, waiting for
+//! its request and given the slot back. A refused submitter keeps its
+//! increment, too, for as long as it holds the [`Refusal`] — while it counts
+//! the refusal. So the dispatcher, waiting for
 //! [`held`](AdmissionSlots::held) to reach zero while it drains the
 //! channel, receives every request that was admitted — none is left in the
-//! channel to be dropped with it, uncounted.
+//! channel to be dropped with it, uncounted — and outlasts every refusal
+//! being counted: the counts it then reads add up.
 //!
 //! ```
 //! use ecomap_sync::admission::AdmissionSlots;
 //!
 //! let slots = AdmissionSlots::new();
 //! let admits = |waiting: usize| waiting < 2; // a capacity of 2
-//! assert!(slots.try_take(admits));
-//! assert!(slots.try_take(admits));
-//! assert!(!slots.try_take(admits)); // full: refused, not counted
+//! assert!(slots.try_take(admits).is_ok());
+//! assert!(slots.try_take(admits).is_ok());
+//! let refused = slots.try_take(admits).unwrap_err(); // full
+//! assert!(!refused.closed());
+//! drop(refused); // counted by the caller; now taken off
 //! assert_eq!(slots.held(), 2);
 //! slots.give_back();
-//! assert!(slots.try_take(admits));
+//! assert!(slots.try_take(admits).is_ok());
 //! ```
 
 use crate::sync::{AtomicUsize, Ordering};
@@ -40,6 +45,33 @@ use crate::sync::{AtomicUsize, Ordering};
 /// flight), so the bit and the count share one word and one atomic
 /// step decides both.
 const CLOSED: usize = 1 << (usize::BITS - 1);
+
+/// A refused take. Its increment stays in the count until it is dropped,
+/// so a closer waiting for the count to reach zero waits for the refusal
+/// to be counted too.
+#[derive(Debug)]
+#[must_use = "a refusal is counted, then dropped"]
+pub struct Refusal<'a> {
+    slots: &'a AdmissionSlots,
+    closed: bool,
+}
+
+impl Refusal<'_> {
+    /// Whether the slots were closed (the run has ended) rather than full.
+    pub fn closed(&self) -> bool {
+        self.closed
+    }
+}
+
+impl Drop for Refusal<'_> {
+    fn drop(&mut self) {
+        let before = self.slots.count.fetch_sub(1, Ordering::AcqRel);
+        debug_assert!(
+            before & !CLOSED > 0,
+            "the refusal's increment is still counted"
+        );
+    }
+}
 
 /// A tenant's admission count. Not shared by itself: it lives in a
 /// structure the submitters and the dispatcher share (an `Arc`).
@@ -57,19 +89,32 @@ impl AdmissionSlots {
     }
 
     /// Take a slot if the slots are open and `admits(held)` says a request
-    /// may join a queue that holds `held` admitted requests; `false`
-    /// (nothing held) if not — [`is_closed`](Self::is_closed) says which.
-    pub fn try_take(&self, admits: impl FnOnce(usize) -> bool) -> bool {
+    /// may join a queue that holds `held` admitted requests; else a
+    /// [`Refusal`] that says whether the slots were closed. Count the
+    /// refusal before dropping it.
+    pub fn try_take(&self, admits: impl FnOnce(usize) -> bool) -> Result<(), Refusal<'_>> {
         // One step both counts us and reads the closed bit: a take ordered
         // after the close sees it, one ordered before is counted by the
         // time the closer reads `held`.
         let found = self.count.fetch_add(1, Ordering::AcqRel);
         if found & CLOSED == 0 && admits(found) {
-            return true;
+            return Ok(());
         }
-        let before = self.count.fetch_sub(1, Ordering::AcqRel);
-        debug_assert!(before & !CLOSED > 0, "our own increment is still counted");
-        false
+        Err(Refusal {
+            slots: self,
+            closed: found & CLOSED != 0,
+        })
+    }
+
+    /// A refusal decided before the rule is asked (e.g. an input the model
+    /// does not take), held like a refused take while it is counted:
+    /// [`Refusal::closed`] says whether the slots were already closed.
+    pub fn refuse(&self) -> Refusal<'_> {
+        let found = self.count.fetch_add(1, Ordering::AcqRel);
+        Refusal {
+            slots: self,
+            closed: found & CLOSED != 0,
+        }
     }
 
     /// Give back a slot taken by [`try_take`](Self::try_take) (the request
@@ -104,9 +149,11 @@ mod tests {
     #[test]
     fn a_refusal_leaves_the_count_as_it_was() {
         let slots = AdmissionSlots::new();
-        assert!(slots.try_take(|w| w < 1));
-        assert!(!slots.try_take(|w| w < 1));
-        assert!(!slots.try_take(|w| w < 1));
+        assert!(slots.try_take(|w| w < 1).is_ok());
+        let refused = slots.try_take(|w| w < 1).unwrap_err();
+        assert_eq!(slots.held(), 2, "held while it is counted");
+        drop(refused);
+        assert!(slots.try_take(|w| w < 1).is_err());
         assert_eq!(slots.held(), 1);
         slots.give_back();
         assert_eq!(slots.held(), 0);
@@ -115,15 +162,16 @@ mod tests {
     #[test]
     fn a_close_refuses_new_takes_and_keeps_those_held() {
         let slots = AdmissionSlots::new();
-        assert!(slots.try_take(|w| w < 4));
+        assert!(slots.try_take(|w| w < 4).is_ok());
         assert!(!slots.is_closed());
+        assert!(!slots.refuse().closed());
         slots.close();
         slots.close();
         assert!(slots.is_closed());
-        assert!(
-            !slots.try_take(|w| w < 4),
-            "closed: refused whatever the rule says"
-        );
+        let refused = slots.try_take(|w| w < 4).unwrap_err();
+        assert!(refused.closed(), "closed: refused whatever the rule says");
+        drop(refused);
+        assert!(slots.refuse().closed());
         assert_eq!(
             slots.held(),
             1,
@@ -146,7 +194,7 @@ mod tests {
                 let (slots, holders) = (slots.clone(), holders.clone());
                 std::thread::spawn(move || {
                     for _ in 0..20_000 {
-                        if slots.try_take(|w| w < CAPACITY) {
+                        if slots.try_take(|w| w < CAPACITY).is_ok() {
                             let now = holders.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                             assert!(now < CAPACITY, "{} holders", now + 1);
                             holders.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);

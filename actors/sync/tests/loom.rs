@@ -87,7 +87,7 @@ fn admission_never_holds_more_slots_than_the_capacity() {
     const CAPACITY: usize = 1;
     loom::model(|| {
         let slots = Arc::new(AdmissionSlots::new());
-        assert!(slots.try_take(|w| w < CAPACITY));
+        assert!(slots.try_take(|w| w < CAPACITY).is_ok());
         // Slots held for real: asserted below the capacity by every holder.
         let holders = Arc::new(AtomicUsize::new(1));
         let admitted = Arc::new(AtomicUsize::new(0));
@@ -95,7 +95,7 @@ fn admission_never_holds_more_slots_than_the_capacity() {
             .map(|_| {
                 let (slots, holders, admitted) = (slots.clone(), holders.clone(), admitted.clone());
                 thread::spawn(move || {
-                    if slots.try_take(|w| w < CAPACITY) {
+                    if slots.try_take(|w| w < CAPACITY).is_ok() {
                         let before = holders.fetch_add(1, Ordering::SeqCst);
                         assert!(before < CAPACITY, "{} slots held", before + 1);
                         admitted.fetch_add(1, Ordering::SeqCst);
@@ -117,26 +117,37 @@ fn admission_never_holds_more_slots_than_the_capacity() {
 }
 
 #[test]
-fn a_close_leaves_no_admitted_request_undrained() {
-    // A submitter races the end of the run. The dispatcher closes the
-    // slots, then drains the channel (here a count of requests sent) until
-    // no slot is held: whatever the interleaving, every request admitted
-    // was drained, and nothing is left behind to be dropped uncounted.
+fn a_close_leaves_no_admitted_request_undrained_and_every_refusal_counted() {
+    // A submitter races the end of the run, with a capacity of 1 and one
+    // slot already held: it is admitted (after the give-back) or refused
+    // as full (counted) or as closed (not counted: the run is over). The
+    // dispatcher gives back the held slot, closes the slots, then drains
+    // the channel (here a count of requests sent) until no slot is held.
+    // Whatever the interleaving, every request admitted was drained,
+    // nothing is left behind, and every refusal as full was counted
+    // before the dispatcher read the counts.
     loom::model(|| {
         let slots = Arc::new(AdmissionSlots::new());
+        assert!(slots.try_take(|w| w < 1).is_ok());
         let channel = Arc::new(AtomicUsize::new(0));
+        let refused_full = Arc::new(AtomicUsize::new(0));
         let submitter = {
-            let (slots, channel) = (slots.clone(), channel.clone());
-            thread::spawn(move || {
-                if slots.try_take(|w| w < 2) {
+            let (slots, channel, refused_full) =
+                (slots.clone(), channel.clone(), refused_full.clone());
+            thread::spawn(move || match slots.try_take(|w| w < 1) {
+                Ok(()) => {
                     channel.fetch_add(1, Ordering::SeqCst);
                     1
-                } else {
-                    assert!(slots.is_closed(), "refused only because closed");
+                }
+                Err(refusal) => {
+                    if !refusal.closed() {
+                        refused_full.fetch_add(1, Ordering::SeqCst);
+                    }
                     0
                 }
             })
         };
+        slots.give_back();
         slots.close();
         let mut drained = 0;
         while slots.held() > 0 {
@@ -149,12 +160,16 @@ fn a_close_leaves_no_admitted_request_undrained() {
                 thread::yield_now();
             }
         }
+        // What the dispatcher reads for the report, before the join.
+        let counted_full = refused_full.load(Ordering::SeqCst);
         let sent = submitter.join().unwrap();
         assert_eq!(drained, sent, "every admitted request was drained");
         assert_eq!(channel.load(Ordering::SeqCst), 0, "nothing left behind");
-        assert!(
-            !slots.try_take(|_| true),
-            "a take after the close is refused"
+        assert_eq!(
+            counted_full,
+            refused_full.load(Ordering::SeqCst),
+            "a refusal as full was counted before the drain ended"
         );
+        assert!(slots.try_take(|_| true).unwrap_err().closed());
     });
 }
