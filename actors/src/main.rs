@@ -1046,7 +1046,7 @@ fn profile_command(a: &ProfileArgs<'_>) -> Result<(), ExitCode> {
             done.len(),
             a.out.display(),
             if dropped > 0 {
-                format!(" (and {dropped} row(s) of one cut short, dropped to run it again)")
+                format!(" (and {dropped} row(s) of configurations cut short, dropped to run them again)")
             } else {
                 String::new()
             },

@@ -95,13 +95,11 @@ pub fn run_configuration(
     // draining a long backlog after the window.
     let mut tenants_ron = String::new();
     let mut rates = Vec::new();
-    let units = &ctx.device.spec().units;
     for (i, &(v, w, util)) in cfg.tenants.iter().enumerate() {
         let variant = &ctx.variants[v];
-        // The kind of the unit its worker stands for (as its row is
-        // labelled below): a GPU worker beside CPU workers on a Jetson is
-        // sized at the GPU's speed, not the first unit's.
-        let kind = units[w.min(units.len() - 1)].kind;
+        // The kind of unit its worker stands for in the plan (as its row
+        // is labelled below).
+        let kind = ctx.plan.unit_kinds[w];
         let solo_s = ctx
             .device
             .service_s(&variant.name, kind, mode)
@@ -179,7 +177,6 @@ pub fn run_configuration(
         let ms = |q: f64| account.service.quantile_us(q).unwrap_or(0) as f64 / 1000.0;
         let served = account.service.len();
         let mean_s = account.service.mean_us().unwrap_or(0.0) / 1e6;
-        let unit = &ctx.device.spec().units[w.min(ctx.device.spec().units.len() - 1)];
         rows.push(ProfileRow {
             config: cfg.id,
             device: ctx.device.name().to_string(),
@@ -193,7 +190,7 @@ pub fn run_configuration(
             variant: ctx.variants[v].name.clone(),
             unit: rt.workers[w].name.clone(),
             unit_index: w as u32,
-            unit_kind: unit.kind.name().to_string(),
+            unit_kind: plan.unit_kinds[w].name().to_string(),
             rate_hz: rates[i],
             served,
             service_p50_ms: ms(0.5),
@@ -297,7 +294,15 @@ pub fn keep_complete_configurations(
         path: path.to_path_buf(),
         source,
     };
-    let mut reader = csv::Reader::from_path(path).map_err(read)?;
+    let mut text = std::fs::read(path).map_err(|e| read(e.into()))?;
+    // A last line without its newline was cut off mid-write: drop it (its
+    // configuration is then incomplete, or absent, and runs again).
+    let cut_line = !text.is_empty() && !text.ends_with(b"\n");
+    if cut_line {
+        let keep = text.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+        text.truncate(keep);
+    }
+    let mut reader = csv::Reader::from_reader(text.as_slice());
     let headers = reader.headers().map_err(read)?.clone();
     let mut count: std::collections::BTreeMap<u32, (u32, u32)> = Default::default();
     let mut records = Vec::new();
@@ -325,24 +330,32 @@ pub fn keep_complete_configurations(
     let dropped = records
         .iter()
         .filter(|(c, _)| !complete.contains(c))
-        .count();
+        .count()
+        + usize::from(cut_line);
     if dropped > 0 {
+        // Written beside it, synced, then renamed over it: an interruption
+        // now leaves either file whole.
         let tmp = path.with_extension("csv.resume");
-        let write = |source: csv::Error| ResumeError::Write {
-            path: tmp.clone(),
-            source,
+        let rewrite = || -> Result<(), csv::Error> {
+            let mut w = csv::Writer::from_path(&tmp)?;
+            w.write_record(&headers)?;
+            for (_, record) in records.iter().filter(|(c, _)| complete.contains(c)) {
+                w.write_record(record)?;
+            }
+            let file = w
+                .into_inner()
+                .map_err(|e| csv::Error::from(e.into_error()))?;
+            file.sync_all()?;
+            std::fs::rename(&tmp, path)?;
+            Ok(())
         };
-        let mut w = csv::Writer::from_path(&tmp).map_err(write)?;
-        w.write_record(&headers).map_err(write)?;
-        for (_, record) in records.iter().filter(|(c, _)| complete.contains(c)) {
-            w.write_record(record).map_err(write)?;
+        if let Err(source) = rewrite() {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(ResumeError::Write {
+                path: path.to_path_buf(),
+                source,
+            });
         }
-        w.flush().map_err(|e| write(e.into()))?;
-        drop(w);
-        std::fs::rename(&tmp, path).map_err(|e| ResumeError::Write {
-            path: path.to_path_buf(),
-            source: e.into(),
-        })?;
     }
     Ok((complete, dropped))
 }

@@ -755,11 +755,15 @@ fn a_simulated_profile_writes_its_rows_and_an_interrupted_one_resumes_to_the_sam
         .find(|&i| config_of(rows[i]) == config_of(rows[i - 1]))
         .expect("a configuration with two rows");
     let cut = dir.path().join("cut.csv");
-    let keep: Vec<&str> = text.lines().take(1 + inside).collect();
-    std::fs::write(&cut, keep.join("\n") + "\n").unwrap();
+    // The last line kept is itself cut off mid-way, without its newline.
+    let keep: Vec<&str> = text.lines().take(1 + inside + 1).collect();
+    let last = keep[keep.len() - 1];
+    let mut partial = keep[..keep.len() - 1].join("\n") + "\n";
+    partial.push_str(&last[..last.len() / 2]);
+    std::fs::write(&cut, partial).unwrap();
     let o = profile_simulated(&cut, "80", true);
     assert!(
-        stderr(&o).contains("dropped to run it again"),
+        stderr(&o).contains("dropped to run them again"),
         "{}",
         stderr(&o)
     );

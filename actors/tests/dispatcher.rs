@@ -347,10 +347,14 @@ fn a_caller_still_sending_at_the_end_gets_one_counted_outcome_per_request() {
     // Let the caller fill the queue before the end, some of the time.
     std::thread::sleep(Duration::from_millis(2));
     let stats = dispatcher.finish();
+    // The counts as the report reads them, the caller still running: they
+    // add up, and nothing it does after the end changes them.
+    let at_end = counters.snapshot();
     ended.store(true, std::sync::atomic::Ordering::SeqCst);
     let (sent, closed) = caller.join().unwrap();
+    assert!(at_end.is_conserved(), "one outcome per request: {at_end:?}");
     let counts = counters.snapshot();
-    assert!(counts.is_conserved(), "one outcome per request: {counts:?}");
+    assert_eq!(counts, at_end, "the counts were final at the end");
     assert_eq!(
         stats.unserved,
         sent + 1,

@@ -123,6 +123,10 @@ pub struct DispatcherStats {
     pub max_queued: usize,
     /// Model swaps decided, in order.
     pub swaps: Vec<ecomap::quality::Swap>,
+    /// Admission slots still held when the end of the run gave up waiting
+    /// for them (a submitter stalled between its take and its send: a
+    /// bug). Each is a request counted `submitted` with no outcome.
+    pub stalled_slots: u64,
 }
 
 impl DispatcherStats {
@@ -136,6 +140,7 @@ impl DispatcherStats {
             doorbells: outbox.rung.load(Ordering::Relaxed),
             max_queued: s.max_queued,
             swaps: s.swaps,
+            stalled_slots: 0,
         }
     }
 }
@@ -433,19 +438,12 @@ impl EdfDispatcher {
         // bound a healthy submitter never comes near; past it a slot has
         // leaked (a bug), and the end goes on rather than hang.
         let patience = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        let mut stalled_slots = 0;
         for t in tenants.iter() {
             // Slots still held belong to submitters that were admitted
             // before the close and have sent, or are about to send, or
             // that are counting a refusal.
             while t.counters.waiting.held() > 0 {
-                if std::time::Instant::now() > patience {
-                    tracing::error!(
-                        "{} admission slot(s) still held 5 s after the end: a submitter stalled \
-                         between its take and its send (a bug); its request is not counted",
-                        t.counters.waiting.held()
-                    );
-                    break;
-                }
                 match t.rx.try_recv() {
                     Ok(Submission { request, work }) => {
                         fail(
@@ -457,6 +455,17 @@ impl EdfDispatcher {
                     }
                     // The submitter is between its take and its send:
                     // sleep (not spin) so it runs even below our priority.
+                    // Only while nothing is waiting: what was sent is
+                    // always received first.
+                    Err(TryRecvError::Empty) if std::time::Instant::now() > patience => {
+                        stalled_slots += t.counters.waiting.held() as u64;
+                        tracing::error!(
+                            "{stalled_slots} admission slot(s) still held 5 s after the end: \
+                             a submitter stalled between its take and its send (a bug); its \
+                             request has no outcome"
+                        );
+                        break;
+                    }
                     Err(TryRecvError::Empty) => {
                         std::thread::sleep(std::time::Duration::from_micros(50))
                     }
@@ -467,7 +476,10 @@ impl EdfDispatcher {
                 }
             }
         }
-        DispatcherStats::from_core(s, &outbox, unserved)
+        DispatcherStats {
+            stalled_slots,
+            ..DispatcherStats::from_core(s, &outbox, unserved)
+        }
     }
 
     /// The request left the tenant's queue (dispatched or expired): its

@@ -27,7 +27,9 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Why a submission was refused. Either way the request is counted as `rejected`.
+/// Why a submission was refused. The request is counted `rejected`,
+/// except when refused as [`SubmitError::Closed`] because the run has ended
+/// (its counts are final by then).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SubmitError {
     /// The tenant already has `capacity` requests waiting.
@@ -69,8 +71,9 @@ pub enum SubmitError {
         /// Tenant name.
         tenant: String,
     },
-    /// The runtime is shutting down or its dispatcher is gone.
-    #[error("tenant '{tenant}': the runtime is not accepting requests; request rejected")]
+    /// The run has ended (not counted), or its dispatcher is gone without
+    /// ending it (counted `rejected`).
+    #[error("tenant '{tenant}': the runtime is not accepting requests; request refused")]
     Closed {
         /// Tenant name.
         tenant: String,
@@ -221,8 +224,9 @@ impl TenantQueue {
     /// [`Ticket`] that resolves to the model's outputs or to the outcome
     /// that prevented them. The input's bytes are shared, not copied, on
     /// their way to the model. Refused (and counted `rejected`) if the
-    /// tenant's queue is full, the input is not what its model takes, or
-    /// the runtime is closed. Priorities as for [`TenantQueue::submit`].
+    /// tenant's queue is full or the input is not what its model takes;
+    /// refused, uncounted, once the run has ended. Priorities as for
+    /// [`TenantQueue::submit`].
     pub fn submit_input(
         &self,
         input: TensorData,

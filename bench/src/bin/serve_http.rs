@@ -720,13 +720,12 @@ fn load(args: &Args, secs: u64, over_http: &PathFn<'_>, in_process: &PathFn<'_>)
     );
     println!(
         "load test: {secs} s at {rate:.1} req/s offered ({:.1}x the {capacity:.1} req/s the \
-         in-process path served closed-loop with 8 clients); sent {sent} ({:.1} req/s achieved), \
+         in-process path served closed-loop with 8 clients); sent {sent} (one per release time in the window; a sender behind schedule shows in the lag below), \
          answered {answered} in {elapsed:.1} s (the last answers included); by status: {statuses:?}; sends behind their release \
          time: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms; latency from release p50 {:.1} ms, p99 \
          {:.1} ms; RSS of this process (the server with the runtime, and the 64 clients) {:.0} MB \
          at the start, {:.0} MB at the end, {:.0}–{:.0} MB over {} samples",
         args.load_factor,
-        sent as f64 / secs as f64,
         lag.value_at_quantile(0.5) as f64 / 1e3,
         lag.value_at_quantile(0.99) as f64 / 1e3,
         lag.max() as f64 / 1e3,
