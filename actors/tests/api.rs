@@ -12,11 +12,10 @@ use ecomap_actors::tenant_queue::SubmitError;
 use std::path::Path;
 use std::time::Duration;
 
-static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+mod common;
 
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
-}
+// One runtime at a time: they share the machine's two cores.
+use common::serial;
 
 fn start(workload: &str) -> Runtime {
     let w: Workload = parse_ron(workload, Path::new("w.ron"), "workload").unwrap();
@@ -262,7 +261,7 @@ fn the_answer_is_the_models_output_for_the_callers_input() {
 #[test]
 fn the_detector_returns_boxes_labels_and_scores_for_a_frame() {
     let _s = serial();
-    let catalog = Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies/perception-models.ron");
+    let catalog = common::repo_root().join("policies/perception-models.ron");
     let text = format!(
         r#"(catalog: "{}", tenants: [
             (name: "detector", model: Family("coco-detector"), arrival: Periodic(rate_hz: 1.0),

@@ -60,15 +60,7 @@ fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
-/// Exit code 2, no panic, and a message containing every `needle`.
-fn assert_bad_input(o: &Output, needles: &[&str]) {
-    let e = stderr(o);
-    assert_eq!(o.status.code(), Some(2), "stderr: {e}");
-    assert!(!e.contains("panicked"), "{e}");
-    for n in needles {
-        assert!(e.contains(n), "expected {n:?} in: {e}");
-    }
-}
+use common::assert_exit_2 as assert_bad_input;
 
 #[test]
 fn a_short_run_prints_the_table_and_writes_hgrm_files() {
@@ -132,7 +124,7 @@ fn a_pass_log_has_a_row_per_pass_and_replays_into_the_simulator() {
     // The simulator replays it; a log of another workload is bad input.
     let sim = |workload: &Path, out: &str| {
         Command::new(env!("CARGO_BIN_EXE_ecomap"))
-            .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join(".."))
+            .current_dir(common::repo_root())
             .args([
                 "simulate",
                 "--policies",
@@ -295,7 +287,7 @@ fn a_missing_file_is_named() {
 
 /// An rt-config with the emulated platform, so carbon is tracked.
 fn with_platform(f: &Files) {
-    let table = Path::new(env!("CARGO_MANIFEST_DIR")).join("../rt-config/devices/xavier.ron");
+    let table = common::xavier_table();
     f.write(
         "rt.ron",
         &common::one_worker_rt(Some(&format!(r#"Emulated(device: "{}")"#, table.display()))),
@@ -509,7 +501,7 @@ fn a_family_of_one_variant_serves_without_swaps() {
 
 #[test]
 fn check_accepts_the_shipped_defaults() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let root = common::repo_root();
     for (workload, policy) in [
         ("workloads/robot.ron", "policies/edf.ron"),
         ("workloads/synthetic.ron", "policies/fifo.ron"),
@@ -519,7 +511,7 @@ fn check_accepts_the_shipped_defaults() {
         ("workloads/robot-mixed.ron", "policies/ecomap-host.ron"),
     ] {
         let o = Command::new(env!("CARGO_BIN_EXE_ecomap"))
-            .current_dir(root)
+            .current_dir(&root)
             .args(["check", "--workload", workload, "--policy", policy])
             .output()
             .unwrap();
@@ -722,7 +714,7 @@ fn profile_simulated(out: &Path, configs: &str, resume: bool) -> Output {
         args.push("--resume");
     }
     Command::new(env!("CARGO_BIN_EXE_ecomap"))
-        .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join(".."))
+        .current_dir(common::repo_root())
         .args(args)
         .output()
         .unwrap()

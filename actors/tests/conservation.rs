@@ -10,12 +10,11 @@ use ecomap::config::workload::Workload;
 use ecomap::dispatch::QueueOrder;
 use ecomap_actors::runtime::Runtime;
 use std::path::Path;
-use std::sync::Mutex;
 use std::time::Duration;
 
-/// The tests pin real-time workers to the same cores; run one at a time, or
-/// one test's overload makes another's deadlines miss.
-static CORES: Mutex<()> = Mutex::new(());
+// The tests pin real-time workers to the same cores; run one at a time, or
+// one test's overload makes another's deadlines miss.
+use common::serial;
 
 const WORKLOAD: &str = r#"(
     seed: 11,
@@ -60,7 +59,7 @@ fn run(order: QueueOrder, load_factor: f64) -> ecomap::report::RunReport {
 }
 
 fn run_on(rt: &str, order: QueueOrder, load_factor: f64) -> ecomap::report::RunReport {
-    let _cores = CORES.lock().unwrap_or_else(|e| e.into_inner());
+    let _cores = serial();
     let w: Workload = parse_ron(WORKLOAD, Path::new("w.ron"), "workload").unwrap();
     w.validate(Path::new("w.ron")).unwrap();
     let mut rt: RtConfig = parse_ron(rt, Path::new("rt.ron"), "rt").unwrap();

@@ -3,6 +3,8 @@
 //! for bad datasets and weights that do not fit the network.
 #![cfg(feature = "tch")]
 
+mod common;
+
 use ecomap::catalog::Variant;
 use ecomap::device::DeviceModel;
 use ecomap::estimate::dataset::{read_profile, write_profile, ProfileRow};
@@ -17,22 +19,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-/// `o` exited 2, without a panic, and its stderr names every needle.
-fn assert_exit_2(o: &std::process::Output, needles: &[&str]) {
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(o.status.code(), Some(2), "{err}");
-    for n in needles {
-        assert!(err.contains(n), "stderr lacks {n:?}: {err}");
-    }
-    assert!(!err.contains("panicked"), "{err}");
-}
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
+use common::{assert_exit_2, repo_root as root};
 
 fn descriptors() -> Descriptors {
     Descriptors::load(&root().join("rt-config/model-descriptors.csv")).unwrap()
@@ -288,7 +275,7 @@ fn evaluating_on_a_dataset_with_nothing_to_fit_the_baselines_on_exits_2() {
     // Only configurations of the committed weights' held-out architecture
     // (SqueezeNet 1.1): the lookup and linear baselines have no training
     // rows.
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let root = root();
     let dir = tempfile::tempdir().unwrap();
     let text = std::fs::read_to_string(root.join("rt-config/host-profile.csv")).unwrap();
     let mut lines = text.lines();

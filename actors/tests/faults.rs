@@ -16,15 +16,13 @@ use ecomap::report::RunReport;
 use ecomap::request::Outcome;
 use ecomap_actors::faults::{Fault, FaultInjector, ScheduledFault};
 use ecomap_actors::runtime::{Runtime, StartError};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
-/// One runtime at a time: they share the machine's two cores.
-static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+mod common;
 
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
-}
+// One runtime at a time: they share the machine's two cores.
+use common::serial;
 
 fn workload(rate_hz: f64) -> Workload {
     let w: Workload = parse_ron(
@@ -44,9 +42,7 @@ fn workload(rate_hz: f64) -> Workload {
     w
 }
 
-fn table() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../rt-config/devices/xavier.ron")
-}
+use common::xavier_table as table;
 
 fn rt(extra: &str) -> RtConfig {
     parse_ron(

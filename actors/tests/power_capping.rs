@@ -9,19 +9,11 @@ use ecomap::config::policy::Policy;
 use ecomap::config::rt::RtConfig;
 use ecomap::config::workload::Workload;
 use ecomap_actors::runtime::Runtime;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
-/// These tests time real workers pinned to core 0: run them one at a time.
-static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-fn table() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../rt-config/devices/xavier.ron")
-}
+// These tests run real workers pinned to the same core: one at a time.
+use common::{serial, xavier_table as table};
 
 fn workload() -> Workload {
     parse_ron(

@@ -1,12 +1,11 @@
 //! `ecomap simulate` end to end: determinism, the summary's columns, and
 //! bad input (exit 2 with a message that says what to fix).
 
+mod common;
+
+use common::{assert_exit_2, repo_root as root};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
 
 /// A small hourly trace in the plain `timestamp,gco2_per_kwh` format: a
 /// dirty night, then a morning far cleaner than that.
@@ -209,15 +208,6 @@ fn same_seed_gives_byte_identical_tables_and_the_summary_has_its_columns() {
     let plans = read(&a.join("timeline/trace__ecomap__plans.csv"));
     let first: Vec<&str> = plans.lines().nth(1).unwrap().split(',').collect();
     assert_eq!((first[1], first[2]), ("480.0", "400.0"), "{plans}");
-}
-
-fn assert_exit_2(o: &Output, needles: &[&str]) {
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(o.status.code(), Some(2), "stderr: {err}");
-    for n in needles {
-        assert!(err.contains(n), "stderr lacks {n:?}: {err}");
-    }
-    assert!(!err.contains("panicked"), "{err}");
 }
 
 #[test]
