@@ -241,6 +241,7 @@ fn load_worker_models(
                                 tenant: t,
                                 reason: format!("variant {}: {reason}", variant.name),
                             };
+                            let expected = probed.as_ref().map_or(0, Vec::len);
                             match probed {
                                 Ok(outs) if v == 0 => loaded.outputs.push((t, outs)),
                                 Ok(outs) => {
@@ -268,6 +269,9 @@ fn load_worker_models(
                                     )))
                                 }
                             }
+                            // Clients are told these outputs: an answer with
+                            // another number of them is a failed pass.
+                            m = Box::new(crate::backend::CheckedOutputs::new(m, expected));
                         }
                         of_tenant.push(m);
                     }

@@ -52,6 +52,44 @@ pub trait LoadedModel {
     }
 }
 
+/// A model whose every answer must have the outputs its tenant declares (or
+/// that its trial pass found at load): a pass that returns another number
+/// of tensors fails, so it is counted `failed` where it is decided — not
+/// counted served and then answered with an error by the server.
+pub struct CheckedOutputs {
+    inner: Box<dyn LoadedModel>,
+    expected: usize,
+}
+
+impl CheckedOutputs {
+    /// `inner`, whose answers must hold `expected` tensors.
+    pub fn new(inner: Box<dyn LoadedModel>, expected: usize) -> Self {
+        CheckedOutputs { inner, expected }
+    }
+}
+
+impl LoadedModel for CheckedOutputs {
+    fn run(&mut self) -> Result<(), BackendError> {
+        self.inner.run()
+    }
+
+    fn infer(&mut self, input: &TensorData) -> Result<Vec<TensorData>, BackendError> {
+        let outputs = self.inner.infer(input)?;
+        if outputs.len() != self.expected {
+            return Err(BackendError::Run(format!(
+                "the model returned {} output(s), not the {} its tenant declares",
+                outputs.len(),
+                self.expected
+            )));
+        }
+        Ok(outputs)
+    }
+
+    fn parameter_bytes(&self) -> u64 {
+        self.inner.parameter_bytes()
+    }
+}
+
 /// Something that turns a model spec into a runnable model.
 pub trait Backend {
     /// Name in messages.
@@ -92,3 +130,32 @@ pub fn load_model(
 
 /// Whether this build can run libtorch models.
 pub const HAS_LIBTORCH: bool = cfg!(feature = "tch");
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Answers with as many copies of its input as the input's first value.
+    struct Varying;
+
+    impl LoadedModel for Varying {
+        fn run(&mut self) -> Result<(), BackendError> {
+            Ok(())
+        }
+        fn infer(&mut self, input: &TensorData) -> Result<Vec<TensorData>, BackendError> {
+            let n = input.to_f32().unwrap()[0] as usize;
+            Ok(vec![input.clone(); n])
+        }
+    }
+
+    #[test]
+    fn an_answer_with_other_outputs_than_declared_is_a_failed_pass() {
+        let mut m = CheckedOutputs::new(Box::new(Varying), 2);
+        let x = |n: f32| TensorData::from_f32(vec![1], &[n]).unwrap();
+        assert_eq!(m.infer(&x(2.0)).unwrap().len(), 2);
+        let e = m.infer(&x(1.0)).unwrap_err().to_string();
+        assert!(e.contains("returned 1 output(s), not the 2"), "{e}");
+        assert!(m.infer(&x(3.0)).is_err());
+        assert!(m.run().is_ok());
+    }
+}
