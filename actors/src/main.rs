@@ -430,14 +430,26 @@ fn load(files: &Files) -> Result<Loaded, ConfigError> {
         })?;
     }
     if !ecomap_actors::backend::HAS_LIBTORCH {
-        if let Some(t) = workload.tenants.iter().find(|t| t.model.needs_libtorch()) {
+        // A family is judged by its variants (all Synthetic needs no
+        // libtorch), a model by itself.
+        let needs = workload.tenants.iter().find_map(|t| {
+            t.variants()
+                .into_iter()
+                .find(|v| v.model.needs_libtorch())
+                .map(|v| (t, v))
+        });
+        if let Some((t, v)) = needs {
+            let what = if t.resolved.is_empty() {
+                v.model.to_string()
+            } else {
+                format!("{} (variant {} of {})", v.model, v.name, t.model)
+            };
             return Err(ConfigError::invalid(
                 &files.workload,
                 format!("tenant \"{}\".model", t.name),
                 format!(
-                    "{} needs libtorch, but this ecomap was built without the `tch` feature; \
-                     rebuild with default features or use a Synthetic model",
-                    t.model
+                    "{what} needs libtorch, but this ecomap was built without the `tch` \
+                     feature; rebuild with default features or use a Synthetic model"
                 ),
             ));
         }
@@ -774,8 +786,10 @@ fn serve(files: &Files, o: ServeOptions<'_>) -> Result<(), ExitCode> {
                 queue: runtime.queue(t).clone(),
                 inputs,
                 outputs,
-                platform: if l.workload.tenants[t].model.needs_libtorch()
-                    || !l.workload.tenants[t].resolved.is_empty()
+                platform: if l.workload.tenants[t]
+                    .variants()
+                    .iter()
+                    .any(|v| v.model.needs_libtorch())
                 {
                     "pytorch_libtorch"
                 } else {

@@ -6,7 +6,9 @@ use ecomap::config::policy::Policy;
 use ecomap::config::rt::RtConfig;
 use ecomap::config::workload::Workload;
 use ecomap::request::Outcome;
-use ecomap::tensor::{DataType, TensorData};
+#[cfg(feature = "tch")]
+use ecomap::tensor::DataType;
+use ecomap::tensor::TensorData;
 use ecomap_actors::runtime::Runtime;
 use ecomap_actors::tenant_queue::SubmitError;
 use std::path::Path;

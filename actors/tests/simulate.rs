@@ -115,6 +115,19 @@ fn read(p: &Path) -> String {
     std::fs::read_to_string(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
 }
 
+/// Without libtorch (`--no-default-features`) the `ecomap` policy's trained
+/// estimator cannot load: named, exit 2, before any run.
+#[cfg(not(feature = "tch"))]
+#[test]
+fn without_libtorch_a_policy_with_a_trained_estimator_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = trace(dir.path());
+    let o = run_small(&dir.path().join("a"), &t, "7");
+    assert_exit_2(&o, &["policy 'ecomap'", "needs libtorch"]);
+    assert!(!dir.path().join("a/summary.csv").exists());
+}
+
+#[cfg(feature = "tch")]
 #[test]
 fn same_seed_gives_byte_identical_tables_and_the_summary_has_its_columns() {
     let dir = tempfile::tempdir().unwrap();
