@@ -19,16 +19,33 @@ mod common;
 // One runtime at a time: they share the machine's two cores.
 use common::serial;
 
+/// A runtime of `workload` on two unpinned workers under plain EDF.
 fn start(workload: &str) -> Runtime {
+    start_with(
+        workload,
+        r#"(workers: [(name: "w0"), (name: "w1")])"#,
+        &Policy::edf("edf"),
+    )
+}
+
+fn start_with(workload: &str, rt: &str, policy: &Policy) -> Runtime {
     let w: Workload = parse_ron(workload, Path::new("w.ron"), "workload").unwrap();
     w.validate(Path::new("w.ron")).unwrap();
-    let rt: RtConfig = parse_ron(
-        r#"(workers: [(name: "w0"), (name: "w1")])"#,
-        Path::new("rt.ron"),
-        "rt",
-    )
-    .unwrap();
-    Runtime::start(&w, &rt, &Policy::edf("edf")).unwrap()
+    let rt: RtConfig = parse_ron(rt, Path::new("rt.ron"), "rt").unwrap();
+    Runtime::start(&w, &rt, policy).unwrap()
+}
+
+/// Wait until every request of `q` has been taken by a worker (polled, not
+/// slept for: a loaded machine may take a while to run them).
+fn wait_until_taken(q: &ecomap_actors::tenant_queue::TenantQueue) {
+    let since = std::time::Instant::now();
+    while q.waiting() > 0 {
+        assert!(
+            since.elapsed() < Duration::from_secs(10),
+            "the workers never took the requests"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
 }
 
 const ECHO: &str = r#"(tenants: [
@@ -101,16 +118,7 @@ fn requests_that_cannot_be_served_resolve_to_their_outcome_and_are_counted() {
     // expire (the workers are 200 ms from free); one more is beyond the
     // capacity of 2 waiting.
     let busy: Vec<_> = (0..2).map(|_| q.submit_input(x(), None).unwrap()).collect();
-    // Both workers have taken theirs once nothing waits (polled, not slept
-    // for: a loaded machine may take a while to run them).
-    let since = std::time::Instant::now();
-    while q.waiting() > 0 {
-        assert!(
-            since.elapsed() < Duration::from_secs(10),
-            "the workers never took the requests"
-        );
-        std::thread::sleep(Duration::from_millis(1));
-    }
+    wait_until_taken(&q);
     let doomed: Vec<_> = (0..2)
         .map(|_| q.submit_input(x(), Some(Duration::from_millis(5))).unwrap())
         .collect();
@@ -138,34 +146,21 @@ fn requests_that_cannot_be_served_resolve_to_their_outcome_and_are_counted() {
 fn a_request_predicted_to_finish_late_is_shed_and_its_caller_told() {
     let _s = serial();
     // One worker, 300 ms passes, 500 ms deadlines, feasibility shedding on.
-    let w: Workload = parse_ron(
+    let r = start_with(
         r#"(tenants: [
             (name: "slow", model: Synthetic(service: "300ms"), arrival: Periodic(rate_hz: 1.0),
              deadline: "500ms", capacity: 4),
         ])"#,
-        Path::new("w.ron"),
-        "workload",
-    )
-    .unwrap();
-    w.validate(Path::new("w.ron")).unwrap();
-    let rt: RtConfig =
-        parse_ron(r#"(workers: [(name: "w0")])"#, Path::new("rt.ron"), "rt").unwrap();
-    let policy = Policy {
-        shedding: true,
-        ..Policy::edf("edf-shed")
-    };
-    let r = Runtime::start(&w, &rt, &policy).unwrap();
+        r#"(workers: [(name: "w0")])"#,
+        &Policy {
+            shedding: true,
+            ..Policy::edf("edf-shed")
+        },
+    );
     let q = r.queue(0).clone();
     let x = || TensorData::from_f32(vec![1], &[0.0]).unwrap();
     let first = q.submit_input(x(), None).unwrap();
-    let since = std::time::Instant::now();
-    while q.waiting() > 0 {
-        assert!(
-            since.elapsed() < Duration::from_secs(10),
-            "the worker never took it"
-        );
-        std::thread::sleep(Duration::from_millis(1));
-    }
+    wait_until_taken(&q);
     // The worker is busy for about 300 ms more: this one could start then
     // and finish 300 ms later, past its 500 ms deadline — shed when the
     // worker is free, before its deadline has passed (so not `expired`).

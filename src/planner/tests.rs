@@ -489,43 +489,37 @@ impl MappingEstimator for Skewed {
     }
 }
 
+/// `tenants` on one mode, planned with every service at `p50` / `p95`
+/// seconds (default options, 300 g/kWh).
+fn plan_skewed(tenants: Vec<PlanTenant>, p50: f64, p95: f64) -> Result<Plan, PlanError> {
+    let p = PlanProblem {
+        modes: modes()[..1].to_vec(),
+        ..problem(tenants)
+    };
+    plan(
+        &p,
+        &mut Skewed { p50, p95 },
+        300.0,
+        &SearchOptions::default(),
+    )
+}
+
+fn only_unit_0() -> Vec<PlanVariant> {
+    vec![variant("only", 0, 80.0, vec![0])]
+}
+
 #[test]
 fn utilisation_counts_the_mean_service_not_the_median() {
     // 84 requests/s of a 10 ms median: 0.84 of the unit by the median,
     // under the 0.85 ceiling. With a p95 of twice the median the
     // log-normal's mean is 10.93 ms: 0.92 of the unit, over it.
-    let p = PlanProblem {
-        modes: modes()[..1].to_vec(),
-        ..problem(vec![tenant(
-            "t",
-            84.0,
-            100.0,
-            vec![variant("only", 0, 80.0, vec![0])],
-        )])
-    };
-    let opts = SearchOptions::default();
-    let even = plan(
-        &p,
-        &mut Skewed {
-            p50: 0.010,
-            p95: 0.010,
-        },
-        300.0,
-        &opts,
-    );
+    let one = || vec![tenant("t", 84.0, 100.0, only_unit_0())];
+    let even = plan_skewed(one(), 0.010, 0.010);
     assert!(
         even.is_ok(),
         "no spread: mean = median, 0.84 fits: {even:?}"
     );
-    let skewed = plan(
-        &p,
-        &mut Skewed {
-            p50: 0.010,
-            p95: 0.020,
-        },
-        300.0,
-        &opts,
-    );
+    let skewed = plan_skewed(one(), 0.010, 0.020);
     assert!(
         matches!(skewed, Err(PlanError::Infeasible { .. })),
         "{skewed:?}"
@@ -538,44 +532,17 @@ fn the_work_ahead_counts_the_mean_service_not_the_median() {
     // (mean 10.93 ms). Each must fit its own p95 plus one job of the
     // other within 90% of a 33.9 ms deadline (30.5 ms): 20 + 10 = 30 by
     // the median, 20 + 10.93 = 30.93 by the mean — it does not fit.
-    let only = || vec![variant("only", 0, 80.0, vec![0])];
-    let p = PlanProblem {
-        modes: modes()[..1].to_vec(),
-        ..problem(vec![
-            tenant("a", 1.0, 33.9, only()),
-            tenant("b", 1.0, 33.9, only()),
-        ])
+    let two = |deadline_ms| {
+        vec![
+            tenant("a", 1.0, deadline_ms, only_unit_0()),
+            tenant("b", 1.0, deadline_ms, only_unit_0()),
+        ]
     };
-    let opts = SearchOptions::default();
-    let tight = plan(
-        &p,
-        &mut Skewed {
-            p50: 0.010,
-            p95: 0.020,
-        },
-        300.0,
-        &opts,
-    );
+    let tight = plan_skewed(two(33.9), 0.010, 0.020);
     assert!(
         matches!(tight, Err(PlanError::Infeasible { .. })),
         "30.9 ms of work for 30.5 ms: {tight:?}"
     );
-    // With a deadline a little longer it fits.
-    let p = PlanProblem {
-        modes: modes()[..1].to_vec(),
-        ..problem(vec![
-            tenant("a", 1.0, 34.5, only()),
-            tenant("b", 1.0, 34.5, only()),
-        ])
-    };
-    assert!(plan(
-        &p,
-        &mut Skewed {
-            p50: 0.010,
-            p95: 0.020
-        },
-        300.0,
-        &opts
-    )
-    .is_ok());
+    // With a deadline a little longer (31.05 ms usable) it fits.
+    assert!(plan_skewed(two(34.5), 0.010, 0.020).is_ok());
 }
