@@ -640,6 +640,37 @@ fn load_for_serving(files: &Files, flag: &str, factor: Option<f64>) -> Result<Lo
     Ok(l)
 }
 
+/// Clients see one model per tenant: a family whose variants mix
+/// `Synthetic` stand-ins (which answer with their input) and real models
+/// (which answer with their outputs) would answer two different ways as
+/// the quality controller swaps. Serving refuses it (exit 2); `ecomap run`,
+/// whose requests carry no input, may mix them.
+fn refuse_mixed_families(files: &Files, workload: &Workload) -> Result<(), ExitCode> {
+    for t in &workload.tenants {
+        let variants = t.variants();
+        let real = variants.iter().filter(|v| v.model.needs_libtorch()).count();
+        if real > 0 && real < variants.len() {
+            let synthetic: Vec<&str> = variants
+                .iter()
+                .filter(|v| !v.model.needs_libtorch())
+                .map(|v| v.name.as_str())
+                .collect();
+            eprintln!(
+                "error: {}: tenant \"{}\" ({}) mixes Synthetic variants ({}) with real models; \
+                 a Synthetic variant answers with its input, not the model's outputs, so clients \
+                 would get two kinds of answer. To serve it, give the family only real models \
+                 (or only Synthetic ones)",
+                files.workload.display(),
+                t.name,
+                t.model,
+                synthetic.join(", ")
+            );
+            return Err(ExitCode::from(2));
+        }
+    }
+    Ok(())
+}
+
 /// A start-up error's message, and its exit status: 2 (bad input or a
 /// model that does not load) but for a thread the OS would not create (1).
 /// A control-plane error (carbon source, platform, planner) comes from the
@@ -771,6 +802,7 @@ struct ServeOptions<'a> {
 fn serve(files: &Files, o: ServeOptions<'_>) -> Result<(), ExitCode> {
     use ecomap_actors::server::{self, ModelEntry, ServerState};
     let l = load_for_serving(files, "--generate", o.generate)?;
+    refuse_mixed_families(files, &l.workload)?;
     check_outputs(o.out, &[("--summary", o.summary)])?;
     let fail = |e| start_failed(files, e);
     let mut runtime = Runtime::start(&l.workload, &l.rt, &l.policy).map_err(fail)?;

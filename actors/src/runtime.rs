@@ -241,9 +241,13 @@ fn load_worker_models(
                                 tenant: t,
                                 reason: format!("variant {}: {reason}", variant.name),
                             };
-                            let expected = probed.as_ref().map_or(0, Vec::len);
                             match probed {
-                                Ok(outs) if v == 0 => loaded.outputs.push((t, outs)),
+                                // The first variant probed (a Synthetic one
+                                // has no input spec to probe with) sets what
+                                // clients are told.
+                                Ok(outs) if !loaded.outputs.iter().any(|(ft, _)| *ft == t) => {
+                                    loaded.outputs.push((t, outs))
+                                }
                                 Ok(outs) => {
                                     let first = loaded.outputs.iter().find(|(ft, _)| *ft == t);
                                     let same = first.is_none_or(|(_, o0)| {
@@ -269,9 +273,6 @@ fn load_worker_models(
                                     )))
                                 }
                             }
-                            // Clients are told these outputs: an answer with
-                            // another number of them is a failed pass.
-                            m = Box::new(crate::backend::CheckedOutputs::new(m, expected));
                         }
                         of_tenant.push(m);
                     }
@@ -287,6 +288,25 @@ fn load_worker_models(
                     }
                 }
             }
+        }
+        // Clients are told the outputs the tenant's first probed variant
+        // gave: an answer of any variant with other outputs (another
+        // number, another datatype) is a failed pass, counted where it
+        // runs; so is a Synthetic stand-in's answer to a client's input,
+        // which would be the input itself.
+        if let Some((_, outs)) = loaded.outputs.iter().find(|(ft, _)| *ft == t) {
+            let expected: Vec<_> = outs.iter().map(|o| o.datatype).collect();
+            of_tenant = of_tenant
+                .into_iter()
+                .zip(variants)
+                .map(|(m, variant)| -> Box<dyn LoadedModel> {
+                    if variant.model.needs_libtorch() {
+                        Box::new(crate::backend::CheckedOutputs::new(m, expected.clone()))
+                    } else {
+                        Box::new(crate::backend::StandIn::new(m))
+                    }
+                })
+                .collect();
         }
         loaded.models.push(of_tenant);
     }

@@ -209,6 +209,67 @@ fn an_input_the_model_does_not_take_is_refused_and_counted() {
     assert!(report.is_conserved());
 }
 
+/// A family whose first variant is a Synthetic stand-in and whose second
+/// is a real model: the tenant takes and gives what the real model does,
+/// and a request the stand-in serves fails, counted, instead of being
+/// answered with its own input echoed. (`ecomap serve` refuses such a
+/// family; the library serves it this way.)
+#[cfg(feature = "tch")]
+#[test]
+fn a_synthetic_stand_in_does_not_answer_for_a_real_family() {
+    let _s = serial();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("models.ron"),
+        r#"(families: [(name: "mixed", variants: [
+            (name: "spin", model: Synthetic(service: "1ms")),
+            (name: "real", model: Vision(SqueezeNet1_1))])])"#,
+    )
+    .unwrap();
+    let file = dir.path().join("w.ron");
+    std::fs::write(
+        &file,
+        r#"(catalog: "models.ron", tenants: [
+            (name: "cls", model: Family("mixed"), arrival: Periodic(rate_hz: 1.0),
+             deadline: "5s", capacity: 4),
+        ])"#,
+    )
+    .unwrap();
+    let w = Workload::load(&file).unwrap();
+    let rt: RtConfig = parse_ron(
+        r#"(workers: [(name: "w0"), (name: "w1")])"#,
+        Path::new("rt.ron"),
+        "rt",
+    )
+    .unwrap();
+    let r = Runtime::start(&w, &rt, &Policy::edf("edf")).unwrap();
+    let (inputs, outputs) = r.model_io(0);
+    assert_eq!(
+        inputs[0].shape,
+        vec![1, 3, -1, -1],
+        "the real model's input"
+    );
+    assert_eq!(
+        (outputs.len(), outputs[0].datatype, outputs[0].shape.clone()),
+        (1, DataType::Fp32, vec![1, 1000]),
+        "the real model's outputs"
+    );
+    // Plain EDF keeps the family's first variant: the stand-in serves.
+    let frame = TensorData::from_f32(vec![1, 3, 32, 32], &[0.5; 3 * 32 * 32]).unwrap();
+    let a = r.queue(0).infer(frame, None).unwrap();
+    assert_eq!(a.outcome, Outcome::Failed, "{a:?}");
+    assert!(a.outputs.is_empty(), "{a:?}");
+    let report = r.shutdown();
+    assert!(report.is_conserved());
+    assert_eq!(
+        (
+            report.tenants[0].counts.failed,
+            report.tenants[0].counts.submitted
+        ),
+        (1, 1)
+    );
+}
+
 /// The runtime returns the model's outputs for the caller's input: the
 /// same numbers a direct libtorch call on the same input gives.
 #[cfg(feature = "tch")]

@@ -475,6 +475,45 @@ fn bad_model_catalogs_and_families_exit_2() {
     assert_bad_input(&f.run(&[]), &["nope.ron"]);
 }
 
+/// A Synthetic stand-in answers with its input: `serve` refuses a family
+/// that mixes one with real models before loading anything. (Without
+/// libtorch the real variant is refused first, by another message.)
+#[cfg(feature = "tch")]
+#[test]
+fn serving_refuses_a_family_that_mixes_synthetic_and_real_variants() {
+    let f = Files::new();
+    let family = WORKLOAD
+        .replace("tenants: [", "catalog: \"models.ron\",\n    tenants: [")
+        .replace("Synthetic(service: \"1ms\")", "Family(\"mixed\")");
+    f.write("w.ron", &family);
+    f.write(
+        "models.ron",
+        r#"(families: [(name: "mixed", variants: [
+            (name: "real", model: Vision(SqueezeNet1_1)),
+            (name: "spin", model: Synthetic(service: "1ms"))])])"#,
+    );
+    let o = Command::new(env!("CARGO_BIN_EXE_ecomap"))
+        .args(["serve", "--rt-config"])
+        .arg(f.path("rt.ron"))
+        .arg("--policy")
+        .arg(f.path("p.ron"))
+        .arg("--workload")
+        .arg(f.path("w.ron"))
+        .arg("--out")
+        .arg(f.path("out"))
+        .args(["--listen", "127.0.0.1:0", "--duration", "1s"])
+        .output()
+        .unwrap();
+    assert_bad_input(
+        &o,
+        &[
+            "w.ron",
+            "mixes Synthetic variants (spin)",
+            "only real models",
+        ],
+    );
+}
+
 #[test]
 fn a_family_of_one_variant_serves_without_swaps() {
     let f = Files::new();

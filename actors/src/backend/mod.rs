@@ -16,7 +16,7 @@ pub mod torch;
 
 use ecomap::config::rt::DeviceSpec;
 use ecomap::model::ModelSpec;
-use ecomap::tensor::TensorData;
+use ecomap::tensor::{DataType, TensorData};
 
 /// A backend failed to load or run a model.
 #[derive(Debug, thiserror::Error)]
@@ -53,17 +53,21 @@ pub trait LoadedModel {
 }
 
 /// A model whose every answer must have the outputs its tenant declares (or
-/// that its trial pass found at load): a pass that returns another number
-/// of tensors fails, so it is counted `failed` where it is decided — not
-/// counted served and then answered with an error by the server.
+/// that its trial pass found at load) — as many tensors, of the same
+/// datatypes: a pass that returns others fails, so it is counted `failed`
+/// where it is decided — not counted served and then answered with an
+/// error by the server, or with tensors the client was not told of.
+/// Shapes are not held: an image model's outputs may follow its input's
+/// size.
 pub struct CheckedOutputs {
     inner: Box<dyn LoadedModel>,
-    expected: usize,
+    expected: Vec<DataType>,
 }
 
 impl CheckedOutputs {
-    /// `inner`, whose answers must hold `expected` tensors.
-    pub fn new(inner: Box<dyn LoadedModel>, expected: usize) -> Self {
+    /// `inner`, whose answers must hold one tensor of each of `expected`'s
+    /// datatypes, in that order.
+    pub fn new(inner: Box<dyn LoadedModel>, expected: Vec<DataType>) -> Self {
         CheckedOutputs { inner, expected }
     }
 }
@@ -75,14 +79,61 @@ impl LoadedModel for CheckedOutputs {
 
     fn infer(&mut self, input: &TensorData) -> Result<Vec<TensorData>, BackendError> {
         let outputs = self.inner.infer(input)?;
-        if outputs.len() != self.expected {
+        if outputs.len() != self.expected.len() {
             return Err(BackendError::Run(format!(
                 "the model returned {} output(s), not the {} its tenant declares",
                 outputs.len(),
-                self.expected
+                self.expected.len()
+            )));
+        }
+        if let Some((i, (o, want))) = outputs
+            .iter()
+            .zip(&self.expected)
+            .enumerate()
+            .find(|(_, (o, want))| o.dtype != **want)
+        {
+            return Err(BackendError::Run(format!(
+                "the model's output {i} is {}, not the {want} its tenant declares",
+                o.dtype
             )));
         }
         Ok(outputs)
+    }
+
+    fn parameter_bytes(&self) -> u64 {
+        self.inner.parameter_bytes()
+    }
+}
+
+/// A `Synthetic` variant in a family of real models: it runs, taking its
+/// time, for requests without an input (generated load), but it has none
+/// of the family's outputs to give a client, so a pass on a client's input
+/// fails (counted `failed`) rather than answer with the input echoed.
+/// `ecomap serve` refuses such a family at start.
+pub struct StandIn {
+    inner: Box<dyn LoadedModel>,
+}
+
+impl StandIn {
+    /// `inner`, a stand-in.
+    pub fn new(inner: Box<dyn LoadedModel>) -> Self {
+        StandIn { inner }
+    }
+}
+
+impl LoadedModel for StandIn {
+    fn run(&mut self) -> Result<(), BackendError> {
+        self.inner.run()
+    }
+
+    fn infer(&mut self, _input: &TensorData) -> Result<Vec<TensorData>, BackendError> {
+        // It runs all the same: a stand-in takes its time whatever it answers.
+        self.inner.run()?;
+        Err(BackendError::Run(
+            "a Synthetic stand-in served the request: it has none of its family's outputs \
+             (a family that serves clients' inputs needs real models only)"
+                .into(),
+        ))
     }
 
     fn parameter_bytes(&self) -> u64 {
@@ -150,12 +201,16 @@ mod tests {
 
     #[test]
     fn an_answer_with_other_outputs_than_declared_is_a_failed_pass() {
-        let mut m = CheckedOutputs::new(Box::new(Varying), 2);
+        let mut m = CheckedOutputs::new(Box::new(Varying), vec![DataType::Fp32; 2]);
         let x = |n: f32| TensorData::from_f32(vec![1], &[n]).unwrap();
         assert_eq!(m.infer(&x(2.0)).unwrap().len(), 2);
         let e = m.infer(&x(1.0)).unwrap_err().to_string();
         assert!(e.contains("returned 1 output(s), not the 2"), "{e}");
         assert!(m.infer(&x(3.0)).is_err());
         assert!(m.run().is_ok());
+        // As many tensors, but one of another datatype.
+        let mut m = CheckedOutputs::new(Box::new(Varying), vec![DataType::Fp32, DataType::Int64]);
+        let e = m.infer(&x(2.0)).unwrap_err().to_string();
+        assert!(e.contains("output 1 is FP32, not the INT64"), "{e}");
     }
 }

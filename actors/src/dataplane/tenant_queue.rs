@@ -186,10 +186,12 @@ pub fn tenant_queue(
             priority: spec.priority,
             capacity: spec.capacity,
             tx,
+            // The first variant that takes a defined input (a Synthetic
+            // stand-in takes anything).
             input: spec
                 .variants()
-                .first()
-                .and_then(|v| v.model.input_spec())
+                .iter()
+                .find_map(|v| v.model.input_spec())
                 .map(Arc::new),
             counters: counters.clone(),
             clock,
