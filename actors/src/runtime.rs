@@ -1079,9 +1079,11 @@ impl Runtime {
     }
 
     /// Stop accepting requests, drain all admitted work, join every thread
-    /// and return the report. Drop every clone of the tenant queues taken
-    /// with [`Runtime::queue`] first: a queue closes, and its workers can
-    /// finish, only when its last handle is gone.
+    /// and return the report. A clone of a tenant queue taken with
+    /// [`Runtime::queue`] and still held is refused from here on
+    /// ([`SubmitError::Closed`](crate::tenant_queue::SubmitError::Closed),
+    /// not counted: the report's counts are final); what it submitted
+    /// before is served or counted as usual.
     pub fn shutdown(self) -> RunReport {
         self.shutdown_with_timeline().0
     }
@@ -1108,6 +1110,13 @@ impl Runtime {
             busy,
             ..
         } = self;
+        // Admission closes first: a handle a caller still holds is refused
+        // from now on (`SubmitError::Closed`), and the workers close its
+        // tenant once what was admitted has arrived, so they can exit
+        // though its channel never disconnects.
+        for c in &counters {
+            c.waiting.close();
+        }
         drop(queues);
         // Workers asleep on queues of other tenants, or on nothing but their
         // doorbell, learn of the close here: the disconnection wakes them.

@@ -209,6 +209,59 @@ fn an_input_the_model_does_not_take_is_refused_and_counted() {
     assert!(report.is_conserved());
 }
 
+/// A caller that keeps its handle, and keeps submitting, while the runtime
+/// shuts down: the shutdown ends (it used to wait for the handle to be
+/// dropped, for ever), every request the caller had admitted gets one
+/// counted outcome, and later submissions are refused as closed.
+#[test]
+fn shutdown_ends_while_a_caller_still_holds_and_uses_a_queue() {
+    let _s = serial();
+    let r = start(ECHO);
+    let q = r.queue(0).clone();
+    let x = TensorData::from_f32(vec![1], &[1.0]).unwrap();
+    assert!(q.infer(x.clone(), None).unwrap().is_served());
+    let caller = std::thread::spawn(move || {
+        let (mut admitted, mut tickets) = (1u64, Vec::new());
+        loop {
+            match q.submit_input(x.clone(), None) {
+                Ok(t) => {
+                    admitted += 1;
+                    tickets.push(t);
+                }
+                Err(SubmitError::Closed { .. }) => break,
+                Err(SubmitError::QueueFull { .. }) => {
+                    admitted += 1; // refused, and counted so
+                    std::thread::sleep(Duration::from_micros(200));
+                }
+                Err(e) => panic!("unexpected refusal: {e}"),
+            }
+        }
+        // Still closed, and it still holds its handle.
+        assert!(matches!(
+            q.submit_input(x, None),
+            Err(SubmitError::Closed { .. })
+        ));
+        (admitted, tickets, q)
+    });
+    std::thread::sleep(Duration::from_millis(50));
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = done_tx.send(r.shutdown());
+    });
+    let report = done_rx
+        .recv_timeout(Duration::from_secs(20))
+        .expect("the shutdown ended with a caller's handle still alive");
+    let (admitted, tickets, _still_held) = caller.join().unwrap();
+    assert!(report.is_conserved(), "{:?}", report.tenants[0].counts);
+    assert_eq!(report.tenants[0].counts.submitted, admitted);
+    for t in tickets {
+        let a = t
+            .try_answer()
+            .expect("every admitted request answered by the end");
+        assert!(a.is_served(), "{a:?}");
+    }
+}
+
 /// A family whose first variant is a Synthetic stand-in and whose second
 /// is a real model: the tenant takes and gives what the real model does,
 /// and a request the stand-in serves fails, counted, instead of being

@@ -35,6 +35,10 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+/// How long a worker sleeps, once the run is ending, before it steps again
+/// unasked: the end's last close may have no wake-up (see `sleep`).
+const STOPPING_RECHECK: Duration = Duration::from_millis(10);
+
 /// Restarts allowed per worker and run; past them a worker that keeps
 /// panicking stays out rather than fail every request it takes.
 pub const MAX_RESTARTS: u32 = 3;
@@ -476,7 +480,18 @@ impl AcceleratorWorker {
                 ops.push((sel.recv(rx), i));
             }
         }
-        let oper = sel.select();
+        // While the run ends, a tenant whose caller keeps a handle closes
+        // only when a step finds nothing more can arrive (see
+        // `EdfDispatcher::pull_arrivals`); nothing rings for that, so a
+        // stopping worker steps again after a short wait.
+        let oper = if self.stopping {
+            match sel.select_timeout(STOPPING_RECHECK) {
+                Ok(oper) => oper,
+                Err(_) => return WorkerEvent::Woke,
+            }
+        } else {
+            sel.select()
+        };
         let index = oper.index();
         if index == doorbell {
             // Disconnected cannot happen while this worker holds the

@@ -501,7 +501,29 @@ impl EdfDispatcher {
                             self.works.insert((request.tenant.0, request.id), w);
                         }
                     }
-                    Err(TryRecvError::Empty) => break,
+                    Err(TryRecvError::Empty) => {
+                        // At the end of the run (`Runtime::shutdown` closes
+                        // the admission slots first) a caller may still hold
+                        // a handle, so the channel never disconnects. Every
+                        // request in the channel or on its way there holds a
+                        // slot, as does every one in the core's queue, and
+                        // no slot is taken after the close: once the slots
+                        // held are no more than the core's queue, nothing
+                        // more can arrive, and the tenant is closed as if
+                        // disconnected. (A refusal being counted reads one
+                        // high: that only puts the close off to a later
+                        // step; a stopping worker steps again within 10 ms.)
+                        let slots = &self.tenants[i].counters.waiting;
+                        if slots.is_closed() {
+                            let (held, queued) = (slots.held(), self.core.queued(i));
+                            debug_assert!(held >= queued, "every queued request holds a slot");
+                            if held <= queued {
+                                self.open[i] = false;
+                                self.core.close(i);
+                            }
+                        }
+                        break;
+                    }
                     Err(TryRecvError::Disconnected) => {
                         self.open[i] = false;
                         self.core.close(i);
