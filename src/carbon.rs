@@ -388,8 +388,11 @@ fn mark_gaps(samples: &mut [TraceSample]) -> Option<(usize, DateTime<Utc>, DateT
             first.get_or_insert((samples[i].at, samples[i + 1].at));
         }
     }
-    if let (Some(&before), Some(last)) = (spacing.last(), samples.last_mut()) {
-        last.lasts = Some(before);
+    // The last row lasts the spacing before it — the local spacing where
+    // that was a gap (it would otherwise hold for the whole gap's length).
+    if let Some(&before) = spacing.last() {
+        let n = samples.len();
+        samples[n - 1].lasts = Some(samples[n - 2].lasts.unwrap_or(before));
     }
     first.map(|(from, to)| (gaps, from, to))
 }
@@ -478,6 +481,21 @@ mod tests {
         assert!(!at(5 * 60 + 59).stale);
         assert_eq!((at(6 * 60).gco2_per_kwh, at(6 * 60).stale), (400.0, true));
         assert!(t.sample_at(Duration::MAX).stale);
+        // A last row after a gap lasts the local spacing, not the gap.
+        let t = parse(
+            "timestamp,gco2_per_kwh\n2023-01-01 00:00:00,100\n2023-01-01 01:00:00,200\n\
+             2023-01-01 02:00:00,300\n2023-01-01 03:00:00,400\n2023-01-01 08:00:00,500\n",
+        )
+        .unwrap();
+        let at = |minutes: u64| t.sample_at(Duration::from_secs(minutes * 60));
+        assert_eq!(
+            (at(8 * 60 + 59).gco2_per_kwh, at(8 * 60 + 59).stale),
+            (500.0, false)
+        );
+        assert_eq!(
+            (at(9 * 60 + 1).gco2_per_kwh, at(9 * 60 + 1).stale),
+            (500.0, true)
+        );
         // A single row holds for ever.
         let one = parse("timestamp,gco2_per_kwh\n2023-01-01 00:00:00,100\n").unwrap();
         assert!(!one.sample_at(Duration::from_secs(1 << 30)).stale);

@@ -203,6 +203,7 @@ pub struct Governor {
     last_change: Timestamp,
     intensity_at_change: f64,
     stale: bool,
+    stale_spells: u64,
 }
 
 /// The age a reading is judged at: one its source marks stale (a trace's
@@ -233,7 +234,15 @@ impl Governor {
             last_change: Timestamp::ZERO,
             intensity_at_change: f64::NAN,
             stale: false,
+            stale_spells: 0,
         }
+    }
+
+    /// How many times the governor fell back: each move from a fresh
+    /// reading (or none yet) to a stale or missing one counts once, whether
+    /// or not the fallback cap differs from the cap in force.
+    pub fn stale_spells(&self) -> u64 {
+        self.stale_spells
     }
 
     /// The cap in force.
@@ -255,15 +264,23 @@ impl Governor {
     ) -> Option<CapDecision> {
         let fresh = sample.filter(|(_, age)| *age <= self.policy.max_staleness);
         let Some((gco2, _)) = fresh else {
-            self.stale = true;
+            if !std::mem::replace(&mut self.stale, true) {
+                self.stale_spells += 1;
+            }
             return self.change(now, self.policy.fallback_cap_w, CapReason::Stale, f64::NAN);
         };
         let was_stale = std::mem::replace(&mut self.stale, false);
         let target = self.policy.rule.cap_for(gco2);
         match self.cap_w {
             None => self.change(now, target, CapReason::Initial, gco2),
-            // Leaving the fallback: apply the rule at once.
-            Some(_) if was_stale => self.change(now, target, CapReason::Intensity(gco2), gco2),
+            // Leaving the fallback: apply the rule at once, and measure the
+            // next move from this reading even when the cap stays (else
+            // the hysteresis would compare with the NaN of the fallback).
+            Some(_) if was_stale => {
+                let d = self.change(now, target, CapReason::Intensity(gco2), gco2);
+                self.intensity_at_change = gco2;
+                d
+            }
             Some(_) => {
                 let dwelt = now.saturating_since(self.last_change) >= self.policy.min_dwell;
                 // NaN (no intensity at the last change, e.g. the fallback) counts as moved.
@@ -391,6 +408,27 @@ mod tests {
         assert_eq!(d.reason, CapReason::Stale);
         // Recovery ignores dwell: the fallback is not meant to stick.
         assert_eq!(g.on_sample(t(3), fresh(50.0)).unwrap().cap_w, 40.0);
+        assert_eq!(g.stale_spells(), 2, "two falls back");
+        // A stale spell while the fallback cap is the cap in force already
+        // changes no cap, but it counts.
+        let mut g = Governor::new(policy(15.0, 0));
+        assert_eq!(g.on_sample(t(0), fresh(900.0)).unwrap().cap_w, 15.0);
+        assert_eq!(g.on_sample(t(1), None), None);
+        assert_eq!(g.on_sample(t(2), None), None, "one spell, not two");
+        assert_eq!(g.stale_spells(), 1);
+    }
+
+    #[test]
+    fn after_a_stale_spell_the_hysteresis_counts_from_the_reading_it_recovered_on() {
+        // 250 → 30 W; stale → 15 W; back at 360 → 15 W (no change of cap).
+        // A reading of 349 is 11 from 360, within the hysteresis of 15:
+        // the cap stays (it was measured against the fallback's NaN).
+        let mut g = Governor::new(policy(15.0, 0));
+        assert_eq!(g.on_sample(t(0), fresh(250.0)).unwrap().cap_w, 30.0);
+        assert_eq!(g.on_sample(t(1), None).unwrap().cap_w, 15.0);
+        assert_eq!(g.on_sample(t(2), fresh(360.0)), None);
+        assert_eq!(g.on_sample(t(3), fresh(349.0)), None);
+        assert_eq!(g.on_sample(t(4), fresh(280.0)).unwrap().cap_w, 30.0);
     }
 
     #[test]

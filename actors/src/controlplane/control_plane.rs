@@ -434,6 +434,9 @@ pub struct ControlPlane {
     shared: Arc<ControlShared>,
     meter: Arc<Mutex<Meter>>,
     source_name: String,
+    /// The platform's name, read at start: at the end a hung governor may
+    /// hold the platform, and the report must not wait for it.
+    platform_name: String,
     clock: RunClock,
     watchdog: JoinHandle<()>,
     stopping: Arc<AtomicBool>,
@@ -557,12 +560,14 @@ impl ControlPlane {
                 })
                 .map_err(|e| format!("cannot start the control-plane watchdog: {e}"))?
         };
+        let platform_name = shared.platform().name();
         Ok(ControlPlane {
             system,
             thread,
             shared,
             meter,
             source_name: plan.source_name,
+            platform_name,
             clock,
             watchdog,
             stopping,
@@ -595,8 +600,30 @@ impl ControlPlane {
                 "the control-plane thread did not stop within 5 s (hung); left behind".into(),
             );
         }
-        let mut meter = self.meter.lock().unwrap_or_else(|p| p.into_inner());
-        meter.finish(self.clock.now());
+        // A hung governor or meter thread may hold the meter (a power read
+        // that never returns): wait a bounded time for it too, then report
+        // without the energy rather than hang.
+        let deadline = std::time::Instant::now() + Duration::from_secs(2);
+        let mut meter = loop {
+            match self.meter.try_lock() {
+                Ok(m) => break Some(m),
+                Err(std::sync::TryLockError::Poisoned(p)) => break Some(p.into_inner()),
+                Err(std::sync::TryLockError::WouldBlock)
+                    if std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(Duration::from_millis(20))
+                }
+                Err(std::sync::TryLockError::WouldBlock) => break None,
+            }
+        };
+        match meter.as_mut() {
+            Some(m) => m.finish(self.clock.now()),
+            None => self.shared.note(
+                "the energy meter was held by a hung thread at the end: the run's energy and \
+                 carbon are not reported"
+                    .into(),
+            ),
+        }
         // Leave the device as the run found it (a Jetson's clocks, a RAPL
         // limit); a hung governor may still hold the platform.
         match self.shared.try_platform() {
@@ -614,19 +641,21 @@ impl ControlPlane {
                     .into(),
             ),
         }
-        let platform = self.shared.platform().name();
         let s = self.shared.state();
         ControlOutcome {
             report: EnergyReport {
-                platform,
-                power_measured: meter.measured.unwrap_or(false),
+                platform: self.platform_name,
+                power_measured: meter.as_ref().is_some_and(|m| m.measured.unwrap_or(false)),
                 carbon_source: self.source_name,
-                ledger: meter.ledger.clone(),
+                ledger: meter.as_ref().map(|m| m.ledger.clone()).unwrap_or_default(),
                 cap_changes: s.cap_changes.clone(),
                 staleness_events: s.staleness_events,
                 notes: s.notes.clone(),
             },
-            timeline: std::mem::take(&mut meter.timeline),
+            timeline: meter
+                .as_mut()
+                .map(|m| std::mem::take(&mut m.timeline))
+                .unwrap_or_default(),
         }
     }
 }

@@ -21,6 +21,7 @@ use crate::platform::AppliedCap;
 use actix::prelude::*;
 use ecomap::governor::{CapReason, Governor};
 use ecomap::planner::{AccuracyLedger, CarbonPricer, Replan, Replanner};
+use ecomap::time::Timestamp;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -38,6 +39,8 @@ enum Found {
 pub struct PowerGovernor {
     rule: Option<Governor>,
     max_staleness: Duration,
+    /// When the actor started: the grace for a first reading counts from it.
+    started_at: Timestamp,
     shared: Arc<ControlShared>,
     latest: Option<CarbonReading>,
     power: PowerCell,
@@ -108,6 +111,7 @@ impl PowerGovernor {
         PowerGovernor {
             rule,
             max_staleness,
+            started_at: clock.now(),
             shared,
             latest: None,
             power,
@@ -325,22 +329,27 @@ impl PowerGovernor {
         let Some(rule) = &mut self.rule else {
             return;
         };
-        // Before the first reading, give the source `max_staleness` to answer.
-        if self.latest.is_none() && now.since_epoch() < self.max_staleness {
+        // Before the first reading, give the source `max_staleness` to
+        // answer, counted from the governor's start (the run's clock starts
+        // before the models load, which may take longer than that).
+        if self.latest.is_none() && now.saturating_since(self.started_at) < self.max_staleness {
             return;
         }
         let sample = self.latest.map(|r| {
             let age = ecomap::governor::reading_age(r.stale, now.saturating_since(r.observed));
             (r.gco2_per_kwh, age)
         });
-        if let Some(d) = rule.on_sample(now, sample) {
+        let spells = rule.stale_spells();
+        let decision = rule.on_sample(now, sample);
+        // Every fall back counts, also one to the cap already in force.
+        for _ in spells..rule.stale_spells() {
+            self.shared.note_staleness();
+        }
+        if let Some(d) = decision {
             let reason = match d.reason {
                 CapReason::Initial => "initial".to_string(),
                 CapReason::Intensity(g) => format!("intensity {g:.1} gCO2/kWh"),
-                CapReason::Stale => {
-                    self.shared.note_staleness();
-                    "intensity stale or missing: fallback cap".to_string()
-                }
+                CapReason::Stale => "intensity stale or missing: fallback cap".to_string(),
             };
             self.apply(d.cap_w, reason);
         }
@@ -425,6 +434,7 @@ impl Actor for PowerGovernor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
+        self.started_at = self.clock.now();
         // Start uncapped; the rule takes over with the first reading.
         let max = self.shared.platform().max_cap_w();
         if max.is_finite() {

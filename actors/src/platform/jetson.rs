@@ -40,6 +40,58 @@ pub struct JetsonBackend {
     /// The clock files as the run found them (each read before its first
     /// write; `Clocks` control), written back by [`Platform::restore`].
     original: Option<Vec<(PathBuf, String)>>,
+    /// The clock level last written (GPU Hz, CPU kHz, CPUs online).
+    clocks_in_force: Option<(u64, u64, usize)>,
+}
+
+/// How long `nvpmodel` may take to switch modes before it is killed and
+/// the cap reported as failed (it runs on the control-plane thread, under
+/// the platform's lock; a mode switch takes a second or two).
+const NVPMODEL_PATIENCE: Duration = Duration::from_secs(20);
+
+/// Run `binary args` with no input (a mode change that wants a reboot
+/// asks on stdin), killing it past `patience`; its failure, or its
+/// silence, is the error.
+fn run_bounded(binary: &str, args: &[&str], patience: Duration) -> Result<(), PlatformError> {
+    use std::process::Stdio;
+    let command = format!("{binary} {}", args.join(" "));
+    let fail = |why: String| PlatformError::Command {
+        command: command.clone(),
+        why,
+    };
+    let mut child = Command::new(binary)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| fail(e.to_string()))?;
+    let since = std::time::Instant::now();
+    loop {
+        match child.try_wait() {
+            Ok(Some(_)) => break,
+            Ok(None) if since.elapsed() >= patience => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(fail(format!(
+                    "no answer within {}: killed",
+                    humantime::format_duration(patience)
+                )));
+            }
+            Ok(None) => std::thread::sleep(Duration::from_millis(10)),
+            Err(e) => return Err(fail(e.to_string())),
+        }
+    }
+    let out = child.wait_with_output().map_err(|e| fail(e.to_string()))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(fail(format!(
+            "exit {}: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        )))
+    }
 }
 
 impl JetsonBackend {
@@ -48,6 +100,7 @@ impl JetsonBackend {
         JetsonBackend {
             spec,
             applied: None,
+            clocks_in_force: None,
             polled: (0.0, 0),
             original: None,
         }
@@ -222,26 +275,14 @@ impl Platform for JetsonBackend {
                         why: "no nvpmodel modes configured".into(),
                     }
                 })?;
-                let out = Command::new(binary)
-                    .args(["-m", &mode.id.to_string()])
-                    .output()
-                    .map_err(|e| PlatformError::Command {
-                        command: format!("{binary} -m {}", mode.id),
-                        why: e.to_string(),
-                    })?;
-                if !out.status.success() {
-                    return Err(PlatformError::Command {
-                        command: format!("{binary} -m {}", mode.id),
-                        why: format!(
-                            "exit {}: {}",
-                            out.status,
-                            String::from_utf8_lossy(&out.stderr).trim()
-                        ),
-                    });
+                let level = format!("nvpmodel {}", mode.id);
+                // Another cap that picks the mode in force: nothing to run.
+                if self.applied.as_ref().is_none_or(|a| a.level != level) {
+                    run_bounded(binary, &["-m", &mode.id.to_string()], NVPMODEL_PATIENCE)?;
                 }
                 AppliedCap {
                     cap_w,
-                    level: format!("nvpmodel {}", mode.id),
+                    level,
                     slowdown: mode.slowdown,
                 }
             }
@@ -250,7 +291,12 @@ impl Platform for JetsonBackend {
                     .ok_or_else(|| PlatformError::NoSensor("no clock levels configured".into()))?
                     .clone();
                 let cpus = *cpus;
-                self.apply_clocks(l.gpu_max_hz, l.cpu_max_khz, l.cpus_online, cpus)?;
+                let setting = (l.gpu_max_hz, l.cpu_max_khz, l.cpus_online);
+                // Another cap that picks the level in force: nothing to write.
+                if self.clocks_in_force != Some(setting) {
+                    self.apply_clocks(l.gpu_max_hz, l.cpu_max_khz, l.cpus_online, cpus)?;
+                    self.clocks_in_force = Some(setting);
+                }
                 AppliedCap {
                     cap_w,
                     level: format!("gpu {} MHz", l.gpu_max_hz / 1_000_000),
@@ -284,6 +330,7 @@ impl Platform for JetsonBackend {
             }
         }
         self.applied = None;
+        self.clocks_in_force = None;
         first_error.map_or(Ok(()), Err)
     }
 
@@ -596,8 +643,19 @@ mod tests {
         });
         assert_eq!(j.set_cap(20.0).unwrap().level, "nvpmodel 2");
         assert_eq!(j.set_cap(20.0).unwrap().level, "nvpmodel 2"); // idempotent: no second call
+                                                                  // Another cap, the same mode: no second call either.
+        let a = j.set_cap(25.0).unwrap();
+        assert_eq!((a.cap_w, a.level.as_str()), (25.0, "nvpmodel 2"));
         assert_eq!(j.set_cap(35.0).unwrap().slowdown, 1.6);
         assert_eq!(std::fs::read_to_string(&log).unwrap(), "-m 2\n-m 3\n");
+        // An nvpmodel that never answers is killed, and the cap fails.
+        let e = run_bounded("sleep", &["30"], Duration::from_millis(100))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("`sleep 30`") && e.contains("no answer within 100ms"),
+            "{e}"
+        );
         let mut j = JetsonBackend::new(JetsonSpec {
             sysfs_root: dir.path().to_path_buf(),
             control: JetsonControl::Nvpmodel {
