@@ -1063,11 +1063,24 @@ fn profile_command(a: &ProfileArgs<'_>) -> Result<(), ExitCode> {
                 a.device.display()
             )));
         }
-        // The rt-config's workers are the units: each stands for the
-        // device's first unit kind (the emulated throttle follows it).
-        let kind = device.spec().units[0].kind;
+        // The rt-config's workers are the units, each of the kind its
+        // device makes it — as the planner reads them, so the rows
+        // describe a worker as a plan's queries will.
+        if rt.workers.len() > ecomap::estimate::MAX_UNITS {
+            return Err(usage(format!(
+                "{}: {} workers, but the estimator's tokens name at most {} units; profile \
+                 with fewer workers",
+                a.rt_config.display(),
+                rt.workers.len(),
+                ecomap::estimate::MAX_UNITS
+            )));
+        }
         plan.modes = modes.iter().map(|m| m.0.clone()).collect();
-        plan.unit_kinds = vec![kind; rt.workers.len()];
+        plan.unit_kinds = rt
+            .workers
+            .iter()
+            .map(ecomap_actors::controlplane::planning::worker_unit_kind)
+            .collect();
         plan.capable = vec![vec![true; rt.workers.len()]; variants.len()];
         profile::single_malloc_arena();
         real = Some((rt, modes.iter().map(|m| m.1).collect::<Vec<f64>>()));
@@ -1076,7 +1089,10 @@ fn profile_command(a: &ProfileArgs<'_>) -> Result<(), ExitCode> {
     if let Some(dir) = a.out.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(|e| usage(format!("{}: {e}", dir.display())))?;
     }
-    let resuming = a.resume && a.out.exists();
+    // A file without a whole header line (an interruption before the first
+    // configuration was written) holds nothing to resume: start it afresh,
+    // header included.
+    let resuming = a.resume && std::fs::read(a.out).is_ok_and(|text| text.contains(&b'\n'));
     if resuming {
         let (done, dropped) =
             profile::keep_complete_configurations(a.out).map_err(|e| match e {

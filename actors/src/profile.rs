@@ -103,7 +103,15 @@ pub fn run_configuration(
         let solo_s = ctx
             .device
             .service_s(&variant.name, kind, mode)
-            .unwrap_or(0.05);
+            .ok_or_else(|| {
+                ProfileError::Plan(format!(
+                    "the device description has no service time for {} on a {} unit at mode {mode:?}: \
+                     the arrival rate that loads it to {util:.2} cannot be sized; add the cost, \
+                     or profile on workers of a kind it has",
+                    variant.name,
+                    kind.name(),
+                ))
+            })?;
         let rate = (util / solo_s).max(3.0 / window_s);
         rates.push(rate);
         let model = ron::to_string(&variant.model)

@@ -812,6 +812,18 @@ fn a_simulated_profile_writes_its_rows_and_an_interrupted_one_resumes_to_the_sam
         v
     };
     assert_eq!(sorted(&resumed), sorted(&text), "the same rows, none twice");
+    // Interrupted before its first configuration: an empty file, or a
+    // header cut off mid-way. Resuming starts it afresh, header and all.
+    for start in ["", &text[..text.find(',').unwrap()]] {
+        std::fs::write(&cut, start).unwrap();
+        let o = profile_simulated(&cut, "80", true);
+        assert!(o.status.success(), "{}", stderr(&o));
+        assert_eq!(
+            std::fs::read_to_string(&cut).unwrap(),
+            text,
+            "from {start:?}"
+        );
+    }
     // Bad input: no configurations.
     assert_bad_input(&profile_simulated(&full, "0", false), &["--configs", "0"]);
 }

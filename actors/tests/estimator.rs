@@ -148,6 +148,47 @@ fn evaluate_weights(data: &str, out: &Path) -> std::process::Output {
     ])
 }
 
+/// Retraining in place, with the descriptor table the last training left
+/// beside its weights: the table is not copied onto itself (which
+/// truncates it); an empty table is refused, exit 2.
+#[test]
+fn retraining_in_place_keeps_the_descriptor_table() {
+    let dir = tempfile::tempdir().unwrap();
+    let (data, out) = train_tiny(dir.path(), &[]);
+    let table = out.join("descriptors.csv");
+    let before = std::fs::read(&table).unwrap();
+    assert!(!before.is_empty());
+    let o = ecomap(&[
+        "train-estimator",
+        "--data",
+        &data,
+        "--descriptors",
+        table.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--epochs",
+        "2",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(
+        std::fs::read(&table).unwrap(),
+        before,
+        "the table is intact"
+    );
+    let empty = dir.path().join("empty.csv");
+    std::fs::write(&empty, "").unwrap();
+    let o = ecomap(&[
+        "train-estimator",
+        "--data",
+        &data,
+        "--descriptors",
+        empty.to_str().unwrap(),
+        "--out",
+        dir.path().join("e").to_str().unwrap(),
+    ]);
+    common::assert_exit_2(&o, &["empty.csv", "no rows"]);
+}
+
 #[test]
 fn weights_that_do_not_match_the_network_exit_2() {
     let dir = tempfile::tempdir().unwrap();

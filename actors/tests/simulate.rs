@@ -127,6 +127,31 @@ fn without_libtorch_a_policy_with_a_trained_estimator_is_refused() {
     assert!(!dir.path().join("a/summary.csv").exists());
 }
 
+/// An estimator trained on one device's profile is refused for another
+/// device (its tokens carry the training device's mode clocks).
+#[cfg(feature = "tch")]
+#[test]
+fn an_estimator_trained_on_another_device_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = trace(dir.path());
+    let out = dir.path().join("a");
+    let o = simulate_6h(
+        "ecomap-host",
+        t.to_str().unwrap(),
+        out.to_str().unwrap(),
+        &[],
+    );
+    assert_exit_2(
+        &o,
+        &[
+            "policy 'ecomap-host'",
+            "trained on \"dev host",
+            "not on the device \"virtual Jetson AGX Xavier",
+        ],
+    );
+    assert!(!out.join("summary.csv").exists());
+}
+
 #[cfg(feature = "tch")]
 #[test]
 fn same_seed_gives_byte_identical_tables_and_the_summary_has_its_columns() {

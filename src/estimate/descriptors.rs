@@ -57,6 +57,14 @@ pub enum DescriptorError {
         /// What is wrong.
         message: String,
     },
+    /// No rows at all.
+    #[error(
+        "{path}: no rows, so it names no model; regenerate it with scripts/model_descriptors.py"
+    )]
+    Empty {
+        /// The file.
+        path: PathBuf,
+    },
 }
 
 /// The descriptor table, indexed by variant name.
@@ -85,7 +93,27 @@ impl Descriptors {
                         .into(),
                 });
             }
+            let shares = [
+                d.conv_kxk_frac,
+                d.conv_1x1_frac,
+                d.depthwise_frac,
+                d.linear_frac,
+            ];
+            if shares.iter().any(|v| !(0.0..=1.0).contains(v)) {
+                return Err(DescriptorError::Bad {
+                    path: path.to_path_buf(),
+                    variant: d.variant,
+                    message: "conv_kxk_frac, conv_1x1_frac, depthwise_frac and linear_frac are \
+                              shares of the model's MACs, in 0..=1"
+                        .into(),
+                });
+            }
             rows.push(d);
+        }
+        if rows.is_empty() {
+            return Err(DescriptorError::Empty {
+                path: path.to_path_buf(),
+            });
         }
         Ok(Descriptors::new(rows))
     }

@@ -49,6 +49,16 @@ pub struct RuntimePlanning {
     pub lost_units: Arc<crate::dataplane::lost_units::LostUnits>,
 }
 
+/// The kind of unit a worker is, as the estimator's tokens name it: the
+/// planner's and `ecomap profile`'s one reading, so a profile row and a
+/// plan's query describe the same worker alike.
+pub fn worker_unit_kind(worker: &ecomap::config::rt::WorkerSpec) -> UnitKind {
+    match worker.device {
+        DeviceSpec::Cpu => UnitKind::Cpu,
+        DeviceSpec::Cuda(_) => UnitKind::Gpu,
+    }
+}
+
 impl RuntimePlanning {
     /// `None` unless the policy plans with `Mapping`; `Err` says what is
     /// missing or wrong (exit 2).
@@ -91,7 +101,7 @@ impl RuntimePlanning {
         // The estimator folder carries the descriptor table it was trained with.
         let descriptors_path = estimator.join("descriptors.csv");
         let descriptors = Descriptors::load(&descriptors_path).map_err(|e| e.to_string())?;
-        check_estimator(&estimator, &descriptors)?;
+        check_estimator(&estimator, &descriptors, &device)?;
         let mut modes = Vec::new();
         let mut caps_w = Vec::new();
         for (m, spec) in device.modes().iter().enumerate() {
@@ -116,14 +126,7 @@ impl RuntimePlanning {
                 rt.workers.len()
             ));
         }
-        let units: Vec<UnitKind> = rt
-            .workers
-            .iter()
-            .map(|w| match w.device {
-                DeviceSpec::Cpu => UnitKind::Cpu,
-                DeviceSpec::Cuda(_) => UnitKind::Gpu,
-            })
-            .collect();
+        let units: Vec<UnitKind> = rt.workers.iter().map(worker_unit_kind).collect();
         let tenants = workload
             .tenants
             .iter()
@@ -188,14 +191,18 @@ impl RuntimePlanning {
 
 /// Load the trained estimator once, so a bad one is refused before start.
 #[cfg(feature = "tch")]
-fn check_estimator(dir: &std::path::Path, d: &Descriptors) -> Result<(), String> {
-    crate::estimator::TransformerEstimator::load(dir, d.clone())
-        .map(drop)
-        .map_err(|e| format!("plan: {e}"))
+fn check_estimator(
+    dir: &std::path::Path,
+    d: &Descriptors,
+    device: &DeviceModel,
+) -> Result<(), String> {
+    let est = crate::estimator::TransformerEstimator::load(dir, d.clone())
+        .map_err(|e| format!("plan: {e}"))?;
+    crate::estimator::check_trained_on(est.meta(), dir, device).map_err(|e| format!("plan: {e}"))
 }
 
 #[cfg(not(feature = "tch"))]
-fn check_estimator(_: &std::path::Path, _: &Descriptors) -> Result<(), String> {
+fn check_estimator(_: &std::path::Path, _: &Descriptors, _: &DeviceModel) -> Result<(), String> {
     Err("plan: the trained estimator needs libtorch: build with the default `tch` feature".into())
 }
 

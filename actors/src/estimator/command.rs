@@ -190,8 +190,15 @@ pub fn run(args: &TrainEstimatorArgs) -> Result<Vec<EvalRow>, TrainEstimatorErro
             est.save(&args.out)?;
             // The weights are only meaningful with the table their model
             // indices refer to: keep a copy beside them.
+            // Not onto itself: copying a file onto itself truncates it.
             let copy = args.out.join("descriptors.csv");
-            std::fs::copy(&args.descriptors, &copy).map_err(|e| write(&copy, &e))?;
+            let same = match (args.descriptors.canonicalize(), copy.canonicalize()) {
+                (Ok(from), Ok(to)) => from == to,
+                _ => false,
+            };
+            if !same {
+                std::fs::copy(&args.descriptors, &copy).map_err(|e| write(&copy, &e))?;
+            }
             eprintln!(
                 "ecomap: wrote {}",
                 super::weight_files(&args.out).0.display()

@@ -443,3 +443,24 @@ impl MappingEstimator for TransformerEstimator {
         Ok(out)
     }
 }
+/// An estimator predicts for the device whose profile it was trained on:
+/// its tokens carry that device's mode clocks, which another device's
+/// modes would misstate. `meta` (the estimator in `dir`) against `device`.
+pub fn check_trained_on(
+    meta: &EstimatorMeta,
+    dir: &std::path::Path,
+    device: &ecomap::device::DeviceModel,
+) -> Result<(), String> {
+    if meta.device == device.name() {
+        Ok(())
+    } else {
+        Err(format!(
+            "the estimator in {} was trained on \"{}\", not on the device \"{}\" it would \
+             plan for; give the policy (or --device) the device description it was trained \
+             with, or train one on a profile of this device",
+            dir.display(),
+            meta.device,
+            device.name()
+        ))
+    }
+}

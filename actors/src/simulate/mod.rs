@@ -266,13 +266,16 @@ pub fn load_descriptors(
 pub fn estimator_maker(
     p: &Policy,
     descriptors: Option<&ecomap::estimate::descriptors::Descriptors>,
+    device: &DeviceModel,
 ) -> Result<Option<Box<EstimatorMaker>>, SimulateError> {
     use crate::estimator::TransformerEstimator;
     let (Some(path), Some(d)) = (trained_estimator(p), descriptors) else {
         return Ok(None);
     };
     // Fail on bad weights before any run starts.
-    TransformerEstimator::load(path, d.clone())
+    let est = TransformerEstimator::load(path, d.clone())
+        .map_err(|e| SimulateError::Estimator(format!("policy '{}': {e}", p.name)))?;
+    crate::estimator::check_trained_on(est.meta(), path, device)
         .map_err(|e| SimulateError::Estimator(format!("policy '{}': {e}", p.name)))?;
     let (path, d) = (path.to_path_buf(), d.clone());
     Ok(Some(Box::new(move || {
@@ -289,6 +292,7 @@ pub fn estimator_maker(
 pub fn estimator_maker(
     p: &Policy,
     _: Option<&ecomap::estimate::descriptors::Descriptors>,
+    _: &DeviceModel,
 ) -> Result<Option<Box<EstimatorMaker>>, SimulateError> {
     match trained_estimator(p) {
         Some(_) => Err(SimulateError::Estimator(format!(
@@ -505,7 +509,7 @@ pub fn run_simulate(args: &SimulateArgs) -> Result<Vec<SummaryRow>, SimulateErro
     let makers: Vec<Option<Box<EstimatorMaker>>> = policies
         .iter()
         .zip(&descriptors)
-        .map(|(p, d)| estimator_maker(p, d.as_ref()))
+        .map(|(p, d)| estimator_maker(p, d.as_ref(), &device))
         .collect::<Result<_, _>>()?;
     // The output folder too, before any work: a year's sweep should not
     // end in a path that cannot be written.

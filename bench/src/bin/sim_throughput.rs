@@ -74,7 +74,7 @@ fn main() -> ExitCode {
             std::path::Path::new("rt-config/model-descriptors.csv"),
         )
         .map_err(|e| e.to_string())?;
-        let maker = ecomap_actors::simulate::estimator_maker(&p, descriptors.as_ref())
+        let maker = ecomap_actors::simulate::estimator_maker(&p, descriptors.as_ref(), &d)
             .map_err(|e| e.to_string())?;
         Ok((w, d, p, t, descriptors, maker))
     };
