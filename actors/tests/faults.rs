@@ -166,6 +166,56 @@ fn a_worker_that_keeps_panicking_stays_out_and_the_other_serves_on() {
     assert!(on_time > 200, "{:?}", r.tenants[0].counts);
 }
 
+/// The only worker holding a tenant's model stays out for good: that
+/// tenant's callers are answered at once — refused (`NoWorker`, counted
+/// rejected) — instead of waiting for the run's end, while the other
+/// tenant is served on by its own worker.
+#[test]
+fn a_tenant_whose_only_worker_stays_out_refuses_at_once_and_the_other_serves_on() {
+    let _s = serial();
+    let rt: RtConfig = parse_ron(
+        r#"(workers: [(name: "w0", tenants: Some(["cam"])), (name: "w1", tenants: Some(["lidar"]))])"#,
+        Path::new("rt.ron"),
+        "rt",
+    )
+    .unwrap();
+    let faults: Vec<_> = (0..=ecomap_actors::accelerator_worker::MAX_RESTARTS)
+        .map(|k| at(Fault::WorkerPanic("w0".into()), 200 + 150 * u64::from(k)))
+        .collect();
+    let mut r =
+        Runtime::start_with_faults(&workload(100.0), &rt, &Policy::edf("edf"), injector()).unwrap();
+    r.schedule_faults(faults).unwrap();
+    r.run_load(Duration::from_secs_f64(1.5), 1.0).unwrap();
+    // w0 is out by now (its last panic at 650 ms): a caller's request to
+    // its tenant is refused at once, not left waiting.
+    let cam = r.queue(0).clone();
+    let x = ecomap::tensor::TensorData::from_f32(vec![1], &[1.0]).unwrap();
+    let t0 = Instant::now();
+    let e = cam.submit_input(x, None).unwrap_err();
+    assert!(
+        matches!(e, ecomap_actors::tenant_queue::SubmitError::NoWorker { .. }),
+        "{e}"
+    );
+    assert!(
+        e.to_string()
+            .contains("no worker holding its model is left"),
+        "{e}"
+    );
+    assert!(t0.elapsed() < Duration::from_secs(1));
+    drop(cam);
+    let report = r.shutdown();
+    assert_conserved(&report);
+    let cam = &report.tenants[0].counts;
+    assert!(
+        cam.rejected > 50,
+        "the generator's later requests refused: {cam:?}"
+    );
+    let lidar = &report.tenants[1].counts;
+    assert_eq!(lidar.failed + lidar.rejected, 0, "{lidar:?}");
+    assert!(lidar.on_time > 100, "{lidar:?}");
+    assert!(report.is_degraded());
+}
+
 #[test]
 fn a_worker_that_panics_while_loading_fails_start_up_without_hanging() {
     let _s = serial();

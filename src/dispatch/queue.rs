@@ -143,6 +143,28 @@ impl DispatchQueue {
         n
     }
 
+    /// Remove every request for which `doomed` is true, handing each to
+    /// `removed` in queue order; the rest keep their places. Returns how
+    /// many were removed. A scan: for the rare end of a tenant whose
+    /// every worker failed, not the per-request path.
+    pub fn drain_where(
+        &mut self,
+        mut doomed: impl FnMut(&Request) -> bool,
+        mut removed: impl FnMut(Request),
+    ) -> usize {
+        let (dead, live): (Vec<_>, Vec<_>) = std::mem::take(&mut self.heap)
+            .into_iter()
+            .partition(|e| doomed(&e.0.request));
+        self.heap = live.into_iter().collect();
+        let mut dead: Vec<Entry> = dead.into_iter().map(|e| e.0).collect();
+        dead.sort();
+        let n = dead.len();
+        for e in dead {
+            removed(e.request);
+        }
+        n
+    }
+
     /// Pop the first request (in queue order) for which `eligible` is true —
     /// e.g. "some free worker holds this tenant's model". Requests passed over
     /// stay queued in their places. O(log n) when the head is eligible, which

@@ -125,6 +125,10 @@ pub struct StepEffects {
     pub shed: Vec<Request>,
     /// Other idle units to wake: they have work, or must notice the end.
     pub wake: Vec<usize>,
+    /// Requests of a tenant whose every unit holding its models is out for
+    /// good ([`DispatchCore::unit_retired`]): none can ever start, so they
+    /// end (failed) now rather than wait for the run's end.
+    pub unservable: Vec<Request>,
 }
 
 impl StepEffects {
@@ -132,6 +136,7 @@ impl StepEffects {
         self.expired.clear();
         self.shed.clear();
         self.wake.clear();
+        self.unservable.clear();
     }
 }
 
@@ -150,6 +155,9 @@ pub struct DispatchStats {
     pub wakes: u64,
     /// Largest number of requests queued at once.
     pub max_queued: usize,
+    /// Requests ended because no unit holding their model was left
+    /// ([`StepEffects::unservable`]).
+    pub unservable: u64,
     /// Model swaps decided, in order.
     pub swaps: Vec<Swap>,
 }
@@ -168,6 +176,8 @@ struct UnitSlot {
     gone: bool,
     /// Lost (its thread died), as opposed to exited: it may be restored.
     lost: bool,
+    /// Lost for good: it will not be restored.
+    retired: bool,
     /// Slowdown at the current power mode.
     throttle: f64,
     /// `cost[t][v]`: tenant `t`'s variant `v` here relative to the fastest
@@ -207,6 +217,10 @@ pub struct DispatchCore {
     /// `service[t][v]`: full-speed service estimate of tenant `t`'s variant
     /// `v`, for shedding (kept whether or not a quality controller runs).
     service: Vec<Vec<ServiceEstimate>>,
+    /// `orphaned[t]`: every unit holding tenant `t`'s models is out for good.
+    orphaned: Vec<bool>,
+    /// Whether any tenant is orphaned (the step's check, kept cheap).
+    any_orphaned: bool,
     stats: DispatchStats,
 }
 
@@ -237,6 +251,7 @@ impl DispatchCore {
                     idle: false,
                     gone: false,
                     lost: false,
+                    retired: false,
                     throttle: 1.0,
                     cost: Vec::new(),
                 })
@@ -244,6 +259,8 @@ impl DispatchCore {
             quality: None,
             shed: vec![false; tenants],
             service: vec![Vec::new(); tenants],
+            orphaned: vec![false; tenants],
+            any_orphaned: false,
             stats: DispatchStats::default(),
         }
     }
@@ -406,6 +423,7 @@ impl DispatchCore {
         }
         self.units[u].idle = true;
         self.expire(now, fx);
+        self.drain_unservable(fx);
         let job = self.take_for(u, now, fx);
         if job.is_some() {
             self.units[u].idle = false;
@@ -541,6 +559,7 @@ impl DispatchCore {
     pub fn unit_restored(&mut self, u: usize) {
         let unit = &mut self.units[u];
         debug_assert!(unit.gone && unit.lost, "only a lost unit is restored");
+        debug_assert!(!unit.retired, "a unit out for good is not restored");
         unit.gone = false;
         unit.lost = false;
         unit.idle = false;
@@ -550,6 +569,55 @@ impl DispatchCore {
     /// Whether unit `u` was lost and not (yet) restored.
     pub fn is_lost(&self, u: usize) -> bool {
         self.units[u].lost
+    }
+
+    /// Lost unit `u` will not be restored (its worker gave up after its
+    /// restarts). A tenant no other unit holds is then orphaned: its
+    /// queued requests land in `fx.unservable`, and so do any it is sent
+    /// later, at the step that admits them.
+    pub fn unit_retired(&mut self, u: usize, fx: &mut StepEffects) {
+        fx.clear();
+        debug_assert!(self.units[u].lost, "only a lost unit is retired");
+        self.units[u].retired = true;
+        for t in 0..self.orphaned.len() {
+            self.orphaned[t] = !self.units.iter().any(|unit| !unit.retired && unit.holds[t]);
+        }
+        self.any_orphaned = self.orphaned.iter().any(|&o| o);
+        self.drain_unservable(fx);
+    }
+
+    /// Whether every unit holding tenant `t`'s models is out for good.
+    pub fn is_orphaned(&self, t: usize) -> bool {
+        self.orphaned[t]
+    }
+
+    /// Add to `fx.unservable` the queued requests of orphaned tenants (e.g.
+    /// just admitted from their channels), as a step does.
+    pub fn take_unservable(&mut self, fx: &mut StepEffects) {
+        self.drain_unservable(fx);
+    }
+
+    fn drain_unservable(&mut self, fx: &mut StepEffects) {
+        if !self.any_orphaned {
+            return;
+        }
+        let DispatchCore {
+            queue,
+            queued,
+            orphaned,
+            stats,
+            ..
+        } = self;
+        queue.drain_where(
+            |r| orphaned[r.tenant.index()],
+            |r| {
+                let t = r.tenant.index();
+                debug_assert!(queued[t] > 0);
+                queued[t] -= 1;
+                stats.unservable += 1;
+                fx.unservable.push(r);
+            },
+        );
     }
 
     /// Set `fx` to wake every live unit (e.g. after the tenants closed, so
@@ -904,6 +972,43 @@ mod tests {
         assert_eq!(c.step(0, StepEvent::Woke, ms(2), &mut fx), Next::Exit);
         let (left, _) = c.finish();
         assert_eq!(left.iter().map(|r| r.id).collect::<Vec<_>>(), vec![2]);
+    }
+
+    #[test]
+    fn a_tenant_whose_every_holder_is_out_for_good_ends_its_requests_as_unservable() {
+        let mut c = DispatchCore::new(
+            QueueOrder::EarliestDeadline,
+            2,
+            vec![vec![true, false], vec![false, true]],
+        );
+        let mut fx = StepEffects::default();
+        assert_eq!(c.step(0, StepEvent::Woke, ms(0), &mut fx), Next::Wait);
+        assert_eq!(c.step(1, StepEvent::Woke, ms(0), &mut fx), Next::Wait);
+        c.unit_lost(1, &mut fx);
+        c.admit(req(1, 1, 0, 100));
+        c.admit(req(2, 1, 0, 50));
+        c.admit(req(3, 0, 0, 100));
+        // Lost, maybe coming back: tenant 1's requests wait for it.
+        assert!(!c.is_orphaned(1));
+        run(c.step(0, StepEvent::Woke, ms(1), &mut fx));
+        assert!(fx.unservable.is_empty());
+        // Out for good: they end now, in deadline order; tenant 0 is not
+        // touched.
+        c.unit_retired(1, &mut fx);
+        assert!(c.is_orphaned(1) && !c.is_orphaned(0));
+        let ids: Vec<u64> = fx.unservable.iter().map(|r| r.id).collect();
+        assert_eq!(ids, vec![2, 1]);
+        assert_eq!((c.queued(1), c.stats().unservable), (0, 2));
+        // One admitted later ends at the next step.
+        c.admit(req(4, 1, 2, 100));
+        c.admit(req(5, 0, 2, 100));
+        let job = run(c.step(0, StepEvent::Woke, ms(2), &mut fx));
+        assert_eq!(job.request.id, 5);
+        assert_eq!(
+            fx.unservable.iter().map(|r| r.id).collect::<Vec<_>>(),
+            vec![4]
+        );
+        assert_eq!(c.stats().unservable, 3);
     }
 
     #[test]

@@ -358,6 +358,11 @@ impl<'a> Engine<'a> {
         for r in &fx.shed {
             self.accounts[r.tenant.index()].record_shed(r);
         }
+        // The simulator retires no unit, so this stays empty; counted all
+        // the same should that change.
+        for r in &fx.unservable {
+            self.accounts[r.tenant.index()].record_unserved(r);
+        }
         for &w in &fx.wake {
             self.push(now, Event::Wake(w));
         }

@@ -290,6 +290,7 @@ impl AcceleratorWorker {
                     ),
                     true,
                 );
+                self.retire();
                 return;
             }
             // Drop the suspect models before loading fresh ones.
@@ -307,6 +308,7 @@ impl AcceleratorWorker {
                         ),
                         true,
                     );
+                    self.retire();
                     return;
                 }
             }
@@ -327,6 +329,19 @@ impl AcceleratorWorker {
             self.io.answer_dropped();
             debug_assert!(self.io.work.is_none() && self.received.is_none());
         }
+    }
+
+    /// This worker stays out for good: tenants no other worker holds end
+    /// their queued requests now (failed, each caller told why) and refuse
+    /// new ones. The callers are answered after the lock is dropped.
+    fn retire(&mut self) {
+        // Whatever the crashed loop left to answer goes first.
+        self.io.answer_dropped();
+        self.links
+            .dispatcher
+            .lock()
+            .worker_retired(self.index, &mut self.io);
+        self.io.answer_dropped();
     }
 
     /// Serve until the dispatcher says every queue is closed and drained,

@@ -182,10 +182,17 @@ impl StepIo {
     /// Resolve the dropped requests' tickets (never blocks).
     pub fn answer_dropped(&mut self) {
         for (work, request, outcome) in self.dropped.drain(..) {
-            work.resolve(Answer::unserved(request, outcome, None));
+            // The one way the step fails a request: its tenant's workers
+            // are all out for good.
+            let why = (outcome == Outcome::Failed).then(|| NO_WORKER_LEFT.to_string());
+            work.resolve(Answer::unserved(request, outcome, why));
         }
     }
 }
+
+/// Why a request of a tenant whose every worker is out for good failed.
+const NO_WORKER_LEFT: &str =
+    "no worker holding its model is left (every one failed for good after its restarts)";
 
 /// The EDF dispatcher: the core's step plus the channels around it.
 #[derive(Debug)]
@@ -329,7 +336,8 @@ impl EdfDispatcher {
             WorkerEvent::Received(r) => {
                 self.core.admit(r);
                 if let Some(w) = received {
-                    self.works.insert((r.tenant.0, r.id), w);
+                    let earlier = self.works.insert((r.tenant.0, r.id), w);
+                    debug_assert!(earlier.is_none(), "one caller's work per request id");
                 }
                 WorkerEvent::Woke
             }
@@ -342,7 +350,11 @@ impl EdfDispatcher {
         self.pull_power();
         self.pull_plan();
         let next = self.core.step(worker, event, self.clock.now(), fx);
-        for (list, outcome) in [(&fx.expired, Outcome::Expired), (&fx.shed, Outcome::Shed)] {
+        for (list, outcome) in [
+            (&fx.expired, Outcome::Expired),
+            (&fx.shed, Outcome::Shed),
+            (&fx.unservable, Outcome::Failed),
+        ] {
             for r in list {
                 self.release_slot(r);
                 self.tenants[r.tenant.index()].counters.count(outcome);
@@ -373,6 +385,37 @@ impl EdfDispatcher {
         self.core.unit_lost(worker, &mut fx);
         self.mark_lost(worker, true);
         self.outbox.deliver(&fx);
+    }
+
+    /// Lost worker `worker` stays out for good (its restarts are spent, or
+    /// a reload failed). A tenant no other worker holds can never be
+    /// served again: its queue handles refuse new requests from now on
+    /// (`SubmitError::NoWorker`, counted `rejected`), and what it had
+    /// queued — pulled from its channel first — fails now, each caller
+    /// told why, rather than wait for the run's end. The tickets are
+    /// returned in `io` to be resolved once the lock is dropped.
+    pub fn worker_retired(&mut self, worker: usize, io: &mut StepIo) {
+        debug_assert!(io.dropped.is_empty(), "io delivered");
+        let mut fx = StepEffects::default();
+        self.core.unit_retired(worker, &mut fx);
+        for (t, tenant) in self.tenants.iter().enumerate() {
+            if self.core.is_orphaned(t) {
+                // Before the pull: a submitter that reads it unset sends,
+                // and this pull, or the next step's, finds its request.
+                tenant.counters.no_worker.store(true, Ordering::Release);
+            }
+        }
+        self.pull_arrivals();
+        self.core.take_unservable(&mut fx);
+        for r in &fx.unservable {
+            self.release_slot(r);
+            self.tenants[r.tenant.index()]
+                .counters
+                .count(Outcome::Failed);
+            if let Some(w) = self.works.remove(&(r.tenant.0, r.id)) {
+                io.dropped.push((w, *r, Outcome::Failed));
+            }
+        }
     }
 
     /// Whether worker `worker` was lost and not restored.
@@ -498,7 +541,8 @@ impl EdfDispatcher {
                     Ok(Submission { request, work }) => {
                         self.core.admit(request);
                         if let Some(w) = work {
-                            self.works.insert((request.tenant.0, request.id), w);
+                            let earlier = self.works.insert((request.tenant.0, request.id), w);
+                            debug_assert!(earlier.is_none(), "one caller's work per request id");
                         }
                     }
                     Err(TryRecvError::Empty) => {

@@ -23,7 +23,7 @@ use ecomap::accounting::OutcomeCounts;
 use ecomap::config::workload::TenantSpec;
 use ecomap::request::{Outcome, Request, TenantId};
 use ecomap::tensor::{TensorData, TensorError, TensorSpec};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -71,6 +71,16 @@ pub enum SubmitError {
         /// Tenant name.
         tenant: String,
     },
+    /// Every worker holding the tenant's models failed for good (after
+    /// its restarts): nothing could serve the request (counted `rejected`).
+    #[error(
+        "tenant '{tenant}': no worker holding its model is left (every one failed for good); \
+         request rejected"
+    )]
+    NoWorker {
+        /// Tenant name.
+        tenant: String,
+    },
     /// The run has ended (not counted), or its dispatcher is gone without
     /// ending it (counted `rejected`).
     #[error("tenant '{tenant}': the runtime is not accepting requests; request refused")]
@@ -95,6 +105,9 @@ pub struct TenantCounters {
     outcomes: [AtomicU64; 6],
     /// The model variant the tenant is served by now (0 = heaviest).
     pub active_variant: AtomicUsize,
+    /// Set by the dispatcher when every worker holding the tenant's models
+    /// is out for good: requests are refused from then on.
+    pub no_worker: AtomicBool,
     next_id: AtomicU64,
 }
 
@@ -329,6 +342,13 @@ impl TenantQueue {
         // Counted while the slot is held: the dispatcher gives it back only
         // after receiving the request, so before the run's end reads it.
         self.counters.submitted.fetch_add(1, Ordering::Relaxed);
+        if self.counters.no_worker.load(Ordering::Acquire) {
+            self.counters.count(Outcome::Rejected);
+            self.counters.waiting.give_back();
+            return Err(SubmitError::NoWorker {
+                tenant: self.name.to_string(),
+            });
+        }
         let id = self.counters.next_id.fetch_add(1, Ordering::Relaxed);
         let request = Request::new(
             id,

@@ -468,7 +468,9 @@ fn submit_error(e: &SubmitError) -> HttpResponse {
         SubmitError::BadInput { .. } | SubmitError::BadDeadline { .. } => {
             error(StatusCode::BAD_REQUEST, &message)
         }
-        SubmitError::Closed { .. } => error(StatusCode::SERVICE_UNAVAILABLE, &message),
+        SubmitError::Closed { .. } | SubmitError::NoWorker { .. } => {
+            error(StatusCode::SERVICE_UNAVAILABLE, &message)
+        }
         SubmitError::PriorityInversion { .. } => error(StatusCode::INTERNAL_SERVER_ERROR, &message),
     }
 }
