@@ -175,7 +175,17 @@ pub fn run_configuration(
         .energy
         .as_ref()
         .map(|e| e.ledger.mean_power_w())
-        .unwrap_or(f64::NAN);
+        .filter(|w| w.is_finite() && *w > 0.0)
+        .ok_or_else(|| {
+            // A row without it would be refused when the dataset is read:
+            // say so now, not after an hour of profiling.
+            ProfileError::Plan(format!(
+                "configuration {}: the run reported no device power (its control plane did not \
+                 meter it: {:?})",
+                cfg.id,
+                report.energy.as_ref().map(|e| &e.notes)
+            ))
+        })?;
     let power_measured = report.energy.as_ref().is_some_and(|e| e.power_measured);
     let duration_s = report.duration.as_secs_f64().max(1e-9);
     let fracs = ctx.device.mode_fracs(mode);

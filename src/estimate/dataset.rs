@@ -271,6 +271,22 @@ pub fn read_profile(path: &Path) -> Result<Vec<ProfileRow>, DatasetError> {
         if first.n_tenants != r.n_tenants {
             return Err(inconsistent("rows disagree on n_tenants"));
         }
+        // One run: one device power, one mode's clocks, one window. The
+        // trainer reads them from the first row; a disagreeing row would
+        // be silently ignored.
+        let shared = [
+            ("power_w", first.power_w, r.power_w),
+            ("mode_gpu_frac", first.mode_gpu_frac, r.mode_gpu_frac),
+            ("mode_dla_frac", first.mode_dla_frac, r.mode_dla_frac),
+            ("mode_cpu_frac", first.mode_cpu_frac, r.mode_cpu_frac),
+            ("window_s", first.window_s, r.window_s),
+        ];
+        if let Some((name, a, b)) = shared.into_iter().find(|(_, a, b)| a != b) {
+            return Err(inconsistent(&format!(
+                "rows disagree on {name} ({a} and {b}); a configuration is one run, with one \
+                 value of it"
+            )));
+        }
     }
     for (config, (first, count)) in seen {
         if rows[first].n_tenants != count {
@@ -402,6 +418,31 @@ mod tests {
         let f = write(&[row(0, 2, "a")]);
         let e = read_profile(f.path()).unwrap_err().to_string();
         assert!(e.contains("n_tenants = 2 but has 1 row"), "{e}");
+    }
+
+    #[test]
+    fn the_rows_of_a_configuration_share_its_power_clocks_and_window() {
+        let mut other = row(0, 2, "b");
+        other.power_w = 20.0;
+        let f = write(&[row(0, 2, "a"), other]);
+        let e = read_profile(f.path()).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                DatasetError::Inconsistent {
+                    line: 3,
+                    config: 0,
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        assert!(e.to_string().contains("power_w (12 and 20)"), "{e}");
+        let mut other = row(0, 2, "b");
+        other.mode_cpu_frac = 0.5;
+        let f = write(&[row(0, 2, "a"), other]);
+        let e = read_profile(f.path()).unwrap_err().to_string();
+        assert!(e.contains("mode_cpu_frac"), "{e}");
     }
 
     #[test]

@@ -325,7 +325,7 @@ pub fn plan(
     opts: &SearchOptions,
 ) -> Result<Plan, PlanError> {
     let Some(budget) = opts.max_accuracy_lost else {
-        return search(problem, est, gco2, opts);
+        return search(problem, est, gco2, opts, true);
     };
     // The budget, then looser ones, then none: give up as little accuracy
     // beyond the budget as the deadlines need.
@@ -339,9 +339,13 @@ pub fn plan(
             max_accuracy_lost: cap,
             ..*opts
         };
-        match search(problem, est, gco2, &step) {
+        // The budget's own search widens its beam before giving up, as the
+        // uncapped one does: a narrow beam must not trade away accuracy a
+        // wider one finds within the budget. The looser steps do not (that
+        // cost is paid at most twice).
+        match search(problem, est, gco2, &step, i == 0 || cap.is_none()) {
             Ok(mut plan) => {
-                plan.within_accuracy_budget = i == 0;
+                plan.within_accuracy_budget = plan.accuracy_lost <= budget + 1e-9;
                 return Ok(plan);
             }
             Err(e @ PlanError::Infeasible { .. }) => infeasible = Some(e),
@@ -356,6 +360,7 @@ fn search(
     est: &mut dyn MappingEstimator,
     gco2: f64,
     opts: &SearchOptions,
+    widen: bool,
 ) -> Result<Plan, PlanError> {
     if problem.modes.is_empty() || problem.tenants.is_empty() {
         return Err(PlanError::Malformed("no modes or no tenants".into()));
@@ -438,12 +443,14 @@ fn search(
     // the only partials a later tenant fits beside; when the beams empty
     // after pruning, the search runs again four times as wide (up to 64 ×
     // the policy's width, 85 searches' worth at most) before it calls the
-    // tenants infeasible — in the search without an accuracy cap only
-    // (the last of `plan`'s loosening steps), so that cost is paid once.
+    // tenants infeasible — in the search at the accuracy budget and in the
+    // one without a cap only (the first and last of `plan`'s loosening
+    // steps), so that cost is paid at most twice.
     let modes = problem.modes.len();
-    let widest = match opts.max_accuracy_lost {
-        None => opts.beam_width.max(1).saturating_mul(64),
-        Some(_) => opts.beam_width.max(1),
+    let widest = if widen {
+        opts.beam_width.max(1).saturating_mul(64)
+    } else {
+        opts.beam_width.max(1)
     };
     let mut width = opts.beam_width.max(1);
     'widen: loop {

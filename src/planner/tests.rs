@@ -195,6 +195,16 @@ fn a_narrow_beam_widens_rather_than_call_a_feasible_set_infeasible() {
     // The exhaustive search agrees.
     let all = super::plan(&p, &mut table(), 300.0, &SearchOptions::default()).unwrap();
     assert_eq!(all.mapping, plan.mapping);
+    // Under an accuracy budget the budget's own search widens too: the
+    // plan is found within it (it lost nothing), and says so.
+    let capped = SearchOptions {
+        max_accuracy_lost: Some(0.0),
+        ..narrow
+    };
+    let within = super::plan(&p, &mut table(), 300.0, &capped).unwrap();
+    assert_eq!(within.mapping, plan.mapping);
+    assert_eq!(within.accuracy_lost, 0.0);
+    assert!(within.within_accuracy_budget);
 }
 
 #[test]
