@@ -148,6 +148,48 @@ fn evaluate_weights(data: &str, out: &Path) -> std::process::Output {
     ])
 }
 
+/// Nothing of a held-out configuration reaches training: with every
+/// held-out label tripled the weights and the normalisation constants are
+/// the same, byte for byte (the splits are drawn from the variants, not
+/// the labels).
+#[test]
+fn held_out_labels_do_not_reach_training() {
+    use ecomap_actors::estimator::train::Split;
+    let d = descriptors();
+    let all = examples(&d, &tiny_dataset(), &options()).unwrap();
+    assert!(
+        all.iter().any(|e| e.split != Split::Train),
+        "something held out"
+    );
+    let mut tripled = all.clone();
+    for e in tripled.iter_mut().filter(|e| e.split != Split::Train) {
+        e.p50_ms.iter_mut().for_each(|v| *v *= 3.0);
+        e.p95_ms.iter_mut().for_each(|v| *v *= 3.0);
+        e.power_w *= 3.0;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut saved = Vec::new();
+    for (name, set) in [("a", &all), ("b", &tripled)] {
+        let (est, _) = train(d.clone(), set, &options(), "tiny", "xavier", |_, _| {});
+        let m = est.meta();
+        let norms = (
+            m.p50_mean,
+            m.p50_std,
+            m.power_mean,
+            m.power_std,
+            m.best_epoch,
+        );
+        let out = dir.path().join(name);
+        est.save(&out).unwrap();
+        saved.push((
+            std::fs::read(out.join("estimator.safetensors")).unwrap(),
+            format!("{norms:?}"),
+        ));
+    }
+    assert_eq!(saved[0].1, saved[1].1, "normalisation and epoch kept");
+    assert!(saved[0].0 == saved[1].0, "the same weights, byte for byte");
+}
+
 /// Retraining in place, with the descriptor table the last training left
 /// beside its weights: the table is not copied onto itself (which
 /// truncates it); an empty table is refused, exit 2.

@@ -620,9 +620,11 @@ impl SharedDispatcher {
         }
     }
 
-    /// Lock it. A worker that panicked while holding the lock left the
-    /// state consistent between steps (a step's only panics would be
-    /// bugs), so a poisoned lock is used as is rather than halting serving.
+    /// Lock it. A step panics only on a bug; one that panicked after
+    /// taking a request off the heap leaves that request without an
+    /// outcome (and its slot held), which the report's conservation check
+    /// then shows. The rest of the state is whole between its updates, so
+    /// a poisoned lock is used as is rather than halting serving.
     pub fn lock(&self) -> MutexGuard<'_, EdfDispatcher> {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
