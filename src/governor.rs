@@ -420,14 +420,15 @@ mod tests {
 
     #[test]
     fn after_a_stale_spell_the_hysteresis_counts_from_the_reading_it_recovered_on() {
-        // 250 → 30 W; stale → 15 W; back at 360 → 15 W (no change of cap).
-        // A reading of 349 is 11 from 360, within the hysteresis of 15:
-        // the cap stays (it was measured against the fallback's NaN).
+        // 250 → 30 W; stale → 15 W; back at 305 → 15 W (no change of cap).
+        // A reading of 295 (the 30 W band) is 10 from 305, within the
+        // hysteresis of 15: the cap stays (it was measured against the
+        // fallback's NaN, and moved).
         let mut g = Governor::new(policy(15.0, 0));
         assert_eq!(g.on_sample(t(0), fresh(250.0)).unwrap().cap_w, 30.0);
         assert_eq!(g.on_sample(t(1), None).unwrap().cap_w, 15.0);
-        assert_eq!(g.on_sample(t(2), fresh(360.0)), None);
-        assert_eq!(g.on_sample(t(3), fresh(349.0)), None);
+        assert_eq!(g.on_sample(t(2), fresh(305.0)), None);
+        assert_eq!(g.on_sample(t(3), fresh(295.0)), None);
         assert_eq!(g.on_sample(t(4), fresh(280.0)).unwrap().cap_w, 30.0);
     }
 

@@ -598,7 +598,15 @@ impl DispatchCore {
     }
 
     fn drain_unservable(&mut self, fx: &mut StepEffects) {
-        if !self.any_orphaned {
+        // Cheap on the per-request path: the scan runs only while an
+        // orphaned tenant has requests queued.
+        if !self.any_orphaned
+            || !self
+                .orphaned
+                .iter()
+                .zip(&self.queued)
+                .any(|(&o, &n)| o && n > 0)
+        {
             return;
         }
         let DispatchCore {

@@ -437,6 +437,8 @@ pub struct ControlPlane {
     /// The platform's name, read at start: at the end a hung governor may
     /// hold the platform, and the report must not wait for it.
     platform_name: String,
+    /// Where the end records a meter it could not read.
+    incidents: IncidentLog,
     clock: RunClock,
     watchdog: JoinHandle<()>,
     stopping: Arc<AtomicBool>,
@@ -540,6 +542,7 @@ impl ControlPlane {
             .recv_timeout(Duration::from_secs(10))
             .map_err(|_| "the control plane did not start within 10 s".to_string())?;
         let stopping = Arc::new(AtomicBool::new(false));
+        let end_incidents = incidents.clone();
         let watchdog = {
             let (shared, meter, stopping) = (shared.clone(), meter.clone(), stopping.clone());
             let fallback = plan.fallback_cap_w;
@@ -568,6 +571,7 @@ impl ControlPlane {
             meter,
             source_name: plan.source_name,
             platform_name,
+            incidents: end_incidents,
             clock,
             watchdog,
             stopping,
@@ -618,11 +622,15 @@ impl ControlPlane {
         };
         match meter.as_mut() {
             Some(m) => m.finish(self.clock.now()),
-            None => self.shared.note(
-                "the energy meter was held by a hung thread at the end: the run's energy and \
-                 carbon are not reported"
-                    .into(),
-            ),
+            None => {
+                // The ledger below is then empty: the report's energy and
+                // carbon read 0, which the incident (degrading: exit 3) and
+                // the note say are missing, not measured.
+                let what = "the energy meter was held by a hung thread at the end: the run's \
+                            energy and carbon are missing from the report (they read 0)";
+                self.incidents.record(what.into(), true);
+                self.shared.note(what.into());
+            }
         }
         // Leave the device as the run found it (a Jetson's clocks, a RAPL
         // limit); a hung governor may still hold the platform.

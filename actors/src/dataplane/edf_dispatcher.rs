@@ -112,8 +112,9 @@ pub struct DispatcherStats {
     pub expired: u64,
     /// Requests shed: predicted to finish past their deadline.
     pub shed: u64,
-    /// Requests no worker could take (their workers died for good);
-    /// counted `failed`.
+    /// Requests no worker could take, counted `failed`: those of a
+    /// tenant whose every worker went out for good (ended at once), and
+    /// those still queued at the end with no live worker holding them.
     pub unserved: u64,
     /// Dispatch steps run.
     pub steps: u64,
@@ -135,7 +136,7 @@ impl DispatcherStats {
             dispatched: s.dispatched,
             expired: s.expired,
             shed: s.shed,
-            unserved,
+            unserved: unserved + s.unservable,
             steps: s.steps,
             doorbells: outbox.rung.load(Ordering::Relaxed),
             max_queued: s.max_queued,
@@ -392,8 +393,12 @@ impl EdfDispatcher {
     /// served again: its queue handles refuse new requests from now on
     /// (`SubmitError::NoWorker`, counted `rejected`), and what it had
     /// queued — pulled from its channel first — fails now, each caller
-    /// told why, rather than wait for the run's end. The tickets are
-    /// returned in `io` to be resolved once the lock is dropped.
+    /// told why, rather than wait for the run's end. (A request sent in
+    /// the instant between a submitter reading the flag unset and this
+    /// pull sits in the channel, which no live worker listens on, until
+    /// any worker's next step or the run's end: it still ends `failed`,
+    /// once.) The tickets are returned in `io` to be resolved once the
+    /// lock is dropped.
     pub fn worker_retired(&mut self, worker: usize, io: &mut StepIo) {
         debug_assert!(io.dropped.is_empty(), "io delivered");
         let mut fx = StepEffects::default();
@@ -405,7 +410,13 @@ impl EdfDispatcher {
                 tenant.counters.no_worker.store(true, Ordering::Release);
             }
         }
-        self.pull_arrivals();
+        // Only the orphaned tenants' channels: a request of another tenant
+        // taken here would wait, unrung, for its own worker's next step.
+        for t in 0..self.tenants.len() {
+            if self.core.is_orphaned(t) {
+                self.pull_tenant(t);
+            }
+        }
         self.core.take_unservable(&mut fx);
         for r in &fx.unservable {
             self.release_slot(r);
@@ -533,46 +544,52 @@ impl EdfDispatcher {
 
     fn pull_arrivals(&mut self) {
         for i in 0..self.tenants.len() {
-            if !self.open[i] {
-                continue;
-            }
-            loop {
-                match self.tenants[i].rx.try_recv() {
-                    Ok(Submission { request, work }) => {
-                        self.core.admit(request);
-                        if let Some(w) = work {
-                            let earlier = self.works.insert((request.tenant.0, request.id), w);
-                            debug_assert!(earlier.is_none(), "one caller's work per request id");
+            self.pull_tenant(i);
+        }
+    }
+
+    /// Take what tenant `i`'s channel holds into the core (see
+    /// [`EdfDispatcher::pull_arrivals`]).
+    fn pull_tenant(&mut self, i: usize) {
+        if !self.open[i] {
+            return;
+        }
+        loop {
+            match self.tenants[i].rx.try_recv() {
+                Ok(Submission { request, work }) => {
+                    self.core.admit(request);
+                    if let Some(w) = work {
+                        let earlier = self.works.insert((request.tenant.0, request.id), w);
+                        debug_assert!(earlier.is_none(), "one caller's work per request id");
+                    }
+                }
+                Err(TryRecvError::Empty) => {
+                    // At the end of the run (`Runtime::shutdown` closes
+                    // the admission slots first) a caller may still hold
+                    // a handle, so the channel never disconnects. Every
+                    // request in the channel or on its way there holds a
+                    // slot, as does every one in the core's queue, and
+                    // no slot is taken after the close: once the slots
+                    // held are no more than the core's queue, nothing
+                    // more can arrive, and the tenant is closed as if
+                    // disconnected. (A refusal being counted reads one
+                    // high: that only puts the close off to a later
+                    // step; a stopping worker steps again within 10 ms.)
+                    let slots = &self.tenants[i].counters.waiting;
+                    if slots.is_closed() {
+                        let (held, queued) = (slots.held(), self.core.queued(i));
+                        debug_assert!(held >= queued, "every queued request holds a slot");
+                        if held <= queued {
+                            self.open[i] = false;
+                            self.core.close(i);
                         }
                     }
-                    Err(TryRecvError::Empty) => {
-                        // At the end of the run (`Runtime::shutdown` closes
-                        // the admission slots first) a caller may still hold
-                        // a handle, so the channel never disconnects. Every
-                        // request in the channel or on its way there holds a
-                        // slot, as does every one in the core's queue, and
-                        // no slot is taken after the close: once the slots
-                        // held are no more than the core's queue, nothing
-                        // more can arrive, and the tenant is closed as if
-                        // disconnected. (A refusal being counted reads one
-                        // high: that only puts the close off to a later
-                        // step; a stopping worker steps again within 10 ms.)
-                        let slots = &self.tenants[i].counters.waiting;
-                        if slots.is_closed() {
-                            let (held, queued) = (slots.held(), self.core.queued(i));
-                            debug_assert!(held >= queued, "every queued request holds a slot");
-                            if held <= queued {
-                                self.open[i] = false;
-                                self.core.close(i);
-                            }
-                        }
-                        break;
-                    }
-                    Err(TryRecvError::Disconnected) => {
-                        self.open[i] = false;
-                        self.core.close(i);
-                        break;
-                    }
+                    break;
+                }
+                Err(TryRecvError::Disconnected) => {
+                    self.open[i] = false;
+                    self.core.close(i);
+                    break;
                 }
             }
         }

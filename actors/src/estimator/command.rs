@@ -190,11 +190,18 @@ pub fn run(args: &TrainEstimatorArgs) -> Result<Vec<EvalRow>, TrainEstimatorErro
             est.save(&args.out)?;
             // The weights are only meaningful with the table their model
             // indices refer to: keep a copy beside them.
-            // Not onto itself: copying a file onto itself truncates it.
+            // Not onto itself (the same file by any path or link): copying
+            // a file onto itself truncates it.
             let copy = args.out.join("descriptors.csv");
-            let same = match (args.descriptors.canonicalize(), copy.canonicalize()) {
-                (Ok(from), Ok(to)) => from == to,
-                _ => false,
+            let same = {
+                use std::os::unix::fs::MetadataExt;
+                match (
+                    std::fs::metadata(&args.descriptors),
+                    std::fs::metadata(&copy),
+                ) {
+                    (Ok(from), Ok(to)) => (from.dev(), from.ino()) == (to.dev(), to.ino()),
+                    _ => false,
+                }
             };
             if !same {
                 std::fs::copy(&args.descriptors, &copy).map_err(|e| write(&copy, &e))?;

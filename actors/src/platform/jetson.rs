@@ -45,9 +45,11 @@ pub struct JetsonBackend {
 }
 
 /// How long `nvpmodel` may take to switch modes before it is killed and
-/// the cap reported as failed (it runs on the control-plane thread, under
-/// the platform's lock; a mode switch takes a second or two).
-const NVPMODEL_PATIENCE: Duration = Duration::from_secs(20);
+/// the cap reported as failed (a mode switch takes a second or two). It
+/// runs on the control-plane thread, under the platform's lock: kept below
+/// the watchdog's `HANG_AFTER` (10 s), so a slow switch fails as a cap
+/// that could not be set rather than as a hung control plane.
+const NVPMODEL_PATIENCE: Duration = Duration::from_secs(8);
 
 /// Run `binary args` with no input (a mode change that wants a reboot
 /// asks on stdin), killing it past `patience`; its failure, or its
