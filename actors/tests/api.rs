@@ -28,6 +28,21 @@ fn start(workload: &str) -> Runtime {
     )
 }
 
+/// A runtime of the workload file `file` (one whose catalog path is
+/// relative to it) on two unpinned workers under plain EDF.
+#[cfg(feature = "tch")]
+fn start_file(file: &Path) -> Runtime {
+    let w = Workload::load(file)
+        .unwrap_or_else(|e| panic!("{e} (the models come from scripts/setup.sh)"));
+    let rt: RtConfig = parse_ron(
+        r#"(workers: [(name: "w0"), (name: "w1")])"#,
+        Path::new("rt.ron"),
+        "rt",
+    )
+    .unwrap();
+    Runtime::start(&w, &rt, &Policy::edf("edf")).unwrap()
+}
+
 fn start_with(workload: &str, rt: &str, policy: &Policy) -> Runtime {
     let w: Workload = parse_ron(workload, Path::new("w.ron"), "workload").unwrap();
     w.validate(Path::new("w.ron")).unwrap();
@@ -289,14 +304,7 @@ fn a_synthetic_stand_in_does_not_answer_for_a_real_family() {
         ])"#,
     )
     .unwrap();
-    let w = Workload::load(&file).unwrap();
-    let rt: RtConfig = parse_ron(
-        r#"(workers: [(name: "w0"), (name: "w1")])"#,
-        Path::new("rt.ron"),
-        "rt",
-    )
-    .unwrap();
-    let r = Runtime::start(&w, &rt, &Policy::edf("edf")).unwrap();
+    let r = start_file(&file);
     let (inputs, outputs) = r.model_io(0);
     assert_eq!(
         inputs[0].shape,
@@ -386,15 +394,7 @@ fn the_detector_returns_boxes_labels_and_scores_for_a_frame() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("perception.ron");
     std::fs::write(&file, text).unwrap();
-    let w = Workload::load(&file)
-        .unwrap_or_else(|e| panic!("{e} (the models come from scripts/setup.sh)"));
-    let rt: RtConfig = parse_ron(
-        r#"(workers: [(name: "w0"), (name: "w1")])"#,
-        Path::new("rt.ron"),
-        "rt",
-    )
-    .unwrap();
-    let r = Runtime::start(&w, &rt, &Policy::edf("edf")).unwrap();
+    let r = start_file(&file);
     let (inputs, outputs) = r.model_io(0);
     assert_eq!(inputs[0].shape, vec![1, 3, -1, -1]);
     let names: Vec<&str> = outputs.iter().map(|o| o.name.as_str()).collect();

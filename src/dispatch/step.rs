@@ -423,7 +423,7 @@ impl DispatchCore {
         }
         self.units[u].idle = true;
         self.expire(now, fx);
-        self.drain_unservable(fx);
+        self.take_unservable(fx);
         let job = self.take_for(u, now, fx);
         if job.is_some() {
             self.units[u].idle = false;
@@ -583,7 +583,7 @@ impl DispatchCore {
             self.orphaned[t] = !self.units.iter().any(|unit| !unit.retired && unit.holds[t]);
         }
         self.any_orphaned = self.orphaned.iter().any(|&o| o);
-        self.drain_unservable(fx);
+        self.take_unservable(fx);
     }
 
     /// Whether every unit holding tenant `t`'s models is out for good.
@@ -592,12 +592,8 @@ impl DispatchCore {
     }
 
     /// Add to `fx.unservable` the queued requests of orphaned tenants (e.g.
-    /// just admitted from their channels), as a step does.
+    /// just admitted from their channels), as every step does.
     pub fn take_unservable(&mut self, fx: &mut StepEffects) {
-        self.drain_unservable(fx);
-    }
-
-    fn drain_unservable(&mut self, fx: &mut StepEffects) {
         // Cheap on the per-request path: the scan runs only while an
         // orphaned tenant has requests queued.
         if !self.any_orphaned

@@ -351,19 +351,7 @@ impl EdfDispatcher {
         self.pull_power();
         self.pull_plan();
         let next = self.core.step(worker, event, self.clock.now(), fx);
-        for (list, outcome) in [
-            (&fx.expired, Outcome::Expired),
-            (&fx.shed, Outcome::Shed),
-            (&fx.unservable, Outcome::Failed),
-        ] {
-            for r in list {
-                self.release_slot(r);
-                self.tenants[r.tenant.index()].counters.count(outcome);
-                if let Some(w) = self.works.remove(&(r.tenant.0, r.id)) {
-                    io.dropped.push((w, *r, outcome));
-                }
-            }
-        }
+        self.count_dropped(fx, io);
         if let Next::Run(job) = &next {
             let r = job.request;
             io.work = self.works.remove(&(r.tenant.0, r.id));
@@ -403,28 +391,39 @@ impl EdfDispatcher {
         debug_assert!(io.dropped.is_empty(), "io delivered");
         let mut fx = StepEffects::default();
         self.core.unit_retired(worker, &mut fx);
-        for (t, tenant) in self.tenants.iter().enumerate() {
-            if self.core.is_orphaned(t) {
-                // Before the pull: a submitter that reads it unset sends,
-                // and this pull, or the next step's, finds its request.
-                tenant.counters.no_worker.store(true, Ordering::Release);
-            }
-        }
-        // Only the orphaned tenants' channels: a request of another tenant
-        // taken here would wait, unrung, for its own worker's next step.
         for t in 0..self.tenants.len() {
             if self.core.is_orphaned(t) {
+                // The flag before the pull: a submitter that reads it unset
+                // sends, and this pull, or a later step's, finds its
+                // request. Only the orphaned tenants' channels: a request
+                // of another tenant taken here would wait, unrung, for its
+                // own worker's next step.
+                self.tenants[t]
+                    .counters
+                    .no_worker
+                    .store(true, Ordering::Release);
                 self.pull_tenant(t);
             }
         }
         self.core.take_unservable(&mut fx);
-        for r in &fx.unservable {
-            self.release_slot(r);
-            self.tenants[r.tenant.index()]
-                .counters
-                .count(Outcome::Failed);
-            if let Some(w) = self.works.remove(&(r.tenant.0, r.id)) {
-                io.dropped.push((w, *r, Outcome::Failed));
+        self.count_dropped(&fx, io);
+    }
+
+    /// Count the requests a step dropped — expired, shed, or unservable
+    /// (`failed`) — give back their slots, and hand their callers' work to
+    /// `io`, to be answered once the lock is dropped.
+    fn count_dropped(&mut self, fx: &StepEffects, io: &mut StepIo) {
+        for (list, outcome) in [
+            (&fx.expired, Outcome::Expired),
+            (&fx.shed, Outcome::Shed),
+            (&fx.unservable, Outcome::Failed),
+        ] {
+            for r in list {
+                self.release_slot(r);
+                self.tenants[r.tenant.index()].counters.count(outcome);
+                if let Some(w) = self.works.remove(&(r.tenant.0, r.id)) {
+                    io.dropped.push((w, *r, outcome));
+                }
             }
         }
     }

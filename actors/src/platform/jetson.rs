@@ -68,21 +68,17 @@ fn run_bounded(binary: &str, args: &[&str], patience: Duration) -> Result<(), Pl
         .stderr(Stdio::piped())
         .spawn()
         .map_err(|e| fail(e.to_string()))?;
-    let since = std::time::Instant::now();
-    loop {
-        match child.try_wait() {
-            Ok(Some(_)) => break,
-            Ok(None) if since.elapsed() >= patience => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(fail(format!(
-                    "no answer within {}: killed",
-                    humantime::format_duration(patience)
-                )));
-            }
-            Ok(None) => std::thread::sleep(Duration::from_millis(10)),
-            Err(e) => return Err(fail(e.to_string())),
+    match wait_timeout::ChildExt::wait_timeout(&mut child, patience) {
+        Ok(Some(_)) => {}
+        Ok(None) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(fail(format!(
+                "no answer within {}: killed",
+                humantime::format_duration(patience)
+            )));
         }
+        Err(e) => return Err(fail(e.to_string())),
     }
     let out = child.wait_with_output().map_err(|e| fail(e.to_string()))?;
     if out.status.success() {
