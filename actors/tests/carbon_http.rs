@@ -53,7 +53,7 @@ const EM_OK: &str = r#"{"zone":"DE","carbonIntensity":302,"datetime":"2019-01-01
 fn electricity_maps_answer_is_read_with_the_token() {
     let (base, rx) = server(vec![(200, EM_OK, Duration::ZERO)]);
     let c = em(&base, Duration::from_secs(2));
-    assert_eq!(c.fetch_once().unwrap(), 302.0);
+    assert_eq!(c.fetch_once().unwrap().gco2_per_kwh, 302.0);
     let (url, token) = rx.recv().unwrap();
     assert_eq!(url, "/v3/carbon-intensity/latest?zone=DE");
     assert_eq!(token.as_deref(), Some("secret-token"));
@@ -79,8 +79,14 @@ fn uk_national_grid_uses_actual_then_forecast() {
         Duration::from_secs(2),
     )
     .unwrap();
-    assert_eq!(c.fetch_once().unwrap(), 263.0);
-    assert_eq!(c.fetch_once().unwrap(), 266.0);
+    let actual = c.fetch_once().unwrap();
+    assert_eq!(actual.gco2_per_kwh, 263.0);
+    // The half hour's end, in the API's minutes-only form.
+    assert_eq!(
+        actual.valid_until.unwrap().to_rfc3339(),
+        "2018-01-20T12:30:00+00:00"
+    );
+    assert_eq!(c.fetch_once().unwrap().gco2_per_kwh, 266.0);
 }
 
 #[test]
@@ -93,19 +99,19 @@ fn errors_garbage_and_silence_are_explained_not_fatal() {
         (200, EM_OK, Duration::from_millis(1500)),
     ]);
     let c = em(&base, Duration::from_millis(300));
-    let e = c.fetch_once().unwrap_err();
+    let e = c.fetch_once().unwrap_err().to_string();
     assert!(
         e.contains("HTTP 401") && e.contains("check the API token"),
         "{e}"
     );
-    let e = c.fetch_once().unwrap_err();
+    let e = c.fetch_once().unwrap_err().to_string();
     assert!(e.contains("HTTP 500"), "{e}");
-    let e = c.fetch_once().unwrap_err();
+    let e = c.fetch_once().unwrap_err().to_string();
     assert!(e.contains("invalid JSON"), "{e}");
-    let e = c.fetch_once().unwrap_err();
+    let e = c.fetch_once().unwrap_err().to_string();
     assert!(e.contains("no intensity"), "{e}");
     let t = std::time::Instant::now();
-    let e = c.fetch_once().unwrap_err();
+    let e = c.fetch_once().unwrap_err().to_string();
     assert!(
         t.elapsed() < Duration::from_millis(1400),
         "the timeout bounds a silent server"
@@ -126,7 +132,9 @@ fn retries_back_off_and_succeed_when_the_provider_recovers() {
     let c = em(&base, Duration::from_secs(2));
     let t = std::time::Instant::now();
     assert_eq!(
-        c.fetch_with_retries(3, Duration::from_millis(50)).unwrap(),
+        c.fetch_with_retries(3, Duration::from_millis(50))
+            .unwrap()
+            .gco2_per_kwh,
         302.0
     );
     assert!(
@@ -146,6 +154,47 @@ fn a_missing_token_is_a_clear_start_up_error() {
         None,
         Duration::from_secs(1),
     )
-    .unwrap_err();
+    .unwrap_err()
+    .to_string();
     assert!(e.contains("ECOMAP_TEST_UNSET_TOKEN_VARIABLE"), "{e}");
+}
+
+/// The figure's own time is read: Electricity Maps' hour lasts an hour
+/// from its `datetime`, so at a wall time two hours after that hour began
+/// the figure is an hour old; a time the format does not allow is an
+/// error, not a fresh figure; an answer without a time is taken as current.
+#[test]
+fn a_figures_age_comes_from_the_answers_own_time() {
+    let (base, _rx) = server(vec![
+        (200, EM_OK, Duration::ZERO),
+        (
+            200,
+            r#"{"zone":"DE","carbonIntensity":302,"datetime":"yesterday"}"#,
+            Duration::ZERO,
+        ),
+        (
+            200,
+            r#"{"zone":"DE","carbonIntensity":302}"#,
+            Duration::ZERO,
+        ),
+    ]);
+    let c = em(&base, Duration::from_secs(2));
+    let r = c.fetch_once().unwrap();
+    let hour_began = chrono::DateTime::parse_from_rfc3339("2019-01-01T00:00:00Z")
+        .unwrap()
+        .with_timezone(&chrono::Utc);
+    assert_eq!(
+        r.age_at(hour_began + chrono::TimeDelta::minutes(30)),
+        Duration::ZERO,
+        "within its hour"
+    );
+    assert_eq!(
+        r.age_at(hour_began + chrono::TimeDelta::hours(2)),
+        Duration::from_secs(3600)
+    );
+    let e = c.fetch_once().unwrap_err().to_string();
+    assert!(e.contains("\"yesterday\"") && e.contains("ISO 8601"), "{e}");
+    let r = c.fetch_once().unwrap();
+    assert_eq!(r.valid_until, None);
+    assert_eq!(r.age_at(chrono::Utc::now()), Duration::ZERO);
 }

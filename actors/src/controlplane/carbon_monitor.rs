@@ -10,7 +10,7 @@
 //!   stalls the actix arbiter); errors are logged and counted, never fatal;
 //! - `Fixed`: a constant.
 
-use crate::carbon_http::ProviderClient;
+use crate::carbon_http::{ProviderClient, ProviderError, ProviderReading};
 use crate::clock::RunClock;
 use crate::control_plane::ControlShared;
 use actix::prelude::*;
@@ -55,6 +55,10 @@ pub enum MonitorSource {
         client: ProviderClient,
         /// Poll period (run time).
         poll: Duration,
+        /// A figure whose period ended longer ago than this is stale when
+        /// it arrives (the control plane's pricing staleness: the
+        /// governor's `max_staleness` where there is a governor).
+        max_age: Duration,
     },
 }
 
@@ -130,7 +134,12 @@ impl Actor for CarbonMonitor {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         if let Some(MonitorSource::Http { .. }) = &self.source {
-            let Some(MonitorSource::Http { client, poll }) = self.source.take() else {
+            let Some(MonitorSource::Http {
+                client,
+                poll,
+                max_age,
+            }) = self.source.take()
+            else {
                 return;
             };
             // The poller holds this actor's address, which keeps the actor
@@ -145,8 +154,14 @@ impl Actor for CarbonMonitor {
                     while !stop.load(Ordering::Relaxed) {
                         let started = clock.now();
                         let result = client.fetch_with_retries(3, Duration::from_millis(500));
+                        let age = match &result {
+                            Ok(r) => r.age_at(chrono::Utc::now()),
+                            Err(_) => Duration::ZERO,
+                        };
                         me.do_send(ProviderAnswer {
                             result,
+                            age,
+                            max_age,
                             observed: clock.now(),
                         });
                         // Sleep out the poll period in small steps so a stop is prompt.
@@ -157,7 +172,11 @@ impl Actor for CarbonMonitor {
                     }
                 });
             if let Err(e) = spawned {
+                // No reading will come: the governor falls back after its
+                // grace, and the report says why.
                 tracing::warn!("carbon monitor: cannot start the HTTP poller: {e}");
+                self.shared
+                    .note(format!("carbon monitor: cannot start the HTTP poller: {e}"));
             }
             return;
         }
@@ -180,8 +199,13 @@ impl Actor for CarbonMonitor {
 #[derive(Debug, Message)]
 #[rtype(result = "()")]
 pub struct ProviderAnswer {
-    /// The intensity, or every attempt's error.
-    pub result: Result<f64, String>,
+    /// The figure, or every attempt's error.
+    pub result: Result<ProviderReading, ProviderError>,
+    /// How long ago the figure's period had ended when it was read
+    /// ([`ProviderReading::age_at`] on the wall clock).
+    pub age: Duration,
+    /// Older than this, the figure is stale on arrival.
+    pub max_age: Duration,
     /// When the poll ended (run time).
     pub observed: Timestamp,
 }
@@ -191,12 +215,34 @@ impl Handler<ProviderAnswer> for CarbonMonitor {
 
     fn handle(&mut self, msg: ProviderAnswer, _ctx: &mut Self::Context) {
         match msg.result {
-            Ok(g) => self.governor.do_send(CarbonReading {
-                gco2_per_kwh: g,
-                observed: msg.observed,
-                grid_time: msg.observed.saturating_since(self.origin),
-                stale: false,
-            }),
+            Ok(r) => {
+                // An old figure is dated back by its age, so the governor
+                // and the pricing see it age from when its period ended
+                // (clipped at the run's start: a figure older than the run
+                // is dated to it, and goes stale by the flag below).
+                let stale = msg.age > msg.max_age;
+                if stale {
+                    let what = format!(
+                        "carbon monitor: the provider's figure ended {:.0} min before it was \
+                         read (more than the {:.0} min allowed); treated as stale",
+                        msg.age.as_secs_f64() / 60.0,
+                        msg.max_age.as_secs_f64() / 60.0
+                    );
+                    tracing::warn!("{what}");
+                    self.shared.note(
+                        "carbon monitor: the live provider answered with a figure older than \
+                         the staleness allowed; treated as stale"
+                            .into(),
+                    );
+                }
+                let observed = msg.observed - msg.age;
+                self.governor.do_send(CarbonReading {
+                    gco2_per_kwh: r.gco2_per_kwh,
+                    observed,
+                    grid_time: observed.saturating_since(self.origin),
+                    stale,
+                })
+            }
             Err(e) => {
                 // Never fatal: the governor sees the intensity go stale and
                 // falls back to its conservative cap.

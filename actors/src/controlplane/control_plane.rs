@@ -294,12 +294,15 @@ impl ControlPlan {
                 poll,
                 timeout,
             }) => {
-                let client = ProviderClient::new(provider.clone(), base_url.as_deref(), *timeout)?;
+                let client = ProviderClient::new(provider.clone(), base_url.as_deref(), *timeout)
+                    .map_err(|e| e.to_string())?;
                 let name = format!("http {}", client.url());
                 (
                     Some(MonitorSource::Http {
                         client,
                         poll: *poll,
+                        // Set below, with the pricing's staleness.
+                        max_age: Duration::MAX,
                     }),
                     name,
                 )
@@ -341,6 +344,10 @@ impl ControlPlan {
             (None, Some(CarbonSource::Trace { .. })) => HANG_AFTER,
             (None, _) => Duration::MAX,
         };
+        let mut source = source;
+        if let Some(MonitorSource::Http { max_age, .. }) = &mut source {
+            *max_age = pricing_staleness;
+        }
         Ok(Some(ControlPlan {
             source,
             source_name,

@@ -409,6 +409,14 @@ impl TenantQueue {
         &self.name
     }
 
+    /// Whether a worker holding the tenant's models is left to serve it:
+    /// false once the dispatcher has found every such worker out for good
+    /// (its requests are refused with [`SubmitError::NoWorker`] from then
+    /// on, so readiness probes must say so too).
+    pub fn has_worker(&self) -> bool {
+        !self.counters.no_worker.load(Ordering::Acquire)
+    }
+
     /// Requests currently waiting (admitted, not yet started).
     pub fn waiting(&self) -> usize {
         self.counters.waiting.held()

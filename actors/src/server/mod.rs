@@ -5,11 +5,11 @@
 //! | route | answer |
 //! |---|---|
 //! | `GET /v2/health/live` | 200 while the server runs |
-//! | `GET /v2/health/ready` | 200 once every model is loaded, 400 while stopping |
+//! | `GET /v2/health/ready` | 200 once every model is loaded, 400 while stopping or while a model has no worker left |
 //! | `GET /v2` | server metadata: name, version, extensions |
 //! | `GET /v2/models/{name}[/versions/{v}]` | model metadata: inputs and outputs (name, datatype, shape) |
-//! | `GET /v2/models/{name}[/versions/{v}]/ready` | 200, or 404 for an unknown model |
-//! | `POST /v2/repository/index` | every tenant, `READY` |
+//! | `GET /v2/models/{name}[/versions/{v}]/ready` | 200; 400 while stopping or when no worker holding the model is left; 404 for an unknown model |
+//! | `POST /v2/repository/index` | every tenant, `READY`, or `UNAVAILABLE` with the reason when no worker holding it is left |
 //! | `POST /v2/models/{name}[/versions/{v}]/infer` | JSON or binary tensors in, the model's outputs out |
 //! | `GET /metrics` | Prometheus exposition (see [`metrics`]) |
 //!
@@ -138,8 +138,11 @@ async fn live() -> HttpResponse {
     HttpResponse::Ok().finish()
 }
 
+/// Ready as Triton's strict readiness has it: the server, and every model
+/// in it. A model whose workers are all out for good refuses every request
+/// (503), so a load balancer must not count the server as ready.
 async fn ready(state: web::Data<ServerState>) -> HttpResponse {
-    if state.ready.load(Ordering::Acquire) {
+    if state.ready.load(Ordering::Acquire) && state.models.iter().all(|m| m.queue.has_worker()) {
         HttpResponse::Ok().finish()
     } else {
         HttpResponse::BadRequest().finish()
@@ -205,7 +208,9 @@ async fn model_metadata_v(
 async fn model_ready(state: web::Data<ServerState>, path: web::Path<String>) -> HttpResponse {
     match state.model(&path) {
         Err(e) => *e,
-        Ok(_) if state.ready.load(Ordering::Acquire) => HttpResponse::Ok().finish(),
+        Ok(m) if state.ready.load(Ordering::Acquire) && m.queue.has_worker() => {
+            HttpResponse::Ok().finish()
+        }
         Ok(_) => HttpResponse::BadRequest().finish(),
     }
 }
@@ -225,7 +230,17 @@ async fn repository_index(state: web::Data<ServerState>) -> HttpResponse {
     let models: Vec<Value> = state
         .models
         .iter()
-        .map(|m| json!({"name": m.queue.name(), "version": "1", "state": "READY", "reason": ""}))
+        .map(|m| {
+            let (state, reason) = if m.queue.has_worker() {
+                ("READY", "")
+            } else {
+                (
+                    "UNAVAILABLE",
+                    "no worker holding the model is left to serve it",
+                )
+            };
+            json!({"name": m.queue.name(), "version": "1", "state": state, "reason": reason})
+        })
         .collect();
     HttpResponse::Ok().json(models)
 }
@@ -706,4 +721,88 @@ pub fn start(
         addr,
         state,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::RunClock;
+    use crate::tenant_queue::tenant_queue;
+    use actix_web::test as at;
+    use ecomap::arrival::ArrivalProcess;
+    use ecomap::config::workload::TenantSpec;
+    use ecomap::model::ModelSpec;
+    use ecomap::request::TenantId;
+    use std::time::Duration;
+
+    fn entry(id: u16, name: &str) -> ModelEntry {
+        let spec = TenantSpec {
+            name: name.into(),
+            model: ModelSpec::Synthetic {
+                service: Duration::from_millis(1),
+            },
+            arrival: ArrivalProcess::Poisson { rate_hz: 1.0 },
+            deadline: Duration::from_millis(10),
+            capacity: 4,
+            priority: 3,
+            units: None,
+            shed: None,
+            movable_to: None,
+            accuracy_floor: None,
+            resolved: Vec::new(),
+        };
+        let (queue, _receiver) = tenant_queue(TenantId(id), &spec, RunClock::start());
+        ModelEntry {
+            queue,
+            inputs: Vec::new(),
+            outputs: Vec::new(),
+            platform: "ecomap_synthetic",
+        }
+    }
+
+    /// A model whose last worker is out for good refuses every request
+    /// (503), so the probes must not call it ready: its own readiness, the
+    /// repository index and the server's strict readiness say so, while
+    /// the other model stays ready and the server live.
+    #[test]
+    fn a_model_with_no_worker_left_is_not_ready() {
+        let cam = entry(0, "cam");
+        let lidar = entry(1, "lidar");
+        let orphan = cam.queue.counters().clone();
+        let state = ServerState::new(vec![cam, lidar], 1 << 20, None);
+        actix_web::rt::System::new().block_on(async move {
+            let app = at::init_service(
+                App::new()
+                    .app_data(web::Data::from(state.clone()))
+                    .configure(routes),
+            )
+            .await;
+            let status = |path: &'static str| {
+                let req = at::TestRequest::get().uri(path).to_request();
+                at::call_service(&app, req)
+            };
+            assert_eq!(status("/v2/health/ready").await.status(), 200);
+            assert_eq!(status("/v2/models/cam/ready").await.status(), 200);
+
+            orphan.no_worker.store(true, Ordering::Release);
+            assert_eq!(status("/v2/health/live").await.status(), 200);
+            assert_eq!(status("/v2/health/ready").await.status(), 400);
+            assert_eq!(status("/v2/models/cam/ready").await.status(), 400);
+            assert_eq!(
+                status("/v2/models/cam/versions/1/ready").await.status(),
+                400
+            );
+            assert_eq!(status("/v2/models/lidar/ready").await.status(), 200);
+
+            let req = at::TestRequest::post()
+                .uri("/v2/repository/index")
+                .to_request();
+            let index: Value = at::call_and_read_body_json(&app, req).await;
+            assert_eq!(index[0]["name"], "cam");
+            assert_eq!(index[0]["state"], "UNAVAILABLE");
+            assert!(index[0]["reason"].as_str().unwrap().contains("no worker"));
+            assert_eq!(index[1]["state"], "READY");
+            assert_eq!(index[1]["reason"], "");
+        });
+    }
 }
