@@ -289,7 +289,7 @@ enum Command {
         #[arg(
             long,
             value_delimiter = ',',
-            default_value = "max-perf,efficient-static,ecomap-power,quality-only,lowest-mode,clover,carbon-buckets,reactive,ecomap,oracle"
+            default_value = "max-perf,efficient-static,ecomap-power,quality-only,lowest-mode,clover,carbon-buckets,reactive,ecomap,oracle,oracle-remap"
         )]
         policies: Vec<String>,
         /// Carbon-intensity CSVs (EIA, Electricity Maps, or timestamp,gco2_per_kwh).

@@ -422,6 +422,40 @@ fn bad_input_is_named_and_exits_2() {
             &["p.ron", says],
         );
     }
+    // Intensity buckets over a window with no spread, or a part hour.
+    for (window, says) in [
+        ("1h", "at least 2 hours"),
+        ("36h 30m", "whole number of hours"),
+    ] {
+        std::fs::write(
+            &p,
+            format!(
+                r#"(name: "buckets", plan: Some(CarbonBuckets(window: "{window}",
+                    modes: ["MAXN", "MODE_15W"])))"#
+            ),
+        )
+        .unwrap();
+        assert_exit_2(
+            &simulate_6h(p.to_str().unwrap(), ts, os, &[]),
+            &["p.ron", says],
+        );
+    }
+    // An oracle asked for more than the heaviest variants give: refused
+    // with the other input problems, before any run (it was found in the
+    // oracle's own run, after every other run of the sweep).
+    assert_exit_2(
+        &simulate_6h(
+            "max-perf,oracle,no-such-policy",
+            ts,
+            os,
+            &["--oracle-accuracy", "99"],
+        ),
+        &[
+            "2 problems with the input:",
+            "unknown policy \"no-such-policy\"",
+            "cannot reach a mean accuracy of 99.00%",
+        ],
+    );
 }
 
 #[test]

@@ -311,8 +311,23 @@ impl PlanPolicy {
                 Ok(())
             }
             PlanPolicy::CarbonBuckets { window, modes } => {
-                if window.is_zero() || modes.is_empty() {
-                    Err("window must be positive and modes non-empty".into())
+                // The buckets split the window's hourly min..max: a window
+                // of one hour has no spread (every hour would fall in the
+                // cleanest bucket), and a part hour would be cut off.
+                if window.as_secs() % 3600 != 0 || window.subsec_nanos() != 0 {
+                    Err(format!(
+                        "window must be a whole number of hours (the trace is hourly), got {}; \
+                         e.g. \"24h\"",
+                        humantime::format_duration(*window)
+                    ))
+                } else if window.as_secs() < 2 * 3600 {
+                    Err(format!(
+                        "window must be at least 2 hours (its buckets split the hours' min..max \
+                         intensity), got {}; e.g. \"24h\"",
+                        humantime::format_duration(*window)
+                    ))
+                } else if modes.is_empty() {
+                    Err("modes must name at least one mode".into())
                 } else {
                     Ok(())
                 }
