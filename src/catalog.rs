@@ -15,7 +15,7 @@
 use crate::config::{load_ron, ConfigError};
 use crate::model::ModelSpec;
 use serde::{Deserialize, Serialize};
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 
 /// One model of a family.
@@ -126,6 +126,37 @@ impl Catalog {
                 ));
             }
         }
+        // Device costs, descriptors, variant shares and `profile
+        // --variants` look variants up by name: two different models of
+        // one name would silently share one cost. (The same model listed
+        // in two families, under one name, is fine.)
+        let mut seen: HashMap<&str, (&str, &ModelSpec)> = HashMap::new();
+        for f in &c.families {
+            for v in &f.variants {
+                match seen.get(v.name.as_str()) {
+                    Some((family, model)) if *model != &v.model || *family == f.name => {
+                        return Err(ConfigError::invalid(
+                            path,
+                            format!("families \"{}\" variant \"{}\"", f.name, v.name),
+                            format!(
+                                "the name is already used by a variant of family \"{family}\"{}; \
+                                 device costs and profiles look variants up by name, so give \
+                                 each model its own",
+                                if *family == f.name {
+                                    ""
+                                } else {
+                                    " for another model"
+                                }
+                            ),
+                        ));
+                    }
+                    Some(_) => {}
+                    None => {
+                        seen.insert(&v.name, (&f.name, &v.model));
+                    }
+                }
+            }
+        }
         Ok(c)
     }
 
@@ -199,6 +230,34 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.contains("percentage"), "{e}");
+        // Variants are looked up by name: two models of one name are refused.
+        let e = load(
+            r#"(families: [(name: "f", variants: [
+                (name: "a", model: Synthetic(service: "2ms")),
+                (name: "a", model: Synthetic(service: "2ms")),
+            ])])"#,
+        )
+        .unwrap_err();
+        assert!(
+            e.contains("variant \"a\"") && e.contains("already used"),
+            "{e}"
+        );
+        let e = load(
+            r#"(families: [
+                (name: "f", variants: [(name: "a", model: Synthetic(service: "2ms"))]),
+                (name: "g", variants: [(name: "a", model: Vision(ResNet18))]),
+            ])"#,
+        )
+        .unwrap_err();
+        assert!(e.contains("family \"f\" for another model"), "{e}");
+        // The same model in two families, under one name, is fine.
+        assert!(load(
+            r#"(families: [
+                (name: "f", variants: [(name: "a", model: Vision(ResNet18))]),
+                (name: "g", variants: [(name: "a", model: Vision(ResNet18))]),
+            ])"#,
+        )
+        .is_ok());
     }
 
     #[test]

@@ -97,6 +97,10 @@ pub enum ModelSpec {
     },
 }
 
+/// The most values a TorchScript model's example input may hold: 32 M
+/// (128 MiB of FP32), room for a 4K RGB frame (3840 × 2160 × 3 = 24.9 M).
+pub const MAX_EXAMPLE_ELEMENTS: i64 = 32 * 1024 * 1024;
+
 impl ModelSpec {
     /// Check the parameters that can be checked without loading anything.
     pub fn validate(&self) -> Result<(), String> {
@@ -128,6 +132,19 @@ impl ModelSpec {
                         && e.iter()
                             .zip(input_shape)
                             .all(|(&x, &want)| x > 0 && (want < 0 || x == want));
+                    // The example input is allocated at load (FP32): bound
+                    // it as VisionAt's images are, well above any frame.
+                    let elements = e
+                        .iter()
+                        .try_fold(1i64, |n, &x| n.checked_mul(x))
+                        .unwrap_or(i64::MAX);
+                    if fits && elements > MAX_EXAMPLE_ELEMENTS {
+                        return Err(format!(
+                            "TorchScript example_shape {e:?} holds {elements} values, more than \
+                             the {MAX_EXAMPLE_ELEMENTS} (128 MiB of FP32) an example input may; \
+                             give a frame-sized example"
+                        ));
+                    }
                     if !fits {
                         return Err(format!(
                             "TorchScript example_shape {e:?} must be positive sizes that fit \
@@ -156,8 +173,15 @@ impl ModelSpec {
                 Ok(())
             }
             ModelSpec::Synthetic { service } => {
-                if service.is_zero() {
-                    Err("Synthetic service time must be positive, e.g. \"1ms\"".into())
+                // At most an hour, as a device description's costs: start-up
+                // runs two warm-up passes, and a pass of a day would hold
+                // it at "loading models" for two.
+                if service.is_zero() || *service > std::time::Duration::from_secs(3600) {
+                    Err(format!(
+                        "Synthetic service time must be positive and at most an hour, e.g. \
+                         \"1ms\"; got {}",
+                        humantime::format_duration(*service)
+                    ))
                 } else {
                     Ok(())
                 }

@@ -1002,6 +1002,72 @@ struct ProfileArgs<'a> {
     simulate: bool,
 }
 
+/// What a real profile needs of its inputs, checked before it starts: a
+/// platform that holds each mode by its cap, and selects the mode of the
+/// device description's name; a service time for every variant on every
+/// worker's kind of unit at every capped mode (it sizes the arrival
+/// rates); and a window that sizes them within the workload's limits.
+fn check_profile_inputs(
+    a: &ProfileArgs<'_>,
+    rt: &RtConfig,
+    device: &ecomap::device::DeviceModel,
+    plan: &ecomap::estimate::profile_plan::ProfilePlan,
+    modes: &[(String, f64)],
+) -> Result<(), String> {
+    use ecomap::config::rt::PlatformSpec;
+    match &rt.platform {
+        None => {
+            return Err(format!(
+                "{}: no platform: the profile holds each mode of {} through the platform's cap; \
+                 add one, e.g. platform: Some(Emulated(device: \"devices/xavier.ron\"))",
+                a.rt_config.display(),
+                a.device.display()
+            ))
+        }
+        Some(PlatformSpec::Emulated { device: path }) => {
+            let emulated = ecomap::device::DeviceModel::load(path).map_err(|e| e.to_string())?;
+            for (name, cap) in modes {
+                let chosen = &emulated.modes()[emulated.mode_for_cap(*cap)].name;
+                if chosen != name {
+                    return Err(format!(
+                        "{}: its emulated device {} selects mode {chosen:?} for the {cap} W cap \
+                         of {}'s mode {name:?}: the rows would be labelled with a mode the \
+                         workers did not run; profile with --device {}",
+                        a.rt_config.display(),
+                        path.display(),
+                        a.device.display(),
+                        path.display()
+                    ));
+                }
+            }
+        }
+        Some(_) => {}
+    }
+    let mut kinds = plan.unit_kinds.clone();
+    kinds.dedup();
+    for v in &plan.variants {
+        for &kind in &kinds {
+            for (name, _) in modes {
+                let Some(mode) = device.mode_by_name(name) else {
+                    continue;
+                };
+                if device.service_s(v, kind, mode).is_none() {
+                    return Err(format!(
+                        "{}: no service time for variant {v:?} on a {} unit (a worker of {} \
+                         stands for one): the arrival rates that load it cannot be sized; add \
+                         its {}_ms to the device's `models`, or leave it out of --variants",
+                        a.device.display(),
+                        kind.name(),
+                        a.rt_config.display(),
+                        kind.name()
+                    ));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 fn profile_command(a: &ProfileArgs<'_>) -> Result<(), ExitCode> {
     use ecomap::estimate::profile_plan::ProfilePlan;
     use ecomap_actors::profile;
@@ -1015,10 +1081,14 @@ fn profile_command(a: &ProfileArgs<'_>) -> Result<(), ExitCode> {
         .map_err(|m| usage(format!("--variants: {m} ({})", a.catalog.display())))?;
     // 64 tenants on one device is far past any edge workload (and each
     // configuration allocates its tenants up front).
-    if a.threads.is_empty() || a.threads.contains(&0) || !(1..=64).contains(&a.max_tenants) {
-        return Err(usage(
-            "--threads needs counts of at least 1 and --max-tenants between 1 and 64".into(),
-        ));
+    let max_threads = ecomap::config::rt::MAX_INTRA_OP_THREADS as u32;
+    if a.threads.is_empty()
+        || a.threads.iter().any(|t| !(1..=max_threads).contains(t))
+        || !(1..=64).contains(&a.max_tenants)
+    {
+        return Err(usage(format!(
+            "--threads needs counts in 1..={max_threads} and --max-tenants between 1 and 64"
+        )));
     }
     let mut plan = ProfilePlan {
         variants: variants.iter().map(|v| v.name.clone()).collect(),
@@ -1040,6 +1110,13 @@ fn profile_command(a: &ProfileArgs<'_>) -> Result<(), ExitCode> {
             "variant '{}' has no cost on any unit of {}; add it to the device's `models`",
             plan.variants[v],
             a.device.display()
+        )));
+    }
+    if a.window < Duration::from_millis(100) {
+        return Err(usage(format!(
+            "--window {}: a window must be at least 100ms to measure a median over its \
+             requests; e.g. --window 3s",
+            humantime::format_duration(a.window)
         )));
     }
     let mut real = None;
@@ -1082,6 +1159,9 @@ fn profile_command(a: &ProfileArgs<'_>) -> Result<(), ExitCode> {
             .map(ecomap_actors::controlplane::planning::worker_unit_kind)
             .collect();
         plan.capable = vec![vec![true; rt.workers.len()]; variants.len()];
+        // Found here, before --out is touched, rather than configurations
+        // into the profile (exit 1, the file truncated).
+        check_profile_inputs(a, &rt, &device, &plan, &modes).map_err(usage)?;
         profile::single_malloc_arena();
         real = Some((rt, modes.iter().map(|m| m.1).collect::<Vec<f64>>()));
     }
@@ -1102,7 +1182,34 @@ fn profile_command(a: &ProfileArgs<'_>) -> Result<(), ExitCode> {
                     ExitCode::from(1)
                 }
             })?;
-        configs.retain(|c| !done.contains(&c.id));
+        // The kept rows must be this plan's: a file of another --seed,
+        // --variants, --threads or device would otherwise be extended with
+        // the configurations whose ids it happens to lack.
+        for (id, kept) in &done {
+            let planned = configs.iter().find(|c| c.id == *id).map(|c| {
+                let mut tenants: Vec<(String, u32)> = c
+                    .tenants
+                    .iter()
+                    .map(|&(v, u, _)| (plan.variants[v].clone(), u as u32))
+                    .collect();
+                tenants.sort();
+                profile::KeptConfiguration {
+                    mode: plan.modes[c.mode].clone(),
+                    threads: c.threads,
+                    tenants,
+                }
+            });
+            if planned.as_ref() != Some(kept) {
+                return Err(usage(format!(
+                    "--resume: {} holds configuration {id} as {kept:?}, but this plan's is \
+                     {planned:?}: the file was written with other --seed, --variants, \
+                     --threads, --configs or --device; resume with those, or write to \
+                     another --out",
+                    a.out.display()
+                )));
+            }
+        }
+        configs.retain(|c| !done.contains_key(&c.id));
         eprintln!(
             "ecomap: {} configurations already in {}{}; {} to run",
             done.len(),

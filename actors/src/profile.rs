@@ -299,6 +299,21 @@ pub enum ResumeError {
     },
 }
 
+/// What a dataset file says a configuration was: its mode, threads, and
+/// each tenant's (variant, unit index), sorted — to check, on `--resume`,
+/// that the file was written by the same plan (ids alone would let a
+/// resumed profile with another `--seed` or `--variants` skip its own
+/// configurations for another plan's).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeptConfiguration {
+    /// Mode name.
+    pub mode: String,
+    /// Intra-op threads.
+    pub threads: u32,
+    /// (variant, unit index) per tenant, sorted.
+    pub tenants: Vec<(String, u32)>,
+}
+
 /// For `--resume`: the configurations of a dataset file whose every row is
 /// present, after dropping the rows of any configuration cut short by an
 /// interruption (the file is rewritten without them, through a temporary
@@ -306,7 +321,7 @@ pub enum ResumeError {
 /// once, whole). Also returns how many rows were dropped.
 pub fn keep_complete_configurations(
     path: &Path,
-) -> Result<(std::collections::BTreeSet<u32>, usize), ResumeError> {
+) -> Result<(std::collections::BTreeMap<u32, KeptConfiguration>, usize), ResumeError> {
     use ecomap::estimate::dataset::DatasetError;
     let read = |source| DatasetError::Read {
         path: path.to_path_buf(),
@@ -323,6 +338,7 @@ pub fn keep_complete_configurations(
     let mut reader = csv::Reader::from_reader(text.as_slice());
     let headers = reader.headers().map_err(read)?.clone();
     let mut count: std::collections::BTreeMap<u32, (u32, u32)> = Default::default();
+    let mut kept: std::collections::BTreeMap<u32, KeptConfiguration> = Default::default();
     let mut records = Vec::new();
     for record in reader.records() {
         let bad = |line: u64, message: String| DatasetError::BadRow {
@@ -338,6 +354,14 @@ pub fn keep_complete_configurations(
             .map_err(|e| bad(line, e.to_string()))?;
         let c = count.entry(r.config).or_insert((r.n_tenants, 0));
         c.1 += 1;
+        kept.entry(r.config)
+            .or_insert_with(|| KeptConfiguration {
+                mode: r.mode.clone(),
+                threads: r.threads,
+                tenants: Vec::new(),
+            })
+            .tenants
+            .push((r.variant.clone(), r.unit_index));
         records.push((r.config, record));
     }
     let complete: std::collections::BTreeSet<u32> = count
@@ -345,6 +369,10 @@ pub fn keep_complete_configurations(
         .filter(|(_, (n, seen))| n == seen)
         .map(|(id, _)| id)
         .collect();
+    kept.retain(|id, _| complete.contains(id));
+    for k in kept.values_mut() {
+        k.tenants.sort();
+    }
     let dropped = records
         .iter()
         .filter(|(c, _)| !complete.contains(c))
@@ -375,5 +403,5 @@ pub fn keep_complete_configurations(
             });
         }
     }
-    Ok((complete, dropped))
+    Ok((kept, dropped))
 }

@@ -824,6 +824,23 @@ fn a_simulated_profile_writes_its_rows_and_an_interrupted_one_resumes_to_the_sam
             "from {start:?}"
         );
     }
-    // Bad input: no configurations.
+    // Resuming with another seed: the file is another plan's, refused
+    // (before, its ids were skipped and the plans mixed), and left as it was.
+    let o = Command::new(env!("CARGO_BIN_EXE_ecomap"))
+        .current_dir(common::repo_root())
+        .args(["profile", "--simulate", "--configs", "80", "--window", "1s"])
+        .args(["--seed", "6", "--resume", "--out", full.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_bad_input(&o, &["--resume", "holds configuration", "other --seed"]);
+    assert_eq!(std::fs::read_to_string(&full).unwrap(), text);
+    // Bad input: no configurations, a window too short to measure.
     assert_bad_input(&profile_simulated(&full, "0", false), &["--configs", "0"]);
+    let o = Command::new(env!("CARGO_BIN_EXE_ecomap"))
+        .current_dir(common::repo_root())
+        .args(["profile", "--simulate", "--configs", "4", "--window", "1us"])
+        .args(["--out", dir.path().join("w.csv").to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_bad_input(&o, &["--window", "at least 100ms"]);
 }

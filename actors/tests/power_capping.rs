@@ -107,28 +107,138 @@ fn a_dirty_grid_caps_the_device_and_really_slows_the_workers() {
     assert!(dirty.render().contains("power MODELLED"));
 }
 
-/// A UK National Grid stand-in that answers readings for 700 ms after its
-/// first request (a few polls: one answer lost to a loaded machine's
-/// client timeout is retried), then HTTP 500s; its base URL.
-fn answer_then_fail() -> String {
+/// A UK National Grid answer for the half hour around `now + shift`
+/// (the provider dates each figure; a figure whose half hour ended long
+/// ago is stale on arrival).
+fn uk_answer(shift: chrono::TimeDelta) -> String {
+    let from = chrono::Utc::now() + shift - chrono::TimeDelta::minutes(10);
+    let to = from + chrono::TimeDelta::minutes(30);
+    let fmt = |t: chrono::DateTime<chrono::Utc>| t.format("%Y-%m-%dT%H:%MZ").to_string();
+    format!(
+        r#"{{"data": [{{"from": "{}", "to": "{}",
+            "intensity": {{"forecast": 250, "actual": 240, "index": "moderate"}}}}]}}"#,
+        fmt(from),
+        fmt(to)
+    )
+}
+
+/// A UK National Grid stand-in that answers readings of the half hour
+/// `shift` from now for `good` after its first request (a few polls: one
+/// answer lost to a loaded machine's client timeout is retried), then
+/// HTTP 500s; its base URL.
+fn answer_then_fail_at(shift: chrono::TimeDelta, good: Duration) -> String {
     let srv = tiny_http::Server::http("127.0.0.1:0").unwrap();
     let base = format!("http://{}", srv.server_addr().to_ip().unwrap());
     std::thread::spawn(move || {
         let mut first: Option<std::time::Instant> = None;
         while let Ok(Some(req)) = srv.recv_timeout(Duration::from_secs(10)) {
             let since = first.get_or_insert_with(std::time::Instant::now).elapsed();
-            let response = if since > Duration::from_millis(700) {
+            let response = if since > good {
                 tiny_http::Response::from_string("down").with_status_code(500)
             } else {
-                tiny_http::Response::from_string(
-                    r#"{"data": [{"from": "2026-12-07T10:00Z", "to": "2026-12-07T10:30Z",
-                        "intensity": {"forecast": 250, "actual": 240, "index": "moderate"}}]}"#,
-                )
+                tiny_http::Response::from_string(uk_answer(shift))
             };
             let _ = req.respond(response);
         }
     });
     base
+}
+
+/// The governor gives a source `max_staleness` for its first reading from
+/// its own start: the run's clock starts before the models load, and a
+/// load that outlasts the grace must not make the first decision a
+/// fall-back.
+#[test]
+fn a_slow_model_load_does_not_use_up_the_governors_grace_for_a_first_reading() {
+    let _serial = serial();
+    // A provider that answers each poll 300 ms late, with current figures.
+    let srv = tiny_http::Server::http("127.0.0.1:0").unwrap();
+    let base = format!("http://{}", srv.server_addr().to_ip().unwrap());
+    std::thread::spawn(move || {
+        while let Ok(Some(req)) = srv.recv_timeout(Duration::from_secs(10)) {
+            std::thread::sleep(Duration::from_millis(300));
+            let _ = req.respond(tiny_http::Response::from_string(uk_answer(
+                chrono::TimeDelta::zero(),
+            )));
+        }
+    });
+    let source = format!(
+        r#"Http(provider: UkNationalGrid, base_url: "{base}", poll: "200ms", timeout: "2s")"#
+    );
+    // Loading runs the model twice (a trial pass and a timed one): 2.4 s,
+    // over the policy's 1 s max_staleness.
+    let slow: Workload = parse_ron(
+        r#"(tenants: [
+            (name: "cam", model: Synthetic(service: "1200ms"), arrival: Periodic(rate_hz: 0.5),
+             deadline: "5s", capacity: 4),
+        ])"#,
+        Path::new("w.ron"),
+        "workload",
+    )
+    .unwrap();
+    let mut r = Runtime::start(&slow, &rt(), &policy(&source)).unwrap();
+    r.run_load(Duration::from_secs(2), 1.0).unwrap();
+    let e = r.shutdown().energy.unwrap();
+    assert_eq!(e.staleness_events, 0, "{e:?}");
+    assert!(
+        e.cap_changes.iter().all(|c| c.1 != 15.0),
+        "no fall-back before the first reading: {:?}",
+        e.cap_changes
+    );
+    assert!(
+        e.cap_changes.iter().any(|c| c.1 == 10.0),
+        "{:?}",
+        e.cap_changes
+    );
+}
+
+/// Current readings for 700 ms, then failures.
+fn answer_then_fail() -> String {
+    answer_then_fail_at(chrono::TimeDelta::zero(), Duration::from_millis(700))
+}
+
+/// A provider whose every answer is a figure whose half hour ended hours
+/// ago (a stalled feed) is as stale as one that does not answer: the
+/// governor falls back at once and counts it, and the report says why.
+#[test]
+fn a_provider_answering_with_an_hours_old_figure_is_stale_on_arrival() {
+    let _serial = serial();
+    let base = answer_then_fail_at(chrono::TimeDelta::hours(-3), Duration::from_secs(60));
+    let source = format!(
+        r#"Http(provider: UkNationalGrid, base_url: "{base}", poll: "200ms", timeout: "2s")"#
+    );
+    let report = run(&policy(&source), 2);
+    let e = report.energy.clone().unwrap();
+    assert!(e.staleness_events >= 1, "{e:?}");
+    assert!(
+        e.cap_changes.iter().all(|c| c.1 == 15.0 || c.1 == 40.0),
+        "only the start's and the fallback's caps, never the rule's: {:?}",
+        e.cap_changes
+    );
+    assert!(
+        e.cap_changes.iter().any(|c| c.1 == 15.0),
+        "{:?}",
+        e.cap_changes
+    );
+    assert!(e.ledger.stale_priced > Duration::ZERO, "{:?}", e.ledger);
+    assert!(
+        report.render().contains("older than the staleness allowed"),
+        "{}",
+        report.render()
+    );
+    // The same provider with current figures: the rule's cap (240 g is
+    // over the 200 g band: 10 W), no fallback.
+    let base = answer_then_fail_at(chrono::TimeDelta::zero(), Duration::from_secs(60));
+    let source = format!(
+        r#"Http(provider: UkNationalGrid, base_url: "{base}", poll: "200ms", timeout: "2s")"#
+    );
+    let e = run(&policy(&source), 2).energy.unwrap();
+    assert_eq!(e.staleness_events, 0, "{e:?}");
+    assert!(
+        e.cap_changes.iter().any(|c| c.1 == 10.0),
+        "{:?}",
+        e.cap_changes
+    );
 }
 
 #[test]

@@ -356,6 +356,9 @@ fn one() -> usize {
 /// completions at 2 kHz.
 pub const DEFAULT_TELEMETRY_CAPACITY: usize = 1 << 16;
 
+/// The most intra-op threads a worker may ask libtorch for.
+pub const MAX_INTRA_OP_THREADS: usize = 256;
+
 fn telemetry_capacity() -> usize {
     DEFAULT_TELEMETRY_CAPACITY
 }
@@ -431,11 +434,17 @@ impl RtConfig {
                 ),
             ));
         }
-        if self.intra_op_threads == 0 {
+        // libtorch creates that many threads per worker: a typo of
+        // thousands would abort the process in the OpenMP runtime.
+        if !(1..=MAX_INTRA_OP_THREADS).contains(&self.intra_op_threads) {
             return Err(ConfigError::invalid(
                 path,
                 "intra_op_threads",
-                "must be at least 1",
+                format!(
+                    "{} is out of range; use 1..={MAX_INTRA_OP_THREADS} (one per core the \
+                     worker may use is the usual choice)",
+                    self.intra_op_threads
+                ),
             ));
         }
         if let Some(mb) = self.memory_budget_mb {

@@ -248,6 +248,33 @@ impl Workload {
                     ));
                 }
             }
+            // An empty list reads as "no unit may serve it" (the device's
+            // error would then blame a model), a repeated one as a typo.
+            for (field, list) in [("units", &t.units), ("movable_to", &t.movable_to)] {
+                if let Some(list) = list {
+                    let repeated = list
+                        .iter()
+                        .enumerate()
+                        .find(|(i, u)| list[..*i].contains(u));
+                    if list.is_empty() {
+                        return Err(ConfigError::invalid(
+                            path,
+                            place(field),
+                            format!(
+                                "{field} is an empty list; name at least one unit, e.g. \
+                                 Some([\"gpu\"]), or leave it out"
+                            ),
+                        ));
+                    }
+                    if let Some((_, u)) = repeated {
+                        return Err(ConfigError::invalid(
+                            path,
+                            place(field),
+                            format!("{field} names unit {u:?} twice"),
+                        ));
+                    }
+                }
+            }
         }
         Ok(())
     }
@@ -373,6 +400,18 @@ mod tests {
             "TorchScript(path: \"/nonexistent/m.pt\", input_shape: [1, 3])",
         ));
         assert!(e.contains("/nonexistent/m.pt does not exist"), "{e}");
+        let e = err(&GOOD.replace("capacity: 4", "capacity: 4, units: Some([])"));
+        assert!(
+            e.contains("tenants[0] \"cam\".units") && e.contains("empty list"),
+            "{e}"
+        );
+        let e = err(&GOOD.replace(
+            "capacity: 4",
+            "capacity: 4, movable_to: Some([\"dla0\", \"dla0\"])",
+        ));
+        assert!(e.contains("movable_to names unit \"dla0\" twice"), "{e}");
+        let e = err(&GOOD.replace("Vision(ResNet18)", "Synthetic(service: \"2h\")"));
+        assert!(e.contains("at most an hour"), "{e}");
     }
 
     #[test]

@@ -34,6 +34,18 @@ fn invalid(place: impl ToString, message: impl ToString) -> InvalidDevice {
     }
 }
 
+/// The most a mode may slow a unit against the reference mode (the
+/// Xavier's slowest, MODE_10W's GPU, is about 2×).
+pub const MAX_SLOWDOWN: f64 = 100.0;
+
+/// The largest coefficient of variation of a service time (measured ones
+/// are 0.01–0.5).
+pub const MAX_CV: f64 = 10.0;
+
+/// The largest power figure (watts) of a device description: an edge
+/// device draws tens of watts; a figure in kilowatts is a unit mistake.
+pub const MAX_WATTS: f64 = 10_000.0;
+
 /// A validated device description with its look-ups.
 #[derive(Debug, Clone)]
 pub struct DeviceModel {
@@ -99,8 +111,14 @@ impl DeviceModel {
                     ));
                 }
             }
-            if !non_negative(m.idle_w) || m.cap_w.is_some_and(|c| !positive(c)) {
-                return Err(invalid(place, "idle_w must be ≥ 0 and cap_w positive"));
+            if !(non_negative(m.idle_w) && m.idle_w <= MAX_WATTS)
+                || m.cap_w.is_some_and(|c| !positive(c))
+                || UnitKind::ALL.iter().any(|&k| m.busy_w.get(k) > MAX_WATTS)
+            {
+                return Err(invalid(
+                    place,
+                    format!("idle_w and busy_w must be in [0, {MAX_WATTS}] W and cap_w positive"),
+                ));
             }
             if let Some(budget) = m.budget_w {
                 let full = spec.units.iter().map(|u| m.busy_w.get(u.kind)).sum::<f64>() + m.idle_w
@@ -147,15 +165,28 @@ impl DeviceModel {
             }
         }
         for k in UnitKind::ALL {
-            if !non_negative(spec.clock_exponent.get(k)) || !non_negative(spec.service_cv.get(k)) {
+            let cv = spec.service_cv.get(k);
+            if !(non_negative(spec.clock_exponent.get(k)) && non_negative(cv) && cv <= MAX_CV) {
                 return Err(invalid(
                     "clock_exponent / service_cv",
-                    format!("{} values must be ≥ 0", k.name()),
+                    format!(
+                        "{} values must be ≥ 0 (service_cv at most {MAX_CV})",
+                        k.name()
+                    ),
                 ));
             }
         }
-        if !non_negative(spec.contention) || !non_negative(spec.board_w) {
-            return Err(invalid("contention / board_w", "must be ≥ 0"));
+        if !(non_negative(spec.contention) && spec.contention <= 1.0) {
+            return Err(invalid(
+                "contention",
+                "must be in [0, 1]: the stretch of a job per fully busy neighbour (1 doubles it)",
+            ));
+        }
+        if !(non_negative(spec.board_w) && spec.board_w <= MAX_WATTS) {
+            return Err(invalid(
+                "board_w",
+                format!("must be ≥ 0 and at most {MAX_WATTS} W"),
+            ));
         }
         if let Some(u) = &spec.emulated_unit {
             if !spec.units.iter().any(|x| &x.name == u) {
@@ -173,20 +204,61 @@ impl DeviceModel {
             }
             // At most an hour: the simulator turns them into durations,
             // and a pass longer than a trace hour is no model of a DNN.
-            if UnitKind::ALL
-                .iter()
-                .any(|&k| c.ms(k).is_some_and(|x| !positive(x) || x > 3_600_000.0))
+            if UnitKind::ALL.iter().any(|&k| {
+                c.ms(k)
+                    .is_some_and(|x| !positive(x) || !(0.001..=3_600_000.0).contains(&x))
+            }) {
+                return Err(invalid(
+                    place,
+                    "service times must be milliseconds from 0.001 (1 µs) to an hour (3600000)",
+                ));
+            }
+            if c.service_cv
+                .is_some_and(|cv| !(non_negative(cv) && cv <= MAX_CV))
             {
                 return Err(invalid(
                     place,
-                    "service times must be positive milliseconds, at most an hour (3600000)",
+                    format!("service_cv must be ≥ 0 and at most {MAX_CV}"),
                 ));
-            }
-            if c.service_cv.is_some_and(|cv| !non_negative(cv)) {
-                return Err(invalid(place, "service_cv must be ≥ 0"));
             }
             if models.insert(c.name.clone(), i).is_some() {
                 return Err(invalid(place, "two entries share this name"));
+            }
+        }
+        // Every derived service time must stay a sane duration: a slipped
+        // decimal point in a clock exponent (72.55 for 0.7255) slows a mode
+        // by 10^22, and the throttle and the shedding test turn that into
+        // durations (a panic, not an error, far from the file).
+        for m in &spec.modes {
+            for k in UnitKind::ALL {
+                let slowdown =
+                    (fastest.get(k) / m.clocks_mhz.get(k)).powf(spec.clock_exponent.get(k));
+                if !(slowdown.is_finite() && slowdown <= MAX_SLOWDOWN) {
+                    return Err(invalid(
+                        "clock_exponent",
+                        format!(
+                            "mode {:?} would run the {} {slowdown:.3e}× slower than {:?} \
+                             ((clock ratio)^clock_exponent; at most {MAX_SLOWDOWN}); check \
+                             clock_exponent.{} and the mode's clocks_mhz",
+                            m.name,
+                            k.name(),
+                            spec.reference_mode,
+                            k.name()
+                        ),
+                    ));
+                }
+                for c in &spec.models {
+                    if c.ms(k).is_some_and(|ms| ms * slowdown > 3_600_000.0) {
+                        return Err(invalid(
+                            format!("models \"{}\"", c.name),
+                            format!(
+                                "{}_ms × mode {:?}'s slowdown is over an hour a pass",
+                                k.name(),
+                                m.name
+                            ),
+                        ));
+                    }
+                }
             }
         }
         Ok(DeviceModel {
@@ -468,6 +540,41 @@ mod tests {
         let mut spec = good;
         spec.models[0].gpu_ms = Some(1e22);
         let e = DeviceModel::new(spec).unwrap_err();
-        assert!(e.message.contains("at most an hour"), "{e}");
+        assert!(e.message.contains("to an hour"), "{e}");
+    }
+
+    /// Figures that would turn into absurd durations or watts far from
+    /// the file (a panic in the throttle or the shedding test) are refused
+    /// where they are written.
+    #[test]
+    fn a_slipped_decimal_point_is_refused_not_a_panic_later() {
+        let good = shipped("xavier.ron").spec().clone();
+        let mut spec = good.clone();
+        spec.clock_exponent.gpu *= 100.0;
+        let e = DeviceModel::new(spec).unwrap_err();
+        assert!(
+            e.place == "clock_exponent"
+                && e.message.contains("slower")
+                && e.message.contains("gpu"),
+            "{e}"
+        );
+        // Within the slowdown bound, a pass that the slowest mode makes
+        // longer than an hour.
+        let mut spec = good.clone();
+        spec.models[0].gpu_ms = Some(3_000_000.0);
+        let e = DeviceModel::new(spec).unwrap_err();
+        assert!(e.message.contains("over an hour a pass"), "{e}");
+        let mut spec = good.clone();
+        spec.service_cv.gpu = 1e200;
+        let e = DeviceModel::new(spec).unwrap_err();
+        assert!(e.message.contains("service_cv at most"), "{e}");
+        let mut spec = good.clone();
+        spec.contention = 5.0;
+        let e = DeviceModel::new(spec).unwrap_err();
+        assert!(e.message.contains("[0, 1]"), "{e}");
+        let mut spec = good;
+        spec.modes[0].idle_w = 9e9;
+        let e = DeviceModel::new(spec).unwrap_err();
+        assert!(e.message.contains("idle_w and busy_w"), "{e}");
     }
 }

@@ -404,6 +404,11 @@ impl TenantQueue {
         self.tenant
     }
 
+    /// The tenant's deadline (a request may ask for a tighter one).
+    pub fn deadline(&self) -> Duration {
+        self.deadline
+    }
+
     /// The tenant's name.
     pub fn name(&self) -> &str {
         &self.name

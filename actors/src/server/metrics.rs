@@ -49,6 +49,24 @@ struct LevelLabel {
     level: String,
 }
 
+/// A label value as the exposition format writes it: prometheus-client
+/// writes values verbatim, and a power mode's name comes from a device
+/// or rt-config file, not from a checked set (tenant names are checked
+/// file-safe), so a `"`, `\\` or line break in one would break the whole
+/// scrape.
+fn escape_label(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for c in value.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 /// Latency buckets, seconds: 1 ms to 5 s.
 const BUCKETS: [f64; 12] = [
     0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0,
@@ -195,7 +213,9 @@ impl Collector for RunCollector {
             None,
             gauge.metric_type(),
         )?;
-        ConstGauge::new(1i64).encode(e.encode_family(&LevelLabel { level: s.level })?)?;
+        ConstGauge::new(1i64).encode(e.encode_family(&LevelLabel {
+            level: escape_label(&s.level),
+        })?)?;
         if let Some(g) = s.intensity {
             let e = encoder.encode_descriptor(
                 "ecomap_carbon_intensity_grams_per_kwh",
@@ -273,5 +293,16 @@ impl MetricsSource {
             out.clear();
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::escape_label;
+
+    #[test]
+    fn label_values_are_escaped_as_the_exposition_format_asks() {
+        assert_eq!(escape_label("MODE_15W"), "MODE_15W");
+        assert_eq!(escape_label("a \"b\" \\ c\nd"), "a \\\"b\\\" \\\\ c\\nd");
     }
 }

@@ -27,6 +27,7 @@
 //! | `failed` | 500 |
 //! | unknown model or route | 404 |
 //! | body over `--max-body-mb` | 413 (counted for the model) |
+//! | a `Content-Encoding` other than `identity` | 415 (counted for the model) |
 //!
 //! Handlers submit through [`TenantQueue::submit_input`] and `.await` the
 //! ticket: an HTTP thread never blocks on a model.
@@ -56,6 +57,18 @@ use std::time::{Duration, Instant};
 /// paid for a new connection (a handshake, and a first upload into a
 /// receive window that has not grown yet).
 pub const KEEP_ALIVE: Duration = Duration::from_secs(75);
+
+/// JSON request bodies larger than this are read on a blocking thread.
+const JSON_INLINE_BYTES: usize = 256 * 1024;
+
+/// How long past a request's deadline a handler waits for its answer. The
+/// data plane answers every request it took — served (late ones too),
+/// expired, shed or failed — but one sent in the instant its tenant's last
+/// worker was retired waits for another worker's next step (docs/
+/// architecture.md, "Faults: supervision, watchdog, incidents"); a client
+/// must not wait on that for ever.
+/// Long enough for a started pass of a slow model to finish late.
+pub const ANSWER_GRACE: Duration = Duration::from_secs(30);
 
 /// One model (tenant) as the server sees it.
 #[derive(Debug, Clone)]
@@ -383,12 +396,34 @@ async fn infer(
             )
         }
     };
-    let parsed = match protocol::parse_infer(body, header_length) {
+    // A large JSON body takes tens of milliseconds to read (a binary one
+    // is sliced, not read): off the HTTP thread, which meanwhile serves
+    // its other connections.
+    let parsed = if header_length.is_none() && body.len() > JSON_INLINE_BYTES {
+        match web::block(move || protocol::parse_infer(body, None)).await {
+            Ok(parsed) => parsed,
+            Err(e) => {
+                return refuse(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    format!("reading the request failed: {e}"),
+                )
+            }
+        }
+    } else {
+        protocol::parse_infer(body, header_length)
+    };
+    let parsed = match parsed {
         Ok(p) => p,
         Err(e) => return refuse(StatusCode::BAD_REQUEST, e.to_string()),
     };
-    // Our models take one input, by the name their metadata gives.
-    let expected = &model.inputs[0].name;
+    // Our models take one input, by the name their metadata gives (an
+    // entry built without one, through the library, serves nothing).
+    let Some(expected) = model.inputs.first().map(|i| &i.name) else {
+        return refuse(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("model '{}' declares no input", path.as_str()),
+        );
+    };
     let mut inputs = parsed.inputs;
     if inputs.len() != 1 || &inputs[0].0 != expected {
         let got: Vec<&str> = inputs.iter().map(|(n, _)| n.as_str()).collect();
@@ -435,7 +470,24 @@ async fn infer(
         Err(e) => return submit_error(&e),
     };
     let intake = entered.elapsed();
-    let answer = ticket.await;
+    let deadline = parsed
+        .timeout
+        .map_or(model.queue.deadline(), |t| t.min(model.queue.deadline()));
+    let answer = match actix_web::rt::time::timeout(deadline + ANSWER_GRACE, ticket).await {
+        Ok(answer) => answer,
+        // The data plane still counts the request, once, when it ends.
+        Err(_) => {
+            return error(
+                StatusCode::GATEWAY_TIMEOUT,
+                &format!(
+                    "model '{}': no answer from the data plane within {:?} past the deadline; \
+                     the request is counted when it ends",
+                    path.as_str(),
+                    ANSWER_GRACE
+                ),
+            )
+        }
+    };
     let handler = HandlerTimes { entered, intake };
     respond(
         &path,

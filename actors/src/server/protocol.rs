@@ -102,26 +102,31 @@ fn supported() -> String {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RequestBody {
+struct RequestBody<'a> {
     #[serde(default)]
     id: Option<String>,
     #[serde(default)]
     parameters: Option<Map<String, Value>>,
-    inputs: Vec<RequestInput>,
+    #[serde(borrow)]
+    inputs: Vec<RequestInput<'a>>,
     #[serde(default)]
     outputs: Option<Vec<RequestOutput>>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RequestInput {
+struct RequestInput<'a> {
     name: String,
     shape: Vec<i64>,
     datatype: String,
     #[serde(default)]
     parameters: Option<Map<String, Value>>,
-    #[serde(default)]
-    data: Option<Value>,
+    /// Left as the body's text until the datatype is known (it may come
+    /// after `data`), then read straight into the tensor's bytes: a tree
+    /// of `Value`s would take 32 bytes or more per number — 16× a body of
+    /// small integers.
+    #[serde(default, borrow)]
+    data: Option<&'a serde_json::value::RawValue>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -169,6 +174,28 @@ fn flag(params: &Option<Map<String, Value>>, name: &str) -> Result<Option<bool>,
     }
 }
 
+/// Refuse a tensor parameter other than `known`: the protocol's
+/// extensions ecomap does not serve (Triton's `classification` output,
+/// shared-memory regions) would otherwise be ignored and the client would
+/// read something else than it asked for (raw scores for class labels; a
+/// stale shared-memory region).
+fn only(
+    params: &Option<Map<String, Value>>,
+    known: &str,
+    tensor: &str,
+) -> Result<(), ProtocolError> {
+    match params.iter().flat_map(|p| p.keys()).find(|k| *k != known) {
+        None => Ok(()),
+        Some(k) => Err(ProtocolError::Parameter {
+            name: k.clone(),
+            why: format!(
+                "not served on {tensor}: of the tensor parameters ecomap serves only \
+                 `{known}` (no classification or shared-memory extension)"
+            ),
+        }),
+    }
+}
+
 fn size(params: &Option<Map<String, Value>>, name: &str) -> Result<Option<u64>, ProtocolError> {
     match params.as_ref().and_then(|p| p.get(name)) {
         None => Ok(None),
@@ -198,7 +225,7 @@ pub fn parse_infer(
             })
         }
     };
-    let req: RequestBody =
+    let req: RequestBody<'_> =
         serde_json::from_slice(&json).map_err(|e| ProtocolError::Json(e.to_string()))?;
     let available = binary.len();
     let mut inputs = Vec::with_capacity(req.inputs.len());
@@ -214,6 +241,11 @@ pub fn parse_infer(
                 shape: input.shape.clone(),
             },
         })?;
+        only(
+            &input.parameters,
+            "binary_data_size",
+            &format!("input '{}'", input.name),
+        )?;
         let bytes = match (size(&input.parameters, "binary_data_size")?, &input.data) {
             (Some(_), Some(_)) => {
                 return Err(ProtocolError::Data {
@@ -233,7 +265,7 @@ pub fn parse_infer(
                 }
                 binary.split_to(len)
             }
-            (None, Some(data)) => json_to_bytes(&input.name, dtype, n, data)?,
+            (None, Some(data)) => json_to_bytes(&input.name, dtype, n, data.get())?,
             (None, None) => {
                 return Err(ProtocolError::Data {
                     input: input.name,
@@ -253,10 +285,17 @@ pub fn parse_infer(
     }
     let all_binary = flag(&req.parameters, "binary_data_output")?.unwrap_or(false);
     let outputs = match req.outputs {
+        // No outputs named (or an empty list): every output, as Triton does.
         None => OutputSelection::All { binary: all_binary },
+        Some(list) if list.is_empty() => OutputSelection::All { binary: all_binary },
         Some(list) => OutputSelection::Named(
             list.into_iter()
                 .map(|o| {
+                    only(
+                        &o.parameters,
+                        "binary_data",
+                        &format!("output '{}'", o.name),
+                    )?;
                     let b = flag(&o.parameters, "binary_data")?.unwrap_or(all_binary);
                     Ok((o.name, b))
                 })
@@ -275,13 +314,15 @@ pub fn parse_infer(
     })
 }
 
-/// Flatten a (possibly nested) JSON array of `n` values into `dtype` bytes.
+/// Flatten a (possibly nested) JSON array of `n` values, the text `data`,
+/// into `dtype` bytes, in one pass over the text (row-major order).
 fn json_to_bytes(
     input: &str,
     dtype: DataType,
     n: usize,
-    data: &Value,
+    data: &str,
 ) -> Result<Bytes, ProtocolError> {
+    use serde::de::DeserializeSeed;
     let bad = |why: String| ProtocolError::Data {
         input: input.into(),
         why,
@@ -291,54 +332,151 @@ fn json_to_bytes(
             "FP16 tensors must be sent as binary data (JSON has no half floats)".into(),
         ));
     }
-    // Sized from the values actually sent (not the declared shape alone).
-    let sent = match data {
-        Value::Array(a) => a.len(),
-        _ => 1,
+    // Sized from the text actually sent (each value takes at least two
+    // characters with its separator), not from the declared shape alone.
+    let sent = data.len() / 2 + 1;
+    let mut flat = Flatten {
+        dtype,
+        n,
+        out: BytesMut::with_capacity(n.min(sent).saturating_mul(dtype.size())),
+        count: 0,
+        why: None,
     };
-    let mut out = BytesMut::with_capacity(n.min(sent.max(1)).saturating_mul(dtype.size()));
-    let mut count = 0usize;
-    let mut stack = vec![data];
-    // Depth-first, left to right: row-major order.
-    let mut pending: Vec<&Value> = Vec::new();
-    while let Some(v) = stack.pop() {
-        match v {
-            Value::Array(items) => {
-                pending.clear();
-                pending.extend(items.iter().rev());
-                stack.append(&mut pending);
-            }
-            scalar => {
-                count += 1;
-                if count > n {
-                    return Err(bad(format!("more than the {n} values its shape holds")));
-                }
-                push_scalar(&mut out, dtype, scalar)
-                    .map_err(|why| bad(format!("value #{count}: {why}")))?;
+    let mut de = serde_json::Deserializer::from_str(data);
+    let read = (&mut flat).deserialize(&mut de).and_then(|()| de.end());
+    if let Some(why) = flat.why {
+        return Err(bad(why));
+    }
+    read.map_err(|e| bad(format!("malformed data: {e}")))?;
+    if flat.count != n {
+        return Err(bad(format!(
+            "{} values given, its shape holds {n}",
+            flat.count
+        )));
+    }
+    Ok(flat.out.freeze())
+}
+
+/// The state of [`json_to_bytes`]'s pass: values are appended to `out`
+/// as the deserializer meets them; the first problem is kept in `why`
+/// (and aborts the pass), so it reads as the protocol's error rather than
+/// the JSON parser's.
+struct Flatten {
+    dtype: DataType,
+    n: usize,
+    out: BytesMut,
+    count: usize,
+    why: Option<String>,
+}
+
+/// One JSON value as the tensor reader met it.
+#[derive(Debug, Clone, Copy)]
+enum Scalar<'s> {
+    Bool(bool),
+    Int(i64),
+    Uint(u64),
+    Float(f64),
+    /// Anything else, as the message should name it.
+    Other(&'s str),
+}
+
+impl std::fmt::Display for Scalar<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Scalar::Bool(b) => write!(f, "{b}"),
+            Scalar::Int(x) => write!(f, "{x}"),
+            Scalar::Uint(x) => write!(f, "{x}"),
+            Scalar::Float(x) => write!(f, "{x}"),
+            Scalar::Other(s) => f.write_str(s),
+        }
+    }
+}
+
+impl Flatten {
+    fn push<E: serde::de::Error>(&mut self, v: Scalar<'_>) -> Result<(), E> {
+        self.count += 1;
+        let why = if self.count > self.n {
+            Some(format!("more than the {} values its shape holds", self.n))
+        } else {
+            push_scalar(&mut self.out, self.dtype, v)
+                .err()
+                .map(|why| format!("value #{}: {why}", self.count))
+        };
+        match why {
+            None => Ok(()),
+            Some(why) => {
+                self.why = Some(why);
+                Err(E::custom("stopped"))
             }
         }
     }
-    if count != n {
-        return Err(bad(format!("{count} values given, its shape holds {n}")));
-    }
-    Ok(out.freeze())
 }
 
-fn push_scalar(out: &mut BytesMut, dtype: DataType, v: &Value) -> Result<(), String> {
+impl<'de> serde::de::DeserializeSeed<'de> for &mut Flatten {
+    type Value = ();
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for &mut Flatten {
+    type Value = ();
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a number, a boolean, or a (nested) array of them")
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        while seq.next_element_seed(&mut *self)?.is_some() {}
+        Ok(())
+    }
+    fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<(), E> {
+        self.push(Scalar::Bool(v))
+    }
+    fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<(), E> {
+        self.push(Scalar::Int(v))
+    }
+    fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<(), E> {
+        self.push(Scalar::Uint(v))
+    }
+    fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<(), E> {
+        self.push(Scalar::Float(v))
+    }
+    fn visit_str<E: serde::de::Error>(self, _: &str) -> Result<(), E> {
+        self.push(Scalar::Other("a string"))
+    }
+    fn visit_unit<E: serde::de::Error>(self) -> Result<(), E> {
+        self.push(Scalar::Other("null"))
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, _: A) -> Result<(), A::Error> {
+        self.push(Scalar::Other("an object"))
+    }
+}
+
+fn push_scalar(out: &mut BytesMut, dtype: DataType, v: Scalar<'_>) -> Result<(), String> {
     let int = |lo: i64, hi: i64| -> Result<i64, String> {
-        let x = v.as_i64().ok_or_else(|| format!("{v} is not an integer"))?;
+        let x = match v {
+            Scalar::Int(x) => x,
+            Scalar::Uint(x) => {
+                i64::try_from(x).map_err(|_| format!("{x} is out of range for {dtype}"))?
+            }
+            _ => return Err(format!("{v} is not an integer")),
+        };
         if (lo..=hi).contains(&x) {
             Ok(x)
         } else {
             Err(format!("{x} is out of range for {dtype}"))
         }
     };
-    let float = || v.as_f64().ok_or_else(|| format!("{v} is not a number"));
+    let float = || match v {
+        Scalar::Int(x) => Ok(x as f64),
+        Scalar::Uint(x) => Ok(x as f64),
+        Scalar::Float(x) => Ok(x),
+        _ => Err(format!("{v} is not a number")),
+    };
     match dtype {
-        DataType::Bool => out.extend_from_slice(&[u8::from(
-            v.as_bool()
-                .ok_or_else(|| format!("{v} is not true or false"))?,
-        )]),
+        DataType::Bool => match v {
+            Scalar::Bool(b) => out.extend_from_slice(&[u8::from(b)]),
+            _ => return Err(format!("{v} is not true or false")),
+        },
         DataType::Uint8 => out.extend_from_slice(&[int(0, 255)? as u8]),
         DataType::Int8 => out.extend_from_slice(&(int(-128, 127)? as i8).to_le_bytes()),
         DataType::Int16 => {
@@ -525,6 +663,14 @@ mod tests {
         assert_eq!(r.inputs[1].1.data.len(), 24);
         assert_eq!(r.timeout, Some(Duration::from_millis(20)));
         assert_eq!(r.outputs, OutputSelection::All { binary: false });
+        // An empty list of outputs asks for every one, as with Triton.
+        let body = json(serde_json::json!({
+            "inputs": [{"name": "a", "shape": [1], "datatype": "FP32", "data": [1.0]}],
+            "outputs": [],
+            "parameters": {"binary_data_output": true}
+        }));
+        let r = parse_infer(body, None).unwrap();
+        assert_eq!(r.outputs, OutputSelection::All { binary: true });
     }
 
     #[test]
@@ -594,6 +740,16 @@ mod tests {
                 "true or false",
             ),
             (serde_json::json!({"input": []}), "malformed"),
+            (
+                serde_json::json!({"inputs": [{"name": "a", "shape": [1], "datatype": "FP32",
+                    "parameters": {"shared_memory_region": "r", "shared_memory_byte_size": 4}}]}),
+                "not served on input 'a'",
+            ),
+            (
+                serde_json::json!({"inputs": [{"name": "a", "shape": [1], "datatype": "FP32", "data": [1.0]}],
+                    "outputs": [{"name": "logits", "parameters": {"classification": 3}}]}),
+                "parameter 'classification': not served on output 'logits'",
+            ),
         ];
         for (body, needle) in cases {
             let e = parse_infer(json(body.clone()), None)
@@ -649,6 +805,25 @@ mod tests {
                                                 data in proptest::collection::vec(-300i64..300, 0..20)) {
             let body = serde_json::json!({"inputs": [{"name": "a", "shape": shape, "datatype": dtype, "data": data}]});
             let _ = parse_infer(serde_json::to_vec(&body).unwrap().into(), None);
+        }
+
+        /// Read in one pass over the text, flat or nested, the values land
+        /// in row-major order, each as its datatype's bytes.
+        #[test]
+        fn json_data_reads_as_its_values_in_row_major_order(
+            rows in proptest::collection::vec(proptest::collection::vec(any::<i32>(), 3), 1..6),
+            nested in any::<bool>(),
+        ) {
+            let flat: Vec<i32> = rows.iter().flatten().copied().collect();
+            let data = if nested { serde_json::json!(rows) } else { serde_json::json!(flat) };
+            let body = serde_json::json!({"inputs": [
+                {"data": data, "name": "a", "shape": [rows.len(), 3], "datatype": "INT32"},
+                {"name": "b", "datatype": "FP64", "shape": [rows.len(), 3], "data": data}]});
+            let r = parse_infer(serde_json::to_vec(&body).unwrap().into(), None).unwrap();
+            let ints: Vec<u8> = flat.iter().flat_map(|x| x.to_le_bytes()).collect();
+            let floats: Vec<u8> = flat.iter().flat_map(|&x| f64::from(x).to_le_bytes()).collect();
+            prop_assert_eq!(r.inputs[0].1.data.as_ref(), ints.as_slice());
+            prop_assert_eq!(r.inputs[1].1.data.as_ref(), floats.as_slice());
         }
     }
 }
