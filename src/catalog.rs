@@ -132,21 +132,25 @@ impl Catalog {
         // in two families, under one name, is fine.)
         let mut seen: HashMap<&str, (&str, &ModelSpec)> = HashMap::new();
         for f in &c.families {
+            let mut in_family: HashSet<&str> = HashSet::new();
             for v in &f.variants {
+                let place = || format!("families \"{}\" variant \"{}\"", f.name, v.name);
+                if !in_family.insert(&v.name) {
+                    return Err(ConfigError::invalid(
+                        path,
+                        place(),
+                        "two variants of the family share this name; give each its own",
+                    ));
+                }
                 match seen.get(v.name.as_str()) {
-                    Some((family, model)) if *model != &v.model || *family == f.name => {
+                    Some((family, model)) if *model != &v.model => {
                         return Err(ConfigError::invalid(
                             path,
-                            format!("families \"{}\" variant \"{}\"", f.name, v.name),
+                            place(),
                             format!(
-                                "the name is already used by a variant of family \"{family}\"{}; \
-                                 device costs and profiles look variants up by name, so give \
-                                 each model its own",
-                                if *family == f.name {
-                                    ""
-                                } else {
-                                    " for another model"
-                                }
+                                "the name is already used by a variant of family \"{family}\" \
+                                 for another model; device costs and profiles look variants up \
+                                 by name, so give each model its own"
                             ),
                         ));
                     }
@@ -239,7 +243,20 @@ mod tests {
         )
         .unwrap_err();
         assert!(
-            e.contains("variant \"a\"") && e.contains("already used"),
+            e.contains("variant \"a\"") && e.contains("share this name"),
+            "{e}"
+        );
+        // Also when another family uses the name for the same model.
+        let e = load(
+            r#"(families: [
+                (name: "f", variants: [(name: "a", model: Vision(ResNet18))]),
+                (name: "g", variants: [(name: "a", model: Vision(ResNet18)),
+                                       (name: "a", model: Vision(ResNet18))]),
+            ])"#,
+        )
+        .unwrap_err();
+        assert!(
+            e.contains("\"g\" variant \"a\"") && e.contains("share this name"),
             "{e}"
         );
         let e = load(

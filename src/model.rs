@@ -132,25 +132,28 @@ impl ModelSpec {
                         && e.iter()
                             .zip(input_shape)
                             .all(|(&x, &want)| x > 0 && (want < 0 || x == want));
-                    // The example input is allocated at load (FP32): bound
-                    // it as VisionAt's images are, well above any frame.
-                    let elements = e
-                        .iter()
-                        .try_fold(1i64, |n, &x| n.checked_mul(x))
-                        .unwrap_or(i64::MAX);
-                    if fits && elements > MAX_EXAMPLE_ELEMENTS {
-                        return Err(format!(
-                            "TorchScript example_shape {e:?} holds {elements} values, more than \
-                             the {MAX_EXAMPLE_ELEMENTS} (128 MiB of FP32) an example input may; \
-                             give a frame-sized example"
-                        ));
-                    }
                     if !fits {
                         return Err(format!(
                             "TorchScript example_shape {e:?} must be positive sizes that fit \
                              input_shape {input_shape:?}"
                         ));
                     }
+                }
+                // The example input is allocated at load (FP32), given or
+                // made from input_shape (-1 → 224): bound it, as VisionAt's
+                // images are, well above any frame.
+                let e = self.example_shape().unwrap_or_default();
+                let elements = e
+                    .iter()
+                    .try_fold(1i64, |n, &x| n.checked_mul(x))
+                    .unwrap_or(i64::MAX);
+                if elements > MAX_EXAMPLE_ELEMENTS {
+                    return Err(format!(
+                        "TorchScript example input {e:?} (example_shape, or input_shape with \
+                         -1 as 224) holds {elements} values, more than the \
+                         {MAX_EXAMPLE_ELEMENTS} (128 MiB of FP32) an example input may; give a \
+                         frame-sized example_shape"
+                    ));
                 }
                 if let Some(o) = outputs {
                     if o.is_empty()

@@ -1174,41 +1174,49 @@ fn profile_command(a: &ProfileArgs<'_>) -> Result<(), ExitCode> {
     // header included.
     let resuming = a.resume && std::fs::read(a.out).is_ok_and(|text| text.contains(&b'\n'));
     if resuming {
+        // The kept rows must be this plan's: a file of another --seed,
+        // --variants, --threads, --configs or --device would otherwise be
+        // extended with the configurations whose ids it happens to lack.
+        // Checked before the file is rewritten: another plan's is left as
+        // it is.
+        let device_name = device.name().to_string();
+        let same_plan = |done: &std::collections::BTreeMap<u32, profile::KeptConfiguration>| {
+            for (id, kept) in done {
+                let planned = configs.iter().find(|c| c.id == *id).map(|c| {
+                    let mut tenants: Vec<(String, u32)> = c
+                        .tenants
+                        .iter()
+                        .map(|&(v, u, _)| (plan.variants[v].clone(), u as u32))
+                        .collect();
+                    tenants.sort();
+                    profile::KeptConfiguration {
+                        device: device_name.clone(),
+                        mode: plan.modes[c.mode].clone(),
+                        threads: c.threads,
+                        tenants,
+                    }
+                });
+                if planned.as_ref() != Some(kept) {
+                    return Err(format!(
+                        "--resume: {} holds configuration {id} as {kept:?}, but this plan's is \
+                         {planned:?}: the file was written with other --seed, --variants, \
+                         --threads, --configs or --device; resume with those, or write to \
+                         another --out",
+                        a.out.display()
+                    ));
+                }
+            }
+            Ok(())
+        };
         let (done, dropped) =
-            profile::keep_complete_configurations(a.out).map_err(|e| match e {
+            profile::keep_complete_configurations(a.out, same_plan).map_err(|e| match e {
                 e @ profile::ResumeError::Read(_) => usage(format!("--resume: {e}")),
+                profile::ResumeError::OtherPlan(m) => usage(m),
                 e @ profile::ResumeError::Write { .. } => {
                     eprintln!("error: --resume: {e}");
                     ExitCode::from(1)
                 }
             })?;
-        // The kept rows must be this plan's: a file of another --seed,
-        // --variants, --threads or device would otherwise be extended with
-        // the configurations whose ids it happens to lack.
-        for (id, kept) in &done {
-            let planned = configs.iter().find(|c| c.id == *id).map(|c| {
-                let mut tenants: Vec<(String, u32)> = c
-                    .tenants
-                    .iter()
-                    .map(|&(v, u, _)| (plan.variants[v].clone(), u as u32))
-                    .collect();
-                tenants.sort();
-                profile::KeptConfiguration {
-                    mode: plan.modes[c.mode].clone(),
-                    threads: c.threads,
-                    tenants,
-                }
-            });
-            if planned.as_ref() != Some(kept) {
-                return Err(usage(format!(
-                    "--resume: {} holds configuration {id} as {kept:?}, but this plan's is \
-                     {planned:?}: the file was written with other --seed, --variants, \
-                     --threads, --configs or --device; resume with those, or write to \
-                     another --out",
-                    a.out.display()
-                )));
-            }
-        }
         configs.retain(|c| !done.contains_key(&c.id));
         eprintln!(
             "ecomap: {} configurations already in {}{}; {} to run",

@@ -297,15 +297,20 @@ pub enum ResumeError {
         /// The error.
         source: csv::Error,
     },
+    /// The file holds another plan's configurations (left as it is).
+    #[error("{0}")]
+    OtherPlan(String),
 }
 
-/// What a dataset file says a configuration was: its mode, threads, and
+/// What a dataset file says a configuration was: its device, mode, threads, and
 /// each tenant's (variant, unit index), sorted — to check, on `--resume`,
 /// that the file was written by the same plan (ids alone would let a
 /// resumed profile with another `--seed` or `--variants` skip its own
 /// configurations for another plan's).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeptConfiguration {
+    /// The device description's name.
+    pub device: String,
     /// Mode name.
     pub mode: String,
     /// Intra-op threads.
@@ -318,9 +323,12 @@ pub struct KeptConfiguration {
 /// present, after dropping the rows of any configuration cut short by an
 /// interruption (the file is rewritten without them, through a temporary
 /// file renamed over it, so a resumed profile writes that configuration
-/// once, whole). Also returns how many rows were dropped.
+/// once, whole). Also returns how many rows were dropped. `check` sees the
+/// complete configurations first: if it refuses them (another plan's
+/// file), the file is left as it is.
 pub fn keep_complete_configurations(
     path: &Path,
+    check: impl FnOnce(&std::collections::BTreeMap<u32, KeptConfiguration>) -> Result<(), String>,
 ) -> Result<(std::collections::BTreeMap<u32, KeptConfiguration>, usize), ResumeError> {
     use ecomap::estimate::dataset::DatasetError;
     let read = |source| DatasetError::Read {
@@ -356,6 +364,7 @@ pub fn keep_complete_configurations(
         c.1 += 1;
         kept.entry(r.config)
             .or_insert_with(|| KeptConfiguration {
+                device: r.device.clone(),
                 mode: r.mode.clone(),
                 threads: r.threads,
                 tenants: Vec::new(),
@@ -373,6 +382,7 @@ pub fn keep_complete_configurations(
     for k in kept.values_mut() {
         k.tenants.sort();
     }
+    check(&kept).map_err(ResumeError::OtherPlan)?;
     let dropped = records
         .iter()
         .filter(|(c, _)| !complete.contains(c))

@@ -193,7 +193,7 @@ fn a_figures_age_comes_from_the_answers_own_time() {
         Duration::from_secs(3600)
     );
     let e = c.fetch_once().unwrap_err().to_string();
-    assert!(e.contains("\"yesterday\"") && e.contains("ISO 8601"), "{e}");
+    assert!(e.contains("\"yesterday\"") && e.contains("RFC 3339"), "{e}");
     let r = c.fetch_once().unwrap();
     assert_eq!(r.valid_until, None);
     assert_eq!(r.age_at(chrono::Utc::now()), Duration::ZERO);

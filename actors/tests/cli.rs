@@ -797,7 +797,7 @@ fn a_simulated_profile_writes_its_rows_and_an_interrupted_one_resumes_to_the_sam
     let last = keep[keep.len() - 1];
     let mut partial = keep[..keep.len() - 1].join("\n") + "\n";
     partial.push_str(&last[..last.len() / 2]);
-    std::fs::write(&cut, partial).unwrap();
+    std::fs::write(&cut, &partial).unwrap();
     let o = profile_simulated(&cut, "80", true);
     assert!(
         stderr(&o).contains("dropped to run them again"),
@@ -826,14 +826,24 @@ fn a_simulated_profile_writes_its_rows_and_an_interrupted_one_resumes_to_the_sam
     }
     // Resuming with another seed: the file is another plan's, refused
     // (before, its ids were skipped and the plans mixed), and left as it was.
-    let o = Command::new(env!("CARGO_BIN_EXE_ecomap"))
-        .current_dir(common::repo_root())
-        .args(["profile", "--simulate", "--configs", "80", "--window", "1s"])
-        .args(["--seed", "6", "--resume", "--out", full.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert_bad_input(&o, &["--resume", "holds configuration", "other --seed"]);
+    let other_seed = |out: &Path| {
+        Command::new(env!("CARGO_BIN_EXE_ecomap"))
+            .current_dir(common::repo_root())
+            .args(["profile", "--simulate", "--configs", "80", "--window", "1s"])
+            .args(["--seed", "6", "--resume", "--out", out.to_str().unwrap()])
+            .output()
+            .unwrap()
+    };
+    assert_bad_input(
+        &other_seed(&full),
+        &["--resume", "holds configuration", "other --seed"],
+    );
     assert_eq!(std::fs::read_to_string(&full).unwrap(), text);
+    // Also one cut short: refused before its cut rows are dropped.
+    let cut_short = dir.path().join("cut-short.csv");
+    std::fs::write(&cut_short, &partial).unwrap();
+    assert_bad_input(&other_seed(&cut_short), &["--resume", "other --seed"]);
+    assert_eq!(std::fs::read_to_string(&cut_short).unwrap(), partial);
     // Bad input: no configurations, a window too short to measure.
     assert_bad_input(&profile_simulated(&full, "0", false), &["--configs", "0"]);
     let o = Command::new(env!("CARGO_BIN_EXE_ecomap"))

@@ -412,6 +412,15 @@ mod tests {
         assert!(e.contains("movable_to names unit \"dla0\" twice"), "{e}");
         let e = err(&GOOD.replace("Vision(ResNet18)", "Synthetic(service: \"2h\")"));
         assert!(e.contains("at most an hour"), "{e}");
+        // An example input allocated at load, with no example_shape given.
+        let e = err(&GOOD.replace(
+            "Vision(ResNet18)",
+            "TorchScript(path: \"m.pt\", input_shape: [1, 3, 100000, 100000])",
+        ));
+        assert!(
+            e.contains("example input") && e.contains("frame-sized"),
+            "{e}"
+        );
     }
 
     #[test]

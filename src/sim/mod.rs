@@ -117,7 +117,8 @@ pub enum SimError {
     /// The clairvoyant planner's search space is too large to enumerate.
     #[error(
         "the oracle would enumerate {candidates} {what} combinations (at most {max}); use \
-         fewer tenants, variants per family or (for the re-mapping oracle) `movable_to` units"
+         fewer tenants, variants per family or (for the re-mapping oracle) `movable_to` units, \
+         or leave the oracle out of --policies (the default list includes oracle and oracle-remap)"
     )]
     SearchSpace {
         /// What is combined: `mode × variant` or `mode × variant × unit`.

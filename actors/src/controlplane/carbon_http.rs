@@ -75,7 +75,7 @@ pub enum ProviderError {
         value: f64,
     },
     /// The answer's time is not one the provider's format allows.
-    #[error("{url}: the answer's time {value:?} is not an ISO 8601 UTC time")]
+    #[error("{url}: the answer's time {value:?} is not an RFC 3339 time (or the UK API's minutes-only form)")]
     InvalidTime {
         /// The URL asked.
         url: String,

@@ -473,21 +473,22 @@ async fn infer(
     let deadline = parsed
         .timeout
         .map_or(model.queue.deadline(), |t| t.min(model.queue.deadline()));
-    let answer = match actix_web::rt::time::timeout(deadline + ANSWER_GRACE, ticket).await {
-        Ok(answer) => answer,
-        // The data plane still counts the request, once, when it ends.
-        Err(_) => {
-            return error(
-                StatusCode::GATEWAY_TIMEOUT,
-                &format!(
-                    "model '{}': no answer from the data plane within {:?} past the deadline; \
+    let answer =
+        match actix_web::rt::time::timeout(deadline.saturating_add(ANSWER_GRACE), ticket).await {
+            Ok(answer) => answer,
+            // The data plane still counts the request, once, when it ends.
+            Err(_) => {
+                return error(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    &format!(
+                        "model '{}': no answer from the data plane within {:?} past the deadline; \
                      the request is counted when it ends",
-                    path.as_str(),
-                    ANSWER_GRACE
-                ),
-            )
-        }
-    };
+                        path.as_str(),
+                        ANSWER_GRACE
+                    ),
+                )
+            }
+        };
     let handler = HandlerTimes { entered, intake };
     respond(
         &path,

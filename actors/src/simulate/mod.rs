@@ -172,8 +172,9 @@ pub enum SimulateError {
         /// Why.
         source: std::io::Error,
     },
-    /// One run failed: the first in command-line order that did (runs
-    /// after it were not started).
+    /// One run failed: the first that did in the order runs are scheduled
+    /// (non-oracle runs trace by trace, then the oracles); runs after it
+    /// were not started.
     #[error("trace {trace}, policy {policy}: {source}")]
     Run {
         /// The trace's name.
