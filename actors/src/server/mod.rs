@@ -28,6 +28,7 @@
 //! | unknown model or route | 404 |
 //! | body over `--max-body-mb` | 413 (counted for the model) |
 //! | a `Content-Encoding` other than `identity` | 415 (counted for the model) |
+//! | a body upload that sends nothing for 30 s ([`BODY_IDLE`]) | 408 (counted for the model) |
 //!
 //! Handlers submit through [`TenantQueue::submit_input`] and `.await` the
 //! ticket: an HTTP thread never blocks on a model.
@@ -294,10 +295,19 @@ impl Drop for Unsubmitted<'_> {
 }
 
 /// Why a body could not be read.
+#[derive(Debug)]
 enum BodyError {
     TooLarge,
     Read(String),
+    /// No byte of the body came for [`BODY_IDLE`].
+    Stalled,
 }
+
+/// How long an upload may send nothing before the server gives up on it
+/// (408): actix's own timeout covers only the request's head, so a client
+/// that trickles or stalls a body held its connection and its pooled
+/// buffer for as long as it liked.
+pub const BODY_IDLE: Duration = Duration::from_secs(30);
 
 /// Read the body into one buffer from the server's pool, sized from
 /// `Content-Length` (no regrowth copies, no fresh pages), placed so that
@@ -310,6 +320,7 @@ async fn read_body(
     header_length: Option<usize>,
     limit: usize,
     pool: &body_pool::BodyPool,
+    idle: Duration,
 ) -> Result<bytes::Bytes, BodyError> {
     use futures_util::StreamExt as _;
     let declared = req
@@ -326,7 +337,11 @@ async fn read_body(
     // binary section on an 8-byte boundary.
     debug_assert!(buf.capacity() == 0 || buf.as_ptr() as usize % 8 == 0);
     buf.resize(pad, 0);
-    while let Some(chunk) = payload.next().await {
+    loop {
+        let Ok(next) = actix_web::rt::time::timeout(idle, payload.next()).await else {
+            return Err(BodyError::Stalled);
+        };
+        let Some(chunk) = next else { break };
         let chunk = chunk.map_err(|e| BodyError::Read(e.to_string()))?;
         if buf.len() - pad + chunk.len() > limit {
             return Err(BodyError::TooLarge);
@@ -378,8 +393,26 @@ async fn infer(
             }
         },
     };
-    let body = match read_body(payload, &req, header_length, state.max_body, &state.bodies).await {
+    let body = match read_body(
+        payload,
+        &req,
+        header_length,
+        state.max_body,
+        &state.bodies,
+        BODY_IDLE,
+    )
+    .await
+    {
         Ok(b) => b,
+        Err(BodyError::Stalled) => {
+            return refuse(
+                StatusCode::REQUEST_TIMEOUT,
+                format!(
+                    "no byte of the request body came for {}; send the body without pausing",
+                    humantime::format_duration(BODY_IDLE)
+                ),
+            )
+        }
         Err(BodyError::TooLarge) => {
             return refuse(
                 StatusCode::PAYLOAD_TOO_LARGE,
@@ -811,6 +844,49 @@ mod tests {
             outputs: Vec::new(),
             platform: "ecomap_synthetic",
         }
+    }
+
+    /// A body that stops arriving is given up on after the idle limit,
+    /// not waited on for as long as the client likes.
+    #[test]
+    fn a_stalled_upload_is_given_up_on() {
+        use actix_web::FromRequest as _;
+        use futures_util::StreamExt as _;
+        actix_web::rt::System::new().block_on(async {
+            let (req, _) = at::TestRequest::post()
+                .insert_header((header::CONTENT_LENGTH, "100"))
+                .to_http_parts();
+            // Ten bytes, then nothing.
+            let stream = futures_util::stream::once(async {
+                Ok::<_, actix_web::error::PayloadError>(bytes::Bytes::from_static(b"0123456789"))
+            })
+            .chain(futures_util::stream::pending());
+            let mut payload = actix_web::dev::Payload::from(Box::pin(stream)
+                as std::pin::Pin<
+                    Box<
+                        dyn futures_util::Stream<
+                            Item = Result<bytes::Bytes, actix_web::error::PayloadError>,
+                        >,
+                    >,
+                >);
+            let payload = web::Payload::from_request(&req, &mut payload)
+                .await
+                .unwrap();
+            let pool = body_pool::BodyPool::new(2, 1 << 20);
+            let t0 = std::time::Instant::now();
+            let got = read_body(
+                payload,
+                &req,
+                None,
+                1 << 20,
+                &pool,
+                Duration::from_millis(100),
+            )
+            .await;
+            assert!(matches!(got, Err(BodyError::Stalled)), "{got:?}");
+            assert!(t0.elapsed() >= Duration::from_millis(100));
+            assert!(t0.elapsed() < Duration::from_secs(10));
+        });
     }
 
     /// A model whose last worker is out for good refuses every request
