@@ -1043,8 +1043,12 @@ fn check_profile_inputs(
         }
         Some(_) => {}
     }
-    let mut kinds = plan.unit_kinds.clone();
-    kinds.dedup();
+    let mut kinds = Vec::new();
+    for &k in &plan.unit_kinds {
+        if !kinds.contains(&k) {
+            kinds.push(k);
+        }
+    }
     for v in &plan.variants {
         for &kind in &kinds {
             for (name, _) in modes {

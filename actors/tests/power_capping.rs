@@ -122,26 +122,48 @@ fn uk_answer(shift: chrono::TimeDelta) -> String {
     )
 }
 
-/// A UK National Grid stand-in that answers readings of the half hour
-/// `shift` from now for `good` after its first request (a few polls: one
-/// answer lost to a loaded machine's client timeout is retried), then
-/// HTTP 500s; its base URL.
-fn answer_then_fail_at(shift: chrono::TimeDelta, good: Duration) -> String {
+/// A provider stand-in on a fresh port answering each request with
+/// `respond(time since its first request)`; its base URL.
+fn provider(
+    mut respond: impl FnMut(Duration) -> tiny_http::ResponseBox + Send + 'static,
+) -> String {
     let srv = tiny_http::Server::http("127.0.0.1:0").unwrap();
     let base = format!("http://{}", srv.server_addr().to_ip().unwrap());
     std::thread::spawn(move || {
         let mut first: Option<std::time::Instant> = None;
         while let Ok(Some(req)) = srv.recv_timeout(Duration::from_secs(10)) {
             let since = first.get_or_insert_with(std::time::Instant::now).elapsed();
-            let response = if since > good {
-                tiny_http::Response::from_string("down").with_status_code(500)
-            } else {
-                tiny_http::Response::from_string(uk_answer(shift))
-            };
-            let _ = req.respond(response);
+            let _ = req.respond(respond(since));
         }
     });
     base
+}
+
+/// The policy's `carbon` for a UK National Grid stand-in at `base`.
+fn uk_source(base: &str, timeout: &str) -> String {
+    format!(
+        r#"Http(provider: UkNationalGrid, base_url: "{base}", poll: "200ms", timeout: "{timeout}")"#
+    )
+}
+
+fn down() -> tiny_http::ResponseBox {
+    tiny_http::Response::from_string("down")
+        .with_status_code(500)
+        .boxed()
+}
+
+/// A UK National Grid stand-in that answers readings of the half hour
+/// `shift` from now for `good` after its first request (a few polls: one
+/// answer lost to a loaded machine's client timeout is retried), then
+/// HTTP 500s; its base URL.
+fn answer_then_fail_at(shift: chrono::TimeDelta, good: Duration) -> String {
+    provider(move |since| {
+        if since > good {
+            down()
+        } else {
+            tiny_http::Response::from_string(uk_answer(shift)).boxed()
+        }
+    })
 }
 
 /// The governor gives a source `max_staleness` for its first reading from
@@ -152,19 +174,11 @@ fn answer_then_fail_at(shift: chrono::TimeDelta, good: Duration) -> String {
 fn a_slow_model_load_does_not_use_up_the_governors_grace_for_a_first_reading() {
     let _serial = serial();
     // A provider that answers each poll 300 ms late, with current figures.
-    let srv = tiny_http::Server::http("127.0.0.1:0").unwrap();
-    let base = format!("http://{}", srv.server_addr().to_ip().unwrap());
-    std::thread::spawn(move || {
-        while let Ok(Some(req)) = srv.recv_timeout(Duration::from_secs(10)) {
-            std::thread::sleep(Duration::from_millis(300));
-            let _ = req.respond(tiny_http::Response::from_string(uk_answer(
-                chrono::TimeDelta::zero(),
-            )));
-        }
+    let base = provider(|_| {
+        std::thread::sleep(Duration::from_millis(300));
+        tiny_http::Response::from_string(uk_answer(chrono::TimeDelta::zero())).boxed()
     });
-    let source = format!(
-        r#"Http(provider: UkNationalGrid, base_url: "{base}", poll: "200ms", timeout: "2s")"#
-    );
+    let source = uk_source(&base, "2s");
     // Loading runs the model twice (a trial pass and a timed one): 2.4 s,
     // over the policy's 1 s max_staleness.
     let slow: Workload = parse_ron(
@@ -204,9 +218,7 @@ fn answer_then_fail() -> String {
 fn a_provider_answering_with_an_hours_old_figure_is_stale_on_arrival() {
     let _serial = serial();
     let base = answer_then_fail_at(chrono::TimeDelta::hours(-3), Duration::from_secs(60));
-    let source = format!(
-        r#"Http(provider: UkNationalGrid, base_url: "{base}", poll: "200ms", timeout: "2s")"#
-    );
+    let source = uk_source(&base, "2s");
     let report = run(&policy(&source), 2);
     let e = report.energy.clone().unwrap();
     assert!(e.staleness_events >= 1, "{e:?}");
@@ -229,9 +241,7 @@ fn a_provider_answering_with_an_hours_old_figure_is_stale_on_arrival() {
     // The same provider with current figures: the rule's cap (240 g is
     // over the 200 g band: 10 W), no fallback.
     let base = answer_then_fail_at(chrono::TimeDelta::zero(), Duration::from_secs(60));
-    let source = format!(
-        r#"Http(provider: UkNationalGrid, base_url: "{base}", poll: "200ms", timeout: "2s")"#
-    );
+    let source = uk_source(&base, "2s");
     let e = run(&policy(&source), 2).energy.unwrap();
     assert_eq!(e.staleness_events, 0, "{e:?}");
     assert!(
@@ -247,9 +257,7 @@ fn carbon_priced_on_the_last_reading_of_a_source_that_went_down_is_reported_as_s
     let base = answer_then_fail();
     // A generous timeout: the one good answer must not be lost to a slow
     // machine (the failures are immediate 500s).
-    let source = format!(
-        r#"Http(provider: UkNationalGrid, base_url: "{base}", poll: "200ms", timeout: "2s")"#
-    );
+    let source = uk_source(&base, "2s");
     // max_staleness 1 s after the last answer (by about 0.9 s), and 1 s
     // meter intervals judged at their end: those ending at 2 s, 3 s and
     // 4 s are priced at the old reading.
@@ -327,16 +335,8 @@ fn a_jetson_s_rails_are_metered_as_measured_power_through_the_runtime() {
 #[test]
 fn a_failing_provider_falls_back_and_the_runtime_keeps_serving() {
     let _serial = serial();
-    let srv = tiny_http::Server::http("127.0.0.1:0").unwrap();
-    let base = format!("http://{}", srv.server_addr().to_ip().unwrap());
-    std::thread::spawn(move || {
-        while let Ok(Some(req)) = srv.recv_timeout(Duration::from_secs(10)) {
-            let _ = req.respond(tiny_http::Response::from_string("down").with_status_code(500));
-        }
-    });
-    let p = policy(&format!(
-        r#"Http(provider: UkNationalGrid, base_url: "{base}", poll: "200ms", timeout: "200ms")"#
-    ));
+    let base = provider(|_| down());
+    let p = policy(&uk_source(&base, "200ms"));
     let report = run(&p, 3);
     let e = report.energy.clone().unwrap();
     assert!(e.staleness_events >= 1, "{e:?}");

@@ -771,15 +771,20 @@ pub(super) mod tests {
         assert_eq!(s, vec![a.heaviest(a.device.reference_mode()); 2]);
     }
 
-    #[test]
-    fn the_oracle_never_plans_a_predicted_miss_and_meets_its_accuracy() {
+    /// One 60 Hz camera on the GPU served by the ResNet family.
+    fn resnet_camera() -> Analysis {
         let catalog = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("policies/models.ron");
-        let a = catalog_analysis(&format!(
+        catalog_analysis(&format!(
             r#"(catalog: "{}", tenants: [
                 (name: "cam", model: Family("imagenet-resnet-deep"), units: Some(["gpu"]),
                  arrival: Periodic(rate_hz: 60.0), deadline: "33ms", capacity: 4)])"#,
             catalog.display()
-        ));
+        ))
+    }
+
+    #[test]
+    fn the_oracle_never_plans_a_predicted_miss_and_meets_its_accuracy() {
+        let a = resnet_camera();
         let hourly: Vec<f64> = (0..48)
             .map(|h| if h % 24 < 12 { 50.0 } else { 600.0 })
             .collect();
@@ -815,13 +820,7 @@ pub(super) mod tests {
     /// bound on a policy that alternates).
     #[test]
     fn on_a_flat_trace_the_oracle_mixes_hours_to_meet_its_target_and_no_more() {
-        let catalog = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("policies/models.ron");
-        let a = catalog_analysis(&format!(
-            r#"(catalog: "{}", tenants: [
-                (name: "cam", model: Family("imagenet-resnet-deep"), units: Some(["gpu"]),
-                 arrival: Periodic(rate_hz: 60.0), deadline: "33ms", capacity: 4)])"#,
-            catalog.display()
-        ));
+        let a = resnet_camera();
         let hourly = vec![300.0; 10];
         let cheapest = oracle_schedule(&a, &hourly, 0.0)[0].clone();
         let low = a.predict(&cheapest);

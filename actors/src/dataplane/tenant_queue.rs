@@ -440,28 +440,32 @@ impl TenantQueue {
     }
 }
 
+/// A tenant of a 1 ms synthetic model, for tests of what sits on a queue.
+#[cfg(test)]
+pub(crate) fn synthetic_spec(name: &str, capacity: usize) -> TenantSpec {
+    TenantSpec {
+        name: name.into(),
+        model: ecomap::model::ModelSpec::Synthetic {
+            service: Duration::from_millis(1),
+        },
+        arrival: ecomap::arrival::ArrivalProcess::Poisson { rate_hz: 1.0 },
+        deadline: Duration::from_millis(10),
+        capacity,
+        priority: 3,
+        units: None,
+        shed: None,
+        movable_to: None,
+        accuracy_floor: None,
+        resolved: Vec::new(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ecomap::arrival::ArrivalProcess;
-    use ecomap::model::ModelSpec;
 
     fn spec(capacity: usize) -> TenantSpec {
-        TenantSpec {
-            name: "cam".into(),
-            model: ModelSpec::Synthetic {
-                service: Duration::from_millis(1),
-            },
-            arrival: ArrivalProcess::Poisson { rate_hz: 1.0 },
-            deadline: Duration::from_millis(10),
-            capacity,
-            priority: 3,
-            units: None,
-            shed: None,
-            movable_to: None,
-            accuracy_floor: None,
-            resolved: Vec::new(),
-        }
+        synthetic_spec("cam", capacity)
     }
 
     #[test]

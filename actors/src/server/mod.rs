@@ -815,28 +815,11 @@ mod tests {
     use crate::clock::RunClock;
     use crate::tenant_queue::tenant_queue;
     use actix_web::test as at;
-    use ecomap::arrival::ArrivalProcess;
-    use ecomap::config::workload::TenantSpec;
-    use ecomap::model::ModelSpec;
     use ecomap::request::TenantId;
     use std::time::Duration;
 
     fn entry(id: u16, name: &str) -> ModelEntry {
-        let spec = TenantSpec {
-            name: name.into(),
-            model: ModelSpec::Synthetic {
-                service: Duration::from_millis(1),
-            },
-            arrival: ArrivalProcess::Poisson { rate_hz: 1.0 },
-            deadline: Duration::from_millis(10),
-            capacity: 4,
-            priority: 3,
-            units: None,
-            shed: None,
-            movable_to: None,
-            accuracy_floor: None,
-            resolved: Vec::new(),
-        };
+        let spec = crate::tenant_queue::synthetic_spec(name, 4);
         let (queue, _receiver) = tenant_queue(TenantId(id), &spec, RunClock::start());
         ModelEntry {
             queue,
