@@ -269,6 +269,12 @@ enum Command {
         /// Largest request body accepted, in MB (1..=4096); beyond: 413.
         #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=4096))]
         max_body_mb: u32,
+        /// Let clients on this host register shared-memory regions
+        /// (Triton's system shared-memory extension) and pass tensors in
+        /// them instead of in the body. Only for trusted local clients: a
+        /// client that shrinks a registered object crashes the server.
+        #[arg(long)]
+        allow_client_shm: bool,
         /// Folder for the per-tenant latency files (`.hgrm`, `.hlog`).
         #[arg(long, default_value = "out")]
         out: PathBuf,
@@ -557,8 +563,12 @@ fn run(files: &Files, o: RunOptions<'_>) -> Result<(), ExitCode> {
         None => None,
         Some(addr) => {
             runtime.start_control(load_factor).map_err(start_error)?;
-            let state =
-                ecomap_actors::server::ServerState::new(Vec::new(), 0, Some(runtime.metrics()));
+            let state = ecomap_actors::server::ServerState::new(
+                Vec::new(),
+                0,
+                Some(runtime.metrics()),
+                false,
+            );
             let (spec, notes) = runtime.server_thread();
             match ecomap_actors::server::start(state, addr, 1, spec, notes) {
                 Ok(s) => {
@@ -795,6 +805,7 @@ struct ServeOptions<'a> {
     generate: Option<f64>,
     http_workers: usize,
     max_body: usize,
+    allow_client_shm: bool,
     out: &'a Path,
     summary: Option<&'a Path>,
 }
@@ -830,7 +841,12 @@ fn serve(files: &Files, o: ServeOptions<'_>) -> Result<(), ExitCode> {
             }
         })
         .collect();
-    let state = ServerState::new(models, o.max_body, Some(runtime.metrics()));
+    let state = ServerState::new(
+        models,
+        o.max_body,
+        Some(runtime.metrics()),
+        o.allow_client_shm,
+    );
     let (spec, notes) = runtime.server_thread();
     let http = match server::start(state, o.listen, o.http_workers, spec, notes) {
         Ok(s) => s,
@@ -1391,6 +1407,7 @@ fn main() -> ExitCode {
             generate,
             http_workers,
             max_body_mb,
+            allow_client_shm,
             out,
             summary,
         } => serve(
@@ -1401,6 +1418,7 @@ fn main() -> ExitCode {
                 generate: *generate,
                 http_workers: usize::from(*http_workers),
                 max_body: *max_body_mb as usize * (1 << 20),
+                allow_client_shm: *allow_client_shm,
                 out,
                 summary: summary.as_deref(),
             },

@@ -26,6 +26,7 @@ from collections import Counter
 
 import numpy as np
 import tritonclient.http as httpclient
+import tritonclient.utils.shared_memory as shm
 from hdrh.histogram import HdrHistogram
 from hdrh.log import HistogramLogReader
 from prometheus_client.openmetrics.parser import text_string_to_metric_families
@@ -93,7 +94,7 @@ def main():
     server = subprocess.Popen(
         [binary, "serve", "--workload", os.path.join(tmp, "w.ron"),
          "--rt-config", os.path.join(tmp, "rt.ron"), "--policy", os.path.join(tmp, "p.ron"),
-         "--listen", url, "--max-body-mb", "1", "--http-workers", "4",
+         "--listen", url, "--max-body-mb", "1", "--http-workers", "4", "--allow-client-shm",
          "--out", os.path.join(tmp, "out"), "--summary", summary],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     sent = Counter()  # (model, status) -> requests
@@ -177,6 +178,75 @@ def main():
                          outputs=[httpclient.InferRequestedOutput("output", binary_data=False)])
         sent["squeezenet", 200] += 1
         check(r.as_numpy("output").shape == (1, 1000), "squeezenet JSON, another image size")
+
+        print("system shared memory (tritonclient.utils.shared_memory)")
+        check("system_shared_memory" in client.get_server_metadata()["extensions"],
+              "the extension is listed")
+        tag = os.getpid()
+        regions = []
+        try:
+            frame = np.random.default_rng(2).random((1, 3, 224, 224), dtype=np.float32)
+            h_in = shm.create_shared_memory_region("frame", f"/ecomap_test_in_{tag}", frame.nbytes)
+            regions.append(h_in)
+            h_out = shm.create_shared_memory_region("logits", f"/ecomap_test_out_{tag}", 4000)
+            regions.append(h_out)
+            shm.set_shared_memory_region(h_in, [frame])
+            client.unregister_system_shared_memory()
+            client.register_system_shared_memory("frame", f"/ecomap_test_in_{tag}", frame.nbytes)
+            client.register_system_shared_memory("logits", f"/ecomap_test_out_{tag}", 4000)
+            status = client.get_system_shared_memory_status()
+            check(sorted((r["name"], r["byte_size"]) for r in status)
+                  == [("frame", frame.nbytes), ("logits", 4000)], f"status {status}")
+            inp = httpclient.InferInput("input", list(frame.shape), "FP32")
+            inp.set_shared_memory("frame", frame.nbytes)
+            out = httpclient.InferRequestedOutput("output")
+            out.set_shared_memory("logits", 4000)
+            r = client.infer("squeezenet", [inp], outputs=[out])
+            sent["squeezenet", 200] += 1
+            via_shm = shm.get_contents_as_numpy(h_out, np.float32, [1, 1000]).copy()
+            named = r.get_output("output")
+            check("data" not in named
+                  and named["parameters"]["shared_memory_region"] == "logits"
+                  and named["parameters"]["shared_memory_byte_size"] == 4000,
+                  f"a shared-memory output is named, not sent: {named}")
+            inp = httpclient.InferInput("input", list(frame.shape), "FP32")
+            inp.set_data_from_numpy(frame)
+            via_body = client.infer("squeezenet", [inp]).as_numpy("output")
+            sent["squeezenet", 200] += 1
+            check(np.allclose(via_shm, via_body, rtol=1e-5, atol=1e-5),
+                  "the same frame gives the same logits in shared memory as in the body")
+            # An output region too small for the model's output: refused
+            # before a forward pass, counted.
+            small = httpclient.InferRequestedOutput("output")
+            small.set_shared_memory("logits", 100)
+            inp = httpclient.InferInput("input", list(frame.shape), "FP32")
+            inp.set_shared_memory("frame", frame.nbytes)
+            try:
+                client.infer("squeezenet", [inp], outputs=[small])
+                check(False, "a too-small output region is refused")
+            except InferenceServerException as e:
+                sent["squeezenet", status_of(e)] += 1
+                check(status_of(e) == 400 and "over the 100 bytes" in e.message(),
+                      f"too-small output region: {status_of(e)} {e.message()}")
+            try:
+                client.register_system_shared_memory("evil", "/../../etc/passwd", 10)
+                check(False, "a key outside /dev/shm is refused")
+            except InferenceServerException as e:
+                check(status_of(e) == 400 and "POSIX shared-memory name" in e.message(),
+                      f"key outside /dev/shm: {status_of(e)} {e.message()}")
+            client.unregister_system_shared_memory("frame")
+            try:
+                client.infer("squeezenet", [inp])
+                check(False, "an unregistered region is refused")
+            except InferenceServerException as e:
+                sent["squeezenet", status_of(e)] += 1
+                check(status_of(e) == 400 and "no shared-memory region 'frame'" in e.message(),
+                      f"unregistered region: {status_of(e)} {e.message()}")
+            client.unregister_system_shared_memory()
+            check(client.get_system_shared_memory_status() == [], "all unregistered")
+        finally:
+            for h in regions:
+                shm.destroy_shared_memory_region(h)
 
         print("bad requests: a clear 4xx, counted")
         cases = [

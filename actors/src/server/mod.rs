@@ -11,6 +11,9 @@
 //! | `GET /v2/models/{name}[/versions/{v}]/ready` | 200; 400 while stopping or when no worker holding the model is left; 404 for an unknown model |
 //! | `POST /v2/repository/index` | every tenant, `READY`, or `UNAVAILABLE` with the reason when no worker holding it is left |
 //! | `POST /v2/models/{name}[/versions/{v}]/infer` | JSON or binary tensors in, the model's outputs out |
+//! | `GET /v2/systemsharedmemory[/region/{r}]/status` | the registered shared-memory regions (with `--allow-client-shm`; see [`shared_memory`]) |
+//! | `POST /v2/systemsharedmemory/region/{r}/register` | register a region: `{"key", "offset", "byte_size"}` |
+//! | `POST /v2/systemsharedmemory[/region/{r}]/unregister` | unregister one region, or all |
 //! | `GET /metrics` | Prometheus exposition (see [`metrics`]) |
 //!
 //! Every request's outcome maps to one status, with the protocol's error
@@ -36,6 +39,7 @@
 pub mod body_pool;
 pub mod metrics;
 pub mod protocol;
+pub mod shared_memory;
 
 use crate::dataplane::ticket::Answer;
 use crate::tenant_queue::{SubmitError, TenantQueue};
@@ -44,8 +48,9 @@ use actix_web::http::StatusCode;
 use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
 use ecomap::request::Outcome;
 use ecomap::tensor::TensorSpec;
-use protocol::{OutputSelection, ResponseOutput, HEADER_LENGTH};
+use protocol::{InputData, OutputForm, OutputSelection, ResponseOutput, HEADER_LENGTH};
 use serde_json::{json, Map, Value};
+use shared_memory::{SharedMemory, SharedMemoryError};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -92,15 +97,19 @@ pub struct ServerState {
     max_body: usize,
     metrics: Option<metrics::MetricsSource>,
     bodies: Arc<body_pool::BodyPool>,
+    /// Clients' shared-memory regions; `None` unless allowed.
+    shared_memory: Option<SharedMemory>,
 }
 
 impl ServerState {
     /// State over `models`, accepting bodies up to `max_body` bytes;
-    /// `metrics` serves `GET /metrics`.
+    /// `metrics` serves `GET /metrics`; `allow_client_shm` lets local
+    /// clients register shared-memory regions ([`shared_memory`]).
     pub fn new(
         models: Vec<ModelEntry>,
         max_body: usize,
         metrics: Option<metrics::MetricsSource>,
+        allow_client_shm: bool,
     ) -> Arc<Self> {
         let by_name = models
             .iter()
@@ -114,7 +123,14 @@ impl ServerState {
             max_body,
             bodies: body_pool::for_server(),
             metrics,
+            shared_memory: allow_client_shm.then(SharedMemory::default),
         })
+    }
+
+    fn shared_memory(&self) -> Result<&SharedMemory, SharedMemoryError> {
+        self.shared_memory
+            .as_ref()
+            .ok_or(SharedMemoryError::Disabled)
     }
 
     /// Stop reporting ready (before a graceful stop).
@@ -163,15 +179,87 @@ async fn ready(state: web::Data<ServerState>) -> HttpResponse {
     }
 }
 
-async fn server_metadata() -> HttpResponse {
+async fn server_metadata(state: web::Data<ServerState>) -> HttpResponse {
+    // Of Triton's `model_repository` extension only the index is served
+    // (models are fixed at start: no load or unload), so it is not claimed.
+    let mut extensions = vec!["binary_tensor_data"];
+    if state.shared_memory.is_some() {
+        extensions.push("system_shared_memory");
+    }
     HttpResponse::Ok().json(json!({
         "name": "ecomap",
         "version": env!("CARGO_PKG_VERSION"),
-        // Of Triton's `model_repository` extension only the index is
-        // served (models are fixed at start: no load or unload), so it is
-        // not claimed.
-        "extensions": ["binary_tensor_data"],
+        "extensions": extensions,
     }))
+}
+
+/// The body of a region's registration.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RegisterRegion {
+    key: String,
+    #[serde(default)]
+    offset: u64,
+    byte_size: u64,
+}
+
+async fn shm_register(
+    state: web::Data<ServerState>,
+    name: web::Path<String>,
+    body: web::Bytes,
+) -> HttpResponse {
+    let request: RegisterRegion = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                &format!(
+                    "malformed registration: {e}; send {{\"key\": \"/name\", \"offset\": 0, \
+                     \"byte_size\": N}}"
+                ),
+            )
+        }
+    };
+    match state
+        .shared_memory()
+        .and_then(|shm| shm.register(&name, &request.key, request.offset, request.byte_size))
+    {
+        Ok(()) => HttpResponse::Ok().finish(),
+        Err(e) => error(StatusCode::BAD_REQUEST, &e.to_string()),
+    }
+}
+
+fn shm_unregister_one(state: &ServerState, name: Option<&str>) -> HttpResponse {
+    match state.shared_memory() {
+        Ok(shm) => {
+            shm.unregister(name);
+            HttpResponse::Ok().finish()
+        }
+        Err(e) => error(StatusCode::BAD_REQUEST, &e.to_string()),
+    }
+}
+
+async fn shm_unregister(state: web::Data<ServerState>, name: web::Path<String>) -> HttpResponse {
+    shm_unregister_one(&state, Some(&name))
+}
+
+async fn shm_unregister_all(state: web::Data<ServerState>) -> HttpResponse {
+    shm_unregister_one(&state, None)
+}
+
+fn shm_status_of(state: &ServerState, name: Option<&str>) -> HttpResponse {
+    match state.shared_memory().and_then(|shm| shm.status(name)) {
+        Ok(rows) => HttpResponse::Ok().json(rows),
+        Err(e) => error(StatusCode::BAD_REQUEST, &e.to_string()),
+    }
+}
+
+async fn shm_status(state: web::Data<ServerState>, name: web::Path<String>) -> HttpResponse {
+    shm_status_of(&state, Some(&name))
+}
+
+async fn shm_status_all(state: web::Data<ServerState>) -> HttpResponse {
+    shm_status_of(&state, None)
 }
 
 fn tensor_meta(specs: &[TensorSpec]) -> Value {
@@ -468,13 +556,22 @@ async fn infer(
             ),
         );
     }
-    let wanted: Vec<(usize, bool)> = match &parsed.outputs {
-        OutputSelection::All { binary } => (0..model.outputs.len()).map(|i| (i, *binary)).collect(),
+    let wanted: Vec<(usize, OutputForm)> = match parsed.outputs {
+        OutputSelection::All { binary } => {
+            let form = if binary {
+                OutputForm::Binary
+            } else {
+                OutputForm::Json
+            };
+            (0..model.outputs.len())
+                .map(|i| (i, form.clone()))
+                .collect()
+        }
         OutputSelection::Named(list) => {
             let mut w = Vec::with_capacity(list.len());
-            for (name, binary) in list {
-                match model.outputs.iter().position(|o| &o.name == name) {
-                    Some(i) => w.push((i, *binary)),
+            for (name, form) in list {
+                match model.outputs.iter().position(|o| o.name == name) {
+                    Some(i) => w.push((i, form)),
                     None => {
                         return refuse(
                             StatusCode::BAD_REQUEST,
@@ -495,7 +592,45 @@ async fn infer(
             w
         }
     };
-    let (_, tensor) = inputs.remove(0);
+    // A shared-memory output's place is checked now, so a wrong one costs
+    // no forward pass; one too small for a fixed-size output too.
+    for (i, form) in &wanted {
+        let OutputForm::Shared(at) = form else {
+            continue;
+        };
+        let spec = &model.outputs[*i];
+        let what = format!("output '{}'", spec.name);
+        if let Err(e) = state.shared_memory().and_then(|shm| shm.check(at, &what)) {
+            return refuse(StatusCode::BAD_REQUEST, e.to_string());
+        }
+        // (a dynamic dimension, -1, has no count: checked when written)
+        let fixed = ecomap::tensor::element_count(&spec.shape)
+            .and_then(|n| n.checked_mul(spec.datatype.size()));
+        if let Some(size) = fixed.filter(|&size| size > at.byte_size) {
+            let e = SharedMemoryError::NoRoom {
+                output: spec.name.clone(),
+                region: at.region.clone(),
+                byte_size: at.byte_size,
+                size,
+            };
+            return refuse(StatusCode::BAD_REQUEST, e.to_string());
+        }
+    }
+    let tensor = match inputs.remove(0) {
+        (_, InputData::Inline(t)) => t,
+        (name, InputData::Shared { dtype, shape, at }) => {
+            let what = format!("input '{name}'");
+            let read = state.shared_memory().and_then(|shm| shm.read(&at, &what));
+            let bytes = match read {
+                Ok(b) => b,
+                Err(e) => return refuse(StatusCode::BAD_REQUEST, e.to_string()),
+            };
+            match ecomap::tensor::TensorData::new(dtype, shape, bytes) {
+                Ok(t) => t,
+                Err(e) => return refuse(StatusCode::BAD_REQUEST, format!("{what}: {e}")),
+            }
+        }
+    };
     // From here the data plane counts it, whatever becomes of it.
     pending.submitted();
     let ticket = match model.queue.submit_input(tensor, parsed.timeout) {
@@ -528,6 +663,7 @@ async fn infer(
         parsed.id.as_deref(),
         &answer,
         &wanted,
+        state.shared_memory.as_ref(),
         &model.outputs,
         &handler,
     )
@@ -580,7 +716,8 @@ fn respond(
     model: &str,
     id: Option<&str>,
     answer: &Answer,
-    wanted: &[(usize, bool)],
+    wanted: &[(usize, OutputForm)],
+    shared_memory: Option<&SharedMemory>,
     specs: &[TensorSpec],
     handler: &HandlerTimes,
 ) -> HttpResponse {
@@ -611,7 +748,8 @@ fn respond(
         Outcome::Rejected => return error(StatusCode::TOO_MANY_REQUESTS, &why("was rejected")),
     }
     let mut outputs = Vec::with_capacity(wanted.len());
-    for &(i, binary) in wanted {
+    for (i, form) in wanted {
+        let i = *i;
         let Some(tensor) = answer.outputs.get(i) else {
             return error(
                 StatusCode::INTERNAL_SERVER_ERROR,
@@ -622,10 +760,24 @@ fn respond(
                 )),
             );
         };
+        if let OutputForm::Shared(at) = form {
+            // Checked before submission; a region unregistered since, or an
+            // output of a model with a dynamic shape larger than its room,
+            // fails here: the client asked for a place that cannot hold it.
+            let written = shared_memory
+                .ok_or(SharedMemoryError::Disabled)
+                .and_then(|shm| shm.write(at, &specs[i].name, &tensor.data));
+            if let Err(e) = written {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    &why(&format!("was served, but {e}")),
+                );
+            }
+        }
         outputs.push(ResponseOutput {
             name: &specs[i].name,
             tensor,
-            binary,
+            form,
         });
     }
     let mut parameters = Map::new();
@@ -707,6 +859,26 @@ fn routes(cfg: &mut web::ServiceConfig) {
         .route(
             "/v2/models/{name}/versions/{v}/infer",
             web::post().to(infer_v),
+        )
+        .route(
+            "/v2/systemsharedmemory/status",
+            web::get().to(shm_status_all),
+        )
+        .route(
+            "/v2/systemsharedmemory/region/{r}/status",
+            web::get().to(shm_status),
+        )
+        .route(
+            "/v2/systemsharedmemory/region/{r}/register",
+            web::post().to(shm_register),
+        )
+        .route(
+            "/v2/systemsharedmemory/unregister",
+            web::post().to(shm_unregister_all),
+        )
+        .route(
+            "/v2/systemsharedmemory/region/{r}/unregister",
+            web::post().to(shm_unregister),
         )
         .route("/metrics", web::get().to(metrics_page));
 }
@@ -881,7 +1053,7 @@ mod tests {
         let cam = entry(0, "cam");
         let lidar = entry(1, "lidar");
         let orphan = cam.queue.counters().clone();
-        let state = ServerState::new(vec![cam, lidar], 1 << 20, None);
+        let state = ServerState::new(vec![cam, lidar], 1 << 20, None, false);
         actix_web::rt::System::new().block_on(async move {
             let app = at::init_service(
                 App::new()
@@ -916,5 +1088,65 @@ mod tests {
             assert_eq!(index[1]["state"], "READY");
             assert_eq!(index[1]["reason"], "");
         });
+    }
+
+    /// Shared memory is off unless allowed: registration is refused with
+    /// the flag that turns it on, and the extension is not listed; when
+    /// allowed, a region registers, lists and unregisters over HTTP.
+    #[test]
+    fn client_shared_memory_is_off_unless_allowed() {
+        let key = format!("/ecomap_server_test_{}", std::process::id());
+        let path = std::path::Path::new("/dev/shm").join(&key[1..]);
+        std::fs::write(&path, [0u8; 64]).unwrap();
+        for allowed in [false, true] {
+            let state = ServerState::new(vec![entry(0, "cam")], 1 << 20, None, allowed);
+            let key = key.clone();
+            actix_web::rt::System::new().block_on(async move {
+                let app = at::init_service(
+                    App::new()
+                        .app_data(web::Data::from(state))
+                        .configure(routes),
+                )
+                .await;
+                let req = at::TestRequest::get().uri("/v2").to_request();
+                let meta: Value = at::call_and_read_body_json(&app, req).await;
+                let listed = meta["extensions"]
+                    .as_array()
+                    .unwrap()
+                    .contains(&json!("system_shared_memory"));
+                assert_eq!(listed, allowed, "{meta}");
+                let req = at::TestRequest::post()
+                    .uri("/v2/systemsharedmemory/region/r/register")
+                    .set_payload(json!({"key": key, "byte_size": 32, "offset": 8}).to_string())
+                    .to_request();
+                let res = at::call_service(&app, req).await;
+                if !allowed {
+                    assert_eq!(res.status(), 400);
+                    let body: Value = at::read_body_json(res).await;
+                    let e = body["error"].as_str().unwrap();
+                    assert!(e.contains("--allow-client-shm"), "{e}");
+                    return;
+                }
+                assert_eq!(res.status(), 200);
+                let req = at::TestRequest::get()
+                    .uri("/v2/systemsharedmemory/region/r/status")
+                    .to_request();
+                let status: Value = at::call_and_read_body_json(&app, req).await;
+                assert_eq!(
+                    status,
+                    json!([{"name": "r", "key": key, "offset": 8, "byte_size": 32}])
+                );
+                let req = at::TestRequest::post()
+                    .uri("/v2/systemsharedmemory/region/r/unregister")
+                    .to_request();
+                assert_eq!(at::call_service(&app, req).await.status(), 200);
+                let req = at::TestRequest::get()
+                    .uri("/v2/systemsharedmemory/status")
+                    .to_request();
+                let status: Value = at::call_and_read_body_json(&app, req).await;
+                assert_eq!(status, json!([]));
+            });
+        }
+        let _ = std::fs::remove_file(&path);
     }
 }

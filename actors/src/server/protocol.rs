@@ -9,7 +9,11 @@
 //! Binary inputs are slices of the request body (shared, not copied).
 //! Outputs go back as binary when the request asks for it (the request
 //! parameter `binary_data_output`, or an output's `binary_data`), as JSON
-//! otherwise.
+//! otherwise. With Triton's system shared-memory extension an input, or a
+//! requested output, names a place in a shared-memory region the client
+//! registered instead (`shared_memory_region`, `shared_memory_byte_size`,
+//! `shared_memory_offset`): the parser only says where; the server's
+//! region registry (`server/shared_memory.rs`) reads and writes it.
 
 use bytes::{Bytes, BytesMut};
 use ecomap::tensor::{element_count, DataType, TensorData, TensorError};
@@ -137,6 +141,54 @@ struct RequestOutput {
     parameters: Option<Map<String, Value>>,
 }
 
+/// A tensor's place in a registered shared-memory region.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SharedMemoryRef {
+    /// The region's name, as registered.
+    pub region: String,
+    /// Where the tensor starts, in bytes from the region's start.
+    pub offset: usize,
+    /// Its size in bytes (for an output: the room it has).
+    pub byte_size: usize,
+}
+
+/// Where an input's values are.
+#[derive(Debug, Clone, PartialEq)]
+pub enum InputData {
+    /// In the request: its JSON `data`, or its slice of the binary section.
+    Inline(TensorData),
+    /// In a shared-memory region, to be read once the region is looked up.
+    Shared {
+        /// Its datatype.
+        dtype: DataType,
+        /// Its shape.
+        shape: Vec<i64>,
+        /// Where it lies.
+        at: SharedMemoryRef,
+    },
+}
+
+impl InputData {
+    /// The tensor, when it came in the request itself.
+    pub fn inline(&self) -> Option<&TensorData> {
+        match self {
+            InputData::Inline(t) => Some(t),
+            InputData::Shared { .. } => None,
+        }
+    }
+}
+
+/// How one requested output goes back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OutputForm {
+    /// As JSON `data`.
+    Json,
+    /// As binary data after the JSON header.
+    Binary,
+    /// Written into a shared-memory region; the response names where.
+    Shared(SharedMemoryRef),
+}
+
 /// Which outputs to return, and how.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum OutputSelection {
@@ -145,8 +197,8 @@ pub enum OutputSelection {
         /// As binary data.
         binary: bool,
     },
-    /// These outputs, in this order, each binary or not.
-    Named(Vec<(String, bool)>),
+    /// These outputs, in this order, each in its form.
+    Named(Vec<(String, OutputForm)>),
 }
 
 /// A parsed inference request.
@@ -155,7 +207,7 @@ pub struct InferRequest {
     /// The client's request id, echoed in the response.
     pub id: Option<String>,
     /// Inputs by name, in request order.
-    pub inputs: Vec<(String, TensorData)>,
+    pub inputs: Vec<(String, InputData)>,
     /// Outputs wanted.
     pub outputs: OutputSelection,
     /// A deadline tighter than the model's (Triton's `timeout`
@@ -174,23 +226,77 @@ fn flag(params: &Option<Map<String, Value>>, name: &str) -> Result<Option<bool>,
     }
 }
 
-/// Refuse a tensor parameter other than `known`: the protocol's
-/// extensions ecomap does not serve (Triton's `classification` output,
-/// shared-memory regions) would otherwise be ignored and the client would
-/// read something else than it asked for (raw scores for class labels; a
-/// stale shared-memory region).
+/// The shared-memory parameters, which inputs and outputs both take.
+const SHARED_MEMORY: [&str; 3] = [
+    "shared_memory_region",
+    "shared_memory_byte_size",
+    "shared_memory_offset",
+];
+
+/// Refuse a tensor parameter other than `known` and the shared-memory
+/// ones: an extension ecomap does not serve (Triton's `classification`
+/// output) would otherwise be ignored, and the client would read something
+/// else than it asked for (raw scores for class labels).
 fn only(
     params: &Option<Map<String, Value>>,
     known: &str,
     tensor: &str,
 ) -> Result<(), ProtocolError> {
-    match params.iter().flat_map(|p| p.keys()).find(|k| *k != known) {
+    let served = |k: &str| k == known || SHARED_MEMORY.contains(&k);
+    match params.iter().flat_map(|p| p.keys()).find(|k| !served(k)) {
         None => Ok(()),
         Some(k) => Err(ProtocolError::Parameter {
             name: k.clone(),
             why: format!(
                 "not served on {tensor}: of the tensor parameters ecomap serves only \
-                 `{known}` (no classification or shared-memory extension)"
+                 `{known}` and the shared-memory ones ({}); no classification extension",
+                SHARED_MEMORY.join(", ")
+            ),
+        }),
+    }
+}
+
+/// The tensor's shared-memory place, if its parameters give one: the
+/// region and its byte size both, or neither (then no offset either), as
+/// Triton requires.
+fn shared_memory(
+    params: &Option<Map<String, Value>>,
+    tensor: &str,
+) -> Result<Option<SharedMemoryRef>, ProtocolError> {
+    let region = match params.as_ref().and_then(|p| p.get(SHARED_MEMORY[0])) {
+        None => None,
+        Some(Value::String(r)) => Some(r.clone()),
+        Some(other) => {
+            return Err(ProtocolError::Parameter {
+                name: SHARED_MEMORY[0].into(),
+                why: format!("must be a region's name (a string), not {other}"),
+            })
+        }
+    };
+    let byte_size = size(params, SHARED_MEMORY[1])?;
+    let offset = size(params, SHARED_MEMORY[2])?;
+    let to_usize = |v: u64| usize::try_from(v).unwrap_or(usize::MAX);
+    match (region, byte_size) {
+        (Some(region), Some(byte_size)) => Ok(Some(SharedMemoryRef {
+            region,
+            offset: offset.map_or(0, to_usize),
+            byte_size: to_usize(byte_size),
+        })),
+        (None, None) => match offset {
+            None => Ok(None),
+            Some(_) => Err(ProtocolError::Parameter {
+                name: SHARED_MEMORY[2].into(),
+                why: format!(
+                    "given on {tensor} without {} and {}",
+                    SHARED_MEMORY[0], SHARED_MEMORY[1]
+                ),
+            }),
+        },
+        (Some(_), None) | (None, Some(_)) => Err(ProtocolError::Parameter {
+            name: SHARED_MEMORY[0].into(),
+            why: format!(
+                "{tensor} needs both {} and {}, or neither",
+                SHARED_MEMORY[0], SHARED_MEMORY[1]
             ),
         }),
     }
@@ -241,11 +347,26 @@ pub fn parse_infer(
                 shape: input.shape.clone(),
             },
         })?;
-        only(
-            &input.parameters,
-            "binary_data_size",
-            &format!("input '{}'", input.name),
-        )?;
+        let what = format!("input '{}'", input.name);
+        only(&input.parameters, "binary_data_size", &what)?;
+        if let Some(at) = shared_memory(&input.parameters, &what)? {
+            if input.data.is_some() || size(&input.parameters, "binary_data_size")?.is_some() {
+                return Err(ProtocolError::Data {
+                    input: input.name,
+                    why: "has shared-memory parameters and `data` or binary_data_size; send one"
+                        .into(),
+                });
+            }
+            inputs.push((
+                input.name,
+                InputData::Shared {
+                    dtype,
+                    shape: input.shape,
+                    at,
+                },
+            ));
+            continue;
+        }
         let bytes = match (size(&input.parameters, "binary_data_size")?, &input.data) {
             (Some(_), Some(_)) => {
                 return Err(ProtocolError::Data {
@@ -278,7 +399,7 @@ pub fn parse_infer(
                 input: input.name.clone(),
                 error,
             })?;
-        inputs.push((input.name, tensor));
+        inputs.push((input.name, InputData::Inline(tensor)));
     }
     if !binary.is_empty() {
         return Err(ProtocolError::Unclaimed(binary.len()));
@@ -291,13 +412,24 @@ pub fn parse_infer(
         Some(list) => OutputSelection::Named(
             list.into_iter()
                 .map(|o| {
-                    only(
-                        &o.parameters,
-                        "binary_data",
-                        &format!("output '{}'", o.name),
-                    )?;
-                    let b = flag(&o.parameters, "binary_data")?.unwrap_or(all_binary);
-                    Ok((o.name, b))
+                    let what = format!("output '{}'", o.name);
+                    only(&o.parameters, "binary_data", &what)?;
+                    let binary = flag(&o.parameters, "binary_data")?;
+                    let form = match (shared_memory(&o.parameters, &what)?, binary) {
+                        (Some(_), Some(true)) => {
+                            return Err(ProtocolError::Parameter {
+                                name: "binary_data".into(),
+                                why: format!(
+                                    "{what} is asked for in shared memory and as binary data; \
+                                     ask for one"
+                                ),
+                            })
+                        }
+                        (Some(at), _) => OutputForm::Shared(at),
+                        (None, b) if b.unwrap_or(all_binary) => OutputForm::Binary,
+                        (None, _) => OutputForm::Json,
+                    };
+                    Ok((o.name, form))
                 })
                 .collect::<Result<_, ProtocolError>>()?,
         ),
@@ -541,8 +673,9 @@ pub struct ResponseOutput<'a> {
     pub name: &'a str,
     /// Its values.
     pub tensor: &'a TensorData,
-    /// Whether to send it as binary data.
-    pub binary: bool,
+    /// How it goes back; a shared-memory output must already have been
+    /// written to its region (the response only says where).
+    pub form: &'a OutputForm,
 }
 
 #[derive(Serialize)]
@@ -587,13 +720,25 @@ pub fn encode_infer(
     let tensors = outputs
         .iter()
         .map(|o| {
-            let (parameters, data) = if o.binary {
-                binary.push(o.tensor.data.clone());
-                let mut p = Map::new();
-                p.insert("binary_data_size".into(), Value::from(o.tensor.data.len()));
-                (Some(p), None)
-            } else {
-                (None, Some(bytes_to_json(o.tensor)))
+            let (parameters, data) = match o.form {
+                OutputForm::Binary => {
+                    binary.push(o.tensor.data.clone());
+                    let mut p = Map::new();
+                    p.insert("binary_data_size".into(), Value::from(o.tensor.data.len()));
+                    (Some(p), None)
+                }
+                OutputForm::Json => (None, Some(bytes_to_json(o.tensor))),
+                // Where it was written, and how many bytes of the room it
+                // took; no `data`, as the extension requires.
+                OutputForm::Shared(at) => {
+                    let mut p = Map::new();
+                    p.insert(SHARED_MEMORY[0].into(), Value::from(at.region.as_str()));
+                    p.insert(SHARED_MEMORY[1].into(), Value::from(o.tensor.data.len()));
+                    if at.offset != 0 {
+                        p.insert(SHARED_MEMORY[2].into(), Value::from(at.offset));
+                    }
+                    (Some(p), None)
+                }
             };
             ResponseTensor {
                 name: o.name.to_string(),
@@ -659,8 +804,9 @@ mod tests {
         }));
         let r = parse_infer(body, None).unwrap();
         assert_eq!(r.id.as_deref(), Some("7"));
-        assert_eq!(r.inputs[0].1.to_f32().unwrap(), vec![1.0, 2.0, 3.0, 4.5]);
-        assert_eq!(r.inputs[1].1.data.len(), 24);
+        let inline = |i: usize| r.inputs[i].1.inline().unwrap();
+        assert_eq!(inline(0).to_f32().unwrap(), vec![1.0, 2.0, 3.0, 4.5]);
+        assert_eq!(inline(1).data.len(), 24);
         assert_eq!(r.timeout, Some(Duration::from_millis(20)));
         assert_eq!(r.outputs, OutputSelection::All { binary: false });
         // An empty list of outputs asks for every one, as with Triton.
@@ -689,13 +835,14 @@ mod tests {
         body.push(9);
         let body = Bytes::from(body);
         let r = parse_infer(body.clone(), Some(header.len())).unwrap();
-        assert_eq!(r.inputs[0].1.to_f32().unwrap(), vec![1.5, -2.0]);
-        assert_eq!(r.inputs[1].1.data.as_ref(), &[9]);
+        let inline = |i: usize| r.inputs[i].1.inline().unwrap();
+        assert_eq!(inline(0).to_f32().unwrap(), vec![1.5, -2.0]);
+        assert_eq!(inline(1).data.as_ref(), &[9]);
         // Shared with the body, not copied.
-        assert_eq!(r.inputs[0].1.data.as_ptr(), body[header.len()..].as_ptr());
+        assert_eq!(inline(0).data.as_ptr(), body[header.len()..].as_ptr());
         assert_eq!(
             r.outputs,
-            OutputSelection::Named(vec![("out".into(), true)])
+            OutputSelection::Named(vec![("out".into(), OutputForm::Binary)])
         );
         // Truncated, unclaimed and wrong header lengths are named.
         let e = parse_infer(body.slice(..body.len() - 1), Some(header.len())).unwrap_err();
@@ -742,8 +889,29 @@ mod tests {
             (serde_json::json!({"input": []}), "malformed"),
             (
                 serde_json::json!({"inputs": [{"name": "a", "shape": [1], "datatype": "FP32",
+                    "parameters": {"shared_memory_region": "r"}}]}),
+                "input 'a' needs both shared_memory_region and shared_memory_byte_size",
+            ),
+            (
+                serde_json::json!({"inputs": [{"name": "a", "shape": [1], "datatype": "FP32",
+                    "parameters": {"shared_memory_offset": 4}}]}),
+                "given on input 'a' without",
+            ),
+            (
+                serde_json::json!({"inputs": [{"name": "a", "shape": [1], "datatype": "FP32", "data": [1.0],
                     "parameters": {"shared_memory_region": "r", "shared_memory_byte_size": 4}}]}),
-                "not served on input 'a'",
+                "send one",
+            ),
+            (
+                serde_json::json!({"inputs": [{"name": "a", "shape": [1], "datatype": "FP32",
+                    "parameters": {"shared_memory_region": 3, "shared_memory_byte_size": 4}}]}),
+                "a region's name",
+            ),
+            (
+                serde_json::json!({"inputs": [{"name": "a", "shape": [1], "datatype": "FP32", "data": [1.0]}],
+                    "outputs": [{"name": "o", "parameters": {"binary_data": true,
+                        "shared_memory_region": "r", "shared_memory_byte_size": 4}}]}),
+                "ask for one",
             ),
             (
                 serde_json::json!({"inputs": [{"name": "a", "shape": [1], "datatype": "FP32", "data": [1.0]}],
@@ -769,7 +937,7 @@ mod tests {
             &[ResponseOutput {
                 name: "out",
                 tensor: &t,
-                binary: false,
+                form: &OutputForm::Json,
             }],
         );
         assert!(r.header_length.is_none());
@@ -783,13 +951,71 @@ mod tests {
             &[ResponseOutput {
                 name: "out",
                 tensor: &t,
-                binary: true,
+                form: &OutputForm::Binary,
             }],
         );
         let n = r.header_length.unwrap();
         let v: Value = serde_json::from_slice(&r.body[..n]).unwrap();
         assert_eq!(v["outputs"][0]["parameters"]["binary_data_size"], 8);
         assert_eq!(&r.body[n..], t.data.as_ref());
+        // A shared-memory output is named, not sent.
+        let at = SharedMemoryRef {
+            region: "out_region".into(),
+            offset: 16,
+            byte_size: 64,
+        };
+        let r = encode_infer(
+            "m",
+            None,
+            Map::new(),
+            &[ResponseOutput {
+                name: "out",
+                tensor: &t,
+                form: &OutputForm::Shared(at),
+            }],
+        );
+        assert!(r.header_length.is_none());
+        let v: Value = serde_json::from_slice(&r.body).unwrap();
+        let out = &v["outputs"][0];
+        assert!(out.get("data").is_none(), "{out}");
+        assert_eq!(out["parameters"]["shared_memory_region"], "out_region");
+        assert_eq!(out["parameters"]["shared_memory_byte_size"], 8);
+        assert_eq!(out["parameters"]["shared_memory_offset"], 16);
+    }
+
+    #[test]
+    fn shared_memory_inputs_and_outputs_name_their_place() {
+        let body = json(serde_json::json!({
+            "inputs": [{"name": "x", "shape": [2, 3], "datatype": "FP32",
+                "parameters": {"shared_memory_region": "in", "shared_memory_byte_size": 24,
+                               "shared_memory_offset": 8}}],
+            "outputs": [{"name": "y", "parameters": {"shared_memory_region": "out",
+                                                     "shared_memory_byte_size": 4000}}]
+        }));
+        let r = parse_infer(body, None).unwrap();
+        assert_eq!(
+            r.inputs[0].1,
+            InputData::Shared {
+                dtype: DataType::Fp32,
+                shape: vec![2, 3],
+                at: SharedMemoryRef {
+                    region: "in".into(),
+                    offset: 8,
+                    byte_size: 24
+                },
+            }
+        );
+        assert_eq!(
+            r.outputs,
+            OutputSelection::Named(vec![(
+                "y".into(),
+                OutputForm::Shared(SharedMemoryRef {
+                    region: "out".into(),
+                    offset: 0,
+                    byte_size: 4000
+                })
+            )])
+        );
     }
 
     proptest! {
@@ -822,8 +1048,8 @@ mod tests {
             let r = parse_infer(serde_json::to_vec(&body).unwrap().into(), None).unwrap();
             let ints: Vec<u8> = flat.iter().flat_map(|x| x.to_le_bytes()).collect();
             let floats: Vec<u8> = flat.iter().flat_map(|&x| f64::from(x).to_le_bytes()).collect();
-            prop_assert_eq!(r.inputs[0].1.data.as_ref(), ints.as_slice());
-            prop_assert_eq!(r.inputs[1].1.data.as_ref(), floats.as_slice());
+            prop_assert_eq!(r.inputs[0].1.inline().unwrap().data.as_ref(), ints.as_slice());
+            prop_assert_eq!(r.inputs[1].1.inline().unwrap().data.as_ref(), floats.as_slice());
         }
     }
 }

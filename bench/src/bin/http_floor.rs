@@ -56,6 +56,12 @@ struct Args {
     /// "in-process" path, the caller handing the job to the worker itself.
     #[arg(long, default_value = "0ms", value_parser = humantime::parse_duration)]
     service: std::time::Duration,
+    /// What the stand-in worker streams through while it computes, in MiB
+    /// (0: nothing; it computes in registers): a forward pass's weights and
+    /// activations (MobileNetV2: 14 MB of weights) push the servers' code
+    /// and data out of the caches, and this does the same.
+    #[arg(long, default_value_t = 0)]
+    thrash_mib: usize,
     /// Hold idle cores polling (`/dev/cpu_dma_latency` at 0 µs, the
     /// rt-config's `cpu_dma_latency_us: Some(0)`) for the whole run.
     #[arg(long)]
@@ -73,7 +79,7 @@ struct Worker(Option<(crossbeam_channel::Sender<Job>, Arc<AtomicU64>)>);
 type Job = (Instant, tokio::sync::oneshot::Sender<()>);
 
 impl Worker {
-    fn start(service: std::time::Duration) -> Worker {
+    fn start(service: std::time::Duration, thrash_mib: usize) -> Worker {
         if service.is_zero() {
             return Worker(None);
         }
@@ -87,12 +93,21 @@ impl Worker {
                 sched: ecomap::config::rt::SchedSpec::Fifo { priority: 60 },
             };
             ecomap_actors::rt::apply("worker", &spec, &Default::default());
+            let mut memory = vec![0u8; thrash_mib << 20];
             for (handed, job) in rx {
                 let t0 = Instant::now();
                 let mut x = 0u64;
+                let mut at = 0;
                 while t0.elapsed() < service {
                     for i in 0..1000u64 {
                         x = x.wrapping_mul(6364136223846793005).wrapping_add(i);
+                    }
+                    // A 64 kB stretch per turn, one write per cache line.
+                    if !memory.is_empty() {
+                        for line in memory[at..at + (64 << 10)].chunks_mut(64) {
+                            line[0] = line[0].wrapping_add(x as u8);
+                        }
+                        at = (at + (64 << 10)) % memory.len();
                     }
                 }
                 std::hint::black_box(x);
@@ -475,7 +490,7 @@ fn run(args: &Args) -> Result<(), String> {
     for note in notes.to_vec() {
         eprintln!("{note}");
     }
-    let worker = Worker::start(args.service);
+    let worker = Worker::start(args.service, args.thrash_mib);
     let server = |f: fn(i32, usize, Worker) -> std::io::Result<SocketAddr>| {
         f(args.server_priority, args.answer, worker.clone()).map_err(|e| e.to_string())
     };

@@ -70,6 +70,11 @@ struct Args {
     /// HTTP worker threads of the server (`ecomap serve --http-workers`).
     #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=64))]
     http_workers: u16,
+    /// Measure only the network paths whose name contains this (the
+    /// in-process path always runs: the others are measured against it),
+    /// e.g. "binary (hyper" or "shared memory"; for profiling one path.
+    #[arg(long)]
+    only: Option<String>,
     /// Side of the square FP32 input image (the model resizes it to 224).
     #[arg(long, default_value_t = 224, value_parser = clap::value_parser!(i64).range(8..=1024))]
     side: i64,
@@ -144,9 +149,13 @@ impl Sample {
 
 /// An HTTP answer's sample: its round trip, and the server's figures from
 /// the JSON header that starts `bytes` (`header_len` long).
+/// A `header_len` of 0 is a JSON-only answer: all of `bytes`.
 fn http_sample(rtt: u64, bytes: &[u8], header_len: usize) -> Result<Sample, u16> {
-    let json: serde_json::Value =
-        serde_json::from_slice(&bytes[..header_len.min(bytes.len())]).map_err(|_| 0u16)?;
+    let json = match header_len {
+        0 => bytes,
+        n => &bytes[..n.min(bytes.len())],
+    };
+    let json: serde_json::Value = serde_json::from_slice(json).map_err(|_| 0u16)?;
     let server_us = |key: &str| json["parameters"][key].as_u64().ok_or(0u16);
     Ok(Sample {
         rtt,
@@ -352,6 +361,7 @@ fn main() -> ExitCode {
         }],
         64 << 20,
         None,
+        true,
     );
     let (spec, notes) = runtime.server_thread();
     let x = image(args.side);
@@ -416,6 +426,27 @@ fn main() -> ExitCode {
             .unwrap()
             .infer(infer_path, &rq_body, header)
     };
+    // Triton's system shared-memory extension: the frame is written once
+    // into a region every client reads from (the frame is the same for
+    // every path); each client slot has a region of its own for the
+    // output. A request is then a few hundred bytes of JSON each way.
+    let regions = match shared_memory::Regions::create(http.addr, &x.data, 8, 4 * 1000) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot set up the shared-memory regions: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let shm_bodies: Vec<bytes::Bytes> = (0..8)
+        .map(|c| regions.request(&x.shape, c).into())
+        .collect();
+    let over_shm = |client: usize| {
+        let body = &shm_bodies[client % shm_bodies.len()];
+        hyper_clients[client % hyper_clients.len()]
+            .lock()
+            .unwrap()
+            .infer(infer_path, body, body.len())
+    };
     // Eight bare TCP connections, kept like the HTTP clients' (client `c`
     // of every round on connection `c`).
     let raw_request: Vec<u8> = (x.data.len() as u64)
@@ -473,6 +504,7 @@ fn main() -> ExitCode {
             &over_reqwest,
             &over_raw,
             &over_hyper,
+            &over_shm,
         ] {
             let _ = run_clients(8, 5, path);
         }
@@ -489,6 +521,7 @@ fn main() -> ExitCode {
                 ("HTTP, binary (ureq)", &over_http as &PathFn<'_>),
                 ("HTTP, binary (reqwest)", &over_reqwest),
                 ("HTTP, binary (hyper, same thread)", &over_hyper),
+                ("HTTP, shared memory (hyper, same thread)", &over_shm),
             ],
         ),
         Some(secs) => load(&args, secs, &over_http, &in_process),
@@ -499,6 +532,7 @@ fn main() -> ExitCode {
     drop(rq_clients);
     drop(hyper_clients);
     drop(raw_clients);
+    drop(regions);
     raw_server.stop();
     let _ = http.stop();
     drop(queue);
@@ -515,7 +549,7 @@ fn overhead(
     warm: &dyn Fn(),
     in_process: &PathFn<'_>,
     over_raw: &PathFn<'_>,
-    over_http: [(&'static str, &PathFn<'_>); 3],
+    over_http: [(&'static str, &PathFn<'_>); 4],
 ) -> ExitCode {
     /// A path's figures from one round: round trip p50, p99 (ms), overhead
     /// p50, p99 (µs), then over HTTP its parts (µs; outside the handler,
@@ -547,6 +581,10 @@ fn overhead(
                 let mut paths: Vec<(&str, &PathFn<'_>)> =
                     vec![("in-process", in_process), ("raw TCP, no HTTP", over_raw)];
                 paths.extend(over_http);
+                paths.retain(|(name, _)| {
+                    *name == "in-process"
+                        || args.only.as_deref().is_none_or(|only| name.contains(only))
+                });
                 // A different path first each round: on a VM whose speed
                 // drifts, a fixed order would favour the same path.
                 let first = round % paths.len();
@@ -1043,5 +1081,81 @@ mod hyper_client {
                 .map_err(|e| e.to_string())?;
         tokio::spawn(conn);
         Ok(sender)
+    }
+}
+
+/// The shared-memory objects of the shared-memory path, in /dev/shm,
+/// registered with the server; removed when dropped.
+mod shared_memory {
+    use std::net::SocketAddr;
+    use std::path::PathBuf;
+
+    pub(super) struct Regions {
+        files: Vec<PathBuf>,
+        input_bytes: usize,
+        output_bytes: usize,
+    }
+
+    impl Regions {
+        /// One input region holding `frame`, and `outputs` output regions
+        /// of `output_bytes` each, registered over HTTP at `addr`.
+        pub(super) fn create(
+            addr: SocketAddr,
+            frame: &[u8],
+            outputs: usize,
+            output_bytes: usize,
+        ) -> Result<Regions, String> {
+            let tag = std::process::id();
+            let mut regions = Regions {
+                files: Vec::new(),
+                input_bytes: frame.len(),
+                output_bytes,
+            };
+            let agent = ureq::AgentBuilder::new().build();
+            let mut add = |name: String, bytes: &[u8]| -> Result<(), String> {
+                let key = format!("/ecomap_bench_{tag}_{name}");
+                let path = PathBuf::from("/dev/shm").join(&key[1..]);
+                std::fs::write(&path, bytes).map_err(|e| format!("{}: {e}", path.display()))?;
+                regions.files.push(path);
+                agent
+                    .post(&format!(
+                        "http://{addr}/v2/systemsharedmemory/region/{name}/register"
+                    ))
+                    .set("Content-Type", "application/json")
+                    .send_string(
+                        &serde_json::json!({"key": key, "offset": 0, "byte_size": bytes.len()})
+                            .to_string(),
+                    )
+                    .map_err(|e| format!("registering {name}: {e}"))?;
+                Ok(())
+            };
+            add("frame".into(), frame)?;
+            for c in 0..outputs {
+                add(format!("out{c}"), &vec![0; output_bytes])?;
+            }
+            Ok(regions)
+        }
+
+        /// Client `c`'s request body: the frame's place, and its own
+        /// output's.
+        pub(super) fn request(&self, shape: &[i64], c: usize) -> Vec<u8> {
+            serde_json::to_vec(&serde_json::json!({
+                "inputs": [{"name": "input", "shape": shape, "datatype": "FP32",
+                    "parameters": {"shared_memory_region": "frame",
+                                   "shared_memory_byte_size": self.input_bytes}}],
+                "outputs": [{"name": "output",
+                    "parameters": {"shared_memory_region": format!("out{c}"),
+                                   "shared_memory_byte_size": self.output_bytes}}]
+            }))
+            .expect("a JSON value")
+        }
+    }
+
+    impl Drop for Regions {
+        fn drop(&mut self) {
+            for f in &self.files {
+                let _ = std::fs::remove_file(f);
+            }
+        }
     }
 }
