@@ -186,21 +186,26 @@ def main():
         regions = []
         try:
             frame = np.random.default_rng(2).random((1, 3, 224, 224), dtype=np.float32)
-            h_in = shm.create_shared_memory_region("frame", f"/ecomap_test_in_{tag}", frame.nbytes)
+            # The frame 64 bytes into its region (a non-zero offset), and an
+            # output room larger than the output: the response says how
+            # many bytes were written, not the room.
+            h_in = shm.create_shared_memory_region("frame", f"/ecomap_test_in_{tag}",
+                                                   64 + frame.nbytes)
             regions.append(h_in)
-            h_out = shm.create_shared_memory_region("logits", f"/ecomap_test_out_{tag}", 4000)
+            h_out = shm.create_shared_memory_region("logits", f"/ecomap_test_out_{tag}", 4096)
             regions.append(h_out)
-            shm.set_shared_memory_region(h_in, [frame])
+            shm.set_shared_memory_region(h_in, [frame], offset=64)
             client.unregister_system_shared_memory()
-            client.register_system_shared_memory("frame", f"/ecomap_test_in_{tag}", frame.nbytes)
-            client.register_system_shared_memory("logits", f"/ecomap_test_out_{tag}", 4000)
+            client.register_system_shared_memory("frame", f"/ecomap_test_in_{tag}",
+                                                 64 + frame.nbytes)
+            client.register_system_shared_memory("logits", f"/ecomap_test_out_{tag}", 4096)
             status = client.get_system_shared_memory_status()
             check(sorted((r["name"], r["byte_size"]) for r in status)
-                  == [("frame", frame.nbytes), ("logits", 4000)], f"status {status}")
+                  == [("frame", 64 + frame.nbytes), ("logits", 4096)], f"status {status}")
             inp = httpclient.InferInput("input", list(frame.shape), "FP32")
-            inp.set_shared_memory("frame", frame.nbytes)
+            inp.set_shared_memory("frame", frame.nbytes, offset=64)
             out = httpclient.InferRequestedOutput("output")
-            out.set_shared_memory("logits", 4000)
+            out.set_shared_memory("logits", 4096)
             r = client.infer("squeezenet", [inp], outputs=[out])
             sent["squeezenet", 200] += 1
             via_shm = shm.get_contents_as_numpy(h_out, np.float32, [1, 1000]).copy()
@@ -208,19 +213,31 @@ def main():
             check("data" not in named
                   and named["parameters"]["shared_memory_region"] == "logits"
                   and named["parameters"]["shared_memory_byte_size"] == 4000,
-                  f"a shared-memory output is named, not sent: {named}")
+                  f"a shared-memory output is named, not sent, with the bytes written: {named}")
             inp = httpclient.InferInput("input", list(frame.shape), "FP32")
             inp.set_data_from_numpy(frame)
             via_body = client.infer("squeezenet", [inp]).as_numpy("output")
             sent["squeezenet", 200] += 1
             check(np.allclose(via_shm, via_body, rtol=1e-5, atol=1e-5),
                   "the same frame gives the same logits in shared memory as in the body")
+            # An output placed over its own input: refused before a pass.
+            inp = httpclient.InferInput("input", list(frame.shape), "FP32")
+            inp.set_shared_memory("frame", frame.nbytes, offset=64)
+            over = httpclient.InferRequestedOutput("output")
+            over.set_shared_memory("frame", 4000, offset=1000)
+            try:
+                client.infer("squeezenet", [inp], outputs=[over])
+                check(False, "an output over its input is refused")
+            except InferenceServerException as e:
+                sent["squeezenet", status_of(e)] += 1
+                check(status_of(e) == 400 and "overlaps the request's input" in e.message(),
+                      f"output over its input: {status_of(e)} {e.message()}")
             # An output region too small for the model's output: refused
             # before a forward pass, counted.
             small = httpclient.InferRequestedOutput("output")
             small.set_shared_memory("logits", 100)
             inp = httpclient.InferInput("input", list(frame.shape), "FP32")
-            inp.set_shared_memory("frame", frame.nbytes)
+            inp.set_shared_memory("frame", frame.nbytes, offset=64)
             try:
                 client.infer("squeezenet", [inp], outputs=[small])
                 check(False, "a too-small output region is refused")

@@ -32,6 +32,7 @@
 //! | body over `--max-body-mb` | 413 (counted for the model) |
 //! | a `Content-Encoding` other than `identity` | 415 (counted for the model) |
 //! | a body upload that sends nothing for 30 s ([`BODY_IDLE`]) | 408 (counted for the model) |
+//! | shared memory asked for by a client not on this host | 403 (counted for the model) |
 //!
 //! Handlers submit through [`TenantQueue::submit_input`] and `.await` the
 //! ticket: an HTTP thread never blocks on a model.
@@ -193,6 +194,22 @@ async fn server_metadata(state: web::Data<ServerState>) -> HttpResponse {
     }))
 }
 
+/// Whether the request comes from this host. Shared memory is for local
+/// clients: a region is memory on this host, and a remote client could
+/// otherwise read or overwrite what a local one registered.
+fn local_peer(req: &HttpRequest) -> bool {
+    req.peer_addr().is_some_and(|a| a.ip().is_loopback())
+}
+
+fn not_local(req: &HttpRequest) -> String {
+    format!(
+        "shared memory is served to clients on this host only (loopback), not to {}; send the \
+         tensors in the request body instead",
+        req.peer_addr()
+            .map_or_else(|| "an unknown address".into(), |a| a.to_string())
+    )
+}
+
 /// The body of a region's registration.
 #[derive(serde::Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -206,8 +223,12 @@ struct RegisterRegion {
 async fn shm_register(
     state: web::Data<ServerState>,
     name: web::Path<String>,
+    req: HttpRequest,
     body: web::Bytes,
 ) -> HttpResponse {
+    if !local_peer(&req) {
+        return error(StatusCode::FORBIDDEN, &not_local(&req));
+    }
     let request: RegisterRegion = match serde_json::from_slice(&body) {
         Ok(r) => r,
         Err(e) => {
@@ -229,7 +250,10 @@ async fn shm_register(
     }
 }
 
-fn shm_unregister_one(state: &ServerState, name: Option<&str>) -> HttpResponse {
+fn shm_unregister_one(state: &ServerState, req: &HttpRequest, name: Option<&str>) -> HttpResponse {
+    if !local_peer(req) {
+        return error(StatusCode::FORBIDDEN, &not_local(req));
+    }
     match state.shared_memory() {
         Ok(shm) => {
             shm.unregister(name);
@@ -239,27 +263,38 @@ fn shm_unregister_one(state: &ServerState, name: Option<&str>) -> HttpResponse {
     }
 }
 
-async fn shm_unregister(state: web::Data<ServerState>, name: web::Path<String>) -> HttpResponse {
-    shm_unregister_one(&state, Some(&name))
+async fn shm_unregister(
+    state: web::Data<ServerState>,
+    name: web::Path<String>,
+    req: HttpRequest,
+) -> HttpResponse {
+    shm_unregister_one(&state, &req, Some(&name))
 }
 
-async fn shm_unregister_all(state: web::Data<ServerState>) -> HttpResponse {
-    shm_unregister_one(&state, None)
+async fn shm_unregister_all(state: web::Data<ServerState>, req: HttpRequest) -> HttpResponse {
+    shm_unregister_one(&state, &req, None)
 }
 
-fn shm_status_of(state: &ServerState, name: Option<&str>) -> HttpResponse {
+fn shm_status_of(state: &ServerState, req: &HttpRequest, name: Option<&str>) -> HttpResponse {
+    if !local_peer(req) {
+        return error(StatusCode::FORBIDDEN, &not_local(req));
+    }
     match state.shared_memory().and_then(|shm| shm.status(name)) {
         Ok(rows) => HttpResponse::Ok().json(rows),
         Err(e) => error(StatusCode::BAD_REQUEST, &e.to_string()),
     }
 }
 
-async fn shm_status(state: web::Data<ServerState>, name: web::Path<String>) -> HttpResponse {
-    shm_status_of(&state, Some(&name))
+async fn shm_status(
+    state: web::Data<ServerState>,
+    name: web::Path<String>,
+    req: HttpRequest,
+) -> HttpResponse {
+    shm_status_of(&state, &req, Some(&name))
 }
 
-async fn shm_status_all(state: web::Data<ServerState>) -> HttpResponse {
-    shm_status_of(&state, None)
+async fn shm_status_all(state: web::Data<ServerState>, req: HttpRequest) -> HttpResponse {
+    shm_status_of(&state, &req, None)
 }
 
 fn tensor_meta(specs: &[TensorSpec]) -> Value {
@@ -592,6 +627,17 @@ async fn infer(
             w
         }
     };
+    let input_place = match &inputs[0] {
+        (name, InputData::Shared { at, .. }) => Some((name.as_str(), at)),
+        (_, InputData::Inline(_)) => None,
+    };
+    let uses_shm = input_place.is_some()
+        || wanted
+            .iter()
+            .any(|(_, f)| matches!(f, OutputForm::Shared(_)));
+    if uses_shm && !local_peer(&req) {
+        return refuse(StatusCode::FORBIDDEN, not_local(&req));
+    }
     // A shared-memory output's place is checked now, so a wrong one costs
     // no forward pass; one too small for a fixed-size output too.
     for (i, form) in &wanted {
@@ -599,8 +645,10 @@ async fn infer(
             continue;
         };
         let spec = &model.outputs[*i];
-        let what = format!("output '{}'", spec.name);
-        if let Err(e) = state.shared_memory().and_then(|shm| shm.check(at, &what)) {
+        let checked = state
+            .shared_memory()
+            .and_then(|shm| shm.check_output(at, &spec.name, input_place));
+        if let Err(e) = checked {
             return refuse(StatusCode::BAD_REQUEST, e.to_string());
         }
         // (a dynamic dimension, -1, has no count: checked when written)
@@ -650,7 +698,8 @@ async fn infer(
                     StatusCode::GATEWAY_TIMEOUT,
                     &format!(
                         "model '{}': no answer from the data plane within {:?} past the deadline; \
-                     the request is counted when it ends",
+                     the request is counted when it ends, and until then a shared-memory input's \
+                     region is still read",
                         path.as_str(),
                         ANSWER_GRACE
                     ),
@@ -748,6 +797,7 @@ fn respond(
         Outcome::Rejected => return error(StatusCode::TOO_MANY_REQUESTS, &why("was rejected")),
     }
     let mut outputs = Vec::with_capacity(wanted.len());
+    let mut shared = Vec::new();
     for (i, form) in wanted {
         let i = *i;
         let Some(tensor) = answer.outputs.get(i) else {
@@ -761,24 +811,27 @@ fn respond(
             );
         };
         if let OutputForm::Shared(at) = form {
-            // Checked before submission; a region unregistered since, or an
-            // output of a model with a dynamic shape larger than its room,
-            // fails here: the client asked for a place that cannot hold it.
-            let written = shared_memory
-                .ok_or(SharedMemoryError::Disabled)
-                .and_then(|shm| shm.write(at, &specs[i].name, &tensor.data));
-            if let Err(e) = written {
-                return error(
-                    StatusCode::BAD_REQUEST,
-                    &why(&format!("was served, but {e}")),
-                );
-            }
+            shared.push((at, specs[i].name.as_str(), tensor.data.as_ref()));
         }
         outputs.push(ResponseOutput {
             name: &specs[i].name,
             tensor,
             form,
         });
+    }
+    if !shared.is_empty() {
+        // Checked before submission; a region unregistered since, or an
+        // output of a model with a dynamic shape larger than its room,
+        // fails here — and then no region is written.
+        let written = shared_memory
+            .ok_or(SharedMemoryError::Disabled)
+            .and_then(|shm| shm.write_outputs(&shared));
+        if let Err(e) = written {
+            return error(
+                StatusCode::BAD_REQUEST,
+                &why(&format!("was served, but {e}")),
+            );
+        }
     }
     let mut parameters = Map::new();
     parameters.insert("ecomap_outcome".into(), Value::from(answer.outcome.name()));
@@ -1092,7 +1145,8 @@ mod tests {
 
     /// Shared memory is off unless allowed: registration is refused with
     /// the flag that turns it on, and the extension is not listed; when
-    /// allowed, a region registers, lists and unregisters over HTTP.
+    /// allowed, a region registers, lists and unregisters over HTTP — for
+    /// a client on this host only (403 from another).
     #[test]
     fn client_shared_memory_is_off_unless_allowed() {
         let key = format!("/ecomap_server_test_{}", std::process::id());
@@ -1115,11 +1169,19 @@ mod tests {
                     .unwrap()
                     .contains(&json!("system_shared_memory"));
                 assert_eq!(listed, allowed, "{meta}");
-                let req = at::TestRequest::post()
-                    .uri("/v2/systemsharedmemory/region/r/register")
-                    .set_payload(json!({"key": key, "byte_size": 32, "offset": 8}).to_string())
-                    .to_request();
-                let res = at::call_service(&app, req).await;
+                let local: SocketAddr = "127.0.0.1:40000".parse().unwrap();
+                let register = |from: SocketAddr| {
+                    at::TestRequest::post()
+                        .uri("/v2/systemsharedmemory/region/r/register")
+                        .peer_addr(from)
+                        .set_payload(json!({"key": key, "byte_size": 32, "offset": 8}).to_string())
+                        .to_request()
+                };
+                // From another host: refused, whatever the flag says.
+                let res =
+                    at::call_service(&app, register("192.0.2.7:40000".parse().unwrap())).await;
+                assert_eq!(res.status(), 403);
+                let res = at::call_service(&app, register(local)).await;
                 if !allowed {
                     assert_eq!(res.status(), 400);
                     let body: Value = at::read_body_json(res).await;
@@ -1130,6 +1192,7 @@ mod tests {
                 assert_eq!(res.status(), 200);
                 let req = at::TestRequest::get()
                     .uri("/v2/systemsharedmemory/region/r/status")
+                    .peer_addr(local)
                     .to_request();
                 let status: Value = at::call_and_read_body_json(&app, req).await;
                 assert_eq!(
@@ -1138,10 +1201,12 @@ mod tests {
                 );
                 let req = at::TestRequest::post()
                     .uri("/v2/systemsharedmemory/region/r/unregister")
+                    .peer_addr(local)
                     .to_request();
                 assert_eq!(at::call_service(&app, req).await.status(), 200);
                 let req = at::TestRequest::get()
                     .uri("/v2/systemsharedmemory/status")
+                    .peer_addr(local)
                     .to_request();
                 let status: Value = at::call_and_read_body_json(&app, req).await;
                 assert_eq!(status, json!([]));

@@ -7,15 +7,23 @@
 //! is read by the model where the client wrote it, with no copy at all.
 //!
 //! Off unless `ecomap serve --allow-client-shm` (as Triton's
-//! `--allow-client-shm`): a registered region is memory the client keeps
-//! writing to, and a client that shrinks the object under a registered
-//! region makes the server's next read of it fault (SIGBUS) — only a
-//! trusted local client may use it.
+//! `--allow-client-shm`), and then only for clients on this host (the
+//! server refuses every shared-memory request from another address). A
+//! key names a regular file in /dev/shm itself: no symlink is followed, so
+//! a registration cannot map another file the server may write. The
+//! region's pages are allocated when it is registered, so a full /dev/shm
+//! is a refused registration rather than a fault later; but a client that
+//! shrinks the object under a registered region makes the server's next
+//! access fault (SIGBUS) and the server dies — only a trusted local client
+//! may use it.
 //!
 //! The contract, Triton's: the client does not write a region while a
-//! request that reads it, or will write an output into it, is in flight.
-//! A region unregistered while a request still reads it stays mapped
-//! until that request is done.
+//! request that reads it, or will write an output into it, is in flight —
+//! until its answer, or for a request answered 504, until it ends (the
+//! model may still be reading it). A region unregistered while a request
+//! still reads it stays mapped until that request is done. An output's
+//! place may not overlap its own request's input (checked; the synthetic
+//! echo model returns its input's very bytes).
 
 use crate::server::protocol::SharedMemoryRef;
 use bytes::Bytes;
@@ -82,6 +90,40 @@ pub enum SharedMemoryError {
     /// Too many regions are registered.
     #[error("{MAX_REGIONS} regions are registered already; unregister some first")]
     TooMany,
+    /// The region's pages could not be allocated (a full /dev/shm).
+    #[error(
+        "key {key:?}: cannot allocate the region's {byte_size} bytes in {SHM_DIR} ({source}); \
+         free or enlarge {SHM_DIR} (a container's is 64 MB unless given --shm-size)"
+    )]
+    NoSpace {
+        /// The key given.
+        key: String,
+        /// The region's size.
+        byte_size: u64,
+        /// The system's error.
+        source: std::io::Error,
+    },
+    /// The key names something other than a regular file.
+    #[error("key {key:?}: {path} is not a regular file (a symlink, a directory or a device)")]
+    NotAFile {
+        /// The key given.
+        key: String,
+        /// The file it names.
+        path: PathBuf,
+    },
+    /// An output's place overlaps its request's input.
+    #[error(
+        "output '{output}' in region '{region}' overlaps the request's input '{input}'; give \
+         the output a place of its own"
+    )]
+    Overlap {
+        /// The output.
+        output: String,
+        /// Its region.
+        region: String,
+        /// The input it overlaps.
+        input: String,
+    },
     /// A tensor's place reaches past its region's end.
     #[error(
         "{tensor}: {byte_size} bytes at offset {offset} run past the {size} bytes of \
@@ -122,7 +164,19 @@ pub enum SharedMemoryError {
 struct Region {
     key: String,
     offset: u64,
+    /// The object's device and inode: two regions of one object (under
+    /// two names, or two keys linked to it) are told apart from two
+    /// objects.
+    object: (u64, u64),
     map: MmapRaw,
+}
+
+impl Region {
+    /// The object's bytes a place in this region covers.
+    fn object_range(&self, at: &SharedMemoryRef) -> std::ops::Range<u64> {
+        let start = self.offset + at.offset as u64;
+        start..start + at.byte_size as u64
+    }
 }
 
 /// A registered region as the status endpoint lists it.
@@ -200,12 +254,23 @@ impl SharedMemory {
             path: path.clone(),
             source,
         };
+        use std::os::unix::fs::{MetadataExt as _, OpenOptionsExt as _};
+        // No symlink followed (a link in /dev/shm could name any file the
+        // server may write), and no wait on a FIFO's other end.
         let file = std::fs::OpenOptions::new()
             .read(true)
             .write(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
             .open(&path)
             .map_err(open)?;
-        let size = file.metadata().map_err(open)?.len();
+        let meta = file.metadata().map_err(open)?;
+        if !meta.file_type().is_file() {
+            return Err(SharedMemoryError::NotAFile {
+                key: key.into(),
+                path,
+            });
+        }
+        let size = meta.len();
         if byte_size == 0 || offset.checked_add(byte_size).is_none_or(|end| end > size) {
             return Err(SharedMemoryError::OutOfObject {
                 key: key.into(),
@@ -220,6 +285,34 @@ impl SharedMemory {
             byte_size,
             size,
         })?;
+        // Allocate the region's pages now (those the client wrote are
+        // kept): a client's object is usually sparse (ftruncate only), and
+        // the first write into a hole of a full tmpfs would be a SIGBUS
+        // that kills the server, not an error.
+        let (start, length) = (
+            libc::off_t::try_from(offset),
+            libc::off_t::try_from(byte_size),
+        );
+        let (Ok(start), Ok(length)) = (start, length) else {
+            return Err(SharedMemoryError::OutOfObject {
+                key: key.into(),
+                offset,
+                byte_size,
+                size,
+            });
+        };
+        // SAFETY: `fallocate` only reads its integer arguments; the fd is
+        // open for the duration of the call (`file` lives to the end of
+        // this function).
+        let rc =
+            unsafe { libc::fallocate(std::os::fd::AsRawFd::as_raw_fd(&file), 0, start, length) };
+        if rc != 0 {
+            return Err(SharedMemoryError::NoSpace {
+                key: key.into(),
+                byte_size,
+                source: std::io::Error::last_os_error(),
+            });
+        }
         let mut regions = self.regions.lock().unwrap_or_else(|p| p.into_inner());
         if regions.contains_key(name) {
             return Err(SharedMemoryError::Exists(name.into()));
@@ -239,6 +332,7 @@ impl SharedMemory {
             Arc::new(Region {
                 key: key.into(),
                 offset,
+                object: (meta.dev(), meta.ino()),
                 map,
             }),
         );
@@ -311,40 +405,70 @@ impl SharedMemory {
         }))
     }
 
-    /// Check that `at` names room in a registered region (before the
-    /// request is submitted, so a wrong place costs no forward pass).
-    pub fn check(&self, at: &SharedMemoryRef, tensor: &str) -> Result<(), SharedMemoryError> {
-        self.place(at, tensor).map(drop)
-    }
-
-    /// Write output `output`'s bytes at `at`.
-    pub fn write(
+    /// Check an output's place before the request is submitted (a wrong
+    /// one then costs no forward pass): room in a registered region, not
+    /// overlapping its request's input `input` (name and place) if that
+    /// is in shared memory too.
+    pub fn check_output(
         &self,
         at: &SharedMemoryRef,
         output: &str,
-        data: &[u8],
+        input: Option<(&str, &SharedMemoryRef)>,
     ) -> Result<(), SharedMemoryError> {
         let region = self.place(at, &format!("output '{output}'"))?;
-        if data.len() > at.byte_size {
-            return Err(SharedMemoryError::NoRoom {
+        let Some((name, input_at)) = input else {
+            return Ok(());
+        };
+        let input_region = self.place(input_at, &format!("input '{name}'"))?;
+        let (a, b) = (region.object_range(at), input_region.object_range(input_at));
+        if region.object == input_region.object && a.start < b.end && b.start < a.end {
+            return Err(SharedMemoryError::Overlap {
                 output: output.into(),
                 region: at.region.clone(),
-                byte_size: at.byte_size,
-                size: data.len(),
+                input: name.into(),
             });
         }
-        // SAFETY: `at.offset + data.len() <= at.offset + at.byte_size <=`
-        // the mapping's length (`place` checked it, and the room above), the
-        // mapping is writable (`map_raw` of a file opened read-write) and
-        // stays mapped while `region` lives; `data` is the server's own
-        // memory, so the two do not overlap. Other requests writing the
-        // same bytes at once is the client's doing, against the contract.
-        unsafe {
-            std::ptr::copy_nonoverlapping(
-                data.as_ptr(),
-                region.map.as_mut_ptr().add(at.offset),
-                data.len(),
-            );
+        Ok(())
+    }
+
+    /// Write each output's bytes at its place: every place and room is
+    /// checked first, so either all are written or none (a client told
+    /// "400" finds no region overwritten).
+    pub fn write_outputs(
+        &self,
+        outputs: &[(&SharedMemoryRef, &str, &[u8])],
+    ) -> Result<(), SharedMemoryError> {
+        let mut places = Vec::with_capacity(outputs.len());
+        for &(at, output, data) in outputs {
+            let region = self.place(at, &format!("output '{output}'"))?;
+            if data.len() > at.byte_size {
+                return Err(SharedMemoryError::NoRoom {
+                    output: output.into(),
+                    region: at.region.clone(),
+                    byte_size: at.byte_size,
+                    size: data.len(),
+                });
+            }
+            places.push(region);
+        }
+        for (&(at, _, data), region) in outputs.iter().zip(&places) {
+            debug_assert!(at.offset + data.len() <= region.map.len());
+            // SAFETY: `at.offset + data.len() <= at.offset + at.byte_size
+            // <=` the mapping's length (`place` checked the second, the
+            // loop above the first); the mapping is writable (`map_raw` of
+            // a file opened read-write) and stays mapped while `region`
+            // lives. `data` is the model's output: never the request's own
+            // input place (`check_output` refused an overlap before
+            // submission), and `ptr::copy` allows overlap all the same.
+            // Another request writing the same bytes at once is the
+            // client's doing, against the contract (module doc).
+            unsafe {
+                std::ptr::copy(
+                    data.as_ptr(),
+                    region.map.as_mut_ptr().add(at.offset),
+                    data.len(),
+                );
+            }
         }
         Ok(())
     }
@@ -386,6 +510,71 @@ mod tests {
     }
 
     #[test]
+    fn an_output_may_not_overlap_its_input_in_any_region_of_the_object() {
+        let object = Object::new("overlap", 1000);
+        let shm = SharedMemory::default();
+        shm.register("a", &object.key, 0, 600).unwrap();
+        shm.register("b", &object.key, 500, 500).unwrap();
+        let input = at("a", 100, 450); // object bytes 100..550
+        let x = Some(("x", &input));
+        // Same region, overlapping; another region of the same object,
+        // overlapping (b's 0..50 are the object's 500..550).
+        for out in [at("a", 500, 10), at("b", 0, 60)] {
+            let e = shm.check_output(&out, "y", x).unwrap_err();
+            assert!(
+                matches!(e, SharedMemoryError::Overlap { .. }),
+                "{out:?}: {e}"
+            );
+        }
+        for out in [at("a", 0, 100), at("b", 50, 100)] {
+            shm.check_output(&out, "y", x).unwrap();
+        }
+    }
+
+    #[test]
+    fn symlinks_and_other_files_than_regular_ones_are_refused() {
+        let object = Object::new("target", 64);
+        let link = format!("ecomap_test_{}_link", std::process::id());
+        let link_path = PathBuf::from(SHM_DIR).join(&link);
+        let _ = std::fs::remove_file(&link_path);
+        std::os::unix::fs::symlink(&object.path, &link_path).unwrap();
+        let shm = SharedMemory::default();
+        let e = shm.register("r", &format!("/{link}"), 0, 8).unwrap_err();
+        let _ = std::fs::remove_file(&link_path);
+        assert!(matches!(e, SharedMemoryError::Open { .. }), "{e}");
+        let dir = format!("ecomap_test_{}_dir", std::process::id());
+        let dir_path = PathBuf::from(SHM_DIR).join(&dir);
+        std::fs::create_dir_all(&dir_path).unwrap();
+        let e = shm.register("r", &dir, 0, 8).unwrap_err();
+        let _ = std::fs::remove_dir(&dir_path);
+        assert!(
+            matches!(
+                e,
+                SharedMemoryError::Open { .. } | SharedMemoryError::NotAFile { .. }
+            ),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_sparse_object_gets_its_pages_at_registration() {
+        use std::os::unix::fs::MetadataExt as _;
+        let object = Object::new("sparse", 0);
+        // As tritonclient creates one: ftruncate only, no page written.
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&object.path)
+            .unwrap()
+            .set_len(1 << 20)
+            .unwrap();
+        assert_eq!(std::fs::metadata(&object.path).unwrap().blocks(), 0);
+        let shm = SharedMemory::default();
+        shm.register("r", &object.key, 4096, 65536).unwrap();
+        let blocks = std::fs::metadata(&object.path).unwrap().blocks();
+        assert!(blocks * 512 >= 65536, "{blocks} blocks");
+    }
+
+    #[test]
     fn keys_name_objects_in_dev_shm_only() {
         assert_eq!(object_path("/x").unwrap(), PathBuf::from("/dev/shm/x"));
         assert_eq!(object_path("x").unwrap(), PathBuf::from("/dev/shm/x"));
@@ -406,7 +595,8 @@ mod tests {
         // Bytes 1024 + 16 … of the object, without a copy.
         let b = shm.read(&at("r", 16, 8), "input 'x'").unwrap();
         assert_eq!(b.as_ref(), &[16, 17, 18, 19, 20, 21, 22, 23]);
-        shm.write(&at("r", 100, 4), "y", &[9, 9, 9]).unwrap();
+        shm.write_outputs(&[(&at("r", 100, 4), "y", &[9, 9, 9])])
+            .unwrap();
         let on_disk = std::fs::read(&object.path).unwrap();
         assert_eq!(&on_disk[1124..1128], &[9, 9, 9, (1127 % 256) as u8]);
         assert_eq!(
@@ -449,11 +639,20 @@ mod tests {
         let e = shm.read(&at("r", 45, 6), "input 'x'").unwrap_err();
         assert!(e.to_string().contains("run past the 50 bytes"), "{e}");
         let e = shm
-            .check(&at("r", usize::MAX, 2), "output 'y'")
+            .check_output(&at("r", usize::MAX, 2), "y", None)
             .unwrap_err();
         assert!(matches!(e, SharedMemoryError::OutOfRegion { .. }), "{e}");
-        let e = shm.write(&at("r", 0, 4), "y", &[0; 5]).unwrap_err();
+        // All or nothing: the first output fits, the second does not, and
+        // the first is not written either.
+        let before = std::fs::read(&object.path).unwrap();
+        let e = shm
+            .write_outputs(&[
+                (&at("r", 0, 4), "x", &[7; 4]),
+                (&at("r", 4, 4), "y", &[0; 5]),
+            ])
+            .unwrap_err();
         assert!(matches!(e, SharedMemoryError::NoRoom { .. }), "{e}");
+        assert_eq!(std::fs::read(&object.path).unwrap(), before);
         assert!(shm.status(Some("nope")).is_err());
         shm.unregister(None);
         assert!(shm.status(None).unwrap().is_empty());

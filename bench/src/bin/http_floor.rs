@@ -573,6 +573,8 @@ fn run(args: &Args) -> Result<(), String> {
     } else {
         "in-process"
     };
+    // Every setting, so a log of several runs says which was which.
+    println!("{args:?}");
     println!(
         "{} requests per path, body {} B, answer {} B, service {:?}, idle cores {}; round trip less the worker's hand-off to done, µs",
         args.requests,

@@ -424,13 +424,15 @@ fn main() -> ExitCode {
         hyper_clients[client % hyper_clients.len()]
             .lock()
             .unwrap()
-            .infer(infer_path, &rq_body, header)
+            .infer(infer_path, &rq_body, Some(header))
     };
-    // Triton's system shared-memory extension: the frame is written once
-    // into a region every client reads from (the frame is the same for
-    // every path); each client slot has a region of its own for the
-    // output. A request is then a few hundred bytes of JSON each way.
-    let regions = match shared_memory::Regions::create(http.addr, &x.data, 8, 4 * 1000) {
+    // Triton's system shared-memory extension: each client slot has an
+    // input region and an output region of its own. Every request copies
+    // the frame into its input region and the output out of its output
+    // region inside the timed exchange, as a client using
+    // `tritonclient.utils.shared_memory` does; the request itself is a few
+    // hundred bytes of JSON each way.
+    let regions = match shared_memory::Regions::create(http.addr, x.data.len(), 8, 4 * 1000) {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: cannot set up the shared-memory regions: {e}");
@@ -441,11 +443,18 @@ fn main() -> ExitCode {
         .map(|c| regions.request(&x.shape, c).into())
         .collect();
     let over_shm = |client: usize| {
-        let body = &shm_bodies[client % shm_bodies.len()];
-        hyper_clients[client % hyper_clients.len()]
-            .lock()
-            .unwrap()
-            .infer(infer_path, body, body.len())
+        let slot = client % shm_bodies.len();
+        let mut output = [0u8; 4000];
+        let t0 = Instant::now();
+        let mut sample = regions.exchange(slot, &x.data, &mut output, || {
+            hyper_clients[client % hyper_clients.len()]
+                .lock()
+                .unwrap()
+                .infer(infer_path, &shm_bodies[slot], None)
+        })?;
+        std::hint::black_box(&output);
+        sample.rtt = t0.elapsed().as_micros() as u64;
+        Ok(sample)
     };
     // Eight bare TCP connections, kept like the HTTP clients' (client `c`
     // of every round on connection `c`).
@@ -1008,21 +1017,23 @@ mod hyper_client {
             })
         }
 
-        /// One inference, the body and its JSON header's length as for
-        /// the other clients.
+        /// One inference: the body, and its JSON header's length when
+        /// binary data follows it.
         pub(super) fn infer(
             &mut self,
             path: &str,
             body: &Bytes,
-            header: usize,
+            header: Option<usize>,
         ) -> Result<Sample, u16> {
             let t0 = Instant::now();
-            let request = Request::post(path)
+            let mut request = Request::post(path)
                 .header(header::HOST, &self.host)
-                .header(header::CONTENT_LENGTH, body.len())
-                .header("Inference-Header-Content-Length", header)
-                .body(Full::new(body.clone()))
-                .map_err(|_| 0u16)?;
+                .header(header::CONTENT_LENGTH, body.len());
+            // A JSON-only body goes without it, as tritonclient sends one.
+            if let Some(n) = header {
+                request = request.header("Inference-Header-Content-Length", n);
+            }
+            let request = request.body(Full::new(body.clone())).map_err(|_| 0u16)?;
             let (sender, addr) = (&mut self.sender, self.addr);
             let (status, header_len, bytes) = self.rt.block_on(async {
                 // Let the connection's task run first: it has not run since
@@ -1087,61 +1098,90 @@ mod hyper_client {
 /// The shared-memory objects of the shared-memory path, in /dev/shm,
 /// registered with the server; removed when dropped.
 mod shared_memory {
+    use memmap2::MmapMut;
+    use std::fs::File;
     use std::net::SocketAddr;
     use std::path::PathBuf;
+    use std::sync::Mutex;
 
     pub(super) struct Regions {
-        files: Vec<PathBuf>,
+        paths: Vec<PathBuf>,
+        /// Per client slot: its input object and its output object, mapped
+        /// as `tritonclient.utils.shared_memory` maps them.
+        slots: Vec<Mutex<(MmapMut, MmapMut)>>,
         input_bytes: usize,
         output_bytes: usize,
     }
 
+    fn map(file: &File) -> std::io::Result<MmapMut> {
+        // SAFETY: the object is this bench's own, created just before; the
+        // server reads the input and writes the output only while a
+        // request of the slot is in flight, and the slot's client waits
+        // for the answer before it touches either again (the mutex keeps
+        // one client per slot).
+        #[allow(unsafe_code)]
+        unsafe {
+            MmapMut::map_mut(file)
+        }
+    }
+
     impl Regions {
-        /// One input region holding `frame`, and `outputs` output regions
-        /// of `output_bytes` each, registered over HTTP at `addr`.
+        /// Per client slot, an input region of `input_bytes` and an output
+        /// region of `output_bytes`, registered over HTTP at `addr`.
         pub(super) fn create(
             addr: SocketAddr,
-            frame: &[u8],
-            outputs: usize,
+            input_bytes: usize,
+            slots: usize,
             output_bytes: usize,
         ) -> Result<Regions, String> {
             let tag = std::process::id();
-            let mut regions = Regions {
-                files: Vec::new(),
-                input_bytes: frame.len(),
-                output_bytes,
-            };
+            let mut paths = Vec::new();
             let agent = ureq::AgentBuilder::new().build();
-            let mut add = |name: String, bytes: &[u8]| -> Result<(), String> {
+            let mut add = |name: String, bytes: usize| -> Result<MmapMut, String> {
                 let key = format!("/ecomap_bench_{tag}_{name}");
                 let path = PathBuf::from("/dev/shm").join(&key[1..]);
-                std::fs::write(&path, bytes).map_err(|e| format!("{}: {e}", path.display()))?;
-                regions.files.push(path);
+                let mapped = File::options()
+                    .read(true)
+                    .write(true)
+                    .create(true)
+                    .truncate(true)
+                    .open(&path)
+                    .and_then(|f| f.set_len(bytes as u64).map(|()| f))
+                    .and_then(|f| map(&f))
+                    .map_err(|e| format!("{}: {e}", path.display()))?;
+                paths.push(path);
                 agent
                     .post(&format!(
                         "http://{addr}/v2/systemsharedmemory/region/{name}/register"
                     ))
                     .set("Content-Type", "application/json")
                     .send_string(
-                        &serde_json::json!({"key": key, "offset": 0, "byte_size": bytes.len()})
+                        &serde_json::json!({"key": key, "offset": 0, "byte_size": bytes})
                             .to_string(),
                     )
                     .map_err(|e| format!("registering {name}: {e}"))?;
-                Ok(())
+                Ok(mapped)
             };
-            add("frame".into(), frame)?;
-            for c in 0..outputs {
-                add(format!("out{c}"), &vec![0; output_bytes])?;
+            let mut mapped = Vec::new();
+            for c in 0..slots {
+                let input = add(format!("in{c}"), input_bytes)?;
+                let output = add(format!("out{c}"), output_bytes)?;
+                mapped.push(Mutex::new((input, output)));
             }
-            Ok(regions)
+            Ok(Regions {
+                paths,
+                slots: mapped,
+                input_bytes,
+                output_bytes,
+            })
         }
 
-        /// Client `c`'s request body: the frame's place, and its own
+        /// Client slot `c`'s request body: its input's place, and its
         /// output's.
         pub(super) fn request(&self, shape: &[i64], c: usize) -> Vec<u8> {
             serde_json::to_vec(&serde_json::json!({
                 "inputs": [{"name": "input", "shape": shape, "datatype": "FP32",
-                    "parameters": {"shared_memory_region": "frame",
+                    "parameters": {"shared_memory_region": format!("in{c}"),
                                    "shared_memory_byte_size": self.input_bytes}}],
                 "outputs": [{"name": "output",
                     "parameters": {"shared_memory_region": format!("out{c}"),
@@ -1149,11 +1189,29 @@ mod shared_memory {
             }))
             .expect("a JSON value")
         }
+
+        /// Slot `c`'s exchange: the frame copied into its input region,
+        /// `send` (the request), then the output copied out of its output
+        /// region into `out` — as a tritonclient user's
+        /// `set_shared_memory_region` and `get_contents_as_numpy` do.
+        pub(super) fn exchange<T>(
+            &self,
+            c: usize,
+            frame: &[u8],
+            out: &mut [u8],
+            send: impl FnOnce() -> T,
+        ) -> T {
+            let mut slot = self.slots[c].lock().unwrap_or_else(|p| p.into_inner());
+            slot.0[..frame.len()].copy_from_slice(frame);
+            let answer = send();
+            out.copy_from_slice(&slot.1[..out.len()]);
+            answer
+        }
     }
 
     impl Drop for Regions {
         fn drop(&mut self) {
-            for f in &self.files {
+            for f in &self.paths {
                 let _ = std::fs::remove_file(f);
             }
         }
