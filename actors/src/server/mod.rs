@@ -51,7 +51,7 @@ use ecomap::request::Outcome;
 use ecomap::tensor::TensorSpec;
 use protocol::{InputData, OutputForm, OutputSelection, ResponseOutput, HEADER_LENGTH};
 use serde_json::{json, Map, Value};
-use shared_memory::{SharedMemory, SharedMemoryError};
+use shared_memory::{Place, SharedMemory, SharedMemoryError};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -196,18 +196,41 @@ async fn server_metadata(state: web::Data<ServerState>) -> HttpResponse {
 
 /// Whether the request comes from this host. Shared memory is for local
 /// clients: a region is memory on this host, and a remote client could
-/// otherwise read or overwrite what a local one registered.
+/// otherwise read or overwrite what a local one registered. (An IPv4
+/// client of a dual-stack listener arrives as `::ffff:127.0.0.1`.)
 fn local_peer(req: &HttpRequest) -> bool {
-    req.peer_addr().is_some_and(|a| a.ip().is_loopback())
+    req.peer_addr()
+        .is_some_and(|a| a.ip().to_canonical().is_loopback())
 }
 
-fn not_local(req: &HttpRequest) -> String {
-    format!(
-        "shared memory is served to clients on this host only (loopback), not to {}; send the \
-         tensors in the request body instead",
-        req.peer_addr()
-            .map_or_else(|| "an unknown address".into(), |a| a.to_string())
-    )
+/// The user that owns a loopback client's end of the connection, looked
+/// up once when the connection is accepted (with `--allow-client-shm`).
+#[derive(Debug, Clone, Copy)]
+struct PeerUid(Option<u32>);
+
+/// The user a shared-memory request acts as, or its refusal (403): a
+/// client not on this host, or one whose user cannot be told.
+fn shm_client(req: &HttpRequest) -> Result<u32, (StatusCode, String)> {
+    if !local_peer(req) {
+        return Err((
+            StatusCode::FORBIDDEN,
+            format!(
+                "shared memory is served to clients on this host only (loopback), not to {}; \
+                 send the tensors in the request body instead",
+                req.peer_addr()
+                    .map_or_else(|| "an unknown address".into(), |a| a.to_string())
+            ),
+        ));
+    }
+    match req.conn_data::<PeerUid>() {
+        Some(PeerUid(Some(uid))) => Ok(*uid),
+        _ => Err((
+            StatusCode::FORBIDDEN,
+            "cannot tell which user the client runs as (its connection is not in \
+             /proc/net/tcp); shared memory needs it: each user reaches only its own objects"
+                .into(),
+        )),
+    }
 }
 
 /// The body of a region's registration.
@@ -226,9 +249,13 @@ async fn shm_register(
     req: HttpRequest,
     body: web::Bytes,
 ) -> HttpResponse {
-    if !local_peer(&req) {
-        return error(StatusCode::FORBIDDEN, &not_local(&req));
+    if let Err(e) = state.shared_memory() {
+        return error(StatusCode::BAD_REQUEST, &e.to_string());
     }
+    let client = match shm_client(&req) {
+        Ok(uid) => uid,
+        Err((status, message)) => return error(status, &message),
+    };
     let request: RegisterRegion = match serde_json::from_slice(&body) {
         Ok(r) => r,
         Err(e) => {
@@ -241,22 +268,42 @@ async fn shm_register(
             )
         }
     };
-    match state
-        .shared_memory()
-        .and_then(|shm| shm.register(&name, &request.key, request.offset, request.byte_size))
-    {
-        Ok(()) => HttpResponse::Ok().finish(),
-        Err(e) => error(StatusCode::BAD_REQUEST, &e.to_string()),
+    // Off the HTTP thread: registering allocates the region's pages, which
+    // for a large region takes long enough to stall this thread's other
+    // connections.
+    let registered = web::block(move || {
+        state.shared_memory().and_then(|shm| {
+            shm.register(
+                &name,
+                &request.key,
+                request.offset,
+                request.byte_size,
+                client,
+            )
+        })
+    })
+    .await;
+    match registered {
+        Ok(Ok(())) => HttpResponse::Ok().finish(),
+        Ok(Err(e)) => error(StatusCode::BAD_REQUEST, &e.to_string()),
+        Err(e) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            &format!("registering the region failed: {e}"),
+        ),
     }
 }
 
 fn shm_unregister_one(state: &ServerState, req: &HttpRequest, name: Option<&str>) -> HttpResponse {
-    if !local_peer(req) {
-        return error(StatusCode::FORBIDDEN, &not_local(req));
+    if let Err(e) = state.shared_memory() {
+        return error(StatusCode::BAD_REQUEST, &e.to_string());
     }
+    let client = match shm_client(req) {
+        Ok(uid) => uid,
+        Err((status, message)) => return error(status, &message),
+    };
     match state.shared_memory() {
         Ok(shm) => {
-            shm.unregister(name);
+            shm.unregister(name, client);
             HttpResponse::Ok().finish()
         }
         Err(e) => error(StatusCode::BAD_REQUEST, &e.to_string()),
@@ -276,10 +323,17 @@ async fn shm_unregister_all(state: web::Data<ServerState>, req: HttpRequest) -> 
 }
 
 fn shm_status_of(state: &ServerState, req: &HttpRequest, name: Option<&str>) -> HttpResponse {
-    if !local_peer(req) {
-        return error(StatusCode::FORBIDDEN, &not_local(req));
+    if let Err(e) = state.shared_memory() {
+        return error(StatusCode::BAD_REQUEST, &e.to_string());
     }
-    match state.shared_memory().and_then(|shm| shm.status(name)) {
+    let client = match shm_client(req) {
+        Ok(uid) => uid,
+        Err((status, message)) => return error(status, &message),
+    };
+    match state
+        .shared_memory()
+        .and_then(|shm| shm.status(name, client))
+    {
         Ok(rows) => HttpResponse::Ok().json(rows),
         Err(e) => error(StatusCode::BAD_REQUEST, &e.to_string()),
     }
@@ -627,28 +681,53 @@ async fn infer(
             w
         }
     };
-    let input_place = match &inputs[0] {
-        (name, InputData::Shared { at, .. }) => Some((name.as_str(), at)),
-        (_, InputData::Inline(_)) => None,
-    };
-    let uses_shm = input_place.is_some()
+    // Shared-memory places are resolved once, here: the regions checked are
+    // the ones read and written, whatever is registered meanwhile.
+    let uses_shm = matches!(inputs[0].1, InputData::Shared { .. })
         || wanted
             .iter()
             .any(|(_, f)| matches!(f, OutputForm::Shared(_)));
-    if uses_shm && !local_peer(&req) {
-        return refuse(StatusCode::FORBIDDEN, not_local(&req));
-    }
+    let shm = if uses_shm {
+        let shm = match state.shared_memory() {
+            Ok(shm) => shm,
+            Err(e) => return refuse(StatusCode::BAD_REQUEST, e.to_string()),
+        };
+        match shm_client(&req) {
+            Ok(client) => Some((shm, client)),
+            Err((status, message)) => return refuse(status, message),
+        }
+    } else {
+        None
+    };
+    let (input_name, input) = inputs.remove(0);
+    let input_place = match (&input, shm) {
+        (InputData::Shared { at, .. }, Some((shm, client))) => {
+            match shm.locate(at, &format!("input '{input_name}'"), client) {
+                Ok(p) => Some(p),
+                Err(e) => return refuse(StatusCode::BAD_REQUEST, e.to_string()),
+            }
+        }
+        _ => None,
+    };
     // A shared-memory output's place is checked now, so a wrong one costs
-    // no forward pass; one too small for a fixed-size output too.
+    // no forward pass: a region of the client's, room in it (enough for a
+    // fixed-size output), no byte shared with the request's input.
+    let mut placed = Vec::new();
     for (i, form) in &wanted {
-        let OutputForm::Shared(at) = form else {
+        let (OutputForm::Shared(at), Some((shm, client))) = (form, shm) else {
             continue;
         };
         let spec = &model.outputs[*i];
-        let checked = state
-            .shared_memory()
-            .and_then(|shm| shm.check_output(at, &spec.name, input_place));
-        if let Err(e) = checked {
+        let place = match shm.locate(at, &format!("output '{}'", spec.name), client) {
+            Ok(p) => p,
+            Err(e) => return refuse(StatusCode::BAD_REQUEST, e.to_string()),
+        };
+        if input_place.as_ref().is_some_and(|p| p.overlaps(&place)) {
+            let e = SharedMemoryError::Overlap {
+                output: spec.name.clone(),
+                region: at.region.clone(),
+                input: input_name.clone(),
+            };
             return refuse(StatusCode::BAD_REQUEST, e.to_string());
         }
         // (a dynamic dimension, -1, has no count: checked when written)
@@ -663,20 +742,26 @@ async fn infer(
             };
             return refuse(StatusCode::BAD_REQUEST, e.to_string());
         }
+        placed.push((*i, place));
     }
-    let tensor = match inputs.remove(0) {
-        (_, InputData::Inline(t)) => t,
-        (name, InputData::Shared { dtype, shape, at }) => {
-            let what = format!("input '{name}'");
-            let read = state.shared_memory().and_then(|shm| shm.read(&at, &what));
-            let bytes = match read {
-                Ok(b) => b,
-                Err(e) => return refuse(StatusCode::BAD_REQUEST, e.to_string()),
-            };
-            match ecomap::tensor::TensorData::new(dtype, shape, bytes) {
+    let tensor = match (input, input_place) {
+        (InputData::Inline(t), _) => t,
+        (InputData::Shared { dtype, shape, .. }, Some(place)) => {
+            match ecomap::tensor::TensorData::new(dtype, shape, place.read()) {
                 Ok(t) => t,
-                Err(e) => return refuse(StatusCode::BAD_REQUEST, format!("{what}: {e}")),
+                Err(e) => {
+                    return refuse(
+                        StatusCode::BAD_REQUEST,
+                        format!("input '{input_name}': {e}"),
+                    )
+                }
             }
+        }
+        (InputData::Shared { .. }, None) => {
+            return refuse(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("input '{input_name}': its shared-memory place was not resolved (a bug)"),
+            )
         }
     };
     // From here the data plane counts it, whatever becomes of it.
@@ -712,7 +797,7 @@ async fn infer(
         parsed.id.as_deref(),
         &answer,
         &wanted,
-        state.shared_memory.as_ref(),
+        &placed,
         &model.outputs,
         &handler,
     )
@@ -766,7 +851,7 @@ fn respond(
     id: Option<&str>,
     answer: &Answer,
     wanted: &[(usize, OutputForm)],
-    shared_memory: Option<&SharedMemory>,
+    placed: &[(usize, Place)],
     specs: &[TensorSpec],
     handler: &HandlerTimes,
 ) -> HttpResponse {
@@ -810,8 +895,17 @@ fn respond(
                 )),
             );
         };
-        if let OutputForm::Shared(at) = form {
-            shared.push((at, specs[i].name.as_str(), tensor.data.as_ref()));
+        if let OutputForm::Shared(_) = form {
+            let Some((_, place)) = placed.iter().find(|(j, _)| *j == i) else {
+                return error(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    &why(&format!(
+                        "was served, but output '{}' has no resolved place (a bug)",
+                        specs[i].name
+                    )),
+                );
+            };
+            shared.push((place, specs[i].name.as_str(), tensor.data.as_ref()));
         }
         outputs.push(ResponseOutput {
             name: &specs[i].name,
@@ -823,9 +917,7 @@ fn respond(
         // Checked before submission; a region unregistered since, or an
         // output of a model with a dynamic shape larger than its room,
         // fails here — and then no region is written.
-        let written = shared_memory
-            .ok_or(SharedMemoryError::Disabled)
-            .and_then(|shm| shm.write_outputs(&shared));
+        let written = SharedMemory::write_outputs(&shared);
         if let Err(e) = written {
             return error(
                 StatusCode::BAD_REQUEST,
@@ -970,6 +1062,7 @@ pub fn start(
     notes: crate::rt::RtNotes,
 ) -> std::io::Result<RunningServer> {
     let data = web::Data::from(state.clone());
+    let client_shm = state.shared_memory.is_some();
     // actix-web's server is built, bound and run on its own thread (it is
     // not `Send`); the bound address or the bind error comes back.
     let (tx, rx) = std::sync::mpsc::channel();
@@ -997,9 +1090,22 @@ pub fn start(
                 .keep_alive(KEEP_ALIVE)
                 // Responses go out in one write; no waiting for an ACK
                 // of the previous segment (Nagle) before the last one.
-                .on_connect(|conn, _| {
+                .on_connect(move |conn, data| {
                     if let Some(tcp) = conn.downcast_ref::<actix_web::rt::net::TcpStream>() {
                         let _ = tcp.set_nodelay(true);
+                        // Which user a local client runs as, once per
+                        // connection: shared memory is per user.
+                        if client_shm {
+                            if let (Ok(local), Ok(peer)) = (tcp.local_addr(), tcp.peer_addr()) {
+                                let uid = peer
+                                    .ip()
+                                    .to_canonical()
+                                    .is_loopback()
+                                    .then(|| shared_memory::peer_uid(local, peer))
+                                    .flatten();
+                                data.insert(PeerUid(uid));
+                            }
+                        }
                     }
                 })
                 .disable_signals()
@@ -1145,8 +1251,9 @@ mod tests {
 
     /// Shared memory is off unless allowed: registration is refused with
     /// the flag that turns it on, and the extension is not listed; when
-    /// allowed, a region registers, lists and unregisters over HTTP — for
-    /// a client on this host only (403 from another).
+    /// allowed, a local client registers, lists and unregisters a region
+    /// of its own user's over a real connection (its user looked up from
+    /// the kernel's socket table).
     #[test]
     fn client_shared_memory_is_off_unless_allowed() {
         let key = format!("/ecomap_server_test_{}", std::process::id());
@@ -1154,64 +1261,111 @@ mod tests {
         std::fs::write(&path, [0u8; 64]).unwrap();
         for allowed in [false, true] {
             let state = ServerState::new(vec![entry(0, "cam")], 1 << 20, None, allowed);
-            let key = key.clone();
-            actix_web::rt::System::new().block_on(async move {
-                let app = at::init_service(
-                    App::new()
-                        .app_data(web::Data::from(state))
-                        .configure(routes),
-                )
-                .await;
-                let req = at::TestRequest::get().uri("/v2").to_request();
-                let meta: Value = at::call_and_read_body_json(&app, req).await;
-                let listed = meta["extensions"]
-                    .as_array()
-                    .unwrap()
-                    .contains(&json!("system_shared_memory"));
-                assert_eq!(listed, allowed, "{meta}");
-                let local: SocketAddr = "127.0.0.1:40000".parse().unwrap();
-                let register = |from: SocketAddr| {
-                    at::TestRequest::post()
-                        .uri("/v2/systemsharedmemory/region/r/register")
-                        .peer_addr(from)
-                        .set_payload(json!({"key": key, "byte_size": 32, "offset": 8}).to_string())
-                        .to_request()
-                };
-                // From another host: refused, whatever the flag says.
-                let res =
-                    at::call_service(&app, register("192.0.2.7:40000".parse().unwrap())).await;
-                assert_eq!(res.status(), 403);
-                let res = at::call_service(&app, register(local)).await;
-                if !allowed {
-                    assert_eq!(res.status(), 400);
-                    let body: Value = at::read_body_json(res).await;
-                    let e = body["error"].as_str().unwrap();
-                    assert!(e.contains("--allow-client-shm"), "{e}");
-                    return;
+            let server = start(
+                state,
+                "127.0.0.1:0".parse().unwrap(),
+                1,
+                Default::default(),
+                Default::default(),
+            )
+            .unwrap();
+            let base = format!("http://{}", server.addr);
+            let agent = ureq::AgentBuilder::new().build();
+            let read = |r: ureq::Response| -> Value {
+                serde_json::from_str(&r.into_string().unwrap_or_default()).unwrap_or(Value::Null)
+            };
+            let json = |r: Result<ureq::Response, ureq::Error>| -> (u16, Value) {
+                match r {
+                    Ok(r) => (r.status(), read(r)),
+                    Err(ureq::Error::Status(code, r)) => (code, read(r)),
+                    Err(e) => panic!("{e}"),
                 }
-                assert_eq!(res.status(), 200);
-                let req = at::TestRequest::get()
-                    .uri("/v2/systemsharedmemory/region/r/status")
-                    .peer_addr(local)
-                    .to_request();
-                let status: Value = at::call_and_read_body_json(&app, req).await;
+            };
+            let (_, meta) = json(agent.get(&format!("{base}/v2")).call());
+            let listed = meta["extensions"]
+                .as_array()
+                .unwrap()
+                .contains(&json!("system_shared_memory"));
+            assert_eq!(listed, allowed, "{meta}");
+            let (status, body) = json(
+                agent
+                    .post(&format!("{base}/v2/systemsharedmemory/region/r/register"))
+                    .send_string(&json!({"key": key, "byte_size": 32, "offset": 8}).to_string()),
+            );
+            if !allowed {
+                assert_eq!(status, 400);
+                let e = body["error"].as_str().unwrap();
+                assert!(e.contains("--allow-client-shm"), "{e}");
+            } else {
+                assert_eq!(status, 200, "{body}");
+                let (_, listed) = json(
+                    agent
+                        .get(&format!("{base}/v2/systemsharedmemory/region/r/status"))
+                        .call(),
+                );
                 assert_eq!(
-                    status,
+                    listed,
                     json!([{"name": "r", "key": key, "offset": 8, "byte_size": 32}])
                 );
-                let req = at::TestRequest::post()
-                    .uri("/v2/systemsharedmemory/region/r/unregister")
-                    .peer_addr(local)
-                    .to_request();
-                assert_eq!(at::call_service(&app, req).await.status(), 200);
-                let req = at::TestRequest::get()
-                    .uri("/v2/systemsharedmemory/status")
-                    .peer_addr(local)
-                    .to_request();
-                let status: Value = at::call_and_read_body_json(&app, req).await;
-                assert_eq!(status, json!([]));
-            });
+                let (status, _) = json(
+                    agent
+                        .post(&format!("{base}/v2/systemsharedmemory/region/r/unregister"))
+                        .call(),
+                );
+                assert_eq!(status, 200);
+                let (_, listed) = json(
+                    agent
+                        .get(&format!("{base}/v2/systemsharedmemory/status"))
+                        .call(),
+                );
+                assert_eq!(listed, json!([]));
+            }
+            drop(agent);
+            server.stop().unwrap();
         }
         let _ = std::fs::remove_file(&path);
+    }
+
+    /// A request naming shared memory from another host is refused (403)
+    /// and counted for its model, as every refusal before submission is.
+    #[test]
+    fn shared_memory_from_another_host_is_refused_and_counted() {
+        let mut cam = entry(0, "cam");
+        cam.inputs = vec![TensorSpec::new(
+            "input",
+            ecomap::tensor::DataType::Fp32,
+            vec![1],
+        )];
+        let counters = cam.queue.counters().clone();
+        let state = ServerState::new(vec![cam], 1 << 20, None, true);
+        actix_web::rt::System::new().block_on(async move {
+            let app = at::init_service(
+                App::new()
+                    .app_data(web::Data::from(state))
+                    .configure(routes),
+            )
+            .await;
+            let body = json!({"inputs": [{"name": "input", "shape": [1], "datatype": "FP32",
+                "parameters": {"shared_memory_region": "r", "shared_memory_byte_size": 4}}]});
+            let req = at::TestRequest::post()
+                .uri("/v2/models/cam/infer")
+                .peer_addr("192.0.2.7:40000".parse().unwrap())
+                .set_payload(body.to_string())
+                .to_request();
+            let res = at::call_service(&app, req).await;
+            assert_eq!(res.status(), 403);
+            let body: Value = at::read_body_json(res).await;
+            assert!(
+                body["error"].as_str().unwrap().contains("this host only"),
+                "{body}"
+            );
+            let req = at::TestRequest::get()
+                .uri("/v2/systemsharedmemory/status")
+                .peer_addr("[::ffff:192.0.2.7]:40000".parse().unwrap())
+                .to_request();
+            assert_eq!(at::call_service(&app, req).await.status(), 403);
+        });
+        assert_eq!(counters.submitted.load(Ordering::Relaxed), 1);
+        assert_eq!(counters.outcome(Outcome::Rejected), 1);
     }
 }

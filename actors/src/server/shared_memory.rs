@@ -8,14 +8,21 @@
 //!
 //! Off unless `ecomap serve --allow-client-shm` (as Triton's
 //! `--allow-client-shm`), and then only for clients on this host (the
-//! server refuses every shared-memory request from another address). A
+//! server refuses every shared-memory request from another address), each
+//! within its own user's objects: the server looks up which user owns the
+//! client's end of the connection ([`peer_uid`]) and lets it register only
+//! objects that user owns and use only regions that user registered (root
+//! may use any) — the server usually runs as root for SCHED_FIFO, and
+//! another local user must not read or overwrite an object through it. A
 //! key names a regular file in /dev/shm itself: no symlink is followed, so
 //! a registration cannot map another file the server may write. The
-//! region's pages are allocated when it is registered, so a full /dev/shm
-//! is a refused registration rather than a fault later; but a client that
-//! shrinks the object under a registered region makes the server's next
+//! region's pages are allocated when it is registered (charged to the
+//! server's memory cgroup), so a full /dev/shm is a refused registration
+//! rather than a fault later; but a client that truncates the object under
+//! a registered region, or punches a hole in it, makes the server's next
 //! access fault (SIGBUS) and the server dies — only a trusted local client
-//! may use it.
+//! may use it. Behind a proxy on the same host every client arrives from
+//! loopback as the proxy's user: do not allow client shared memory there.
 //!
 //! The contract, Triton's: the client does not write a region while a
 //! request that reads it, or will write an output into it, is in flight —
@@ -84,8 +91,8 @@ pub enum SharedMemoryError {
     /// A region of that name is registered already.
     #[error("region '{0}' is registered already; unregister it first")]
     Exists(String),
-    /// No region of that name is registered.
-    #[error("no shared-memory region '{0}' is registered")]
+    /// No region of that name is registered (by the client's user).
+    #[error("no shared-memory region '{0}' is registered by the client's user")]
     Unknown(String),
     /// Too many regions are registered.
     #[error("{MAX_REGIONS} regions are registered already; unregister some first")]
@@ -104,12 +111,25 @@ pub enum SharedMemoryError {
         source: std::io::Error,
     },
     /// The key names something other than a regular file.
-    #[error("key {key:?}: {path} is not a regular file (a symlink, a directory or a device)")]
+    #[error("key {key:?}: {path} is not a regular file (a FIFO, a socket or a device)")]
     NotAFile {
         /// The key given.
         key: String,
         /// The file it names.
         path: PathBuf,
+    },
+    /// The object belongs to another user than the client's.
+    #[error(
+        "key {key:?}: the object belongs to user {owner}, not to the client's user {client}; \
+         a client registers only its own user's objects"
+    )]
+    NotYours {
+        /// The key given.
+        key: String,
+        /// The object's owner.
+        owner: u32,
+        /// The client's user.
+        client: u32,
     },
     /// An output's place overlaps its request's input.
     #[error(
@@ -168,14 +188,53 @@ struct Region {
     /// two names, or two keys linked to it) are told apart from two
     /// objects.
     object: (u64, u64),
+    /// The user who registered it (the object's owner).
+    owner: u32,
     map: MmapRaw,
 }
 
-impl Region {
-    /// The object's bytes a place in this region covers.
-    fn object_range(&self, at: &SharedMemoryRef) -> std::ops::Range<u64> {
-        let start = self.offset + at.offset as u64;
-        start..start + at.byte_size as u64
+/// Whether `client` may use what `owner` owns: its own, or root.
+fn allowed(client: u32, owner: u32) -> bool {
+    client == 0 || client == owner
+}
+
+/// A tensor's place, resolved once: the region it was checked against is
+/// the one read or written, even if the name is unregistered and
+/// registered again meanwhile.
+#[derive(Debug, Clone)]
+pub struct Place {
+    region: Arc<Region>,
+    at: SharedMemoryRef,
+}
+
+impl Place {
+    /// The object's bytes this place covers. No overflow: the place lies
+    /// within its region and the region within its object (both checked).
+    fn object_range(&self) -> std::ops::Range<u64> {
+        let start = self.region.offset + self.at.offset as u64;
+        start..start + self.at.byte_size as u64
+    }
+
+    /// Whether the two places share any byte of one object (through the
+    /// same region or two regions of it).
+    pub fn overlaps(&self, other: &Place) -> bool {
+        let (a, b) = (self.object_range(), other.object_range());
+        self.region.object == other.region.object && a.start < b.end && b.start < a.end
+    }
+
+    /// The bytes, read where they lie: no copy, and the region stays
+    /// mapped while they are held.
+    pub fn read(&self) -> Bytes {
+        Bytes::from_owner(RegionBytes {
+            region: self.region.clone(),
+            start: self.at.offset,
+            len: self.at.byte_size,
+        })
+    }
+
+    /// The place's region name, offset and size, as the request gave them.
+    pub fn at(&self) -> &SharedMemoryRef {
+        &self.at
     }
 }
 
@@ -240,13 +299,15 @@ fn object_path(key: &str) -> Result<PathBuf, SharedMemoryError> {
 
 impl SharedMemory {
     /// Register `byte_size` bytes of the object `key` from `offset` as
-    /// region `name`.
+    /// region `name`, for a client running as user `client`. Allocates the
+    /// region's pages: call it off the HTTP thread.
     pub fn register(
         &self,
         name: &str,
         key: &str,
         offset: u64,
         byte_size: u64,
+        client: u32,
     ) -> Result<(), SharedMemoryError> {
         let path = object_path(key)?;
         let open = |source| SharedMemoryError::Open {
@@ -268,6 +329,13 @@ impl SharedMemory {
             return Err(SharedMemoryError::NotAFile {
                 key: key.into(),
                 path,
+            });
+        }
+        if !allowed(client, meta.uid()) {
+            return Err(SharedMemoryError::NotYours {
+                key: key.into(),
+                owner: meta.uid(),
+                client,
             });
         }
         let size = meta.len();
@@ -301,17 +369,25 @@ impl SharedMemory {
                 size,
             });
         };
-        // SAFETY: `fallocate` only reads its integer arguments; the fd is
-        // open for the duration of the call (`file` lives to the end of
-        // this function).
-        let rc =
-            unsafe { libc::fallocate(std::os::fd::AsRawFd::as_raw_fd(&file), 0, start, length) };
-        if rc != 0 {
-            return Err(SharedMemoryError::NoSpace {
-                key: key.into(),
-                byte_size,
-                source: std::io::Error::last_os_error(),
-            });
+        loop {
+            // SAFETY: `fallocate` only reads its integer arguments; the fd
+            // is open for the duration of the call (`file` lives to the end
+            // of this function).
+            let rc = unsafe {
+                libc::fallocate(std::os::fd::AsRawFd::as_raw_fd(&file), 0, start, length)
+            };
+            if rc == 0 {
+                break;
+            }
+            let source = std::io::Error::last_os_error();
+            // tmpfs gives up a long allocation when a signal is pending.
+            if source.kind() != std::io::ErrorKind::Interrupted {
+                return Err(SharedMemoryError::NoSpace {
+                    key: key.into(),
+                    byte_size,
+                    source,
+                });
+            }
         }
         let mut regions = self.regions.lock().unwrap_or_else(|p| p.into_inner());
         if regions.contains_key(name) {
@@ -333,26 +409,34 @@ impl SharedMemory {
                 key: key.into(),
                 offset,
                 object: (meta.dev(), meta.ino()),
+                owner: meta.uid(),
                 map,
             }),
         );
         Ok(())
     }
 
-    /// Unregister region `name`, or every region; a name not registered is
-    /// not an error (there is nothing to undo), as with Triton.
-    pub fn unregister(&self, name: Option<&str>) {
+    /// Unregister region `name`, or every region, of those `client` may
+    /// use; a name not registered is not an error (there is nothing to
+    /// undo), as with Triton.
+    pub fn unregister(&self, name: Option<&str>, client: u32) {
         let mut regions = self.regions.lock().unwrap_or_else(|p| p.into_inner());
         match name {
             Some(n) => {
-                regions.remove(n);
+                if regions.get(n).is_some_and(|r| allowed(client, r.owner)) {
+                    regions.remove(n);
+                }
             }
-            None => regions.clear(),
+            None => regions.retain(|_, r| !allowed(client, r.owner)),
         }
     }
 
-    /// The registered regions (one, if `name` is given).
-    pub fn status(&self, name: Option<&str>) -> Result<Vec<RegionStatus>, SharedMemoryError> {
+    /// The regions `client` may use (one, if `name` is given).
+    pub fn status(
+        &self,
+        name: Option<&str>,
+        client: u32,
+    ) -> Result<Vec<RegionStatus>, SharedMemoryError> {
         let regions = self.regions.lock().unwrap_or_else(|p| p.into_inner());
         let row = |(n, r): (&String, &Arc<Region>)| RegionStatus {
             name: n.clone(),
@@ -360,21 +444,31 @@ impl SharedMemory {
             offset: r.offset,
             byte_size: r.map.len() as u64,
         };
+        let visible = |(_, r): &(&String, &Arc<Region>)| allowed(client, r.owner);
         match name {
-            None => Ok(regions.iter().map(row).collect()),
+            None => Ok(regions.iter().filter(visible).map(row).collect()),
             Some(n) => regions
                 .get_key_value(n)
+                .filter(visible)
                 .map(|kv| vec![row(kv)])
                 .ok_or_else(|| SharedMemoryError::Unknown(n.into())),
         }
     }
 
-    fn place(&self, at: &SharedMemoryRef, tensor: &str) -> Result<Arc<Region>, SharedMemoryError> {
+    /// Resolve `at` for a client running as user `client`: a region that
+    /// user may use, and room in it. `tensor` names it in errors.
+    pub fn locate(
+        &self,
+        at: &SharedMemoryRef,
+        tensor: &str,
+        client: u32,
+    ) -> Result<Place, SharedMemoryError> {
         let region = self
             .regions
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .get(&at.region)
+            .filter(|r| allowed(client, r.owner))
             .cloned()
             .ok_or_else(|| SharedMemoryError::Unknown(at.region.clone()))?;
         let size = region.map.len();
@@ -391,79 +485,42 @@ impl SharedMemory {
                 size,
             });
         }
-        Ok(region)
-    }
-
-    /// The bytes at `at`, read where they lie: no copy, and the region
-    /// stays mapped while they are held. `tensor` names them in errors.
-    pub fn read(&self, at: &SharedMemoryRef, tensor: &str) -> Result<Bytes, SharedMemoryError> {
-        let region = self.place(at, tensor)?;
-        Ok(Bytes::from_owner(RegionBytes {
+        Ok(Place {
             region,
-            start: at.offset,
-            len: at.byte_size,
-        }))
+            at: at.clone(),
+        })
     }
 
-    /// Check an output's place before the request is submitted (a wrong
-    /// one then costs no forward pass): room in a registered region, not
-    /// overlapping its request's input `input` (name and place) if that
-    /// is in shared memory too.
-    pub fn check_output(
-        &self,
-        at: &SharedMemoryRef,
-        output: &str,
-        input: Option<(&str, &SharedMemoryRef)>,
-    ) -> Result<(), SharedMemoryError> {
-        let region = self.place(at, &format!("output '{output}'"))?;
-        let Some((name, input_at)) = input else {
-            return Ok(());
-        };
-        let input_region = self.place(input_at, &format!("input '{name}'"))?;
-        let (a, b) = (region.object_range(at), input_region.object_range(input_at));
-        if region.object == input_region.object && a.start < b.end && b.start < a.end {
-            return Err(SharedMemoryError::Overlap {
-                output: output.into(),
-                region: at.region.clone(),
-                input: name.into(),
-            });
-        }
-        Ok(())
-    }
-
-    /// Write each output's bytes at its place: every place and room is
-    /// checked first, so either all are written or none (a client told
-    /// "400" finds no region overwritten).
-    pub fn write_outputs(
-        &self,
-        outputs: &[(&SharedMemoryRef, &str, &[u8])],
-    ) -> Result<(), SharedMemoryError> {
-        let mut places = Vec::with_capacity(outputs.len());
-        for &(at, output, data) in outputs {
-            let region = self.place(at, &format!("output '{output}'"))?;
-            if data.len() > at.byte_size {
+    /// Write each output's bytes at its place, resolved before the request
+    /// was submitted: every room is checked first, so either all are
+    /// written or none (a client told "400" finds no region overwritten).
+    pub fn write_outputs(outputs: &[(&Place, &str, &[u8])]) -> Result<(), SharedMemoryError> {
+        for &(place, output, data) in outputs {
+            if data.len() > place.at.byte_size {
                 return Err(SharedMemoryError::NoRoom {
                     output: output.into(),
-                    region: at.region.clone(),
-                    byte_size: at.byte_size,
+                    region: place.at.region.clone(),
+                    byte_size: place.at.byte_size,
                     size: data.len(),
                 });
             }
-            places.push(region);
         }
-        for (&(at, _, data), region) in outputs.iter().zip(&places) {
+        for &(place, _, data) in outputs {
+            let (region, at) = (&place.region, &place.at);
             debug_assert!(at.offset + data.len() <= region.map.len());
             // SAFETY: `at.offset + data.len() <= at.offset + at.byte_size
-            // <=` the mapping's length (`place` checked the second, the
+            // <=` the mapping's length (`locate` checked the second, the
             // loop above the first); the mapping is writable (`map_raw` of
             // a file opened read-write) and stays mapped while `region`
-            // lives. `data` is the model's output: never the request's own
-            // input place (`check_output` refused an overlap before
-            // submission), and `ptr::copy` allows overlap all the same.
-            // Another request writing the same bytes at once is the
-            // client's doing, against the contract (module doc).
+            // lives. `data` is the model's output; where it is the
+            // request's own shared-memory input (the echo model), the
+            // handler checked before submission that this place shares no
+            // byte of the object with it (`Place::overlaps`), through this
+            // very region, so no byte `data` covers is written. Another
+            // request writing the same bytes at once is the client's doing,
+            // against the contract (module doc).
             unsafe {
-                std::ptr::copy(
+                std::ptr::copy_nonoverlapping(
                     data.as_ptr(),
                     region.map.as_mut_ptr().add(at.offset),
                     data.len(),
@@ -474,9 +531,55 @@ impl SharedMemory {
     }
 }
 
+/// The user that owns the client's end of the loopback TCP connection
+/// from `peer` to `local` (the server's address), from the kernel's socket
+/// tables (`/proc/net/tcp`, `/proc/net/tcp6`); `None` if it is not there.
+pub fn peer_uid(local: std::net::SocketAddr, peer: std::net::SocketAddr) -> Option<u32> {
+    let table = if peer.is_ipv4() {
+        "/proc/net/tcp"
+    } else {
+        "/proc/net/tcp6"
+    };
+    let text = std::fs::read_to_string(table).ok()?;
+    text.lines().skip(1).find_map(|line| {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        // sl local_address rem_address st tx:rx tr:when retrnsmt uid …
+        let (Some(l), Some(r), Some(uid)) = (f.get(1), f.get(2), f.get(7)) else {
+            return None;
+        };
+        // The client's socket: its local end is our peer.
+        (parse_socket(l)? == peer && parse_socket(r)? == local).then(|| uid.parse().ok())?
+    })
+}
+
+/// An address as `/proc/net/tcp{,6}` prints it: the address's 32-bit
+/// words in hex, each as the kernel holds it in memory, then `:` and the
+/// port in hex.
+fn parse_socket(text: &str) -> Option<std::net::SocketAddr> {
+    let (addr, port) = text.split_once(':')?;
+    let port = u16::from_str_radix(port, 16).ok()?;
+    let mut bytes = Vec::with_capacity(16);
+    for word in addr.as_bytes().chunks(8) {
+        let word = u32::from_str_radix(std::str::from_utf8(word).ok()?, 16).ok()?;
+        bytes.extend_from_slice(&word.to_ne_bytes());
+    }
+    let ip = match bytes.len() {
+        4 => std::net::IpAddr::from(<[u8; 4]>::try_from(bytes).ok()?),
+        16 => {
+            let v6 = std::net::Ipv6Addr::from(<[u8; 16]>::try_from(bytes).ok()?);
+            // An IPv4 client of a dual-stack socket is listed mapped.
+            v6.to_ipv4_mapped()
+                .map_or(std::net::IpAddr::V6(v6), std::net::IpAddr::V4)
+        }
+        _ => return None,
+    };
+    Some(std::net::SocketAddr::new(ip, port))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::MetadataExt as _;
 
     /// A shared-memory object of `size` bytes holding `0, 1, 2, …`,
     /// removed when dropped.
@@ -492,6 +595,11 @@ mod tests {
             let bytes: Vec<u8> = (0..size).map(|i| i as u8).collect();
             std::fs::write(&path, bytes).unwrap();
             Object { key, path }
+        }
+
+        /// The user owning it: the tests' own.
+        fn owner(&self) -> u32 {
+            std::fs::metadata(&self.path).unwrap().uid()
         }
     }
 
@@ -512,53 +620,75 @@ mod tests {
     #[test]
     fn an_output_may_not_overlap_its_input_in_any_region_of_the_object() {
         let object = Object::new("overlap", 1000);
+        let me = object.owner();
         let shm = SharedMemory::default();
-        shm.register("a", &object.key, 0, 600).unwrap();
-        shm.register("b", &object.key, 500, 500).unwrap();
-        let input = at("a", 100, 450); // object bytes 100..550
-        let x = Some(("x", &input));
-        // Same region, overlapping; another region of the same object,
-        // overlapping (b's 0..50 are the object's 500..550).
+        shm.register("a", &object.key, 0, 600, me).unwrap();
+        shm.register("b", &object.key, 500, 500, me).unwrap();
+        let input = shm.locate(&at("a", 100, 450), "x", me).unwrap(); // object 100..550
+                                                                      // Same region, overlapping; another region of the same object,
+                                                                      // overlapping (b's 0..50 are the object's 500..550).
         for out in [at("a", 500, 10), at("b", 0, 60)] {
-            let e = shm.check_output(&out, "y", x).unwrap_err();
-            assert!(
-                matches!(e, SharedMemoryError::Overlap { .. }),
-                "{out:?}: {e}"
-            );
+            let out = shm.locate(&out, "y", me).unwrap();
+            assert!(out.overlaps(&input) && input.overlaps(&out), "{out:?}");
         }
         for out in [at("a", 0, 100), at("b", 50, 100)] {
-            shm.check_output(&out, "y", x).unwrap();
+            let out = shm.locate(&out, "y", me).unwrap();
+            assert!(!out.overlaps(&input), "{out:?}");
         }
     }
 
     #[test]
     fn symlinks_and_other_files_than_regular_ones_are_refused() {
         let object = Object::new("target", 64);
+        let me = object.owner();
         let link = format!("ecomap_test_{}_link", std::process::id());
         let link_path = PathBuf::from(SHM_DIR).join(&link);
         let _ = std::fs::remove_file(&link_path);
         std::os::unix::fs::symlink(&object.path, &link_path).unwrap();
         let shm = SharedMemory::default();
-        let e = shm.register("r", &format!("/{link}"), 0, 8).unwrap_err();
+        let e = shm
+            .register("r", &format!("/{link}"), 0, 8, me)
+            .unwrap_err();
         let _ = std::fs::remove_file(&link_path);
         assert!(matches!(e, SharedMemoryError::Open { .. }), "{e}");
-        let dir = format!("ecomap_test_{}_dir", std::process::id());
-        let dir_path = PathBuf::from(SHM_DIR).join(&dir);
-        std::fs::create_dir_all(&dir_path).unwrap();
-        let e = shm.register("r", &dir, 0, 8).unwrap_err();
-        let _ = std::fs::remove_dir(&dir_path);
-        assert!(
-            matches!(
-                e,
-                SharedMemoryError::Open { .. } | SharedMemoryError::NotAFile { .. }
-            ),
-            "{e}"
-        );
+        // A FIFO opens (read-write, without blocking) but is no object.
+        let fifo = format!("ecomap_test_{}_fifo", std::process::id());
+        let fifo_path = PathBuf::from(SHM_DIR).join(&fifo);
+        let _ = std::fs::remove_file(&fifo_path);
+        let made = std::process::Command::new("mkfifo")
+            .arg(&fifo_path)
+            .status();
+        if made.is_ok_and(|s| s.success()) {
+            let e = shm.register("r", &fifo, 0, 8, me).unwrap_err();
+            let _ = std::fs::remove_file(&fifo_path);
+            assert!(matches!(e, SharedMemoryError::NotAFile { .. }), "{e}");
+        }
+    }
+
+    #[test]
+    fn a_client_uses_only_its_own_users_objects_and_regions() {
+        let object = Object::new("owner", 64);
+        let owner = object.owner();
+        let other = owner.wrapping_add(1).max(1);
+        let shm = SharedMemory::default();
+        let e = shm.register("r", &object.key, 0, 64, other).unwrap_err();
+        assert!(matches!(e, SharedMemoryError::NotYours { .. }), "{e}");
+        shm.register("r", &object.key, 0, 64, owner).unwrap();
+        // Another user neither sees, uses nor removes it; root does all.
+        assert!(shm.status(None, other).unwrap().is_empty());
+        assert!(shm.status(Some("r"), other).is_err());
+        let e = shm.locate(&at("r", 0, 8), "input 'x'", other).unwrap_err();
+        assert!(matches!(e, SharedMemoryError::Unknown(_)), "{e}");
+        shm.unregister(None, other);
+        shm.unregister(Some("r"), other);
+        assert_eq!(shm.status(None, 0).unwrap().len(), 1);
+        shm.locate(&at("r", 0, 8), "input 'x'", 0).unwrap();
+        shm.unregister(Some("r"), owner);
+        assert!(shm.status(None, 0).unwrap().is_empty());
     }
 
     #[test]
     fn a_sparse_object_gets_its_pages_at_registration() {
-        use std::os::unix::fs::MetadataExt as _;
         let object = Object::new("sparse", 0);
         // As tritonclient creates one: ftruncate only, no page written.
         std::fs::OpenOptions::new()
@@ -569,7 +699,8 @@ mod tests {
             .unwrap();
         assert_eq!(std::fs::metadata(&object.path).unwrap().blocks(), 0);
         let shm = SharedMemory::default();
-        shm.register("r", &object.key, 4096, 65536).unwrap();
+        shm.register("r", &object.key, 4096, 65536, object.owner())
+            .unwrap();
         let blocks = std::fs::metadata(&object.path).unwrap().blocks();
         assert!(blocks * 512 >= 65536, "{blocks} blocks");
     }
@@ -590,17 +721,18 @@ mod tests {
     #[test]
     fn inputs_are_read_where_they_lie_and_outputs_written_in_place() {
         let object = Object::new("rw", 4096);
+        let me = object.owner();
         let shm = SharedMemory::default();
-        shm.register("r", &object.key, 1024, 2048).unwrap();
+        shm.register("r", &object.key, 1024, 2048, me).unwrap();
         // Bytes 1024 + 16 … of the object, without a copy.
-        let b = shm.read(&at("r", 16, 8), "input 'x'").unwrap();
+        let b = shm.locate(&at("r", 16, 8), "input 'x'", me).unwrap().read();
         assert_eq!(b.as_ref(), &[16, 17, 18, 19, 20, 21, 22, 23]);
-        shm.write_outputs(&[(&at("r", 100, 4), "y", &[9, 9, 9])])
-            .unwrap();
+        let out = shm.locate(&at("r", 100, 4), "output 'y'", me).unwrap();
+        SharedMemory::write_outputs(&[(&out, "y", &[9, 9, 9])]).unwrap();
         let on_disk = std::fs::read(&object.path).unwrap();
         assert_eq!(&on_disk[1124..1128], &[9, 9, 9, (1127 % 256) as u8]);
         assert_eq!(
-            shm.status(None).unwrap(),
+            shm.status(None, me).unwrap(),
             vec![RegionStatus {
                 name: "r".into(),
                 key: object.key.clone(),
@@ -608,53 +740,88 @@ mod tests {
                 byte_size: 2048
             }]
         );
-        // Unregistered while read: the bytes stay valid until dropped.
-        shm.unregister(Some("r"));
+        // Unregistered while read, or while a resolved place waits to be
+        // written: both stay valid until dropped, and a new region of the
+        // same name is not the one written.
+        shm.unregister(Some("r"), me);
         assert_eq!(b.as_ref()[0], 16);
+        let object2 = Object::new("rw2", 64);
+        shm.register("r", &object2.key, 0, 64, me).unwrap();
+        SharedMemory::write_outputs(&[(&out, "y", &[5])]).unwrap();
+        assert_eq!(std::fs::read(&object.path).unwrap()[1124], 5);
+        assert_eq!(std::fs::read(&object2.path).unwrap()[100 % 64], 100 % 64);
+        shm.unregister(None, me);
         assert!(matches!(
-            shm.read(&at("r", 0, 1), "input 'x'"),
+            shm.locate(&at("r", 0, 1), "input 'x'", me),
             Err(SharedMemoryError::Unknown(_))
         ));
-        assert!(shm.status(None).unwrap().is_empty());
+        assert!(shm.status(None, me).unwrap().is_empty());
     }
 
     #[test]
     fn places_outside_a_region_or_object_are_refused() {
         let object = Object::new("bounds", 100);
+        let me = object.owner();
         let shm = SharedMemory::default();
         for (offset, size) in [(0, 101), (50, 51), (0, 0), (u64::MAX, 2)] {
-            let e = shm.register("r", &object.key, offset, size).unwrap_err();
+            let e = shm
+                .register("r", &object.key, offset, size, me)
+                .unwrap_err();
             assert!(
                 matches!(e, SharedMemoryError::OutOfObject { .. }),
                 "{offset} {size}: {e}"
             );
         }
         let e = shm
-            .register("r", "/ecomap_no_such_object", 0, 1)
+            .register("r", "/ecomap_no_such_object", 0, 1, me)
             .unwrap_err();
         assert!(matches!(e, SharedMemoryError::Open { .. }), "{e}");
-        shm.register("r", &object.key, 10, 50).unwrap();
-        let e = shm.register("r", &object.key, 0, 10).unwrap_err();
+        shm.register("r", &object.key, 10, 50, me).unwrap();
+        let e = shm.register("r", &object.key, 0, 10, me).unwrap_err();
         assert!(matches!(e, SharedMemoryError::Exists(_)), "{e}");
-        let e = shm.read(&at("r", 45, 6), "input 'x'").unwrap_err();
+        let e = shm.locate(&at("r", 45, 6), "input 'x'", me).unwrap_err();
         assert!(e.to_string().contains("run past the 50 bytes"), "{e}");
         let e = shm
-            .check_output(&at("r", usize::MAX, 2), "y", None)
+            .locate(&at("r", usize::MAX, 2), "output 'y'", me)
             .unwrap_err();
         assert!(matches!(e, SharedMemoryError::OutOfRegion { .. }), "{e}");
         // All or nothing: the first output fits, the second does not, and
         // the first is not written either.
         let before = std::fs::read(&object.path).unwrap();
-        let e = shm
-            .write_outputs(&[
-                (&at("r", 0, 4), "x", &[7; 4]),
-                (&at("r", 4, 4), "y", &[0; 5]),
-            ])
-            .unwrap_err();
+        let (x, y) = (
+            shm.locate(&at("r", 0, 4), "x", me).unwrap(),
+            shm.locate(&at("r", 4, 4), "y", me).unwrap(),
+        );
+        let e = SharedMemory::write_outputs(&[(&x, "x", &[7; 4]), (&y, "y", &[0; 5])]).unwrap_err();
         assert!(matches!(e, SharedMemoryError::NoRoom { .. }), "{e}");
         assert_eq!(std::fs::read(&object.path).unwrap(), before);
-        assert!(shm.status(Some("nope")).is_err());
-        shm.unregister(None);
-        assert!(shm.status(None).unwrap().is_empty());
+        assert!(shm.status(Some("nope"), me).is_err());
+        shm.unregister(None, me);
+        assert!(shm.status(None, me).unwrap().is_empty());
+    }
+
+    #[test]
+    fn the_client_of_a_loopback_connection_is_found_with_its_user() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (server_end, peer) = listener.accept().unwrap();
+        assert_eq!(peer, client.local_addr().unwrap());
+        let me = std::fs::metadata("/proc/self").unwrap().uid();
+        assert_eq!(peer_uid(server_end.local_addr().unwrap(), peer), Some(me));
+        // An address with no such connection: nobody.
+        let nobody: std::net::SocketAddr = "127.0.0.1:1".parse().unwrap();
+        assert_eq!(peer_uid(server_end.local_addr().unwrap(), nobody), None);
+        // The tables' text: 127.0.0.1:8080 as the kernel prints it on a
+        // little-endian host, and ::1 port 80.
+        if cfg!(target_endian = "little") {
+            assert_eq!(
+                parse_socket("0100007F:1F90"),
+                Some("127.0.0.1:8080".parse().unwrap())
+            );
+            assert_eq!(
+                parse_socket("00000000000000000000000001000000:0050"),
+                Some("[::1]:80".parse().unwrap())
+            );
+        }
     }
 }

@@ -1134,46 +1134,53 @@ mod shared_memory {
             slots: usize,
             output_bytes: usize,
         ) -> Result<Regions, String> {
-            let tag = std::process::id();
-            let mut paths = Vec::new();
-            let agent = ureq::AgentBuilder::new().build();
-            let mut add = |name: String, bytes: usize| -> Result<MmapMut, String> {
-                let key = format!("/ecomap_bench_{tag}_{name}");
-                let path = PathBuf::from("/dev/shm").join(&key[1..]);
-                let mapped = File::options()
-                    .read(true)
-                    .write(true)
-                    .create(true)
-                    .truncate(true)
-                    .open(&path)
-                    .and_then(|f| f.set_len(bytes as u64).map(|()| f))
-                    .and_then(|f| map(&f))
-                    .map_err(|e| format!("{}: {e}", path.display()))?;
-                paths.push(path);
-                agent
-                    .post(&format!(
-                        "http://{addr}/v2/systemsharedmemory/region/{name}/register"
-                    ))
-                    .set("Content-Type", "application/json")
-                    .send_string(
-                        &serde_json::json!({"key": key, "offset": 0, "byte_size": bytes})
-                            .to_string(),
-                    )
-                    .map_err(|e| format!("registering {name}: {e}"))?;
-                Ok(mapped)
-            };
-            let mut mapped = Vec::new();
-            for c in 0..slots {
-                let input = add(format!("in{c}"), input_bytes)?;
-                let output = add(format!("out{c}"), output_bytes)?;
-                mapped.push(Mutex::new((input, output)));
-            }
-            Ok(Regions {
-                paths,
-                slots: mapped,
+            // Built first, so an error part-way removes the objects
+            // already made (its `Drop`).
+            let mut regions = Regions {
+                paths: Vec::new(),
+                slots: Vec::new(),
                 input_bytes,
                 output_bytes,
-            })
+            };
+            let agent = ureq::AgentBuilder::new().build();
+            for c in 0..slots {
+                let input = regions.add(addr, &agent, &format!("in{c}"), input_bytes)?;
+                let output = regions.add(addr, &agent, &format!("out{c}"), output_bytes)?;
+                regions.slots.push(Mutex::new((input, output)));
+            }
+            Ok(regions)
+        }
+
+        /// Create object `name` of `bytes`, map it, and register it.
+        fn add(
+            &mut self,
+            addr: SocketAddr,
+            agent: &ureq::Agent,
+            name: &str,
+            bytes: usize,
+        ) -> Result<MmapMut, String> {
+            let key = format!("/ecomap_bench_{}_{name}", std::process::id());
+            let path = PathBuf::from("/dev/shm").join(&key[1..]);
+            self.paths.push(path.clone());
+            let mapped = File::options()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .open(&path)
+                .and_then(|f| f.set_len(bytes as u64).map(|()| f))
+                .and_then(|f| map(&f))
+                .map_err(|e| format!("{}: {e}", path.display()))?;
+            agent
+                .post(&format!(
+                    "http://{addr}/v2/systemsharedmemory/region/{name}/register"
+                ))
+                .set("Content-Type", "application/json")
+                .send_string(
+                    &serde_json::json!({"key": key, "offset": 0, "byte_size": bytes}).to_string(),
+                )
+                .map_err(|e| format!("registering {name}: {e}"))?;
+            Ok(mapped)
         }
 
         /// Client slot `c`'s request body: its input's place, and its
