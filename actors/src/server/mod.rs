@@ -712,9 +712,11 @@ async fn infer(
     // A shared-memory output's place is checked now, so a wrong one costs
     // no forward pass: a region of the client's, room in it (enough for a
     // fixed-size output), no byte shared with the request's input.
-    let mut placed = Vec::new();
+    // One entry per wanted output (an output named twice has two).
+    let mut placed: Vec<Option<Place>> = Vec::with_capacity(wanted.len());
     for (i, form) in &wanted {
         let (OutputForm::Shared(at), Some((shm, client))) = (form, shm) else {
+            placed.push(None);
             continue;
         };
         let spec = &model.outputs[*i];
@@ -742,8 +744,9 @@ async fn infer(
             };
             return refuse(StatusCode::BAD_REQUEST, e.to_string());
         }
-        placed.push((*i, place));
+        placed.push(Some(place));
     }
+    let input_kept = input_place.clone();
     let tensor = match (input, input_place) {
         (InputData::Inline(t), _) => t,
         (InputData::Shared { dtype, shape, .. }, Some(place)) => {
@@ -797,7 +800,10 @@ async fn infer(
         parsed.id.as_deref(),
         &answer,
         &wanted,
-        &placed,
+        SharedPlaces {
+            outputs: &placed,
+            input: input_kept.as_ref().map(|p| (input_name.as_str(), p)),
+        },
         &model.outputs,
         &handler,
     )
@@ -846,12 +852,19 @@ fn submit_error(e: &SubmitError) -> HttpResponse {
     }
 }
 
+/// A request's shared-memory places, resolved before submission: one per
+/// wanted output (`None` for one not in shared memory), and its input's.
+struct SharedPlaces<'a> {
+    outputs: &'a [Option<Place>],
+    input: Option<(&'a str, &'a Place)>,
+}
+
 fn respond(
     model: &str,
     id: Option<&str>,
     answer: &Answer,
     wanted: &[(usize, OutputForm)],
-    placed: &[(usize, Place)],
+    shared: SharedPlaces<'_>,
     specs: &[TensorSpec],
     handler: &HandlerTimes,
 ) -> HttpResponse {
@@ -882,8 +895,8 @@ fn respond(
         Outcome::Rejected => return error(StatusCode::TOO_MANY_REQUESTS, &why("was rejected")),
     }
     let mut outputs = Vec::with_capacity(wanted.len());
-    let mut shared = Vec::new();
-    for (i, form) in wanted {
+    let mut to_write = Vec::new();
+    for (k, (i, form)) in wanted.iter().enumerate() {
         let i = *i;
         let Some(tensor) = answer.outputs.get(i) else {
             return error(
@@ -896,7 +909,7 @@ fn respond(
             );
         };
         if let OutputForm::Shared(_) = form {
-            let Some((_, place)) = placed.iter().find(|(j, _)| *j == i) else {
+            let Some(Some(place)) = shared.outputs.get(k) else {
                 return error(
                     StatusCode::INTERNAL_SERVER_ERROR,
                     &why(&format!(
@@ -905,7 +918,7 @@ fn respond(
                     )),
                 );
             };
-            shared.push((place, specs[i].name.as_str(), tensor.data.as_ref()));
+            to_write.push((place, specs[i].name.as_str(), tensor.data.as_ref()));
         }
         outputs.push(ResponseOutput {
             name: &specs[i].name,
@@ -913,11 +926,11 @@ fn respond(
             form,
         });
     }
-    if !shared.is_empty() {
-        // Checked before submission; a region unregistered since, or an
-        // output of a model with a dynamic shape larger than its room,
-        // fails here — and then no region is written.
-        let written = SharedMemory::write_outputs(&shared);
+    if !to_write.is_empty() {
+        // Places were resolved before submission (a region unregistered
+        // since is still the one written); an output of a dynamic shape
+        // larger than its room fails here, and then no region is written.
+        let written = SharedMemory::write_outputs(&to_write, shared.input);
         if let Err(e) = written {
             return error(
                 StatusCode::BAD_REQUEST,

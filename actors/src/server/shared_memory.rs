@@ -42,8 +42,8 @@ use std::sync::{Arc, Mutex};
 /// Where `shm_open` keeps its objects on Linux.
 const SHM_DIR: &str = "/dev/shm";
 
-/// The most regions registered at once: each is a mapping held in the
-/// server's address space for as long as it is registered.
+/// The most regions one user may have registered at once: each is a
+/// mapping held in the server's address space while it is registered.
 pub const MAX_REGIONS: usize = 1024;
 
 /// Why a shared-memory request cannot be done (a 400, with this text).
@@ -95,7 +95,7 @@ pub enum SharedMemoryError {
     #[error("no shared-memory region '{0}' is registered by the client's user")]
     Unknown(String),
     /// Too many regions are registered.
-    #[error("{MAX_REGIONS} regions are registered already; unregister some first")]
+    #[error("this user has {MAX_REGIONS} regions registered already; unregister some first")]
     TooMany,
     /// The region's pages could not be allocated (a full /dev/shm).
     #[error(
@@ -188,12 +188,11 @@ struct Region {
     /// two names, or two keys linked to it) are told apart from two
     /// objects.
     object: (u64, u64),
-    /// The user who registered it (the object's owner).
-    owner: u32,
     map: MmapRaw,
 }
 
-/// Whether `client` may use what `owner` owns: its own, or root.
+/// Whether `client` may register an object `owner` owns: its own, or any
+/// for root.
 fn allowed(client: u32, owner: u32) -> bool {
     client == 0 || client == owner
 }
@@ -251,10 +250,12 @@ pub struct RegionStatus {
     pub byte_size: u64,
 }
 
-/// The registered regions, by name.
+/// The registered regions, by the user that registered them and name:
+/// each user has names of its own, so no user learns, takes or uses
+/// another's.
 #[derive(Debug, Default)]
 pub struct SharedMemory {
-    regions: Mutex<BTreeMap<String, Arc<Region>>>,
+    regions: Mutex<BTreeMap<(u32, String), Arc<Region>>>,
 }
 
 /// A tensor's bytes inside a region; holds the region mapped.
@@ -267,8 +268,8 @@ struct RegionBytes {
 impl AsRef<[u8]> for RegionBytes {
     fn as_ref(&self) -> &[u8] {
         debug_assert!(self.start + self.len <= self.region.map.len());
-        // SAFETY: `start + len` lies within the mapping (checked in `read`
-        // before this is built), which stays mapped while `self.region`
+        // SAFETY: `start + len` lies within the mapping (checked in
+        // `locate` before the place this is built from), which stays mapped while `self.region`
         // lives. The bytes are plain numbers the model reads; that the
         // client does not write them while the request is in flight is the
         // extension's contract (module doc), as with Triton.
@@ -390,10 +391,16 @@ impl SharedMemory {
             }
         }
         let mut regions = self.regions.lock().unwrap_or_else(|p| p.into_inner());
-        if regions.contains_key(name) {
+        let key_of = (client, name.to_string());
+        if regions.contains_key(&key_of) {
             return Err(SharedMemoryError::Exists(name.into()));
         }
-        if regions.len() >= MAX_REGIONS {
+        if regions
+            .range((client, String::new())..)
+            .take_while(|((u, _), _)| *u == client)
+            .count()
+            >= MAX_REGIONS
+        {
             return Err(SharedMemoryError::TooMany);
         }
         // A shared mapping, read and write: inputs are read from it,
@@ -404,59 +411,58 @@ impl SharedMemory {
             .map_raw(&file)
             .map_err(open)?;
         regions.insert(
-            name.into(),
+            key_of,
             Arc::new(Region {
                 key: key.into(),
                 offset,
                 object: (meta.dev(), meta.ino()),
-                owner: meta.uid(),
                 map,
             }),
         );
         Ok(())
     }
 
-    /// Unregister region `name`, or every region, of those `client` may
-    /// use; a name not registered is not an error (there is nothing to
-    /// undo), as with Triton.
+    /// Unregister `client`'s region `name`, or all its regions; a name not
+    /// registered is not an error (there is nothing to undo), as with
+    /// Triton.
     pub fn unregister(&self, name: Option<&str>, client: u32) {
         let mut regions = self.regions.lock().unwrap_or_else(|p| p.into_inner());
         match name {
             Some(n) => {
-                if regions.get(n).is_some_and(|r| allowed(client, r.owner)) {
-                    regions.remove(n);
-                }
+                regions.remove(&(client, n.to_string()));
             }
-            None => regions.retain(|_, r| !allowed(client, r.owner)),
+            None => regions.retain(|(u, _), _| *u != client),
         }
     }
 
-    /// The regions `client` may use (one, if `name` is given).
+    /// `client`'s regions (one, if `name` is given).
     pub fn status(
         &self,
         name: Option<&str>,
         client: u32,
     ) -> Result<Vec<RegionStatus>, SharedMemoryError> {
         let regions = self.regions.lock().unwrap_or_else(|p| p.into_inner());
-        let row = |(n, r): (&String, &Arc<Region>)| RegionStatus {
-            name: n.clone(),
+        let row = |n: &str, r: &Arc<Region>| RegionStatus {
+            name: n.to_string(),
             key: r.key.clone(),
             offset: r.offset,
             byte_size: r.map.len() as u64,
         };
-        let visible = |(_, r): &(&String, &Arc<Region>)| allowed(client, r.owner);
         match name {
-            None => Ok(regions.iter().filter(visible).map(row).collect()),
+            None => Ok(regions
+                .iter()
+                .filter(|((u, _), _)| *u == client)
+                .map(|((_, n), r)| row(n, r))
+                .collect()),
             Some(n) => regions
-                .get_key_value(n)
-                .filter(visible)
-                .map(|kv| vec![row(kv)])
+                .get(&(client, n.to_string()))
+                .map(|r| vec![row(n, r)])
                 .ok_or_else(|| SharedMemoryError::Unknown(n.into())),
         }
     }
 
-    /// Resolve `at` for a client running as user `client`: a region that
-    /// user may use, and room in it. `tensor` names it in errors.
+    /// Resolve `at` for a client running as user `client`: one of that
+    /// user's regions, and room in it. `tensor` names it in errors.
     pub fn locate(
         &self,
         at: &SharedMemoryRef,
@@ -467,8 +473,7 @@ impl SharedMemory {
             .regions
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .get(&at.region)
-            .filter(|r| allowed(client, r.owner))
+            .get(&(client, at.region.clone()))
             .cloned()
             .ok_or_else(|| SharedMemoryError::Unknown(at.region.clone()))?;
         let size = region.map.len();
@@ -492,9 +497,14 @@ impl SharedMemory {
     }
 
     /// Write each output's bytes at its place, resolved before the request
-    /// was submitted: every room is checked first, so either all are
+    /// was submitted: every room is checked first, and that no place
+    /// shares a byte with `input` (the request's own shared-memory input,
+    /// which the echo model returns as its output), so either all are
     /// written or none (a client told "400" finds no region overwritten).
-    pub fn write_outputs(outputs: &[(&Place, &str, &[u8])]) -> Result<(), SharedMemoryError> {
+    pub(crate) fn write_outputs(
+        outputs: &[(&Place, &str, &[u8])],
+        input: Option<(&str, &Place)>,
+    ) -> Result<(), SharedMemoryError> {
         for &(place, output, data) in outputs {
             if data.len() > place.at.byte_size {
                 return Err(SharedMemoryError::NoRoom {
@@ -502,6 +512,13 @@ impl SharedMemory {
                     region: place.at.region.clone(),
                     byte_size: place.at.byte_size,
                     size: data.len(),
+                });
+            }
+            if let Some((name, _)) = input.filter(|(_, i)| i.overlaps(place)) {
+                return Err(SharedMemoryError::Overlap {
+                    output: output.into(),
+                    region: place.at.region.clone(),
+                    input: name.into(),
                 });
             }
         }
@@ -512,13 +529,13 @@ impl SharedMemory {
             // <=` the mapping's length (`locate` checked the second, the
             // loop above the first); the mapping is writable (`map_raw` of
             // a file opened read-write) and stays mapped while `region`
-            // lives. `data` is the model's output; where it is the
-            // request's own shared-memory input (the echo model), the
-            // handler checked before submission that this place shares no
-            // byte of the object with it (`Place::overlaps`), through this
-            // very region, so no byte `data` covers is written. Another
-            // request writing the same bytes at once is the client's doing,
-            // against the contract (module doc).
+            // lives. `data` is the model's output: the server's own bytes,
+            // or (the echo model) the request's input, which the loop above
+            // found shares no byte of any object with this place — so no
+            // byte `data` covers is written, and two places in two mappings
+            // of one object are disjoint in memory too. Another request
+            // writing or reading the same bytes at once is the client's
+            // doing, against the contract (module doc).
             unsafe {
                 std::ptr::copy_nonoverlapping(
                     data.as_ptr(),
@@ -533,22 +550,39 @@ impl SharedMemory {
 
 /// The user that owns the client's end of the loopback TCP connection
 /// from `peer` to `local` (the server's address), from the kernel's socket
-/// tables (`/proc/net/tcp`, `/proc/net/tcp6`); `None` if it is not there.
+/// tables (`/proc/net/tcp`, `/proc/net/tcp6`: a client's socket may be of
+/// either family whatever the server's is); `None` if it is not there.
 pub fn peer_uid(local: std::net::SocketAddr, peer: std::net::SocketAddr) -> Option<u32> {
-    let table = if peer.is_ipv4() {
-        "/proc/net/tcp"
-    } else {
-        "/proc/net/tcp6"
-    };
-    let text = std::fs::read_to_string(table).ok()?;
+    ["/proc/net/tcp", "/proc/net/tcp6"]
+        .iter()
+        .find_map(|table| {
+            let text = std::fs::read_to_string(table).ok()?;
+            find_uid(&text, local, peer)
+        })
+}
+
+fn canonical(a: std::net::SocketAddr) -> std::net::SocketAddr {
+    std::net::SocketAddr::new(a.ip().to_canonical(), a.port())
+}
+
+/// In a socket table's `text`, the owner of the established socket whose
+/// local end is `peer` and remote end `local`: the client's. Only a live,
+/// established socket counts (state `01`, an inode): a client that closed
+/// at once leaves a time-wait entry that the kernel lists as root's.
+fn find_uid(text: &str, local: std::net::SocketAddr, peer: std::net::SocketAddr) -> Option<u32> {
+    let (local, peer) = (canonical(local), canonical(peer));
     text.lines().skip(1).find_map(|line| {
         let f: Vec<&str> = line.split_whitespace().collect();
-        // sl local_address rem_address st tx:rx tr:when retrnsmt uid …
-        let (Some(l), Some(r), Some(uid)) = (f.get(1), f.get(2), f.get(7)) else {
+        // sl local_address rem_address st tx:rx tr:when retrnsmt uid
+        // timeout inode …
+        let (Some(l), Some(r), Some(st), Some(uid), Some(inode)) =
+            (f.get(1), f.get(2), f.get(3), f.get(7), f.get(9))
+        else {
             return None;
         };
-        // The client's socket: its local end is our peer.
-        (parse_socket(l)? == peer && parse_socket(r)? == local).then(|| uid.parse().ok())?
+        let established = *st == "01" && *inode != "0";
+        (established && parse_socket(l)? == peer && parse_socket(r)? == local)
+            .then(|| uid.parse().ok())?
     })
 }
 
@@ -566,10 +600,8 @@ fn parse_socket(text: &str) -> Option<std::net::SocketAddr> {
     let ip = match bytes.len() {
         4 => std::net::IpAddr::from(<[u8; 4]>::try_from(bytes).ok()?),
         16 => {
-            let v6 = std::net::Ipv6Addr::from(<[u8; 16]>::try_from(bytes).ok()?);
-            // An IPv4 client of a dual-stack socket is listed mapped.
-            v6.to_ipv4_mapped()
-                .map_or(std::net::IpAddr::V6(v6), std::net::IpAddr::V4)
+            // (an IPv4-mapped address is compared canonical, as IPv4)
+            std::net::Ipv6Addr::from(<[u8; 16]>::try_from(bytes).ok()?).to_canonical()
         }
         _ => return None,
     };
@@ -674,17 +706,23 @@ mod tests {
         let e = shm.register("r", &object.key, 0, 64, other).unwrap_err();
         assert!(matches!(e, SharedMemoryError::NotYours { .. }), "{e}");
         shm.register("r", &object.key, 0, 64, owner).unwrap();
-        // Another user neither sees, uses nor removes it; root does all.
+        // Another user neither sees, uses nor removes it, and has the name
+        // free for itself (names are per user).
         assert!(shm.status(None, other).unwrap().is_empty());
         assert!(shm.status(Some("r"), other).is_err());
         let e = shm.locate(&at("r", 0, 8), "input 'x'", other).unwrap_err();
         assert!(matches!(e, SharedMemoryError::Unknown(_)), "{e}");
         shm.unregister(None, other);
         shm.unregister(Some("r"), other);
-        assert_eq!(shm.status(None, 0).unwrap().len(), 1);
-        shm.locate(&at("r", 0, 8), "input 'x'", 0).unwrap();
+        assert_eq!(shm.status(None, owner).unwrap().len(), 1);
+        // Root may register anyone's object, under names of its own.
+        if owner != 0 {
+            assert!(shm.status(None, 0).unwrap().is_empty());
+        }
+        shm.register("r", &object.key, 0, 32, 0).ok();
         shm.unregister(Some("r"), owner);
-        assert!(shm.status(None, 0).unwrap().is_empty());
+        assert!(shm.status(None, owner).unwrap().is_empty());
+        shm.unregister(None, 0);
     }
 
     #[test]
@@ -728,7 +766,7 @@ mod tests {
         let b = shm.locate(&at("r", 16, 8), "input 'x'", me).unwrap().read();
         assert_eq!(b.as_ref(), &[16, 17, 18, 19, 20, 21, 22, 23]);
         let out = shm.locate(&at("r", 100, 4), "output 'y'", me).unwrap();
-        SharedMemory::write_outputs(&[(&out, "y", &[9, 9, 9])]).unwrap();
+        SharedMemory::write_outputs(&[(&out, "y", &[9, 9, 9])], None).unwrap();
         let on_disk = std::fs::read(&object.path).unwrap();
         assert_eq!(&on_disk[1124..1128], &[9, 9, 9, (1127 % 256) as u8]);
         assert_eq!(
@@ -747,9 +785,15 @@ mod tests {
         assert_eq!(b.as_ref()[0], 16);
         let object2 = Object::new("rw2", 64);
         shm.register("r", &object2.key, 0, 64, me).unwrap();
-        SharedMemory::write_outputs(&[(&out, "y", &[5])]).unwrap();
+        SharedMemory::write_outputs(&[(&out, "y", &[5])], None).unwrap();
         assert_eq!(std::fs::read(&object.path).unwrap()[1124], 5);
-        assert_eq!(std::fs::read(&object2.path).unwrap()[100 % 64], 100 % 64);
+        // An output over the input it was given is refused, not written.
+        let input = shm.locate(&at("r", 0, 64), "x", me).unwrap();
+        let over = shm.locate(&at("r", 32, 8), "y", me).unwrap();
+        let e =
+            SharedMemory::write_outputs(&[(&over, "y", &[1; 8])], Some(("x", &input))).unwrap_err();
+        assert!(matches!(e, SharedMemoryError::Overlap { .. }), "{e}");
+        assert_eq!(std::fs::read(&object2.path).unwrap()[32], 32);
         shm.unregister(None, me);
         assert!(matches!(
             shm.locate(&at("r", 0, 1), "input 'x'", me),
@@ -792,12 +836,46 @@ mod tests {
             shm.locate(&at("r", 0, 4), "x", me).unwrap(),
             shm.locate(&at("r", 4, 4), "y", me).unwrap(),
         );
-        let e = SharedMemory::write_outputs(&[(&x, "x", &[7; 4]), (&y, "y", &[0; 5])]).unwrap_err();
+        let e = SharedMemory::write_outputs(&[(&x, "x", &[7; 4]), (&y, "y", &[0; 5])], None)
+            .unwrap_err();
         assert!(matches!(e, SharedMemoryError::NoRoom { .. }), "{e}");
         assert_eq!(std::fs::read(&object.path).unwrap(), before);
         assert!(shm.status(Some("nope"), me).is_err());
         shm.unregister(None, me);
         assert!(shm.status(None, me).unwrap().is_empty());
+    }
+
+    #[test]
+    fn the_clients_established_socket_and_no_other_row_gives_the_user() {
+        if cfg!(target_endian = "big") {
+            return;
+        }
+        // Server 127.0.0.1:8080 (uid 0), client 127.0.0.1:50000 (uid
+        // 1000); a time-wait row of another client, 127.0.0.1:50001,
+        // listed as root's with no inode.
+        let table = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
+   0: 0100007F:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 100 1
+   1: 0100007F:1F90 0100007F:C350 01 00000000:00000000 00:00000000 00000000     0        0 101 1
+   2: 0100007F:C350 0100007F:1F90 01 00000000:00000000 00:00000000 00000000  1000        0 102 1
+   3: 0100007F:C351 0100007F:1F90 06 00000000:00000000 03:00000F9A 00000000     0        0 0 3
+";
+        let server: std::net::SocketAddr = "127.0.0.1:8080".parse().unwrap();
+        let client: std::net::SocketAddr = "127.0.0.1:50000".parse().unwrap();
+        assert_eq!(find_uid(table, server, client), Some(1000));
+        // The same, seen through a dual-stack listener.
+        let mapped = |a: std::net::SocketAddr| match a {
+            std::net::SocketAddr::V4(v4) => {
+                std::net::SocketAddr::new(v4.ip().to_ipv6_mapped().into(), v4.port())
+            }
+            v6 => v6,
+        };
+        assert_eq!(find_uid(table, mapped(server), mapped(client)), Some(1000));
+        // Directional: asked the other way round it finds the server's own
+        // socket (root's), which is why the first answer above matters.
+        assert_eq!(find_uid(table, client, server), Some(0));
+        // Not a time-wait row, whoever it names.
+        let closed: std::net::SocketAddr = "127.0.0.1:50001".parse().unwrap();
+        assert_eq!(find_uid(table, server, closed), None);
     }
 
     #[test]
@@ -808,6 +886,15 @@ mod tests {
         assert_eq!(peer, client.local_addr().unwrap());
         let me = std::fs::metadata("/proc/self").unwrap().uid();
         assert_eq!(peer_uid(server_end.local_addr().unwrap(), peer), Some(me));
+        // A dual-stack listener, an IPv4 client: found all the same (its
+        // socket is in /proc/net/tcp, the server's end in tcp6).
+        if let Ok(listener) = std::net::TcpListener::bind("[::]:0") {
+            let port = listener.local_addr().unwrap().port();
+            let _client = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+            let (server_end, peer) = listener.accept().unwrap();
+            assert!(peer.is_ipv6(), "{peer}");
+            assert_eq!(peer_uid(server_end.local_addr().unwrap(), peer), Some(me));
+        }
         // An address with no such connection: nobody.
         let nobody: std::net::SocketAddr = "127.0.0.1:1".parse().unwrap();
         assert_eq!(peer_uid(server_end.local_addr().unwrap(), nobody), None);
