@@ -127,6 +127,25 @@ pub fn parse_cyclictest_histogram(text: &str) -> Result<Histogram<u64>, String> 
     Ok(h)
 }
 
+/// An HTTP/1.1 client connection to `addr` on hyper's connection API
+/// (TCP_NODELAY set). Its connection task is spawned on the calling tokio
+/// runtime, so it runs whenever that runtime does — in `serve_http` and
+/// `http_floor`, in each request's `block_on` on the client's own thread.
+pub async fn open_hyper(
+    addr: std::net::SocketAddr,
+) -> Result<hyper::client::conn::http1::SendRequest<http_body_util::Full<bytes::Bytes>>, String> {
+    let stream = tokio::net::TcpStream::connect(addr)
+        .await
+        .map_err(|e| e.to_string())?;
+    stream.set_nodelay(true).map_err(|e| e.to_string())?;
+    let (sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .map_err(|e| e.to_string())?;
+    tokio::spawn(conn);
+    Ok(sender)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

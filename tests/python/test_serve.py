@@ -220,45 +220,38 @@ def main():
             sent["squeezenet", 200] += 1
             check(np.allclose(via_shm, via_body, rtol=1e-5, atol=1e-5),
                   "the same frame gives the same logits in shared memory as in the body")
-            # An output placed over its own input: refused before a pass.
-            inp = httpclient.InferInput("input", list(frame.shape), "FP32")
-            inp.set_shared_memory("frame", frame.nbytes, offset=64)
+            def refused(call, needle, what, model="squeezenet"):
+                """`call` is answered 400 with `needle` in its message, and
+                counted for `model` (None: a request no model counts)."""
+                try:
+                    call()
+                    check(False, f"{what}: refused")
+                except InferenceServerException as e:
+                    if model:
+                        sent[model, status_of(e)] += 1
+                    check(status_of(e) == 400 and needle in e.message(),
+                          f"{what}: {status_of(e)} {e.message()}")
+
+            def frame_input():
+                inp = httpclient.InferInput("input", list(frame.shape), "FP32")
+                inp.set_shared_memory("frame", frame.nbytes, offset=64)
+                return inp
+
+            # Refused before a forward pass, and counted: an output placed
+            # over its own input, an output region too small for the output.
             over = httpclient.InferRequestedOutput("output")
             over.set_shared_memory("frame", 4000, offset=1000)
-            try:
-                client.infer("squeezenet", [inp], outputs=[over])
-                check(False, "an output over its input is refused")
-            except InferenceServerException as e:
-                sent["squeezenet", status_of(e)] += 1
-                check(status_of(e) == 400 and "overlaps the request's input" in e.message(),
-                      f"output over its input: {status_of(e)} {e.message()}")
-            # An output region too small for the model's output: refused
-            # before a forward pass, counted.
+            refused(lambda: client.infer("squeezenet", [frame_input()], outputs=[over]),
+                    "overlaps the request's input", "output over its input")
             small = httpclient.InferRequestedOutput("output")
             small.set_shared_memory("logits", 100)
-            inp = httpclient.InferInput("input", list(frame.shape), "FP32")
-            inp.set_shared_memory("frame", frame.nbytes, offset=64)
-            try:
-                client.infer("squeezenet", [inp], outputs=[small])
-                check(False, "a too-small output region is refused")
-            except InferenceServerException as e:
-                sent["squeezenet", status_of(e)] += 1
-                check(status_of(e) == 400 and "over the 100 bytes" in e.message(),
-                      f"too-small output region: {status_of(e)} {e.message()}")
-            try:
-                client.register_system_shared_memory("evil", "/../../etc/passwd", 10)
-                check(False, "a key outside /dev/shm is refused")
-            except InferenceServerException as e:
-                check(status_of(e) == 400 and "POSIX shared-memory name" in e.message(),
-                      f"key outside /dev/shm: {status_of(e)} {e.message()}")
+            refused(lambda: client.infer("squeezenet", [frame_input()], outputs=[small]),
+                    "over the 100 bytes", "too-small output region")
+            refused(lambda: client.register_system_shared_memory("evil", "/../../etc/passwd", 10),
+                    "POSIX shared-memory name", "key outside /dev/shm", model=None)
             client.unregister_system_shared_memory("frame")
-            try:
-                client.infer("squeezenet", [inp])
-                check(False, "an unregistered region is refused")
-            except InferenceServerException as e:
-                sent["squeezenet", status_of(e)] += 1
-                check(status_of(e) == 400 and "no shared-memory region 'frame'" in e.message(),
-                      f"unregistered region: {status_of(e)} {e.message()}")
+            refused(lambda: client.infer("squeezenet", [frame_input()]),
+                    "no shared-memory region 'frame'", "unregistered region")
             client.unregister_system_shared_memory()
             check(client.get_system_shared_memory_status() == [], "all unregistered")
         finally:

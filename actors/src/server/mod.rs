@@ -208,9 +208,16 @@ fn local_peer(req: &HttpRequest) -> bool {
 #[derive(Debug, Clone, Copy)]
 struct PeerUid(Option<u32>);
 
-/// The user a shared-memory request acts as, or its refusal (403): a
-/// client not on this host, or one whose user cannot be told.
-fn shm_client(req: &HttpRequest) -> Result<u32, (StatusCode, String)> {
+/// The registry and the user a shared-memory request acts as, or its
+/// refusal: 400 with the flag off, 403 for a client not on this host or
+/// one whose user cannot be told.
+fn shm_access<'s>(
+    state: &'s ServerState,
+    req: &HttpRequest,
+) -> Result<(&'s SharedMemory, u32), (StatusCode, String)> {
+    let shm = state
+        .shared_memory()
+        .map_err(|e| (StatusCode::BAD_REQUEST, e.to_string()))?;
     if !local_peer(req) {
         return Err((
             StatusCode::FORBIDDEN,
@@ -223,7 +230,7 @@ fn shm_client(req: &HttpRequest) -> Result<u32, (StatusCode, String)> {
         ));
     }
     match req.conn_data::<PeerUid>() {
-        Some(PeerUid(Some(uid))) => Ok(*uid),
+        Some(PeerUid(Some(uid))) => Ok((shm, *uid)),
         _ => Err((
             StatusCode::FORBIDDEN,
             "cannot tell which user the client runs as (its connection is not in \
@@ -249,11 +256,8 @@ async fn shm_register(
     req: HttpRequest,
     body: web::Bytes,
 ) -> HttpResponse {
-    if let Err(e) = state.shared_memory() {
-        return error(StatusCode::BAD_REQUEST, &e.to_string());
-    }
-    let client = match shm_client(&req) {
-        Ok(uid) => uid,
+    let client = match shm_access(&state, &req) {
+        Ok((_, uid)) => uid,
         Err((status, message)) => return error(status, &message),
     };
     let request: RegisterRegion = match serde_json::from_slice(&body) {
@@ -294,19 +298,12 @@ async fn shm_register(
 }
 
 fn shm_unregister_one(state: &ServerState, req: &HttpRequest, name: Option<&str>) -> HttpResponse {
-    if let Err(e) = state.shared_memory() {
-        return error(StatusCode::BAD_REQUEST, &e.to_string());
-    }
-    let client = match shm_client(req) {
-        Ok(uid) => uid,
-        Err((status, message)) => return error(status, &message),
-    };
-    match state.shared_memory() {
-        Ok(shm) => {
+    match shm_access(state, req) {
+        Ok((shm, client)) => {
             shm.unregister(name, client);
             HttpResponse::Ok().finish()
         }
-        Err(e) => error(StatusCode::BAD_REQUEST, &e.to_string()),
+        Err((status, message)) => error(status, &message),
     }
 }
 
@@ -323,17 +320,11 @@ async fn shm_unregister_all(state: web::Data<ServerState>, req: HttpRequest) -> 
 }
 
 fn shm_status_of(state: &ServerState, req: &HttpRequest, name: Option<&str>) -> HttpResponse {
-    if let Err(e) = state.shared_memory() {
-        return error(StatusCode::BAD_REQUEST, &e.to_string());
-    }
-    let client = match shm_client(req) {
-        Ok(uid) => uid,
+    let (shm, client) = match shm_access(state, req) {
+        Ok(access) => access,
         Err((status, message)) => return error(status, &message),
     };
-    match state
-        .shared_memory()
-        .and_then(|shm| shm.status(name, client))
-    {
+    match shm.status(name, client) {
         Ok(rows) => HttpResponse::Ok().json(rows),
         Err(e) => error(StatusCode::BAD_REQUEST, &e.to_string()),
     }
@@ -688,12 +679,8 @@ async fn infer(
             .iter()
             .any(|(_, f)| matches!(f, OutputForm::Shared(_)));
     let shm = if uses_shm {
-        let shm = match state.shared_memory() {
-            Ok(shm) => shm,
-            Err(e) => return refuse(StatusCode::BAD_REQUEST, e.to_string()),
-        };
-        match shm_client(&req) {
-            Ok(client) => Some((shm, client)),
+        match shm_access(&state, &req) {
+            Ok(access) => Some(access),
             Err((status, message)) => return refuse(status, message),
         }
     } else {

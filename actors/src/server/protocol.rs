@@ -930,50 +930,34 @@ mod tests {
     #[test]
     fn responses_carry_json_or_binary_outputs() {
         let t = TensorData::from_f32(vec![1, 2], &[0.25, f32::NAN]).unwrap();
-        let r = encode_infer(
-            "m",
-            Some("1"),
-            Map::new(),
-            &[ResponseOutput {
-                name: "out",
-                tensor: &t,
-                form: &OutputForm::Json,
-            }],
-        );
+        let encode = |form: OutputForm| {
+            encode_infer(
+                "m",
+                Some("1"),
+                Map::new(),
+                &[ResponseOutput {
+                    name: "out",
+                    tensor: &t,
+                    form: &form,
+                }],
+            )
+        };
+        let r = encode(OutputForm::Json);
         assert!(r.header_length.is_none());
         let v: Value = serde_json::from_slice(&r.body).unwrap();
         assert_eq!(v["outputs"][0]["data"], serde_json::json!([0.25, null]));
         assert_eq!(v["model_name"], "m");
-        let r = encode_infer(
-            "m",
-            None,
-            Map::new(),
-            &[ResponseOutput {
-                name: "out",
-                tensor: &t,
-                form: &OutputForm::Binary,
-            }],
-        );
+        let r = encode(OutputForm::Binary);
         let n = r.header_length.unwrap();
         let v: Value = serde_json::from_slice(&r.body[..n]).unwrap();
         assert_eq!(v["outputs"][0]["parameters"]["binary_data_size"], 8);
         assert_eq!(&r.body[n..], t.data.as_ref());
         // A shared-memory output is named, not sent.
-        let at = SharedMemoryRef {
+        let r = encode(OutputForm::Shared(SharedMemoryRef {
             region: "out_region".into(),
             offset: 16,
             byte_size: 64,
-        };
-        let r = encode_infer(
-            "m",
-            None,
-            Map::new(),
-            &[ResponseOutput {
-                name: "out",
-                tensor: &t,
-                form: &OutputForm::Shared(at),
-            }],
-        );
+        }));
         assert!(r.header_length.is_none());
         let v: Value = serde_json::from_slice(&r.body).unwrap();
         let out = &v["outputs"][0];

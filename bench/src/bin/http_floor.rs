@@ -399,18 +399,7 @@ impl HyperClient {
             .enable_io()
             .build()
             .map_err(|e| e.to_string())?;
-        let sender = rt.block_on(async {
-            let stream = tokio::net::TcpStream::connect(addr)
-                .await
-                .map_err(|e| e.to_string())?;
-            stream.set_nodelay(true).map_err(|e| e.to_string())?;
-            let (sender, conn) =
-                hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-                    .await
-                    .map_err(|e| e.to_string())?;
-            tokio::spawn(conn);
-            Ok::<_, String>(sender)
-        })?;
+        let sender = rt.block_on(ecomap_bench::open_hyper(addr))?;
         Ok(HyperClient {
             rt,
             sender,

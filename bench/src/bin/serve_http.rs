@@ -1008,7 +1008,7 @@ mod hyper_client {
                 .enable_io()
                 .build()
                 .map_err(|e| e.to_string())?;
-            let sender = rt.block_on(open(addr))?;
+            let sender = rt.block_on(ecomap_bench::open_hyper(addr))?;
             Ok(Client {
                 rt,
                 addr,
@@ -1041,7 +1041,7 @@ mod hyper_client {
                 // closed the connection in between.
                 tokio::task::yield_now().await;
                 if sender.ready().await.is_err() {
-                    *sender = open(addr).await.map_err(|_| 0u16)?;
+                    *sender = ecomap_bench::open_hyper(addr).await.map_err(|_| 0u16)?;
                     sender.ready().await.map_err(|_| 0u16)?;
                 }
                 let response = match sender.try_send_request(request).await {
@@ -1051,7 +1051,7 @@ mod hyper_client {
                     // it back, and it goes again on a new connection.
                     Err(mut e) => {
                         let request = e.take_message().ok_or(0u16)?;
-                        *sender = open(addr).await.map_err(|_| 0u16)?;
+                        *sender = ecomap_bench::open_hyper(addr).await.map_err(|_| 0u16)?;
                         sender.ready().await.map_err(|_| 0u16)?;
                         sender.send_request(request).await.map_err(|_| 0u16)?
                     }
@@ -1077,21 +1077,6 @@ mod hyper_client {
             let rtt = t0.elapsed().as_micros() as u64;
             super::http_sample(rtt, &bytes, header_len)
         }
-    }
-
-    /// Open a connection; its task runs whenever the runtime does, in each
-    /// request's `block_on` on the client's thread.
-    async fn open(addr: SocketAddr) -> Result<SendRequest<Full<Bytes>>, String> {
-        let stream = tokio::net::TcpStream::connect(addr)
-            .await
-            .map_err(|e| e.to_string())?;
-        stream.set_nodelay(true).map_err(|e| e.to_string())?;
-        let (sender, conn) =
-            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-                .await
-                .map_err(|e| e.to_string())?;
-        tokio::spawn(conn);
-        Ok(sender)
     }
 }
 
